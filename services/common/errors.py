@@ -1,0 +1,149 @@
+"""Typed errors that cross RPC and HTTP.
+
+Every error a caller can act on is one of these classes. They are registered
+with nameko's ``deserialize_to_instance`` so a caller of an RPC gets the same
+class back (not a ``RemoteError``) and can tell them apart with ``except``.
+
+Their constructor arguments are plain strings, because nameko rebuilds the
+exception on the caller's side from ``exc.args``. Messages never carry
+secrets or personal data: callers pass field names and rules, not values.
+"""
+from __future__ import annotations
+
+from nameko.exceptions import deserialize_to_instance
+
+
+class EsignError(Exception):
+    """Base of the platform's typed errors."""
+
+    #: stable machine-readable code, also the HTTP error ``code``
+    code = "error"
+    #: HTTP status the gateway answers with
+    http_status = 500
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": str(self)}
+
+
+@deserialize_to_instance
+class InvalidInput(EsignError):
+    """Input broke a rule. ``field`` names the input, ``rule`` names the rule
+    (a short stable identifier such as ``required``, ``max_length``,
+    ``check_digit``) and ``message`` says what was expected and what was found,
+    without echoing personal data."""
+
+    code = "invalid_input"
+    http_status = 422
+
+    def __init__(self, field: str, rule: str, message: str = ""):
+        super().__init__(field, rule, message)
+        self.field = field
+        self.rule = rule
+        self.message = message or f"{field}: violates rule {rule}"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.rule}: {self.message}" if self.message else f"{self.field}: {self.rule}"
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "field": self.field, "rule": self.rule, "message": self.message}
+
+
+@deserialize_to_instance
+class NotFound(EsignError):
+    """The named entity does not exist (or is not visible to the caller)."""
+
+    code = "not_found"
+    http_status = 404
+
+    def __init__(self, entity: str, ident: str = ""):
+        super().__init__(entity, ident)
+        self.entity = entity
+        self.ident = ident
+
+    def __str__(self) -> str:
+        return f"{self.entity} not found" + (f": {self.ident}" if self.ident else "")
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "entity": self.entity, "id": self.ident, "message": str(self)}
+
+
+@deserialize_to_instance
+class Forbidden(EsignError):
+    """The caller may not do this (wrong party, used grant, revoked certificate)."""
+
+    code = "forbidden"
+    http_status = 403
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@deserialize_to_instance
+class Conflict(EsignError):
+    """The request clashes with the current state (duplicate, wrong flow state)."""
+
+    code = "conflict"
+    http_status = 409
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@deserialize_to_instance
+class Unavailable(EsignError):
+    """An outside system (S3, time-stamp authority, SMS vendor) did not answer
+    after bounded retries. Nothing half-done is left referenced."""
+
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, system: str, reason: str = ""):
+        super().__init__(system, reason)
+        self.system = system
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.system} unavailable" + (f": {self.reason}" if self.reason else "")
+
+
+@deserialize_to_instance
+class IntegrityError(EsignError):
+    """Stored data does not match its recorded hash or signature."""
+
+    code = "integrity_error"
+    http_status = 500
+
+    def __init__(self, what: str, reason: str = ""):
+        super().__init__(what, reason)
+        self.what = what
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"integrity check failed for {self.what}" + (f": {self.reason}" if self.reason else "")
+
+
+@deserialize_to_instance
+class InternalError(EsignError):
+    """An unexpected failure. The caller gets only a reference; the details
+    are in the service's log under that reference."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, reference: str):
+        super().__init__(reference)
+        self.reference = reference
+
+    def __str__(self) -> str:
+        return f"internal error (reference {self.reference})"
+
+
+ERROR_TYPES = (InvalidInput, NotFound, Forbidden, Conflict, Unavailable, IntegrityError, InternalError)
