@@ -1,5 +1,161 @@
 """Root conftest: eventlet must patch the standard library before anything
-imports socket, threading or ssl (nameko's containers are eventlet greenthreads)."""
+imports socket, threading or ssl (nameko's containers are eventlet greenthreads).
+
+Shared fixtures for tests that talk to real systems:
+
+- ``amqp_uri``: a RabbitMQ virtual host made for this test run and deleted
+  after it, so no message left by an earlier run can satisfy a test;
+- ``pg_url`` / ``db_url``: PostgreSQL on this machine (schemas made per test
+  and dropped), and SQLite files, for tests parametrised over both;
+- ``s3``: a SeaweedFS started for the run on free ports with random keys;
+- ``service_config`` / ``run_container``: configs and running nameko containers.
+"""
 import eventlet
 
 eventlet.monkey_patch()
+
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+RUN_ID = uuid.uuid4().hex[:8]
+PG_URL = os.environ.get("ESIGN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RABBIT_HOST = os.environ.get("ESIGN_TEST_RABBIT", "guest:guest@127.0.0.1:5672")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def amqp_uri():
+    """A fresh RabbitMQ vhost for this run (rabbitmqctl; CI runs as root)."""
+    if not shutil.which("rabbitmqctl"):
+        pytest.fail("rabbitmqctl not found: the integration tests need a local RabbitMQ")
+    vhost = f"esign-test-{RUN_ID}"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, RABBIT_HOST.split(":")[0], ".*", ".*", ".*")
+    yield f"pyamqp://{RABBIT_HOST}/{vhost}"
+    try:
+        _rabbitmqctl("delete_vhost", vhost)
+    except subprocess.SubprocessError:
+        pass
+
+
+class SchemaPool:
+    """PostgreSQL schemas handed out to tests, dropped at the end of the run."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.schemas: list[str] = []
+
+    def new(self, prefix: str) -> str:
+        name = f"{prefix}_{RUN_ID}_{len(self.schemas)}"
+        self.schemas.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        from services.common.database import normalise_url
+
+        engine = create_engine(normalise_url(self.url))
+        with engine.begin() as conn:
+            for schema in self.schemas:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_schemas():
+    pool = SchemaPool(PG_URL)
+    yield pool
+    pool.drop_all()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db_backend(request):
+    return request.param
+
+
+@pytest.fixture
+def db_url_for(db_backend, pg_schemas, tmp_path):
+    """``db_url_for(service) -> (url, schema)`` on the parametrised backend."""
+
+    def make(service: str):
+        if db_backend == "postgresql":
+            return PG_URL, pg_schemas.new(service)
+        return f"sqlite:///{tmp_path / (service + '.db')}", None
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    from services.common.s3server import SeaweedPorts, SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"), "test-" + secrets.token_hex(8),
+                           secrets.token_hex(20), SeaweedPorts.free())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def service_config(amqp_uri, pg_schemas, s3, tmp_path):
+    """``service_config(service, backend="postgresql", **overrides) -> dict``."""
+
+    def make(service: str, backend: str = "postgresql", **overrides):
+        if backend == "postgresql":
+            database = {"URL": PG_URL, "SCHEMA": pg_schemas.new(service)}
+        else:
+            database = {"URL": f"sqlite:///{tmp_path / (service + '.db')}", "SCHEMA": None}
+        config = {
+            "AMQP_URI": amqp_uri,
+            "DATA_DIR": str(tmp_path / "data"),
+            "max_workers": 10,
+            "DATABASE": database,
+            "OUTBOX": {"RELAY_INTERVAL": 0.2},
+            "METRICS": {"PORT": 0},
+            "S3": {"ENDPOINT": s3.endpoint, "ACCESS_KEY": s3.access_key, "SECRET_KEY": s3.secret_key,
+                   "BUCKET": f"esign-{service}-{RUN_ID}", "VERSIONING": service == "signing"},
+        }
+        config.update(overrides)
+        return config
+
+    return make
+
+
+@pytest.fixture
+def run_container():
+    """Start nameko containers in this process; all are stopped at teardown."""
+    from nameko.containers import ServiceContainer
+
+    containers = []
+
+    def start(service_cls, config):
+        container = ServiceContainer(service_cls, config)
+        container.start()
+        containers.append(container)
+        return container
+
+    yield start
+    for container in reversed(containers):
+        container.stop()
+
+
+@pytest.fixture
+def rpc_proxy(amqp_uri):
+    """A standalone RPC proxy on the test vhost (one per test)."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    context = ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30)
+    proxy = context.start()
+    yield proxy
+    context.stop()
+

@@ -1,0 +1,53 @@
+"""The ``esign`` command.
+
+  esign up                 start SeaweedFS and every service on this machine
+  esign run SERVICE        run one service in this process (identity, documents,
+                           signing, notify, gateway)
+  esign migrate [SERVICE]  bring databases to the newest schema
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="esign", description="Electronic-signature platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start SeaweedFS and every service, embedded defaults")
+    up.add_argument("--data-dir", default=None, help="state directory (default ./var)")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health")
+
+    run = commands.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", choices=["identity", "documents", "signing", "notify", "gateway"])
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("service", nargs="?", choices=["identity", "documents", "signing", "notify"])
+
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        from services.common.platform import up as platform_up
+
+        return platform_up(data_dir=args.data_dir, timeout=args.timeout)
+    if args.command == "run":
+        if args.service == "gateway":
+            from services.gateway.server import run as run_gateway
+
+            return run_gateway()
+        from services.common.runner import run as run_service
+
+        return run_service(args.service)
+    if args.command == "migrate":
+        from services.common.config import load_config
+        from services.common.database import Database
+
+        for service in [args.service] if args.service else ["identity", "documents", "signing", "notify"]:
+            Database.from_config(load_config(service), service).migrate()
+            print(f"{service}: migrated")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Service configuration: one YAML file per service in nameko's own format.
+
+Values may be written ``${ENV_VAR:default}``; nameko's YAML loader substitutes
+the environment at load time, so ``nameko run --config`` and ``esign run``
+read the same files the same way.
+
+Secrets (the key-encryption keys, the session secret, S3 keys in production)
+are never written in these files: the file names an environment variable and a
+file path, and :func:`read_secret` takes the value from whichever is set.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NAMES = ("identity", "documents", "signing", "notify", "gateway")
+
+_parser_ready = False
+
+
+def _setup_parser() -> None:
+    global _parser_ready
+    if not _parser_ready:
+        # Imported lazily: nameko's CLI module imports pkg_resources, which is slow.
+        from nameko.cli.main import setup_yaml_parser
+
+        setup_yaml_parser()
+        _parser_ready = True
+
+
+def config_path(service: str) -> Path:
+    return REPO_ROOT / "services" / service / "config.yaml"
+
+
+def load_config(service_or_path: str | Path) -> dict[str, Any]:
+    """Load a service's YAML config with ``${ENV:default}`` substitution."""
+    path = Path(service_or_path)
+    if not path.suffix:
+        path = config_path(str(service_or_path))
+    _setup_parser()
+    with open(path, encoding="utf-8") as stream:
+        config = yaml.safe_load(stream) or {}
+    return config
+
+
+def data_dir(config: dict[str, Any]) -> Path:
+    """The directory for embedded-default state (SQLite files, outbox, secrets)."""
+    path = Path(config.get("DATA_DIR") or os.environ.get("ESIGN_DATA_DIR") or REPO_ROOT / "var")
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class SecretMissing(RuntimeError):
+    """A secret is neither in its environment variable nor in its file."""
+
+
+def read_secret(spec: dict[str, Any] | None, name: str, *, generate_in: Path | None = None) -> bytes:
+    """Read one secret as bytes.
+
+    ``spec`` is the secret's config entry: ``{"env": "ESIGN_KEK", "file": "..."}``.
+    The environment variable wins; otherwise the file is read. Values are
+    base64 (``base64:`` prefix optional) or raw text. With ``generate_in`` set
+    (embedded defaults only), a missing file is created there with 0600
+    permissions and a fresh random 32-byte value, so a first ``esign up`` works
+    without setup and nothing secret is ever committed.
+    """
+    spec = spec or {}
+    env_name = spec.get("env")
+    if env_name and os.environ.get(env_name):
+        return _decode_secret(os.environ[env_name])
+    file_name = spec.get("file")
+    path = Path(file_name) if file_name else None
+    if path is not None and not path.is_absolute():
+        path = REPO_ROOT / path
+    if path is not None and path.exists():
+        return _decode_secret(path.read_text(encoding="utf-8").strip())
+    if generate_in is not None:
+        path = path or (generate_in / "secrets" / name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        value = "base64:" + base64.b64encode(_secrets.token_bytes(32)).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+        return _decode_secret(value)
+    raise SecretMissing(
+        f"secret {name!r} is not set: set environment variable {env_name or '(none configured)'}"
+        f" or create file {file_name or '(none configured)'}"
+    )
+
+
+def _decode_secret(value: str) -> bytes:
+    if value.startswith("base64:"):
+        return base64.b64decode(value[len("base64:"):])
+    return value.encode("utf-8")

@@ -1,0 +1,192 @@
+"""Database access for every service: SQLAlchemy 2 engines, one schema per
+service, Alembic migrations per service, and the nameko dependency that hands
+each worker a :class:`UnitOfWork` (a session plus the transactional outbox).
+
+PostgreSQL in deployment: each service lives in its own schema (the
+connection's ``search_path`` is set to it, so models and migrations stay
+schema-free). SQLite for the embedded default: one file per service.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from nameko.extensions import DependencyProvider
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.common.config import REPO_ROOT, data_dir
+
+log = logging.getLogger(__name__)
+
+# Alembic upgrades of one database from several threads of one process
+# (tests run several containers) must not interleave.
+_migrate_lock = threading.Lock()
+
+
+def database_url(config: dict[str, Any], service: str) -> str:
+    """The service's database URL; an empty setting means the embedded
+    SQLite file ``<DATA_DIR>/<service>.db``."""
+    url = (config.get("DATABASE") or {}).get("URL")
+    if url:
+        return str(url)
+    return f"sqlite:///{data_dir(config) / (service + '.db')}"
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg2 here: SQLAlchemy 2.1 would pick
+    psycopg 3, while psycopg2 is the driver measured cooperative under
+    eventlet's monkey-patching."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
+    """An engine whose connections see only ``schema`` on PostgreSQL."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    connect_args = {}
+    if schema:
+        connect_args["options"] = f"-csearch_path={schema}"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+
+
+def ensure_schema(url: str, schema: str | None) -> None:
+    """Create the service's PostgreSQL schema if it is missing."""
+    if not schema or url.startswith("sqlite"):
+        return
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        engine.dispose()
+
+
+def migrations_dir(service: str) -> Path:
+    return REPO_ROOT / "services" / service / "migrations"
+
+
+def upgrade(engine: Engine, service: str, revision: str = "head", directory: Path | None = None) -> None:
+    """Run the service's Alembic migrations up to ``revision``.
+
+    On PostgreSQL an advisory lock keyed by the service name serialises
+    replicas that start at the same moment.
+    """
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(directory or migrations_dir(service)))
+    with _migrate_lock, engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "migrate:" + service})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+class Database:
+    """Engine and session factory of one service's database."""
+
+    def __init__(self, url: str, schema: str | None, service: str, migrations: Path | None = None):
+        self.migrations = migrations
+        self.url = url
+        self.schema = schema
+        self.service = service
+        ensure_schema(url, schema)
+        self.engine = make_engine(url, schema)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], service: str) -> "Database":
+        settings = config.get("DATABASE") or {}
+        migrations = settings.get("MIGRATIONS")  # another Alembic directory than services/<name>/migrations
+        return cls(database_url(config, service), settings.get("SCHEMA") or service, service,
+                   Path(migrations) if migrations else None)
+
+    def migrate(self) -> None:
+        upgrade(self.engine, self.service, directory=self.migrations)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self.sessionmaker()
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class DatabaseProvider(DependencyProvider):
+    """nameko dependency: sets up the service's database (migrating it to the
+    newest schema) and gives each worker a :class:`~services.common.outbox.UnitOfWork`.
+
+    The unit of work's ``commit()`` commits the worker's changes together with
+    the events it emitted, then publishes those events; events whose publication
+    failed are published by the outbox relay that this provider runs.
+    """
+
+    def __init__(self, relay_interval: float | None = None):
+        self.relay_interval = relay_interval
+        self.units: dict[Any, Any] = {}
+
+    def setup(self) -> None:
+        from services.common.outbox import OutboxPublisher, OutboxRelay
+
+        config = self.container.config
+        self.db = Database.from_config(config, self.container.service_name)
+        self.db.migrate()
+        self.publisher = OutboxPublisher(config, self.container.service_name)
+        interval = self.relay_interval
+        if interval is None:
+            interval = float((config.get("OUTBOX") or {}).get("RELAY_INTERVAL", 1.0))
+        self.relay = OutboxRelay(self.db, self.publisher, interval)
+
+    def start(self) -> None:
+        self.container.spawn_managed_thread(self.relay.run)
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.db.dispose()
+
+    def kill(self) -> None:
+        self.relay.stop()
+
+    def get_dependency(self, worker_ctx):
+        from services.common.outbox import UnitOfWork
+
+        unit = UnitOfWork(self.db.sessionmaker(), self.publisher, self.container.service_name)
+        self.units[worker_ctx] = unit
+        return unit
+
+    def worker_teardown(self, worker_ctx) -> None:
+        unit = self.units.pop(worker_ctx, None)
+        if unit is not None:
+            unit.close()

@@ -1,0 +1,157 @@
+"""nameko entrypoints with the platform's error contract.
+
+``rpc``: validates the call before a worker runs. An unknown method, a missing
+or unexpected argument, or an argument of the wrong type is answered with
+:class:`~services.common.errors.InvalidInput` naming the field and the rule,
+never with a traceback. Unexpected failures inside a worker reach the caller
+as :class:`~services.common.errors.InternalError` carrying only a reference;
+the details go to the service log under that reference.
+
+``handles_event``: an idempotent event handler. It records the event id in
+``processed_events`` in the same transaction as the handler's own changes,
+so a redelivered event changes nothing twice; a transient failure (database
+or S3 away) puts the message back on the queue instead of losing it.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import typing
+import uuid
+
+import eventlet
+from nameko.events import SERVICE_POOL, EventHandler
+from nameko.rpc import Rpc, RpcConsumer
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import OperationalError
+
+from services.common.errors import EsignError, InternalError, InvalidInput, Unavailable
+
+log = logging.getLogger(__name__)
+
+_PASSTHROUGH = ("MalformedRequest", "ContainerBeingKilled")
+
+
+class EsignRpcConsumer(RpcConsumer):
+    def get_provider_for_method(self, routing_key):
+        service_name = self.container.service_name
+        for provider in self._providers:
+            if routing_key == f"{service_name}.{provider.method_name}":
+                return provider
+        method_name = routing_key.split(".")[-1]
+        raise InvalidInput("method", "unknown_method", f"{service_name} has no RPC method {method_name!r}")
+
+
+class EsignRpc(Rpc):
+    rpc_consumer = EsignRpcConsumer()
+
+    def setup(self):
+        super().setup()
+        method = getattr(self.container.service_cls, self.method_name)
+        params = list(inspect.signature(method).parameters.values())[1:]  # drop self
+        hints = typing.get_type_hints(method)
+        self._params = params
+        self._adapters = {p.name: TypeAdapter(hints[p.name]) for p in params if p.name in hints}
+
+    def check_signature(self, args, kwargs):
+        named = {}
+        positional = [p for p in self._params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(args) > len(positional):
+            raise InvalidInput("args", "too_many_arguments",
+                               f"{self.method_name} takes {len(positional)} positional arguments, got {len(args)}")
+        for param, value in zip(positional, args):
+            named[param.name] = value
+        known = {p.name for p in self._params}
+        for key, value in kwargs.items():
+            if key not in known:
+                raise InvalidInput(str(key), "unexpected", f"{self.method_name} has no argument {key!r}")
+            if key in named:
+                raise InvalidInput(str(key), "duplicate", f"argument {key!r} given twice")
+            named[key] = value
+        for param in self._params:
+            if param.name not in named and param.default is inspect.Parameter.empty:
+                raise InvalidInput(param.name, "required", f"{param.name} is required")
+        for name, value in named.items():
+            adapter = self._adapters.get(name)
+            if adapter is None:
+                continue
+            try:
+                adapter.validate_python(value, strict=True)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(part) for part in first.get("loc", ()))
+                field = f"{name}.{loc}" if loc else name
+                raise InvalidInput(field, str(first.get("type", "type")), str(first.get("msg", "wrong type")))
+
+    def handle_result(self, message, worker_ctx, result, exc_info):
+        exc_info = to_typed_error(exc_info, f"{self.container.service_name}.{self.method_name}")
+        return super().handle_result(message, worker_ctx, result, exc_info)
+
+
+def to_typed_error(exc_info, where: str):
+    """Replace an unexpected exception by an InternalError with a reference."""
+    if exc_info is None:
+        return None
+    exc = exc_info[1]
+    if isinstance(exc, EsignError) or type(exc).__name__ in _PASSTHROUGH:
+        return exc_info
+    reference = uuid.uuid4().hex[:12]
+    log.error("unexpected %s in %s (reference %s)", type(exc).__name__, where, reference,
+              exc_info=exc_info)
+    error = InternalError(reference)
+    return (InternalError, error, exc_info[2])
+
+
+rpc = EsignRpc.decorator
+
+
+TRANSIENT_ERRORS = (Unavailable, OperationalError, ConnectionError, TimeoutError)
+
+
+class EsignEventHandler(EventHandler):
+    """Requeues a message whose handler failed for a transient reason, so the
+    event is retried instead of lost; other failures are acked and logged."""
+
+    requeue_delay = 1.0
+
+    def handle_result(self, message, worker_ctx, result=None, exc_info=None):
+        if exc_info is not None and isinstance(exc_info[1], TRANSIENT_ERRORS):
+            log.warning("event %s: transient %s, requeued", self.event_type, type(exc_info[1]).__name__)
+            eventlet.sleep(self.requeue_delay)
+            self.queue_consumer.requeue_message(message)
+            return result, exc_info
+        if exc_info is not None:
+            to_typed_error(exc_info, f"{self.container.service_name} event {self.source_service}.{self.event_type}")
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+
+def handles_event(source: str, event_type: str, db_attr: str = "db"):
+    """Decorate a service method as an idempotent handler of ``source``'s
+    ``event_type`` events. The method receives the event envelope; its
+    database changes are committed by this wrapper together with the
+    processed-event mark. Side effects outside the database must be made
+    after a commit of their own intent (see the notify service)."""
+
+    def decorator(fn):
+        @functools.wraps(fn)
+        def wrapper(self, payload):
+            unit = getattr(self, db_attr)
+            event_id = payload.get("event_id") if isinstance(payload, dict) else None
+            if not event_id:
+                log.error("event %s.%s without event_id ignored", source, event_type)
+                return None
+            handler = f"{source}.{event_type}:{fn.__name__}"
+            if unit.already_processed(event_id, handler):
+                log.info("event %s already processed by %s", event_id, handler)
+                return None
+            unit.mark_processed(event_id, handler)
+            result = fn(self, payload)
+            unit.commit()
+            return result
+
+        return EsignEventHandler.decorator(source, event_type, handler_type=SERVICE_POOL,
+                                           reliable_delivery=True)(wrapper)
+
+    return decorator

@@ -1,0 +1,50 @@
+"""Names of the events each service emits (nameko events: exchange
+``<source>.events``, routing key = event type).
+
+Payloads name persons and documents by id; they never carry ID numbers,
+phone numbers, faces, codes or keys.
+"""
+from __future__ import annotations
+
+# identity
+PERSON_VERIFIED = "person_verified"
+CERTIFICATE_ISSUED = "certificate_issued"
+CERTIFICATE_REVOKED = "certificate_revoked"
+OTP_REQUESTED = "otp_requested"
+
+# documents
+DOCUMENT_CREATED = "document_created"
+DOCUMENT_UPDATED = "document_updated"
+DOCUMENT_LOCKED = "document_locked"
+
+# signing
+FLOW_SENT = "flow_sent"
+PARTY_SIGNED = "party_signed"
+FLOW_COMPLETED = "flow_completed"
+FLOW_DECLINED = "flow_declined"
+FLOW_EXPIRED = "flow_expired"
+VOID_REQUESTED = "void_requested"
+VOID_REJECTED = "void_rejected"
+FLOW_VOIDED = "flow_voided"
+DUE_SOON = "due_soon"
+DUE_TODAY = "due_today"
+
+# notify
+SMS_SENT = "sms_sent"
+SMS_FAILED = "sms_failed"
+SMS_GIVEN_UP = "sms_given_up"
+
+KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
+    "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED),
+    "documents": (DOCUMENT_CREATED, DOCUMENT_UPDATED, DOCUMENT_LOCKED),
+    "signing": (
+        FLOW_SENT, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
+        VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, DUE_SOON, DUE_TODAY,
+    ),
+    "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),
+}
+
+
+def register_events(service: str, *event_types: str) -> None:
+    """Let a service (or a test service) declare further events it emits."""
+    KNOWN_EVENTS[service] = tuple(dict.fromkeys(KNOWN_EVENTS.get(service, ()) + event_types))

@@ -1,0 +1,294 @@
+"""Transactional outbox: an event is published if and only if the database
+change that announced it committed.
+
+A worker emits events into the ``outbox`` table inside its own transaction.
+After the commit the unit of work publishes them at once; a relay running in
+every replica publishes whatever is left (the broker was down, the process
+died between commit and publish). A row is *claimed* before it is published,
+so two replicas do not race for it; a claim that outlives its holder expires.
+Delivery is therefore at least once, and handlers are idempotent by
+``event_id`` (the ``processed_events`` table).
+
+Envelope of every event::
+
+    {"event_id": uuid, "event_type": str, "source": service,
+     "occurred_at": ISO-8601 UTC, "data": {...}}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import eventlet
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
+
+from services.common.events import KNOWN_EVENTS
+
+log = logging.getLogger(__name__)
+
+CLAIM_SECONDS = 30
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _outbox_columns() -> list:
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("event_type", String(64), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("created_at", DateTime, nullable=False),
+        Column("claimed_until", DateTime, nullable=True),
+        Column("published_at", DateTime, nullable=True),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("last_error", String(200), nullable=True),
+    ]
+
+
+def _processed_columns() -> list:
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False),
+        Column("handler", String(100), nullable=False),
+        Column("processed_at", DateTime, nullable=False),
+        UniqueConstraint("event_id", "handler", name="uq_processed_event_handler"),
+    ]
+
+
+def define_outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The ``outbox`` and ``processed_events`` tables on ``metadata``."""
+    return (Table("outbox", metadata, *_outbox_columns()),
+            Table("processed_events", metadata, *_processed_columns()))
+
+
+def create_outbox_tables(op) -> None:
+    """For a service's first Alembic migration."""
+    op.create_table("outbox", *_outbox_columns())
+    op.create_table("processed_events", *_processed_columns())
+    op.create_index("ix_outbox_unpublished", "outbox", ["published_at", "id"])
+
+
+# The same table definitions serve every service: each service's database
+# (or PostgreSQL schema) has its own copy, created by its first migration.
+OUTBOX, PROCESSED = define_outbox_tables(MetaData())
+
+
+def envelope(source: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event_type": event_type,
+        "source": source,
+        "occurred_at": datetime.now(timezone.utc).isoformat(),
+        "data": data,
+    }
+
+
+class OutboxPublisher:
+    """Publishes event envelopes to the service's nameko event exchange, with
+    publisher confirms so a failure raises instead of losing the message."""
+
+    def __init__(self, config: dict[str, Any], service: str):
+        from nameko.amqp.publish import Publisher
+        from nameko.constants import AMQP_URI_CONFIG_KEY
+        from nameko.events import get_event_exchange
+
+        self.service = service
+        self.exchange = get_event_exchange(service, config)
+        self._publisher = Publisher(
+            config[AMQP_URI_CONFIG_KEY],
+            declare=[self.exchange],
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        )
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self._publisher.publish(event, exchange=self.exchange, routing_key=event["event_type"])
+
+
+class UnitOfWork:
+    """What a worker gets from :class:`~services.common.database.DatabaseProvider`:
+    a SQLAlchemy session (``.session``) and ``emit`` for events that must go
+    out exactly when the session's changes commit."""
+
+    def __init__(self, session: Session, publisher: OutboxPublisher, service: str):
+        self.session = session
+        self.publisher = publisher
+        self.service = service
+        self._pending: list[str] = []
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> str:
+        """Record an event in the current transaction; returns its event id."""
+        if event_type not in KNOWN_EVENTS.get(self.service, ()):
+            raise ValueError(f"{self.service} does not emit {event_type!r}")
+        event = envelope(self.service, event_type, data)
+        self.session.execute(
+            OUTBOX.insert().values(
+                event_id=event["event_id"],
+                event_type=event_type,
+                payload=json.dumps(event, ensure_ascii=False, sort_keys=True),
+                created_at=utcnow(),
+                attempts=0,
+            )
+        )
+        self._pending.append(event["event_id"])
+        return event["event_id"]
+
+    def commit(self) -> None:
+        """Commit, then publish the events this transaction emitted.
+
+        A publish failure is logged and left to the relay: the change is
+        committed, so the event must (and will) go out later.
+        """
+        self.session.commit()
+        pending, self._pending = self._pending, []
+        for event_id in pending:
+            publish_one(self.session, self.publisher, event_id)
+
+    def rollback(self) -> None:
+        self.session.rollback()
+        self._pending = []
+
+    # -- idempotent event handling -------------------------------------
+    def already_processed(self, event_id: str, handler: str) -> bool:
+        row = self.session.execute(
+            select(PROCESSED.c.id).where(
+                PROCESSED.c.event_id == event_id, PROCESSED.c.handler == handler
+            )
+        ).first()
+        return row is not None
+
+    def mark_processed(self, event_id: str, handler: str) -> None:
+        self.session.execute(
+            PROCESSED.insert().values(event_id=event_id, handler=handler, processed_at=utcnow())
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def publish_one(session: Session, publisher: OutboxPublisher, event_id: str) -> bool:
+    """Claim one outbox row, publish it, mark it published. Returns True when
+    this call published it. Safe to race with the relay of another replica."""
+    now = utcnow()
+    claimed = session.execute(
+        update(OUTBOX)
+        .where(
+            OUTBOX.c.event_id == event_id,
+            OUTBOX.c.published_at.is_(None),
+            or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+        )
+        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=OUTBOX.c.attempts + 1)
+    ).rowcount
+    session.commit()
+    if claimed != 1:
+        return False
+    payload = session.execute(select(OUTBOX.c.payload).where(OUTBOX.c.event_id == event_id)).scalar_one()
+    try:
+        publisher.publish(json.loads(payload))
+    except Exception as exc:  # broker down, connection reset: keep for the relay
+        log.warning("outbox: publishing %s failed (%s); the relay will retry", event_id, type(exc).__name__)
+        session.execute(
+            update(OUTBOX)
+            .where(OUTBOX.c.event_id == event_id)
+            .values(claimed_until=None, last_error=type(exc).__name__[:200])
+        )
+        session.commit()
+        return False
+    session.execute(
+        update(OUTBOX).where(OUTBOX.c.event_id == event_id).values(published_at=utcnow(), claimed_until=None)
+    )
+    session.commit()
+    return True
+
+
+class OutboxRelay:
+    """Publishes committed-but-unpublished events; runs in every replica."""
+
+    def __init__(self, db, publisher: OutboxPublisher, interval: float = 1.0, grace_seconds: float = 2.0):
+        self.db = db
+        self.publisher = publisher
+        self.interval = interval
+        # Rows younger than this are still being published by their own worker.
+        self.grace = timedelta(seconds=grace_seconds)
+        self._running = False
+
+    def pending_ids(self, session: Session, limit: int = 100) -> list[str]:
+        now = utcnow()
+        rows = session.execute(
+            select(OUTBOX.c.event_id)
+            .where(
+                and_(
+                    OUTBOX.c.published_at.is_(None),
+                    OUTBOX.c.created_at < now - self.grace,
+                    or_(OUTBOX.c.claimed_until.is_(None), OUTBOX.c.claimed_until < now),
+                )
+            )
+            .order_by(OUTBOX.c.id)
+            .limit(limit)
+        ).scalars()
+        return list(rows)
+
+    def run_once(self) -> int:
+        published = 0
+        with self.db.session() as session:
+            for event_id in self.pending_ids(session):
+                if publish_one(session, self.publisher, event_id):
+                    published += 1
+                else:
+                    break  # broker still down: try again next round, in order
+        return published
+
+    def run(self) -> None:
+        self._running = True
+        while self._running:
+            try:
+                self.run_once()
+            except Exception as exc:  # database briefly away: next round
+                log.warning("outbox relay round failed: %s", type(exc).__name__)
+            eventlet.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._running = False
+
+
+def is_duplicate_processing(exc: Exception) -> bool:
+    """True when a commit failed because another delivery of the same event
+    was processed first (unique constraint on processed_events)."""
+    return isinstance(exc, SAIntegrityError) and "processed" in str(exc.orig).lower()
+
+
+def wait_published(db, event_ids: list[str], timeout: float = 10.0) -> bool:
+    """Test and tooling aid: wait until every given event is published."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.session() as session:
+            left = session.execute(
+                select(OUTBOX.c.event_id).where(
+                    OUTBOX.c.event_id.in_(event_ids), OUTBOX.c.published_at.is_(None)
+                )
+            ).first()
+        if left is None:
+            return True
+        eventlet.sleep(0.1)
+    return False

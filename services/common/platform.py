@@ -1,0 +1,160 @@
+"""``esign up``: the whole platform on one machine with embedded defaults.
+
+SeaweedFS and each service run as separate processes; this process waits
+until all are healthy, prints where they are, and on Ctrl-C (or SIGTERM)
+stops every child and waits for it, so nothing is left behind. Children are
+also asked by the kernel to die with this process (PR_SET_PDEATHSIG), in case
+it is killed outright.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from services.common.config import REPO_ROOT, data_dir as config_data_dir, load_config, read_secret
+from services.common.s3server import SeaweedPorts, SeaweedServer, port_open
+
+SERVICES = ("identity", "documents", "signing", "notify", "gateway")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def rabbitmq_problem(amqp_uri: str, timeout: float = 3.0) -> str | None:
+    """None when the broker answers an AMQP login, else one line saying what to do."""
+    from kombu import Connection
+
+    try:
+        with Connection(amqp_uri, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+        return None
+    except Exception as exc:
+        safe_uri = amqp_uri.split("@")[-1]
+        return (f"RabbitMQ is not reachable at {safe_uri} ({type(exc).__name__}): start it with "
+                f"'rabbitmq-server -detached' (or set AMQP_URI to a running broker)")
+
+
+def _secret_text(data: Path, name: str) -> str:
+    return read_secret({"file": str(data / "secrets" / name)}, name, generate_in=data).hex()
+
+
+def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
+    if data_dir:
+        os.environ["ESIGN_DATA_DIR"] = str(Path(data_dir).resolve())
+    gateway_config = load_config("gateway")
+    data = config_data_dir(gateway_config)
+    problem = rabbitmq_problem(gateway_config["AMQP_URI"])
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+
+    env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    env.setdefault("ESIGN_S3_ACCESS_KEY", "esign-" + _secret_text(data, "s3-access-key")[:16])
+    env.setdefault("ESIGN_S3_SECRET_KEY", _secret_text(data, "s3-secret-key"))
+    s3_port = int(os.environ.get("ESIGN_S3_PORT", "8333"))
+    env.setdefault("ESIGN_S3_ENDPOINT", f"http://127.0.0.1:{s3_port}")
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    children: list[tuple[str, subprocess.Popen]] = []
+    seaweed: SeaweedServer | None = None
+    stopping = {"signal": None}
+
+    def _on_signal(signum, _frame):
+        stopping["signal"] = signum
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        if port_open(s3_port):
+            print(f"S3 port {s3_port} is already in use: using the server there "
+                  f"(set ESIGN_S3_PORT to start a fresh one)")
+        else:
+            seaweed = SeaweedServer(data / "s3", env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"],
+                                    SeaweedPorts(s3=s3_port), log_path=logs / "seaweedfs.log")
+            print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}) ...", flush=True)
+            seaweed.start()
+        for service in SERVICES:
+            log = open(logs / f"{service}.log", "ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "run", service], cwd=REPO_ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent, start_new_session=True,
+            )
+            log.close()
+            children.append((service, process))
+            print(f"started {service} (pid {process.pid}, log {logs / (service + '.log')})", flush=True)
+
+        http = gateway_config.get("HTTP") or {}
+        base = f"http://{http.get('HOST', '127.0.0.1')}:{http.get('PORT', 8000)}"
+        if not _wait_healthy(base, children, timeout, stopping):
+            return 1 if stopping["signal"] is None else 0
+        print(f"\nesign is up.\n  gateway:  {base}  (API docs {base}/docs, health {base}/healthz)")
+        for service in SERVICES:
+            port = (load_config(service).get("METRICS") or {}).get("PORT")
+            print(f"  metrics:  http://127.0.0.1:{port}/metrics   ({service})")
+        print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}\nPress Ctrl-C to stop.", flush=True)
+        while stopping["signal"] is None:
+            for service, process in children:
+                if process.poll() is not None:
+                    print(f"{service} exited with {process.returncode}; stopping everything "
+                          f"(see {logs / (service + '.log')})", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        _stop_all(children, seaweed)
+
+
+def _wait_healthy(base: str, children, timeout: float, stopping: dict[str, Any]) -> bool:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline and stopping["signal"] is None:
+        for service, process in children:
+            if process.poll() is not None:
+                print(f"{service} exited with {process.returncode} during start-up; see its log",
+                      file=sys.stderr)
+                return False
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except Exception as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    if stopping["signal"] is None:
+        print(f"services not healthy after {timeout:.0f}s ({last}); see logs", file=sys.stderr)
+    return False
+
+
+def _stop_all(children, seaweed: SeaweedServer | None) -> None:
+    print("\nstopping ...", flush=True)
+    for _service, process in children:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 20
+    for service, process in children:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{service} did not stop in time; killing it", file=sys.stderr)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+    if seaweed is not None:
+        seaweed.stop()
+    print("stopped.", flush=True)

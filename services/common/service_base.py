@@ -1,0 +1,38 @@
+"""What every nameko service of the platform has: its database (with the
+outbox), metrics, and a ``health`` RPC reporting each dependency."""
+from __future__ import annotations
+
+import time
+
+from services.common.database import DatabaseProvider
+from services.common.entrypoints import rpc
+from services.common.errors import EsignError
+from services.common.metrics import Metrics
+
+
+class ServiceBase:
+    name = "base"
+
+    db = DatabaseProvider()
+    metrics = Metrics()
+
+    @rpc
+    def health(self) -> dict:
+        """Liveness and readiness: the process answers and its stores respond."""
+        checks = {"database": _check(lambda: self.db.session.connection().exec_driver_sql("SELECT 1"))}
+        store = getattr(self, "storage", None)
+        if store is not None:
+            checks["storage"] = _check(store.ping)
+        healthy = all(check["ok"] for check in checks.values())
+        return {"service": self.name, "status": "ok" if healthy else "degraded", "checks": checks}
+
+
+def _check(fn) -> dict:
+    started = time.perf_counter()
+    try:
+        fn()
+    except EsignError as exc:
+        return {"ok": False, "error": exc.code, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    except Exception as exc:  # report, never raise: health must answer
+        return {"ok": False, "error": type(exc).__name__, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -1,0 +1,185 @@
+"""The platform's messaging contract, on real RabbitMQ and real databases
+(PostgreSQL and SQLite): an event goes out if and only if its change
+committed, it is handled exactly once even when delivered twice, and a
+publish that fails after the commit is made good by the outbox relay."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import eventlet
+import pytest
+from sqlalchemy import text
+
+from services.common import events
+from services.common.entrypoints import handles_event, rpc
+from services.common.errors import Conflict, InternalError, InvalidInput
+from services.common.outbox import OUTBOX, envelope
+from services.common.service_base import ServiceBase
+
+pytestmark = pytest.mark.integration
+
+MIGRATIONS = str(Path(__file__).parent / "wiring_migrations")
+events.register_events("wiring_producer", "thing_made")
+
+
+class Producer(ServiceBase):
+    name = "wiring_producer"
+
+    @rpc
+    def make(self, value: int, fail_after_emit: bool = False) -> str:
+        thing_id = str(uuid.uuid4())
+        self.db.session.execute(text("INSERT INTO things (id, value) VALUES (:id, :v)"), {"id": thing_id, "v": value})
+        self.db.emit("thing_made", {"thing_id": thing_id, "value": value})
+        if fail_after_emit:
+            raise Conflict("refused after the event was emitted")
+        self.db.commit()
+        return thing_id
+
+    @rpc
+    def typed(self, name: str, count: int, tags: list[str] | None = None) -> dict:
+        return {"name": name, "count": count, "tags": tags or []}
+
+    @rpc
+    def crash(self) -> None:
+        raise RuntimeError("secret detail 11010519491231002X must not reach the caller")
+
+
+class Consumer(ServiceBase):
+    name = "wiring_consumer"
+
+    @handles_event("wiring_producer", "thing_made")
+    def on_thing_made(self, event: dict) -> None:
+        self.db.session.execute(text("INSERT INTO received (event_id, value) VALUES (:e, :v)"),
+                                {"e": event["event_id"], "v": event["data"]["value"]})
+
+    @rpc
+    def received(self) -> list[list]:
+        rows = self.db.session.execute(text("SELECT event_id, value FROM received ORDER BY id")).all()
+        return [[r[0], r[1]] for r in rows]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def pair(service_config, run_container, db_backend):
+    producer_config = service_config("wiring_producer", db_backend)
+    consumer_config = service_config("wiring_consumer", db_backend)
+    producer_config["DATABASE"]["MIGRATIONS"] = MIGRATIONS
+    consumer_config["DATABASE"]["MIGRATIONS"] = MIGRATIONS
+    consumer = run_container(Consumer, consumer_config)
+    producer = run_container(Producer, producer_config)
+    return producer, consumer
+
+
+def test_committed_event_is_handled_exactly_once(pair, rpc_proxy):
+    rpc_proxy.wiring_producer.make(value=1)
+    received = wait_for(lambda: rpc_proxy.wiring_consumer.received())
+    assert [value for _, value in received] == [1]
+    eventlet.sleep(1.0)  # a second (wrong) delivery would have arrived by now
+    assert len(rpc_proxy.wiring_consumer.received()) == 1
+
+
+def test_rolled_back_change_sends_no_event(pair, rpc_proxy):
+    with pytest.raises(Conflict):
+        rpc_proxy.wiring_producer.make(value=2, fail_after_emit=True)
+    rpc_proxy.wiring_producer.make(value=3)  # a later committed change is the marker
+    received = wait_for(lambda: rpc_proxy.wiring_consumer.received())
+    eventlet.sleep(0.5)
+    assert [value for _, value in rpc_proxy.wiring_consumer.received()] == [3]
+    producer, _ = pair
+    db = producer.config["DATABASE"]
+    # the failed call left neither the row nor its outbox entry behind
+    from services.common.database import Database
+
+    database = Database(db["URL"], db["SCHEMA"], "wiring_producer")
+    with database.session() as session:
+        assert session.execute(text("SELECT count(*) FROM things WHERE value = 2")).scalar() == 0
+        assert session.execute(OUTBOX.select()).all().__len__() == 1
+    database.dispose()
+    assert received
+
+
+def test_database_commit_failure_sends_no_event(pair, rpc_proxy, db_backend):
+    """Break the database: a unique violation makes the commit fail."""
+    rpc_proxy.wiring_producer.make(value=4)
+    with pytest.raises(InternalError):
+        rpc_proxy.wiring_producer.make(value=4)  # duplicate value: commit refused
+    eventlet.sleep(1.0)
+    assert [value for _, value in rpc_proxy.wiring_consumer.received()] == [4]
+
+
+def test_redelivered_event_is_not_processed_twice(pair, rpc_proxy):
+    producer, _ = pair
+    from nameko.standalone.events import event_dispatcher
+
+    dispatch = event_dispatcher(producer.config)
+    event = envelope("wiring_producer", "thing_made", {"thing_id": "x", "value": 5})
+    dispatch("wiring_producer", "thing_made", event)
+    dispatch("wiring_producer", "thing_made", event)  # the broker delivers it again
+    wait_for(lambda: rpc_proxy.wiring_consumer.received())
+    eventlet.sleep(1.0)
+    assert rpc_proxy.wiring_consumer.received() == [[event["event_id"], 5]]
+
+
+def test_publish_failure_after_commit_is_relayed_later(pair, rpc_proxy):
+    """Break the broker connection for the producer's publisher: the change
+    commits, the immediate publish fails, and the relay publishes it once
+    the broker is reachable again."""
+    producer, _ = pair
+    provider = next(d for d in producer.dependencies if d.attr_name == "db")
+    publisher = provider.publisher._publisher
+    good_uri = publisher.amqp_uri
+    publisher.amqp_uri = "pyamqp://guest:guest@127.0.0.1:1/"  # nothing listens there
+    publisher.retry = False
+    try:
+        rpc_proxy.wiring_producer.make(value=6)
+        eventlet.sleep(1.0)
+        assert rpc_proxy.wiring_consumer.received() == []  # not published yet
+    finally:
+        publisher.amqp_uri = good_uri
+    received = wait_for(lambda: rpc_proxy.wiring_consumer.received(), timeout=15)
+    assert [value for _, value in received] == [6]
+
+
+def test_rpc_input_errors_are_typed(pair, rpc_proxy):
+    proxy = rpc_proxy.wiring_producer
+    assert proxy.typed(name="a", count=2) == {"name": "a", "count": 2, "tags": []}
+    with pytest.raises(InvalidInput) as missing:
+        proxy.typed(name="a")
+    assert (missing.value.field, missing.value.rule) == ("count", "required")
+    with pytest.raises(InvalidInput) as wrong_type:
+        proxy.typed(name="a", count="2")
+    assert wrong_type.value.field == "count" and wrong_type.value.rule == "int_type"
+    with pytest.raises(InvalidInput) as nested:
+        proxy.typed(name="a", count=1, tags=["ok", 3])
+    assert nested.value.field == "tags.1"
+    with pytest.raises(InvalidInput) as unexpected:
+        proxy.typed(name="a", count=1, colour="red")
+    assert (unexpected.value.field, unexpected.value.rule) == ("colour", "unexpected")
+    with pytest.raises(InvalidInput) as unknown:
+        proxy.no_such_method()
+    assert (unknown.value.field, unknown.value.rule) == ("method", "unknown_method")
+
+
+def test_unexpected_failure_reaches_caller_as_reference_only(pair, rpc_proxy):
+    with pytest.raises(InternalError) as error:
+        rpc_proxy.wiring_producer.crash()
+    assert "11010519491231002X" not in str(error.value)
+    assert "Traceback" not in str(error.value)
+    assert len(error.value.reference) == 12
+
+
+def test_health_reports_database(pair, rpc_proxy):
+    answer = rpc_proxy.wiring_producer.health()
+    assert answer["status"] == "ok"
+    assert answer["checks"]["database"]["ok"] is True
