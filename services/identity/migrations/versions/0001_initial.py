@@ -22,15 +22,17 @@ def upgrade() -> None:
         sa.Column("purpose", sa.String(32), nullable=False),
         sa.Column("phone_index", sa.String(64), nullable=False, index=True),
         sa.Column("phone_sealed", sa.Text, nullable=False),
+        sa.Column("subject", sa.String(64), nullable=False),
+        sa.Column("salt", sa.String(64), nullable=False),
         sa.Column("code_hash", sa.String(128), nullable=False),
         sa.Column("code_sealed", sa.Text, nullable=True),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("wrong_attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False, index=True),
         sa.Column("expires_at", sa.DateTime, nullable=False),
         sa.Column("locked_until", sa.DateTime, nullable=True),
         sa.Column("delivered_at", sa.DateTime, nullable=True),
-        sa.Column("confirmed_at", sa.DateTime, nullable=True),
+        sa.Column("used_at", sa.DateTime, nullable=True),
     )
 
 

@@ -1,0 +1,1 @@
+"""Locators for real test data kept outside the repository (import as ``tests.support``)."""
