@@ -12,6 +12,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from services.common.logs import quiet_library_warnings
+
+    quiet_library_warnings()
     parser = argparse.ArgumentParser(prog="esign", description="Electronic-signature platform")
     commands = parser.add_subparsers(dest="command", required=True)
 

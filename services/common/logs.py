@@ -43,3 +43,13 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("botocore", "boto3", "urllib3", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def quiet_library_warnings() -> None:
+    """nameko's CLI imports pkg_resources and eventlet announces its own
+    deprecation on import; neither helps someone running the platform."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -82,8 +82,10 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
             print(f"S3 port {s3_port} is already in use: using the server there "
                   f"(set ESIGN_S3_PORT to start a fresh one)")
         else:
+            ports = SeaweedPorts.free()  # its internal ports; only S3 is fixed
+            ports.s3 = s3_port
             seaweed = SeaweedServer(data / "s3", env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"],
-                                    SeaweedPorts(s3=s3_port), log_path=logs / "seaweedfs.log")
+                                    ports, log_path=logs / "seaweedfs.log")
             print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}) ...", flush=True)
             seaweed.start()
         for service in SERVICES:

@@ -6,7 +6,11 @@ and a clean stop on SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
-import eventlet
+import warnings
+
+warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # noqa: E402  (before anything imports socket or threading)
 

@@ -1,0 +1,134 @@
+"""``esign up`` end to end: SeaweedFS and the five services as separate
+processes with embedded defaults (SQLite, console SMS), on this run's
+RabbitMQ vhost. Health over RPC, metrics moving, and Ctrl-C leaving no
+process behind."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from services.common.s3server import free_port
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("identity", "documents", "signing", "notify", "gateway")
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline or marker in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
+    data = tmp_path / "esign-data"
+    ports = {f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES}
+    gateway_port = free_port()
+    env = dict(os.environ, ESIGN_DATA_DIR=str(data), AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(gateway_port),
+               ESIGN_S3_PORT=str(free_port()), **ports)
+    for name in ("ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"):
+        env.pop(name, None)
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150"], cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        text = "".join(output)
+        assert "esign is up." in text, text + "".join(
+            (data / "logs" / f"{s}.log").read_text(errors="replace")[-2000:] for s in SERVICES
+            if (data / "logs" / f"{s}.log").exists())
+        assert f"http://127.0.0.1:{gateway_port}" in text
+        for name in SERVICES:
+            assert f"http://127.0.0.1:{ports[name.upper() + '_METRICS_PORT']}/metrics" in text
+        child_pids = [int(pid) for pid in re.findall(r"\(pid (\d+),", text)]
+        assert len(child_pids) == 5
+
+        status, body = get(f"http://127.0.0.1:{gateway_port}/healthz")
+        assert status == 200, body
+        health = json.loads(body)
+        assert set(health["services"]) == {"identity", "documents", "signing", "notify"}
+        assert all(answer["status"] == "ok" for answer in health["services"].values()), health
+        assert health["services"]["signing"]["checks"]["storage"]["ok"] is True
+
+        # every service's own /metrics shows its health RPC counter moving
+        before = {}
+        for name in ("identity", "documents", "signing", "notify"):
+            _, metrics = get(f"http://127.0.0.1:{ports[name.upper() + '_METRICS_PORT']}/metrics")
+            before[name] = metric_value(metrics, "esign_entrypoint_calls_total", service=name,
+                                        entrypoint="health", outcome="ok")
+            assert before[name] >= 1
+        get(f"http://127.0.0.1:{gateway_port}/healthz")
+        for name in ("identity", "documents", "signing", "notify"):
+            _, metrics = get(f"http://127.0.0.1:{ports[name.upper() + '_METRICS_PORT']}/metrics")
+            after = metric_value(metrics, "esign_entrypoint_calls_total", service=name,
+                                 entrypoint="health", outcome="ok")
+            assert after == before[name] + 1
+        _, gateway_metrics = get(f"http://127.0.0.1:{gateway_port}/metrics")
+        assert metric_value(gateway_metrics, "esign_http_requests_total", route="/healthz") >= 2
+        assert processes_mentioning(str(data))  # SeaweedFS and the services run with this data dir
+    finally:
+        up.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            rest, _ = up.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            rest = ""
+        output.append(rest or "")
+    assert up.returncode == 0, "".join(output)
+    assert "stopped." in "".join(output)
+    time.sleep(0.5)
+    leftovers = [pid for pid in child_pids if Path(f"/proc/{pid}").exists()]
+    assert leftovers == []
+    assert processes_mentioning(str(data)) == []
+
+
+def test_up_says_clearly_when_rabbitmq_is_down(tmp_path):
+    env = dict(os.environ, ESIGN_DATA_DIR=str(tmp_path), AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:{free_port()}/")
+    result = subprocess.run([sys.executable, "-m", "services.cli", "up"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "RabbitMQ is not reachable" in lines[0] and "rabbitmq-server -detached" in lines[0]
