@@ -213,6 +213,8 @@ def read_video_frames(video: bytes, count: int, limits: VideoLimits = VideoLimit
     """
     import av  # imported here: only video checks need ffmpeg
 
+    if count < 1:
+        raise ValueError("count must be at least 1")
     if not isinstance(video, (bytes, bytearray, memoryview)):
         raise InvalidInput("video", "not_a_video", f"expected video bytes, found {type(video).__name__}")
     if len(video) > limits.max_bytes:

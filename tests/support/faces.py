@@ -1,0 +1,73 @@
+"""Where the real face photos and the video for tests live.
+
+The face_recognition project's test photos (obama, obama2, obama3 = one
+person; biden = another) and its short stage clip are read from the shared
+data folder, ``$ESIGN_FACES_DIR`` or ``<repo>/../shared/data/faces``. Where
+that folder is absent, the four photos are taken from the face-recognition
+1.3.0 source distribution on PyPI (its ``tests/test_images``), downloaded once
+with pip into ``<repo>/.cache/faces`` (git-ignored). Images are never copied
+into the repository.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SHARED_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
+CACHE_DIR = REPO_ROOT / ".cache" / "faces"
+
+PHOTO_NAMES = ("obama", "obama2", "obama3", "biden")
+VIDEO_NAME = "short_clip.mp4"
+
+SDIST_REQUIREMENT = "face-recognition==1.3.0"
+SDIST_IMAGE_DIR = "face_recognition-1.3.0/tests/test_images/"
+
+
+def shared_dir() -> Path:
+    """The shared fixtures folder (it may not exist)."""
+    configured = os.environ.get("ESIGN_FACES_DIR")
+    return Path(configured) if configured else DEFAULT_SHARED_DIR
+
+
+def face_path(name: str) -> Path:
+    """Path of the real photo ``name`` (one of PHOTO_NAMES), without extension."""
+    if name not in PHOTO_NAMES:
+        raise ValueError(f"unknown face fixture {name!r}; expected one of {PHOTO_NAMES}")
+    shared = shared_dir() / f"{name}.jpg"
+    if shared.is_file():
+        return shared
+    cached = CACHE_DIR / f"{name}.jpg"
+    if not cached.is_file():
+        _fill_cache_from_sdist()
+    return cached
+
+
+def video_path() -> Path | None:
+    """Path of the real stage clip, or None: it exists only in the shared folder."""
+    path = shared_dir() / VIDEO_NAME
+    return path if path.is_file() else None
+
+
+def _fill_cache_from_sdist() -> None:
+    """Download the sdist with pip (PyPI verifies its hash) and extract the photos."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--no-binary", ":all:", SDIST_REQUIREMENT, "-d", work],
+            check=True,
+        )
+        (archive,) = Path(work).glob("face_recognition-1.3.0.tar.gz")
+        with tarfile.open(archive) as tar:
+            for name in PHOTO_NAMES:
+                member = tar.getmember(f"{SDIST_IMAGE_DIR}{name}.jpg")
+                data = tar.extractfile(member).read()
+                # write then rename, so a concurrent test run never reads half a file
+                partial = Path(work) / f"{name}.jpg"
+                partial.write_bytes(data)
+                os.replace(partial, CACHE_DIR / f"{name}.jpg")
