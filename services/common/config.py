@@ -86,7 +86,10 @@ def read_secret(spec: dict[str, Any] | None, name: str, *, generate_in: Path | N
         path = path or (generate_in / "secrets" / name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         value = "base64:" + base64.b64encode(_secrets.token_bytes(32)).decode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return _decode_secret(path.read_text(encoding="utf-8").strip())
         with os.fdopen(fd, "w") as handle:
             handle.write(value + "\n")
         return _decode_secret(value)
