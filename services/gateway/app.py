@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,15 @@ BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
 HTTP_REQUESTS = counter("esign_http_requests_total", "Gateway HTTP requests",
                         ("route", "method", "status"))
 HTTP_LATENCY = histogram("esign_http_request_seconds", "Gateway HTTP latency", ("route", "method"))
+
+
+class PhoneCodeRequest(BaseModel):
+    phone: str = Field(..., description="mainland mobile number; +86, spaces and hyphens allowed")
+    purpose: str = Field("phone_confirmation", description="phone_confirmation or willingness")
+
+
+class PhoneCodeConfirmation(BaseModel):
+    code: str = Field(..., description="the 6-digit code from the SMS")
 
 
 def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
@@ -70,6 +80,15 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         healthy = all(r.get("status") == "ok" for r in results.values())
         return JSONResponse(status_code=200 if healthy else 503,
                             content={"status": "ok" if healthy else "degraded", "services": results})
+
+    @app.post("/api/v1/phone-codes", tags=["identity"], status_code=201)
+    def request_phone_code(body: PhoneCodeRequest) -> dict:
+        """Send a 6-digit confirmation code to a phone (expires in 5 minutes)."""
+        return app.state.rpc.call("identity", "request_phone_code", phone=body.phone, purpose=body.purpose)
+
+    @app.post("/api/v1/phone-codes/{challenge_id}/confirm", tags=["identity"])
+    def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation) -> dict:
+        return app.state.rpc.call("identity", "confirm_phone_code", challenge_id=challenge_id, code=body.code)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:
