@@ -1,0 +1,468 @@
+"""Checks of the deployment files: docker-compose.yml, deploy/k8s, the Prometheus
+scrape config and alert rules (with the real promtool), the Grafana provisioning
+and dashboard, and the Dockerfile.
+
+The alert and dashboard queries are held to the metric names the platform's code
+actually registers (read from services/), so a renamed metric breaks this test
+rather than silently emptying a panel or disarming an alert.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+ESIGN_SERVICES = ("identity", "documents", "signing", "notify", "gateway")
+NAMEKO_SERVICES = ESIGN_SERVICES[:-1]
+INFRA_SERVICES = ("rabbitmq", "postgres", "s3", "prometheus", "grafana")
+
+# Environment variables whose values are secret, in any service.
+# (SECRET_ or a trailing SECRET: ESIGN_GENERATE_SECRETS is a switch, not a secret)
+SECRET_NAME = re.compile(r"(PASSWORD|PASS$|SECRET_|SECRET$|^ESIGN_KEK$|_KEY$|_KEY_ID$|TOKEN)")
+URL_WITH_PASSWORD = re.compile(r"^[a-z0-9+]+://[^:@/]+:(?P<password>[^@]*)@")
+
+
+def load_compose() -> dict:
+    with open(ROOT / "docker-compose.yml", encoding="utf-8") as stream:
+        return yaml.safe_load(stream)
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the KEY=value list form
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {str(k): ("" if v is None else str(v)) for k, v in env.items()}
+
+
+def config_metrics_port(service: str) -> int:
+    """The default metrics port written in services/<service>/config.yaml."""
+    text = (ROOT / "services" / service / "config.yaml").read_text(encoding="utf-8")
+    match = re.search(r"^\s*PORT:\s*\$\{[A-Z_]+_METRICS_PORT:(\d+)\}", text, re.MULTILINE)
+    assert match, f"services/{service}/config.yaml has no METRICS PORT default"
+    return int(match.group(1))
+
+
+# --------------------------------------------------------------------- compose
+
+
+def test_compose_has_every_service():
+    services = load_compose()["services"]
+    missing = [name for name in INFRA_SERVICES + ESIGN_SERVICES if name not in services]
+    assert not missing, f"docker-compose.yml lacks services {missing}"
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_compose_esign_service_runs_from_the_image(name):
+    service = load_compose()["services"][name]
+    assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert service["command"] == ["run", name]
+    assert "healthcheck" in service, f"{name} has no healthcheck"
+    env = environment(service)
+    assert env.get("ESIGN_GENERATE_SECRETS") == "false", f"{name} would generate its own secrets"
+    assert env.get("ESIGN_METRICS_ADDRESS") == "0.0.0.0", f"{name} metrics bind to loopback only"
+    depends = service.get("depends_on") or {}
+    assert isinstance(depends, dict) and depends, f"{name}: depends_on must name conditions"
+    assert "rabbitmq" in depends
+    for dependency, spec in depends.items():
+        assert spec.get("condition") in ("service_healthy", "service_started",
+                                          "service_completed_successfully"), (name, dependency)
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_compose_nameko_service_uses_its_postgres_database_and_metrics_port(name):
+    service = load_compose()["services"][name]
+    env = environment(service)
+    url = env.get(f"{name.upper()}_DATABASE_URL", "")
+    assert url.startswith("postgresql://") and "@postgres:" in url, f"{name} database URL: {url!r}"
+    assert "postgres" in service["depends_on"]
+    port = config_metrics_port(name)
+    assert env.get(f"{name.upper()}_METRICS_PORT", str(port)) == str(port)
+    assert str(port) in json.dumps(service["healthcheck"]["test"]), f"{name} healthcheck ignores port {port}"
+
+
+def test_compose_storage_services_get_s3_settings():
+    services = load_compose()["services"]
+    for name in ("documents", "signing"):
+        env = environment(services[name])
+        assert env["ESIGN_S3_ENDPOINT"].startswith("http://s3:"), name
+        assert services[name]["depends_on"]["s3"]["condition"] == "service_healthy"
+    s3_env = environment(services["s3"])
+    # SeaweedFS without keys accepts anonymous requests: both must be set, and be the services' keys.
+    assert s3_env["AWS_ACCESS_KEY_ID"].startswith("${ESIGN_S3_ACCESS_KEY")
+    assert s3_env["AWS_SECRET_ACCESS_KEY"].startswith("${ESIGN_S3_SECRET_KEY")
+
+
+def test_compose_gateway_healthcheck_and_port():
+    gateway = load_compose()["services"]["gateway"]
+    assert "/healthz" in json.dumps(gateway["healthcheck"]["test"])
+    assert environment(gateway)["ESIGN_GATEWAY_HOST"] == "0.0.0.0"
+    assert any(str(port).endswith(":8000") for port in gateway.get("ports", []))
+
+
+def test_compose_holds_no_literal_secret():
+    services = load_compose()["services"]
+    checked = 0
+    for name, service in services.items():
+        for key, value in environment(service).items():
+            if SECRET_NAME.search(key):
+                checked += 1
+                assert value.startswith("${") and value.endswith("}"), (
+                    f"{name}.{key} must come from the environment (${{...}}), not be written here")
+            password = URL_WITH_PASSWORD.match(value)
+            if password:
+                checked += 1
+                assert password.group("password").startswith("${"), f"{name}.{key} has a literal password"
+            assert not value.startswith("base64:"), f"{name}.{key} holds a literal key"
+    # the KEKs, session secret, S3 keys, database and broker passwords at least
+    assert checked >= 15
+
+
+def test_compose_required_secrets_fail_loudly_when_unset():
+    """A required secret uses ${VAR:?message}, so compose refuses to start without it."""
+    services = load_compose()["services"]
+    for name, key in [("identity", "ESIGN_KEK"), ("identity", "ESIGN_BLIND_INDEX_KEY"),
+                      ("identity", "ESIGN_OTP_KEY"), ("gateway", "ESIGN_SESSION_SECRET"),
+                      ("postgres", "POSTGRES_PASSWORD"), ("rabbitmq", "RABBITMQ_DEFAULT_PASS"),
+                      ("grafana", "GF_SECURITY_ADMIN_PASSWORD"), ("documents", "ESIGN_S3_SECRET_KEY")]:
+        assert ":?" in environment(services[name])[key], f"{name}.{key} is not required"
+
+
+def test_compose_mounts_monitoring_files_that_exist():
+    services = load_compose()["services"]
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    mounts = " ".join(services["prometheus"]["volumes"])
+    assert "deploy/prometheus/prometheus.yml" in mounts and "deploy/prometheus/alerts.yml" in mounts
+
+
+# --------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_installs_in_the_documented_order_and_drops_root():
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim-bookworm\b", text, re.MULTILINE)
+    for package in ("poppler-utils", "libnss3-tools", "fonts-hanazono", "fonts-wqy-zenhei", "openssl"):
+        assert package in text, package
+    steps = ["pip install -r requirements.lock", "pip install --no-deps face-recognition==1.3.0",
+             "pip install --no-deps ."]
+    positions = [text.find(step) for step in steps]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), positions
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r'^ENTRYPOINT \["esign"\]\s*$', text, re.MULTILINE)
+
+
+# --------------------------------------------------------------------- Kubernetes
+
+
+def k8s_documents() -> list[tuple[Path, dict]]:
+    found = []
+    for path in sorted((DEPLOY / "k8s").rglob("*.y*ml")):
+        with open(path, encoding="utf-8") as stream:
+            found += [(path, doc) for doc in yaml.safe_load_all(stream) if doc]
+    assert found, "no manifests under deploy/k8s"
+    return found
+
+
+def k8s_object(kind: str, name: str) -> dict:
+    matches = [doc for _, doc in k8s_documents() if doc.get("kind") == kind and doc["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_k8s_deployment_has_resources_probes_and_secret_references(name):
+    deployment = k8s_object("Deployment", name)
+    assert deployment["apiVersion"] == "apps/v1"
+    pod = deployment["spec"]["template"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items(), "selector does not match the pod"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["run", name]
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][bound]), f"{name} {bound}"
+    assert "livenessProbe" in container and "readinessProbe" in container
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == config_metrics_port(name)
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    for item in container.get("env", []):
+        # secrets only by reference: a literal value is allowed for non-secret names only
+        if SECRET_NAME.search(item["name"]) or item["name"] in ("AMQP_URI",) or item["name"].endswith("DATABASE_URL"):
+            assert "value" not in item and item["valueFrom"]["secretKeyRef"]["name"] == "esign-secrets", item
+    assert {"configMapRef": {"name": "esign-config"}} in container["envFrom"]
+
+
+def test_k8s_gateway_is_ready_on_healthz_and_exposes_http():
+    deployment = k8s_object("Deployment", "gateway")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    readiness = container["readinessProbe"]["httpGet"]
+    assert readiness["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == 8000 and readiness["port"] in ("http", 8000)
+    service_ports = {p["name"]: p for p in k8s_object("Service", "gateway")["spec"]["ports"]}
+    assert service_ports["http"]["port"] == 8000
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_k8s_nameko_probes_check_the_metrics_port(name):
+    deployment = k8s_object("Deployment", name)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        spec = container[probe]
+        target = spec.get("tcpSocket") or spec.get("httpGet")
+        assert target or "exec" in spec, f"{name} {probe}"
+        if target:
+            assert target["port"] in ("metrics", config_metrics_port(name))
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_k8s_service_is_scraped_on_the_metrics_port(name):
+    service = k8s_object("Service", name)
+    deployment = k8s_object("Deployment", name)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    annotations = service["metadata"]["annotations"]
+    port = config_metrics_port(name)
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert port in [p["port"] for p in service["spec"]["ports"]]
+    # alerts.yml selects targets by this label
+    assert service["metadata"]["labels"]["component"] == name
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_k8s_hpa_scales_the_deployment_on_cpu(name):
+    hpa = k8s_object("HorizontalPodAutoscaler", name)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+
+
+def test_k8s_cpu_heavy_services_may_scale_furthest():
+    most = {name: k8s_object("HorizontalPodAutoscaler", name)["spec"]["maxReplicas"] for name in ESIGN_SERVICES}
+    for heavy in ("identity", "signing"):
+        for light in ("documents", "notify", "gateway"):
+            assert most[heavy] > most[light], most
+
+
+def test_k8s_namespace_configmap_and_secret_template():
+    documents = k8s_documents()
+    kinds = {(doc["kind"], doc["metadata"]["name"]) for _, doc in documents if "metadata" in doc}
+    assert ("Namespace", "esign") in kinds and ("ConfigMap", "esign-config") in kinds
+    secrets = [(path, doc) for path, doc in documents if doc["kind"] == "Secret"]
+    assert [doc["metadata"]["name"] for _, doc in secrets] == ["esign-secrets"]
+    path, secret = secrets[0]
+    values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
+    assert {"ESIGN_KEK", "ESIGN_SESSION_SECRET", "AMQP_URI"} <= set(values)
+    assert all(value in ("", None) for value in values.values()), "the Secret template holds values"
+    assert "kubectl" in path.read_text(encoding="utf-8") and "create secret" in path.read_text(encoding="utf-8")
+    config = k8s_object("ConfigMap", "esign-config")["data"]
+    assert not [key for key in config if SECRET_NAME.search(key)], "secret-looking keys in the ConfigMap"
+    assert config["ESIGN_GENERATE_SECRETS"] == "false" and config["ESIGN_METRICS_ADDRESS"] == "0.0.0.0"
+
+
+def test_k8s_kustomization_lists_every_manifest_but_the_secret_template():
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
+    resources = kustomization["resources"]
+    for resource in resources:
+        assert (DEPLOY / "k8s" / resource).is_file(), resource
+    assert {f"{name}.yaml" for name in ESIGN_SERVICES} <= set(resources)
+    assert not [r for r in resources if "secret" in r], "applying the manifests would blank the real Secret"
+
+
+# --------------------------------------------------------------------- promtool
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not found: apt-get install prometheus (Debian) to check the alert rules")
+    return path
+
+
+def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_promtool_accepts_the_alert_rules():
+    result = run_promtool("check", "rules", str(PROMETHEUS / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_accepts_the_scrape_config(tmp_path):
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    rule_files = config.get("rule_files") or []
+    assert rule_files, "prometheus.yml loads no rule files"
+    config["rule_files"] = [str((PROMETHEUS / path).resolve()) for path in rule_files]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = run_promtool("check", "config", str(copy))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert str(PROMETHEUS / "alerts.yml") in result.stdout  # the rules were loaded, not skipped
+
+
+def test_promtool_unit_tests_of_the_alerts_pass():
+    """deploy/prometheus/alerts.test.yml feeds synthetic series and says which alerts must fire."""
+    result = run_promtool("test", "rules", "alerts.test.yml", cwd=PROMETHEUS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_prometheus_scrapes_every_service_metrics_port():
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                targets[target] = static.get("labels", {})
+    for name in ESIGN_SERVICES:
+        target = f"{name}:{config_metrics_port(name)}"
+        assert target in targets, f"{target} is not scraped"
+        # the label alerts.yml and the dashboard select on; 'service' would clobber the metrics' own
+        assert targets[target].get("component") == name
+        assert "service" not in targets[target]
+
+
+# --------------------------------------------------------------------- metric names
+
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+                   "group_left", "group_right", "inf", "nan", "atan2"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, keywords, labels, ranges removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])([a-zA-Z_:][\w:]*)(\s*\()?", text):
+        name, call = match.groups()
+        if call or name.lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def test_promql_metric_names_reads_selectors_not_functions_or_labels():
+    expr = ('histogram_quantile(0.99, sum by (service, le) (rate(a_seconds_bucket{kind="rpc"}[5m])))'
+            ' > 2 and on(service) b_total offset 1h or vector(0) / up{job="x"} unless c:recorded')
+    assert promql_metric_names(expr) == {"a_seconds_bucket", "b_total", "up", "c:recorded"}
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name the services register, read from their source."""
+    counters, histograms = set(), set()
+    for path in (ROOT / "services").rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        counters.update(re.findall(r"\bcounter\(\s*[\"'](\w+)[\"']", source))
+        histograms.update(re.findall(r"\bhistogram\(\s*[\"'](\w+)[\"']", source))
+        # BusinessMetrics: inc("sms", ...) registers esign_sms_total; observe("x", ...) esign_x
+        counters.update(f"esign_{name}_total" for name in re.findall(r"\.inc\(\s*[\"'](\w+)[\"']", source))
+        histograms.update(f"esign_{name}" for name in re.findall(r"\.observe\(\s*[\"'](\w+)[\"']", source))
+    names = set(counters) | {"up"}
+    for histogram in histograms:
+        names |= {histogram + suffix for suffix in ("_bucket", "_sum", "_count")}
+    return names
+
+
+def test_the_platform_exports_the_metrics_the_monitoring_relies_on():
+    exported = exported_metric_names()
+    for name in ("esign_entrypoint_calls_total", "esign_entrypoint_latency_seconds_bucket",
+                 "esign_http_requests_total", "esign_http_request_seconds_bucket",
+                 "esign_sms_total", "esign_otp_requested_total", "esign_otp_checks_total"):
+        assert name in exported, f"{name} is not registered anywhere in services/"
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def test_alert_expressions_only_name_exported_metrics():
+    exported = exported_metric_names()
+    for rule in alert_rules():
+        names = promql_metric_names(rule["expr"])
+        assert names, f"{rule['alert']} selects no metric"
+        unknown = names - exported
+        assert not unknown, f"{rule['alert']} uses metrics nobody exports: {sorted(unknown)}"
+
+
+def test_alerts_cover_the_failure_modes_ops_asked_for():
+    rules = alert_rules()
+
+    def having(*fragments: str) -> list[str]:
+        return [r["alert"] for r in rules if all(f in r["expr"] for f in fragments)]
+
+    assert having("up{", "== 0"), "no service-down alert"
+    assert having("esign_entrypoint_calls_total", 'outcome="internal_error"', "> 0.05"), "no RPC error ratio alert"
+    assert having("histogram_quantile(0.99", "esign_entrypoint_latency_seconds_bucket", "by (service"), "no p99"
+    assert having("esign_sms_total", "failed"), "no SMS failure alert"
+    assert having("esign_sms_total", "given_up"), "no SMS given-up alert"
+    assert having("esign_otp_checks_total", "wrong_code"), "no OTP brute-force alert"
+    for rule in rules:
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
+        assert rule["annotations"].get("summary"), rule["alert"]
+
+
+# --------------------------------------------------------------------- Grafana
+
+
+def dashboard_queries(dashboard: dict) -> list[str]:
+    queries = []
+    for panel in dashboard["panels"]:
+        for child in [panel] + panel.get("panels", []):
+            queries += [target["expr"] for target in child.get("targets", [])]
+    return queries
+
+
+def test_grafana_datasource_and_dashboard_provisioning():
+    datasources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8"))["datasources"]
+    (prometheus,) = [d for d in datasources if d["type"] == "prometheus"]
+    assert prometheus["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/esign.yml").read_text(encoding="utf-8"))["providers"]
+    grafana_volumes = load_compose()["services"]["grafana"]["volumes"]
+    for provider in providers:
+        # the provider's path is where compose mounts deploy/grafana/dashboards
+        assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in grafana_volumes
+
+    dashboards = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
+    assert dashboards, "no dashboard JSON"
+    for path in dashboards:
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        for panel in dashboard["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == prometheus["uid"], panel["title"]
+
+
+def test_dashboard_shows_rates_errors_latency_sms_and_otp_from_exported_metrics():
+    exported = exported_metric_names()
+    (path,) = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
+    queries = dashboard_queries(json.loads(path.read_text(encoding="utf-8")))
+    for query in queries:
+        unknown = promql_metric_names(query) - exported
+        assert not unknown, f"dashboard query uses metrics nobody exports: {sorted(unknown)} in {query}"
+    joined = "\n".join(queries)
+    assert "sum by (service) (rate(esign_entrypoint_calls_total" in joined
+    assert 'outcome="internal_error"' in joined
+    for quantile in ("0.5", "0.99"):
+        assert re.search(rf"histogram_quantile\({quantile}, sum by \([^)]*entrypoint[^)]*\) "
+                         r"\(rate\(esign_entrypoint_latency_seconds_bucket", joined), quantile
+    assert re.search(r"sum by \([^)]*outcome[^)]*\) \(increase\(esign_sms_total", joined)
+    assert re.search(r"sum by \([^)]*outcome[^)]*\) \(increase\(esign_otp_checks_total", joined)
