@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import threading
-from socketserver import ThreadingMixIn
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
 from urllib.parse import unquote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -303,7 +303,8 @@ class PkiHttpServer:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which never ran otherwise
+            self._server.shutdown()
         self._server.server_close()
 
 

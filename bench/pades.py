@@ -1,0 +1,132 @@
+"""PAdES signing cost on one core: one party's sign step and the B-LTA finalisation.
+
+Usage: .venv/bin/python bench/pades.py [N]   (default N = 50 sign steps, N/5 finalisations)
+
+* sign step = DocumentSigner.prepare + remote sign (an in-process callable
+  standing in for identity's sign_digest) + complete, which asks the platform
+  TSA over HTTP on 127.0.0.1 for the signature time-stamp (PAdES B-T);
+* floor = the same signature made by pyHanko directly: an in-memory key
+  (SimpleSigner) and the TSA called in-process, no HTTP, no two phases
+  (pyHanko estimates the CMS size with a dry run, so it signs twice);
+* finalize_lta = OCSP/CRL fetches over local HTTP + DSS + document time-stamp.
+
+Prints p50/p99 in milliseconds and the sign-step/floor ratio. Runs in one
+process; the local HTTP server runs in a thread of the same process.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from asn1crypto import keys  # noqa: E402
+from asn1crypto import x509 as asn1_x509  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter  # noqa: E402
+from pyhanko.sign import fields, signers  # noqa: E402
+from asn1crypto import tsp  # noqa: E402
+from pyhanko.sign.timestamps import TimeStamper  # noqa: E402
+from pyhanko_certvalidator.registry import SimpleCertificateStore  # noqa: E402
+
+from services.signing.pades import DocumentSigner, PartySignature, SignerSettings  # noqa: E402
+from services.signing.tsa import TimeStampAuthority, TsaSettings  # noqa: E402
+from tests.support.pki import handwritten_png, start_signing_environment, two_party_pdf  # noqa: E402
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def report(name: str, samples: list[float]) -> float:
+    p50 = statistics.median(samples)
+    print(f"{name:<34} n={len(samples):<4} p50 {p50 * 1000:7.1f} ms   p99 {percentile(samples, 0.99) * 1000:7.1f} ms")
+    return p50
+
+
+def asn1(cert) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def asn1_key(key) -> keys.PrivateKeyInfo:
+    return keys.PrivateKeyInfo.load(
+        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+class InProcessTimeStamper(TimeStamper):
+    """The platform TSA called directly, without HTTP (pyHanko's DummyTimeStamper is RSA-only)."""
+
+    def __init__(self, authority: TimeStampAuthority):
+        super().__init__()
+        self.authority = authority
+
+    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        return tsp.TimeStampResp.load(self.authority.respond(req.dump()))
+
+
+def main(runs: int) -> None:
+    env = start_signing_environment()
+    pki = env.pki
+    png = handwritten_png()
+    blank = two_party_pdf()
+    signer = DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [pki.root.certificate])
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), png, certify=True)
+
+    def sign_step() -> bytes:
+        prepared = signer.prepare(blank, party)
+        return signer.complete(prepared, pki.alice.sign_digest(prepared.digest_to_sign))
+
+    sign_step()  # warm-up: imports, TSA connection, caches
+    step_times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        signed = sign_step()
+        step_times.append(time.perf_counter() - start)
+
+    # the floor: pyHanko in-process with the key in memory and no HTTP
+    floor_signer = signers.SimpleSigner(
+        signing_cert=asn1(pki.alice.certificate),
+        signing_key=asn1_key(pki.alice.key),
+        cert_registry=SimpleCertificateStore.from_certs([asn1(pki.issuing.certificate)]),
+    )
+    floor_tsa = InProcessTimeStamper(TimeStampAuthority(pki.tsa.certificate, pki.tsa.key, [pki.issuing.certificate]))
+    meta = signers.PdfSignatureMetadata(
+        field_name="Party1", subfilter=fields.SigSeedSubFilter.PADES, certify=True,
+        docmdp_permissions=fields.MDPPerm.FILL_FORMS, md_algorithm="sha256",
+    )
+
+    async def floor_once() -> None:
+        pdf_signer = signers.PdfSigner(meta, signer=floor_signer, timestamper=floor_tsa)
+        await pdf_signer.async_sign_pdf(IncrementalPdfFileWriter(io.BytesIO(blank)), existing_fields_only=True)
+
+    asyncio.run(floor_once())
+    floor_times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        asyncio.run(floor_once())
+        floor_times.append(time.perf_counter() - start)
+
+    second = signer.sign_party(signed, "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
+    signer.finalize_lta(second)  # warm-up
+    lta_times = []
+    for _ in range(max(3, runs // 5)):
+        start = time.perf_counter()
+        signer.finalize_lta(second)
+        lta_times.append(time.perf_counter() - start)
+    env.stop()
+
+    print(f"PAdES on one core ({os.cpu_count()} cores on this machine)")
+    step = report("sign step (prepare+remote+TSA)", step_times)
+    floor = report("floor (pyHanko in-process)", floor_times)
+    report("finalize_lta (DSS + doc time-stamp)", lta_times)
+    print(f"sign step / floor ratio: {step / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)

@@ -1,0 +1,486 @@
+"""PAdES signatures (ETSI EN 319 142-1) made with keys that never leave identity.
+
+Each party signs at level B-T: a CAdES-detached CMS (subfilter
+``ETSI.CAdES.detached``) in the signature field the documents service made,
+with the handwritten signature image as the field's appearance and an RFC 3161
+signature time-stamp from the platform TSA. The first party's signature is a
+certification signature with DocMDP P=2 (form filling and signing allowed,
+ISO 32000-1 §12.8.2.2), so the counterparty's approval signature keeps it
+valid. :meth:`DocumentSigner.finalize_lta` then raises the file to B-LTA: a
+DSS with certificates, OCSP responses and CRLs for every signer and TSA
+certificate, and a document time-stamp over all of it.
+
+Signing is two-phase so identity can bind a person's single-use grant to the
+exact bytes it will sign:
+
+1. :meth:`DocumentSigner.prepare` writes the signature dictionary (with a hole
+   for the CMS), hashes the ``/ByteRange`` (``document_digest``), builds the
+   CMS signed attributes (messageDigest = document_digest,
+   signing-certificate-v2 = the party's certificate) and returns their SHA-256
+   as ``digest_to_sign``.
+2. identity signs ``digest_to_sign`` (``sign_digest(grant, digest)``); the
+   grant is issued for that digest, so a grant can only ever produce this one
+   signature over this one document state with this one certificate.
+3. :meth:`DocumentSigner.complete` checks the signature against the
+   certificate, obtains the signature time-stamp and fills the hole.
+
+The chain of commitments a verifier (or identity) can re-check with
+:meth:`PreparedSignature.check_binding`: ``digest_to_sign`` = SHA-256(signed
+attributes) → messageDigest = SHA-256(ByteRange of ``prepared_pdf``), and
+``prepared_pdf`` is ``input_sha256``'s document plus one incremental update.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from PIL import Image, UnidentifiedImageError
+from pyhanko.pdf_utils import layout
+from pyhanko.pdf_utils.images import PdfImage
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign import fields, signers
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
+from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.signers.pdf_signer import (
+    PdfTBSDocument,
+    PdfTimeStamper,
+    TimestampDSSContentSettings,
+)
+from pyhanko.sign.validation.dss import collect_validation_info
+from pyhanko.stamp import StaticStampStyle
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import (
+    InsufficientRevinfoError,
+    PathBuildingError,
+    PathValidationError,
+    RevokedError,
+)
+from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
+from services.signing.tsa import TsaClient, TsaSettings
+
+#: identity's remote signing operation, bound to one grant by the caller:
+#: SHA-256 digest in, DER-encoded ECDSA P-256 signature out
+SignDigest = Callable[[bytes], bytes]
+
+DIGEST_ALGORITHM = "sha256"
+#: a DER ECDSA P-256 signature is at most 72 bytes (two 33-byte INTEGERs + headers)
+_ECDSA_P256_MAX_SIGNATURE = 72
+
+
+@dataclass(frozen=True)
+class SignerSettings:
+    """Settings of the PAdES signer (frozen; from the service config)."""
+
+    tsa: TsaSettings
+    #: hex characters reserved for the CMS in /Contents (twice its DER size);
+    #: signer + issuing CA + TSA token measured 4.1 KB DER, so 8 KB leaves room
+    signature_reserved_hex: int = 16_384
+    document_timestamp_field: str = "DocumentTimestamp"
+    revocation_timeout_seconds: float = 10.0
+    #: the handwritten signature image is small; refuse anything that is not
+    max_appearance_png_bytes: int = 512 * 1024
+    max_appearance_pixels: int = 2_000_000
+
+
+@dataclass(frozen=True)
+class PartySignature:
+    """What one party signs with: their certificate, chain and image."""
+
+    field_name: str
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    appearance_png: bytes
+    certify: bool
+    reason: str | None = None
+    location: str | None = None
+    signing_time: dt.datetime | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class PreparedSignature:
+    """Phase-1 result, JSON-able so it can be stored between the willingness
+    check and identity's answer (minutes, possibly another replica)."""
+
+    field_name: str
+    #: SHA-256 (hex) of the PDF as it was before this signature
+    input_sha256: str
+    #: the PDF with the signature dictionary and a zero-filled /Contents hole
+    prepared_pdf: bytes = field(repr=False)
+    #: SHA-256 over the /ByteRange of ``prepared_pdf``
+    document_digest: bytes
+    reserved_region_start: int
+    reserved_region_end: int
+    #: DER of the CMS signed attributes (a SET OF Attribute)
+    signed_attributes: bytes = field(repr=False)
+    #: SHA-256 of ``signed_attributes``: what identity signs and the grant binds
+    digest_to_sign: bytes
+    certificate: bytes = field(repr=False)
+    chain: tuple[bytes, ...] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "field_name": self.field_name,
+            "input_sha256": self.input_sha256,
+            "prepared_pdf": _b64(self.prepared_pdf),
+            "document_digest": self.document_digest.hex(),
+            "reserved_region_start": self.reserved_region_start,
+            "reserved_region_end": self.reserved_region_end,
+            "signed_attributes": _b64(self.signed_attributes),
+            "digest_to_sign": self.digest_to_sign.hex(),
+            "certificate": _b64(self.certificate),
+            "chain": [_b64(c) for c in self.chain],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreparedSignature":
+        return cls(
+            field_name=data["field_name"],
+            input_sha256=data["input_sha256"],
+            prepared_pdf=base64.b64decode(data["prepared_pdf"]),
+            document_digest=bytes.fromhex(data["document_digest"]),
+            reserved_region_start=int(data["reserved_region_start"]),
+            reserved_region_end=int(data["reserved_region_end"]),
+            signed_attributes=base64.b64decode(data["signed_attributes"]),
+            digest_to_sign=bytes.fromhex(data["digest_to_sign"]),
+            certificate=base64.b64decode(data["certificate"]),
+            chain=tuple(base64.b64decode(c) for c in data["chain"]),
+        )
+
+    def check_binding(self) -> None:
+        """Re-derive every link from ``digest_to_sign`` down to the PDF bytes;
+        raise :class:`IntegrityError` on the first that does not hold."""
+        if hashlib.sha256(self.signed_attributes).digest() != self.digest_to_sign:
+            raise IntegrityError("prepared_signature", "digest_to_sign is not the SHA-256 of the signed attributes")
+        attrs = cms.CMSAttributes.load(self.signed_attributes)
+        by_type = {a["type"].native: a["values"][0] for a in attrs}
+        if by_type.get("message_digest") is None or by_type["message_digest"].native != self.document_digest:
+            raise IntegrityError("prepared_signature", "messageDigest attribute does not match the document digest")
+        signing_cert_v2 = by_type.get("signing_certificate_v2")
+        cert_hash = hashlib.sha256(self.certificate).digest()
+        if signing_cert_v2 is None or signing_cert_v2["certs"][0]["cert_hash"].native != cert_hash:
+            raise IntegrityError("prepared_signature", "signing-certificate-v2 does not name the party certificate")
+        pdf = self.prepared_pdf
+        start, end = self.reserved_region_start, self.reserved_region_end
+        if not 0 < start < end <= len(pdf):
+            raise IntegrityError("prepared_signature", "reserved region lies outside the prepared PDF")
+        covered = hashlib.sha256()
+        covered.update(pdf[:start])
+        covered.update(pdf[end:])
+        if covered.digest() != self.document_digest:
+            raise IntegrityError("prepared_signature", "prepared PDF does not hash to the document digest")
+
+
+class RemoteDigestSigner(signers.Signer):
+    """pyHanko signer whose raw ECDSA signature comes from ``sign_digest``
+    (identity's remote key); it holds a certificate, never a private key."""
+
+    def __init__(
+        self,
+        certificate: asn1_x509.Certificate,
+        chain: Sequence[asn1_x509.Certificate],
+        sign_digest: SignDigest | None,
+    ):
+        super().__init__(
+            signing_cert=certificate,
+            cert_registry=SimpleCertificateStore.from_certs([certificate, *chain]),
+            # roots are the verifier's business; pdfsig/NSS build the path from the CMS certs
+            embed_roots=False,
+        )
+        self._sign_digest = sign_digest
+
+    async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
+        if dry_run:
+            return bytes(_ECDSA_P256_MAX_SIGNATURE)
+        if digest_algorithm != DIGEST_ALGORITHM or self._sign_digest is None:
+            raise SigningError(f"expected a {DIGEST_ALGORITHM} remote signature, got {digest_algorithm}")
+        return self._sign_digest(hashlib.sha256(data).digest())
+
+
+def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _appearance(png: bytes, settings: SignerSettings) -> StaticStampStyle:
+    """The handwritten signature as an image-only stamp (one image XObject)."""
+    if len(png) > settings.max_appearance_png_bytes:
+        raise InvalidInput(
+            "appearance_png", "max_size", f"expected at most {settings.max_appearance_png_bytes} bytes, found {len(png)}"
+        )
+    try:
+        image = Image.open(io.BytesIO(png))
+        if image.format != "PNG":
+            raise InvalidInput("appearance_png", "image_format", f"expected PNG, found {image.format}")
+        if image.width * image.height > settings.max_appearance_pixels:
+            raise InvalidInput(
+                "appearance_png", "max_pixels",
+                f"expected at most {settings.max_appearance_pixels} pixels, found {image.width * image.height}",
+            )
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
+        raise InvalidInput("appearance_png", "image_format", "expected a readable PNG image") from exc
+    return StaticStampStyle(
+        background=PdfImage(image),
+        border_width=0,
+        background_opacity=1.0,
+        background_layout=layout.SimpleBoxLayoutRule(
+            x_align=layout.AxisAlignment.ALIGN_MID,
+            y_align=layout.AxisAlignment.ALIGN_MID,
+            margins=layout.Margins.uniform(0),
+            inner_content_scaling=layout.InnerScaling.SHRINK_TO_FIT,
+        ),
+    )
+
+
+def _run(coro):
+    # pyHanko's API is asyncio; the signer itself is called synchronously
+    return asyncio.run(coro)
+
+
+class DocumentSigner:
+    """Signs documents for the signing service. Build one per process and keep
+    it: it holds the TSA client (which caches the TSA's certificates and a
+    size-estimation token) and the parsed trust roots."""
+
+    def __init__(
+        self,
+        settings: SignerSettings,
+        trust_roots: Sequence[x509.Certificate],
+        *,
+        time_stamper: TsaClient | None = None,
+        fetcher_backend=None,
+    ):
+        self.settings = settings
+        self.time_stamper = time_stamper or TsaClient(settings.tsa)
+        self._trust_roots = [_asn1(c) for c in trust_roots]
+        self._fetcher_backend = fetcher_backend or RequestsFetcherBackend(
+            per_request_timeout=settings.revocation_timeout_seconds
+        )
+
+    # --- one party ------------------------------------------------------------
+
+    def sign_party(
+        self,
+        pdf_bytes: bytes,
+        field_name: str,
+        certificate: x509.Certificate,
+        chain: Sequence[x509.Certificate],
+        sign_digest: SignDigest,
+        appearance_png: bytes,
+        certify: bool,
+        reason: str | None = None,
+        location: str | None = None,
+        signing_time: dt.datetime | None = None,
+    ) -> bytes:
+        """Prepare, have ``sign_digest`` sign, and complete in one call."""
+        prepared = self.prepare(
+            pdf_bytes,
+            PartySignature(field_name, certificate, tuple(chain), appearance_png, certify, reason, location, signing_time),
+        )
+        return self.complete(prepared, sign_digest(prepared.digest_to_sign))
+
+    def prepare(self, pdf_bytes: bytes, party: PartySignature) -> PreparedSignature:
+        """Phase 1: put the document in its final pre-signing state and
+        compute the digest identity must sign (see the module docstring)."""
+        return _run(self._prepare(pdf_bytes, party))
+
+    async def _prepare(self, pdf_bytes: bytes, party: PartySignature) -> PreparedSignature:
+        stamp = _appearance(party.appearance_png, self.settings)
+        cert, chain = _asn1(party.certificate), [_asn1(c) for c in party.chain]
+        signer = RemoteDigestSigner(cert, chain, sign_digest=None)
+        meta = signers.PdfSignatureMetadata(
+            field_name=party.field_name,
+            md_algorithm=DIGEST_ALGORITHM,
+            subfilter=fields.SigSeedSubFilter.PADES,
+            certify=party.certify,
+            docmdp_permissions=fields.MDPPerm.FILL_FORMS,
+            reason=party.reason,
+            location=party.location,
+        )
+        pdf_signer = signers.PdfSigner(meta, signer=signer, stamp_style=stamp)
+        try:
+            writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
+            self._require_empty_field(writer.prev, party)
+            session = pdf_signer.init_signing_session(writer, existing_fields_only=True)
+            if party.signing_time is not None:
+                session.system_time = party.signing_time
+            tbs = session.prepare_tbs_document(
+                validation_info=None, bytes_reserved=self.settings.signature_reserved_hex
+            )
+            prepared_digest, output = tbs.digest_tbs_document()
+        except SigningError as exc:
+            raise Conflict(f"cannot sign field {party.field_name}: {exc}") from exc
+        except PdfError as exc:
+            raise InvalidInput("pdf", "pdf_syntax", f"expected a readable PDF: {exc}") from exc
+        signed_attrs = await signer.signed_attrs(
+            prepared_digest.document_digest,
+            DIGEST_ALGORITHM,
+            attr_settings=PdfCMSSignedAttributes(signing_time=session.system_time),
+            use_pades=True,
+        )
+        signed_attrs_der = signed_attrs.dump()
+        return PreparedSignature(
+            field_name=party.field_name,
+            input_sha256=hashlib.sha256(pdf_bytes).hexdigest(),
+            prepared_pdf=output.getvalue(),
+            document_digest=prepared_digest.document_digest,
+            reserved_region_start=prepared_digest.reserved_region_start,
+            reserved_region_end=prepared_digest.reserved_region_end,
+            signed_attributes=signed_attrs_der,
+            digest_to_sign=hashlib.sha256(signed_attrs_der).digest(),
+            certificate=cert.dump(),
+            chain=tuple(c.dump() for c in chain),
+        )
+
+    @staticmethod
+    def _require_empty_field(reader: PdfFileReader, party: PartySignature) -> None:
+        existing = {name: value for name, value, _ in fields.enumerate_sig_fields(reader, filled_status=None)}
+        if party.field_name not in existing:
+            raise NotFound("signature_field", party.field_name)
+        if existing[party.field_name] is not None:
+            raise Conflict(f"signature field {party.field_name} is already signed")
+        already_signed = any(value is not None for value in existing.values())
+        if party.certify and already_signed:
+            # ISO 32000-1 §12.8.1: a certification signature must be the first one
+            raise Conflict("a certification signature must be the document's first signature")
+
+    def complete(self, prepared: PreparedSignature, signature: bytes) -> bytes:
+        """Phase 2: embed identity's ``signature`` over ``digest_to_sign``
+        with a signature time-stamp (B-T). Raises :class:`Unavailable` if the
+        TSA fails; nothing is signed without a trusted time."""
+        prepared.check_binding()
+        public_key = x509.load_der_x509_certificate(prepared.certificate).public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise InvalidInput("certificate", "key_type", "expected an ECDSA P-256 certificate")
+        try:
+            public_key.verify(signature, prepared.digest_to_sign, ec.ECDSA(Prehashed(hashes.SHA256())))
+        except (InvalidSignature, ValueError) as exc:
+            raise IntegrityError("signature", "remote signature does not verify against the party certificate") from exc
+        return _run(self._complete(prepared, signature))
+
+    async def _complete(self, prepared: PreparedSignature, signature: bytes) -> bytes:
+        certificate = asn1_x509.Certificate.load(prepared.certificate)
+        chain = [asn1_x509.Certificate.load(c) for c in prepared.chain]
+        signer = RemoteDigestSigner(certificate, chain, sign_digest=lambda _digest: signature)
+        signed_data = await signer.async_sign_prescribed_attributes(
+            DIGEST_ALGORITHM,
+            cms.CMSAttributes.load(prepared.signed_attributes),
+            timestamper=self.time_stamper,
+        )
+        room = (prepared.reserved_region_end - prepared.reserved_region_start - 2) // 2
+        if len(signed_data.dump()) > room:
+            # only a much longer chain than the platform's gets here; raise the setting
+            raise InvalidInput(
+                "certificate_chain", "max_size",
+                f"expected a CMS of at most {room} bytes (signature_reserved_hex), found {len(signed_data.dump())}",
+            )
+        output = io.BytesIO(prepared.prepared_pdf)
+        await PdfTBSDocument.async_finish_signing(
+            output,
+            PreparedByteRangeDigest(
+                document_digest=prepared.document_digest,
+                reserved_region_start=prepared.reserved_region_start,
+                reserved_region_end=prepared.reserved_region_end,
+            ),
+            signed_data,
+        )
+        return output.getvalue()
+
+    # --- long-term validation ---------------------------------------------------
+
+    def revocation_context(self) -> ValidationContext:
+        """A fresh validation context that fetches OCSP/CRLs online.
+
+        Fresh per document on purpose: a context caches revocation answers,
+        and a status cached for one document must not vouch for a later one.
+        """
+        return ValidationContext(
+            trust_roots=self._trust_roots,
+            allow_fetching=True,
+            fetcher_backend=self._fetcher_backend,
+            revocation_mode="hard-fail",
+        )
+
+    def finalize_lta(self, pdf_bytes: bytes) -> bytes:
+        """Raise every signature to PAdES B-LTA: one incremental update with a
+        DSS (certificates, OCSP responses, CRLs for every signer and TSA
+        certificate) and a document time-stamp covering it."""
+        return _run(self._finalize_lta(pdf_bytes))
+
+    async def _finalize_lta(self, pdf_bytes: bytes) -> bytes:
+        context = self.revocation_context()
+        reader = PdfFileReader(io.BytesIO(pdf_bytes), strict=False)
+        signatures = reader.embedded_regular_signatures
+        if not signatures:
+            raise Conflict("document has no signatures to preserve")
+        paths = []
+        for embedded in signatures:
+            try:
+                paths.extend(await collect_validation_info(embedded, context))
+            except RevokedError as exc:
+                raise Forbidden(f"certificate for signature field {embedded.field_name} is revoked") from exc
+            except PathBuildingError as exc:
+                raise IntegrityError("certificate_chain", f"field {embedded.field_name}: no path to a trust root") from exc
+            except InsufficientRevinfoError as exc:
+                # hard-fail mode: an OCSP/CRL server that did not answer lands here
+                raise Unavailable("revocation_info", f"field {embedded.field_name}: {exc}") from exc
+            except PathValidationError as exc:
+                raise IntegrityError("certificate_chain", f"field {embedded.field_name}: {exc}") from exc
+        writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
+        output = io.BytesIO()
+        try:
+            await PdfTimeStamper(self.time_stamper, field_name=self._timestamp_field_name(reader)).async_timestamp_pdf(
+                writer,
+                DIGEST_ALGORITHM,
+                validation_context=context,
+                validation_paths=paths,
+                output=output,
+                # DSS in the same revision as the time-stamp: no unsigned
+                # update trails the file, and the time-stamp covers the DSS
+                dss_settings=TimestampDSSContentSettings(update_before_ts=True, include_vri=False),
+            )
+        except InsufficientRevinfoError as exc:
+            raise Unavailable("revocation_info", f"time-stamp authority certificate: {exc}") from exc
+        except PathValidationError as exc:
+            raise IntegrityError("certificate_chain", f"time-stamp authority certificate: {exc}") from exc
+        return output.getvalue()
+
+    def _timestamp_field_name(self, reader: PdfFileReader) -> str:
+        taken = {name for name, _, _ in fields.enumerate_sig_fields(reader, filled_status=None)}
+        base = self.settings.document_timestamp_field
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}{n}"
+        return name
+
+
+__all__ = [
+    "DocumentSigner",
+    "PartySignature",
+    "PreparedSignature",
+    "RemoteDigestSigner",
+    "SignDigest",
+    "SignerSettings",
+]

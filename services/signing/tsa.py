@@ -1,0 +1,197 @@
+"""The platform's own time-stamp authority (RFC 3161) and the client the signer uses.
+
+* :class:`TimeStampAuthority` answers ``TimeStampReq`` with a ``TimeStampResp``
+  signed by the TSA certificate (issued by the platform CA, critical EKU
+  id-kp-timeStamping as RFC 3161 §2.3 requires). The token itself is produced
+  by certomancer's ``TimeStamper``; this class adds request checking.
+* :class:`TimeStampApp` is the HTTP transport of RFC 3161 §3.4
+  (``application/timestamp-query`` → ``application/timestamp-reply``) as a
+  plain WSGI app the service can mount.
+* :class:`TsaClient` is pyHanko's HTTP time stamper with failures turned into
+  :class:`~services.common.errors.Unavailable` ('tsa'); there is deliberately no
+  fallback to the local clock: a signature without a trusted time is refused.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asn1crypto import cms, core, keys, tsp
+from asn1crypto import x509 as asn1_x509
+from certomancer.services import TimeStamper
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
+
+from services.common.errors import InvalidInput, Unavailable
+
+QUERY_CONTENT_TYPE = "application/timestamp-query"
+REPLY_CONTENT_TYPE = "application/timestamp-reply"
+
+#: UUID-based OID (ITU-T X.667, arc 2.25) naming the platform's TSA policy;
+#: self-assignable without registering an enterprise number.
+DEFAULT_POLICY_OID = "2.25.216742385019325917040785342431969310514"
+
+_DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
+
+
+@dataclass(frozen=True)
+class TsaSettings:
+    """Client-side settings of the signing service for the TSA."""
+
+    url: str
+    timeout_seconds: float = 10.0
+
+
+def _to_asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def _require_timestamping_certificate(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        raise InvalidInput("tsa_certificate", "eku", "expected a critical extendedKeyUsage extension, found none")
+    if not eku.critical or list(eku.value) != [ExtendedKeyUsageOID.TIME_STAMPING]:
+        # RFC 3161 §2.3: exactly id-kp-timeStamping, and the extension MUST be critical
+        raise InvalidInput("tsa_certificate", "eku", "expected critical extendedKeyUsage = timeStamping only")
+    own = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    certified = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if own != certified:
+        raise InvalidInput("tsa_key", "key_mismatch", "expected the private key of the TSA certificate")
+
+
+class _RejectedResp(core.Sequence):
+    """TimeStampResp without a token (RFC 3161 §2.4.2: timeStampToken is
+    OPTIONAL and absent unless granted); asn1crypto's class makes it mandatory."""
+
+    _fields = [("status", tsp.PKIStatusInfo)]
+
+
+def _rejection(fail_info: str, text: str) -> _RejectedResp:
+    return _RejectedResp(
+        {
+            "status": tsp.PKIStatusInfo(
+                {
+                    "status": tsp.PKIStatus("rejection"),
+                    "status_string": [text],
+                    "fail_info": tsp.PKIFailureInfo({fail_info}),
+                }
+            )
+        }
+    )
+
+
+class TimeStampAuthority:
+    """Issues RFC 3161 time-stamp tokens with the TSA certificate and key."""
+
+    def __init__(
+        self,
+        certificate: x509.Certificate,
+        private_key: ec.EllipticCurvePrivateKey,
+        chain: Sequence[x509.Certificate] = (),
+        policy_oid: str = DEFAULT_POLICY_OID,
+    ):
+        _require_timestamping_certificate(certificate, private_key)
+        key_der = private_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        self.certificate = certificate
+        # certomancer wants asn1crypto objects; convert once, not per request
+        self._stamper = TimeStamper(
+            tsa_cert=_to_asn1_cert(certificate),
+            tsa_key=keys.PrivateKeyInfo.load(key_der),
+            certs_to_embed=[_to_asn1_cert(c) for c in chain],
+            policy=tsp.ObjectIdentifier(policy_oid),
+        )
+
+    def respond(self, request_der: bytes) -> bytes:
+        """DER ``TimeStampResp`` for a DER ``TimeStampReq``; malformed or
+        unsupported requests get a 'rejection' status (RFC 3161 §2.4.2)."""
+        try:
+            request = tsp.TimeStampReq.load(request_der)
+            version = int(request["version"])
+            imprint = request["message_imprint"]
+            algorithm = imprint["hash_algorithm"]["algorithm"].native
+            hashed = imprint["hashed_message"].native
+        except (ValueError, TypeError, KeyError):
+            return _rejection("bad_data_format", "request is not a DER TimeStampReq").dump()
+        if version != 1:
+            return _rejection("bad_request", f"expected version 1, found {version}").dump()
+        if algorithm not in _DIGEST_SIZES:
+            return _rejection("bad_alg", f"expected one of {sorted(_DIGEST_SIZES)}, found {algorithm}").dump()
+        if len(hashed) != _DIGEST_SIZES[algorithm]:
+            return _rejection(
+                "bad_data_format", f"expected a {_DIGEST_SIZES[algorithm]}-byte {algorithm} digest, found {len(hashed)}"
+            ).dump()
+        return self._stamper.request_tsa_response(request).dump()
+
+
+class TimeStampApp:
+    """WSGI app: POST ``application/timestamp-query`` → ``application/timestamp-reply``."""
+
+    #: a TimeStampReq with a SHA-512 imprint and a nonce is well under 200 bytes
+    max_request_bytes = 4096
+
+    def __init__(self, authority: TimeStampAuthority):
+        self.authority = authority
+
+    def __call__(self, environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self._plain(start_response, "405 Method Not Allowed", "POST a timestamp query", [("Allow", "POST")])
+        content_type = (environ.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+        if content_type != QUERY_CONTENT_TYPE:
+            return self._plain(start_response, "415 Unsupported Media Type", f"expected {QUERY_CONTENT_TYPE}")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 < length <= self.max_request_bytes:
+            return self._plain(start_response, "400 Bad Request", f"expected 1..{self.max_request_bytes} bytes")
+        body = self.authority.respond(environ["wsgi.input"].read(length))
+        start_response("200 OK", [("Content-Type", REPLY_CONTENT_TYPE), ("Content-Length", str(len(body)))])
+        return [body]
+
+    @staticmethod
+    def _plain(start_response, status: str, text: str, extra=()):
+        body = text.encode()
+        start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), *extra])
+        return [body]
+
+
+class TsaClient(RequestsHTTPTimeStamper):
+    """pyHanko time stamper for the platform TSA that fails loudly.
+
+    Kept alive for the life of the signer: pyHanko caches the TSA's
+    certificates and a dummy token (for size estimates) on this object.
+    """
+
+    def __init__(self, settings: TsaSettings):
+        super().__init__(settings.url, timeout=settings.timeout_seconds)
+
+    async def async_timestamp(self, message_digest, md_algorithm) -> cms.ContentInfo:
+        try:
+            token = await super().async_timestamp(message_digest, md_algorithm)
+            tst_info = token["content"]["encap_content_info"]["content"].parsed
+            imprint = tst_info["message_imprint"]["hashed_message"].native
+        except (TimestampRequestError, OSError, ValueError, KeyError, TypeError) as exc:
+            # requests' exceptions are OSErrors; asn1crypto raises ValueError on junk
+            raise Unavailable("tsa", f"time stamp request failed: {type(exc).__name__}") from exc
+        if imprint != message_digest:
+            raise Unavailable("tsa", "time stamp token covers a different digest than requested")
+        return token
+
+
+__all__ = [
+    "QUERY_CONTENT_TYPE",
+    "REPLY_CONTENT_TYPE",
+    "TimeStampApp",
+    "TimeStampAuthority",
+    "TsaClient",
+    "TsaSettings",
+]

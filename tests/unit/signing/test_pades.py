@@ -1,0 +1,347 @@
+"""PAdES signing with remote keys: the two-party flow to B-LTA, checked by
+pyHanko and by poppler's pdfsig, plus the ways signing must refuse."""
+import asyncio
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+
+import pytest
+from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.diff_analysis import ModificationLevel
+from pyhanko.sign.fields import MDPPerm
+from pyhanko.sign.validation import (
+    DocumentSecurityStore,
+    async_validate_pdf_signature,
+    async_validate_pdf_timestamp,
+)
+
+from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
+from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
+from services.signing.tsa import TsaSettings
+from services.signing.verification import verify_pdf
+from tests.support.pki import (
+    PkiHttpServer,
+    handwritten_png,
+    start_signing_environment,
+    two_party_pdf,
+)
+
+
+@pytest.fixture(scope="module")
+def env():
+    environment = start_signing_environment()
+    yield environment
+    environment.stop()
+
+
+@pytest.fixture(scope="module")
+def signer(env):
+    return DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [env.pki.root.certificate])
+
+
+@pytest.fixture(scope="module")
+def flow(env, signer):
+    """Party 1 certifies, party 2 approves, then the file is raised to B-LTA."""
+    pki, png = env.pki, handwritten_png()
+    blank = two_party_pdf()
+    first = signer.sign_party(
+        blank, "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, certify=True,
+        reason="出借方签署", location="Beijing",
+    )
+    second = signer.sign_party(
+        first, "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, certify=False,
+        reason="借款方签署", location="Shanghai",
+    )
+    final = signer.finalize_lta(second)
+    return {"blank": blank, "first": first, "second": second, "final": final}
+
+
+def _root(env) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(env.pki.root.der)
+
+
+def _pyhanko_statuses(pdf: bytes, root: asn1_x509.Certificate):
+    """Validate with pyHanko directly (independent of verification.py):
+    offline, revocation data only from the file's DSS, hard-fail."""
+    reader = PdfFileReader(io.BytesIO(pdf))
+    dss = DocumentSecurityStore.read_dss(reader)
+    context = lambda: dss.as_validation_context(  # noqa: E731 - fresh context per check
+        {"trust_roots": [root], "allow_fetching": False, "revocation_mode": "hard-fail", "retroactive_revinfo": True}
+    )
+
+    async def run():
+        out = []
+        for sig in reader.embedded_signatures:
+            if sig.sig_object_type == "/DocTimeStamp":
+                out.append((sig, await async_validate_pdf_timestamp(sig, validation_context=context())))
+            else:
+                out.append((sig, await async_validate_pdf_signature(sig, context(), context())))
+        return out
+
+    return asyncio.run(run())
+
+
+# --- (a) pyHanko ----------------------------------------------------------------
+
+
+def test_every_signature_is_intact_valid_trusted_and_unmodified(env, flow):
+    results = _pyhanko_statuses(flow["final"], _root(env))
+    assert [sig.field_name for sig, _ in results] == ["Party1", "Party2", "DocumentTimestamp"]
+    for sig, status in results:
+        assert status.intact and status.valid and status.trusted, sig.field_name
+        assert status.modification_level in (
+            ModificationLevel.NONE, ModificationLevel.LTA_UPDATES, ModificationLevel.FORM_FILLING
+        ), sig.field_name
+        assert status.docmdp_ok in (True, None), sig.field_name
+    for sig, status in results[:2]:
+        assert not status.revoked
+        assert status.timestamp_validity is not None and status.timestamp_validity.trusted  # PAdES B-T
+
+
+def test_signatures_are_pades_and_the_first_certifies_with_form_filling_allowed(flow):
+    reader = PdfFileReader(io.BytesIO(flow["final"]))
+    first, second, stamp = reader.embedded_signatures
+    assert first.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
+    assert second.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"
+    assert stamp.sig_object["/SubFilter"] == "/ETSI.RFC3161"
+    assert first.docmdp_level == MDPPerm.FILL_FORMS
+    assert second.docmdp_level is None  # an approval signature
+    assert first.sig_object["/Reason"] == "出借方签署"
+
+
+def test_dss_holds_revocation_data_for_both_signers_and_the_tsa(env, flow):
+    reader = PdfFileReader(io.BytesIO(flow["final"]))
+    dss = DocumentSecurityStore.read_dss(reader)
+    context = dss.as_validation_context({"trust_roots": [_root(env)]})
+    ocsp_serials = set()
+    for response in context.ocsps:
+        for single in response["response_bytes"]["response"].parsed["tbs_response_data"]["responses"]:
+            ocsp_serials.add(single["cert_id"]["serial_number"].native)
+    pki = env.pki
+    expected = {c.certificate.serial_number for c in (pki.alice, pki.bob, pki.tsa)}
+    assert expected <= ocsp_serials
+    crl_issuers = {c["tbs_cert_list"]["issuer"].human_friendly for c in context.crls}
+    assert any("Test Root CA" in issuer for issuer in crl_issuers)  # covers the issuing CA certificate
+
+
+def test_appearance_is_the_handwritten_image(flow):
+    reader = PdfFileReader(io.BytesIO(flow["final"]))
+    field = reader.embedded_signatures[0].sig_field
+    normal = field["/AP"]["/N"]
+    images = _image_xobjects(normal)
+    assert images, "the signature field's appearance should draw an image"
+    assert images[0]["/Width"] == 300 and images[0]["/Height"] == 100
+
+
+def _image_xobjects(stream) -> list:
+    found = []
+    for xobject in stream.get("/Resources", {}).get("/XObject", {}).values():
+        xobject = xobject.get_object()
+        if xobject["/Subtype"] == "/Image":
+            found.append(xobject)
+        else:
+            found.extend(_image_xobjects(xobject))
+    return found
+
+
+def test_identity_signs_exactly_the_prepared_digest(env, signer, flow):
+    """The grant binds ``digest_to_sign``; the CMS must be a signature over that."""
+    pki, seen = env.pki, []
+
+    def recording_sign_digest(digest: bytes) -> bytes:
+        seen.append(digest)
+        return pki.alice.sign_digest(digest)
+
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = signer.prepare(flow["blank"], party)
+    prepared = PreparedSignature.from_dict(json.loads(json.dumps(prepared.to_dict())))  # survives storage
+    prepared.check_binding()
+    assert prepared.input_sha256 == hashlib.sha256(flow["blank"]).hexdigest()
+    signed = signer.complete(prepared, recording_sign_digest(prepared.digest_to_sign))
+
+    embedded = PdfFileReader(io.BytesIO(signed)).embedded_signatures[0]
+    signed_attrs = embedded.signer_info["signed_attrs"].untag().dump()  # the SET OF, as signed
+    assert seen == [hashlib.sha256(signed_attrs).digest()] == [prepared.digest_to_sign]
+    message_digest = next(a for a in embedded.signer_info["signed_attrs"] if a["type"].native == "message_digest")
+    assert message_digest["values"][0].native == embedded.compute_digest() == prepared.document_digest
+
+
+def test_complete_refuses_a_signature_from_another_key(env, signer, flow):
+    pki = env.pki
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = signer.prepare(flow["blank"], party)
+    with pytest.raises(IntegrityError):
+        signer.complete(prepared, pki.bob.sign_digest(prepared.digest_to_sign))
+
+
+def test_complete_refuses_a_tampered_prepared_document(env, signer, flow):
+    pki = env.pki
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = signer.prepare(flow["blank"], party)
+    pdf = bytearray(prepared.prepared_pdf)
+    pdf[100] ^= 0x01
+    tampered = PreparedSignature.from_dict({**prepared.to_dict(), "prepared_pdf": _b64(bytes(pdf))})
+    with pytest.raises(IntegrityError):
+        signer.complete(tampered, pki.alice.sign_digest(prepared.digest_to_sign))
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_signing_needs_the_existing_empty_field_and_certification_first(env, signer, flow):
+    pki, png = env.pki, handwritten_png()
+    with pytest.raises(NotFound):
+        signer.sign_party(flow["blank"], "NoSuchField", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, True)
+    with pytest.raises(Conflict):  # the field already carries Alice's signature
+        signer.sign_party(flow["first"], "Party1", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
+    with pytest.raises(Conflict):  # a certification signature must come first
+        signer.sign_party(flow["first"], "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, True)
+
+
+def test_appearance_must_be_a_small_png(env, signer, flow):
+    pki = env.pki
+    with pytest.raises(InvalidInput) as err:
+        signer.sign_party(flow["blank"], "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest,
+                          b"GIF89a not a png", True)
+    assert err.value.field == "appearance_png"
+
+
+# --- (b) pdfsig with the root in an NSS database ----------------------------------
+
+
+def _pdfsig(pdf: bytes, env, tmp_path) -> str:
+    nss = tmp_path / "nss"
+    nss.mkdir()
+    (tmp_path / "root.pem").write_bytes(env.pki.root.pem)
+    (tmp_path / "doc.pdf").write_bytes(pdf)
+    subprocess.run(["certutil", "-N", "--empty-password", "-d", f"sql:{nss}"], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-A", "-n", "root", "-t", "C,C,C", "-i", str(tmp_path / "root.pem"), "-d", f"sql:{nss}"],
+        check=True, capture_output=True,
+    )
+    # pdfsig exits 0 even on a digest mismatch, so callers read its output
+    run = subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(tmp_path / "doc.pdf")], capture_output=True, text=True)
+    return run.stdout
+
+
+needs_pdfsig = pytest.mark.skipif(shutil.which("pdfsig") is None, reason="poppler-utils not installed")
+
+
+def _per_signature(output: str) -> dict[str, str]:
+    blocks, current = {}, None
+    for line in output.splitlines():
+        if line.startswith("Signature #"):
+            current = line.strip(":")
+            blocks[current] = ""
+        elif current:
+            blocks[current] += line + "\n"
+    return blocks
+
+
+@needs_pdfsig
+def test_pdfsig_says_valid_and_trusted_for_every_signature(env, flow, tmp_path):
+    blocks = _per_signature(_pdfsig(flow["final"], env, tmp_path))
+    party_blocks = [b for b in blocks.values() if "ETSI.CAdES.detached" in b]
+    assert len(party_blocks) == 2
+    for block in party_blocks:
+        assert "Signature Validation: Signature is Valid." in block
+        assert "Certificate Validation: Certificate is Trusted." in block
+
+
+# --- (c) one flipped byte -----------------------------------------------------------
+
+
+def _flip_inside_first_signed_range(pdf: bytes) -> bytes:
+    marker = b"owes Alice"  # in the page content, covered by every signature
+    at = pdf.index(marker)
+    flipped = bytearray(pdf)
+    flipped[at] ^= 0x01
+    return bytes(flipped)
+
+
+def test_flipped_byte_fails_in_pyhanko(env, flow):
+    results = _pyhanko_statuses(_flip_inside_first_signed_range(flow["final"]), _root(env))
+    assert results and all(not status.intact for _, status in results)
+
+
+@needs_pdfsig
+def test_flipped_byte_fails_in_pdfsig(env, flow, tmp_path):
+    blocks = _per_signature(_pdfsig(_flip_inside_first_signed_range(flow["final"]), env, tmp_path))
+    party_blocks = [b for b in blocks.values() if "ETSI.CAdES.detached" in b]
+    assert len(party_blocks) == 2
+    for block in party_blocks:
+        assert "Signature is Valid." not in block
+        assert "Digest Mismatch." in block
+
+
+# --- (d) the TSA fails -----------------------------------------------------------------
+
+
+def test_signing_fails_with_unavailable_when_the_tsa_is_down(env, flow):
+    probe = PkiHttpServer()
+    dead_url = f"{probe.base_url}/tsa"
+    probe.stop()  # the port is closed now
+    broken = DocumentSigner(SignerSettings(tsa=TsaSettings(dead_url, timeout_seconds=2)), [env.pki.root.certificate])
+    pki = env.pki
+    with pytest.raises(Unavailable) as err:
+        broken.sign_party(flow["blank"], "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest,
+                          handwritten_png(), True)
+    assert err.value.system == "tsa"
+
+
+def test_finalize_fails_with_unavailable_when_the_tsa_answers_garbage(env, flow):
+    def garbage(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/timestamp-reply")])
+        return [b"not DER"]
+
+    server = PkiHttpServer()
+    server.app = garbage
+    server.start()
+    try:
+        broken = DocumentSigner(SignerSettings(tsa=TsaSettings(f"{server.base_url}/tsa")), [env.pki.root.certificate])
+        with pytest.raises(Unavailable):
+            broken.finalize_lta(flow["second"])
+    finally:
+        server.stop()
+
+
+# --- (e) a revoked signer ------------------------------------------------------------------
+
+
+def test_revoked_signer_is_refused_at_finalisation_and_reported_by_verification():
+    revoking = start_signing_environment()  # its own PKI: revocation must not leak into other tests
+    try:
+        pki = revoking.pki
+        signer = DocumentSigner(SignerSettings(tsa=TsaSettings(revoking.tsa_url)), [pki.root.certificate])
+        png = handwritten_png()
+        first = signer.sign_party(two_party_pdf(), "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest,
+                                  png, True)
+        pki.revoke(pki.bob)  # revoked five minutes before Bob signs
+        second = signer.sign_party(first, "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
+
+        with pytest.raises(Forbidden) as err:
+            signer.finalize_lta(second)
+        assert "Party2" in str(err.value)
+
+        result = verify_pdf(second, [pki.root.certificate], allow_fetching=True)
+        by_field = {c.field_name: c for c in result.signatures}
+        assert by_field["Party2"].revoked and not by_field["Party2"].ok
+        assert by_field["Party1"].ok and not by_field["Party1"].revoked
+        assert not result.ok
+    finally:
+        revoking.stop()
+
+
+def test_signed_attributes_carry_the_signing_certificate(env, flow):
+    embedded = PdfFileReader(io.BytesIO(flow["first"])).embedded_signatures[0]
+    attrs = {a["type"].native: a["values"][0] for a in embedded.signer_info["signed_attrs"]}
+    assert attrs["signing_certificate_v2"]["certs"][0]["cert_hash"].native == hashlib.sha256(env.pki.alice.der).digest()
+    assert "signing_time" not in attrs  # PAdES puts the claimed time in /M, not in the CMS
+    assert isinstance(embedded.signed_data, cms.SignedData)
