@@ -9,7 +9,7 @@ from services.common.entrypoints import handles_event, rpc
 from services.common.outbox import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
-from services.signing.revocations import RevokedCertificate
+from services.signing.models import RevokedCertificate
 
 log = logging.getLogger(__name__)
 
