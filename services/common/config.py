@@ -21,17 +21,28 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAMES = ("identity", "documents", "signing", "notify", "gateway")
 
-_parser_ready = False
+_loader: type | None = None
 
 
-def _setup_parser() -> None:
-    global _parser_ready
-    if not _parser_ready:
+def _config_loader() -> type:
+    """A SafeLoader subclass that understands ``${ENV:default}`` exactly as
+    ``nameko run`` does, without changing PyYAML's global SafeLoader (which
+    nameko's own ``setup_yaml_parser`` would do for every YAML file read)."""
+    global _loader
+    if _loader is None:
+        from functools import partial
+
         # Imported lazily: nameko's CLI module imports pkg_resources, which is slow.
-        from nameko.cli.main import setup_yaml_parser
+        from nameko.cli.main import IMPLICIT_ENV_VAR_MATCHER, env_var_constructor
 
-        setup_yaml_parser()
-        _parser_ready = True
+        class ConfigLoader(yaml.SafeLoader):
+            pass
+
+        ConfigLoader.add_constructor("!env_var", env_var_constructor)
+        ConfigLoader.add_constructor("!raw_env_var", partial(env_var_constructor, raw=True))
+        ConfigLoader.add_implicit_resolver("!env_var", IMPLICIT_ENV_VAR_MATCHER, None)
+        _loader = ConfigLoader
+    return _loader
 
 
 def config_path(service: str) -> Path:
@@ -43,9 +54,8 @@ def load_config(service_or_path: str | Path) -> dict[str, Any]:
     path = Path(service_or_path)
     if not path.suffix:
         path = config_path(str(service_or_path))
-    _setup_parser()
     with open(path, encoding="utf-8") as stream:
-        config = yaml.safe_load(stream) or {}
+        config = yaml.load(stream, Loader=_config_loader()) or {}
     return config
 
 

@@ -71,3 +71,12 @@ def test_log_records_and_tracebacks_are_masked(caplog):
     text = caplog.text
     assert "440524188001010014" not in text and "13912345678" not in text
     assert "4405**********0014" in text and "139****5678" in text
+
+
+def test_loading_config_leaves_other_yaml_untouched(monkeypatch):
+    """docker-compose files and templates use ${...} too; only service configs substitute."""
+    import yaml
+
+    monkeypatch.setenv("SOME_VAR", "substituted")
+    load_config("identity")
+    assert yaml.safe_load("key: ${SOME_VAR:?set it}") == {"key": "${SOME_VAR:?set it}"}
