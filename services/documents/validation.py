@@ -9,12 +9,9 @@ message, violations as plain dicts) when this module is imported on the
 caller's side; otherwise nameko raises ``RemoteError``, so the gateway should
 import this module (or catch InvalidInput by its JSON ``code``).
 
-The checks of ID numbers (GB 11643-1999) and mobile numbers belong to the
-identity service. Documents does not import identity: ``PersonCheckers`` is a
-small registry the service wiring points at identity's functions. The
-built-in fallbacks here are minimal (format, birth date, ISO 7064 MOD 11-2
-check character; mainland mobile format) and exist so documents is testable
-alone.
+ID numbers (GB 11643-1999) and mobile numbers are checked by the platform's
+one implementation in ``services.common.idnumber`` / ``services.common.phone``
+(identity uses the same); ``PersonCheckers`` lets a caller swap them.
 """
 from __future__ import annotations
 
@@ -26,6 +23,8 @@ from dataclasses import dataclass, field
 from nameko.exceptions import deserialize_to_instance
 
 from services.common.errors import InvalidInput
+from services.common.idnumber import parse_id_number
+from services.common.phone import normalise_phone
 
 
 @dataclass(frozen=True)
@@ -77,45 +76,11 @@ class PersonCheckers:
     phone: Checker = field(default_factory=lambda: check_mobile_phone)
 
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK_CHARS = "10X98765432"
-_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]", re.ASCII)
-
-
 def check_resident_id(value: object, today: _dt.date) -> str:
-    """Minimal GB 11643-1999 check: shape, birth date, MOD 11-2 check character.
-
-    Fallback only; identity's ``parse_id_number`` also checks the region code.
-    """
-    if not isinstance(value, str):
-        raise InvalidInput("id_number", "type", f"expected text, found {type(value).__name__}")
-    number = value.strip().upper()
-    if len(number) != 18:
-        raise InvalidInput("id_number", "length", f"expected 18 characters, found {len(number)}")
-    if not _ID_SHAPE.fullmatch(number):
-        raise InvalidInput("id_number", "charset", "expected 17 ASCII digits then a digit or X")
-    try:
-        birth = _dt.date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
-    except ValueError:
-        raise InvalidInput("id_number", "birth_date", "expected a real calendar date in positions 7-14") from None
-    if birth > today or birth.year < 1900:
-        raise InvalidInput("id_number", "birth_date", "expected a birth date between 1900 and today")
-    expected = _CHECK_CHARS[sum(int(d) * w for d, w in zip(number, _WEIGHTS)) % 11]
-    if number[17] != expected:
-        raise InvalidInput("id_number", "check_digit", "check character does not match ISO 7064 MOD 11-2")
-    return number
-
-
-_MOBILE = re.compile(r"1[3-9][0-9]{9}", re.ASCII)
+    """GB 11643-1999 resident ID number, normalised (lower-case x becomes X)."""
+    return parse_id_number(value, today).number
 
 
 def check_mobile_phone(value: object, today: _dt.date) -> str:
-    """Mainland China mobile number, 11 digits starting 13–19; +86, spaces and dashes dropped."""
-    if not isinstance(value, str):
-        raise InvalidInput("phone", "type", f"expected text, found {type(value).__name__}")
-    digits = re.sub(r"[\s-]", "", value)
-    if digits.startswith("+86"):
-        digits = digits[3:]
-    if not _MOBILE.fullmatch(digits):
-        raise InvalidInput("phone", "format", "expected an 11-digit mainland mobile number starting 13-19")
-    return digits
+    """Mainland mobile number, normalised to 11 digits."""
+    return normalise_phone(value)

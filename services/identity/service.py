@@ -17,7 +17,7 @@ from services.common.sealing import associated_data, from_text, to_text
 from services.common.service_base import ServiceBase
 from services.identity import otp
 from services.identity.models import OtpChallenge
-from services.identity.phone import normalise_phone
+from services.common.phone import normalise_phone
 from services.identity.secrets import IdentityKeysProvider
 
 log = logging.getLogger(__name__)

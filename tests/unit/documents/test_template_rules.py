@@ -97,8 +97,8 @@ def without(make, key):
         ("iou", iou_values(borrower=dict(BORROWER, id_number="110105199003071238")), ("borrower.id_number", "check_digit")),
         ("iou", iou_values(borrower=dict(BORROWER, id_number="11010519900230123X")), ("borrower.id_number", "birth_date")),
         ("iou", iou_values(borrower=dict(BORROWER, id_number="1101051990")), ("borrower.id_number", "length")),
-        ("iou", iou_values(lender=dict(LENDER, phone="12800138000")), ("lender.phone", "format")),
-        ("iou", iou_values(lender=dict(LENDER, phone="1380013800")), ("lender.phone", "format")),
+        ("iou", iou_values(lender=dict(LENDER, phone="12800138000")), ("lender.phone", "prefix")),
+        ("iou", iou_values(lender=dict(LENDER, phone="1380013800")), ("lender.phone", "length")),
         ("iou", iou_values(lender=dict(LENDER, email="a@b.c")), ("lender.email", "unknown")),
         # cross-field
         ("iou", iou_values(repayment_date="2026-01-31"), ("repayment_date", "after")),
@@ -175,9 +175,9 @@ def test_rate_cap_follows_four_times_lpr_when_it_binds():
 def test_all_violations_are_collected(catalog):
     values = iou_values(amount="0", remark="字" * 41, lender=dict(LENDER, phone="1"), repayment_date="2025-01-01")
     found, err = violations(catalog, "iou", values)
-    assert found == [("lender.phone", "format"), ("amount", "min"), ("remark", "max_chars"), ("repayment_date", "after")]
+    assert found == [("lender.phone", "length"), ("amount", "min"), ("remark", "max_chars"), ("repayment_date", "after")]
     # The exception itself names the first one and says how many more there are.
-    assert (err.field, err.rule) == ("lender.phone", "format")
+    assert (err.field, err.rule) == ("lender.phone", "length")
     assert err.message.endswith("(and 3 more)")
     assert err.to_dict()["violations"][2] == {"field": "remark", "rule": "max_chars", "message": "remark too long: 41 > 40"}
 

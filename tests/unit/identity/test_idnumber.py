@@ -4,7 +4,7 @@ import datetime as dt
 import pytest
 
 from services.common.errors import InvalidInput
-from services.identity.idnumber import ResidentId, parse_id_number
+from services.common.idnumber import ResidentId, parse_id_number
 
 TODAY = dt.date(2024, 6, 15)
 

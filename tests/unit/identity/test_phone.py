@@ -2,7 +2,7 @@
 import pytest
 
 from services.common.errors import InvalidInput
-from services.identity.phone import normalise_phone
+from services.common.phone import normalise_phone
 
 
 def rule_of(value) -> str:
