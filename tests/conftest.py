@@ -78,6 +78,13 @@ def pg_schemas():
     pool.drop_all()
 
 
+def _database_settings(backend: str, service: str, pg_schemas: SchemaPool, tmp_path: Path) -> dict:
+    """A service's DATABASE config: a fresh PostgreSQL schema or a SQLite file."""
+    if backend == "postgresql":
+        return {"URL": PG_URL, "SCHEMA": pg_schemas.new(service)}
+    return {"URL": f"sqlite:///{tmp_path / (service + '.db')}", "SCHEMA": None}
+
+
 @pytest.fixture(params=["postgresql", "sqlite"])
 def db_backend(request):
     return request.param
@@ -88,9 +95,8 @@ def db_url_for(db_backend, pg_schemas, tmp_path):
     """``db_url_for(service) -> (url, schema)`` on the parametrised backend."""
 
     def make(service: str):
-        if db_backend == "postgresql":
-            return PG_URL, pg_schemas.new(service)
-        return f"sqlite:///{tmp_path / (service + '.db')}", None
+        database = _database_settings(db_backend, service, pg_schemas, tmp_path)
+        return database["URL"], database["SCHEMA"]
 
     return make
 
@@ -111,10 +117,7 @@ def service_config(amqp_uri, pg_schemas, s3, tmp_path):
     """``service_config(service, backend="postgresql", **overrides) -> dict``."""
 
     def make(service: str, backend: str = "postgresql", **overrides):
-        if backend == "postgresql":
-            database = {"URL": PG_URL, "SCHEMA": pg_schemas.new(service)}
-        else:
-            database = {"URL": f"sqlite:///{tmp_path / (service + '.db')}", "SCHEMA": None}
+        database = _database_settings(backend, service, pg_schemas, tmp_path)
         config = {
             "AMQP_URI": amqp_uri,
             "DATA_DIR": str(tmp_path / "data"),

@@ -67,34 +67,31 @@ class NotFound(EsignError):
         return {"code": self.code, "entity": self.entity, "id": self.ident, "message": str(self)}
 
 
+class _ReasonError(EsignError):
+    """An error whose only argument is a short stable reason (``otp_locked``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 @deserialize_to_instance
-class Forbidden(EsignError):
+class Forbidden(_ReasonError):
     """The caller may not do this (wrong party, used grant, revoked certificate)."""
 
     code = "forbidden"
     http_status = 403
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
-
 
 @deserialize_to_instance
-class Conflict(EsignError):
+class Conflict(_ReasonError):
     """The request clashes with the current state (duplicate, wrong flow state)."""
 
     code = "conflict"
     http_status = 409
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 @deserialize_to_instance

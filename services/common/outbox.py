@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -38,7 +37,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.events import KNOWN_EVENTS
@@ -270,25 +268,3 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._running = False
-
-
-def is_duplicate_processing(exc: Exception) -> bool:
-    """True when a commit failed because another delivery of the same event
-    was processed first (unique constraint on processed_events)."""
-    return isinstance(exc, SAIntegrityError) and "processed" in str(exc.orig).lower()
-
-
-def wait_published(db, event_ids: list[str], timeout: float = 10.0) -> bool:
-    """Test and tooling aid: wait until every given event is published."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with db.session() as session:
-            left = session.execute(
-                select(OUTBOX.c.event_id).where(
-                    OUTBOX.c.event_id.in_(event_ids), OUTBOX.c.published_at.is_(None)
-                )
-            ).first()
-        if left is None:
-            return True
-        eventlet.sleep(0.1)
-    return False

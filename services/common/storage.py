@@ -16,6 +16,7 @@ import base64
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -138,8 +139,6 @@ class ObjectStore:
         )
         days = self.settings.object_lock_days if retain_days is None else retain_days
         if days:
-            from datetime import datetime, timedelta, timezone
-
             kwargs["ObjectLockMode"] = "COMPLIANCE"
             kwargs["ObjectLockRetainUntilDate"] = datetime.now(timezone.utc) + timedelta(days=days)
         try:

@@ -16,7 +16,6 @@ one implementation in ``services.common.idnumber`` / ``services.common.phone``
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 

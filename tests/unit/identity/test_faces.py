@@ -32,18 +32,6 @@ def engine() -> DlibFaceEngine:
     return DlibFaceEngine()
 
 
-@pytest.fixture(scope="module")
-def photo():
-    cache: dict[str, bytes] = {}
-
-    def read(name: str) -> bytes:
-        if name not in cache:
-            cache[name] = face_path(name).read_bytes()
-        return cache[name]
-
-    return read
-
-
 def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")

@@ -25,7 +25,7 @@ from services.identity.liveness import (
     yaw_estimate,
     yaw_swings,
 )
-from tests.support.faces import face_path, video_path
+from tests.support.faces import video_path
 
 # The clip is a wide stage shot: its faces are 62-90 px wide where a phone selfie's are several
 # hundred, so the video tests lower the smallest accepted face from 80 px.
@@ -40,18 +40,6 @@ def engine() -> LandmarkLivenessEngine:
 @pytest.fixture(scope="module")
 def clip_engine() -> LandmarkLivenessEngine:
     return LandmarkLivenessEngine(CLIP_SETTINGS)
-
-
-@pytest.fixture(scope="module")
-def photo():
-    cache: dict[str, bytes] = {}
-
-    def read(name: str) -> bytes:
-        if name not in cache:
-            cache[name] = face_path(name).read_bytes()
-        return cache[name]
-
-    return read
 
 
 @pytest.fixture(scope="module")

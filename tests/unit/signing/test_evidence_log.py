@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import IntegrityError, InvalidInput, NotFound
 from services.signing import merkle
-from services.signing.checkpoint import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from services.signing.checkpoint import NoteSigner, NoteVerifier, open_checkpoint
 from services.signing.evidence_log import (
     ConsistencyProof,
     EvidenceLog,

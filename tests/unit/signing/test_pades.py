@@ -32,13 +32,6 @@ from tests.support.pki import (
 
 
 @pytest.fixture(scope="module")
-def env():
-    environment = start_signing_environment()
-    yield environment
-    environment.stop()
-
-
-@pytest.fixture(scope="module")
 def signer(env):
     return DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [env.pki.root.certificate])
 

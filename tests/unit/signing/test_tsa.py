@@ -14,14 +14,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from services.common.errors import InvalidInput, Unavailable
 from services.signing.tsa import TimeStampApp, TimeStampAuthority, TsaClient, TsaSettings
-from tests.support.pki import PkiHttpServer, start_signing_environment
-
-
-@pytest.fixture(scope="module")
-def env():
-    environment = start_signing_environment()
-    yield environment
-    environment.stop()
+from tests.support.pki import PkiHttpServer
 
 
 @pytest.fixture(scope="module")

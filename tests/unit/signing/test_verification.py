@@ -11,14 +11,7 @@ from services.common.errors import InvalidInput
 from services.signing.pades import DocumentSigner, SignerSettings
 from services.signing.tsa import TsaSettings
 from services.signing.verification import verify_pdf
-from tests.support.pki import build_pki, handwritten_png, start_signing_environment, two_party_pdf
-
-
-@pytest.fixture(scope="module")
-def env():
-    environment = start_signing_environment()
-    yield environment
-    environment.stop()
+from tests.support.pki import build_pki, handwritten_png, two_party_pdf
 
 
 @pytest.fixture(scope="module")
