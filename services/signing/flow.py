@@ -1,0 +1,201 @@
+"""The signing flow: who signs a document, in what order, and what may happen
+to it afterwards. A pure state machine; the service persists it.
+
+States::
+
+    draft ──send──► waiting(k) ──sign by party k──► waiting(k+1) … ──► completed
+                      │   │                                               │
+                      │   └──decline by an unsigned party──► declined      request_void
+                      └──expiry passed──► expired                          ▼
+                                                   completed ◄──reject── void_requested
+                                                                            │ confirm by
+                                                                            ▼ another party
+                                                                          voided
+
+``declined``, ``expired`` and ``voided`` are final. Every transition is
+checked here (only the party whose turn it is may sign; only a party may
+decline, request or confirm a void; the requester cannot confirm their own
+request) and returns a new :class:`Flow` plus the events it causes, so the
+caller can store both in one transaction: a failure midway leaves the flow
+where it was.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+
+from services.common import events
+from services.common.errors import Conflict, Forbidden, InvalidInput
+
+
+class FlowState(str, Enum):
+    DRAFT = "draft"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    VOID_REQUESTED = "void_requested"
+    VOIDED = "voided"
+
+
+FINAL_STATES = frozenset({FlowState.DECLINED, FlowState.EXPIRED, FlowState.VOIDED})
+MAX_REASON_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Party:
+    person_id: str
+    role: str  # as the document names it: 出借方, 借款方, 房东 …
+    signature_field: str
+    signed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    id: str
+    document_id: str
+    document_sha256: str
+    parties: tuple[Party, ...]
+    expires_at: datetime
+    state: FlowState = FlowState.DRAFT
+    current: int = 0  # index of the party whose turn it is while waiting
+    reason: str | None = None  # decline or void reason
+    void_requested_by: str | None = None
+    void_confirmed_by: tuple[str, ...] = ()
+    ended_at: datetime | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def current_party(self) -> Party | None:
+        return self.parties[self.current] if self.state is FlowState.WAITING else None
+
+    def party(self, person_id: str) -> Party:
+        for party in self.parties:
+            if party.person_id == person_id:
+                return party
+        raise Forbidden("not_a_party")
+
+
+@dataclass(frozen=True)
+class Transition:
+    flow: Flow
+    events: tuple[str, ...] = field(default=())
+
+
+def new_flow(flow_id: str, document_id: str, document_sha256: str, parties: list[Party],
+             expires_at: datetime, now: datetime) -> Flow:
+    """A draft flow. The initiator is the first party; at least two parties,
+    each person and each signature field once."""
+    if len(parties) < 2:
+        raise InvalidInput("parties", "min_items", f"expected at least 2 parties, found {len(parties)}")
+    people = [p.person_id for p in parties]
+    if len(set(people)) != len(people):
+        raise InvalidInput("parties", "unique_person", "each person signs once")
+    fields_ = [p.signature_field for p in parties]
+    if len(set(fields_)) != len(fields_):
+        raise InvalidInput("parties", "unique_signature_field", "each party needs its own signature field")
+    if len(document_sha256) != 64 or any(c not in "0123456789abcdef" for c in document_sha256):
+        raise InvalidInput("document_sha256", "sha256_hex", "expected 64 lower-case hex characters")
+    if expires_at <= now:
+        raise InvalidInput("expires_at", "future", "expected an expiry after now")
+    return Flow(flow_id, document_id, document_sha256, tuple(parties), expires_at)
+
+
+def _require_state(flow: Flow, *allowed: FlowState) -> None:
+    if flow.state not in allowed:
+        names = " or ".join(state.value for state in allowed)
+        raise Conflict(f"flow_{flow.state.value}: expected {names}")
+
+
+def _reason(reason: str) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise InvalidInput("reason", "required", "a reason is required")
+    if len(text) > MAX_REASON_CHARS:
+        raise InvalidInput("reason", "max_chars", f"reason too long: {len(text)} > {MAX_REASON_CHARS}")
+    return text
+
+
+def send(flow: Flow, now: datetime) -> Transition:
+    _require_state(flow, FlowState.DRAFT)
+    if now >= flow.expires_at:
+        raise Conflict("flow_expired")
+    return Transition(replace(flow, state=FlowState.WAITING, current=0), (events.FLOW_SENT,))
+
+
+def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
+    """The party whose turn it is, or the reason this person may not sign now."""
+    _require_state(flow, FlowState.WAITING)
+    if now >= flow.expires_at:
+        raise Conflict("flow_expired")
+    flow.party(person_id)  # Forbidden('not_a_party') for outsiders
+    party = flow.parties[flow.current]
+    if party.person_id != person_id:
+        raise Forbidden("not_your_turn")
+    return party
+
+
+def sign(flow: Flow, person_id: str, now: datetime) -> Transition:
+    check_turn(flow, person_id, now)
+    parties = list(flow.parties)
+    parties[flow.current] = replace(parties[flow.current], signed_at=now)
+    if flow.current + 1 < len(parties):
+        moved = replace(flow, parties=tuple(parties), current=flow.current + 1)
+        return Transition(moved, (events.PARTY_SIGNED, events.FLOW_SENT))
+    done = replace(flow, parties=tuple(parties), state=FlowState.COMPLETED, ended_at=now)
+    return Transition(done, (events.PARTY_SIGNED, events.FLOW_COMPLETED))
+
+
+def decline(flow: Flow, person_id: str, reason: str, now: datetime) -> Transition:
+    _require_state(flow, FlowState.WAITING)
+    party = flow.party(person_id)
+    if party.signed_at is not None:
+        raise Forbidden("already_signed")
+    declined = replace(flow, state=FlowState.DECLINED, reason=_reason(reason), ended_at=now)
+    return Transition(declined, (events.FLOW_DECLINED,))
+
+
+def expire(flow: Flow, now: datetime) -> Transition:
+    _require_state(flow, FlowState.DRAFT, FlowState.WAITING)
+    if now < flow.expires_at:
+        raise Conflict("flow_not_expired")
+    return Transition(replace(flow, state=FlowState.EXPIRED, ended_at=now), (events.FLOW_EXPIRED,))
+
+
+def request_void(flow: Flow, person_id: str, reason: str) -> Transition:
+    _require_state(flow, FlowState.COMPLETED)
+    flow.party(person_id)
+    requested = replace(flow, state=FlowState.VOID_REQUESTED, reason=_reason(reason),
+                        void_requested_by=person_id)
+    return Transition(requested, (events.VOID_REQUESTED,))
+
+
+def _other_party(flow: Flow, person_id: str) -> None:
+    flow.party(person_id)
+    if person_id == flow.void_requested_by:
+        raise Forbidden("void_requester_cannot_confirm")
+
+
+def confirm_void(flow: Flow, person_id: str, now: datetime) -> Transition:
+    """Every party other than the requester must confirm; the last one voids."""
+    _require_state(flow, FlowState.VOID_REQUESTED)
+    _other_party(flow, person_id)
+    if person_id in flow.void_confirmed_by:
+        raise Conflict("void_already_confirmed")
+    confirmed = flow.void_confirmed_by + (person_id,)
+    others = {p.person_id for p in flow.parties} - {flow.void_requested_by}
+    if set(confirmed) < others:
+        return Transition(replace(flow, void_confirmed_by=confirmed), ())
+    voided = replace(flow, state=FlowState.VOIDED, void_confirmed_by=confirmed, ended_at=now)
+    return Transition(voided, (events.FLOW_VOIDED,))
+
+
+def reject_void(flow: Flow, person_id: str) -> Transition:
+    _require_state(flow, FlowState.VOID_REQUESTED)
+    _other_party(flow, person_id)
+    back = replace(flow, state=FlowState.COMPLETED, void_requested_by=None, void_confirmed_by=(), reason=None)
+    return Transition(back, (events.VOID_REJECTED,))

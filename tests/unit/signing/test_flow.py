@@ -1,0 +1,161 @@
+"""The signing flow state machine: every allowed and every refused transition."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.common import events
+from services.common.errors import Conflict, Forbidden, InvalidInput
+from services.signing import flow as F
+
+NOW = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+SHA = "a" * 64
+
+
+def parties(n=2):
+    return [F.Party(f"p{i}", f"role{i}", f"sig_{i}") for i in range(n)]
+
+
+def draft(n=2, hours=24):
+    return F.new_flow("f1", "d1", SHA, parties(n), NOW + timedelta(hours=hours), NOW)
+
+
+def completed(n=2):
+    flow = F.send(draft(n), NOW).flow
+    for i in range(n):
+        flow = F.sign(flow, f"p{i}", NOW).flow
+    return flow
+
+
+def test_two_parties_sign_in_order_to_completion():
+    t = F.send(draft(), NOW)
+    assert t.flow.state is F.FlowState.WAITING and t.flow.current_party.person_id == "p0"
+    assert t.events == (events.FLOW_SENT,)
+    t = F.sign(t.flow, "p0", NOW)
+    assert t.events == (events.PARTY_SIGNED, events.FLOW_SENT)
+    assert t.flow.current_party.person_id == "p1" and t.flow.parties[0].signed_at == NOW
+    t = F.sign(t.flow, "p1", NOW + timedelta(minutes=5))
+    assert t.flow.state is F.FlowState.COMPLETED and t.events == (events.PARTY_SIGNED, events.FLOW_COMPLETED)
+    assert t.flow.ended_at == NOW + timedelta(minutes=5)
+
+
+def test_n_parties_are_possible():
+    assert completed(4).state is F.FlowState.COMPLETED
+
+
+@pytest.mark.parametrize("person,reason", [("p1", "not_your_turn"), ("stranger", "not_a_party")])
+def test_only_the_party_whose_turn_it_is_may_sign(person, reason):
+    flow = F.send(draft(), NOW).flow
+    with pytest.raises(Forbidden) as error:
+        F.sign(flow, person, NOW)
+    assert error.value.reason == reason
+
+
+def test_signing_twice_is_refused():
+    flow = F.sign(F.send(draft(), NOW).flow, "p0", NOW).flow
+    with pytest.raises(Forbidden):
+        F.sign(flow, "p0", NOW)
+
+
+def test_signing_a_draft_or_after_expiry_is_refused():
+    with pytest.raises(Conflict):
+        F.sign(draft(), "p0", NOW)
+    flow = F.send(draft(hours=1), NOW).flow
+    with pytest.raises(Conflict) as error:
+        F.sign(flow, "p0", NOW + timedelta(hours=2))
+    assert error.value.reason == "flow_expired"
+
+
+def test_decline_by_an_unsigned_party_needs_a_reason():
+    flow = F.sign(F.send(draft(), NOW).flow, "p0", NOW).flow
+    with pytest.raises(Forbidden) as error:
+        F.decline(flow, "p0", "changed my mind", NOW)
+    assert error.value.reason == "already_signed"
+    with pytest.raises(InvalidInput) as missing:
+        F.decline(flow, "p1", "  ", NOW)
+    assert (missing.value.field, missing.value.rule) == ("reason", "required")
+    with pytest.raises(InvalidInput) as long_reason:
+        F.decline(flow, "p1", "字" * 201, NOW)
+    assert long_reason.value.rule == "max_chars"
+    t = F.decline(flow, "p1", "金额不对", NOW)
+    assert t.flow.state is F.FlowState.DECLINED and t.flow.reason == "金额不对"
+    assert t.events == (events.FLOW_DECLINED,)
+
+
+def test_expiry_only_after_the_deadline():
+    flow = F.send(draft(hours=1), NOW).flow
+    with pytest.raises(Conflict):
+        F.expire(flow, NOW)
+    t = F.expire(flow, NOW + timedelta(hours=1))
+    assert t.flow.state is F.FlowState.EXPIRED and t.events == (events.FLOW_EXPIRED,)
+
+
+@pytest.mark.parametrize("final", ["declined", "expired", "voided"])
+def test_no_transition_from_a_final_state(final):
+    flow = F.send(draft(hours=1), NOW).flow
+    if final == "declined":
+        flow = F.decline(flow, "p0", "no", NOW).flow
+    elif final == "expired":
+        flow = F.expire(flow, NOW + timedelta(hours=2)).flow
+    else:
+        flow = F.request_void(completed(), "p0", "还清了").flow
+        flow = F.confirm_void(flow, "p1", NOW).flow
+    assert flow.final
+    for attempt in (lambda: F.send(flow, NOW), lambda: F.sign(flow, "p0", NOW),
+                    lambda: F.decline(flow, "p1", "x", NOW), lambda: F.expire(flow, NOW + timedelta(days=9)),
+                    lambda: F.request_void(flow, "p0", "x"), lambda: F.confirm_void(flow, "p1", NOW),
+                    lambda: F.reject_void(flow, "p1")):
+        with pytest.raises(Conflict):
+            attempt()
+
+
+def test_void_by_mutual_consent():
+    t = F.request_void(completed(), "p1", "借款已还清")
+    assert t.flow.state is F.FlowState.VOID_REQUESTED and t.events == (events.VOID_REQUESTED,)
+    with pytest.raises(Forbidden) as own:
+        F.confirm_void(t.flow, "p1", NOW)
+    assert own.value.reason == "void_requester_cannot_confirm"
+    with pytest.raises(Forbidden):
+        F.confirm_void(t.flow, "stranger", NOW)
+    done = F.confirm_void(t.flow, "p0", NOW)
+    assert done.flow.state is F.FlowState.VOIDED and done.events == (events.FLOW_VOIDED,)
+
+
+def test_void_rejected_goes_back_to_completed():
+    requested = F.request_void(completed(), "p0", "想作废").flow
+    t = F.reject_void(requested, "p1")
+    assert t.flow.state is F.FlowState.COMPLETED and t.flow.void_requested_by is None
+    assert t.events == (events.VOID_REJECTED,)
+
+
+def test_void_with_three_parties_needs_every_other_party():
+    requested = F.request_void(completed(3), "p0", "作废").flow
+    partial = F.confirm_void(requested, "p1", NOW)
+    assert partial.flow.state is F.FlowState.VOID_REQUESTED and partial.events == ()
+    with pytest.raises(Conflict):
+        F.confirm_void(partial.flow, "p1", NOW)
+    assert F.confirm_void(partial.flow, "p2", NOW).flow.state is F.FlowState.VOIDED
+
+
+def test_void_only_from_completed_and_only_by_a_party():
+    with pytest.raises(Conflict):
+        F.request_void(F.send(draft(), NOW).flow, "p0", "x")
+    with pytest.raises(Forbidden):
+        F.request_void(completed(), "stranger", "x")
+
+
+@pytest.mark.parametrize("kwargs,field,rule", [
+    (dict(parties=parties(1)), "parties", "min_items"),
+    (dict(parties=[F.Party("p", "a", "s1"), F.Party("p", "b", "s2")]), "parties", "unique_person"),
+    (dict(parties=[F.Party("a", "a", "s"), F.Party("b", "b", "s")]), "parties", "unique_signature_field"),
+    (dict(document_sha256="xyz"), "document_sha256", "sha256_hex"),
+    (dict(expires_at=NOW), "expires_at", "future"),
+])
+def test_new_flow_rules(kwargs, field, rule):
+    args = dict(flow_id="f", document_id="d", document_sha256=SHA, parties=parties(),
+                expires_at=NOW + timedelta(days=1), now=NOW)
+    args.update(kwargs)
+    with pytest.raises(InvalidInput) as error:
+        F.new_flow(**args)
+    assert (error.value.field, error.value.rule) == (field, rule)
