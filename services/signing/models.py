@@ -2,7 +2,7 @@
 per service; its Alembic migrations live in ``migrations/`` beside this file."""
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -70,3 +70,93 @@ class RevokedCertificate(Base):
 
 
 EVIDENCE_LOG_TABLES = (LogHead.__table__, LogLeaf.__table__, LogNode.__table__, LogCheckpoint.__table__)
+
+
+# --- signing flows ---------------------------------------------------------
+
+
+class FlowRow(Base):
+    """A signing flow (services/signing/flow.py is its state machine). The
+    PDF it is about, and each signed version, are objects in the signing
+    bucket; ``current_*`` names the newest one."""
+
+    __tablename__ = "flows"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(36), index=True)
+    document_sha256: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    current_index: Mapped[int] = mapped_column(Integer, default=0)
+    initiator_person_id: Mapped[str] = mapped_column(String(36))
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    repayment_date: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    void_requested_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    void_confirmed_by: Mapped[str] = mapped_column(Text, default="[]")
+    current_pdf_key: Mapped[str] = mapped_column(String(200))
+    current_pdf_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class FlowParty(Base):
+    __tablename__ = "flow_parties"
+
+    flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    role: Mapped[str] = mapped_column(String(40))
+    signature_field: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    certificate_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    willingness_method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class PendingAction(Base):
+    """A signature or void consent waiting for the person's willingness
+    check: ``digest`` is what identity will sign once the grant exists."""
+
+    __tablename__ = "pending_actions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), index=True)
+    person_id: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(20))  # sign | request_void | confirm_void
+    digest: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str] = mapped_column(String(16))
+    willingness_id: Mapped[str] = mapped_column(String(36))
+    reason: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    prepared: Mapped[str | None] = mapped_column(Text, nullable=True)  # PreparedSignature JSON for 'sign'
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class StoredObjectRow(Base):
+    """Every object a flow stored in S3, with the version id and hash to read it back by."""
+
+    __tablename__ = "stored_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # original | signed | final | report_pdf | report_json
+    key: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ServiceKey(Base):
+    """The service's own keys (the time-stamp authority's), sealed, with the
+    certificate identity's CA issued for them."""
+
+    __tablename__ = "service_keys"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_sealed: Mapped[str] = mapped_column(Text)
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,23 +1,501 @@
-"""The signing service: wires RPC and event entrypoints to signing flows,
-PAdES signatures, the evidence log and reports."""
+"""The signing service: signing flows, PAdES signatures with remote keys,
+time stamps, signed files in S3 and the evidence log.
+
+A party signs in two steps, because the person's key stays in identity and
+is used only with a fresh willingness grant for one exact digest:
+
+1. ``prepare_signature`` checks it is the person's turn, prepares the PDF
+   (pyHanko, in a worker process) and asks identity to start a willingness
+   check (SMS code or face) for the digest identity will sign;
+2. the person proves willingness to identity and gets a single-use grant;
+3. ``sign`` has identity sign the digest with that grant, embeds the
+   signature and its RFC 3161 time stamp, stores the new PDF in S3 and only
+   then moves the flow on, in one transaction with its events.
+
+Voiding works the same way: the void request and each confirmation are
+statements the person signs with their own key.
+
+Events (payloads carry ids, never personal data)::
+
+    {flow_id, document_id, document_title, document_sha256, parties: [{person_id, role}],
+     initiator_person_id, next_person_id, actor_person_id, repayment_date, reason,
+     certificate_serial, willingness_method}
+"""
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from nameko.rpc import RpcProxy
+from nameko.timer import timer
+from nameko.web.handlers import http
+from sqlalchemy import select
+from werkzeug.wrappers import Response
 
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
+from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
+from services.common.lease import acquire, holder_id
+from services.common.offload import WorkerPoolProvider
 from services.common.outbox import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
-from services.signing.models import RevokedCertificate
+from services.signing import flow as F
+from services.signing import pdf_worker
+from services.signing.dependencies import PENDING_TTL, SigningContext
+from services.signing.evidence_log import utc_timestamp
+from services.signing.models import FlowParty, FlowRow, PendingAction, RevokedCertificate, StoredObjectRow
 
 log = logging.getLogger(__name__)
+
+WILLINGNESS_METHODS = ("sms", "face")
+FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_SIGNED, events.FLOW_COMPLETED, events.FLOW_DECLINED,
+               events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED, events.FLOW_VOIDED)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value is not None else None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _b64decode(value: str, field: str, max_bytes: int) -> bytes:
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        raise InvalidInput(field, "base64", "expected base64 data") from None
+    if not data:
+        raise InvalidInput(field, "required", "expected non-empty data")
+    if len(data) > max_bytes:
+        raise InvalidInput(field, "max_bytes", f"too large: {len(data)} > {max_bytes} bytes")
+    return data
+
+
+def to_domain(row: FlowRow, parties: list[FlowParty]) -> F.Flow:
+    return F.Flow(
+        id=row.id, document_id=row.document_id, document_sha256=row.document_sha256,
+        parties=tuple(F.Party(p.person_id, p.role, p.signature_field, _aware(p.signed_at))
+                      for p in sorted(parties, key=lambda p: p.position)),
+        expires_at=_aware(row.expires_at), state=F.FlowState(row.state), current=row.current_index,
+        reason=row.reason, void_requested_by=row.void_requested_by,
+        void_confirmed_by=tuple(json.loads(row.void_confirmed_by or "[]")), ended_at=_aware(row.ended_at),
+    )
+
+
+def void_statement(flow_id: str, document_sha256: str, action: str, person_id: str, reason: str | None) -> str:
+    """The digest a person signs to request or confirm a void: SHA-256 of a
+    canonical JSON statement naming the flow, the document and the action."""
+    statement = json.dumps({"action": action, "document_sha256": document_sha256, "flow_id": flow_id,
+                            "person_id": person_id, "reason": reason}, sort_keys=True, ensure_ascii=False,
+                           separators=(",", ":"))
+    return hashlib.sha256(statement.encode("utf-8")).hexdigest()
 
 
 class SigningService(ServiceBase):
     name = "signing"
     storage = Storage()
+    ctx = SigningContext()
+    pdf = WorkerPoolProvider("PDF", default_workers=1)
+    identity = RpcProxy("identity")
+    documents = RpcProxy("documents")
 
+    # -- loading and saving ------------------------------------------------
+    def _load(self, flow_id: str, lock: bool = False) -> tuple[FlowRow, list[FlowParty]]:
+        query = select(FlowRow).where(FlowRow.id == flow_id)
+        if lock:
+            query = query.with_for_update()
+        row = self.db.session.execute(query).scalar_one_or_none()
+        if row is None:
+            raise NotFound("flow", flow_id)
+        parties = self.db.session.execute(
+            select(FlowParty).where(FlowParty.flow_id == flow_id).order_by(FlowParty.position)).scalars().all()
+        return row, list(parties)
+
+    def _apply(self, row: FlowRow, parties: list[FlowParty], transition: F.Transition, actor: str | None,
+               extra: dict | None = None) -> None:
+        """Write the new flow state and its events into the current transaction."""
+        flow = transition.flow
+        row.state = flow.state.value
+        row.current_index = flow.current
+        row.reason = flow.reason
+        row.void_requested_by = flow.void_requested_by
+        row.void_confirmed_by = json.dumps(list(flow.void_confirmed_by))
+        row.ended_at = _naive(flow.ended_at)
+        row.updated_at = utcnow()
+        for party_row, party in zip(parties, flow.parties):
+            party_row.signed_at = _naive(party.signed_at)
+        base = self._payload(row, parties, flow, actor)
+        for event_type in transition.events:
+            self.db.emit(event_type, dict(base, **(extra or {})))
+            self.metrics.inc("flow_events", "Signing flow events", event=event_type)
+
+    @staticmethod
+    def _payload(row: FlowRow, parties: list[FlowParty], flow: F.Flow, actor: str | None) -> dict:
+        current = flow.current_party
+        return {
+            "flow_id": row.id, "document_id": row.document_id, "document_title": row.title,
+            "document_sha256": row.document_sha256,
+            "parties": [{"person_id": p.person_id, "role": p.role} for p in parties],
+            "initiator_person_id": row.initiator_person_id,
+            "next_person_id": current.person_id if current else None,
+            "actor_person_id": actor, "repayment_date": row.repayment_date, "reason": flow.reason,
+            "state": flow.state.value,
+        }
+
+    def _flow_dict(self, row: FlowRow, parties: list[FlowParty]) -> dict:
+        objects = self.db.session.execute(
+            select(StoredObjectRow).where(StoredObjectRow.flow_id == row.id).order_by(StoredObjectRow.id)
+        ).scalars().all()
+        return {
+            "flow_id": row.id, "document_id": row.document_id, "title": row.title, "state": row.state,
+            "document_sha256": row.document_sha256, "current_pdf_sha256": row.current_pdf_sha256,
+            "expires_at": _aware(row.expires_at).isoformat(), "reason": row.reason,
+            "void_requested_by": row.void_requested_by, "repayment_date": row.repayment_date,
+            "next_person_id": row.state == "waiting" and parties[row.current_index].person_id or None,
+            "parties": [{"person_id": p.person_id, "role": p.role, "signature_field": p.signature_field,
+                         "signed_at": _aware(p.signed_at).isoformat() if p.signed_at else None,
+                         "certificate_serial": p.certificate_serial,
+                         "willingness_method": p.willingness_method} for p in parties],
+            "objects": [{"kind": o.kind, "sha256": o.sha256, "version_id": o.version_id, "size": o.size}
+                        for o in objects],
+        }
+
+    def _store_pdf(self, flow_id: str, kind: str, data: bytes) -> StoredObjectRow:
+        """Put the PDF in S3 first; the row that references it is added to the
+        current transaction only after the object is safely stored."""
+        stored = self.storage.put(data, prefix="flows/", content_type="application/pdf")
+        row = StoredObjectRow(flow_id=flow_id, kind=kind, key=stored.key, sha256=stored.sha256,
+                              version_id=stored.version_id, size=stored.size, created_at=utcnow())
+        self.db.session.add(row)
+        return row
+
+    def _current_pdf(self, row: FlowRow) -> bytes:
+        obj = self.db.session.execute(
+            select(StoredObjectRow).where(StoredObjectRow.flow_id == row.id,
+                                          StoredObjectRow.sha256 == row.current_pdf_sha256)
+            .order_by(StoredObjectRow.id.desc())).scalars().first()
+        return self.storage.get(obj.key, sha256=obj.sha256, version_id=obj.version_id)
+
+    # -- starting ------------------------------------------------------------
+    @rpc
+    def start_flow(self, document_id: str, initiator_person_id: str, parties: list[dict],
+                   expires_in_hours: int = 72, title: str | None = None,
+                   repayment_date: str | None = None) -> dict:
+        """Start signing a rendered document. ``parties`` in signing order,
+        the initiator first: ``[{person_id, role, signature_field}]``."""
+        if not 1 <= expires_in_hours <= 24 * 30:
+            raise InvalidInput("expires_in_hours", "range", "expected 1 to 720 hours")
+        domain_parties = []
+        for i, party in enumerate(parties):
+            for key in ("person_id", "role", "signature_field"):
+                if not isinstance(party.get(key), str) or not party.get(key):
+                    raise InvalidInput(f"parties.{i}.{key}", "required", f"{key} is required")
+            domain_parties.append(F.Party(party["person_id"], party["role"], party["signature_field"]))
+        if domain_parties and domain_parties[0].person_id != initiator_person_id:
+            raise InvalidInput("parties.0.person_id", "initiator_first", "the initiator signs first")
+        if repayment_date is not None:
+            try:
+                datetime.strptime(repayment_date, "%Y-%m-%d")
+            except ValueError:
+                raise InvalidInput("repayment_date", "date", "expected YYYY-MM-DD") from None
+        fetched = self.documents.get_pdf(document_id=document_id)
+        pdf = base64.b64decode(fetched["pdf"])
+        sha = hashlib.sha256(pdf).hexdigest()
+        if sha != fetched["sha256"]:
+            raise IntegrityError(f"document {document_id}", "PDF hash differs from the recorded one")
+        now = _now()
+        flow_id = str(uuid.uuid4())
+        flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now)
+        title = (title or self.documents.get_document(document_id=document_id).get("title") or "文件")[:100]
+        stored = self._store_pdf(flow_id, "original", pdf)
+        row = FlowRow(id=flow_id, document_id=document_id, document_sha256=sha, title=title,
+                      state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,
+                      expires_at=_naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
+                      current_pdf_key=stored.key, current_pdf_sha256=sha, created_at=utcnow(), updated_at=utcnow())
+        party_rows = [FlowParty(flow_id=flow_id, position=i, person_id=p.person_id, role=p.role,
+                                signature_field=p.signature_field) for i, p in enumerate(domain_parties)]
+        self.db.session.add(row)
+        self.db.session.add_all(party_rows)
+        self.db.session.flush()
+        self._apply(row, party_rows, F.send(flow, now), initiator_person_id)
+        self.db.commit()
+        return self._flow_dict(row, party_rows)
+
+    @rpc
+    def get_flow(self, flow_id: str) -> dict:
+        row, parties = self._load(flow_id)
+        return self._flow_dict(row, parties)
+
+    @rpc
+    def get_signed_pdf(self, flow_id: str) -> dict:
+        """The newest PDF of the flow (hash checked on read)."""
+        row, _ = self._load(flow_id)
+        return {"pdf": pdf_worker.b64(self._current_pdf(row)), "sha256": row.current_pdf_sha256}
+
+    # -- signing -------------------------------------------------------------
+    @rpc
+    def prepare_signature(self, flow_id: str, person_id: str, signature_image: str, method: str,
+                          location: str | None = None) -> dict:
+        """Step 1 of a signature: returns the willingness check to complete."""
+        if method not in WILLINGNESS_METHODS:
+            raise InvalidInput("method", "enum", "expected sms or face")
+        png = _b64decode(signature_image, "signature_image", 512 * 1024)
+        row, parties = self._load(flow_id)
+        flow = to_domain(row, parties)
+        party = F.check_turn(flow, person_id, _now())
+        certificate = self.identity.current_certificate(person_id=person_id)
+        if certificate["status"] != "good":
+            raise Forbidden("certificate_not_valid")
+        if self.db.session.get(RevokedCertificate, certificate["serial"]) is not None:
+            raise Forbidden("certificate_revoked")
+        roots = self.ctx.platform.trust_roots(self.identity)
+        self.ctx.platform.tsa(self.db.session, self.identity)  # the TSA must exist before pyHanko calls it
+        prepared = self.pdf.run(
+            pdf_worker.prepare, self._tsa_url(), roots, self._current_pdf(row), party.signature_field,
+            certificate["certificate_pem"], tuple(certificate["chain_pem"]), png,
+            flow.current == 0, f"{party.role}签署",
+        )
+        digest = prepared["digest_to_sign"]
+        willingness = self.identity.start_willingness(person_id=person_id, digest=digest, method=method,
+                                                      document_title=row.title)
+        pending = PendingAction(
+            id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, action="sign", digest=digest,
+            method=method, willingness_id=willingness["willingness_id"], prepared=json.dumps(prepared),
+            created_at=utcnow(), expires_at=utcnow() + PENDING_TTL,
+        )
+        self.db.session.add(pending)
+        self.db.commit()
+        return {"pending_id": pending.id, "willingness_id": pending.willingness_id, "method": method,
+                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat()}
+
+    def _claim_pending(self, pending_id: str, person_id: str, action: str) -> PendingAction:
+        pending = self.db.session.get(PendingAction, pending_id)
+        if pending is None or pending.action != action:
+            raise NotFound("pending_action", pending_id)
+        if pending.person_id != person_id:
+            raise Forbidden("not_your_action")
+        if pending.used_at is not None:
+            raise Conflict("pending_action_used")
+        if _aware(pending.expires_at) <= _now():
+            raise Conflict("pending_action_expired")
+        return pending
+
+    @rpc
+    def sign(self, flow_id: str, person_id: str, pending_id: str, grant: str) -> dict:
+        """Step 3 of a signature: identity signs with the grant; the flow moves on."""
+        pending = self._claim_pending(pending_id, person_id, "sign")
+        if pending.flow_id != flow_id:
+            raise Forbidden("not_your_action")
+        row, parties = self._load(flow_id, lock=True)
+        flow = to_domain(row, parties)
+        F.check_turn(flow, person_id, _now())
+        prepared = json.loads(pending.prepared)
+        if prepared["input_sha256"] != row.current_pdf_sha256:
+            raise Conflict("document_changed_since_prepare")
+        signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
+        roots = self.ctx.platform.trust_roots(self.identity)
+        pdf = self.pdf.run(pdf_worker.complete, self._tsa_url(), roots, prepared,
+                           base64.b64decode(signed["signature"]))
+        transition = F.sign(flow, person_id, _now())
+        last = transition.flow.state is F.FlowState.COMPLETED
+        if last:  # PAdES B-LTA: revocation data for every certificate and a document time stamp
+            pdf = self.pdf.run(pdf_worker.finalize, self._tsa_url(), roots, pdf)
+        stored = self._store_pdf(flow_id, "final" if last else "signed", pdf)
+        row.current_pdf_key, row.current_pdf_sha256 = stored.key, stored.sha256
+        position = flow.current
+        parties[position].certificate_serial = signed.get("serial") or signed.get("certificate_serial")
+        parties[position].willingness_method = pending.method
+        pending.used_at = utcnow()
+        self._apply(row, parties, transition, person_id, {
+            "certificate_serial": parties[position].certificate_serial,
+            "willingness_method": pending.method, "signed_pdf_sha256": stored.sha256,
+        })
+        self.db.commit()
+        self.metrics.inc("signatures", "Party signatures", method=pending.method)
+        return self._flow_dict(row, parties)
+
+    # -- declining and voiding ------------------------------------------------
+    @rpc
+    def decline(self, flow_id: str, person_id: str, reason: str) -> dict:
+        row, parties = self._load(flow_id, lock=True)
+        self._apply(row, parties, F.decline(to_domain(row, parties), person_id, reason, _now()), person_id)
+        self.db.commit()
+        return self._flow_dict(row, parties)
+
+    def _start_void_action(self, flow_id: str, person_id: str, action: str, method: str,
+                           reason: str | None) -> dict:
+        if method not in WILLINGNESS_METHODS:
+            raise InvalidInput("method", "enum", "expected sms or face")
+        row, parties = self._load(flow_id)
+        flow = to_domain(row, parties)
+        # check now, so the person is not sent a code for an action that cannot happen
+        if action == "request_void":
+            F.request_void(flow, person_id, reason or "")
+        else:
+            F.confirm_void(flow, person_id, _now())
+        digest = void_statement(flow_id, row.document_sha256, action, person_id, reason)
+        willingness = self.identity.start_willingness(person_id=person_id, digest=digest, method=method,
+                                                      document_title=row.title)
+        pending = PendingAction(id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, action=action,
+                                digest=digest, method=method, willingness_id=willingness["willingness_id"],
+                                reason=reason, created_at=utcnow(), expires_at=utcnow() + PENDING_TTL)
+        self.db.session.add(pending)
+        self.db.commit()
+        return {"pending_id": pending.id, "willingness_id": pending.willingness_id, "method": method,
+                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat()}
+
+    @rpc
+    def request_void(self, flow_id: str, person_id: str, reason: str, method: str) -> dict:
+        """Step 1 of 作废: the reason is checked and a willingness check started."""
+        return self._start_void_action(flow_id, person_id, "request_void", method, reason)
+
+    @rpc
+    def confirm_void(self, flow_id: str, person_id: str, method: str) -> dict:
+        """Step 1 of confirming another party's void request."""
+        return self._start_void_action(flow_id, person_id, "confirm_void", method, None)
+
+    @rpc
+    def complete_action(self, pending_id: str, person_id: str, grant: str) -> dict:
+        """Step 3 of a void request or confirmation: the person's key signs the
+        void statement (proof of consent), then the flow moves on."""
+        pending = self.db.session.get(PendingAction, pending_id)
+        if pending is None or pending.action not in ("request_void", "confirm_void"):
+            raise NotFound("pending_action", pending_id)
+        pending = self._claim_pending(pending_id, person_id, pending.action)
+        row, parties = self._load(pending.flow_id, lock=True)
+        flow = to_domain(row, parties)
+        if pending.action == "request_void":
+            transition = F.request_void(flow, person_id, pending.reason or "")
+        else:
+            transition = F.confirm_void(flow, person_id, _now())
+        signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
+        pending.used_at = utcnow()
+        self._apply(row, parties, transition, person_id, {
+            "willingness_method": pending.method, "statement_digest": pending.digest,
+            "statement_signature": signed["signature"],
+            "certificate_serial": signed.get("serial") or signed.get("certificate_serial"),
+        })
+        self.db.commit()
+        return self._flow_dict(row, parties)
+
+    @rpc
+    def reject_void(self, flow_id: str, person_id: str) -> dict:
+        row, parties = self._load(flow_id, lock=True)
+        self._apply(row, parties, F.reject_void(to_domain(row, parties), person_id), person_id)
+        self.db.commit()
+        return self._flow_dict(row, parties)
+
+    # -- jobs ----------------------------------------------------------------
+    _holder = holder_id()
+
+    @timer(interval=5)
+    def expire_flows(self) -> int:
+        """Expire overdue flows; one replica at a time (lease)."""
+        if not acquire(self.db.session, "expire_flows", self._holder, timedelta(seconds=30)):
+            return 0
+        return self.run_expiry()
+
+    def run_expiry(self, now: datetime | None = None) -> int:
+        now = now or _now()
+        overdue = self.db.session.execute(
+            select(FlowRow.id).where(FlowRow.state.in_(("draft", "waiting")), FlowRow.expires_at <= _naive(now))
+            .limit(100)).scalars().all()
+        for flow_id in overdue:
+            row, parties = self._load(flow_id, lock=True)
+            flow = to_domain(row, parties)
+            if flow.state in (F.FlowState.DRAFT, F.FlowState.WAITING) and now >= flow.expires_at:
+                self._apply(row, parties, F.expire(flow, now), None)
+            self.db.commit()
+        return len(overdue)
+
+    @rpc
+    def expire_now(self) -> int:
+        """Operations: run the expiry job at once (it also runs every 5 s)."""
+        return self.run_expiry()
+
+    # -- evidence log ----------------------------------------------------------
+    def _append_leaf(self, event: dict) -> None:
+        data = event["data"]
+        existing = [json.loads(leaf.data) for leaf in self.ctx.log.flow_leaves(data["flow_id"])]
+        if any(record.get("event_id") == event["event_id"] for record in existing):
+            return  # a redelivered event is in the log already
+        self.ctx.log.append({
+            "event_id": event["event_id"], "flow_id": data["flow_id"], "event_type": event["event_type"],
+            "document_hash": data.get("signed_pdf_sha256") or data.get("document_sha256"),
+            "party_id": data.get("actor_person_id"), "certificate_serial": data.get("certificate_serial"),
+            "willingness_method": data.get("willingness_method"),
+            "willingness_outcome": "passed" if data.get("willingness_method") else None,
+            "timestamp": utc_timestamp(datetime.fromisoformat(event["occurred_at"])),
+        })
+
+    @rpc
+    def flow_evidence(self, flow_id: str) -> dict:
+        """Every log leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
+        self._load(flow_id)
+        checkpoint = self.ctx.log.checkpoint()
+        size = self.ctx.log.size()
+        leaves = []
+        for leaf in self.ctx.log.flow_leaves(flow_id):
+            proof = self.ctx.log.inclusion_proof(leaf.index, size)
+            leaves.append({"index": leaf.index, "leaf": leaf.data.decode("utf-8"), "proof": proof.to_dict()})
+        return {"checkpoint": checkpoint, "tree_size": size, "leaves": leaves,
+                "log_public_key": self.ctx.log.public_key()}
+
+    @rpc
+    def checkpoint(self) -> dict:
+        return {"checkpoint": self.ctx.log.checkpoint()}
+
+    @rpc
+    def log_public_key(self) -> dict:
+        return {"public_key": self.ctx.log.public_key()}
+
+    @rpc
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> dict:
+        return self.ctx.log.inclusion_proof(index, tree_size).to_dict()
+
+    @rpc
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
+        return self.ctx.log.consistency_proof(old_size, new_size).to_dict()
+
+    @timer(interval=5)
+    def publish_checkpoint(self) -> None:
+        """Sign a checkpoint of the current tree every few seconds (one replica)."""
+        if acquire(self.db.session, "checkpoint", self._holder, timedelta(seconds=30)):
+            self.ctx.log.checkpoint()
+
+    # -- verification ------------------------------------------------------------
+    @rpc
+    def verify(self, pdf: str) -> dict:
+        """Check every signature and time stamp of a PDF against the platform root."""
+        data = _b64decode(pdf, "pdf", 50 * 1024 * 1024)
+        return self.pdf.run(pdf_worker.verify, self.ctx.platform.trust_roots(self.identity), data)
+
+    # -- time-stamp authority ------------------------------------------------------
+    def _tsa_url(self) -> str:
+        return self.ctx.tsa_url
+
+    @http("POST", "/tsa")
+    def timestamp(self, request) -> Response:
+        """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""
+        if (request.content_type or "").split(";")[0].strip() != "application/timestamp-query":
+            return Response("expected application/timestamp-query", status=415)
+        body = request.get_data()
+        if not 0 < len(body) <= 4096:
+            return Response("expected 1..4096 bytes", status=400)
+        reply = self.ctx.platform.tsa(self.db.session, self.identity).respond(body)
+        return Response(reply, mimetype="application/timestamp-reply")
+
+    # -- revocations announced by identity ----------------------------------------
     @rpc
     def certificate_revoked(self, serial: str) -> bool:
         """Whether identity has announced this certificate serial as revoked."""
@@ -33,3 +511,17 @@ class SigningService(ServiceBase):
                 serial=data["serial"], person_id=data.get("person_id"),
                 reason=data.get("reason"), revoked_at=utcnow(),
             ))
+
+
+def _leaf_handler(event_type: str):
+    def handler(self, event: dict) -> None:
+        self._append_leaf(event)
+
+    handler.__name__ = handler.__qualname__ = f"log_{event_type}"
+    handler.__doc__ = f"Every {event_type} event becomes a leaf of the evidence log."
+    return handles_event("signing", event_type)(handler)
+
+
+# Every flow event is a leaf of the evidence log (one idempotent handler per event type).
+for _event_type in FLOW_EVENTS:
+    setattr(SigningService, f"log_{_event_type}", _leaf_handler(_event_type))

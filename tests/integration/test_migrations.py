@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from services.common.database import Database
 
 pytestmark = pytest.mark.integration
-IGNORED_TABLES = {"outbox", "processed_events", "alembic_version"}  # shared tables, defined in common
+IGNORED_TABLES = {"outbox", "processed_events", "leases", "alembic_version"}  # shared tables, defined in common
 
 
 @pytest.mark.parametrize("service", ["identity", "documents", "signing", "notify"])

@@ -1,0 +1,61 @@
+"""PDF signing work as it runs inside the signing service's worker processes
+(:class:`services.common.offload.WorkerPool`): PAdES prepare and complete,
+B-LTA finalisation and verification.
+
+Each worker process keeps one :class:`~services.signing.pades.DocumentSigner`
+per (TSA URL, trust roots) alive across calls, so key material is parsed and
+the TSA's certificates are fetched once, not per signature.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import lru_cache
+
+from cryptography import x509
+
+from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
+from services.signing.tsa import TsaSettings
+from services.signing.verification import verify_pdf
+
+
+def _certs(pems: tuple[str, ...]) -> list[x509.Certificate]:
+    return [x509.load_pem_x509_certificate(pem.encode()) for pem in pems]
+
+
+@lru_cache(maxsize=4)
+def _signer(tsa_url: str, roots_pem: tuple[str, ...]) -> DocumentSigner:
+    return DocumentSigner(SignerSettings(tsa=TsaSettings(tsa_url)), _certs(roots_pem))
+
+
+def prepare(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, field_name: str, certificate_pem: str,
+            chain_pem: tuple[str, ...], appearance_png: bytes, certify: bool, reason: str) -> dict:
+    party = PartySignature(
+        field_name=field_name,
+        certificate=x509.load_pem_x509_certificate(certificate_pem.encode()),
+        chain=tuple(_certs(chain_pem)),
+        appearance_png=appearance_png,
+        certify=certify,
+        reason=reason,
+    )
+    return _signer(tsa_url, roots_pem).prepare(pdf, party).to_dict()
+
+
+def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature: bytes) -> bytes:
+    return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared), signature)
+
+
+def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes) -> bytes:
+    return _signer(tsa_url, roots_pem).finalize_lta(pdf)
+
+
+def verify(roots_pem: tuple[str, ...], pdf: bytes) -> dict:
+    result = verify_pdf(pdf, _certs(roots_pem))
+    report = result.to_dict()
+    report["ok"] = result.ok
+    report["sha256"] = hashlib.sha256(pdf).hexdigest()
+    return report
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
