@@ -7,15 +7,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import base64
+from urllib.parse import unquote
+
 from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
-from services.common.errors import EsignError
+from services.common.config import data_dir, read_secret
+from services.common.errors import EsignError, InvalidInput
 from services.common.metrics import counter, histogram
 from services.common.rpc_client import RpcClient
+from services.gateway.api import router as api_router
 
 BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
 
@@ -24,20 +29,15 @@ HTTP_REQUESTS = counter("esign_http_requests_total", "Gateway HTTP requests",
 HTTP_LATENCY = histogram("esign_http_request_seconds", "Gateway HTTP latency", ("route", "method"))
 
 
-class PhoneCodeRequest(BaseModel):
-    phone: str = Field(..., description="mainland mobile number; +86, spaces and hyphens allowed")
-    purpose: str = Field("phone_confirmation", description="phone_confirmation or willingness")
-
-
-class PhoneCodeConfirmation(BaseModel):
-    code: str = Field(..., description="the 6-digit code from the SMS")
-
-
 def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
     app = FastAPI(title="esign gateway", version="0.1.0",
                   description="Electronic signatures for IOUs, receipts and contracts.")
     app.state.config = config
     app.state.rpc = rpc or RpcClient(config["AMQP_URI"], float(config.get("RPC_TIMEOUT", 30)))
+    secrets = config.get("SECRETS") or {}
+    app.state.session_key = read_secret(secrets.get("SESSION"), "session",
+                                        generate_in=data_dir(config) if secrets.get("GENERATE_MISSING") else None)
+    app.include_router(api_router)
     health_pool = ThreadPoolExecutor(max_workers=len(BACKEND_SERVICES), thread_name_prefix="health")
 
     @app.middleware("http")
@@ -81,14 +81,37 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         return JSONResponse(status_code=200 if healthy else 503,
                             content={"status": "ok" if healthy else "degraded", "services": results})
 
-    @app.post("/api/v1/phone-codes", tags=["identity"], status_code=201)
-    def request_phone_code(body: PhoneCodeRequest) -> dict:
-        """Send a 6-digit confirmation code to a phone (expires in 5 minutes)."""
-        return app.state.rpc.call("identity", "request_phone_code", phone=body.phone, purpose=body.purpose)
+    @app.get("/pki/crl", tags=["pki"])
+    def crl() -> Response:
+        """The issuing CA's certificate revocation list (DER)."""
+        answer = app.state.rpc.call("identity", "crl")
+        return Response(base64.b64decode(answer["crl_der"]), media_type="application/pkix-crl")
 
-    @app.post("/api/v1/phone-codes/{challenge_id}/confirm", tags=["identity"])
-    def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation) -> dict:
-        return app.state.rpc.call("identity", "confirm_phone_code", challenge_id=challenge_id, code=body.code)
+    @app.post("/pki/ocsp", tags=["pki"])
+    async def ocsp_post(request: Request) -> Response:
+        body = await request.body()
+        return await run_in_threadpool(_ocsp, body)
+
+    @app.get("/pki/ocsp/{encoded:path}", tags=["pki"])
+    def ocsp_get(encoded: str) -> Response:
+        """RFC 6960 appendix A.1: the DER request, base64 then URL-encoded, in the path."""
+        try:
+            body = base64.b64decode(unquote(encoded), validate=True)
+        except ValueError:
+            raise InvalidInput("request", "base64", "expected a base64 OCSP request") from None
+        return _ocsp(body)
+
+    def _ocsp(body: bytes) -> Response:
+        if not 0 < len(body) <= 4096:
+            raise InvalidInput("request", "size", "expected an OCSP request of 1..4096 bytes")
+        answer = app.state.rpc.call("identity", "ocsp", request_der=base64.b64encode(body).decode())
+        return Response(base64.b64decode(answer["response_der"]), media_type="application/ocsp-response")
+
+    @app.get("/pki/root.pem", tags=["pki"])
+    def root_pem() -> Response:
+        """The platform root certificate: the trust anchor for verifying signed PDFs."""
+        return Response(app.state.rpc.call("identity", "pki_certificates")["root_pem"],
+                        media_type="application/x-pem-file")
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:

@@ -24,7 +24,8 @@ def client(service_config, run_container, amqp_uri, tmp_path):
         "OTP_KEY": {"file": str(secrets_dir / "otp")}, "GENERATE_MISSING": True}))
     outbox = tmp_path / "outbox.jsonl"
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
-    app = create_app({"AMQP_URI": amqp_uri, "RPC_TIMEOUT": 20})
+    app = create_app({"AMQP_URI": amqp_uri, "RPC_TIMEOUT": 20, "DATA_DIR": str(tmp_path / "gw"),
+                      "SECRETS": {"GENERATE_MISSING": True}})
     with TestClient(app) as test_client:
         yield test_client, outbox
 
@@ -55,3 +56,11 @@ def test_http_errors_name_field_and_rule(client):
     unknown = http.post("/api/v1/phone-codes/no-such-id/confirm", json={"code": "123456"})
     assert unknown.status_code == 404
     assert http.get("/openapi.json").json()["paths"]["/api/v1/phone-codes"]
+
+
+def test_person_routes_need_a_genuine_session(client):
+    http, _ = client
+    missing = http.post("/api/v1/me/certificate")
+    assert missing.status_code == 403 and missing.json()["error"]["message"] == "session_required"
+    forged = http.post("/api/v1/me/certificate", headers={"Authorization": "Bearer eyJwaWQiOiJ4In0.AAAA"})
+    assert forged.status_code == 403 and forged.json()["error"]["message"] == "token_bad_signature"

@@ -1,0 +1,304 @@
+"""The public HTTP API (``/api/v1``). Each route checks the request's shape,
+takes the acting person from the session (never from the body), calls one
+service over RPC and returns its answer. Business rules live in the services.
+
+Sessions: ``Authorization: Bearer <token>``, a signed expiring token naming
+the person (services/common/tokens.py), issued after registration or after a
+confirmed phone code.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from services.common.errors import Forbidden
+from services.common.tokens import read_token, sign_token
+
+SESSION_CONTEXT = b"esign/session/v1\x00"
+SESSION_TTL = timedelta(hours=12)
+
+router = APIRouter(prefix="/api/v1")
+
+
+def rpc(request: Request):
+    return request.app.state.rpc
+
+
+def session_key(request: Request) -> bytes:
+    return request.app.state.session_key
+
+
+def new_session(request: Request, person_id: str) -> dict:
+    expires = datetime.now(timezone.utc) + SESSION_TTL
+    token = sign_token({"pid": person_id}, expires, session_key(request), SESSION_CONTEXT)
+    return {"person_id": person_id, "token": token, "expires_at": expires.isoformat()}
+
+
+def current_person(request: Request, authorization: str | None = Header(default=None)) -> str:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Forbidden("session_required")
+    payload = read_token(authorization[len("Bearer "):], session_key(request), SESSION_CONTEXT)
+    return str(payload["pid"])
+
+
+# -- request bodies ---------------------------------------------------------
+class PhoneCodeRequest(BaseModel):
+    phone: str = Field(..., description="mainland mobile number; +86, spaces and hyphens allowed")
+    purpose: str = Field("phone_confirmation", description="phone_confirmation")
+
+
+class PhoneCodeConfirmation(BaseModel):
+    code: str = Field(..., description="the 6-digit code from the SMS")
+
+
+class Registration(BaseModel):
+    name: str
+    id_number: str
+    phone: str
+    phone_challenge_id: str
+
+
+class Login(BaseModel):
+    phone_challenge_id: str = Field(..., description="a phone code challenge confirmed just before")
+
+
+class FaceCheck(BaseModel):
+    id_portrait: str = Field(..., description="base64 JPEG/PNG of the ID card portrait")
+    selfie: str = Field(..., description="base64 JPEG/PNG selfie")
+
+
+class LivenessFrames(BaseModel):
+    frames: list[str] | None = None
+    video: str | None = None
+
+
+class DraftIn(BaseModel):
+    template_id: str
+    values: dict[str, Any]
+    initiator_role: str | None = None
+
+
+class DraftUpdate(BaseModel):
+    values: dict[str, Any]
+
+
+class AttachmentIn(BaseModel):
+    image: str = Field(..., description="base64 JPEG, PNG or WebP")
+    label: str = ""
+
+
+class PartyIn(BaseModel):
+    person_id: str
+    role: str
+    signature_field: str
+
+
+class FlowIn(BaseModel):
+    document_id: str
+    parties: list[PartyIn] = Field(..., description="in signing order, the initiator (you) first")
+    expires_in_hours: int = 72
+    repayment_date: str | None = None
+
+
+class SignatureIn(BaseModel):
+    signature_image: str = Field(..., description="base64 PNG of the handwritten signature")
+    method: str = Field(..., description="sms or face")
+
+
+class WillingnessConfirmation(BaseModel):
+    code: str | None = None
+    selfie: str | None = None
+
+
+class SignIn(BaseModel):
+    pending_id: str
+    grant: str
+
+
+class ReasonIn(BaseModel):
+    reason: str
+    method: str = "sms"
+
+
+class MethodIn(BaseModel):
+    method: str = "sms"
+
+
+class GrantIn(BaseModel):
+    grant: str
+
+
+class PdfIn(BaseModel):
+    pdf: str = Field(..., description="base64 PDF")
+
+
+# -- identity ------------------------------------------------------------------
+@router.post("/phone-codes", tags=["identity"], status_code=201)
+def request_phone_code(body: PhoneCodeRequest, request: Request) -> dict:
+    """Send a 6-digit confirmation code to a phone (expires in 5 minutes)."""
+    return rpc(request).call("identity", "request_phone_code", phone=body.phone, purpose=body.purpose)
+
+
+@router.post("/phone-codes/{challenge_id}/confirm", tags=["identity"])
+def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation, request: Request) -> dict:
+    return rpc(request).call("identity", "confirm_phone_code", challenge_id=challenge_id, code=body.code)
+
+
+@router.post("/persons", tags=["identity"], status_code=201)
+def register(body: Registration, request: Request) -> dict:
+    """Real-name registration (实名认证) after the phone is confirmed; answers a session."""
+    person = rpc(request).call("identity", "register", **body.model_dump())
+    return dict(person, session=new_session(request, person["person_id"]))
+
+
+@router.post("/sessions", tags=["identity"], status_code=201)
+def login(body: Login, request: Request) -> dict:
+    person = rpc(request).call("identity", "login", phone_challenge_id=body.phone_challenge_id)
+    return new_session(request, person["person_id"])
+
+
+@router.post("/me/face", tags=["identity"])
+def verify_face(body: FaceCheck, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("identity", "verify_face", person_id=person_id, **body.model_dump())
+
+
+@router.post("/me/liveness", tags=["identity"], status_code=201)
+def start_liveness(request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("identity", "start_liveness", person_id=person_id)
+
+
+@router.post("/me/liveness/{challenge_id}", tags=["identity"])
+def check_liveness(challenge_id: str, body: LivenessFrames, request: Request,
+                   person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("identity", "check_liveness", person_id=person_id, challenge_id=challenge_id,
+                             frames=body.frames, video=body.video)
+
+
+@router.post("/me/certificate", tags=["identity"], status_code=201)
+def issue_certificate(request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("identity", "issue_certificate", person_id=person_id)
+
+
+@router.post("/willingness/{willingness_id}/confirm", tags=["identity"])
+def confirm_willingness(willingness_id: str, body: WillingnessConfirmation, request: Request,
+                        person_id: str = Depends(current_person)) -> dict:
+    """Prove willingness (意愿认证) with the SMS code or a selfie; answers a single-use grant."""
+    return rpc(request).call("identity", "confirm_willingness", willingness_id=willingness_id,
+                             code=body.code, selfie=body.selfie)
+
+
+# -- documents -------------------------------------------------------------------
+@router.get("/templates", tags=["documents"])
+def list_templates(request: Request) -> list:
+    return rpc(request).call("documents", "list_templates")
+
+
+@router.post("/documents", tags=["documents"], status_code=201)
+def create_document(body: DraftIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("documents", "create_draft", template_id=body.template_id, values=body.values,
+                             initiator_role=body.initiator_role, owner_person_id=person_id)
+
+
+@router.patch("/documents/{document_id}", tags=["documents"])
+def update_document(document_id: str, body: DraftUpdate, request: Request,
+                    person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("documents", "update_draft", document_id=document_id, values=body.values)
+
+
+@router.post("/documents/{document_id}/attachments", tags=["documents"], status_code=201)
+def add_attachment(document_id: str, body: AttachmentIn, request: Request,
+                   person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("documents", "add_attachment", document_id=document_id, image=body.image,
+                             label=body.label)
+
+
+@router.post("/documents/{document_id}/render", tags=["documents"])
+def render_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("documents", "render", document_id=document_id)
+
+
+@router.get("/documents/{document_id}", tags=["documents"])
+def get_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("documents", "get_document", document_id=document_id)
+
+
+# -- signing ---------------------------------------------------------------------
+@router.post("/flows", tags=["signing"], status_code=201)
+def start_flow(body: FlowIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "start_flow", document_id=body.document_id, initiator_person_id=person_id,
+                             parties=[p.model_dump() for p in body.parties],
+                             expires_in_hours=body.expires_in_hours, repayment_date=body.repayment_date)
+
+
+def _party_view(request: Request, flow_id: str, person_id: str) -> dict:
+    flow = rpc(request).call("signing", "get_flow", flow_id=flow_id)
+    if person_id not in {p["person_id"] for p in flow["parties"]}:
+        raise Forbidden("not_a_party")
+    return flow
+
+
+@router.get("/flows/{flow_id}", tags=["signing"])
+def get_flow(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return _party_view(request, flow_id, person_id)
+
+
+@router.get("/flows/{flow_id}/pdf", tags=["signing"])
+def get_flow_pdf(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
+    import base64
+
+    _party_view(request, flow_id, person_id)
+    answer = rpc(request).call("signing", "get_signed_pdf", flow_id=flow_id)
+    return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",
+                    headers={"X-Content-SHA256": answer["sha256"]})
+
+
+@router.post("/flows/{flow_id}/signature", tags=["signing"], status_code=201)
+def prepare_signature(flow_id: str, body: SignatureIn, request: Request,
+                      person_id: str = Depends(current_person)) -> dict:
+    """Step 1 of signing: answers the willingness check to complete."""
+    return rpc(request).call("signing", "prepare_signature", flow_id=flow_id, person_id=person_id,
+                             signature_image=body.signature_image, method=body.method)
+
+
+@router.post("/flows/{flow_id}/sign", tags=["signing"])
+def sign(flow_id: str, body: SignIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "sign", flow_id=flow_id, person_id=person_id,
+                             pending_id=body.pending_id, grant=body.grant)
+
+
+@router.post("/flows/{flow_id}/decline", tags=["signing"])
+def decline(flow_id: str, body: ReasonIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "decline", flow_id=flow_id, person_id=person_id, reason=body.reason)
+
+
+@router.post("/flows/{flow_id}/void-requests", tags=["signing"], status_code=201)
+def request_void(flow_id: str, body: ReasonIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "request_void", flow_id=flow_id, person_id=person_id,
+                             reason=body.reason, method=body.method)
+
+
+@router.post("/flows/{flow_id}/void-confirmations", tags=["signing"], status_code=201)
+def confirm_void(flow_id: str, body: MethodIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "confirm_void", flow_id=flow_id, person_id=person_id, method=body.method)
+
+
+@router.post("/flows/{flow_id}/void-rejections", tags=["signing"])
+def reject_void(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "reject_void", flow_id=flow_id, person_id=person_id)
+
+
+@router.post("/actions/{pending_id}/complete", tags=["signing"])
+def complete_action(pending_id: str, body: GrantIn, request: Request,
+                    person_id: str = Depends(current_person)) -> dict:
+    return rpc(request).call("signing", "complete_action", pending_id=pending_id, person_id=person_id,
+                             grant=body.grant)
+
+
+@router.post("/verify", tags=["signing"])
+def verify(body: PdfIn, request: Request) -> dict:
+    """Check a signed PDF (like Tencent's VerifyPdf): every signature, time stamp and chain."""
+    return rpc(request).call("signing", "verify", pdf=body.pdf)
