@@ -46,6 +46,7 @@ from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.signing import flow as F
 from services.signing import pdf_worker
+from services.signing.checkpoint import Checkpoint, parse_note
 from services.signing.dependencies import PENDING_TTL, SigningContext
 from services.signing.evidence_log import utc_timestamp
 from services.signing.models import FlowParty, FlowRow, PendingAction, RevokedCertificate, StoredObjectRow
@@ -443,7 +444,8 @@ class SigningService(ServiceBase):
         """Every log leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
         self._load(flow_id)
         checkpoint = self.ctx.log.checkpoint()
-        size = self.ctx.log.size()
+        # the size the checkpoint signed, not the log's size a moment later
+        size = Checkpoint.from_body(parse_note(checkpoint).text).size
         leaves = []
         for leaf in self.ctx.log.flow_leaves(flow_id):
             proof = self.ctx.log.inclusion_proof(leaf.index, size)

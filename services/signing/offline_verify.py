@@ -1,0 +1,399 @@
+"""``esign verify FILE.pdf [--report REPORT.json] [--json]``: check a signed
+PDF and its signing report offline, trusting only the platform root
+certificate (RFC 5280 path validation) and the evidence log's public key
+(an Ed25519 C2SP signed-note verifier key).
+
+What is checked:
+
+* every PAdES signature and document time-stamp of the PDF, its RFC 3161
+  time-stamp and chain to the root, and that nothing was appended after the
+  last signature (:func:`services.signing.verification.verify_pdf`);
+* with a report: the platform's signed note over the report's canonical JSON;
+  that the report names this file's SHA-256 as the final PDF; the signed
+  checkpoint; every evidence leaf's RFC 9162 inclusion proof against that
+  checkpoint; and that the leaves say what the report says (same flow, the
+  report's fields, the ``prev_index`` chain unbroken from the flow's first
+  event, the final event recorded with the final PDF's hash).
+
+Each check is a :class:`Check` saying what was expected and what was found,
+so the output names exactly what failed. Exit status: 0 when every check
+holds, 1 when one fails, 2 on a usage error (missing file, bad key, no root).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from services.common.errors import EsignError, InvalidInput
+from services.signing.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
+from services.signing.report import verify_report_signature
+from services.signing.verification import VerificationResult, verify_pdf
+
+ROOT_ENV = "ESIGN_ROOT_CERT"
+LOG_KEY_ENV = "ESIGN_LOG_KEY"
+#: where ``esign ca init`` leaves the root on a one-machine install
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "var" / "ca" / "root.pem"
+
+#: the event that ends a flow in each final state, as the log records it
+FINAL_EVENTS = {
+    "completed": "flow_completed", "voided": "flow_voided", "declined": "flow_declined", "expired": "flow_expired",
+}
+#: report event fields copied from the leaf, which must agree with it
+_EVENT_FIELDS = ("event_type", "timestamp", "party_id", "prev_index")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing verified: what, whether it held, what was expected and found."""
+
+    subject: str
+    ok: bool
+    expected: str
+    found: str
+
+    def sentence(self) -> str:
+        return f"{self.subject}: expected {self.expected}, found {self.found}"
+
+
+@dataclass(frozen=True)
+class OfflineResult:
+    file_sha256: str
+    checks: tuple[Check, ...]
+    #: the full PDF verification (:meth:`VerificationResult.to_dict`), None if unreadable
+    pdf: Mapping[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [check.sentence() for check in self.checks if not check.ok]
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok, "file_sha256": self.file_sha256, "problems": self.problems,
+            "checks": [asdict(check) for check in self.checks], "pdf": self.pdf,
+        }
+
+
+class _Malformed(Exception):
+    """The report lacks a field or has one of the wrong type (named by path)."""
+
+
+def load_roots(root_pems: Sequence[bytes]) -> list[x509.Certificate]:
+    """Every certificate of the PEM files given; at least one is required."""
+    roots: list[x509.Certificate] = []
+    for i, pem in enumerate(root_pems):
+        try:
+            roots += x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise InvalidInput(f"root[{i}]", "pem", "expected a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+    if not roots:
+        raise InvalidInput("root", "required", "expected the platform root certificate, found none")
+    return roots
+
+
+# --- the PDF ------------------------------------------------------------------------
+
+
+def _pdf_checks(result: VerificationResult) -> list[Check]:
+    checks = []
+    if not result.signatures:
+        checks.append(Check("PDF signatures", False, "at least one signature", "none"))
+    for sig in result.signatures:
+        held = f"{sig.signer}; intact, valid and trusted"
+        if sig.timestamp is not None:
+            held += f"; time-stamped {sig.timestamp.time} by {sig.timestamp.tsa}"
+        checks.append(Check(
+            f"PDF signature {sig.field_name}", sig.ok,
+            "an intact, valid signature trusted up to the root, with a trusted time-stamp",
+            "; ".join(sig.problems) if sig.problems else held,
+        ))
+    for stamp in result.document_timestamps:
+        time = stamp.timestamp.time if stamp.timestamp else None
+        checks.append(Check(
+            f"PDF document time-stamp {stamp.field_name}", stamp.ok,
+            "an intact time-stamp from a trusted TSA",
+            "; ".join(stamp.problems) if stamp.problems else f"time-stamped {time} by {stamp.signer}",
+        ))
+    if result.signatures or result.document_timestamps:
+        checks.append(Check(
+            "changes after the last signature", not result.modified_after_last_signature, "none",
+            "bytes appended after the last signature or time-stamp" if result.modified_after_last_signature
+            else "none",
+        ))
+    return checks
+
+
+# --- the report -----------------------------------------------------------------------
+
+
+def _field(data: Any, *path: str | int) -> Any:
+    value = data
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            raise _Malformed(".".join(str(p) for p in path)) from None
+    return value
+
+
+def _reason(exc: EsignError) -> str:
+    """What went wrong, without the error class's generic preamble."""
+    return getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+
+
+def _key_name(verifier: NoteVerifier) -> str:
+    return f"{verifier.name}+{verifier.key_id:08x}"
+
+
+def _report_signature_check(signed: Mapping[str, Any], verifier: NoteVerifier) -> Check:
+    expected = f"the platform's signature by {_key_name(verifier)} over the report's canonical JSON"
+    try:
+        verify_report_signature(signed, verifier.to_key_string())
+    except EsignError as exc:
+        return Check("report signature", False, expected, _reason(exc))
+    return Check("report signature", True, expected, f"a valid signature by {_key_name(verifier)}")
+
+
+def _checkpoint(note: str, verifier: NoteVerifier, report_body: Mapping[str, Any]) -> tuple[list[Check], Checkpoint | None]:
+    expected = f"a checkpoint signed by {_key_name(verifier)}"
+    try:
+        checkpoint = open_checkpoint(note, verifier)
+    except EsignError as exc:
+        return [Check("checkpoint signature", False, expected, _reason(exc))], None
+    checks = [Check("checkpoint signature", True, expected,
+                    f"tree size {checkpoint.size}, root {checkpoint.root_hash.hex()}")]
+    size, root = _field(report_body, "evidence", "tree_size"), _field(report_body, "evidence", "root_hash")
+    agrees = size == checkpoint.size and root == checkpoint.root_hash.hex()
+    checks.append(Check("report's tree head", agrees,
+                        f"tree size {checkpoint.size} and root {checkpoint.root_hash.hex()} (the checkpoint's)",
+                        f"tree size {size} and root {root}"))
+    return checks, checkpoint
+
+
+def _inclusion_checks(events: Sequence[Mapping[str, Any]], note: str, verifier: NoteVerifier) -> list[Check]:
+    checks = []
+    for position, event in enumerate(events):
+        index = _field(event, "index")
+        subject = f"evidence leaf {index} ({event.get('event_type')})"
+        expected = "an inclusion proof leading to the checkpoint's root"
+        try:
+            leaf = _field(event, "leaf")
+            proof = InclusionProof.from_dict(_field(event, "proof"))
+            if proof.leaf_index != index:
+                raise _Malformed(f"evidence.events.{position}.proof.leaf_index (is {proof.leaf_index}, not {index})")
+            verify_checkpointed_inclusion(leaf.encode("utf-8"), proof, note, verifier)
+        except EsignError as exc:
+            checks.append(Check(subject, False, expected, _reason(exc)))
+        except (_Malformed, KeyError, TypeError, ValueError, AttributeError) as exc:
+            checks.append(Check(subject, False, expected, f"a malformed proof ({exc})"))
+        else:
+            checks.append(Check(subject, True, expected, f"leaf {index} proven in a tree of {proof.tree_size}"))
+    return checks
+
+
+def _content_checks(report_body: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Check]:
+    """The leaves must say what the report says and form the flow's whole chain."""
+    flow_id = _field(report_body, "flow", "flow_id")
+    original = _field(report_body, "document", "original_pdf_sha256")
+    final = _field(report_body, "document", "final_pdf_sha256")
+    state = _field(report_body, "flow", "state")
+    problems: list[tuple[str, str, str]] = []
+    records = []
+    for event in events:
+        index = _field(event, "index")
+        try:
+            record = json.loads(_field(event, "leaf"))
+            if not isinstance(record, dict):
+                raise TypeError
+        except (ValueError, TypeError):
+            problems.append((f"evidence leaf {index}", "canonical JSON of an event record", "text that is not a JSON object"))
+            continue
+        records.append((index, record))
+        if record.get("flow_id") != flow_id:
+            problems.append((f"evidence leaf {index}", f"an event of flow {flow_id}", f"one of flow {record.get('flow_id')}"))
+        for name in _EVENT_FIELDS:
+            if event.get(name) != record.get(name):
+                problems.append((f"evidence leaf {index} {name}", f"{record.get(name)!r} (what the leaf says)",
+                                 f"{event.get(name)!r} in the report"))
+    previous = None
+    for index, record in records:
+        if previous is not None and index <= previous:
+            problems.append(("evidence order", "events in increasing log order", f"leaf {index} after leaf {previous}"))
+        if record.get("prev_index") != previous:
+            what = "the flow's first event (prev_index null)" if previous is None else f"prev_index {previous}"
+            problems.append((f"evidence chain at leaf {index}", what,
+                             f"prev_index {record.get('prev_index')}: an event of the flow is missing from the report"))
+        previous = index
+    by_type = {record.get("event_type"): record for _, record in records}
+    sent = by_type.get("flow_sent")
+    if sent is not None and sent.get("document_hash") != original:
+        problems.append(("flow_sent leaf", f"document hash {original} (the report's original PDF)",
+                         str(sent.get("document_hash"))))
+    final_event = FINAL_EVENTS.get(state)
+    if final_event is not None and final_event not in by_type:
+        problems.append(("evidence of the outcome", f"a {final_event} leaf for a {state} flow", "none"))
+    completed = by_type.get("flow_completed")
+    if completed is not None and completed.get("document_hash") != final:
+        problems.append(("flow_completed leaf", f"document hash {final} (the report's final PDF)",
+                         str(completed.get("document_hash"))))
+    if not problems:
+        return [Check("evidence contents", True, "leaves that agree with the report and chain from the first event",
+                      f"{len(records)} events of flow {flow_id}, chained by prev_index")]
+    return [Check(subject, False, expected, found) for subject, expected, found in problems]
+
+
+def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
+                   pdf_result: VerificationResult | None) -> list[Check]:
+    if not isinstance(signed, Mapping) or not isinstance(signed.get("report"), Mapping):
+        return [Check("report", False, "a signed report {report, signature}", "no report object")]
+    if verifier is None:
+        return [Check("log public key", False, "the log's public key to check the report and its proofs",
+                      "none given")]
+    body = signed["report"]
+    checks = [_report_signature_check(signed, verifier)]
+    try:
+        final = _field(body, "document", "final_pdf_sha256")
+        checks.append(Check("final PDF hash", final == pdf_sha256, f"the report's final PDF SHA-256 {final}",
+                            f"the file's SHA-256 {pdf_sha256}"))
+        if pdf_result is not None:
+            listed = len(_field(body, "signatures"))
+            found = len(pdf_result.signatures)
+            checks.append(Check("number of signatures", listed == found,
+                                f"{listed} signatures (as the report lists)", f"{found} in the PDF"))
+        events = _field(body, "evidence", "events")
+        note = _field(body, "evidence", "checkpoint")
+        if not isinstance(events, list) or not events or not isinstance(note, str):
+            raise _Malformed("evidence.events / evidence.checkpoint")
+        checkpoint_checks, checkpoint = _checkpoint(note, verifier, body)
+        checks += checkpoint_checks
+        if checkpoint is not None:
+            checks += _inclusion_checks(events, note, verifier)
+        checks += _content_checks(body, events)
+    except _Malformed as exc:
+        checks.append(Check("report contents", False, "a report as esign produces it", f"missing or malformed {exc}"))
+    return checks
+
+
+def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping[str, Any] | None = None,
+                   log_public_key: str | None = None, *, now=None) -> OfflineResult:
+    """Check ``pdf_bytes`` (and the signed ``report``, if given) with only the
+    root certificates and the log key. Raises ``InvalidInput`` for unusable
+    inputs (no root, a malformed key); a failed check is a result, not an error."""
+    roots = load_roots(root_pems)
+    verifier = NoteVerifier.from_key_string(log_public_key) if log_public_key else None
+    pdf_sha256 = hashlib.sha256(pdf_bytes).hexdigest()
+    checks: list[Check] = []
+    try:
+        pdf_result = verify_pdf(pdf_bytes, roots, now=now)
+    except InvalidInput as exc:
+        pdf_result = None
+        checks.append(Check("PDF file", False, "a readable PDF", exc.message))
+    else:
+        checks += _pdf_checks(pdf_result)
+    if report is not None:
+        checks += _report_checks(pdf_sha256, report, verifier, pdf_result)
+    return OfflineResult(pdf_sha256, tuple(checks), pdf_result.to_dict() if pdf_result else None)
+
+
+# --- command line -------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esign verify",
+        description="Verify a signed PDF (and its signing report) offline, with only the platform root "
+                    "certificate and the evidence log's public key.",
+    )
+    parser.add_argument("file", metavar="FILE", help="the signed PDF")
+    parser.add_argument("--report", metavar="REPORT.json", help="the signed report (签约报告) JSON")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--root", metavar="PATH",
+                        help=f"platform root certificate (PEM); default ${ROOT_ENV} or {DEFAULT_ROOT}")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--log-key", metavar="KEY", help=f"log verifier key <name>+<id>+<key>; default ${LOG_KEY_ENV}")
+    keys.add_argument("--log-key-file", metavar="PATH", help="file holding the log verifier key")
+    return parser
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _UsageError(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def _root_path(option: str | None) -> str:
+    path = option or os.environ.get(ROOT_ENV)
+    if path:
+        return path
+    if DEFAULT_ROOT.is_file():
+        return str(DEFAULT_ROOT)
+    raise _UsageError(f"no platform root certificate: pass --root PATH or set {ROOT_ENV}")
+
+
+def _log_key(args: argparse.Namespace) -> str | None:
+    if args.log_key_file:
+        return _read(args.log_key_file, "log key file").decode("utf-8", "replace").strip()
+    return args.log_key or os.environ.get(LOG_KEY_ENV) or None
+
+
+def _human(path: str, result: OfflineResult) -> str:
+    lines = [f"esign verify {path}", f"  SHA-256 {result.file_sha256}"]
+    for check in result.checks:
+        lines.append(f"  ✓ {check.subject}: {check.found}" if check.ok else f"  ✗ {check.sentence()}")
+    failed = sum(not c.ok for c in result.checks)
+    lines.append(f"OK: all {len(result.checks)} checks hold" if result.ok
+                 else f"FAILED: {failed} of {len(result.checks)} checks failed")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``esign verify``; 0 all checks hold, 1 a check failed, 2 usage error."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
+    try:
+        pdf = _read(args.file, "PDF")
+        root = _read(_root_path(args.root), "root certificate")
+        key = _log_key(args)
+        report = None
+        if args.report:
+            try:
+                report = json.loads(_read(args.report, "report"))
+            except ValueError:
+                raise _UsageError(f"the report {args.report} is not JSON") from None
+            if not key:
+                raise _UsageError(f"checking a report needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
+        result = verify_offline(pdf, [root], report, key)
+    except (_UsageError, InvalidInput) as exc:
+        print(f"esign verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2, default=str))
+    else:
+        print(_human(args.file, result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
