@@ -4,6 +4,8 @@
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
+  esign verify FILE.pdf [--report REPORT.json] [--json]
+                           check a signed PDF (and its signing report) offline
 """
 from __future__ import annotations
 
@@ -28,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("service", nargs="?", choices=["identity", "documents", "signing", "notify"])
 
+    commands.add_parser("verify", help="check a signed PDF and its report offline", add_help=False)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "verify":
+        from services.signing.offline_verify import main as verify_main
+
+        return verify_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
         from services.common.platform import up as platform_up
