@@ -1,19 +1,43 @@
-"""Render time of documents on one core: p50 ms per document and pages per second.
+"""Render time of documents on one core: p50 ms per document and pages per second;
+with ``--rpc``, also ``render()`` over RPC against the in-process floor.
 
-Usage: .venv/bin/python bench/render.py [N]   (default N = 30 renders per document)
+Usage: .venv/bin/python bench/render.py [N] [--rpc]   (default N = 30 renders per document)
 
 Renders a typical IOU (one page) and a long rental contract (several pages,
 with two attachment thumbnails) N times each, after one warm-up render that
 loads the fonts. Runs in one process on one thread, so the figures are for
 one core.
+
+``--rpc`` then starts, in this process, a SeaweedFS on free ports and the
+documents service (SQLite in a temporary directory, RabbitMQ at ``AMQP_URI``
+or 127.0.0.1 on a fresh virtual host made with rabbitmqctl when it is
+available), creates an IOU and a rental draft from the shipped templates and
+measures N ``documents.render`` calls of each (validation, rendering in the
+service's worker process, the S3 put and the commit) against
+``render_pdf`` of the same content in this process, in the same run; it
+prints both p50s and their ratio.
 """
 from __future__ import annotations
 
-import io
-import os
-import statistics
 import sys
-import time
+
+if "--rpc" in sys.argv:  # nameko's containers are greenthreads: patch before anything imports socket
+    import eventlet
+
+    eventlet.monkey_patch()
+
+import datetime as dt  # noqa: E402
+import hashlib  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import secrets  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,7 +46,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader  # noqa: E402
 
 from services.documents.attachments import sanitize_image  # noqa: E402
 from services.documents.fonts import default_font_stack  # noqa: E402
-from services.documents.rendering import render_pdf  # noqa: E402
+from services.documents.rendering import DocumentContent, render_pdf  # noqa: E402
 from services.documents.rendering.examples import iou_example, rental_example  # noqa: E402
 
 
@@ -32,13 +56,18 @@ def photo(colour: tuple[int, int, int]) -> bytes:
     return sanitize_image(out.getvalue()).thumbnail_jpeg
 
 
-def measure(name: str, content, runs: int) -> None:
-    render_pdf(content)  # warm-up: font subsetting tables, imports
-    times = []
+def timed(fn, runs: int) -> tuple[list[float], object]:
+    fn()  # warm-up
+    times, result = [], None
     for _ in range(runs):
         start = time.perf_counter()
-        pdf = render_pdf(content)
+        result = fn()
         times.append(time.perf_counter() - start)
+    return times, result
+
+
+def measure(name: str, content, runs: int) -> None:
+    times, pdf = timed(lambda c=content: render_pdf(c), runs)
     pages = int(PdfFileReader(io.BytesIO(pdf)).root["/Pages"]["/Count"])
     p50 = statistics.median(times)
     print(f"{name:<10} pages={pages:<2} bytes={len(pdf):<7} p50={p50 * 1000:7.1f} ms/doc  "
@@ -46,13 +75,91 @@ def measure(name: str, content, runs: int) -> None:
           f"{pages / p50:6.1f} pages/s  ({p50 * 1000 / pages:.1f} ms/page)")
 
 
+# ------------------------------------------------------------------ --rpc
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    if not shutil.which("rabbitmqctl"):
+        return False
+    try:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+        return True
+    except (subprocess.SubprocessError, OSError):
+        return False
+
+
+def _bench_drafts():
+    """Draft values (no images) of the IOU and rental templates, valid today."""
+    from tests.unit.documents.samples import VALID
+
+    images = {"images", "property_photos", "facility_photos", "ownership_proof"}
+    return {name: {k: v for k, v in VALID[name]().items() if k not in images} for name in ("iou", "rental")}
+
+
+def measure_rpc(runs: int) -> None:
+    from nameko.containers import ServiceContainer
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from services.common.s3server import SeaweedPorts, SeaweedServer
+    from services.documents.service import DocumentsService
+    from services.documents.template import load_templates, render_input
+
+    base = urlsplit(os.environ.get("AMQP_URI", "pyamqp://guest:guest@127.0.0.1:5672/"))
+    vhost = "esign-bench-" + secrets.token_hex(4)
+    made_vhost = _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
+        "set_permissions", "-p", vhost, base.username or "guest", ".*", ".*", ".*")
+    amqp_uri = urlunsplit(base._replace(path="/" + vhost)) if made_vhost else urlunsplit(base)
+    if not made_vhost:
+        print("rabbitmqctl not usable: benchmarking on", base, "(stop any running documents service first)")
+    work = Path(tempfile.mkdtemp(prefix="esign-bench-"))
+    s3 = SeaweedServer(work / "s3", "bench-" + secrets.token_hex(6), secrets.token_hex(20), SeaweedPorts.free())
+    s3.start()
+    container = None
+    config = {
+        "AMQP_URI": amqp_uri, "DATA_DIR": str(work), "max_workers": 10,
+        "DATABASE": {"URL": f"sqlite:///{work / 'documents.db'}", "SCHEMA": None},
+        "OUTBOX": {"RELAY_INTERVAL": 1.0}, "METRICS": {"PORT": 0}, "RENDER": {"WORKERS": 1},
+        "S3": {"ENDPOINT": s3.endpoint, "ACCESS_KEY": s3.access_key, "SECRET_KEY": s3.secret_key,
+               "BUCKET": "esign-bench"},
+        "SECRETS": {"KEK": {"file": str(work / "kek")}, "INVITE_KEY": {"file": str(work / "invite")},
+                    "GENERATE_MISSING": True},
+    }
+    catalog = load_templates()
+    try:
+        container = ServiceContainer(DocumentsService, config)
+        container.start()
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
+            print(f"render() over RPC ({runs} runs each; one render worker process) vs in-process render_pdf:")
+            for name, values in _bench_drafts().items():
+                document_id = rpc.documents.create_draft(template_id=name, values=values)["document_id"]
+                rpc_times, result = timed(lambda d=document_id: rpc.documents.render(document_id=d), runs)
+                day = dt.date.fromisoformat(result["document_date"])
+                content = DocumentContent.from_dict(
+                    render_input(catalog.get(name).content(values, day), document_id, day))
+                floor_times, pdf = timed(lambda c=content: render_pdf(c), runs)
+                same = "same bytes" if hashlib.sha256(pdf).hexdigest() == result["pdf_sha256"] else "DIFFERENT bytes"
+                rpc_p50, floor_p50 = statistics.median(rpc_times), statistics.median(floor_times)
+                print(f"{name:<10} pages={result['pages']:<2} rpc p50={rpc_p50 * 1000:7.1f} ms  "
+                      f"in-process p50={floor_p50 * 1000:7.1f} ms  ratio={rpc_p50 / floor_p50:5.2f}  ({same})")
+    finally:
+        if container is not None:
+            container.stop()
+        s3.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        if made_vhost:
+            _rabbitmqctl("delete_vhost", vhost)
+
+
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    runs = int(args[0]) if args else 30
     start = time.perf_counter()
     default_font_stack()
     print(f"font stack load (once per process): {(time.perf_counter() - start) * 1000:.0f} ms")
     measure("iou", iou_example(), runs)
     measure("rental", rental_example(months=36, photos=(photo((180, 40, 40)), photo((40, 40, 180)))), runs)
+    if "--rpc" in sys.argv:
+        measure_rpc(runs)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ secrets or personal data: callers pass field names and rules, not values.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from nameko.exceptions import deserialize_to_instance
 
 
@@ -46,6 +49,41 @@ class InvalidInput(EsignError):
 
     def to_dict(self) -> dict:
         return {"code": self.code, "field": self.field, "rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str  # dotted path: "remark", "lender.phone", "furnishings.2.count"
+    rule: str  # stable id: required, max_chars, min, max, enum, type, after, rate_cap, ...
+    message: str  # expected vs found, never the value of a personal field
+
+    def to_dict(self) -> dict:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+@deserialize_to_instance
+class ValidationFailed(InvalidInput):
+    """One or more field rules were broken; ``field``/``rule``/``message`` name the first."""
+
+    def __init__(self, field: str, rule: str, message: str = "", violations: Iterable = ()):
+        rebuilt = tuple(v if isinstance(v, Violation) else Violation(**v) for v in violations)
+        super().__init__(field, rule, message)
+        # Plain dicts in args, so nameko can serialise and rebuild the exception.
+        self.args = (field, rule, self.message, [v.to_dict() for v in rebuilt])
+        self.violations: tuple[Violation, ...] = rebuilt or (Violation(field, rule, self.message),)
+
+    @classmethod
+    def from_violations(cls, violations: list[Violation]) -> "ValidationFailed":
+        first = violations[0]
+        message = first.message
+        if len(violations) > 1:
+            message += f" (and {len(violations) - 1} more)"
+        return cls(first.field, first.rule, message, violations)
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["violations"] = [v.to_dict() for v in self.violations]
+        return data
 
 
 @deserialize_to_instance

@@ -2,14 +2,36 @@
 metadata per service; its Alembic migrations live in ``migrations/``."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import (
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     pass
+
+
+class TemplateRecord(Base):
+    """One template version as loaded from its YAML file: the definition (JSON)
+    and its SHA-256, so a document names exactly what it was made from. A file
+    whose content changes under the same version is refused at start."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Document(Base):
@@ -29,3 +51,31 @@ class Document(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     locked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     locked_by_flow: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # added by documents_0002
+    template_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    initiator_role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    owner_person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    document_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    pdf_pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Attachment(Base):
+    """An image attached to a document, listed by the SHA-256 of the stored
+    (sanitised) bytes; the image and its thumbnail are in the documents bucket
+    before this row exists."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (UniqueConstraint("document_id", "sha256", name="uq_attachment_document_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(String(36), ForeignKey("documents.id"), index=True)
+    field: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(200))
+    mime: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    object_key: Mapped[str] = mapped_column(String(200))
+    thumbnail_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -1,41 +1,284 @@
 """The documents service: wires RPC and event entrypoints to the documents
-domain (templates as data, validation, computed fields, PDF rendering)."""
+domain (templates as data, validation, computed fields, PDF rendering,
+attachments, receipt invites).
+
+Rules kept here:
+
+* a draft's values are validated on every create and update (missing
+  required fields allowed until ``render``, which validates completely) and
+  stored sealed; events carry ids only;
+* a document is read-only once signing started (``signing.flow_sent``):
+  ``update_draft``, ``add_attachment`` and ``render`` answer
+  ``Conflict('document_locked')``;
+* files go to S3 before the row that references them, in one transaction
+  with the change, so a failure leaves nothing half-written referenced;
+* rendering and image decoding run in worker processes, off the eventlet hub;
+* the same document renders to the same bytes: its date is fixed at its first
+  rendering (or given), its id is its own.
+"""
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as _dt
 import logging
+import time
+import uuid
+
+from nameko.dependency_providers import Config
+from sqlalchemy import select
 
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
-from services.common.errors import NotFound
+from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
 from services.common.outbox import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
-from services.documents.models import Document
+from services.documents import drafts
+from services.documents.attachments import DEFAULT_POLICY, sanitize_image
+from services.documents.catalog import TemplatesProvider
+from services.documents.fields import Rejected, check_text
+from services.documents.invite import invite_qr_svg, make_invite, read_invite
+from services.documents.models import Attachment, Document
+from services.documents.render_pool import RenderPoolProvider
+from services.documents.secrets import DocumentKeysProvider
+from services.documents.template import Template, render_input
+from services.documents.validation import ValidationFailed
 
 log = logging.getLogger(__name__)
+
+RECEIPT_TEMPLATE = "receipt"
+INVITE_PATH = "/receipts/new"
+INVITE_TTL_SECONDS = (60, 30 * 86400)
+PDF_PREFIX = "pdf/"
+ATTACHMENT_PREFIX = "attachments/"
+THUMBNAIL_PREFIX = "thumbnails/"
 
 
 class DocumentsService(ServiceBase):
     name = "documents"
+    config = Config()
     storage = Storage()
+    templates = TemplatesProvider()
+    keys = DocumentKeysProvider()
+    renderer = RenderPoolProvider()
+
+    # -- templates ----------------------------------------------------------
+    @rpc
+    def list_templates(self) -> list:
+        """The newest version of every template, as a form needs it."""
+        latest = {}
+        for template in self.templates.catalog:
+            latest[template.id] = template  # the catalog iterates by (id, version)
+        return [dict(t.describe(), sha256=self.templates.sha256(t)) for t in latest.values()]
+
+    # -- drafts ---------------------------------------------------------------
+    @rpc
+    def create_draft(self, template_id: str, values: dict, initiator_role: str | None = None,
+                     owner_person_id: str | None = None) -> dict:
+        """A new draft of the newest version of ``template_id``. Values may be
+        incomplete; each one given must keep its field's rules."""
+        try:
+            template = self.templates.get(template_id)
+        except LookupError:
+            raise NotFound("template", template_id) from None
+        if owner_person_id is not None and not 0 < len(owner_person_id) <= 64:
+            raise InvalidInput("owner_person_id", "max_length", "expected 1 to 64 characters")
+        values = dict(values)
+        if initiator_role is not None:
+            values[template.initiator_field] = self._initiator_choice(template, initiator_role, values)
+        drafts.refuse_image_values(template, values)
+        normalised = self._validate(template, values, drafts.today_in_china(), complete=False, operation="create")
+        document_id = str(uuid.uuid4())
+        now = utcnow()
+        document = Document(
+            id=document_id, template_id=template.id, template_version=template.version,
+            template_sha256=self.templates.sha256(template), status="draft",
+            content_sealed=drafts.seal_values(self.keys.keyring, document_id, normalised),
+            initiator_role=self._initiator_role_id(template, normalised),
+            owner_person_id=owner_person_id, created_at=now, updated_at=now,
+        )
+        self.db.session.add(document)
+        self.db.emit(events.DOCUMENT_CREATED, {"document_id": document_id, "template_id": template.id})
+        self.db.commit()
+        self.metrics.inc("documents_created", "Documents created by template", template=template.id)
+        return self._summary(document, template, normalised, [])
 
     @rpc
-    def get_document(self, document_id: str) -> dict:
-        document = self.db.session.get(Document, document_id)
-        if document is None:
-            raise NotFound("document", document_id)
+    def update_draft(self, document_id: str, values: dict) -> dict:
+        """Merge ``values`` into the draft (a key set to null removes it). A
+        change after rendering sets the document back to draft (its PDF no
+        longer matches); refused once signing started."""
+        document = self._editable(document_id)
+        template = self._template_of(document)
+        drafts.refuse_image_values(template, values)
+        attachments = self._attachments(document_id)
+        stored = drafts.open_values(self.keys.keyring, document_id, document.content_sealed)
+        merged = drafts.merge_values(stored, values)
+        normalised = self._validate(template, drafts.with_attachments(template, merged, attachments),
+                                    drafts.today_in_china(), complete=False, operation="update")
+        normalised = drafts.without_images(template, normalised)
+        if normalised != stored:
+            document.content_sealed = drafts.seal_values(self.keys.keyring, document_id, normalised)
+            document.initiator_role = self._initiator_role_id(template, normalised)
+            self._changed(document)
+            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "values"})
+        self.db.commit()
+        return self._summary(document, template, normalised, attachments)
+
+    @rpc
+    def add_attachment(self, document_id: str, image: str, label: str, field: str | None = None) -> dict:
+        """Attach one image (base64 JPEG/PNG/WebP, checked by content, EXIF
+        stripped) to an image field (default: the template's first). The image
+        and its thumbnail are stored in S3 before the row listing them."""
+        if len(image) > (DEFAULT_POLICY.max_bytes * 4) // 3 + 4:
+            raise InvalidInput("image", "max_size", f"more than {DEFAULT_POLICY.max_bytes} bytes")
+        try:
+            data = base64.b64decode(image, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("image", "base64", "expected standard base64 text") from None
+        document = self._editable(document_id)
+        template = self._template_of(document)
+        images = drafts.images_field_for(template, field)
+        try:
+            label = check_text(label, 1, images.caption_max_chars, False, "label")
+        except Rejected as exc:
+            raise InvalidInput("label", exc.rule, exc.message) from None
+        clean = self.renderer.run(sanitize_image, data, "image")
+        attachments = self._attachments(document_id)
+        existing = next((a for a in attachments if a.sha256 == clean.sha256), None)
+        if existing is not None:  # the same image again: nothing to add
+            return self._attachment_view(existing)
+        if sum(1 for a in attachments if a.field == images.name) >= images.max_items:
+            raise InvalidInput(images.name, "max_items", f"{images.name} holds at most {images.max_items} images")
+        stored = self.storage.put(clean.data, prefix=ATTACHMENT_PREFIX, content_type=clean.mime)
+        thumbnail = self.storage.put(clean.thumbnail_jpeg, prefix=THUMBNAIL_PREFIX, content_type="image/jpeg")
+        attachment = Attachment(
+            document_id=document_id, field=images.name, sha256=clean.sha256, label=label, mime=clean.mime,
+            width=clean.width, height=clean.height, size=len(clean.data), object_key=stored.key,
+            thumbnail_key=thumbnail.key, created_at=utcnow(),
+        )
+        self.db.session.add(attachment)
+        self._changed(document)
+        self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "attachment"})
+        self.db.commit()
+        self.metrics.inc("document_attachments", "Images attached to documents", template=template.id)
+        return self._attachment_view(attachment)
+
+    # -- rendering ------------------------------------------------------------
+    @rpc
+    def render(self, document_id: str, document_date: str | None = None) -> dict:
+        """Validate completely, render the PDF in a worker process, store it in
+        S3, then record its key and hash. The document date is the one given,
+        else the date of the first rendering, so a re-rendering is identical."""
+        started = time.perf_counter()
+        document = self._editable(document_id)
+        template = self._template_of(document)
+        outcome = "internal_error"
+        try:
+            day = drafts.parse_document_date(document_date) or document.document_date or drafts.today_in_china()
+            attachments = self._attachments(document_id)
+            values = drafts.with_attachments(
+                template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed), attachments)
+            content = self._content(template, values, day, operation="render")
+            data = render_input(content, document_id, day)
+            thumbnails = {a.sha256: a.thumbnail_key for a in attachments}
+            for entry in data["attachments"]:
+                thumbnail = self.storage.get(thumbnails[entry["sha256"]])
+                entry["thumbnail_jpeg"] = base64.b64encode(thumbnail).decode("ascii")
+            try:
+                rendered = self.renderer.render(data)
+            except InvalidInput as exc:
+                raise InvalidInput(drafts.template_field_path(template, exc.field), exc.rule, exc.message) from None
+            stored = self.storage.put(rendered.pdf, prefix=PDF_PREFIX, content_type="application/pdf")
+            document.pdf_key = stored.key
+            document.pdf_sha256 = stored.sha256
+            document.pdf_pages = rendered.pages
+            document.document_date = day
+            document.status = "rendered"
+            document.updated_at = utcnow()
+            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "rendered"})
+            self.db.commit()
+            outcome = "ok"
+        except EsignError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.metrics.inc("document_renders", "Document renderings by outcome", template=template.id,
+                             outcome=outcome)
+            self.metrics.observe("document_render_seconds", time.perf_counter() - started,
+                                 "Time to render and store a document's PDF", template=template.id)
         return {
-            "id": document.id, "template_id": document.template_id,
-            "template_version": document.template_version, "status": document.status,
-            "pdf_sha256": document.pdf_sha256,
-            "locked": document.locked_at is not None, "locked_by_flow": document.locked_by_flow,
+            "document_id": document_id, "pdf_sha256": stored.sha256, "pdf_key": stored.key,
+            "pages": rendered.pages, "document_date": day.isoformat(),
+            "signature_fields": [p["signature_field"] for p in content["parties"]],
+            "parties": [{"role": p["role"], "label": p["label"], "signature_field": p["signature_field"],
+                         "initiator": p["initiator"]} for p in content["parties"]],
         }
 
+    # -- reading --------------------------------------------------------------
+    @rpc
+    def get_document(self, document_id: str) -> dict:
+        """Overview of a document, its persons masked."""
+        document = self._document(document_id)
+        template = self._template_of(document)
+        values = drafts.open_values(self.keys.keyring, document_id, document.content_sealed)
+        return self._summary(document, template, values, self._attachments(document_id))
+
+    @rpc
+    def get_document_content(self, document_id: str) -> dict:
+        """The full values and, when complete, the content as rendered: for
+        the parties' own view (the gateway decides who may see it)."""
+        document = self._document(document_id)
+        template = self._template_of(document)
+        values = drafts.with_attachments(
+            template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed),
+            self._attachments(document_id))
+        day = document.document_date or drafts.today_in_china()
+        try:
+            content, violations = template.content(values, day), []
+        except ValidationFailed as exc:
+            content, violations = None, [v.to_dict() for v in exc.violations]
+        return {"document_id": document_id, "template_id": document.template_id,
+                "template_version": document.template_version, "status": document.status,
+                "values": values, "content": content, "violations": violations}
+
+    @rpc
+    def get_pdf(self, document_id: str) -> dict:
+        """The rendered PDF (base64), read from S3 and checked against its recorded SHA-256."""
+        document = self._document(document_id)
+        if not document.pdf_key:
+            raise NotFound("pdf", document_id)
+        pdf = self.storage.get(document.pdf_key, sha256=document.pdf_sha256)
+        return {"document_id": document_id, "pdf": base64.b64encode(pdf).decode("ascii"),
+                "sha256": document.pdf_sha256, "pages": document.pdf_pages}
+
+    # -- receipt invites --------------------------------------------------------
+    @rpc
+    def make_receipt_invite(self, person_id: str, role: str, ttl_seconds: int = 86400) -> dict:
+        """A signed link (and its QR code) opening a receipt with ``person_id``
+        as payee or payer, valid for ``ttl_seconds``."""
+        low, high = INVITE_TTL_SECONDS
+        if not low <= ttl_seconds <= high:
+            raise InvalidInput("ttl_seconds", "range", f"expected {low} to {high} seconds")
+        expires_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0) + _dt.timedelta(seconds=ttl_seconds)
+        base_url = str(self.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/") + INVITE_PATH
+        url = make_invite(person_id, role, expires_at, self.keys.invite_key, base_url)
+        return {"url": url, "qr_svg": invite_qr_svg(url), "expires_at": expires_at.isoformat()}
+
+    @rpc
+    def open_receipt_invite(self, token: str) -> dict:
+        """Check an invite's signature and expiry: who invites, on which side."""
+        invite = read_invite(token, self.keys.invite_key, _dt.datetime.now(_dt.timezone.utc))
+        return {"person_id": invite.person_id, "role": invite.role, "role_label": invite.role_label,
+                "template_id": RECEIPT_TEMPLATE, "expires_at": invite.expires_at.isoformat()}
+
+    # -- events -----------------------------------------------------------------
     @handles_event("signing", events.FLOW_SENT)
     def on_flow_sent(self, event: dict) -> None:
         """Signing has started on a document: from now on it is read-only."""
         data = event["data"]
-        document = self.db.session.get(Document, data.get("document_id"))
+        document = self.db.session.get(Document, data.get("document_id"), with_for_update=True)
         if document is None:
             log.warning("flow_sent for unknown document %s", data.get("document_id"))
             return
@@ -44,3 +287,94 @@ class DocumentsService(ServiceBase):
             document.locked_by_flow = data.get("flow_id")
             document.status = "locked"
             self.db.emit(events.DOCUMENT_LOCKED, {"document_id": document.id, "flow_id": data.get("flow_id")})
+
+    # -- wiring helpers ---------------------------------------------------------
+    def _document(self, document_id: str, for_update: bool = False) -> Document:
+        document = self.db.session.get(Document, document_id, with_for_update=for_update or None)
+        if document is None:
+            raise NotFound("document", document_id)
+        return document
+
+    def _editable(self, document_id: str) -> Document:
+        """The document, row-locked against a concurrent flow_sent; refused once locked."""
+        document = self._document(document_id, for_update=True)
+        if document.locked_at is not None:
+            raise Conflict("document_locked")
+        return document
+
+    def _template_of(self, document: Document) -> Template:
+        try:
+            return self.templates.get(document.template_id, document.template_version)
+        except LookupError:
+            raise NotFound("template", f"{document.template_id} v{document.template_version}") from None
+
+    def _attachments(self, document_id: str) -> list[Attachment]:
+        return list(self.db.session.execute(
+            select(Attachment).where(Attachment.document_id == document_id).order_by(Attachment.id)).scalars())
+
+    def _validate(self, template: Template, values: dict, today: _dt.date, *, complete: bool, operation: str) -> dict:
+        try:
+            return template.validate(values, today, complete=complete)
+        except ValidationFailed as exc:
+            self._count_violations(template, exc, operation)
+            raise
+
+    def _content(self, template: Template, values: dict, day: _dt.date, *, operation: str) -> dict:
+        try:
+            return template.content(values, day)
+        except ValidationFailed as exc:
+            self._count_violations(template, exc, operation)
+            raise
+
+    def _count_violations(self, template: Template, exc: ValidationFailed, operation: str) -> None:
+        for violation in exc.violations:
+            self.metrics.inc("document_validation_failures", "Field rule violations by rule",
+                             template=template.id, rule=violation.rule, operation=operation)
+
+    def _changed(self, document: Document) -> None:
+        """Values or attachments changed: a PDF made before no longer shows the document."""
+        document.status = "draft"
+        document.pdf_key = None
+        document.pdf_sha256 = None
+        document.pdf_pages = None
+        document.updated_at = utcnow()
+
+    @staticmethod
+    def _initiator_choice(template: Template, initiator_role: str, values: dict) -> str:
+        """``initiator_role`` as a role id (lender) or the template's choice (出借方)."""
+        choice = next((r.initiator_choice for r in template.roles if initiator_role in (r.id, r.initiator_choice)),
+                      None)
+        if choice is None:
+            expected = ", ".join(r.id for r in template.roles)
+            raise InvalidInput("initiator_role", "enum", f"expected one of {expected}")
+        given = values.get(template.initiator_field)
+        if given is not None and given != choice:
+            raise InvalidInput(template.initiator_field, "conflict", "differs from initiator_role")
+        return choice
+
+    @staticmethod
+    def _initiator_role_id(template: Template, values: dict) -> str | None:
+        choice = values.get(template.initiator_field)
+        return next((r.id for r in template.roles if r.initiator_choice == choice), None)
+
+    @staticmethod
+    def _attachment_view(attachment: Attachment) -> dict:
+        return {"sha256": attachment.sha256, "field": attachment.field, "label": attachment.label,
+                "mime": attachment.mime, "width": attachment.width, "height": attachment.height,
+                "size": attachment.size}
+
+    def _summary(self, document: Document, template: Template, values: dict, attachments: list) -> dict:
+        return {
+            "document_id": document.id, "id": document.id,
+            "template_id": document.template_id, "template_version": document.template_version,
+            "template_sha256": document.template_sha256, "title": template.title,
+            "status": document.status, "locked": document.locked_at is not None,
+            "locked_by_flow": document.locked_by_flow,
+            "initiator_role": document.initiator_role, "owner_person_id": document.owner_person_id,
+            "pdf_sha256": document.pdf_sha256, "pdf_key": document.pdf_key, "pages": document.pdf_pages,
+            "document_date": document.document_date.isoformat() if document.document_date else None,
+            "parties": drafts.masked_parties(template, values),
+            "attachments": [self._attachment_view(a) for a in attachments],
+            "created_at": document.created_at.isoformat() if document.created_at else None,
+            "updated_at": document.updated_at.isoformat() if document.updated_at else None,
+        }

@@ -1,10 +1,12 @@
 """Database tables of the notify service (SQLAlchemy 2 declarative). One
-metadata per service; its Alembic migrations live in ``migrations/``."""
+metadata per service; its Alembic migrations live in ``migrations/``.
+
+Times are naive UTC, as everywhere in the platform."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String
+from sqlalchemy import DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -15,7 +17,21 @@ class Base(DeclarativeBase):
 class SmsMessage(Base):
     """One SMS in the delivery log. ``dedupe_key`` (the triggering event and
     template) makes a redelivered event find its earlier message instead of
-    sending a second one. The recipient is stored masked only."""
+    sending a second one.
+
+    The recipient is shown masked (``phone_masked``); the number itself, and
+    the template values a retry needs, are kept only SEALED
+    (``recipient_sealed``, AES-256-GCM under notify's KEK, bound to the message
+    id) while the message may still be attempted, and wiped once it is sent,
+    failed, rate limited or given up. One-time codes are never stored: a retry
+    asks identity for the code again.
+
+    Status: ``queued`` (waiting for an attempt at ``next_attempt_at``),
+    ``sent``, ``failed`` (permanent vendor error, not retried),
+    ``rate_limited`` (refused by a per-phone limit, not sent), ``given_up``
+    (transient errors used up every attempt). ``claimed_until`` marks an
+    attempt in progress, so two workers never attempt one message at once.
+    """
 
     __tablename__ = "sms_messages"
 
@@ -32,3 +48,56 @@ class SmsMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # 0002: retries
+    ref_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    ref_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recipient_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Reminder(Base):
+    """A scheduled repayment reminder of one flow to one party.
+
+    Status: ``scheduled`` -> ``sent`` (its message is in the delivery log,
+    ``message_id``), or ``cancelled`` (flow voided), ``expired`` (the day it
+    speaks about ended before it could go) or ``failed`` (identity knows no
+    such person). ``params`` holds the template values (JSON: document title,
+    due date, days), never a phone number: the number is asked of identity
+    when the reminder is due."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (UniqueConstraint("flow_id", "person_id", "kind", name="uq_reminders_flow_person_kind"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(64), index=True)
+    person_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    send_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RateKey(Base):
+    """One row per rate-limit key (a keyed hash of a phone, or ``global``):
+    the row a check-and-record locks (see :mod:`services.notify.rate_store`)."""
+
+    __tablename__ = "sms_rate_keys"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RateEvent(Base):
+    """One counted send for a rate-limit key, at business time ``at``."""
+
+    __tablename__ = "sms_rate_events"
+    __table_args__ = (Index("ix_sms_rate_events_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(DateTime)

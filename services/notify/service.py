@@ -1,113 +1,392 @@
-"""The notify service: wires events and RPC to SMS templates, providers and
-the delivery log."""
+"""The notify service: wires events, RPC and a scheduler to SMS templates,
+providers, the delivery log, rate limits and reminders.
+
+What it answers (RPC)
+=====================
+
+``send_sms(phone, template, params, dedupe_key=None) -> {message_id, status}``
+    Direct sending for other services. ``template`` is a notice or reminder
+    template (one-time codes go only through identity's ``otp_requested``);
+    ``params`` are checked against the template (errors name
+    ``params.<name>``). The same ``dedupe_key`` answers with the first
+    message instead of sending again. ``status`` is ``sent``, ``queued`` (a
+    retry is pending), ``failed`` or ``rate_limited``.
+``delivery_status(message_id)``
+    The delivery-log row: template, masked number, status, attempts, vendor id.
+
+What it needs from identity (RPC)
+=================================
+
+``identity.otp_message(challenge_id) -> {phone, template, params}``
+    (exists) the number and code of a pending challenge.
+``identity.contact(person_id) -> {phone, name}``
+    (TO BE PROVIDED by identity) the person's confirmed mobile number (11
+    national digits) and real name, or ``NotFound("person", id)``. Notify asks
+    at sending time and keeps the number only sealed, only until the message
+    is out; names are shown masked (张*) in texts.
+
+Events handled (each idempotent by event id, and by a dedupe key per event,
+template and recipient)
+=======================
+
+``identity.otp_requested`` ``{challenge_id, ...}``: the code SMS.
+
+``signing.*``: the payload the signing service must send (ids only, plus
+the title and link a text shows)::
+
+    {
+      "flow_id": str,                      # required, <= 64 chars [A-Za-z0-9._:-]
+      "document_id": str,
+      "document_title": str,               # required; at most 20 characters are shown
+      "parties": [{"person_id": str, "role": str}, ...],   # required, every party
+      "link": "https://...",               # flow_sent, flow_completed, void_requested
+      "initiator_person_id": str,          # flow_sent
+      "next_person_id": str,               # flow_sent: who is asked to sign now
+      "requester_person_id": str,          # void_requested
+      "decliner_person_id": str,           # flow_declined
+      "repayment_date": "YYYY-MM-DD"       # flow_completed of an IOU: plans reminders
+    }
+
+=================  ===============  ============================================
+event              template         to
+=================  ===============  ============================================
+flow_sent          sign_request     next_person_id
+flow_completed     flow_completed   every party; plans due_soon/due_today
+                                    reminders to every party if repayment_date
+void_requested     void_requested   every party but the requester
+flow_voided        flow_voided      every party; cancels the flow's reminders
+flow_declined      flow_declined    every party but the decliner
+flow_expired       flow_expired     every party
+=================  ===============  ============================================
+
+Events emitted: ``sms_sent``, ``sms_failed`` (also for ``rate_limited``),
+``sms_given_up``; data ``{message_id, template, ref_type, ref_id[, error]}``
+(``ref_type`` ``otp`` with the challenge id, ``flow`` with the flow id, or
+``rpc``).
+
+The scheduler (:mod:`.scheduler`) runs in the replica holding the lease:
+it sends due reminders and retries due messages (:mod:`.delivery`).
+"""
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
+import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
-from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from services.common import events
-from services.common.config import REPO_ROOT, data_dir
+from services.common.config import REPO_ROOT, data_dir, read_secret
 from services.common.entrypoints import handles_event, rpc
-from services.common.errors import NotFound
+from services.common.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from services.common.masking import mask_phone
-from services.common.outbox import utcnow
+from services.common.phone import normalise_phone
+from services.common.sealing import BlindIndex, Keyring
 from services.common.service_base import ServiceBase
+from services.notify import reminder_book
+from services.notify.clock import Clock, aware_utc
+from services.notify.delivery import OTP, DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
-from services.notify.providers import PermanentSmsError, SmsDeliveryError, build_provider
-from services.notify.sms_templates import SmsTemplateCatalog
+from services.notify.notices import FlowEvent, notices_for
+from services.notify.providers import build_provider
+from services.notify.reminders import plan_reminders
+from services.notify.scheduler import SchedulerLease, scheduled
+from services.notify.settings import NotifySettings
+from services.notify.sms_templates import SmsTemplateCatalog, TemplateCategory
 
 log = logging.getLogger(__name__)
 
-
-class Sms:
-    """What a worker gets: the template catalogue and the configured provider."""
-
-    def __init__(self, catalog: SmsTemplateCatalog, provider, provider_name: str):
-        self.catalog = catalog
-        self.provider = provider
-        self.provider_name = provider_name
+FLOW = "flow"
 
 
-class SmsProviderDependency(DependencyProvider):
+class SmsChannelProvider(DependencyProvider):
+    """Builds the process's :class:`~services.notify.delivery.SmsChannel` from
+    config: the provider named by ``SMS.PROVIDER``, notify's keys, settings."""
+
     def setup(self) -> None:
         config = self.container.config
         sms = config.get("SMS") or {}
         name = str(sms.get("PROVIDER") or "console")
+        sign_name = str(sms.get("SIGN_NAME") or "电子签")
+        catalog = SmsTemplateCatalog.load()
         if name == "console":
             outbox = Path(str(sms.get("OUTBOX_FILE") or data_dir(config) / "sms-outbox.jsonl"))
-            if not outbox.is_absolute():
-                outbox = REPO_ROOT / outbox
+            outbox = outbox if outbox.is_absolute() else REPO_ROOT / outbox
             outbox.parent.mkdir(parents=True, exist_ok=True)
-            settings = {"provider": "console",
-                        "console": {"outbox_path": str(outbox), "sign_name": sms.get("SIGN_NAME") or "电子签"}}
+            settings = {"provider": "console", "console": {"outbox_path": str(outbox), "sign_name": sign_name}}
+        elif name == "tencent":
+            tencent = sms.get("TENCENT") or {}
+            ids = {k: str(v) for k, v in (tencent.get("TEMPLATE_IDS") or {}).items() if v not in (None, "")}
+            catalog = catalog.with_vendor_template_ids("tencent", ids)
+            missing = catalog.unconfigured_for("tencent")
+            if missing:
+                raise InvalidInput(f"sms.tencent.template_ids.{missing[0]}", "required",
+                                   "every template needs its approved Tencent template id")
+            options = {
+                "secret_id": read_secret(tencent.get("SECRET_ID"), "tencent-secret-id").decode(),
+                "secret_key": read_secret(tencent.get("SECRET_KEY"), "tencent-secret-key").decode(),
+                "sms_sdk_app_id": str(tencent.get("SDK_APP_ID") or ""),
+                "sign_name": sign_name,
+            }
+            for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT"):
+                if tencent.get(key) not in (None, ""):
+                    options[key.lower()] = float(tencent[key]) if "TIMEOUT" in key else str(tencent[key])
+            settings = {"provider": "tencent", "tencent": options}
         else:
-            settings = {"provider": name, name: {k.lower(): v for k, v in (sms.get(name.upper()) or {}).items()}}
-        self.sms = Sms(SmsTemplateCatalog.load(), build_provider(settings), name)
+            raise InvalidInput("sms.provider", "one_of", f"expected console or tencent, found {name!r}")
+        keyring, phone_index = _load_keys(config)
+        self.channel = SmsChannel(catalog, build_provider(settings), name, keyring, phone_index,
+                                  NotifySettings.from_config(config), random.SystemRandom())
 
-    def get_dependency(self, worker_ctx) -> Sms:
-        return self.sms
+    def get_dependency(self, worker_ctx) -> SmsChannel:
+        return self.channel
+
+
+def _load_keys(config: dict) -> tuple[Keyring, BlindIndex]:
+    """Notify's own KEK (sealed recipients) and phone-hash key (rate limits);
+    generated under DATA_DIR only when ``SECRETS.GENERATE_MISSING`` (embedded)."""
+    secrets = config.get("SECRETS") or {}
+    generate = data_dir(config) if secrets.get("GENERATE_MISSING") else None
+    kek_spec = secrets.get("KEK") or {}
+    kek_id = str(kek_spec.get("id") or "notify-kek-1")
+    keks = {kek_id: read_secret(kek_spec, "notify-kek", generate_in=generate)}
+    for old in secrets.get("RETIRED_KEKS") or []:
+        keks[str(old["id"])] = read_secret(old, f"notify-kek-{old['id']}")
+    index_key = read_secret(secrets.get("PHONE_INDEX_KEY"), "notify-phone-index", generate_in=generate)
+    return Keyring(keks, active=kek_id), BlindIndex(index_key)
 
 
 class NotifyService(ServiceBase):
     name = "notify"
-    sms = SmsProviderDependency()
+    sms = SmsChannelProvider()
+    clock = Clock()
+    lease = SchedulerLease()
     identity = RpcProxy("identity")
 
-    @handles_event("identity", events.OTP_REQUESTED)
-    def on_otp_requested(self, event: dict) -> None:
-        """Deliver a phone or willingness code. The event carries only the
-        challenge id; the phone and code are fetched from identity over RPC."""
-        challenge_id = event["data"]["challenge_id"]
-        dedupe_key = f"otp:{challenge_id}"
-        if self.db.session.execute(select(SmsMessage.id).where(SmsMessage.dedupe_key == dedupe_key)).first():
-            return
-        message = self.identity.otp_message(challenge_id)
-        self._send(dedupe_key, message["phone"], message["template"], message["params"],
-                   ref_type="otp", ref_id=challenge_id)
-
-    def _send(self, dedupe_key: str, phone: str, template_id: str, params: dict,
-              ref_type: str, ref_id: str) -> SmsMessage:
-        rendered = self.sms.catalog.render(template_id, params)
-        now = utcnow()
-        message = SmsMessage(
-            id=str(uuid.uuid4()), dedupe_key=dedupe_key, template_id=template_id,
-            template_version=rendered.template.version, provider=self.sms.provider_name,
-            phone_masked=mask_phone(phone), status="queued", attempts=0, created_at=now, updated_at=now,
-        )
-        self.db.session.add(message)
-        self.db.commit()  # the intent is durable before anything leaves the building
-        message.attempts += 1
-        try:
-            result = self.sms.provider.send(phone, rendered.template, rendered.params, rendered.text)
-        except SmsDeliveryError as exc:
-            # permanent: never retried; transient: stays queued for the retry scheduler
-            message.status = "failed" if isinstance(exc, PermanentSmsError) else "queued"
-            message.last_error = exc.code[:200]
-            message.updated_at = utcnow()
-            self.db.emit(events.SMS_FAILED, {"message_id": message.id, "template": template_id,
-                                             "ref_type": ref_type, "ref_id": ref_id, "error": exc.code})
-            self.metrics.inc("sms", "SMS by outcome", template=template_id, provider=self.sms.provider_name,
-                             outcome=message.status)
-            return message
-        message.status = "sent"
-        message.vendor_message_id = result.vendor_message_id
-        message.sent_at = message.updated_at = utcnow()
-        self.db.emit(events.SMS_SENT, {"message_id": message.id, "template": template_id,
-                                       "ref_type": ref_type, "ref_id": ref_id})
-        self.metrics.inc("sms", "SMS by outcome", template=template_id, provider=self.sms.provider_name,
-                         outcome="sent")
-        return message
+    # -- RPC -----------------------------------------------------------------------
+    @rpc
+    def send_sms(self, phone: str, template: str, params: dict, dedupe_key: str | None = None) -> dict:
+        """Send one notice or reminder SMS now (see the module docstring)."""
+        number = normalise_phone(phone)
+        catalog = self.sms.catalog
+        if template not in catalog:
+            raise InvalidInput("template", "unknown_template", f"no SMS template named {template[:40]!r}")
+        if catalog.get(template).category is TemplateCategory.CODE:
+            raise InvalidInput("template", "code_template", "one-time codes are sent for identity's otp_requested only")
+        if dedupe_key is not None and not 1 <= len(dedupe_key) <= 100:
+            raise InvalidInput("dedupe_key", "length", "expected 1-100 characters")
+        key = f"rpc:{dedupe_key}" if dedupe_key else f"rpc:{uuid.uuid4()}"
+        delivery = self._delivery()
+        existing = delivery.find(key)
+        if existing is None:
+            message = delivery.record(dedupe_key=key, phone=number, template_id=template, params=params,
+                                      ref_type="rpc", ref_id=None)
+            try:
+                self.db.commit()
+            except IntegrityError:  # the same dedupe key, sent by a concurrent call
+                self.db.rollback()
+                existing = delivery.find(key)
+            else:
+                delivery.deliver(message, number, params)
+                return {"message_id": message.id, "status": message.status}
+        if existing.template_id != template or existing.phone_masked != mask_phone(number):
+            raise Conflict("dedupe_key_reused")
+        return {"message_id": existing.id, "status": existing.status}
 
     @rpc
     def delivery_status(self, message_id: str) -> dict:
         message = self.db.session.get(SmsMessage, message_id)
         if message is None:
             raise NotFound("sms_message", message_id)
-        return {"id": message.id, "template": message.template_id, "status": message.status,
-                "phone_masked": message.phone_masked, "attempts": message.attempts,
-                "vendor_message_id": message.vendor_message_id}
+        return {
+            "message_id": message.id, "id": message.id, "template": message.template_id,
+            "template_version": message.template_version, "provider": message.provider,
+            "status": message.status, "phone_masked": message.phone_masked, "attempts": message.attempts,
+            "vendor_message_id": message.vendor_message_id, "last_error": message.last_error,
+            "next_attempt_at": _iso(message.next_attempt_at), "created_at": _iso(message.created_at),
+            "sent_at": _iso(message.sent_at),
+        }
+
+    # -- events --------------------------------------------------------------------
+    @handles_event("identity", events.OTP_REQUESTED)
+    def on_otp_requested(self, event: dict) -> None:
+        """Deliver a phone or willingness code. The event carries only the
+        challenge id; the phone and code are fetched from identity over RPC."""
+        challenge_id = str(event["data"]["challenge_id"])
+        dedupe_key = f"otp:{challenge_id}"
+        delivery = self._delivery()
+        if delivery.find(dedupe_key):
+            return
+        try:
+            message = self._otp_message(challenge_id)
+        except (Forbidden, NotFound) as exc:  # expired or already delivered: nothing to send
+            log.info("otp challenge %s not deliverable: %s", challenge_id, exc)
+            return
+        phone, params = normalise_phone(message["phone"]), dict(message["params"])
+        record = delivery.record(dedupe_key=dedupe_key, phone=phone, template_id=message["template"],
+                                 params=params, ref_type=OTP, ref_id=challenge_id)
+        self.db.commit()  # the intent is durable before anything leaves the building
+        delivery.deliver(record, phone, params, otp_lookup=self._otp_message)
+
+    @handles_event("signing", events.FLOW_SENT)
+    def on_flow_sent(self, event: dict) -> None:
+        self._notify_flow(event, events.FLOW_SENT)
+
+    @handles_event("signing", events.FLOW_COMPLETED)
+    def on_flow_completed(self, event: dict) -> None:
+        """Tell every party; plan repayment reminders when the flow has a repayment date."""
+        def plan(flow: FlowEvent) -> None:
+            if flow.repayment_date is None:
+                return
+            now = self.clock.now()
+            planned = plan_reminders(flow.repayment_date, now, self.sms.settings.reminders)
+            reminder_book.schedule(self.db.session, flow.flow_id, flow.person_ids, flow.document_title, planned, now)
+
+        self._notify_flow(event, events.FLOW_COMPLETED, plan)
+
+    @handles_event("signing", events.VOID_REQUESTED)
+    def on_void_requested(self, event: dict) -> None:
+        self._notify_flow(event, events.VOID_REQUESTED)
+
+    @handles_event("signing", events.FLOW_VOIDED)
+    def on_flow_voided(self, event: dict) -> None:
+        """Tell every party and cancel the flow's pending reminders."""
+        self._notify_flow(event, events.FLOW_VOIDED,
+                          lambda flow: reminder_book.cancel(self.db.session, flow.flow_id, self.clock.now()))
+
+    @handles_event("signing", events.FLOW_DECLINED)
+    def on_flow_declined(self, event: dict) -> None:
+        self._notify_flow(event, events.FLOW_DECLINED)
+
+    @handles_event("signing", events.FLOW_EXPIRED)
+    def on_flow_expired(self, event: dict) -> None:
+        self._notify_flow(event, events.FLOW_EXPIRED)
+
+    # -- the scheduler ---------------------------------------------------------------
+    @scheduled
+    def run_scheduler(self) -> None:
+        """In the lease holder only: send due reminders, then retry due messages."""
+        if not self.lease.held(self.db.session):
+            return
+        self._send_due_reminders()
+        self._delivery().retry_due(self._otp_message, self.sms.settings.scheduler.batch)
+
+    # -- wiring ----------------------------------------------------------------------
+    def _delivery(self) -> DeliveryLog:
+        return DeliveryLog(self.db, self.sms, self.clock, self.metrics)
+
+    def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowEvent], Any] | None = None) -> None:
+        """Gather contacts, record every message and ``also`` in one commit, then deliver.
+
+        Contacts are fetched before anything is committed: if identity does not
+        answer, the event goes back to the queue with nothing half-done."""
+        try:
+            flow = FlowEvent.from_payload(event.get("data"))
+            notices = notices_for(event_type, flow)
+        except InvalidInput as exc:  # a contract breach no retry can mend
+            log.error("signing.%s %s breaks the payload contract: %s", event_type, event.get("event_id"), exc)
+            return
+        contacts = self._contacts(p for notice in notices for p in notice.persons)
+        delivery = self._delivery()
+        pending = []
+        for notice in notices:
+            contact = contacts.get(notice.person_id)
+            names = {var: contacts.get(person) for var, person in notice.names.items()}
+            if contact is None or None in names.values():
+                log.warning("signing.%s of flow %s: no contact for a person; %s not sent",
+                            event_type, flow.flow_id, notice.template)
+                continue
+            params = {**notice.params, **{var: named["name"] for var, named in names.items()}}
+            dedupe_key = f"{notice.template}:{event['event_id']}:{notice.person_id}"
+            if delivery.find(dedupe_key):
+                continue
+            try:
+                phone = normalise_phone(contact["phone"])
+                message = delivery.record(dedupe_key=dedupe_key, phone=phone, template_id=notice.template,
+                                          params=params, ref_type=FLOW, ref_id=flow.flow_id)
+            except InvalidInput as exc:
+                log.error("signing.%s of flow %s: %s not sent: %s", event_type, flow.flow_id, notice.template, exc)
+                continue
+            pending.append((message, phone, params))
+        if also is not None:
+            also(flow)
+        self.db.commit()
+        for message, phone, params in pending:
+            delivery.deliver(message, phone, params)
+
+    def _send_due_reminders(self) -> None:
+        now = self.clock.now()
+        quiet_hours = self.sms.settings.quiet_hours
+        delivery = self._delivery()
+        session = self.db.session
+        for reminder in reminder_book.due(session, now, self.sms.settings.scheduler.batch):
+            if now >= aware_utc(reminder.expires_at):
+                reminder_book.move(session, reminder.id, reminder_book.EXPIRED, now)
+                self.db.commit()
+                continue
+            if quiet_hours.contains(now):
+                return  # nothing goes out at night; still due in the morning unless expired by then
+            try:
+                contact = self._contact(reminder.person_id)
+            except NotFound:
+                reminder_book.move(session, reminder.id, reminder_book.FAILED, now)
+                self.db.commit()
+                continue
+            except Unavailable:
+                log.warning("identity unavailable; reminders wait for the next tick")
+                return
+            params = reminder_book.params_of(reminder)
+            try:
+                phone = normalise_phone(contact["phone"])
+                message = delivery.record(dedupe_key=f"reminder:{reminder.id}", phone=phone,
+                                          template_id=reminder.kind, params=params, ref_type=FLOW,
+                                          ref_id=reminder.flow_id)
+                if not reminder_book.mark_sent(session, reminder.id, message.id, now):
+                    self.db.rollback()  # cancelled or taken meanwhile
+                    continue
+                self.db.commit()
+            except IntegrityError:  # another scheduler recorded it first
+                self.db.rollback()
+                continue
+            except InvalidInput as exc:
+                self.db.rollback()
+                log.error("reminder %s not sendable: %s", reminder.id, exc)
+                reminder_book.move(session, reminder.id, reminder_book.FAILED, now)
+                self.db.commit()
+                continue
+            delivery.deliver(message, phone, params)
+
+    def _identity_call(self, method: str, **kwargs) -> Any:
+        timeout = self.sms.settings.identity_timeout
+        with eventlet.Timeout(timeout, Unavailable("identity", f"no answer to {method} in {timeout:g} s")):
+            return getattr(self.identity, method)(**kwargs)
+
+    def _otp_message(self, challenge_id: str) -> dict:
+        return self._identity_call("otp_message", challenge_id=challenge_id)
+
+    def _contact(self, person_id: str) -> dict:
+        return self._identity_call("contact", person_id=person_id)
+
+    def _contacts(self, person_ids: Iterable[str]) -> dict[str, dict | None]:
+        contacts: dict[str, dict | None] = {}
+        for person_id in dict.fromkeys(person_ids):
+            try:
+                contacts[person_id] = self._contact(person_id)
+            except NotFound:
+                contacts[person_id] = None
+        return contacts
+
+
+def _iso(value) -> str | None:
+    return aware_utc(value).isoformat() if value is not None else None

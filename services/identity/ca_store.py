@@ -1,0 +1,359 @@
+"""Where the online CA material lives and how the identity service loads it.
+
+``esign ca issue-ca`` (:func:`services.identity.ca_cli.issue_ca`) writes a CA
+directory; the service reads it at start (config ``CA.DIR``)::
+
+    root.pem                  the offline root's certificate (public)
+    root.crl                  the root's CRL (DER; long nextUpdate, re-issued offline)
+    issuing.pem               issuing CA certificate
+    issuing-key.sealed        its private key, sealed under the KEK (ESL1 text)
+    tsa.pem, tsa-key.sealed           RFC 3161 TSA certificate (EKU timeStamping) and key
+    service.pem, service-key.sealed   platform signatures (reports, checkpoints)
+    ocsp.pem, ocsp-key.sealed         delegated OCSP responder (EKU OCSPSigning + ocsp-nocheck)
+
+No private key is ever on disk in clear: each ``*.sealed`` file is an
+envelope-encrypted PKCS#8 blob (services/common/sealing.py) bound to its role
+and certificate serial, openable only with the KEK named in it.
+
+OCSP answers are signed by the delegated responder (RFC 6960 §4.2.2.2), not
+by the issuing CA key: pdfsig (NSS) trusted only the first signature of a
+file when answers came from the CA itself (see tests/support/pki.py).
+
+Development default: when ``CA.DIR`` holds no issuing CA and
+``CA.REQUIRE_EXISTING`` is false, :func:`ensure_development_ca` creates a root
+(key encrypted with a generated passphrase kept beside it) and an issuing CA
+under ``<DATA_DIR>/ca``, logged loudly as development-only.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import logging
+import os
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from nameko.extensions import DependencyProvider
+
+from services.common.config import data_dir
+from services.common.errors import Conflict, IntegrityError
+from services.common.sealing import Keyring, associated_data, from_text, to_text
+from services.identity import ca
+from services.identity.secrets import load_keys
+
+log = logging.getLogger(__name__)
+
+ISSUING_CERT_FILE = "issuing.pem"
+ROOT_CRL_FILE = "root.crl"
+ROLES = ("issuing", "tsa", "service", "ocsp")
+ROOT_CRL_VALIDITY = _dt.timedelta(days=365)
+DEV_ROOT_DIR = "dev-root"
+DEV_PASSPHRASE_FILE = "dev-root-passphrase"
+
+
+@dataclass(frozen=True)
+class CaMaterial:
+    """The online CA: the issuing CA with its key, the delegated OCSP
+    responder, and the public certificates around them."""
+
+    root: x509.Certificate
+    issuing: ca.CertificateAuthority
+    ocsp_responder: ca.CertificateAuthority
+    tsa: x509.Certificate
+    service: x509.Certificate
+    root_crl_der: bytes | None
+
+    def __repr__(self) -> str:
+        return f"CaMaterial({self.issuing.certificate.subject.rfc4514_string()!r})"
+
+    def platform_status(self, serial: int) -> ca.CertificateStatus | None:
+        """GOOD for the platform's own certificates (TSA, service, OCSP responder)."""
+        own = {c.serial_number for c in (self.tsa, self.service, self.ocsp_responder.certificate)}
+        return ca.GOOD if serial in own else None
+
+
+def publication_points(public_url: str) -> ca.PublicationPoints:
+    """Where the platform serves the issuing CA's CRL, OCSP and certificate."""
+    base = public_url.rstrip("/")
+    return ca.PublicationPoints(crl_url=f"{base}/pki/crl", ocsp_url=f"{base}/pki/ocsp",
+                                ca_issuers_url=f"{base}/pki/issuing.pem")
+
+
+def issue_issuing_ca(root: ca.CertificateAuthority, public_url: str, subject: ca.CaSubject = ca.CaSubject(),
+                     now: _dt.datetime | None = None,
+                     validity: _dt.timedelta = ca.DEFAULT_ISSUING_VALIDITY) -> ca.CertificateAuthority:
+    """As :func:`ca.issue_ca`, but with the root's CRL distribution point
+    (``/pki/root.crl``) and no OCSP pointer: the offline root answers no OCSP,
+    so a validator must go to its CRL (as the test PKI's issuing CA does)."""
+    key = ca.generate_key()
+    crl_dp = x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(f"{public_url.rstrip('/')}/pki/root.crl")],
+        relative_name=None, reasons=None, crl_issuer=None)])
+    cert = ca._issue(
+        root, ca._ca_name(subject, subject.issuing_common_name), key.public_key(), root.private_key,
+        now or _dt.datetime.now(_dt.timezone.utc), validity,
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (ca._key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), True),
+            (crl_dp, False),
+        ],
+        None,
+    )
+    return ca.CertificateAuthority(cert, key)
+
+
+def issue_ocsp_responder_certificate(
+    issuing: ca.CertificateAuthority,
+    public_key: ec.EllipticCurvePublicKey,
+    common_name: str = "esign OCSP Responder 1",
+    now: _dt.datetime | None = None,
+    validity: _dt.timedelta = _dt.timedelta(days=365),
+) -> x509.Certificate:
+    """A delegated OCSP responder (RFC 6960 §4.2.2.2): EKU id-kp-OCSPSigning
+    and id-pkix-ocsp-nocheck (§4.2.2.2.1), so clients do not ask about the
+    responder itself. No CRL DP or AIA: nocheck means none is consulted."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    subject = x509.Name([
+        x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "CN"),
+        x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "esign"),
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name),
+    ])
+    ski = issuing.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    not_after = min(now + validity, issuing.certificate.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuing.certificate.subject)
+        .public_key(public_key)
+        .serial_number(ca.random_serial())
+        .not_valid_before(now - ca.CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+        .sign(issuing.private_key, hashes.SHA256())
+    )
+
+
+def build_delegated_ocsp_response(
+    material: CaMaterial,
+    request_der: bytes,
+    lookup: ca.StatusLookup,
+    now: _dt.datetime | None = None,
+    next_update_in: _dt.timedelta = _dt.timedelta(hours=1),
+) -> bytes:
+    """RFC 6960 answer for a certificate of the issuing CA, signed by the
+    delegated responder whose certificate rides in the response.
+    Malformed → malformedRequest; another issuer → unauthorized; a nonce is echoed."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    try:
+        request = ocsp.load_der_ocsp_request(request_der)
+        name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
+        serial, algorithm = request.serial_number, request.hash_algorithm
+        extensions = list(request.extensions)
+    except Exception:  # noqa: BLE001 - any parse failure is a malformed request
+        return ocsp.OCSPResponseBuilder.build_unsuccessful(
+            ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(serialization.Encoding.DER)
+    if (name_hash, key_hash) != ca._issuer_hashes(material.issuing.certificate, algorithm):
+        return ocsp.OCSPResponseBuilder.build_unsuccessful(
+            ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(serialization.Encoding.DER)
+    status = lookup(serial)
+    revocation_time = revocation_reason = None
+    if status is None:
+        cert_status = ocsp.OCSPCertStatus.UNKNOWN
+    elif status.revocation is not None:
+        cert_status = ocsp.OCSPCertStatus.REVOKED
+        revocation_time = status.revocation.revoked_at
+        if status.revocation.reason is not ca.RevocationReason.unspecified:
+            revocation_reason = status.revocation.reason.flag
+    else:
+        cert_status = ocsp.OCSPCertStatus.GOOD
+    responder = material.ocsp_responder
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response_by_hash(name_hash, key_hash, serial, algorithm, cert_status,
+                              now, now + next_update_in, revocation_time, revocation_reason)
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, responder.certificate)
+        .certificates([responder.certificate])
+    )
+    for ext in extensions:
+        if isinstance(ext.value, x509.OCSPNonce):
+            builder = builder.add_extension(ext.value, critical=False)
+    return builder.sign(responder.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+# --- the CA directory -------------------------------------------------------
+
+def _key_aad(role: str, cert: x509.Certificate) -> bytes:
+    return associated_data("ca_key", role, format(cert.serial_number, "x"))
+
+
+def _write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def write_ca_material(directory: Path, material: CaMaterial, keyring: Keyring,
+                      tsa_key: ec.EllipticCurvePrivateKey, service_key: ec.EllipticCurvePrivateKey) -> None:
+    """Write every certificate and its sealed key; refuses to overwrite (O_EXCL)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pairs = {
+        "issuing": (material.issuing.certificate, material.issuing.private_key),
+        "tsa": (material.tsa, tsa_key),
+        "service": (material.service, service_key),
+        "ocsp": (material.ocsp_responder.certificate, material.ocsp_responder.private_key),
+    }
+    # keys first: a directory whose issuing.pem exists is complete
+    for role, (cert, key) in pairs.items():
+        sealed = ca.seal_private_key(keyring, key, _key_aad(role, cert))
+        _write_new(directory / f"{role}-key.sealed", (to_text(sealed) + "\n").encode("ascii"), 0o600)
+    if not (directory / ca.ROOT_CERT_FILE).exists():
+        _write_new(directory / ca.ROOT_CERT_FILE, ca.certificate_to_pem(material.root))
+    if material.root_crl_der is not None:
+        _write_new(directory / ROOT_CRL_FILE, material.root_crl_der)
+    for role in ("tsa", "service", "ocsp"):
+        _write_new(directory / f"{role}.pem", ca.certificate_to_pem(pairs[role][0]))
+    _write_new(directory / ISSUING_CERT_FILE, ca.certificate_to_pem(material.issuing.certificate))
+
+
+def has_issuing_ca(directory: Path) -> bool:
+    return (directory / ISSUING_CERT_FILE).is_file()
+
+
+def load_ca_material(directory: Path, keyring: Keyring) -> CaMaterial:
+    """Read the CA directory and open the issuing CA and OCSP responder keys."""
+    def cert(role: str) -> x509.Certificate:
+        return ca.certificate_from_pem((directory / f"{role}.pem").read_bytes())
+
+    def key(role: str, certificate: x509.Certificate) -> ec.EllipticCurvePrivateKey:
+        blob = from_text((directory / f"{role}-key.sealed").read_text("ascii").strip())
+        private = ca.unseal_private_key(keyring, blob, _key_aad(role, certificate))
+        if private.public_key() != certificate.public_key():
+            raise IntegrityError(f"{role} key", "does not belong to its certificate")
+        return private
+
+    issuing_cert, ocsp_cert = cert("issuing"), cert("ocsp")
+    crl_path = directory / ROOT_CRL_FILE
+    return CaMaterial(
+        root=cert("root"),
+        issuing=ca.CertificateAuthority(issuing_cert, key("issuing", issuing_cert)),
+        ocsp_responder=ca.CertificateAuthority(ocsp_cert, key("ocsp", ocsp_cert)),
+        tsa=cert("tsa"),
+        service=cert("service"),
+        root_crl_der=crl_path.read_bytes() if crl_path.is_file() else None,
+    )
+
+
+def create_issuing_material(root: ca.CertificateAuthority, public_url: str,
+                            now: _dt.datetime | None = None) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
+    """Issuing CA (signed by ``root``), TSA, platform service and OCSP
+    responder certificates, and a fresh root CRL. Returns the material and
+    the TSA and service keys (which the service does not keep in memory)."""
+    issuing = issue_issuing_ca(root, public_url, now=now)
+    points = publication_points(public_url)
+    tsa_key, service_key, ocsp_key = ca.generate_key(), ca.generate_key(), ca.generate_key()
+    tsa = ca.issue_tsa_certificate(issuing, tsa_key.public_key(), "esign Time-Stamping Authority 1", points, now=now)
+    service = ca.issue_service_certificate(issuing, service_key.public_key(), "esign Platform 1", points, now=now)
+    responder = issue_ocsp_responder_certificate(issuing, ocsp_key.public_key(), now=now)
+    root_crl = ca.build_crl(root, [], crl_number=int((now or _dt.datetime.now(_dt.timezone.utc)).timestamp()),
+                            now=now, next_update_in=ROOT_CRL_VALIDITY)
+    material = CaMaterial(root=root.certificate, issuing=issuing,
+                          ocsp_responder=ca.CertificateAuthority(responder, ocsp_key),
+                          tsa=tsa, service=service, root_crl_der=ca.crl_to_der(root_crl))
+    return material, tsa_key, service_key
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """Two replicas starting on one data directory create the CA once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_development_ca(directory: Path, keyring: Keyring, public_url: str) -> None:
+    """DEVELOPMENT ONLY: a root and issuing CA made on this machine, the root's
+    passphrase in a 0600 file beside it. A deployment runs ``esign ca init`` on
+    an offline machine and ``esign ca issue-ca``, then sets CA.REQUIRE_EXISTING."""
+    with _directory_lock(directory):
+        if has_issuing_ca(directory):
+            return
+        root_dir = directory / DEV_ROOT_DIR
+        passphrase_path = directory / DEV_PASSPHRASE_FILE
+        if not passphrase_path.exists():
+            _write_new(passphrase_path, secrets.token_urlsafe(32).encode("ascii"), 0o600)
+        passphrase = passphrase_path.read_bytes().strip()
+        if not (root_dir / ca.ROOT_CERT_FILE).exists():
+            ca.init_root(root_dir, passphrase)
+        root = ca.load_root(root_dir, passphrase)
+        material, tsa_key, service_key = create_issuing_material(root, public_url)
+        write_ca_material(directory, material, keyring, tsa_key, service_key)
+        log.warning("DEVELOPMENT CA created in %s: its root key is on this machine. "
+                    "Not for production: run 'esign ca init' offline, 'esign ca issue-ca', "
+                    "and set CA.REQUIRE_EXISTING", directory)
+
+
+class CaNotConfigured(RuntimeError):
+    """CA.REQUIRE_EXISTING is set and CA.DIR holds no issuing CA."""
+
+
+def ca_settings(config: dict) -> tuple[Path, bool, str]:
+    settings = config.get("CA") or {}
+    directory = settings.get("DIR")
+    path = Path(directory) if directory else data_dir(config) / "ca"
+    require = str(settings.get("REQUIRE_EXISTING", False)).lower() in ("1", "true", "yes")
+    public_url = str(config.get("PUBLIC_URL") or "http://127.0.0.1:8000")
+    return path, require, public_url
+
+
+def open_ca(config: dict, keyring: Keyring) -> CaMaterial:
+    directory, require, public_url = ca_settings(config)
+    if not has_issuing_ca(directory):
+        if require:
+            raise CaNotConfigured(
+                f"CA.REQUIRE_EXISTING is set and {directory} holds no issuing CA: "
+                "run 'esign ca issue-ca' and point CA.DIR at its output")
+        ensure_development_ca(directory, keyring, public_url)
+    return load_ca_material(directory, keyring)
+
+
+class CaProvider(DependencyProvider):
+    """Loads the online CA once per process; the service refuses to start
+    without one when CA.REQUIRE_EXISTING is set."""
+
+    def setup(self) -> None:
+        config = self.container.config
+        self.material = open_ca(config, load_keys(config).keyring)
+        self.points = publication_points(ca_settings(config)[2])
+
+    def get_dependency(self, worker_ctx) -> "CaAccess":
+        return CaAccess(self.material, self.points)
+
+
+@dataclass(frozen=True)
+class CaAccess:
+    material: CaMaterial
+    points: ca.PublicationPoints
+
+
+def conflict_if_exists(directory: Path) -> None:
+    if has_issuing_ca(directory):
+        raise Conflict("an issuing CA already exists in this directory")

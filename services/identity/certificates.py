@@ -1,0 +1,111 @@
+"""Person certificates and their keys: issue, seal, look up status.
+
+A person's ECDSA P-256 key is generated here, inside the identity service,
+and leaves memory only sealed (AES-256-GCM envelope under the active KEK,
+:func:`services.identity.ca.seal_private_key`), bound by associated data to
+the certificate serial; the KEK's id is stored beside it so the KEK can be
+rotated. No RPC returns it.
+
+Serials travel as lower-case hex strings (RFC 5280 serials are up to 20
+octets; JSON numbers are not that wide).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.common.errors import InvalidInput
+from services.common.sealing import Keyring, associated_data, from_text, to_text
+from services.identity import ca
+from services.identity.ca_store import CaMaterial
+from services.identity.models import Certificate
+
+ACTIVE = "active"
+REVOKED = "revoked"
+#: revocation reasons a caller may give (RFC 5280 §5.3.1 names); ``superseded``
+#: is also what a re-verification that issues a new certificate records
+REVOCATION_REASONS = tuple(reason.value for reason in ca.RevocationReason)
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+def serial_int(text: str, field: str = "serial") -> int:
+    try:
+        value = int(text, 16)
+    except (TypeError, ValueError):
+        raise InvalidInput(field, "format", "expected a certificate serial as hex digits") from None
+    if value <= 0 or len(text) > 40:
+        raise InvalidInput(field, "format", "expected a positive serial of at most 20 octets")
+    return value
+
+
+def key_aad(serial: str) -> bytes:
+    return associated_data("person_key", serial)
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    serial: str
+    certificate: x509.Certificate
+    private_key_sealed: str
+    key_id: str
+
+
+def issue(material: CaMaterial, points: ca.PublicationPoints, keyring: Keyring, name: str,
+          subject_serial: str, validity: _dt.timedelta, now: _dt.datetime) -> IssuedCertificate:
+    """Generate the person's key, certify it with the issuing CA, seal the key."""
+    key = ca.generate_key()
+    cert = ca.issue_person_certificate(material.issuing, key.public_key(), name, subject_serial, points,
+                                       now=now, validity=validity)
+    serial = serial_hex(cert.serial_number)
+    sealed = ca.seal_private_key(keyring, key, key_aad(serial))
+    return IssuedCertificate(serial, cert, to_text(sealed), keyring.active_key_id)
+
+
+def private_key(keyring: Keyring, row: Certificate) -> ec.EllipticCurvePrivateKey:
+    return ca.unseal_private_key(keyring, from_text(row.private_key_sealed), key_aad(row.serial))
+
+
+def active_certificate(session: Session, person_id: str) -> Certificate | None:
+    return session.execute(
+        select(Certificate).where(Certificate.person_id == person_id, Certificate.status == ACTIVE)
+        .order_by(Certificate.issued_at.desc())
+    ).scalars().first()
+
+
+def latest_certificate(session: Session, person_id: str) -> Certificate | None:
+    return session.execute(
+        select(Certificate).where(Certificate.person_id == person_id).order_by(Certificate.issued_at.desc())
+    ).scalars().first()
+
+
+def revocation_of(row: Certificate) -> ca.Revocation:
+    return ca.Revocation(serial=serial_int(row.serial), revoked_at=row.revoked_at.replace(tzinfo=_dt.timezone.utc),
+                         reason=ca.RevocationReason(row.revocation_reason or "unspecified"))
+
+
+def status_lookup(session: Session, material: CaMaterial) -> ca.StatusLookup:
+    """For the OCSP responder: person certificates from the table, the
+    platform's own certificates from the CA material, anything else unknown."""
+
+    def lookup(serial: int) -> ca.CertificateStatus | None:
+        row = session.get(Certificate, serial_hex(serial))
+        if row is None:
+            return material.platform_status(serial)
+        if row.status == REVOKED:
+            return ca.CertificateStatus(revocation_of(row))
+        return ca.GOOD
+
+    return lookup
+
+
+def revoked(session: Session) -> list[ca.Revocation]:
+    rows = session.execute(select(Certificate).where(Certificate.status == REVOKED)).scalars()
+    return [revocation_of(row) for row in rows]

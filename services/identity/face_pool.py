@@ -1,0 +1,163 @@
+"""Face and liveness checks off the eventlet hub, in a process pool.
+
+nameko's workers are greenthreads on one OS thread; a face encoding holds the
+GIL for ~75 ms and a check of two photos takes ~0.3 s, which would stall every
+other RPC of the process and its AMQP heartbeats. :class:`FacePool` owns a
+``ProcessPoolExecutor`` (1-2 worker processes, ``spawn`` start method: the
+service process is monkey-patched and forking it is unsafe), created on first
+use and shut down when the container stops. Each worker process loads the
+dlib models once (:func:`_init_worker`) and keeps them.
+
+The waiting greenthread polls the future with ``eventlet.sleep``: the
+executor's internal thread is a green thread under monkey-patching and a
+``future.result()`` from an OS thread (``tpool``) cannot wake it.
+
+Only plain values cross the process boundary: image bytes in, distances,
+decisions and encodings (as bytes) out. An ``InvalidInput`` raised in a worker
+(no face, not an image ...) comes back as the same typed error.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import eventlet
+from nameko.extensions import DependencyProvider
+
+from services.identity.faces import DEFAULT_THRESHOLD, FaceSettings, ImageLimits
+from services.identity.liveness import Challenge, LivenessSettings
+
+_POLL_SECONDS = 0.005
+
+# --- inside a worker process ----------------------------------------------
+
+_faces = None
+_liveness = None
+
+
+def _init_worker(face_settings: FaceSettings, liveness_settings: LivenessSettings) -> None:
+    global _faces, _liveness
+    from services.identity.faces import DlibFaceEngine
+    from services.identity.liveness import LandmarkLivenessEngine
+
+    _faces = DlibFaceEngine(face_settings)
+    # one model set per process, shared by the face and the liveness checks
+    _liveness = LandmarkLivenessEngine(liveness_settings, faces=_faces)
+    with _faces._pool.lease():  # load the models now (~0.5 s), not in the first request
+        pass
+
+
+def _compare(id_portrait: bytes, selfie: bytes) -> dict:
+    portrait = _faces.encode(id_portrait, "id_portrait")
+    live = _faces.encode(selfie, "selfie")
+    match = _faces.compare_encodings(portrait, live)
+    from services.identity.faces import encoding_to_bytes
+
+    return {"distance": match.distance, "threshold": match.threshold, "matched": match.matched,
+            "portrait_encoding": encoding_to_bytes(portrait)}
+
+
+def _encode(image: bytes, field: str) -> bytes:
+    from services.identity.faces import encoding_to_bytes
+
+    return encoding_to_bytes(_faces.encode(image, field))
+
+
+def _check_liveness(actions: Sequence[str], frames: Sequence[bytes] | None, video: bytes | None) -> dict:
+    from services.identity.faces import encoding_to_bytes
+
+    challenge = Challenge(tuple(actions))
+    result = _liveness.check_video(challenge, video) if video is not None else _liveness.check(challenge, frames)
+    return {"passed": result.passed, "reasons": list(result.reasons), "audit": result.to_audit(),
+            "encoding": encoding_to_bytes(result.encoding) if result.encoding is not None else None}
+
+
+# --- in the service process ------------------------------------------------
+
+@dataclass(frozen=True)
+class FaceComparison:
+    distance: float
+    threshold: float
+    matched: bool
+    portrait_encoding: bytes  # personal data: seal before storing
+
+
+class FaceWorkers:
+    """What a worker gets: blocking-looking calls that yield to the hub."""
+
+    def __init__(self, pool: "FacePool"):
+        self._pool = pool
+
+    @property
+    def threshold(self) -> float:
+        return self._pool.face_settings.threshold
+
+    @property
+    def liveness_settings(self) -> LivenessSettings:
+        return self._pool.liveness_settings
+
+    def compare(self, id_portrait: bytes, selfie: bytes) -> FaceComparison:
+        return FaceComparison(**self._pool.run(_compare, id_portrait, selfie))
+
+    def encode(self, image: bytes, field: str) -> bytes:
+        return self._pool.run(_encode, image, field)
+
+    def check_liveness(self, challenge: Challenge, frames: Sequence[bytes] | None, video: bytes | None) -> dict:
+        return self._pool.run(_check_liveness, list(challenge.actions), frames, video)
+
+
+def face_settings_from(config: dict) -> tuple[FaceSettings, LivenessSettings, int]:
+    faces = config.get("FACES") or {}
+    face_settings = FaceSettings(
+        threshold=float(faces.get("THRESHOLD", DEFAULT_THRESHOLD)),
+        image=ImageLimits(max_bytes=int(faces.get("MAX_IMAGE_BYTES", ImageLimits.max_bytes))),
+        min_face_px=int(faces.get("MIN_FACE_PX", FaceSettings.min_face_px)),
+        model_instances=1,  # one request at a time per worker process
+    )
+    live = config.get("LIVENESS") or {}
+    liveness_settings = LivenessSettings(face=face_settings,
+                                         mirrored_input=bool(live.get("MIRRORED_INPUT", False)))
+    workers = max(1, min(int(faces.get("WORKERS", 1)), 2))
+    return face_settings, liveness_settings, workers
+
+
+class FacePool(DependencyProvider):
+    """Owns the process pool; started lazily, shut down on container stop."""
+
+    def setup(self) -> None:
+        self.face_settings, self.liveness_settings, self.workers = face_settings_from(self.container.config)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker, initargs=(self.face_settings, self.liveness_settings),
+                )
+            return self._executor
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future: Future = self._pool().submit(fn, *args)
+        while not future.done():
+            eventlet.sleep(_POLL_SECONDS)
+        return future.result()
+
+    def stop(self) -> None:
+        self._shutdown()
+
+    def kill(self) -> None:
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def get_dependency(self, worker_ctx) -> FaceWorkers:
+        return FaceWorkers(self)

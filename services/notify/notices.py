@@ -1,0 +1,162 @@
+"""Which SMS a signing event asks for, and to whom.
+
+The signing service's events name persons and documents by id; this module
+reads such a payload into a :class:`FlowEvent` (checking the contract
+described in :mod:`services.notify.service`) and turns it into
+:class:`Notice` values: a recipient (a person id), a template, the template
+values the event gives, and the values that are a person's name (resolved
+through identity's ``contact``). Who gets what:
+
+==================  ===================  =====================================
+event               template             recipients
+==================  ===================  =====================================
+flow_sent           sign_request         ``next_person_id`` (initiator named)
+flow_completed      flow_completed       every party (+ repayment reminders)
+void_requested      void_requested       every party but the requester
+flow_voided         flow_voided          every party (reminders cancelled)
+flow_declined       flow_declined        every party but the decliner
+flow_expired        flow_expired         every party
+==================  ===================  =====================================
+
+Pure: no database, no RPC.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from services.common import events
+from services.common.errors import InvalidInput
+
+#: ids are opaque, but bounded and printable (they go into dedupe keys and logs)
+_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
+
+
+@dataclass(frozen=True)
+class FlowParty:
+    person_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    flow_id: str
+    document_title: str
+    parties: tuple[FlowParty, ...]
+    document_id: str | None = None
+    link: str | None = None
+    initiator_person_id: str | None = None
+    next_person_id: str | None = None
+    requester_person_id: str | None = None
+    decliner_person_id: str | None = None
+    repayment_date: dt.date | None = None
+
+    @property
+    def person_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p.person_id for p in self.parties))
+
+    @classmethod
+    def from_payload(cls, data: Any) -> "FlowEvent":
+        if not isinstance(data, Mapping):
+            raise InvalidInput("data", "type", "expected the event's data mapping")
+        raw_parties = data.get("parties")
+        if not isinstance(raw_parties, list) or not raw_parties:
+            raise InvalidInput("data.parties", "required", "expected a non-empty list of {person_id, role}")
+        parties = []
+        for index, party in enumerate(raw_parties):
+            if not isinstance(party, Mapping):
+                raise InvalidInput(f"data.parties[{index}]", "type", "expected {person_id, role}")
+            parties.append(FlowParty(_id(party.get("person_id"), f"data.parties[{index}].person_id"),
+                                     str(party.get("role") or "")))
+        title = data.get("document_title")
+        if not isinstance(title, str) or not title.strip():
+            raise InvalidInput("data.document_title", "required", "expected the document title")
+        link = data.get("link")
+        if link is not None and not isinstance(link, str):
+            raise InvalidInput("data.link", "type", "expected a URL")
+        repayment = data.get("repayment_date")
+        repayment_date = None
+        if repayment is not None:
+            try:
+                repayment_date = dt.date.fromisoformat(str(repayment))
+            except ValueError:
+                raise InvalidInput("data.repayment_date", "date_format", "expected YYYY-MM-DD") from None
+        return cls(
+            flow_id=_id(data.get("flow_id"), "data.flow_id"),
+            document_title=title.strip(),
+            parties=tuple(parties),
+            document_id=_optional_id(data, "document_id"),
+            link=link,
+            initiator_person_id=_optional_id(data, "initiator_person_id"),
+            next_person_id=_optional_id(data, "next_person_id"),
+            requester_person_id=_optional_id(data, "requester_person_id"),
+            decliner_person_id=_optional_id(data, "decliner_person_id"),
+            repayment_date=repayment_date,
+        )
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One SMS to send: ``params`` as given, ``names`` maps a template
+    variable to the person id whose name fills it."""
+
+    person_id: str
+    template: str
+    params: Mapping[str, str] = field(default_factory=dict, hash=False)
+    names: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def persons(self) -> tuple[str, ...]:
+        return (self.person_id, *self.names.values())
+
+
+def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
+    """The notices ``event_type`` asks for (see the module table)."""
+    title = {"document_title": flow.document_title}
+    everyone = flow.person_ids
+    if event_type == events.FLOW_SENT:
+        next_person = _required(flow.next_person_id, "next_person_id")
+        initiator = _required(flow.initiator_person_id, "initiator_person_id")
+        return (_notice(next_person, "sign_request", {**title, "link": _link(flow)}, {"initiator": initiator}),)
+    if event_type == events.FLOW_COMPLETED:
+        return tuple(_notice(p, "flow_completed", {**title, "link": _link(flow)}) for p in everyone)
+    if event_type == events.VOID_REQUESTED:
+        requester = _required(flow.requester_person_id, "requester_person_id")
+        return tuple(_notice(p, "void_requested", {**title, "link": _link(flow)}, {"requester": requester})
+                     for p in everyone if p != requester)
+    if event_type == events.FLOW_VOIDED:
+        return tuple(_notice(p, "flow_voided", title) for p in everyone)
+    if event_type == events.FLOW_DECLINED:
+        decliner = _required(flow.decliner_person_id, "decliner_person_id")
+        return tuple(_notice(p, "flow_declined", title, {"decliner": decliner}) for p in everyone if p != decliner)
+    if event_type == events.FLOW_EXPIRED:
+        return tuple(_notice(p, "flow_expired", title) for p in everyone)
+    raise InvalidInput("event_type", "one_of", f"notify sends nothing for {event_type!r}")
+
+
+def _notice(person_id: str, template: str, params: Mapping[str, str], names: Mapping[str, str] | None = None) -> Notice:
+    return Notice(person_id, template, MappingProxyType(dict(params)), MappingProxyType(dict(names or {})))
+
+
+def _link(flow: FlowEvent) -> str:
+    return _required(flow.link, "link")
+
+
+def _required(value: str | None, name: str) -> str:
+    if not value:
+        raise InvalidInput(f"data.{name}", "required", f"this event needs {name}")
+    return value
+
+
+def _id(value: Any, field_name: str) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInput(field_name, "id_format", "expected an id of 1-64 characters A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def _optional_id(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return None if value is None else _id(value, f"data.{name}")

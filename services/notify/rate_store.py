@@ -1,0 +1,73 @@
+"""The rate limiter's send history in the notify database.
+
+:class:`SqlRateCounterStore` implements
+:class:`~services.notify.rate_limit.RateCounterStore` over the
+``sms_rate_events`` table. Keys never hold a phone number: the limiter's
+``phone_key`` is a keyed hash (:class:`~services.common.sealing.BlindIndex`,
+domain ``sms-rate-phone``), so the table cannot be read back into numbers.
+
+Check-and-record must be atomic across replicas, or two replicas could each
+see the last free slot. :func:`admit` therefore first locks one row per key
+(``sms_rate_keys``) in key order, then lets the limiter check and record,
+then commits:
+
+* PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING`` makes the row exist,
+  ``SELECT ... FOR UPDATE`` locks it until the commit;
+* SQLite: the insert's write lock serialises every writer of the file, and
+  is taken before the first read, so the read sees the latest counts.
+
+Times are business time (the service's :mod:`~services.notify.clock`),
+stored naive UTC.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.notify.clock import aware_utc, naive_utc
+from services.notify.models import RateEvent, RateKey
+from services.notify.rate_limit import SendPermission, SmsRateLimiter
+from services.notify.sms_templates import TemplateCategory
+
+GLOBAL_KEY = "global"
+
+
+class SqlRateCounterStore:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def events_since(self, key: str, since: dt.datetime) -> Sequence[dt.datetime]:
+        rows = self.session.execute(
+            select(RateEvent.at).where(RateEvent.key == key, RateEvent.at > naive_utc(since)).order_by(RateEvent.at)
+        ).scalars()
+        return [aware_utc(at) for at in rows]
+
+    def record(self, key: str, at: dt.datetime) -> None:
+        self.session.add(RateEvent(key=key, at=naive_utc(at)))
+        self.session.flush()
+
+    def forget_before(self, key: str, before: dt.datetime) -> None:
+        self.session.execute(delete(RateEvent).where(RateEvent.key == key, RateEvent.at < naive_utc(before)))
+
+    def lock(self, keys: Sequence[str], now: dt.datetime) -> None:
+        """Lock one row per key, in key order (so two admissions cannot deadlock)."""
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for key in sorted(set(keys)):
+            self.session.execute(
+                insert(RateKey).values(key=key, updated_at=naive_utc(now)).on_conflict_do_nothing(index_elements=["key"])
+            )
+            if dialect == "postgresql":
+                self.session.execute(select(RateKey.key).where(RateKey.key == key).with_for_update())
+
+
+def admit(limiter: SmsRateLimiter, store: SqlRateCounterStore, phone: str, category: TemplateCategory,
+          now: dt.datetime) -> SendPermission:
+    """Check and, if allowed, count one send to ``phone``, under the key locks.
+    The caller commits (which releases the locks)."""
+    store.lock(["phone:" + limiter.phone_key(phone), GLOBAL_KEY], now)
+    return limiter.acquire(phone, category, now)

@@ -1,0 +1,88 @@
+"""The stored reminder schedule: planned reminders of completed flows.
+
+:func:`schedule` stores what :func:`~services.notify.reminders.plan_reminders`
+planned, one row per (flow, person, kind) - the unique key makes planning
+the same flow twice harmless. :func:`cancel` drops a voided flow's pending
+reminders. The scheduler takes :func:`due` reminders and moves each one with
+:func:`mark_sent` - an atomic ``scheduled -> sent`` update in the same
+transaction as its message row, so a reminder is handed to the delivery log
+exactly once even if a void or a second scheduler races it. Reminders whose
+day has ended (``expires_at``) are marked ``expired`` instead: after downtime
+the scheduler catches up on what is still meaningful and nothing else.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.notify.clock import naive_utc
+from services.notify.models import Reminder
+from services.notify.reminders import PlannedReminder
+
+SCHEDULED, SENT, CANCELLED, EXPIRED, FAILED = "scheduled", "sent", "cancelled", "expired", "failed"
+
+
+def schedule(session: Session, flow_id: str, person_ids: Iterable[str], document_title: str,
+             planned: Iterable[PlannedReminder], now: dt.datetime) -> int:
+    """Store the planned reminders for every person (not committed); returns how many are new."""
+    added = 0
+    planned = tuple(planned)
+    for person_id in person_ids:
+        for reminder in planned:
+            exists = session.execute(
+                select(Reminder.id).where(Reminder.flow_id == flow_id, Reminder.person_id == person_id,
+                                          Reminder.kind == reminder.kind.value)
+            ).first()
+            if exists:
+                continue
+            session.add(Reminder(
+                id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, kind=reminder.kind.value,
+                send_at=naive_utc(reminder.send_at), expires_at=naive_utc(reminder.expires_at), status=SCHEDULED,
+                params=json.dumps({"document_title": document_title, **reminder.params}, ensure_ascii=False),
+                created_at=naive_utc(now), updated_at=naive_utc(now),
+            ))
+            added += 1
+    session.flush()
+    return added
+
+
+def cancel(session: Session, flow_id: str, now: dt.datetime) -> int:
+    """Cancel the flow's reminders not yet sent (not committed)."""
+    return session.execute(
+        update(Reminder).where(Reminder.flow_id == flow_id, Reminder.status == SCHEDULED)
+        .values(status=CANCELLED, updated_at=naive_utc(now))
+    ).rowcount
+
+
+def due(session: Session, now: dt.datetime, limit: int) -> list[Reminder]:
+    return list(session.execute(
+        select(Reminder).where(Reminder.status == SCHEDULED, Reminder.send_at <= naive_utc(now))
+        .order_by(Reminder.send_at).limit(limit)
+    ).scalars())
+
+
+def move(session: Session, reminder_id: str, status: str, now: dt.datetime, message_id: str | None = None) -> bool:
+    """``scheduled -> status``, only if still scheduled (not committed)."""
+    return session.execute(
+        update(Reminder).where(Reminder.id == reminder_id, Reminder.status == SCHEDULED)
+        .values(status=status, message_id=message_id, updated_at=naive_utc(now))
+    ).rowcount == 1
+
+
+def mark_sent(session: Session, reminder_id: str, message_id: str, now: dt.datetime) -> bool:
+    return move(session, reminder_id, SENT, now, message_id)
+
+
+def params_of(reminder: Reminder) -> dict:
+    return json.loads(reminder.params)
+
+
+def flow_reminders(session: Session, flow_id: str) -> list[Reminder]:
+    return list(session.execute(
+        select(Reminder).where(Reminder.flow_id == flow_id).order_by(Reminder.send_at, Reminder.person_id)
+    ).scalars())

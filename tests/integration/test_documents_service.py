@@ -1,0 +1,377 @@
+"""The documents service over real RabbitMQ, PostgreSQL and SeaweedFS:
+templates, drafts with sealed values, validation errors that name field and
+rule, reproducible PDFs in S3, attachments, the lock when signing starts,
+receipt invites, and what a dead S3 leaves behind."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import time
+
+import eventlet
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ClusterRpcProxy
+from PIL import Image
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from services.common import events
+from services.common.database import Database
+from services.common.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+from services.common.outbox import OUTBOX, envelope
+from services.common.storage import ObjectStore, S3Settings
+from services.documents.catalog import (
+    TemplateChanged,
+    definition_sha256,
+    record_templates,
+)
+from services.documents.invite import token_from_url
+from services.documents.models import Document, TemplateRecord
+from services.documents.service import DocumentsService
+from services.documents.template import TEMPLATES_DIR, load_templates
+from services.documents.validation import ValidationFailed
+from tests.unit.documents.samples import BORROWER, LENDER, VALID
+
+pytestmark = pytest.mark.integration
+
+IMAGE_FIELDS = {"images", "property_photos", "facility_photos", "ownership_proof", "attachments"}
+
+
+def wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(0.1)
+    return predicate()
+
+
+def sample(template_id: str, **changes) -> dict:
+    """A template's valid sample values without images (those come by add_attachment)."""
+    return {k: v for k, v in VALID[template_id](**changes).items() if k not in IMAGE_FIELDS}
+
+
+def jpeg(colour=(200, 30, 30), size=(640, 480)) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, "JPEG")
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def pdf_text(pdf: bytes, tmp_path) -> str:
+    path = tmp_path / "document.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def metric(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, dict(service="documents", **labels)) or 0.0
+
+
+@pytest.fixture
+def documents_config(service_config, tmp_path):
+    def make(**overrides):
+        secrets = tmp_path / "secrets"
+        settings = dict(
+            SECRETS={"KEK": {"id": "test-kek", "file": str(secrets / "documents-kek")},
+                     "INVITE_KEY": {"file": str(secrets / "invite")}, "GENERATE_MISSING": True},
+            PUBLIC_URL="https://esign.test/",
+            RENDER={"WORKERS": 1},
+        )
+        settings.update(overrides)
+        return service_config("documents", **settings)
+
+    return make
+
+
+@pytest.fixture
+def documents(documents_config, run_container):
+    return run_container(DocumentsService, documents_config())
+
+
+def database_of(container) -> Database:
+    cfg = container.config["DATABASE"]
+    return Database(cfg["URL"], cfg["SCHEMA"], "documents")
+
+
+def test_templates_are_listed_and_recorded(documents, rpc_proxy):
+    listed = {t["id"]: t for t in rpc_proxy.documents.list_templates()}
+    assert set(listed) == {"iou", "receipt", "iou_contract", "rental", "employment"}
+    assert [r["id"] for r in listed["iou"]["roles"]] == ["lender", "borrower"]
+    assert {f["name"] for f in listed["iou"]["fields"]} >= {"amount", "remark", "annual_rate"}
+    db = database_of(documents)
+    with db.session() as session:
+        rows = {(r.id, r.version): r for r in session.execute(select(TemplateRecord)).scalars()}
+    db.dispose()
+    assert set(rows) == {(t, 1) for t in listed}
+    assert rows[("iou", 1)].sha256 == listed["iou"]["sha256"]
+    assert json.loads(rows[("iou", 1)].definition)["title"] == "借条"
+
+
+def test_a_changed_template_file_under_the_same_version_is_refused(documents_config, tmp_path):
+    config = documents_config()
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    db = Database(config["DATABASE"]["URL"], config["DATABASE"]["SCHEMA"], "documents")
+    db.migrate()
+    with db.session() as session:
+        record_templates(session, load_templates(templates))
+        record_templates(session, load_templates(templates))  # unchanged: accepted again
+    receipt = templates / "receipt.v1.yaml"
+    receipt.write_text(receipt.read_text(encoding="utf-8").replace("title: 收据", "title: 收条"), encoding="utf-8")
+    with db.session() as session, pytest.raises(TemplateChanged) as refused:
+        record_templates(session, load_templates(templates))
+    db.dispose()
+    assert "receipt v1" in str(refused.value) and "receipt.v2.yaml" in str(refused.value)
+
+
+@pytest.mark.parametrize("template_id", sorted(VALID))
+def test_every_template_creates_and_renders(template_id, documents, rpc_proxy):
+    before = metric("esign_documents_created_total", template=template_id)
+    created = rpc_proxy.documents.create_draft(template_id=template_id, values=sample(template_id),
+                                               owner_person_id="person-1")
+    assert created["status"] == "draft" and created["template_id"] == template_id
+    assert metric("esign_documents_created_total", template=template_id) == before + 1
+    rendered = rpc_proxy.documents.render(document_id=created["document_id"])
+    assert rendered["pages"] >= 1 and len(rendered["pdf_sha256"]) == 64
+    assert rendered["pdf_key"] == "pdf/" + rendered["pdf_sha256"]
+    assert len(rendered["signature_fields"]) == 2
+    assert [p["signature_field"] for p in rendered["parties"]] == rendered["signature_fields"]
+    assert sum(p["initiator"] for p in rendered["parties"]) == 1
+    document = rpc_proxy.documents.get_document(document_id=created["document_id"])
+    assert document["status"] == "rendered" and document["pdf_sha256"] == rendered["pdf_sha256"]
+    assert document["locked"] is False and document["owner_person_id"] == "person-1"
+
+
+def test_iou_pdf_shows_parties_amount_words_and_schedule_and_is_reproducible(documents, rpc_proxy, tmp_path):
+    created = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"), initiator_role="borrower")
+    assert created["initiator_role"] == "borrower"
+    document_id = created["document_id"]
+    first = rpc_proxy.documents.render(document_id=document_id, document_date="2026-11-20")
+    second = rpc_proxy.documents.render(document_id=document_id)
+    assert second["document_date"] == "2026-11-20"  # fixed at the first rendering
+    assert second["pdf_sha256"] == first["pdf_sha256"]
+    pdf_one = rpc_proxy.documents.get_pdf(document_id=document_id)
+    pdf = base64.b64decode(pdf_one["pdf"])
+    assert hashlib.sha256(pdf).hexdigest() == pdf_one["sha256"] == first["pdf_sha256"]
+    assert pdf.startswith(b"%PDF")
+
+    text = pdf_text(pdf, tmp_path)
+    for expected in ("借条", LENDER["name"], BORROWER["name"], "10,005.00", "壹万零伍元整", "第1期", "第3期",
+                     "按月付息、到期还本", "按期还款", "2026年11月20日"):
+        assert expected in text, expected
+    fonts = subprocess.run(["pdffonts", str(tmp_path / "document.pdf")], check=True, capture_output=True,
+                           text=True).stdout
+    hana = [line for line in fonts.splitlines() if "HanaMinA" in line]
+    assert hana and all(" yes " in line for line in hana)  # embedded (and subset)
+
+    # a changed value sets the document back to draft; the PDF no longer matches it
+    updated = rpc_proxy.documents.update_draft(document_id=document_id, values={"remark": "提前还款"})
+    assert updated["status"] == "draft" and updated["pdf_sha256"] is None
+    with pytest.raises(NotFound):
+        rpc_proxy.documents.get_pdf(document_id=document_id)
+    third = rpc_proxy.documents.render(document_id=document_id)
+    assert third["pdf_sha256"] != first["pdf_sha256"] and third["document_date"] == "2026-11-20"
+
+
+def test_validation_errors_name_field_and_rule_over_rpc(documents, rpc_proxy):
+    before = metric("esign_document_validation_failures_total", template="iou", rule="max_chars",
+                    operation="create")
+    with pytest.raises(ValidationFailed) as failed:
+        rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou", remark="字" * 41))
+    assert isinstance(failed.value, InvalidInput)
+    assert (failed.value.field, failed.value.rule) == ("remark", "max_chars")
+    assert "41 > 40" in failed.value.message
+    assert [(v.field, v.rule) for v in failed.value.violations] == [("remark", "max_chars")]
+    assert metric("esign_document_validation_failures_total", template="iou", rule="max_chars",
+                  operation="create") == before + 1
+
+    with pytest.raises(ValidationFailed) as failed:
+        rpc_proxy.documents.create_draft(template_id="iou", values=sample(
+            "iou", amount="-5", annual_rate="13", lender=dict(LENDER, id_number="110105194912310021")))
+    rules = {(v.field, v.rule) for v in failed.value.violations}
+    assert ("amount", "min") in rules and ("annual_rate", "max") in rules
+    assert any(field == "lender.id_number" for field, _ in rules)
+    assert "110105194912310021" not in str(failed.value.args)  # the value itself never comes back
+
+    # a draft may be incomplete; rendering needs every required field
+    draft = rpc_proxy.documents.create_draft(template_id="iou", values={"lender": LENDER, "remark": "草稿"})
+    with pytest.raises(ValidationFailed) as incomplete:
+        rpc_proxy.documents.render(document_id=draft["document_id"])
+    assert ("borrower", "required") in {(v.field, v.rule) for v in incomplete.value.violations}
+    assert rpc_proxy.documents.get_document(document_id=draft["document_id"])["pdf_key"] is None
+
+    with pytest.raises(ValidationFailed) as images:
+        rpc_proxy.documents.create_draft(template_id="iou", values=VALID["iou"]())
+    assert (images.value.field, images.value.rule) == ("images", "attachments_only")
+    with pytest.raises(NotFound):
+        rpc_proxy.documents.create_draft(template_id="nothing", values={})
+    with pytest.raises(InvalidInput) as role:
+        rpc_proxy.documents.create_draft(template_id="iou", values={}, initiator_role="payee")
+    assert (role.value.field, role.value.rule) == ("initiator_role", "enum")
+    with pytest.raises(InvalidInput) as typed:
+        rpc_proxy.documents.create_draft(template_id="iou", values="not a dict")
+    assert typed.value.field == "values"
+
+
+def test_a_character_no_font_draws_is_refused_naming_field_and_character(documents, rpc_proxy):
+    values = sample("iou", lender=dict(LENDER, name="张\ue000"))
+    created = rpc_proxy.documents.create_draft(template_id="iou", values=values)
+    with pytest.raises(InvalidInput) as refused:
+        rpc_proxy.documents.render(document_id=created["document_id"])
+    assert (refused.value.field, refused.value.rule) == ("lender.name", "glyph_missing")
+    assert "U+E000" in refused.value.message
+    assert rpc_proxy.documents.get_document(document_id=created["document_id"])["pdf_key"] is None
+
+
+def test_values_are_sealed_and_persons_masked(documents, rpc_proxy):
+    created = rpc_proxy.documents.create_draft(template_id="receipt", values=sample("receipt"))
+    document = rpc_proxy.documents.get_document(document_id=created["document_id"])
+    payee = next(p for p in document["parties"] if p["role"] == "payee")
+    assert (payee["name"], payee["id_number"], payee["phone"]) == ("张*", "1101**********002X", "138****8000")
+    assert document["title"] == "收据"
+    content = rpc_proxy.documents.get_document_content(document_id=created["document_id"])
+    assert content["values"]["payee"] == LENDER and content["violations"] == []
+    assert content["content"]["amount"]["words"] == "人民币壹仟肆佰零玖元伍角"
+
+    db = database_of(documents)
+    with db.session() as session:
+        row = session.get(Document, created["document_id"])
+        outbox = [json.loads(p) for p in session.execute(select(OUTBOX.c.payload)).scalars()]
+    db.dispose()
+    for secret in (LENDER["id_number"], LENDER["phone"], LENDER["name"], BORROWER["id_number"]):
+        assert secret not in row.content_sealed
+        assert all(secret not in json.dumps(event, ensure_ascii=False) for event in outbox)
+    created_events = [e for e in outbox if e["event_type"] == events.DOCUMENT_CREATED]
+    assert created_events[-1]["data"] == {"document_id": created["document_id"], "template_id": "receipt"}
+
+
+def test_attachments_are_stored_in_s3_listed_and_drawn(documents, rpc_proxy, tmp_path):
+    created = rpc_proxy.documents.create_draft(template_id="rental", values=sample("rental"))
+    document_id = created["document_id"]
+    added = rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="客厅")
+    assert added["mime"] == "image/jpeg" and (added["width"], added["height"]) == (640, 480)
+    assert added["field"] == "property_photos"
+    store = ObjectStore(S3Settings.from_config(documents.config))
+    stored = store.get("attachments/" + added["sha256"])  # verified against its hash
+    assert Image.open(io.BytesIO(stored)).size == (640, 480)
+    again = rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="客厅")
+    assert again["sha256"] == added["sha256"]  # the same image once
+
+    for n, colour in enumerate([(1, 2, 3), (40, 50, 60), (70, 80, 90)]):
+        rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(colour), label=f"产权证明{n}",
+                                           field="ownership_proof")
+    with pytest.raises(InvalidInput) as full:
+        rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg((9, 9, 9)), label="第四张",
+                                           field="ownership_proof")
+    assert (full.value.field, full.value.rule) == ("ownership_proof", "max_items")
+    with pytest.raises(InvalidInput) as not_image:
+        rpc_proxy.documents.add_attachment(document_id=document_id,
+                                           image=base64.b64encode(b"%PDF-1.7 not an image").decode(), label="x")
+    assert (not_image.value.field, not_image.value.rule) == ("image", "image_type")
+    with pytest.raises(InvalidInput) as long_label:
+        rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="长" * 21)
+    assert (long_label.value.field, long_label.value.rule) == ("label", "max_chars")
+
+    document = rpc_proxy.documents.get_document(document_id=document_id)
+    assert [a["sha256"] for a in document["attachments"]][0] == added["sha256"]
+    assert len(document["attachments"]) == 4
+    rendered = rpc_proxy.documents.render(document_id=document_id)
+    text = pdf_text(base64.b64decode(rpc_proxy.documents.get_pdf(document_id=document_id)["pdf"]), tmp_path)
+    assert added["sha256"][:32] in text and "房屋照片：客厅" in text
+    assert rendered["pages"] >= 2
+
+
+def test_a_document_is_read_only_once_signing_starts(documents, rpc_proxy):
+    created = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))
+    document_id = created["document_id"]
+    rendered = rpc_proxy.documents.render(document_id=document_id)
+    dispatch = event_dispatcher(documents.config)
+    dispatch("signing", events.FLOW_SENT, envelope("signing", events.FLOW_SENT,
+                                                    {"flow_id": "flow-1", "document_id": document_id}))
+    assert wait_for(lambda: rpc_proxy.documents.get_document(document_id=document_id)["locked"])
+    with pytest.raises(Conflict) as refused:
+        rpc_proxy.documents.update_draft(document_id=document_id, values={"remark": "改"})
+    assert refused.value.reason == "document_locked"
+    with pytest.raises(Conflict):
+        rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="截图")
+    with pytest.raises(Conflict):
+        rpc_proxy.documents.render(document_id=document_id)
+    document = rpc_proxy.documents.get_document(document_id=document_id)
+    assert document["status"] == "locked" and document["locked_by_flow"] == "flow-1"
+    assert document["pdf_sha256"] == rendered["pdf_sha256"]  # the PDF being signed is kept
+    assert rpc_proxy.documents.get_pdf(document_id=document_id)["sha256"] == rendered["pdf_sha256"]
+
+
+def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
+    """Rendering runs in a worker process: the service keeps answering meanwhile."""
+    created = rpc_proxy.documents.create_draft(template_id="iou", values=sample(
+        "iou", start_date="2026-11-01", repayment_date="2036-11-01"))  # 120 monthly rows, several pages
+    finished = []
+
+    def render():
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as own_proxy:  # one proxy per greenthread
+            result = own_proxy.documents.render(document_id=created["document_id"])
+        finished.append(time.monotonic())
+        return result
+
+    worker = eventlet.spawn(render)
+    answered_during = 0
+    while not finished:
+        assert rpc_proxy.documents.health()["status"] == "ok"
+        if not finished:
+            answered_during += 1
+    result = worker.wait()
+    assert result["pages"] >= 3
+    assert answered_during >= 1
+
+
+def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy):
+    invite = rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payee", ttl_seconds=600)
+    assert invite["url"].startswith("https://esign.test/receipts/new?invite=")
+    assert invite["qr_svg"].lstrip().startswith("<svg")
+    token = token_from_url(invite["url"])
+    opened = rpc_proxy.documents.open_receipt_invite(token=token)
+    assert opened == {"person_id": "person-7", "role": "payee", "role_label": "收款人", "template_id": "receipt",
+                      "expires_at": invite["expires_at"]}
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(Forbidden):
+        rpc_proxy.documents.open_receipt_invite(token=forged)
+    with pytest.raises(InvalidInput) as role:
+        rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="lender")
+    assert role.value.field == "role"
+    with pytest.raises(InvalidInput) as ttl:
+        rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payer", ttl_seconds=0)
+    assert (ttl.value.field, ttl.value.rule) == ("ttl_seconds", "range")
+
+
+def test_an_s3_failure_during_render_leaves_no_pdf_referenced(documents_config, run_container, rpc_proxy, s3):
+    config = documents_config()
+    config["S3"] = dict(config["S3"], ENDPOINT="http://127.0.0.1:9", MAX_ATTEMPTS=1)  # nothing listens there
+    container = run_container(DocumentsService, config)
+    assert rpc_proxy.documents.health()["checks"]["storage"]["ok"] is False
+    created = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))
+    with pytest.raises(Unavailable) as unavailable:
+        rpc_proxy.documents.render(document_id=created["document_id"])
+    assert unavailable.value.system == "s3"
+    document = rpc_proxy.documents.get_document(document_id=created["document_id"])
+    assert (document["status"], document["pdf_key"], document["pdf_sha256"]) == ("draft", None, None)
+    assert document["document_date"] is None
+    db = database_of(container)
+    with db.session() as session:
+        row = session.get(Document, created["document_id"])
+        assert (row.pdf_key, row.pdf_sha256) == (None, None)
+    db.dispose()
+    assert definition_sha256(load_templates().get("iou")) == document["template_sha256"]

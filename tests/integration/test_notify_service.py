@@ -1,0 +1,518 @@
+"""The notify service on real RabbitMQ and PostgreSQL: events become exactly
+one SMS each, the Tencent adapter retries a failing vendor (a local fake that
+checks TC3-HMAC-SHA256 signatures itself), rate limits hold under a burst,
+reminders fire on the right days of a moved clock, once, across replicas and
+restarts, and not after a void.
+
+Identity is stood in for by :class:`IdentityStandIn` (defined here): it
+implements the two RPCs notify calls, ``contact`` and ``otp_message``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import eventlet
+import pytest
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ClusterRpcProxy
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from services.common import events
+from services.common.database import Database
+from services.common.entrypoints import rpc
+from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from services.common.outbox import OUTBOX, envelope
+from services.notify.clock import OffsetFileClock
+from services.common.lease import LEASES
+from services.notify.models import Reminder, SmsMessage
+from services.notify.scheduler import SCHEDULER_LEASE, SchedulerLease
+from services.notify.service import NotifyService
+from tests.support.fake_tencent_sms import FakeTencentSms
+
+pytestmark = pytest.mark.integration
+
+CHINA = ZoneInfo("Asia/Shanghai")
+LENDER, BORROWER = "person-lender", "person-borrower"
+PHONES = {LENDER: "13800138001", BORROWER: "13900139002"}
+
+# What the stand-in identity knows; each test fills it.
+CONTACTS: dict[str, dict] = {}
+OTPS: dict[str, dict] = {}
+OTP_LOOKUPS: list[str] = []
+
+
+class IdentityStandIn:
+    """The identity RPCs notify depends on, over real RabbitMQ."""
+
+    name = "identity"
+
+    @rpc
+    def contact(self, person_id: str) -> dict:
+        if person_id not in CONTACTS:
+            raise NotFound("person", person_id)
+        return CONTACTS[person_id]
+
+    @rpc
+    def otp_message(self, challenge_id: str) -> dict:
+        OTP_LOOKUPS.append(challenge_id)
+        if challenge_id not in OTPS:
+            raise Forbidden("otp_not_deliverable")
+        return OTPS[challenge_id]
+
+
+def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(0.05)
+    return predicate()
+
+
+def calls(entrypoint: str) -> float:
+    """How often notify's ``entrypoint`` has run in this process (any outcome)."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name != "esign_entrypoint_calls":
+            continue
+        for sample in metric.samples:
+            if (sample.name.endswith("_total") and sample.labels.get("service") == "notify"
+                    and sample.labels.get("entrypoint") == entrypoint):
+                total += sample.value
+    return total
+
+
+def wait_for_calls(entrypoint: str, more: int, since: float | None = None) -> None:
+    start = calls(entrypoint) if since is None else since
+    assert wait_for(lambda: calls(entrypoint) >= start + more), f"{entrypoint} did not run {more} more times"
+
+
+def sms_total(**labels) -> float:
+    return REGISTRY.get_sample_value("esign_sms_total", {"service": "notify", **labels}) or 0.0
+
+
+class NotifyEnv:
+    """Configs, containers and observations of one test's notify."""
+
+    def __init__(self, service_config, run_container, tmp_path: Path, backend: str = "postgresql"):
+        self.run_container = run_container
+        self.tmp_path = tmp_path
+        self.outbox = tmp_path / "sms-outbox.jsonl"
+        self.clock = OffsetFileClock(tmp_path / "clock-offset")
+        secrets_dir = tmp_path / "notify-secrets"
+        self.config = service_config(
+            "notify", backend,
+            SMS={"PROVIDER": "console", "OUTBOX_FILE": str(self.outbox)},
+            SECRETS={"KEK": {"file": str(secrets_dir / "kek")},
+                     "PHONE_INDEX_KEY": {"file": str(secrets_dir / "phone-index")},
+                     "GENERATE_MISSING": True},
+            CLOCK={"OFFSET_FILE": str(self.clock.path)},
+            SCHEDULER={"INTERVAL": 0.1, "LEASE_SECONDS": 2},
+            RETRY={"BASE_DELAY": 0.1, "MAX_DELAY": 0.3, "MAX_ATTEMPTS": 4, "CLAIM_SECONDS": 5},
+            RATE_LIMITS={"PER_PHONE_PER_MINUTE": 10, "PER_PHONE_PER_HOUR": 50, "PER_PHONE_PER_DAY": 100,
+                         "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1},
+            IDENTITY={"RPC_TIMEOUT": 5},
+        )
+        self.identity = run_container(IdentityStandIn, self.config)
+        self.dispatch = event_dispatcher(self.config)
+        database = self.config["DATABASE"]
+        self.db = Database(database["URL"], database["SCHEMA"], "notify")
+
+    def start(self, **overrides):
+        return self.run_container(NotifyService, {**self.config, **overrides})
+
+    def lines(self, template: str | None = None) -> list[dict]:
+        if not self.outbox.exists():
+            return []
+        lines = [json.loads(line) for line in self.outbox.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line for line in lines if template is None or line["template"] == template]
+
+    def send_event(self, event_type: str, data: dict, source: str = "signing") -> dict:
+        event = envelope(source, event_type, data)
+        self.dispatch(source, event_type, event)
+        return event
+
+    def redeliver(self, event: dict) -> None:
+        self.dispatch(event["source"], event["event_type"], event)
+
+    def move_clock_to(self, moment: dt.datetime) -> None:
+        self.clock.set_offset((moment - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+    def messages(self) -> list[SmsMessage]:
+        with self.db.session() as session:
+            return list(session.execute(select(SmsMessage).order_by(SmsMessage.created_at)).scalars())
+
+    def reminders(self, flow_id: str) -> list[Reminder]:
+        with self.db.session() as session:
+            return list(session.execute(select(Reminder).where(Reminder.flow_id == flow_id)).scalars())
+
+    def emitted(self, event_type: str) -> list[dict]:
+        with self.db.session() as session:
+            rows = session.execute(select(OUTBOX.c.payload).where(OUTBOX.c.event_type == event_type)).scalars()
+            return [json.loads(row)["data"] for row in rows]
+
+
+@pytest.fixture
+def notify_env(service_config, run_container, tmp_path, request):
+    """Notify's test surroundings on PostgreSQL, or on SQLite (the embedded
+    default) for a test marked ``@pytest.mark.parametrize("notify_env", ["sqlite"], indirect=True)``."""
+    CONTACTS.clear()
+    OTPS.clear()
+    OTP_LOOKUPS.clear()
+    CONTACTS.update({LENDER: {"phone": PHONES[LENDER], "name": "王小明"},
+                     BORROWER: {"phone": PHONES[BORROWER], "name": "李四"}})
+    env = NotifyEnv(service_config, run_container, tmp_path, getattr(request, "param", "postgresql"))
+    yield env
+    env.db.dispose()
+
+
+def flow_data(flow_id: str, **extra) -> dict:
+    return {"flow_id": flow_id, "document_id": "doc-" + flow_id, "document_title": "借条",
+            "parties": [{"person_id": LENDER, "role": "lender"}, {"person_id": BORROWER, "role": "borrower"}],
+            "link": f"https://esign.example.cn/f/{flow_id}", **extra}
+
+
+def recipients(lines: list[dict]) -> list[str]:
+    return sorted(line["phone"] for line in lines)
+
+
+def china_time(day: dt.date, hour: int) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, 0), tzinfo=CHINA)
+
+
+# --- events ------------------------------------------------------------------------------
+
+def test_each_event_sends_one_message_of_its_template_to_the_right_numbers(notify_env, rpc_proxy):
+    env = notify_env
+    env.start()
+    OTPS["challenge-1"] = {"phone": "13700137003", "template": "phone_code",
+                           "params": {"code": "482913", "minutes": "5"}}
+    cases = [
+        (events.OTP_REQUESTED, {"challenge_id": "challenge-1"}, "phone_code", ["13700137003"], "identity"),
+        (events.FLOW_SENT, flow_data("f1", initiator_person_id=LENDER, next_person_id=BORROWER),
+         "sign_request", [PHONES[BORROWER]], "signing"),
+        (events.FLOW_COMPLETED, flow_data("f1"), "flow_completed", sorted(PHONES.values()), "signing"),
+        (events.VOID_REQUESTED, flow_data("f1", requester_person_id=LENDER), "void_requested",
+         [PHONES[BORROWER]], "signing"),
+        (events.FLOW_VOIDED, flow_data("f1"), "flow_voided", sorted(PHONES.values()), "signing"),
+        (events.FLOW_DECLINED, flow_data("f2", decliner_person_id=BORROWER), "flow_declined",
+         [PHONES[LENDER]], "signing"),
+        (events.FLOW_EXPIRED, flow_data("f3"), "flow_expired", sorted(PHONES.values()), "signing"),
+    ]
+    sent_events = []
+    for event_type, data, template, numbers, source in cases:
+        sent_events.append(env.send_event(event_type, data, source))
+        expected = len(numbers)
+        lines = wait_for(lambda t=template, n=expected: len(env.lines(t)) >= n and env.lines(t))
+        assert recipients(lines) == numbers, template
+
+    by_template = {line["template"]: line for line in env.lines()}
+    assert by_template["phone_code"]["params"]["code"] == "482913"
+    assert by_template["sign_request"]["params"]["initiator"] == "王**"  # names are shown masked
+    assert by_template["sign_request"]["params"]["link"] == "https://esign.example.cn/f/f1"
+    assert by_template["void_requested"]["params"]["requester"] == "王**"
+    assert by_template["flow_declined"]["params"]["decliner"] == "李*"
+    assert len(env.lines()) == 10
+
+    # every event delivered again: handled again, nothing sent again
+    before = {name: calls(name) for name in ("on_otp_requested", "on_flow_sent", "on_flow_completed",
+                                             "on_void_requested", "on_flow_voided", "on_flow_declined",
+                                             "on_flow_expired")}
+    for event in sent_events:
+        env.redeliver(event)
+    for name, count in before.items():
+        wait_for_calls(name, 1, since=count)
+    assert len(env.lines()) == 10
+
+    messages = env.messages()
+    assert len(messages) == 10
+    assert {m.status for m in messages} == {"sent"}
+    assert all(m.recipient_sealed is None and m.next_attempt_at is None for m in messages)
+    assert all("*" in m.phone_masked for m in messages)
+    otp = next(m for m in messages if m.template_id == "phone_code")
+    assert (otp.ref_type, otp.ref_id) == ("otp", "challenge-1")
+    sent = env.emitted(events.SMS_SENT)
+    assert len(sent) == 10 and {"message_id", "template", "ref_type", "ref_id"} <= set(sent[0])
+    numbers = [*PHONES.values(), "13700137003", "482913"]
+    assert not any(n in json.dumps(data) for data in sent for n in numbers)  # no number or code in events
+    status = rpc_proxy.notify.delivery_status(message_id=otp.id)
+    assert status["status"] == "sent" and status["phone_masked"] == "137****7003" and status["attempts"] == 1
+
+
+def test_an_unknown_person_or_a_broken_payload_sends_nothing(notify_env):
+    env = notify_env
+    env.start()
+    since = calls("on_flow_sent")
+    env.send_event(events.FLOW_SENT, flow_data("f9", initiator_person_id=LENDER, next_person_id="nobody"))
+    env.send_event(events.FLOW_SENT, {"flow_id": "f9"})  # no parties, no title
+    wait_for_calls("on_flow_sent", 2, since=since)
+    assert env.lines() == [] and env.messages() == []
+
+
+# --- send_sms ------------------------------------------------------------------------------
+
+def test_send_sms_validates_and_dedupes(notify_env, rpc_proxy):
+    env = notify_env
+    env.start()
+    notify = rpc_proxy.notify
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="13800138001", template="flow_voided", params={})
+    assert (error.value.field, error.value.rule) == ("params.document_title", "missing_variable")
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="13800138001", template="flow_voided", params={"document_title": "借款1000元"})
+    assert (error.value.field, error.value.rule) == ("params.document_title", "looks_like_amount")
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="13800138001", template="no_such", params={})
+    assert (error.value.field, error.value.rule) == ("template", "unknown_template")
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="13800138001", template="phone_code", params={"code": "123456", "minutes": "5"})
+    assert (error.value.field, error.value.rule) == ("template", "code_template")
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="12345", template="flow_voided", params={"document_title": "借条"})
+    assert error.value.field == "phone"
+    with pytest.raises(InvalidInput) as error:
+        notify.send_sms(phone="13800138001", template="flow_voided", params=["借条"])
+    assert error.value.field == "params"
+    assert env.messages() == []
+
+    first = notify.send_sms(phone="138 0013 8001", template="flow_voided", params={"document_title": "借条"},
+                            dedupe_key="k1")
+    assert first["status"] == "sent"
+    again = notify.send_sms(phone="13800138001", template="flow_voided", params={"document_title": "借条"},
+                            dedupe_key="k1")
+    assert again == first
+    with pytest.raises(Conflict):
+        notify.send_sms(phone="13900139002", template="flow_voided", params={"document_title": "借条"},
+                        dedupe_key="k1")
+    assert len(env.lines()) == 1 and env.lines()[0]["text"] == "【电子签】《借条》已经各方确认作废，不再具有效力。"
+    with pytest.raises(NotFound):
+        notify.delivery_status(message_id=str(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("notify_env", ["postgresql", "sqlite"], indirect=True)
+def test_a_burst_over_rpc_is_held_to_the_per_minute_limit(notify_env, amqp_uri):
+    env = notify_env
+    env.start(RATE_LIMITS={"PER_PHONE_PER_MINUTE": 3, "PER_PHONE_PER_HOUR": 50, "PER_PHONE_PER_DAY": 100,
+                           "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1})
+    before = sms_total(template="flow_expired", provider="console", outcome="rate_limited")
+
+    def send(index: int) -> dict:
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as proxy:  # one proxy per greenthread
+            return proxy.notify.send_sms(phone="13800138001", template="flow_expired",
+                                         params={"document_title": f"借条{index}"})
+
+    pool = eventlet.GreenPool(8)
+    answers = list(pool.imap(send, range(8)))
+    assert sorted(a["status"] for a in answers) == ["rate_limited"] * 5 + ["sent"] * 3
+    assert len(env.lines()) == 3
+    # another number is not affected by the first one's limit
+    with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as proxy:
+        assert proxy.notify.send_sms(phone="13900139002", template="flow_expired",
+                                     params={"document_title": "借条"})["status"] == "sent"
+    assert sms_total(template="flow_expired", provider="console", outcome="rate_limited") == before + 5
+    limited = [m for m in env.messages() if m.status == "rate_limited"]
+    assert len(limited) == 5 and all(m.last_error == "rate_limited.phone_per_minute" for m in limited)
+    assert len(env.emitted(events.SMS_FAILED)) == 5
+    with env.db.engine.connect() as conn:  # counters are keyed by a hash, not the number
+        keys = [row[0] for row in conn.exec_driver_sql("SELECT key FROM sms_rate_keys")]
+    assert "global" in keys and not any("13800138001" in key for key in keys)
+
+
+# --- Tencent Cloud SMS against the local fake vendor -------------------------------------
+
+@pytest.fixture
+def tencent_vendor():
+    with FakeTencentSms() as vendor:
+        yield vendor
+
+
+def tencent_config(env: NotifyEnv, vendor: FakeTencentSms) -> dict:
+    secrets_dir = env.tmp_path / "tencent"
+    secrets_dir.mkdir()
+    (secrets_dir / "id").write_text(vendor.secret_id)
+    (secrets_dir / "key").write_text(vendor.secret_key)
+    template_ids = {name: str(1000 + index) for index, name in enumerate(
+        ["phone_code", "willingness_code", "sign_request", "flow_completed", "due_soon", "due_today",
+         "void_requested", "flow_voided", "flow_declined", "flow_expired"])}
+    vendor.templates = {"1000": 2, "1007": 1, "1009": 1}  # phone_code, flow_voided, flow_expired
+    return {"SMS": {"PROVIDER": "tencent", "SIGN_NAME": "电子签", "TENCENT": {
+        "ENDPOINT": vendor.endpoint, "REGION": "ap-guangzhou", "SDK_APP_ID": vendor.sms_sdk_app_id,
+        "SECRET_ID": {"file": str(secrets_dir / "id")}, "SECRET_KEY": {"file": str(secrets_dir / "key")},
+        "TEMPLATE_IDS": template_ids, "READ_TIMEOUT": 5}}}
+
+
+def test_tencent_vendor_500s_are_retried_until_sent(notify_env, tencent_vendor, rpc_proxy):
+    env, vendor = notify_env, tencent_vendor
+    env.start(**tencent_config(env, vendor))
+    vendor.script("13800138001", http_status=500, times=2)
+    retried = sms_total(template="flow_voided", provider="tencent", outcome="retried")
+    answer = rpc_proxy.notify.send_sms(phone="13800138001", template="flow_voided",
+                                       params={"document_title": "借条"})
+    assert answer["status"] == "queued"
+    status = wait_for(lambda: (s := rpc_proxy.notify.delivery_status(message_id=answer["message_id"]))
+                      ["status"] == "sent" and s)
+    assert status["attempts"] == 3 and status["vendor_message_id"].startswith("2433:")
+    assert [r.outcome for r in vendor.received] == ["http_500", "http_500", "Ok"]  # signature checked each time
+    assert len(vendor.delivered) == 1
+    delivered = vendor.delivered[0]
+    assert (delivered.phone, delivered.template_id, delivered.params) == ("+8613800138001", "1007", ["借条"])
+    assert sms_total(template="flow_voided", provider="tencent", outcome="retried") == retried + 2
+    latency = REGISTRY.get_sample_value("esign_sms_vendor_latency_seconds_count",
+                                        {"service": "notify", "provider": "tencent"})
+    assert latency and latency >= 3
+    message = next(m for m in env.messages() if m.id == answer["message_id"])
+    assert message.recipient_sealed is None
+
+    # a code is not stored for its retry: identity is asked for it again
+    OTPS["challenge-r"] = {"phone": "13700137003", "template": "phone_code",
+                           "params": {"code": "551203", "minutes": "5"}}
+    vendor.script("13700137003", http_status=502)
+    env.send_event(events.OTP_REQUESTED, {"challenge_id": "challenge-r"}, source="identity")
+    assert wait_for(lambda: len(vendor.delivered) == 2)
+    assert (vendor.delivered[1].template_id, vendor.delivered[1].params) == ("1000", ["551203", "5"])
+    assert OTP_LOOKUPS == ["challenge-r", "challenge-r"]
+
+
+def test_tencent_permanent_error_is_not_retried_and_outages_give_up(notify_env, tencent_vendor, rpc_proxy):
+    env, vendor = notify_env, tencent_vendor
+    env.start(**tencent_config(env, vendor))
+    vendor.script("13800138001", status_code="FailedOperation.PhoneNumberInBlacklist")
+    answer = rpc_proxy.notify.send_sms(phone="13800138001", template="flow_voided",
+                                       params={"document_title": "借条"})
+    assert answer["status"] == "failed"
+
+    vendor.script("13900139002", http_status=503, times=10)
+    given_up = rpc_proxy.notify.send_sms(phone="13900139002", template="flow_expired",
+                                         params={"document_title": "借条"})
+    assert given_up["status"] == "queued"
+    status = wait_for(lambda: (s := rpc_proxy.notify.delivery_status(message_id=given_up["message_id"]))
+                      ["status"] == "given_up" and s)
+    assert status["attempts"] == 4 and status["last_error"] == "http_503"
+    wait_for_calls("run_scheduler", 5)
+    failed = rpc_proxy.notify.delivery_status(message_id=answer["message_id"])
+    assert (failed["status"], failed["attempts"], failed["last_error"]) == (
+        "failed", 1, "FailedOperation.PhoneNumberInBlacklist")
+    outcomes = [r.outcome for r in vendor.received]
+    assert outcomes == ["FailedOperation.PhoneNumberInBlacklist"] + ["http_503"] * 4
+    assert [d["message_id"] for d in env.emitted(events.SMS_GIVEN_UP)] == [given_up["message_id"]]
+    assert [d["message_id"] for d in env.emitted(events.SMS_FAILED)] == [answer["message_id"]]
+    assert vendor.delivered == []
+
+
+# --- reminders ---------------------------------------------------------------------------
+
+def _iou_due_in(days: int) -> dt.date:
+    return dt.datetime.now(CHINA).date() + dt.timedelta(days=days)
+
+
+def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
+    env = notify_env
+    env.start()
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-1", repayment_date=due.isoformat()))
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-2", repayment_date=due.isoformat()))
+    assert wait_for(lambda: len(env.reminders("iou-1")) == 4 and len(env.reminders("iou-2")) == 4)
+    env.send_event(events.FLOW_VOIDED, flow_data("iou-2"))
+    assert wait_for(lambda: {r.status for r in env.reminders("iou-2")} == {"cancelled"})
+    assert wait_for(lambda: len(env.lines("flow_voided")) == 2)
+
+    env.move_clock_to(china_time(due - dt.timedelta(days=4), 10))  # the day before due_soon: nothing
+    wait_for_calls("run_scheduler", 3)
+    assert env.lines("due_soon") == []
+
+    env.move_clock_to(china_time(due - dt.timedelta(days=3), 10))
+    lines = wait_for(lambda: len(env.lines("due_soon")) >= 2 and env.lines("due_soon"))
+    assert recipients(lines) == sorted(PHONES.values())
+    assert lines[0]["params"] == {"document_title": "借条", "due_date": f"{due.year}年{due.month}月{due.day}日",
+                                  "days": "3"}
+    wait_for_calls("run_scheduler", 5)
+    assert len(env.lines("due_soon")) == 2 and env.lines("due_today") == []
+
+    env.move_clock_to(china_time(due, 10))
+    lines = wait_for(lambda: len(env.lines("due_today")) >= 2 and env.lines("due_today"))
+    assert recipients(lines) == sorted(PHONES.values())
+    wait_for_calls("run_scheduler", 5)
+    assert len(env.lines("due_soon")) == 2 and len(env.lines("due_today")) == 2  # only iou-1's, once each
+    reminders = env.reminders("iou-1")
+    assert {r.status for r in reminders} == {"sent"} and all(r.message_id for r in reminders)
+
+
+def test_reminders_wait_out_quiet_hours(notify_env):
+    env = notify_env
+    env.start()
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-q", repayment_date=due.isoformat()))
+    assert wait_for(lambda: len(env.reminders("iou-q")) == 4)
+    env.move_clock_to(china_time(due - dt.timedelta(days=3), 22))  # due since 09:00, but it is night
+    wait_for_calls("run_scheduler", 5)
+    assert env.lines("due_soon") == []
+    env.move_clock_to(china_time(due - dt.timedelta(days=2), 8) + dt.timedelta(minutes=1))
+    assert wait_for(lambda: [r.status for r in env.reminders("iou-q")].count("expired") == 2)  # its day is over
+    env.move_clock_to(china_time(due, 10))
+    assert wait_for(lambda: len(env.lines("due_today")) == 2)
+    assert env.lines("due_soon") == []
+    assert sorted(r.status for r in env.reminders("iou-q")) == ["expired", "expired", "sent", "sent"]
+
+
+@pytest.mark.parametrize("notify_env", ["postgresql", "sqlite"], indirect=True)
+def test_two_replicas_send_a_due_reminder_once_and_a_crashed_holder_is_replaced(notify_env):
+    env = notify_env
+    replicas = [env.start(), env.start()]
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-r", repayment_date=due.isoformat()))
+    assert wait_for(lambda: len(env.reminders("iou-r")) == 4)
+    env.move_clock_to(china_time(due - dt.timedelta(days=3), 10))
+    assert wait_for(lambda: len(env.lines("due_soon")) == 2)
+    wait_for_calls("run_scheduler", 10)
+    assert len(env.lines("due_soon")) == 2
+
+    def holder() -> str:
+        with env.db.session() as session:
+            return session.execute(select(LEASES.c.holder).where(LEASES.c.name == SCHEDULER_LEASE)).scalar_one()
+
+    holders = {_lease_holder(container): container for container in replicas}
+    assert holder() in holders
+    crashed = holders.pop(holder())
+    crashed.kill()  # no clean release: the lease must expire
+    survivor = _lease_holder(next(iter(holders.values())))
+    env.move_clock_to(china_time(due, 10))
+    assert wait_for(lambda: len(env.lines("due_today")) == 2)
+    assert holder() == survivor
+    wait_for_calls("run_scheduler", 5)
+    assert len(env.lines("due_today")) == 2 and len(env.lines("due_soon")) == 2
+
+
+def _lease_holder(container) -> str:
+    return next(d for d in container.dependencies if isinstance(d, SchedulerLease)).holder
+
+
+def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env):
+    env = notify_env
+    first = env.start()
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-d", repayment_date=due.isoformat()))
+    assert wait_for(lambda: len(env.reminders("iou-d")) == 4)
+    first.stop()
+
+    env.move_clock_to(china_time(due - dt.timedelta(days=3), 15))
+    second = env.start()
+    assert wait_for(lambda: len(env.lines("due_soon")) == 2)
+    wait_for_calls("run_scheduler", 5)
+    second.stop()
+    third = env.start()  # a second restart finds nothing left to send
+    wait_for_calls("run_scheduler", 5)
+    assert len(env.lines("due_soon")) == 2
+    third.stop()
+
+    env.move_clock_to(china_time(due + dt.timedelta(days=1), 10))  # down over the whole repayment day
+    env.start()
+    assert wait_for(lambda: {r.kind: r.status for r in env.reminders("iou-d")} == {
+        "due_soon": "sent", "due_today": "expired"})
+    assert env.lines("due_today") == []

@@ -1,0 +1,119 @@
+"""The CA directory: `esign ca init` / `issue-ca`, sealed keys, the
+development CA, and OCSP answers from the delegated responder."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from services.common.errors import Conflict, IntegrityError
+from services.common.sealing import Keyring
+from services.identity import ca, ca_cli, ca_store
+
+PASSPHRASE = "correct horse battery"
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring({"kek-1": os.urandom(32)}, "kek-1")
+
+
+@pytest.fixture
+def issued(tmp_path, keyring):
+    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "ca", public_url="https://esign.example", keyring=keyring)
+    return tmp_path / "ca"
+
+
+def test_issue_ca_writes_certificates_and_only_sealed_keys(issued, keyring, tmp_path):
+    names = sorted(p.name for p in issued.iterdir())
+    assert names == ["issuing-key.sealed", "issuing.pem", "ocsp-key.sealed", "ocsp.pem", "root.crl", "root.pem",
+                     "service-key.sealed", "service.pem", "tsa-key.sealed", "tsa.pem"]
+    for path in issued.glob("*.sealed"):
+        assert b"PRIVATE KEY" not in path.read_bytes()
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    for role in ("issuing", "tsa", "service", "ocsp"):
+        target = issued / f"{role}.pem"
+        result = subprocess.run(["openssl", "verify", "-CAfile", str(issued / "root.pem"), "-untrusted",
+                                 str(issued / "issuing.pem"), str(target)], capture_output=True, text=True)
+        assert result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+    material = ca_store.load_ca_material(issued, keyring)
+    issuing = material.issuing.certificate
+    dp = issuing.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert dp[0].full_name[0].value == "https://esign.example/pki/root.crl"
+    with pytest.raises(x509.ExtensionNotFound):  # the offline root answers no OCSP
+        issuing.extensions.get_extension_for_class(x509.AuthorityInformationAccess)
+    root_crl = x509.load_der_x509_crl(material.root_crl_der)
+    assert root_crl.is_signature_valid(material.root.public_key()) and len(root_crl) == 0
+    with pytest.raises(Conflict):
+        ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, issued, public_url="https://x", keyring=keyring)
+
+
+def test_the_ocsp_responder_certificate_is_delegated_and_nocheck(issued, keyring):
+    responder = ca_store.load_ca_material(issued, keyring).ocsp_responder.certificate
+    eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.OCSP_SIGNING]
+    responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    assert responder.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+
+
+def test_keys_do_not_open_under_another_kek(issued):
+    with pytest.raises(IntegrityError):
+        ca_store.load_ca_material(issued, Keyring({"kek-1": os.urandom(32)}, "kek-1"))
+
+
+def test_delegated_ocsp_answers_good_revoked_unknown_and_unauthorized(issued, keyring):
+    material = ca_store.load_ca_material(issued, keyring)
+    points = ca_store.publication_points("https://esign.example")
+    person = ca.issue_person_certificate(material.issuing, ca.generate_key().public_key(), "张三", "ab" * 32, points)
+    issuer = material.issuing.certificate
+
+    def ask(cert, issuer_cert, lookup):
+        request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer_cert, hashes.SHA1()).build()
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return ocsp.load_der_ocsp_response(
+            ca_store.build_delegated_ocsp_response(material, request.public_bytes(Encoding.DER), lookup))
+
+    good = ask(person, issuer, lambda serial: ca.GOOD)
+    assert good.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert good.certificates == [material.ocsp_responder.certificate]
+    material.ocsp_responder.certificate.public_key().verify(
+        good.signature, good.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+    revoked = ask(person, issuer, lambda serial: ca.CertificateStatus(ca.Revocation(
+        serial, person.not_valid_before_utc, ca.RevocationReason.key_compromise)))
+    assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert revoked.revocation_reason == x509.ReasonFlags.key_compromise
+    assert ask(person, issuer, lambda serial: None).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    # the platform's own certificates are known as good
+    assert material.platform_status(material.tsa.serial_number) is ca.GOOD
+    # a certificate of another issuer: unauthorized
+    other = ask(issuer, material.root, lambda serial: ca.GOOD)
+    assert other.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+    malformed = ocsp.load_der_ocsp_response(ca_store.build_delegated_ocsp_response(material, b"junk", lambda s: None))
+    assert malformed.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_development_ca_is_made_once_and_require_existing_refuses(tmp_path, keyring):
+    config = {"DATA_DIR": str(tmp_path / "data"), "PUBLIC_URL": "http://dev.test"}
+    first = ca_store.open_ca(config, keyring)
+    second = ca_store.open_ca(config, keyring)
+    assert first.issuing.certificate == second.issuing.certificate
+    passphrase = tmp_path / "data" / "ca" / ca_store.DEV_PASSPHRASE_FILE
+    assert oct(passphrase.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(ca_store.CaNotConfigured):
+        ca_store.open_ca({"DATA_DIR": str(tmp_path / "empty"), "CA": {"REQUIRE_EXISTING": True}}, keyring)
+    assert not (tmp_path / "empty" / "ca" / "issuing.pem").exists()
+    # a directory made by `esign ca issue-ca` is used as it is
+    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    made = ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "prod", public_url="https://p", keyring=keyring)
+    loaded = ca_store.open_ca({"DATA_DIR": str(tmp_path / "x"), "CA": {"DIR": str(tmp_path / "prod"),
+                                                                        "REQUIRE_EXISTING": True}}, keyring)
+    assert loaded.issuing.certificate == made.issuing.certificate

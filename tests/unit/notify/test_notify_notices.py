@@ -1,0 +1,64 @@
+"""Which SMS each signing event asks for, and the payload contract."""
+import datetime as dt
+
+import pytest
+
+from services.common import events
+from services.common.errors import InvalidInput
+from services.notify.notices import FlowEvent, notices_for
+
+PARTIES = [{"person_id": "p-lender", "role": "lender"}, {"person_id": "p-borrower", "role": "borrower"}]
+
+
+def flow(**extra) -> FlowEvent:
+    return FlowEvent.from_payload({"flow_id": "f1", "document_id": "d1", "document_title": " 借条 ",
+                                   "parties": PARTIES, "link": "https://e.cn/f/f1", **extra})
+
+
+def test_flow_sent_asks_the_next_party_naming_the_initiator():
+    (notice,) = notices_for(events.FLOW_SENT, flow(initiator_person_id="p-lender", next_person_id="p-borrower"))
+    assert (notice.person_id, notice.template) == ("p-borrower", "sign_request")
+    assert dict(notice.params) == {"document_title": "借条", "link": "https://e.cn/f/f1"}
+    assert dict(notice.names) == {"initiator": "p-lender"}
+    assert notice.persons == ("p-borrower", "p-lender")
+
+
+@pytest.mark.parametrize("event_type, template, extra, recipients", [
+    (events.FLOW_COMPLETED, "flow_completed", {}, ["p-lender", "p-borrower"]),
+    (events.VOID_REQUESTED, "void_requested", {"requester_person_id": "p-lender"}, ["p-borrower"]),
+    (events.FLOW_VOIDED, "flow_voided", {}, ["p-lender", "p-borrower"]),
+    (events.FLOW_DECLINED, "flow_declined", {"decliner_person_id": "p-borrower"}, ["p-lender"]),
+    (events.FLOW_EXPIRED, "flow_expired", {}, ["p-lender", "p-borrower"]),
+])
+def test_each_event_reaches_the_parties_it_concerns(event_type, template, extra, recipients):
+    notices = notices_for(event_type, flow(**extra))
+    assert [n.person_id for n in notices] == recipients
+    assert {n.template for n in notices} == {template}
+
+
+def test_repayment_date_is_read_as_a_date():
+    assert flow(repayment_date="2026-03-01").repayment_date == dt.date(2026, 3, 1)
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"document_title": "借条", "parties": PARTIES}, "data.flow_id"),
+    ({"flow_id": "f1", "parties": PARTIES}, "data.document_title"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": []}, "data.parties"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": [{"person_id": "has space"}]}, "data.parties[0].person_id"),
+    ({"flow_id": "x" * 65, "document_title": "借条", "parties": PARTIES}, "data.flow_id"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES, "repayment_date": "soon"}, "data.repayment_date"),
+])
+def test_contract_breaches_name_the_field(payload, field):
+    with pytest.raises(InvalidInput) as error:
+        FlowEvent.from_payload(payload)
+    assert error.value.field == field
+
+
+def test_an_event_without_the_person_it_needs_is_refused():
+    with pytest.raises(InvalidInput) as error:
+        notices_for(events.FLOW_SENT, flow(initiator_person_id="p-lender"))
+    assert error.value.field == "data.next_person_id"
+    with pytest.raises(InvalidInput) as error:
+        notices_for(events.FLOW_COMPLETED, FlowEvent.from_payload(
+            {"flow_id": "f1", "document_title": "借条", "parties": PARTIES}))
+    assert error.value.field == "data.link"

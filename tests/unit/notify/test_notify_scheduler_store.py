@@ -1,0 +1,93 @@
+"""The scheduler lease, the database-backed rate counters, settings and the clock,
+on the notify schema in an SQLite file (the embedded default)."""
+import datetime as dt
+import hashlib
+
+import pytest
+
+from services.common.database import Database
+from services.common.errors import InvalidInput
+from services.notify.clock import OffsetFileClock, SystemClock, clock_from_config
+from services.notify.models import RateEvent
+from services.notify.rate_limit import RateLimits, SmsRateLimiter
+from services.notify.rate_store import SqlRateCounterStore, admit
+from services.common.lease import acquire as acquire_lease, release as release_lease
+from services.notify.settings import NotifySettings
+from services.notify.sms_templates import TemplateCategory
+
+T0 = dt.datetime(2026, 3, 2, 2, 0)  # naive UTC, as the lease stores it
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'notify.db'}", None, "notify")
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def test_one_holder_at_a_time_until_the_lease_expires_or_is_released(db):
+    ttl = dt.timedelta(seconds=10)
+    with db.session() as a, db.session() as b:
+        assert acquire_lease(a, "job", "replica-a", ttl, T0)
+        assert not acquire_lease(b, "job", "replica-b", ttl, T0 + dt.timedelta(seconds=1))
+        assert acquire_lease(a, "job", "replica-a", ttl, T0 + dt.timedelta(seconds=5))  # renewed to T0+15
+        assert not acquire_lease(b, "job", "replica-b", ttl, T0 + dt.timedelta(seconds=14))
+        assert acquire_lease(b, "job", "replica-b", ttl, T0 + dt.timedelta(seconds=16))  # a crashed: taken over
+        assert not acquire_lease(a, "job", "replica-a", ttl, T0 + dt.timedelta(seconds=17))
+        release_lease(b, "job", "replica-b")
+        assert acquire_lease(a, "job", "replica-a", ttl, T0 + dt.timedelta(seconds=18))
+
+
+def _limiter(store):
+    return SmsRateLimiter(RateLimits(per_phone_per_minute=2, per_phone_per_hour=10, per_phone_per_day=20,
+                                     global_limit=100), store,
+                          phone_key=lambda phone: hashlib.sha256(phone.encode()).hexdigest())
+
+
+def test_rate_counters_in_the_database_hold_the_limit_and_store_no_number(db):
+    now = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.timezone.utc)
+    results = []
+    for second in range(4):
+        with db.session() as session:
+            store = SqlRateCounterStore(session)
+            results.append(admit(_limiter(store), store, "13800138000", TemplateCategory.NOTICE,
+                                 now + dt.timedelta(seconds=second)))
+            session.commit()
+    assert [r.allowed for r in results] == [True, True, False, False]
+    assert results[2].reason == "phone_per_minute"
+    assert results[2].not_before == now + dt.timedelta(minutes=1)
+    with db.session() as session:
+        keys = {event.key for event in session.query(RateEvent)}
+        store = SqlRateCounterStore(session)
+        later = admit(_limiter(store), store, "13800138000", TemplateCategory.NOTICE, now + dt.timedelta(minutes=1))
+        assert later.allowed
+    assert "global" in keys and not any("13800138000" in key for key in keys)
+
+
+def test_settings_come_from_config_with_checked_values():
+    settings = NotifySettings.from_config({
+        "RETRY": {"BASE_DELAY": 0.5, "MAX_ATTEMPTS": 3},
+        "QUIET_HOURS": {"START": 1260, "END": "07:30"},  # YAML 1.1 reads an unquoted 21:00 as 1260
+        "SCHEDULER": {"INTERVAL": "0.5"},
+    })
+    assert (settings.retry.base_delay, settings.retry.max_attempts) == (0.5, 3)
+    assert (settings.quiet_hours.start, settings.quiet_hours.end) == (dt.time(21, 0), dt.time(7, 30))
+    assert settings.reminders.quiet_hours == settings.quiet_hours
+    assert settings.scheduler.interval == 0.5
+    with pytest.raises(InvalidInput) as error:
+        NotifySettings.from_config({"RATE_LIMITS": {"PER_PHONE_PER_MINUTE": -1}})
+    assert error.value.field == "rate_limits.per_phone_per_minute"
+    with pytest.raises(InvalidInput) as error:
+        NotifySettings.from_config({"REMINDERS": {"SEND_TIME": "noon"}})
+    assert error.value.field == "reminders.send_time"
+
+
+def test_the_offset_file_clock_moves_business_time(tmp_path):
+    assert isinstance(clock_from_config({}), SystemClock)
+    clock = clock_from_config({"CLOCK": {"OFFSET_FILE": str(tmp_path / "offset")}})
+    assert isinstance(clock, OffsetFileClock)
+    assert abs((clock.now() - SystemClock().now()).total_seconds()) < 5  # no file: no offset
+    clock.set_offset(3 * 86400)
+    assert 3 * 86400 - 5 < (clock.now() - SystemClock().now()).total_seconds() < 3 * 86400 + 5
+    assert clock.now().tzinfo is not None
