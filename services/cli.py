@@ -4,6 +4,7 @@
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
+  esign ca init|issue-ca   the offline root CA, then the identity service's issuing CA
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
 """
@@ -14,9 +15,21 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from services.common.errors import EsignError
     from services.common.logs import quiet_library_warnings
 
     quiet_library_warnings()
+    try:
+        return _main(argv)
+    except EsignError as exc:
+        print(f"esign: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"esign: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="esign", description="Electronic-signature platform")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -32,7 +45,15 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("verify", help="check a signed PDF and its report offline", add_help=False)
 
+    commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ca":
+        from services.identity import ca_cli  # imported only here: it pulls in cryptography and nameko
+
+        ca_parser = argparse.ArgumentParser(prog="esign")
+        ca_cli.add_subcommands(ca_parser.add_subparsers(dest="command", required=True))
+        return ca_cli.run(ca_parser.parse_args(argv))
     if argv and argv[0] == "verify":
         from services.signing.offline_verify import main as verify_main
 

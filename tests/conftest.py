@@ -117,9 +117,6 @@ def service_config(amqp_uri, pg_schemas, s3, tmp_path):
     """``service_config(service, backend="postgresql", **overrides) -> dict``."""
 
     def make(service: str, backend: str = "postgresql", **overrides):
-        from services.common.s3server import free_port
-
-        web_port = free_port()
         database = _database_settings(backend, service, pg_schemas, tmp_path)
         config = {
             "AMQP_URI": amqp_uri,
@@ -131,10 +128,7 @@ def service_config(amqp_uri, pg_schemas, s3, tmp_path):
             "S3": {"ENDPOINT": s3.endpoint, "ACCESS_KEY": s3.access_key, "SECRET_KEY": s3.secret_key,
                    "BUCKET": f"esign-{service}-{RUN_ID}", "VERSIONING": service == "signing"},
             "SECRETS": {"GENERATE_MISSING": True},  # generated under DATA_DIR/secrets
-            "WEB_SERVER_ADDRESS": f"127.0.0.1:{web_port}",
         }
-        if service == "signing":
-            config["TSA"] = {"URL": f"http://127.0.0.1:{web_port}/tsa"}
         config.update(overrides)
         return config
 

@@ -51,5 +51,5 @@ def quiet_library_warnings() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
-    warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -87,6 +87,17 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         answer = app.state.rpc.call("identity", "crl")
         return Response(base64.b64decode(answer["crl_der"]), media_type="application/pkix-crl")
 
+    @app.get("/pki/root.crl", tags=["pki"])
+    def root_crl() -> Response:
+        """The offline root's CRL (DER): revocation data for the issuing CA."""
+        answer = app.state.rpc.call("identity", "crl", ca_name="root")
+        return Response(base64.b64decode(answer["crl_der"]), media_type="application/pkix-crl")
+
+    @app.get("/pki/issuing.pem", tags=["pki"])
+    def issuing_pem() -> Response:
+        return Response(app.state.rpc.call("identity", "pki_certificates")["issuing_pem"],
+                        media_type="application/x-pem-file")
+
     @app.post("/pki/ocsp", tags=["pki"])
     async def ocsp_post(request: Request) -> Response:
         body = await request.body()
@@ -106,6 +117,18 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
             raise InvalidInput("request", "size", "expected an OCSP request of 1..4096 bytes")
         answer = app.state.rpc.call("identity", "ocsp", request_der=base64.b64encode(body).decode())
         return Response(base64.b64decode(answer["response_der"]), media_type="application/ocsp-response")
+
+    @app.post("/tsa", tags=["pki"])
+    async def timestamp(request: Request) -> Response:
+        """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""
+        if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/timestamp-query":
+            raise InvalidInput("content-type", "media_type", "expected application/timestamp-query")
+        body = await request.body()
+        if not 0 < len(body) <= 4096:
+            raise InvalidInput("request", "size", "expected a time-stamp query of 1..4096 bytes")
+        answer = await run_in_threadpool(app.state.rpc.call, "identity", "timestamp",
+                                         request_der=base64.b64encode(body).decode())
+        return Response(base64.b64decode(answer["response_der"]), media_type="application/timestamp-reply")
 
     @app.get("/pki/root.pem", tags=["pki"])
     def root_pem() -> Response:

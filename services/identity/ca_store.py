@@ -47,6 +47,7 @@ from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.identity import ca
+from services.common.tsa import TimeStampAuthority
 from services.identity.secrets import load_keys
 
 log = logging.getLogger(__name__)
@@ -335,23 +336,36 @@ def open_ca(config: dict, keyring: Keyring) -> CaMaterial:
     return load_ca_material(directory, keyring)
 
 
+def load_tsa_authority(directory: Path, keyring: Keyring, material: CaMaterial) -> TimeStampAuthority:
+    """The platform's RFC 3161 time-stamp authority, from the TSA certificate
+    and its sealed key in the CA directory."""
+    blob = from_text((directory / "tsa-key.sealed").read_text("ascii").strip())
+    key = ca.unseal_private_key(keyring, blob, _key_aad("tsa", material.tsa))
+    if key.public_key() != material.tsa.public_key():
+        raise IntegrityError("tsa key", "does not belong to its certificate")
+    return TimeStampAuthority(material.tsa, key, [material.issuing.certificate])
+
+
 class CaProvider(DependencyProvider):
-    """Loads the online CA once per process; the service refuses to start
-    without one when CA.REQUIRE_EXISTING is set."""
+    """Loads the online CA and the time-stamp authority once per process; the
+    service refuses to start without a CA when CA.REQUIRE_EXISTING is set."""
 
     def setup(self) -> None:
         config = self.container.config
-        self.material = open_ca(config, load_keys(config).keyring)
+        keyring = load_keys(config).keyring
+        self.material = open_ca(config, keyring)
         self.points = publication_points(ca_settings(config)[2])
+        self.tsa = load_tsa_authority(ca_settings(config)[0], keyring, self.material)
 
     def get_dependency(self, worker_ctx) -> "CaAccess":
-        return CaAccess(self.material, self.points)
+        return CaAccess(self.material, self.points, self.tsa)
 
 
 @dataclass(frozen=True)
 class CaAccess:
     material: CaMaterial
     points: ca.PublicationPoints
+    tsa: TimeStampAuthority
 
 
 def conflict_if_exists(directory: Path) -> None:

@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from cryptography.x509.oid import NameOID
 from nameko.dependency_providers import Config
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
@@ -299,6 +300,27 @@ class IdentityService(ServiceBase):
         return {"person_id": person_id, "name_masked": person.name_masked, "id_masked": person.id_masked,
                 "phone_masked": person.phone_masked}
 
+    @rpc
+    def login(self, phone_challenge_id: str) -> dict:
+        """The person whose registered phone a just-confirmed code proved
+        (purpose phone_confirmation, within 30 minutes). A challenge logs in
+        once; it is then marked ``logged_in``."""
+        session = self.db.session
+        challenge = session.get(OtpChallenge, phone_challenge_id)
+        if challenge is None:
+            raise NotFound("otp_challenge", phone_challenge_id)
+        if challenge.purpose != "phone_confirmation" or challenge.status != "confirmed" or challenge.used_at is None:
+            raise Forbidden("phone_not_confirmed")
+        if aware(challenge.used_at) + self.settings.phone_confirmation_valid < datetime.now(timezone.utc):
+            raise Forbidden("phone_confirmation_expired")
+        person = session.execute(select(Person).where(Person.phone_index == challenge.phone_index)).scalar_one_or_none()
+        if person is None:
+            raise NotFound("person", "for this phone")
+        challenge.status = "logged_in"
+        audit.record(session, "login", "ok", person_id=person.id, method="sms")
+        self.db.commit()
+        return {"person_id": person.id, "name_masked": person.name_masked}
+
     def _refuse_duplicates(self, challenge_id: str, id_index: str, phone_index: str) -> None:
         session = self.db.session
         if session.execute(select(Person.id).where(Person.id_number_index == id_index)).first():
@@ -564,6 +586,61 @@ class IdentityService(ServiceBase):
         return answer
 
     @rpc
+    def report_profile(self, person_id: str) -> dict:
+        """For the signing report (签约报告): the person's name, masked ID
+        number and phone, every certificate (public fields) and how identity
+        was checked (face score and threshold, liveness), from the audit trail."""
+        person = self._person(person_id)
+        name = self.keys.keyring.open(from_text(person.name_sealed),
+                                      associated_data("person_name", person_id)).decode()
+        records = audit.records_of(self.db.session, person_id)
+        face = [r for r in records if r["action"] == "face_check" and r["outcome"] == "matched"]
+        liveness = [r for r in records if r["action"] == "liveness_check"]
+        rows = self.db.session.execute(select(certificates.Certificate)
+                                       .where(certificates.Certificate.person_id == person_id)).scalars().all()
+        certs = []
+        for row in rows:
+            parsed = ca.certificate_from_pem(row.certificate_pem.encode())
+            certs.append({"serial": row.serial, "issuer": parsed.issuer.rfc4514_string(),
+                          "subject_cn": parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+                          "not_before": iso(row.not_before), "not_after": iso(row.not_after), "status": row.status})
+        return {
+            "person_id": person_id, "name": name, "id_number_masked": person.id_masked,
+            "phone_masked": person.phone_masked, "registered_at": iso(person.created_at), "certificates": certs,
+            "identity_check": {
+                "id_verified": True, "checked_at": face[-1]["occurred_at"] if face else None,
+                "face_distance": face[-1]["score"] if face else None,
+                "face_threshold": face[-1]["threshold"] if face else None, "face_matched": bool(face),
+                "liveness": liveness[-1]["outcome"] if liveness else "not_performed",
+            },
+        }
+
+    @rpc
+    def contact(self, person_id: str) -> dict:
+        """For notify only (never exposed by the gateway): where to send a
+        person's SMS and the name the message may address them by."""
+        person = self._person(person_id)
+        keyring = self.keys.keyring
+        return {"phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode(),
+                "name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode()}
+
+    @rpc
+    def current_certificate(self, person_id: str) -> dict:
+        """The person's active signing certificate (public part) and chain."""
+        self._person(person_id)
+        row = certificates.active_certificate(self.db.session, person_id)
+        if row is None:
+            raise NotFound("active_certificate", person_id)
+        return dict(self._certificate_answer(row), status="good", not_after=iso(row.not_after))
+
+    @rpc
+    def timestamp(self, request_der: str) -> dict:
+        """The platform's RFC 3161 time-stamp authority (base64 DER TimeStampReq
+        in, TimeStampResp out); served over HTTP by the gateway at /tsa."""
+        request = decode_base64(request_der, "request_der", 4096)
+        return {"response_der": b64(self.authority.tsa.respond(request))}
+
+    @rpc
     def pki_certificates(self) -> dict:
         """Public CA material (PEM): root, issuing CA, TSA, OCSP responder, platform service."""
         m = self.authority.material
@@ -719,8 +796,7 @@ class IdentityService(ServiceBase):
                      digest=row.document_digest, serial=certificate.serial, willingness_id=row.willingness_id)
         self.db.commit()
         self.metrics.inc("sign_digest", "Remote signatures by outcome", outcome="ok")
-        return {"signature": b64(signature), "certificate_pem": certificate.certificate_pem,
-                "chain_pem": [ca.certificate_to_pem(self.authority.material.issuing.certificate).decode()]}
+        return dict(self._certificate_answer(certificate), signature=b64(signature))
 
     # -- audit ------------------------------------------------------------
     @rpc

@@ -49,7 +49,9 @@ _MONEY_LIKE = re.compile(
 _CONTROL_OR_SIGN = re.compile(r"[\x00-\x1f\x7f【】]")
 _ASCII_DIGITS = re.compile(r"[0-9]+\Z")
 _LINK = re.compile(r"https?://[A-Za-z0-9.\-]+(?::[0-9]+)?(?:/[A-Za-z0-9\-._~%/?#=&+]*)?\Z")
-_PERSON = re.compile(r"[A-Za-z\u3400-\u9fff·．. ]+\Z")
+# CJK Unified Ideographs with extensions A–H and compatibility ideographs:
+# rare name characters such as 䶮 (ext. A) and 𠮷 (ext. B) are names too.
+_PERSON = re.compile(r"[A-Za-z\u3400-\u9fff\uf900-\ufaff\U00020000-\U0003134f·．. ]+\Z")
 
 
 class TemplateCategory(str, enum.Enum):

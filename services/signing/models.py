@@ -147,16 +147,3 @@ class StoredObjectRow(Base):
     version_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class ServiceKey(Base):
-    """The service's own keys (the time-stamp authority's), sealed, with the
-    certificate identity's CA issued for them."""
-
-    __tablename__ = "service_keys"
-
-    name: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key_sealed: Mapped[str] = mapped_column(Text)
-    certificate_pem: Mapped[str] = mapped_column(Text)
-    chain_pem: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -240,7 +240,8 @@ def _content_checks(report_body: Mapping[str, Any], events: Sequence[Mapping[str
                              f"prev_index {record.get('prev_index')}: an event of the flow is missing from the report"))
         previous = index
     by_type = {record.get("event_type"): record for _, record in records}
-    sent = by_type.get("flow_sent")
+    # the first flow_sent names the original; later ones (to the next party) the PDF signed so far
+    sent = next((record for _, record in records if record.get("event_type") == "flow_sent"), None)
     if sent is not None and sent.get("document_hash") != original:
         problems.append(("flow_sent leaf", f"document hash {original} (the report's original PDF)",
                          str(sent.get("document_hash"))))

@@ -74,7 +74,7 @@ from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBack
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
-from services.signing.tsa import TsaClient, TsaSettings
+from services.common.tsa import TsaClient, TsaSettings
 
 #: identity's remote signing operation, bound to one grant by the caller:
 #: SHA-256 digest in, DER-encoded ECDSA P-256 signature out

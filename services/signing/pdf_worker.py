@@ -15,7 +15,7 @@ from functools import lru_cache
 from cryptography import x509
 
 from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
-from services.signing.tsa import TsaSettings
+from services.common.tsa import TsaSettings
 from services.signing.verification import verify_pdf
 
 
@@ -59,3 +59,16 @@ def verify(roots_pem: tuple[str, ...], pdf: bytes) -> dict:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def report_signatures(roots_pem: tuple[str, ...], pdf: bytes, field_to_person: dict) -> list[dict]:
+    """The report's signature entries (time, time-stamp, TSA) from the final PDF."""
+    from services.signing.report import signature_entries
+
+    return signature_entries(verify_pdf(pdf, _certs(roots_pem)), field_to_person)
+
+
+def render_report(report: dict) -> bytes:
+    from services.signing.report import render_report_pdf
+
+    return render_report_pdf(report)

@@ -32,13 +32,17 @@ from datetime import datetime, timedelta, timezone
 
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
-from nameko.web.handlers import http
 from sqlalchemy import select
-from werkzeug.wrappers import Response
 
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
-from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound
+from services.common.errors import (
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+)
 from services.common.lease import acquire, holder_id
 from services.common.offload import WorkerPoolProvider
 from services.common.outbox import utcnow
@@ -49,7 +53,14 @@ from services.signing import pdf_worker
 from services.signing.checkpoint import Checkpoint, parse_note
 from services.signing.dependencies import PENDING_TTL, SigningContext
 from services.signing.evidence_log import utc_timestamp
-from services.signing.models import FlowParty, FlowRow, PendingAction, RevokedCertificate, StoredObjectRow
+from services.signing.models import (
+    FlowParty,
+    FlowRow,
+    PendingAction,
+    RevokedCertificate,
+    StoredObjectRow,
+)
+from services.signing.report import build_report, sign_report
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +146,14 @@ class SigningService(ServiceBase):
         row.updated_at = utcnow()
         for party_row, party in zip(parties, flow.parties):
             party_row.signed_at = _naive(party.signed_at)
-        base = self._payload(row, parties, flow, actor)
+        base = dict(self._payload(row, parties, flow, actor), link=f"{self.ctx.public_url}/flows/{row.id}")
         for event_type in transition.events:
-            self.db.emit(event_type, dict(base, **(extra or {})))
+            data = dict(base, **(extra or {}))
+            if event_type == events.VOID_REQUESTED:
+                data["requester_person_id"] = actor
+            elif event_type == events.FLOW_DECLINED:
+                data["decliner_person_id"] = actor
+            self.db.emit(event_type, data)
             self.metrics.inc("flow_events", "Signing flow events", event=event_type)
 
     @staticmethod
@@ -218,7 +234,7 @@ class SigningService(ServiceBase):
         flow_id = str(uuid.uuid4())
         flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now)
         title = (title or self.documents.get_document(document_id=document_id).get("title") or "文件")[:100]
-        stored = self._store_pdf(flow_id, "original", pdf)
+        stored = self.storage.put(pdf, prefix="flows/", content_type="application/pdf")  # before any row refers to it
         row = FlowRow(id=flow_id, document_id=document_id, document_sha256=sha, title=title,
                       state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,
                       expires_at=_naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
@@ -226,7 +242,10 @@ class SigningService(ServiceBase):
         party_rows = [FlowParty(flow_id=flow_id, position=i, person_id=p.person_id, role=p.role,
                                 signature_field=p.signature_field) for i, p in enumerate(domain_parties)]
         self.db.session.add(row)
+        self.db.session.flush()  # the flow row first: parties and objects refer to it
         self.db.session.add_all(party_rows)
+        self.db.session.add(StoredObjectRow(flow_id=flow_id, kind="original", key=stored.key, sha256=stored.sha256,
+                                            version_id=stored.version_id, size=stored.size, created_at=utcnow()))
         self.db.session.flush()
         self._apply(row, party_rows, F.send(flow, now), initiator_person_id)
         self.db.commit()
@@ -260,7 +279,6 @@ class SigningService(ServiceBase):
         if self.db.session.get(RevokedCertificate, certificate["serial"]) is not None:
             raise Forbidden("certificate_revoked")
         roots = self.ctx.platform.trust_roots(self.identity)
-        self.ctx.platform.tsa(self.db.session, self.identity)  # the TSA must exist before pyHanko calls it
         prepared = self.pdf.run(
             pdf_worker.prepare, self._tsa_url(), roots, self._current_pdf(row), party.signature_field,
             certificate["certificate_pem"], tuple(certificate["chain_pem"]), png,
@@ -475,6 +493,57 @@ class SigningService(ServiceBase):
         if acquire(self.db.session, "checkpoint", self._holder, timedelta(seconds=30)):
             self.ctx.log.checkpoint()
 
+    # -- signing report (签约报告) ---------------------------------------------------
+    @rpc
+    def report(self, flow_id: str) -> dict:
+        """Build, sign (platform Ed25519 key, C2SP note) and store the signing
+        report of a completed or voided flow: JSON and a Chinese PDF."""
+        row, parties = self._load(flow_id)
+        if row.state not in ("completed", "voided", "void_requested"):
+            raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
+        flow = self._flow_dict(row, parties)
+        profiles = {p.person_id: self.identity.report_profile(person_id=p.person_id) for p in parties}
+        serials = {p.person_id: p.certificate_serial for p in parties}
+        report_parties, checks = [], []
+        for p in parties:
+            profile = profiles[p.person_id]
+            cert = next((c for c in profile["certificates"] if c["serial"] == serials[p.person_id]), None)
+            report_parties.append({
+                "person_id": p.person_id, "role": p.role, "name": profile["name"],
+                "id_number_masked": profile["id_number_masked"], "phone_masked": profile["phone_masked"],
+                "certificate": None if cert is None else {
+                    "serial": cert["serial"], "issuer": cert["issuer"], "subject": cert["subject_cn"],
+                    "not_before": cert["not_before"], "not_after": cert["not_after"]},
+            })
+            check = dict(profile["identity_check"], person_id=p.person_id)
+            for key in ("face_distance", "face_threshold"):  # canonical JSON carries no floats
+                check[key] = None if check[key] is None else f"{float(check[key]):.4f}"
+            checks.append(check)
+        actions = self.db.session.execute(
+            select(PendingAction).where(PendingAction.flow_id == flow_id, PendingAction.used_at.is_not(None))
+            .order_by(PendingAction.used_at)).scalars().all()
+        willingness = [{"person_id": a.person_id, "action": a.action, "method": a.method,
+                        "at": _aware(a.used_at).isoformat(), "outcome": "passed"} for a in actions]
+        final_pdf = self._current_pdf(row)
+        roots = self.ctx.platform.trust_roots(self.identity)
+        signatures = self.pdf.run(pdf_worker.report_signatures, roots, final_pdf,
+                                  {p.signature_field: p.person_id for p in parties})
+        built = build_report(flow, row.document_sha256, row.current_pdf_sha256, report_parties, checks,
+                             willingness, signatures, self.flow_evidence(flow_id), _now(),
+                             f"{self.ctx.public_url}/verify?flow={flow_id}")
+        signed = sign_report(built, self.ctx.keys.log_signer)
+        report_json = json.dumps(signed, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        report_pdf = self.pdf.run(pdf_worker.render_report, built)
+        stored = [self.storage.put(report_json, prefix="reports/", content_type="application/json"),
+                  self.storage.put(report_pdf, prefix="reports/", content_type="application/pdf")]
+        for kind, obj in zip(("report_json", "report_pdf"), stored):
+            self.db.session.add(StoredObjectRow(flow_id=flow_id, kind=kind, key=obj.key, sha256=obj.sha256,
+                                                version_id=obj.version_id, size=obj.size, created_at=utcnow()))
+        self.db.commit()
+        self.metrics.inc("reports", "Signing reports made")
+        return {"report": signed, "report_pdf": pdf_worker.b64(report_pdf),
+                "report_json_sha256": stored[0].sha256, "report_pdf_sha256": stored[1].sha256}
+
     # -- verification ------------------------------------------------------------
     @rpc
     def verify(self, pdf: str) -> dict:
@@ -482,20 +551,8 @@ class SigningService(ServiceBase):
         data = _b64decode(pdf, "pdf", 50 * 1024 * 1024)
         return self.pdf.run(pdf_worker.verify, self.ctx.platform.trust_roots(self.identity), data)
 
-    # -- time-stamp authority ------------------------------------------------------
     def _tsa_url(self) -> str:
         return self.ctx.tsa_url
-
-    @http("POST", "/tsa")
-    def timestamp(self, request) -> Response:
-        """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""
-        if (request.content_type or "").split(";")[0].strip() != "application/timestamp-query":
-            return Response("expected application/timestamp-query", status=415)
-        body = request.get_data()
-        if not 0 < len(body) <= 4096:
-            return Response("expected 1..4096 bytes", status=400)
-        reply = self.ctx.platform.tsa(self.db.session, self.identity).respond(body)
-        return Response(reply, mimetype="application/timestamp-reply")
 
     # -- revocations announced by identity ----------------------------------------
     @rpc

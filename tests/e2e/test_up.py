@@ -59,10 +59,10 @@ def processes_mentioning(marker: str) -> list[int]:
 def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
     data = tmp_path / "esign-data"
     ports = {f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES}
-    gateway_port, signing_web = free_port(), free_port()
+    gateway_port = free_port()
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(gateway_port),
-               ESIGN_S3_PORT=str(free_port()), SIGNING_WEB_ADDRESS=f"127.0.0.1:{signing_web}",
-               ESIGN_TSA_URL=f"http://127.0.0.1:{signing_web}/tsa", **ports)
+               ESIGN_S3_PORT=str(free_port()), ESIGN_PUBLIC_URL=f"http://127.0.0.1:{gateway_port}",
+               ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", **ports)
     for name in ("ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150"], cwd=REPO, env=env,

@@ -329,7 +329,7 @@ class SigningEnvironment:
 
 def start_signing_environment() -> SigningEnvironment:
     # imported here so the PKI above stays usable without the signing package
-    from services.signing.tsa import TimeStampApp, TimeStampAuthority
+    from services.common.tsa import TimeStampApp, TimeStampAuthority
 
     server = PkiHttpServer()
     pki = build_pki(server.base_url)

@@ -131,7 +131,10 @@ def test_compose_required_secrets_fail_loudly_when_unset():
     for name, key in [("identity", "ESIGN_KEK"), ("identity", "ESIGN_BLIND_INDEX_KEY"),
                       ("identity", "ESIGN_OTP_KEY"), ("gateway", "ESIGN_SESSION_SECRET"),
                       ("postgres", "POSTGRES_PASSWORD"), ("rabbitmq", "RABBITMQ_DEFAULT_PASS"),
-                      ("grafana", "GF_SECURITY_ADMIN_PASSWORD"), ("documents", "ESIGN_S3_SECRET_KEY")]:
+                      ("grafana", "GF_SECURITY_ADMIN_PASSWORD"), ("documents", "ESIGN_S3_SECRET_KEY"),
+                      ("documents", "DOCUMENTS_KEK"), ("documents", "ESIGN_INVITE_KEY"),
+                      ("signing", "ESIGN_SIGNING_KEK"), ("signing", "ESIGN_LOG_SIGNING_KEY"),
+                      ("notify", "NOTIFY_KEK"), ("notify", "NOTIFY_PHONE_INDEX_KEY")]:
         assert ":?" in environment(services[name])[key], f"{name}.{key} is not required"
 
 

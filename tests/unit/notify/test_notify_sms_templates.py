@@ -200,3 +200,14 @@ def test_duplicate_template_ids_are_rejected():
     with pytest.raises(InvalidInput) as err:
         SmsTemplateCatalog.from_data(data)
     assert err.value.rule == "unique"
+
+
+def test_rare_name_characters_are_names_too():
+    """䶮 (CJK ext. A) and 𠮷 (ext. B) occur in real names; they are shown masked."""
+    from services.notify.sms_templates import SmsTemplateCatalog
+
+    rendered = SmsTemplateCatalog.load().render("sign_request", {
+        "initiator": "李𠮷", "document_title": "借条", "link": "https://esign.example/f/1"})
+    assert "李*" in rendered.text and "𠮷" not in rendered.text
+    assert "王*" in SmsTemplateCatalog.load().render("sign_request", {
+        "initiator": "王䶮", "document_title": "借条", "link": "https://esign.example/f/1"}).text

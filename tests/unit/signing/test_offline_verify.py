@@ -13,7 +13,7 @@ from services.signing.evidence_log import EvidenceLog, MemoryLogStore
 from services.signing.offline_verify import main, verify_offline
 from services.signing.pades import DocumentSigner, SignerSettings
 from services.signing.report import build_report, sign_report, signature_entries
-from services.signing.tsa import TsaSettings
+from services.common.tsa import TsaSettings
 from services.signing.verification import verify_pdf
 from tests.support.pki import build_pki, handwritten_png, two_party_pdf
 

@@ -13,7 +13,7 @@ from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
 from pyhanko_certvalidator import ValidationContext
 
 from services.common.errors import InvalidInput, Unavailable
-from services.signing.tsa import TimeStampApp, TimeStampAuthority, TsaClient, TsaSettings
+from services.common.tsa import TimeStampApp, TimeStampAuthority, TsaClient, TsaSettings
 from tests.support.pki import PkiHttpServer
 
 

@@ -9,7 +9,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
 from services.common.errors import InvalidInput
 from services.signing.pades import DocumentSigner, SignerSettings
-from services.signing.tsa import TsaSettings
+from services.common.tsa import TsaSettings
 from services.signing.verification import verify_pdf
 from tests.support.pki import build_pki, handwritten_png, two_party_pdf
 

@@ -1,5 +1,5 @@
 """Signing flows, their parties, pending willingness-gated actions, stored
-objects, the service's own keys and job leases.
+objects and job leases.
 
 Revision ID: signing_0003
 Revises: signing_0002
@@ -73,17 +73,9 @@ def upgrade() -> None:
         sa.Column("size", sa.Integer, nullable=False),
         sa.Column("created_at", sa.DateTime, nullable=False),
     )
-    op.create_table(
-        "service_keys",
-        sa.Column("name", sa.String(40), primary_key=True),
-        sa.Column("key_sealed", sa.Text, nullable=False),
-        sa.Column("certificate_pem", sa.Text, nullable=False),
-        sa.Column("chain_pem", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
-    )
     create_lease_table(op)
 
 
 def downgrade() -> None:
-    for table in ("leases", "service_keys", "stored_objects", "pending_actions", "flow_parties", "flows"):
+    for table in ("leases", "stored_objects", "pending_actions", "flow_parties", "flows"):
         op.drop_table(table)

@@ -1,0 +1,365 @@
+"""Signing end to end: identity, documents, signing and notify on real
+RabbitMQ, PostgreSQL and SeaweedFS, the gateway as its own process (it
+serves the CRL, OCSP and the time-stamp authority that the signatures and
+pdfsig reach over HTTP), real face photos, and the signed PDF checked by
+pyHanko, poppler's pdfsig (with the platform root in an NSS database) and
+the offline verifier."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import eventlet
+import pytest
+
+from services.common.errors import Conflict, Forbidden
+from services.common.s3server import free_port
+from services.documents.service import DocumentsService
+from services.identity.service import IdentityService
+from services.notify.service import NotifyService
+from services.signing.offline_verify import verify_offline
+from services.signing.service import SigningService
+from tests.support.faces import face_path
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+HANDWRITING = None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def handwriting_png() -> str:
+    global HANDWRITING
+    if HANDWRITING is None:
+        import io
+
+        from PIL import Image, ImageDraw
+
+        image = Image.new("RGBA", (240, 90), (255, 255, 255, 0))
+        draw = ImageDraw.Draw(image)
+        draw.line([(10, 60), (60, 20), (110, 70), (170, 25), (230, 55)], fill=(20, 20, 120, 255), width=5)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        HANDWRITING = b64(buffer.getvalue())
+    return HANDWRITING
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(0.1)
+    return predicate()
+
+
+class Stack:
+    def __init__(self, rpc, outbox: Path, gateway_url: str, tmp_path: Path, signing_config: dict):
+        self.signing_config = signing_config
+        self.rpc = rpc
+        self.outbox = outbox
+        self.gateway_url = gateway_url
+        self.tmp_path = tmp_path
+
+    def move_expiry_into_the_past(self, flow_id: str) -> None:
+        from datetime import datetime, timedelta
+
+        from sqlalchemy import update
+
+        from services.common.database import Database
+        from services.signing.models import FlowRow
+
+        cfg = self.signing_config["DATABASE"]
+        database = Database(cfg["URL"], cfg["SCHEMA"], "signing")
+        with database.session() as session:
+            session.execute(update(FlowRow).where(FlowRow.id == flow_id)
+                            .values(expires_at=datetime.utcnow() - timedelta(minutes=1)))
+            session.commit()
+        database.dispose()
+
+    def sms(self) -> list[dict]:
+        if not self.outbox.exists():
+            return []
+        return [json.loads(line) for line in self.outbox.read_text("utf-8").splitlines() if line.strip()]
+
+    def latest_code(self, phone: str, template: str, before: int) -> str:
+        found = wait_for(lambda: [m for m in self.sms()[before:] if m["phone"] == phone and m["template"] == template])
+        assert found, f"no {template} SMS for {phone}"
+        return found[-1]["params"]["code"]
+
+    def person(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> str:
+        before = len(self.sms())
+        challenge = self.rpc.identity.request_phone_code(phone=phone)["challenge_id"]
+        self.rpc.identity.confirm_phone_code(challenge_id=challenge, code=self.latest_code(phone, "phone_code", before))
+        person_id = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
+                                               phone_challenge_id=challenge)["person_id"]
+        match = self.rpc.identity.verify_face(person_id=person_id, id_portrait=b64(face_path(portrait).read_bytes()),
+                                              selfie=b64(face_path(selfie).read_bytes()))
+        assert match["matched"]
+        self.rpc.identity.issue_certificate(person_id=person_id)
+        return person_id
+
+    def document(self, template_id: str, values: dict) -> dict:
+        draft = self.rpc.documents.create_draft(template_id=template_id, values=values)
+        return self.rpc.documents.render(document_id=draft["document_id"])
+
+    def start(self, rendered: dict, order: list[tuple[str, str]], **kwargs) -> dict:
+        """``order``: (person_id, role id) in signing order."""
+        by_role = {p["role"]: p for p in rendered["parties"]}
+        parties = [{"person_id": person, "role": by_role[role]["label"], "signature_field": by_role[role]["signature_field"]}
+                   for person, role in order]
+        return self.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=order[0][0],
+                                           parties=parties, **kwargs)
+
+    def grant_by_sms(self, person_phone: str, willingness_id: str, before: int) -> str:
+        code = self.latest_code(person_phone, "willingness_code", before)
+        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id, code=code)["grant"]
+
+    def grant_by_face(self, willingness_id: str, selfie: str) -> str:
+        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id,
+                                                     selfie=b64(face_path(selfie).read_bytes()))["grant"]
+
+    def sign(self, flow_id: str, person_id: str, phone: str | None = None, selfie: str | None = None) -> dict:
+        before = len(self.sms())
+        method = "sms" if phone else "face"
+        pending = self.rpc.signing.prepare_signature(flow_id=flow_id, person_id=person_id,
+                                                     signature_image=handwriting_png(), method=method)
+        grant = (self.grant_by_sms(phone, pending["willingness_id"], before) if phone
+                 else self.grant_by_face(pending["willingness_id"], selfie))
+        return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
+
+    def void_action(self, start_rpc, person_id: str, phone: str, **kwargs) -> dict:
+        before = len(self.sms())
+        pending = start_rpc(person_id=person_id, method="sms", **kwargs)
+        grant = self.grant_by_sms(phone, pending["willingness_id"], before)
+        return self.rpc.signing.complete_action(pending_id=pending["pending_id"], person_id=person_id, grant=grant)
+
+
+@pytest.fixture
+def stack(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
+               ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
+               ESIGN_PUBLIC_URL=gateway_url)
+    gateway = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,
+                               stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT)
+    outbox = tmp_path / "sms.jsonl"
+    run_container(IdentityService, service_config("identity", PUBLIC_URL=gateway_url))
+    # the test runs days of a person's messages in seconds: a per-minute budget sized for it
+    run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
+                                                RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
+                                                             "PER_PHONE_PER_DAY": 60}))
+    run_container(DocumentsService, service_config("documents"))
+    signing = run_container(SigningService, service_config("signing", PUBLIC_URL=gateway_url,
+                                                           TSA={"URL": f"{gateway_url}/tsa"}))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(gateway_url + "/pki/root.pem", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            eventlet.sleep(0.3)
+    yield Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing.config)
+    gateway.terminate()
+    gateway.wait(20)
+
+
+LENDER = ("王䶮", "11010519491231002X", "13800138000")
+BORROWER = ("李𠮷", "440524188001010014", "13900139000")
+
+
+def people(stack: Stack) -> tuple[str, str]:
+    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
+    borrower = stack.person(*BORROWER, portrait="obama3", selfie="obama")
+    return lender, borrower
+
+
+def party(values: dict) -> dict:
+    return {"name": values[0], "id_number": values[1], "phone": values[2]}
+
+
+def pdfsig(pdf: Path, root_pem: str, workdir: Path) -> str:
+    workdir.mkdir(exist_ok=True)
+    nss = workdir / "nss"
+    nss.mkdir(exist_ok=True)
+    root = workdir / "root.pem"
+    root.write_text(root_pem)
+    subprocess.run(["certutil", "-N", "--empty-password", "-d", f"sql:{nss}"], check=True, capture_output=True)
+    subprocess.run(["certutil", "-A", "-n", "esign-root", "-t", "C,C,C", "-i", str(root), "-d", f"sql:{nss}"],
+                   check=True, capture_output=True)
+    # pdfsig exits 0 even on "Digest Mismatch.": the output is what counts
+    return subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(pdf)], capture_output=True, text=True).stdout
+
+
+def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
+    lender, borrower = people(stack)
+    rendered = stack.document("iou", {
+        "initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "10005",
+        "purpose": "家庭装修", "annual_rate": "3.65", "start_date": "2026-11-01", "repayment_date": "2027-02-01",
+        "repayment_method": "一次性还本付息", "remark": "按期还款"})
+    flow = stack.start(rendered, [(borrower, "borrower"), (lender, "lender")], repayment_date="2027-02-01")
+    assert flow["state"] == "waiting" and flow["next_person_id"] == borrower
+    flow_id = flow["flow_id"]
+
+    # refused transitions through the signing path
+    with pytest.raises(Forbidden):
+        stack.rpc.signing.prepare_signature(flow_id=flow_id, person_id=lender, signature_image=handwriting_png(),
+                                            method="sms")
+    # the document is read-only once signing started
+    assert wait_for(lambda: stack.rpc.documents.get_document(document_id=rendered["document_id"])["locked"])
+
+    after_first = stack.sign(flow_id, borrower, phone=BORROWER[2])  # 借款方: SMS-code willingness
+    assert after_first["next_person_id"] == lender
+    done = stack.sign(flow_id, lender, selfie="obama3")  # 出借方: face willingness (same person as obama2)
+    assert done["state"] == "completed"
+    assert [o["kind"] for o in done["objects"]] == ["original", "signed", "final"]
+    assert all(p["certificate_serial"] and p["signed_at"] for p in done["parties"])
+    assert {p["willingness_method"] for p in done["parties"]} == {"sms", "face"}
+
+    signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+    pdf = tmp_path / "iou.pdf"
+    pdf.write_bytes(signed)
+    root_pem = stack.rpc.identity.pki_certificates()["root_pem"]
+
+    # pyHanko through the signing service's verify, and the offline verifier
+    verdict = stack.rpc.signing.verify(pdf=b64(signed))
+    assert verdict["ok"], verdict["problems"]
+    assert len(verdict["signatures"]) == 2 and verdict["has_validation_data"]
+    assert all(s["intact"] and s["valid"] and s["trusted"] for s in verdict["signatures"])
+    assert not verdict["modified_after_last_signature"]
+    offline = verify_offline(signed, [root_pem.encode()])
+    assert offline.ok, offline.problems
+
+    # poppler's pdfsig with the platform root in an NSS database
+    text = pdfsig(pdf, root_pem, tmp_path / "nss-check")
+    assert text.count("Signature is Valid.") == 2, text
+    assert text.count("Certificate is Trusted.") == 2, text
+
+    # one flipped byte inside a page stream (covered by every signature) breaks every check
+    tampered = bytearray(signed)
+    tampered[signed.index(b"stream") + 40] ^= 0x01
+    bad = tmp_path / "tampered.pdf"
+    bad.write_bytes(bytes(tampered))
+    assert not stack.rpc.signing.verify(pdf=b64(bytes(tampered)))["ok"]
+    assert not verify_offline(bytes(tampered), [root_pem.encode()]).ok
+    bad_text = pdfsig(bad, root_pem, tmp_path / "tampered-nss")
+    assert "Signature is Valid." not in bad_text, bad_text
+
+    # every flow event is in the evidence log, provable against a signed checkpoint
+    evidence = stack.rpc.signing.flow_evidence(flow_id=flow_id)
+    kinds = [json.loads(leaf["leaf"])["event_type"] for leaf in evidence["leaves"]]
+    assert kinds.count("party_signed") == 2 and "flow_completed" in kinds and kinds[0] == "flow_sent"
+
+    # notify told each party: sign requests and the completed notice
+    # the signing report (签约报告): signed JSON and PDF; checked offline together with the PDF
+    made = stack.rpc.signing.report(flow_id=flow_id)
+    signed_report = made["report"]
+    assert signed_report["report"]["document"]["final_pdf_sha256"] == hashlib.sha256(signed).hexdigest()
+    log_key = stack.rpc.signing.log_public_key()["public_key"]
+    together = verify_offline(signed, [root_pem.encode()], report=signed_report, log_public_key=log_key)
+    assert together.ok, together.problems
+    report_pdf = tmp_path / "report.pdf"
+    report_pdf.write_bytes(base64.b64decode(made["report_pdf"]))
+    report_text = subprocess.run(["pdftotext", str(report_pdf), "-"], capture_output=True, text=True).stdout
+    assert "签约报告" in report_text and "1101**********002X" in report_text
+    assert "11010519491231002X" not in report_text and "11010519491231002X" not in json.dumps(signed_report)
+
+    # `esign verify` on the command line, offline: exit 0, and 1 for the tampered file
+    (tmp_path / "report.json").write_text(json.dumps(signed_report, ensure_ascii=False), "utf-8")
+    (tmp_path / "root.pem").write_text(root_pem)
+    command = [sys.executable, "-m", "services.cli", "verify", "--root", str(tmp_path / "root.pem"),
+               "--log-key", log_key, "--report", str(tmp_path / "report.json")]
+    good = subprocess.run(command + [str(pdf)], cwd=REPO, capture_output=True, text=True)
+    assert good.returncode == 0, good.stdout + good.stderr
+    broken = subprocess.run(command + [str(bad)], cwd=REPO, capture_output=True, text=True)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+
+    def told(template: str, count: int) -> bool:
+        return [m["template"] for m in stack.sms()].count(template) == count
+
+    assert wait_for(lambda: told("sign_request", 2) and told("flow_completed", 2))
+
+
+def test_receipt_voided_by_mutual_consent(stack):
+    payee, payer = people(stack)
+    rendered = stack.document("receipt", {
+        "initiator_role": "付款人", "payee": party(LENDER), "payer": party(BORROWER), "amount": "1409.50",
+        "reason": "押金", "received_at": "2026-11-28T09:30:00", "remark": "十二月押金"})
+    flow_id = stack.start(rendered, [(payer, "payer"), (payee, "payee")])["flow_id"]
+    stack.sign(flow_id, payer, phone=BORROWER[2])
+    assert stack.sign(flow_id, payee, phone=LENDER[2])["state"] == "completed"
+
+    requested = stack.void_action(stack.rpc.signing.request_void, payer, BORROWER[2], flow_id=flow_id,
+                                  reason="押金已退还")
+    assert requested["state"] == "void_requested" and requested["void_requested_by"] == payer
+    with pytest.raises(Forbidden):  # the requester cannot confirm their own request
+        stack.rpc.signing.confirm_void(flow_id=flow_id, person_id=payer, method="sms")
+    voided = stack.void_action(stack.rpc.signing.confirm_void, payee, LENDER[2], flow_id=flow_id)
+    assert voided["state"] == "voided"
+    with pytest.raises(Conflict):  # final
+        stack.rpc.signing.request_void(flow_id=flow_id, person_id=payee, reason="again", method="sms")
+    kinds = [json.loads(leaf["leaf"])["event_type"] for leaf in stack.rpc.signing.flow_evidence(flow_id=flow_id)["leaves"]]
+    assert kinds[-2:] == ["void_requested", "flow_voided"]
+    assert wait_for(lambda: [m for m in stack.sms() if m["template"] == "flow_voided"])
+
+
+def test_declined_and_expired_flows(stack):
+    lender, borrower = people(stack)
+    values = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "5000",
+              "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
+              "repayment_method": "一次性还本付息", "remark": ""}
+    declined_flow = stack.start(stack.document("iou", values), [(lender, "lender"), (borrower, "borrower")])
+    stack.sign(declined_flow["flow_id"], lender, phone=LENDER[2])
+    declined = stack.rpc.signing.decline(flow_id=declined_flow["flow_id"], person_id=borrower, reason="金额不对")
+    assert declined["state"] == "declined" and declined["reason"] == "金额不对"
+    with pytest.raises(Conflict):
+        stack.rpc.signing.prepare_signature(flow_id=declined_flow["flow_id"], person_id=borrower,
+                                            signature_image=handwriting_png(), method="sms")
+
+    expiring = stack.start(stack.document("iou", values), [(lender, "lender"), (borrower, "borrower")],
+                           expires_in_hours=1)
+    assert stack.rpc.signing.expire_now() == 0  # not due yet
+    stack.move_expiry_into_the_past(expiring["flow_id"])
+    assert stack.rpc.signing.expire_now() == 1
+    expired = stack.rpc.signing.get_flow(flow_id=expiring["flow_id"])
+    assert expired["state"] == "expired"
+    with pytest.raises(Conflict):
+        stack.rpc.signing.prepare_signature(flow_id=expiring["flow_id"], person_id=lender,
+                                            signature_image=handwriting_png(), method="sms")
+    assert wait_for(lambda: len([m for m in stack.sms() if m["template"] == "flow_expired"]) == 2)
+    assert wait_for(lambda: [m for m in stack.sms() if m["template"] == "flow_declined"])
+
+
+def test_rental_contract_signed_by_landlord_and_tenant(stack, tmp_path):
+    landlord, tenant = people(stack)
+    rendered = stack.document("rental", {
+        "initiator_role": "房东", "landlord": party(LENDER), "tenant": party(BORROWER),
+        "address": "北京市朝阳区某路1号院2号楼301室", "building_area": "89.5", "decoration": "精装修",
+        "furnishings": [{"name": "空调", "count": 2}, {"name": "床", "count": 1}, {"name": "冰箱", "count": 1}],
+        "lease_start": "2027-01-01", "lease_end": "2027-12-31", "monthly_rent": "6500", "payment_cycle": "季付",
+        "payment_day": 5, "deposit": "6500", "tenant_fees": ["电费", "水费", "燃气费"],
+        "renovation_allowed": False, "sublet_allowed": False, "renewal_notice_days": 30})
+    flow_id = stack.start(rendered, [(landlord, "landlord"), (tenant, "tenant")])["flow_id"]
+    stack.sign(flow_id, landlord, selfie="obama2")
+    assert stack.sign(flow_id, tenant, phone=BORROWER[2])["state"] == "completed"
+    signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+    root_pem = stack.rpc.identity.pki_certificates()["root_pem"]
+    pdf = tmp_path / "rental.pdf"
+    pdf.write_bytes(signed)
+    text = pdfsig(pdf, root_pem, tmp_path / "nss-rental")
+    assert text.count("Signature is Valid.") == 2 and text.count("Certificate is Trusted.") == 2, text
+    made = stack.rpc.signing.report(flow_id=flow_id)
+    assert verify_offline(signed, [root_pem.encode()], report=made["report"],
+                          log_public_key=stack.rpc.signing.log_public_key()["public_key"]).ok
