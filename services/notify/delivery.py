@@ -13,9 +13,10 @@ Lifecycle of a message (rules, in order):
 2. :meth:`DeliveryLog.deliver` makes one attempt. The first attempt must be
    admitted by the rate limiter (per phone per minute/hour/day and global,
    counted under a row lock, :mod:`.rate_store`); reminders also wait out
-   quiet hours. A refusal by a per-phone limit ends a code or notice as
-   ``rate_limited`` (whoever asked may ask again later); a reminder, or a
-   refusal by the global limit, waits until the limiter's ``not_before``.
+   quiet hours. A refusal by a per-phone limit ends a code as
+   ``rate_limited`` (whoever asked may ask again later); a notice or
+   reminder (owed to the person), or a refusal by the global limit, waits
+   until the limiter's ``not_before``.
    The attempt is counted and committed before the vendor is called.
 3. Outcome: ``sent`` (vendor id kept, ``sms_sent``); a transient error gets
    ``next_attempt_at`` from :func:`~services.notify.retry.decide`
@@ -158,7 +159,8 @@ class DeliveryLog:
             store = SqlRateCounterStore(self.session)
             permission = admit(self.channel.limiter(store), store, phone, template.category, now)
             if not permission.allowed:
-                if permission.reason in PER_PHONE_REASONS and template.category is not TemplateCategory.REMINDER:
+                # a code is asked for again by its person; a notice or reminder is owed, so it waits
+                if permission.reason in PER_PHONE_REASONS and template.category is TemplateCategory.CODE:
                     return self._finish(message, RATE_LIMITED, f"rate_limited.{permission.reason}", events.SMS_FAILED)
                 if permission.reason != "quiet_hours":
                     self._count(message, RATE_LIMITED)

@@ -310,16 +310,23 @@ def test_a_burst_over_rpc_is_held_to_the_per_minute_limit(notify_env, amqp_uri):
 
     pool = eventlet.GreenPool(8)
     answers = list(pool.imap(send, range(8)))
-    assert sorted(a["status"] for a in answers) == ["rate_limited"] * 5 + ["sent"] * 3
+    # notices are owed to the person: the limit holds them back instead of dropping them
+    assert sorted(a["status"] for a in answers) == ["queued"] * 5 + ["sent"] * 3
     assert len(env.lines()) == 3
     # another number is not affected by the first one's limit
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as proxy:
         assert proxy.notify.send_sms(phone="13900139002", template="flow_expired",
                                      params={"document_title": "借条"})["status"] == "sent"
     assert sms_total(template="flow_expired", provider="console", outcome="rate_limited") == before + 5
-    limited = [m for m in env.messages() if m.status == "rate_limited"]
-    assert len(limited) == 5 and all(m.last_error == "rate_limited.phone_per_minute" for m in limited)
-    assert len(env.emitted(events.SMS_FAILED)) == 5
+    held = [m for m in env.messages() if m.status == "queued"]
+    assert len(held) == 5 and all(m.last_error == "deferred.phone_per_minute" for m in held)
+    assert all(m.next_attempt_at is not None for m in held)
+    assert env.emitted(events.SMS_FAILED) == []
+    # and they go out, still within the limit, as the minutes pass
+    env.move_clock_to(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=61))
+    assert wait_for(lambda: len(env.lines()) == 3 + 1 + 3, timeout=20)  # three more in the next minute
+    env.move_clock_to(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=122))
+    assert wait_for(lambda: len(env.lines()) == 3 + 1 + 5, timeout=20)
     with env.db.engine.connect() as conn:  # counters are keyed by a hash, not the number
         keys = [row[0] for row in conn.exec_driver_sql("SELECT key FROM sms_rate_keys")]
     assert "global" in keys and not any("13800138001" in key for key in keys)
