@@ -302,3 +302,32 @@ def complete_action(pending_id: str, body: GrantIn, request: Request,
 def verify(body: PdfIn, request: Request) -> dict:
     """Check a signed PDF (like Tencent's VerifyPdf): every signature, time stamp and chain."""
     return rpc(request).call("signing", "verify", pdf=body.pdf)
+
+
+# -- evidence log (public: anyone can check a proof) ------------------------------
+@router.get("/log/checkpoint", tags=["evidence log"])
+def log_checkpoint(request: Request) -> dict:
+    """The latest signed checkpoint (C2SP signed note) of the evidence log."""
+    return rpc(request).call("signing", "checkpoint")
+
+
+@router.get("/log/public-key", tags=["evidence log"])
+def log_public_key(request: Request) -> dict:
+    return rpc(request).call("signing", "log_public_key")
+
+
+@router.get("/log/inclusion/{index}", tags=["evidence log"])
+def log_inclusion(index: int, request: Request, tree_size: int | None = None) -> dict:
+    return rpc(request).call("signing", "inclusion_proof", index=index, tree_size=tree_size)
+
+
+@router.get("/log/consistency", tags=["evidence log"])
+def log_consistency(old_size: int, request: Request, new_size: int | None = None) -> dict:
+    return rpc(request).call("signing", "consistency_proof", old_size=old_size, new_size=new_size)
+
+
+@router.post("/flows/{flow_id}/report", tags=["signing"], status_code=201)
+def make_report(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """The signing report (签约报告) of a completed or voided flow: signed JSON and a PDF (base64)."""
+    _party_view(request, flow_id, person_id)
+    return rpc(request).call("signing", "report", flow_id=flow_id)
