@@ -34,7 +34,7 @@ from pyhanko.sign.timestamps import TimeStamper  # noqa: E402
 from pyhanko_certvalidator.registry import SimpleCertificateStore  # noqa: E402
 
 from services.signing.pades import DocumentSigner, PartySignature, SignerSettings  # noqa: E402
-from services.signing.tsa import TimeStampAuthority, TsaSettings  # noqa: E402
+from services.common.tsa import TimeStampAuthority, TsaSettings  # noqa: E402
 from tests.support.pki import handwritten_png, start_signing_environment, two_party_pdf  # noqa: E402
 
 

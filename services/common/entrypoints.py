@@ -146,8 +146,11 @@ def handles_event(source: str, event_type: str, db_attr: str = "db"):
             if unit.already_processed(event_id, handler):
                 log.info("event %s already processed by %s", event_id, handler)
                 return None
-            unit.mark_processed(event_id, handler)
             result = fn(self, payload)
+            # marked after the handler ran, in the same transaction as its own
+            # changes: a handler that writes through another connection (the
+            # evidence log) must not wait on this one's lock (SQLite has one writer)
+            unit.mark_processed(event_id, handler)
             unit.commit()
             return result
 

@@ -220,6 +220,10 @@ class SigningService(ServiceBase):
             domain_parties.append(F.Party(party["person_id"], party["role"], party["signature_field"]))
         if domain_parties and domain_parties[0].person_id != initiator_person_id:
             raise InvalidInput("parties.0.person_id", "initiator_first", "the initiator signs first")
+        if repayment_date is None:
+            # an IOU's repayment date drives the due-soon / due-today reminders once it is signed
+            values = self.documents.get_document_content(document_id=document_id).get("values") or {}
+            repayment_date = values.get("repayment_date") if isinstance(values.get("repayment_date"), str) else None
         if repayment_date is not None:
             try:
                 datetime.strptime(repayment_date, "%Y-%m-%d")

@@ -210,8 +210,9 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
         "initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "10005",
         "purpose": "家庭装修", "annual_rate": "3.65", "start_date": "2026-11-01", "repayment_date": "2027-02-01",
         "repayment_method": "一次性还本付息", "remark": "按期还款"})
-    flow = stack.start(rendered, [(borrower, "borrower"), (lender, "lender")], repayment_date="2027-02-01")
+    flow = stack.start(rendered, [(borrower, "borrower"), (lender, "lender")])
     assert flow["state"] == "waiting" and flow["next_person_id"] == borrower
+    assert flow["repayment_date"] == "2027-02-01"  # from the IOU itself: it drives the reminders
     flow_id = flow["flow_id"]
 
     # refused transitions through the signing path
