@@ -1,8 +1,8 @@
 """QR invites: a signed, expiring link that opens a receipt (收据) prefilled
 with one person as payee (收款人) or payer (付款人), for whoever scans it.
 
-Token: ``base64url(payload) "." base64url(HMAC-SHA256(key, context || payload))``
-(RFC 2104 HMAC, RFC 4648 §5 base64url without padding). The payload is
+Token: the platform's signed token (services/common/tokens.py:
+``base64url(payload) "." base64url(HMAC-SHA256(key, context || payload))``). The payload is
 compact JSON ``{"v":1,"p":person_id,"r":role,"exp":unix seconds}``. The HMAC
 input starts with a fixed context string so a MAC made with the same key for
 another purpose can never pass as an invite. The token carries only the
@@ -12,13 +12,8 @@ The QR code (ISO/IEC 18004) is drawn with segno, error correction level M.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
-import hashlib
-import hmac
 import io
-import json
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -26,16 +21,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import segno
 
 from services.common.errors import Forbidden, InvalidInput
+from services.common.tokens import read_token, sign_token
 
 TOKEN_VERSION = 1
 MAC_CONTEXT = b"esign/receipt-invite/v1\x00"
 QUERY_PARAMETER = "invite"
 #: 收款人 payee, 付款人 payer: the side of the receipt the inviting person takes
 ROLES = {"payee": "收款人", "payer": "付款人"}
-MIN_KEY_BYTES = 32
 PERSON_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-#: a token longer than this is not one of ours; refuse before decoding
-MAX_TOKEN_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -49,23 +42,6 @@ class Invite:
         return ROLES[self.role]
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, MAC_CONTEXT + payload, hashlib.sha256).digest()
-
-
-def _check_key(key: bytes) -> None:
-    if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
-        raise InvalidInput("key", "min_length", f"expected an HMAC key of at least {MIN_KEY_BYTES} bytes")
-
-
 def _unix_seconds(moment: datetime.datetime, field: str) -> int:
     if moment.tzinfo is None:
         raise InvalidInput(field, "timezone", "expected a timezone-aware datetime, found a naive one")
@@ -73,16 +49,12 @@ def _unix_seconds(moment: datetime.datetime, field: str) -> int:
 
 
 def make_token(person_id: str, role: str, expires_at: datetime.datetime, key: bytes) -> str:
-    _check_key(key)
     if not PERSON_ID.match(person_id):
         raise InvalidInput("person_id", "format", "expected 1-64 characters of A-Z a-z 0-9 _ -")
     if role not in ROLES:
         raise InvalidInput("role", "choice", f"expected one of {', '.join(sorted(ROLES))}")
-    payload = json.dumps(
-        {"v": TOKEN_VERSION, "p": person_id, "r": role, "exp": _unix_seconds(expires_at, "expires_at")},
-        separators=(",", ":"), sort_keys=True,
-    ).encode("ascii")
-    return f"{_b64encode(payload)}.{_b64encode(_mac(key, payload))}"
+    _unix_seconds(expires_at, "expires_at")
+    return sign_token({"v": TOKEN_VERSION, "p": person_id, "r": role}, expires_at, key, MAC_CONTEXT)
 
 
 def make_invite(person_id: str, role: str, expires_at: datetime.datetime, key: bytes, base_url: str) -> str:
@@ -108,27 +80,11 @@ def read_invite(token: str, key: bytes, now: datetime.datetime) -> Invite:
     """Check the token's MAC, then its expiry; ``Forbidden`` on any failure.
     The MAC is checked before the payload is parsed, so nothing unauthenticated
     is interpreted."""
-    _check_key(key)
-    now_s = _unix_seconds(now, "now")
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
+    _unix_seconds(now, "now")
+    fields = read_token(token, key, MAC_CONTEXT, now)  # MAC first, then expiry (services/common/tokens.py)
+    version, person_id, role, expires = fields.get("v"), fields.get("p"), fields.get("r"), fields.get("exp")
+    if version != TOKEN_VERSION or role not in ROLES or not isinstance(person_id, str) or not isinstance(expires, int):
         raise Forbidden("invite token is malformed")
-    payload_text, mac_text = token.split(".")
-    try:
-        payload = _b64decode(payload_text)
-        mac = _b64decode(mac_text)
-    except (binascii.Error, ValueError):
-        raise Forbidden("invite token is malformed") from None
-    if not hmac.compare_digest(mac, _mac(key, payload)):
-        raise Forbidden("invite signature does not verify")
-    try:
-        fields = json.loads(payload)
-        version, person_id, role, expires = fields["v"], fields["p"], fields["r"], fields["exp"]
-    except (ValueError, KeyError, TypeError):
-        raise Forbidden("invite token is malformed") from None
-    if version != TOKEN_VERSION or role not in ROLES or not isinstance(expires, int):
-        raise Forbidden("invite token is malformed")
-    if now_s >= expires:
-        raise Forbidden("invite has expired")
     return Invite(person_id, role, datetime.datetime.fromtimestamp(expires, datetime.timezone.utc))
 
 
