@@ -213,7 +213,9 @@ class IdentityService(ServiceBase):
 
     @rpc
     def confirm_phone_code(self, challenge_id: str, code: str) -> dict:
-        row = self.db.session.get(OtpChallenge, challenge_id)
+        # Locked: wrong-try counts and the confirmation must not be lost to a
+        # concurrent check or to the delivery receipt (on_sms_sent).
+        row = self.db.session.get(OtpChallenge, challenge_id, with_for_update=True)
         if row is None:
             raise NotFound("otp_challenge", challenge_id)
         result = otp.verify(self.keys.otp, record_of(row), code, datetime.now(timezone.utc))
@@ -238,13 +240,16 @@ class IdentityService(ServiceBase):
         data = event["data"]
         if data.get("ref_type") != "otp":
             return
-        row = self.db.session.get(OtpChallenge, data.get("ref_id"))
-        if row is None:
+        challenge_id = data.get("ref_id")
+        if not isinstance(challenge_id, str):
             return
-        row.delivered_at = utcnow()
-        row.code_sealed = None
-        if row.status == "pending":
-            row.status = "delivered"
+        # Statements, not read-modify-write of a loaded row: a code confirmed
+        # while this receipt was on its way must stay confirmed.
+        session = self.db.session
+        session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge_id)
+                        .values(delivered_at=utcnow(), code_sealed=None))
+        session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge_id, OtpChallenge.status == "pending")
+                        .values(status="delivered"))
 
     # -- registration -----------------------------------------------------
     @rpc
@@ -260,7 +265,7 @@ class IdentityService(ServiceBase):
         phone_index = blind.digest("phone", number)
         id_index = blind.digest("id_number", resident.number)
         session = self.db.session
-        challenge = session.get(OtpChallenge, phone_challenge_id)
+        challenge = session.get(OtpChallenge, phone_challenge_id, with_for_update=True)
         if challenge is None:
             raise NotFound("otp_challenge", phone_challenge_id)
         if (challenge.purpose != "phone_confirmation" or challenge.status not in ("confirmed", "registered")
@@ -306,7 +311,7 @@ class IdentityService(ServiceBase):
         (purpose phone_confirmation, within 30 minutes). A challenge logs in
         once; it is then marked ``logged_in``."""
         session = self.db.session
-        challenge = session.get(OtpChallenge, phone_challenge_id)
+        challenge = session.get(OtpChallenge, phone_challenge_id, with_for_update=True)
         if challenge is None:
             raise NotFound("otp_challenge", phone_challenge_id)
         if challenge.purpose != "phone_confirmation" or challenge.status != "confirmed" or challenge.used_at is None:
@@ -706,7 +711,7 @@ class IdentityService(ServiceBase):
             self._willingness_refused(check, "willingness_expired")
         score = None
         if check.method == "sms":
-            row = session.get(OtpChallenge, check.otp_challenge_id)
+            row = session.get(OtpChallenge, check.otp_challenge_id, with_for_update=True)
             result = otp.verify(self.keys.otp, record_of(row), code, datetime.now(timezone.utc))
             self._store_verification(row, result)
             if not result.accepted:

@@ -325,6 +325,40 @@ def test_duplicate_id_number_or_phone_is_a_conflict(platform):
     assert reused.value.reason == "phone_registered"
 
 
+def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform):
+    """The CI failure of session 1: notify's ``sms_sent`` arrived while the code
+    was being confirmed, and the handler wrote back the 'pending' it had read
+    as 'delivered', so registration found the phone unconfirmed. A test
+    transaction confirms the row and holds its lock while the receipt is
+    handled; after it commits, the confirmation must still stand."""
+    from nameko.standalone.events import event_dispatcher
+
+    from services.common import events
+    from services.common.outbox import envelope
+    from services.identity.models import OtpChallenge
+
+    rpc = platform.rpc
+    before = len(platform.sms())
+    challenge = rpc.identity.request_phone_code(phone=PHONE_C)["challenge_id"]
+    platform.code_for(PHONE_C, "phone_code", before)  # notify has delivered it
+    with platform.db.session() as session:  # the first receipt has been handled
+        assert wait_for(lambda: session.get(OtpChallenge, challenge, populate_existing=True).status == "delivered")
+        # make it look undelivered again, as when the receipt is still on its way
+        session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="pending"))
+        session.commit()
+    dispatch = event_dispatcher(platform.identity_container.config)
+    with platform.db.session() as holder:
+        holder.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="confirmed"))
+        dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT,
+                                                      {"ref_type": "otp", "ref_id": challenge}))
+        eventlet.sleep(1.0)  # the handler reads the row, then waits for this lock
+        holder.commit()
+    eventlet.sleep(1.0)
+    with platform.db.session() as session:
+        row = session.get(OtpChallenge, challenge)
+        assert (row.status, row.code_sealed) == ("confirmed", None)
+
+
 @pytest.mark.parametrize("id_number, rule", [
     ("11010519491231002Y", "charset"), ("110105194912310021", "check_digit"), ("11010519000229002X", "birth_date"),
     ("1101051949123100", "length"), ("１１０１０５１９４９１２３１００２X", "charset"), ("99010519491231002X", "province"),
