@@ -30,6 +30,69 @@ log = logging.getLogger(__name__)
 _migrate_lock = threading.Lock()
 
 
+# Writers of one SQLite file in one process take turns here, cooperatively.
+# SQLite's own busy handler waits in C: under eventlet that blocks the whole
+# process, so the greenthread holding the write lock can never finish and the
+# waiter stalls for the full busy timeout, then fails 'database is locked'.
+# The green lock is taken before a connection's first write (pysqlite opens
+# its transaction there too; reads before it run outside any transaction) and
+# dropped when that transaction ends. Other processes (the CLI, tests) are
+# still arbitrated by SQLite's busy timeout.
+_WRITE_STATEMENTS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "WITH"})
+_HOLDS = "esign_sqlite_writer"
+_writer_locks: dict[str, "_WriterLock"] = {}
+_writer_locks_guard = threading.Lock()
+
+
+class _WriterLock:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # green once eventlet has monkey-patched threading
+        self._owner: int | None = None
+
+    def take(self, info: dict) -> None:
+        if info.get(_HOLDS):
+            return
+        me = threading.get_ident()
+        if self._owner == me:
+            # this thread already writes through another connection: waiting
+            # here would never end, so SQLite's busy timeout decides instead
+            return
+        self._lock.acquire()
+        self._owner = me
+        info[_HOLDS] = True
+
+    def drop(self, info: dict) -> None:
+        if info.pop(_HOLDS, False):
+            self._owner = None
+            self._lock.release()
+
+
+def _writer_lock(path: str) -> _WriterLock:
+    with _writer_locks_guard:
+        return _writer_locks.setdefault(path, _WriterLock())
+
+
+def _serialise_writers(engine: Engine, path: str) -> None:
+    lock = _writer_lock(path)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before_write(conn, _cursor, statement, _parameters, _context, _executemany):
+        words = statement.lstrip().split(None, 1)
+        if words and words[0].upper() in _WRITE_STATEMENTS:
+            lock.take(conn.info)
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _transaction_ended(conn):
+        lock.drop(conn.info)
+
+    @event.listens_for(engine.pool, "reset")
+    @event.listens_for(engine.pool, "close")
+    @event.listens_for(engine.pool, "invalidate")
+    def _connection_reset(_dbapi_conn, record, *_args):
+        lock.drop(record.info)
+
+
 def database_url(config: dict[str, Any], service: str) -> str:
     """The service's database URL; an empty setting means the embedded
     SQLite file ``<DATA_DIR>/<service>.db``."""
@@ -58,6 +121,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
+        _serialise_writers(engine, engine.url.database or ":memory:")
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial

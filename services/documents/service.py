@@ -278,7 +278,9 @@ class DocumentsService(ServiceBase):
     def on_flow_sent(self, event: dict) -> None:
         """Signing has started on a document: from now on it is read-only."""
         data = event["data"]
-        document = self.db.session.get(Document, data.get("document_id"), with_for_update=True)
+        document_id = data.get("document_id")
+        document = (self.db.session.get(Document, document_id, with_for_update=True)
+                    if isinstance(document_id, str) else None)
         if document is None:
             log.warning("flow_sent for unknown document %s", data.get("document_id"))
             return

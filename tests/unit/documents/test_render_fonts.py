@@ -75,9 +75,33 @@ def test_font_dir_env_replaces_the_search_path(tmp_path, monkeypatch):
     assert stack.coverage_check(EXT_B_ONLY_IN_B) == [EXT_B_ONLY_IN_B]
 
 
-def test_cff_outline_font_is_not_usable():
+def _cff_font(path) -> None:
+    """A one-glyph OpenType font with CFF outlines (as Noto CJK ships), built here."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.t2CharStringPen import T2CharStringPen
+
+    pen = T2CharStringPen(600, None)
+    pen.moveTo((50, 0)), pen.lineTo((550, 0)), pen.lineTo((550, 700)), pen.lineTo((50, 700)), pen.closePath()
+    builder = FontBuilder(1000, isTTF=False)
+    builder.setupGlyphOrder([".notdef", "uni738B"])
+    builder.setupCharacterMap({0x738B: "uni738B"})  # 王
+    empty = T2CharStringPen(600, None).getCharString()
+    builder.setupCFF("TestCFF", {"FullName": "TestCFF"}, {".notdef": empty, "uni738B": pen.getCharString()}, {})
+    builder.setupHorizontalMetrics({".notdef": (600, 0), "uni738B": (600, 50)})
+    builder.setupHorizontalHeader(ascent=800, descent=-200)
+    builder.setupNameTable({"familyName": "TestCFF", "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    builder.save(str(path))
+
+
+def test_cff_outline_font_is_not_usable(tmp_path):
     """reportlab cannot embed CFF outlines (Noto CJK), so such a face counts as absent."""
-    noto = "/usr/share/fonts/opentype/noto"
-    assert os.path.exists(f"{noto}/NotoSansCJK-Regular.ttc")
+    _cff_font(tmp_path / "TestCFF.otf")
+    from fontTools.ttLib import TTFont
+
+    assert "CFF " in TTFont(str(tmp_path / "TestCFF.otf"))  # it really is a CFF font with 王 in its cmap
     with pytest.raises(FontNotInstalled, match="fonts-noto-cjk"):
-        load_font_stack(faces=(FontFace("NotoSansCJK", "NotoSansCJK-Regular.ttc", "fonts-noto-cjk"),), dirs=(noto,))
+        load_font_stack(faces=(FontFace("TestCFF", "TestCFF.otf", "fonts-noto-cjk"),), dirs=(str(tmp_path),))
+
+
