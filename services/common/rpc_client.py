@@ -45,7 +45,9 @@ class RpcClient:
             except Exception:  # the connection is already gone
                 pass
 
-    def call(self, service: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, service: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """``service.method(*args, **kwargs)``; positional-only names, so an RPC
+        argument may itself be called ``method`` or ``service``."""
         from nameko.exceptions import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout
 
         try:

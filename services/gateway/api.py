@@ -8,6 +8,7 @@ confirmed phone code.
 """
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from services.common.errors import Forbidden
+from services.common.errors import Forbidden, NotFound
 from services.common.tokens import read_token, sign_token
 
 SESSION_CONTEXT = b"esign/session/v1\x00"
@@ -92,9 +93,9 @@ class AttachmentIn(BaseModel):
 
 
 class PartyIn(BaseModel):
-    person_id: str
-    role: str
-    signature_field: str
+    role: str = Field(..., description="the role as the document names it (出借方) or its id (lender)")
+    person_id: str | None = Field(None, description="optional: signing finds the person the document names")
+    signature_field: str | None = Field(None, description="optional: the role's own field")
 
 
 class FlowIn(BaseModel):
@@ -188,7 +189,7 @@ def confirm_willingness(willingness_id: str, body: WillingnessConfirmation, requ
                         person_id: str = Depends(current_person)) -> dict:
     """Prove willingness (意愿认证) with the SMS code or a selfie; answers a single-use grant."""
     return rpc(request).call("identity", "confirm_willingness", willingness_id=willingness_id,
-                             code=body.code, selfie=body.selfie)
+                             code=body.code, selfie=body.selfie, person_id=person_id)
 
 
 # -- documents -------------------------------------------------------------------
@@ -203,34 +204,59 @@ def create_document(body: DraftIn, request: Request, person_id: str = Depends(cu
                              initiator_role=body.initiator_role, owner_person_id=person_id)
 
 
+def _own_document(request: Request, document_id: str, person_id: str) -> dict:
+    """The document, if the session's person made it (otherwise NotFound,
+    so a document id reveals nothing to anyone else)."""
+    document = rpc(request).call("documents", "get_document", document_id=document_id)
+    if document.get("owner_person_id") != person_id:
+        raise NotFound("document", document_id)
+    return document
+
+
 @router.patch("/documents/{document_id}", tags=["documents"])
 def update_document(document_id: str, body: DraftUpdate, request: Request,
                     person_id: str = Depends(current_person)) -> dict:
+    _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "update_draft", document_id=document_id, values=body.values)
 
 
 @router.post("/documents/{document_id}/attachments", tags=["documents"], status_code=201)
 def add_attachment(document_id: str, body: AttachmentIn, request: Request,
                    person_id: str = Depends(current_person)) -> dict:
+    _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "add_attachment", document_id=document_id, image=body.image,
                              label=body.label)
 
 
 @router.post("/documents/{document_id}/render", tags=["documents"])
 def render_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "render", document_id=document_id)
 
 
 @router.get("/documents/{document_id}", tags=["documents"])
 def get_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
-    return rpc(request).call("documents", "get_document", document_id=document_id)
+    return _own_document(request, document_id, person_id)
+
+
+@router.get("/documents/{document_id}/pdf", tags=["documents"])
+def get_document_pdf(document_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
+    """The rendered, unsigned PDF, for its maker to review before signing starts."""
+    _own_document(request, document_id, person_id)
+    answer = rpc(request).call("documents", "get_pdf", document_id=document_id)
+    return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",
+                    headers={"X-Content-SHA256": answer["sha256"]})
 
 
 # -- signing ---------------------------------------------------------------------
 @router.post("/flows", tags=["signing"], status_code=201)
 def start_flow(body: FlowIn, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Start signing your rendered document. Give each party's role in
+    signing order, yours first; signing binds each role to the person the
+    document names for it (by real name and ID number)."""
+    _own_document(request, body.document_id, person_id)
     return rpc(request).call("signing", "start_flow", document_id=body.document_id, initiator_person_id=person_id,
-                             parties=[p.model_dump() for p in body.parties],
+                             parties=[p.model_dump(exclude_none=True) for p in body.parties],
                              expires_in_hours=body.expires_in_hours, repayment_date=body.repayment_date)
 
 
@@ -248,8 +274,6 @@ def get_flow(flow_id: str, request: Request, person_id: str = Depends(current_pe
 
 @router.get("/flows/{flow_id}/pdf", tags=["signing"])
 def get_flow_pdf(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
-    import base64
-
     _party_view(request, flow_id, person_id)
     answer = rpc(request).call("signing", "get_signed_pdf", flow_id=flow_id)
     return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",

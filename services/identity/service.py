@@ -629,6 +629,37 @@ class IdentityService(ServiceBase):
         return {"phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode(),
                 "name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode()}
 
+    # -- who a document names --------------------------------------------------
+    def _named(self, name: str, id_number: str) -> tuple[str, str]:
+        """(normalised name, ID-number blind index) of a party as a document names it."""
+        return normalise_name(name), self.keys.blind_index.digest("id_number", parse_id_number(id_number).number)
+
+    def _has_name(self, person: Person, name: str) -> bool:
+        sealed = self.keys.keyring.open(from_text(person.name_sealed), associated_data("person_name", person.id))
+        return hmac.compare_digest(sealed, name.encode())
+
+    @rpc
+    def person_matches(self, person_id: str, name: str, id_number: str) -> dict:
+        """For signing only: is ``person_id`` the person a document names
+        (real name and resident ID number, as registered)? Answers a yes or
+        no, never what differs."""
+        wanted_name, id_index = self._named(name, id_number)
+        person = self._person(person_id)
+        matches = hmac.compare_digest(person.id_number_index, id_index) and self._has_name(person, wanted_name)
+        return {"person_id": person_id, "matches": bool(matches)}
+
+    @rpc
+    def find_person(self, name: str, id_number: str) -> dict:
+        """For signing only: the registered person a document names (same
+        real name and ID number), so a counterparty is bound to a flow by who
+        they are rather than by an id the initiator types. NotFound when no
+        such person has registered."""
+        wanted_name, id_index = self._named(name, id_number)
+        person = self.db.session.execute(select(Person).where(Person.id_number_index == id_index)).scalar_one_or_none()
+        if person is None or not self._has_name(person, wanted_name):
+            raise NotFound("person", "named by the document")
+        return {"person_id": person.id}
+
     @rpc
     def current_certificate(self, person_id: str) -> dict:
         """The person's active signing certificate (public part) and chain."""
@@ -693,13 +724,15 @@ class IdentityService(ServiceBase):
         return {"willingness_id": check.id, "method": method, "expires_at": iso(check.expires_at)}
 
     @rpc
-    def confirm_willingness(self, willingness_id: str, code: str | None = None, selfie: str | None = None) -> dict:
+    def confirm_willingness(self, willingness_id: str, code: str | None = None, selfie: str | None = None,
+                            person_id: str | None = None) -> dict:
         """Check the SMS code or the selfie (against the registered face) and
         issue a single-use grant bound to the person, the certificate serial
-        and the digest (WILLINGNESS.GRANT_TTL_SECONDS)."""
+        and the digest (WILLINGNESS.GRANT_TTL_SECONDS). ``person_id``, when
+        given (the gateway gives the session's), must be the check's person."""
         session = self.db.session
         check = session.get(WillingnessCheck, willingness_id)
-        if check is None:
+        if check is None or (person_id is not None and check.person_id != person_id):
             raise NotFound("willingness_check", willingness_id)
         if check.method == "sms" and code is None:
             raise InvalidInput("code", "required", "the sms method needs the code")

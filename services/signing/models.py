@@ -2,7 +2,7 @@
 per service; its Alembic migrations live in ``migrations/`` beside this file."""
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -75,12 +75,18 @@ EVIDENCE_LOG_TABLES = (LogHead.__table__, LogLeaf.__table__, LogNode.__table__, 
 # --- signing flows ---------------------------------------------------------
 
 
+LIVE_FLOW = "state NOT IN ('declined', 'expired', 'voided')"
+
+
 class FlowRow(Base):
     """A signing flow (services/signing/flow.py is its state machine). The
     PDF it is about, and each signed version, are objects in the signing
     bucket; ``current_*`` names the newest one."""
 
     __tablename__ = "flows"
+    # one live (not declined, expired or voided) flow per document, even for concurrent starts
+    __table_args__ = (Index("uq_flows_live_document", "document_id", unique=True,
+                            postgresql_where=text(LIVE_FLOW), sqlite_where=text(LIVE_FLOW)),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     document_id: Mapped[str] = mapped_column(String(36), index=True)

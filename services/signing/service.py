@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
@@ -209,20 +210,29 @@ class SigningService(ServiceBase):
                    expires_in_hours: int = 72, title: str | None = None,
                    repayment_date: str | None = None) -> dict:
         """Start signing a rendered document. ``parties`` in signing order,
-        the initiator first: ``[{person_id, role, signature_field}]``."""
+        the initiator first: ``[{role, person_id?, signature_field?}]``, one
+        for every party the document names (``role`` by id or label).
+
+        Each party is bound to the person the document names for that role
+        (real name and resident ID number, checked by identity): a given
+        ``person_id`` must be that person, a missing one is looked up (the
+        initiator is ``initiator_person_id``). ``signature_field`` defaults to
+        the role's field and may not name another."""
         if not 1 <= expires_in_hours <= 24 * 30:
             raise InvalidInput("expires_in_hours", "range", "expected 1 to 720 hours")
-        domain_parties = []
-        for i, party in enumerate(parties):
-            for key in ("person_id", "role", "signature_field"):
-                if not isinstance(party.get(key), str) or not party.get(key):
-                    raise InvalidInput(f"parties.{i}.{key}", "required", f"{key} is required")
-            domain_parties.append(F.Party(party["person_id"], party["role"], party["signature_field"]))
-        if domain_parties and domain_parties[0].person_id != initiator_person_id:
-            raise InvalidInput("parties.0.person_id", "initiator_first", "the initiator signs first")
+        content = self.documents.get_document_content(document_id=document_id)
+        named = (content.get("content") or {}).get("parties") or []
+        if content.get("status") not in ("rendered", "locked") or not named:
+            raise InvalidInput("document_id", "not_rendered", "render the document before signing starts")
+        domain_parties = self._bind_parties(parties, named, initiator_person_id)
+        live = self.db.session.execute(
+            select(FlowRow.id).where(FlowRow.document_id == document_id,
+                                     FlowRow.state.notin_([state.value for state in F.FINAL_STATES]))).first()
+        if live is not None:
+            raise Conflict("document_in_flow")
         if repayment_date is None:
             # an IOU's repayment date drives the due-soon / due-today reminders once it is signed
-            values = self.documents.get_document_content(document_id=document_id).get("values") or {}
+            values = content.get("values") or {}
             repayment_date = values.get("repayment_date") if isinstance(values.get("repayment_date"), str) else None
         if repayment_date is not None:
             try:
@@ -246,7 +256,11 @@ class SigningService(ServiceBase):
         party_rows = [FlowParty(flow_id=flow_id, position=i, person_id=p.person_id, role=p.role,
                                 signature_field=p.signature_field) for i, p in enumerate(domain_parties)]
         self.db.session.add(row)
-        self.db.session.flush()  # the flow row first: parties and objects refer to it
+        try:
+            self.db.session.flush()  # the flow row first: parties and objects refer to it
+        except DbIntegrityError:  # a concurrent start on the same document won
+            self.db.rollback()
+            raise Conflict("document_in_flow") from None
         self.db.session.add_all(party_rows)
         self.db.session.add(StoredObjectRow(flow_id=flow_id, kind="original", key=stored.key, sha256=stored.sha256,
                                             version_id=stored.version_id, size=stored.size, created_at=utcnow()))
@@ -254,6 +268,49 @@ class SigningService(ServiceBase):
         self._apply(row, party_rows, F.send(flow, now), initiator_person_id)
         self.db.commit()
         return self._flow_dict(row, party_rows)
+
+    def _bind_parties(self, parties: list[dict], named: list[dict], initiator_person_id: str) -> list[F.Party]:
+        """The flow's parties, each checked against the person the document names."""
+        by_role = {}
+        for entry in named:
+            by_role[entry["role"]] = by_role[entry["label"]] = entry
+        labels = "、".join(entry["label"] for entry in named)
+        bound: list[F.Party] = []
+        for i, party in enumerate(parties):
+            if not isinstance(party, dict):
+                raise InvalidInput(f"parties.{i}", "object", "expected {role, person_id?, signature_field?}")
+            role = party.get("role")
+            if not isinstance(role, str) or role not in by_role:
+                raise InvalidInput(f"parties.{i}.role", "document_role", f"expected one of {labels}")
+            document_party = by_role[role]
+            field = party.get("signature_field") or document_party["signature_field"]
+            if field != document_party["signature_field"]:
+                raise InvalidInput(f"parties.{i}.signature_field", "role_field",
+                                   f"{document_party['label']} signs in {document_party['signature_field']}")
+            person_id = party.get("person_id") or (initiator_person_id if i == 0 else None)
+            if person_id is not None and (not isinstance(person_id, str) or not 0 < len(person_id) <= 64):
+                raise InvalidInput(f"parties.{i}.person_id", "string", "expected a person id")
+            if person_id is None:
+                try:
+                    person_id = self.identity.find_person(name=document_party["name"],
+                                                          id_number=document_party["id_number"])["person_id"]
+                except NotFound:
+                    raise InvalidInput(f"parties.{i}.person_id", "not_registered",
+                                       f"the {document_party['label']} named in the document has not completed "
+                                       "real-name registration") from None
+            elif not self.identity.person_matches(person_id=person_id, name=document_party["name"],
+                                                  id_number=document_party["id_number"])["matches"]:
+                raise InvalidInput(f"parties.{i}.person_id", "not_the_named_party",
+                                   f"this person is not the {document_party['label']} the document names")
+            bound.append(F.Party(person_id, document_party["label"], field))
+        if bound and bound[0].person_id != initiator_person_id:
+            raise InvalidInput("parties.0.person_id", "initiator_first", "the initiator signs first")
+        starter = next((entry for entry in named if entry.get("initiator")), None)
+        if bound and starter is not None and bound[0].role != starter["label"]:
+            raise InvalidInput("parties.0.role", "initiator_role", f"the document is started by its {starter['label']}")
+        if sorted(p.role for p in bound) != sorted(entry["label"] for entry in named):
+            raise InvalidInput("parties", "every_named_party", f"each party the document names signs once: {labels}")
+        return bound
 
     @rpc
     def get_flow(self, flow_id: str) -> dict:

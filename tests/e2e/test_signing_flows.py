@@ -15,11 +15,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import eventlet
 import pytest
 
-from services.common.errors import Conflict, Forbidden
+from services.common.errors import Conflict, Forbidden, InvalidInput
 from services.common.s3server import free_port
 from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
@@ -417,3 +418,129 @@ def test_grant_misuse_through_the_signing_path_is_refused(stack):
         signing.sign(flow_id=flow_id, person_id=borrower, pending_id=second["pending_id"], grant=second_grant)
     flow = signing.get_flow(flow_id=flow_id)
     assert flow["state"] == "waiting" and [o["kind"] for o in flow["objects"]] == ["original", "signed"]
+
+
+IOU_VALUES = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
+              "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
+              "repayment_method": "一次性还本付息", "remark": ""}
+UNREGISTERED = ("赵六", "110105198001010032", "13700137000")
+
+
+def test_each_party_is_the_person_the_document_names(stack):
+    lender, borrower = people(stack)
+    rendered = stack.document("iou", IOU_VALUES)
+
+    def refused(parties: list[dict], initiator: str = lender, document_id: str = rendered["document_id"]):
+        with pytest.raises(InvalidInput) as error:
+            stack.rpc.signing.start_flow(document_id=document_id, initiator_person_id=initiator, parties=parties)
+        return error.value.field, error.value.rule
+
+    # the borrower cannot start the IOU as its lender, nor can the lender put himself in as the borrower
+    assert refused([{"role": "出借人"}, {"role": "借款人"}], initiator=borrower) == ("parties.0.person_id",
+                                                                                   "not_the_named_party")
+    assert refused([{"role": "出借人"}, {"role": "借款人", "person_id": lender}]) == ("parties.1.person_id",
+                                                                                  "not_the_named_party")
+    assert refused([{"role": "出借人"}]) == ("parties", "every_named_party")
+    assert refused([{"role": "出借人"}, {"role": "担保人"}]) == ("parties.1.role", "document_role")
+    assert refused([{"role": "出借人", "signature_field": "sig_borrower"}, {"role": "借款人"}]) == (
+        "parties.0.signature_field", "role_field")
+    draft = stack.rpc.documents.create_draft(template_id="iou", values=IOU_VALUES)
+    assert refused([{"role": "出借人"}, {"role": "借款人"}], document_id=draft["document_id"]) == ("document_id",
+                                                                                              "not_rendered")
+    stranger = stack.document("iou", dict(IOU_VALUES, borrower=party(UNREGISTERED)))
+    assert refused([{"role": "出借人"}, {"role": "借款人"}], document_id=stranger["document_id"]) == (
+        "parties.1.person_id", "not_registered")
+    # the document says the lender starts it
+    assert refused([{"role": "借款人", "person_id": borrower}, {"role": "出借人", "person_id": lender}],
+                   initiator=borrower) == ("parties.0.role", "initiator_role")
+
+    # by role alone: signing finds the counterparty the document names
+    flow = stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
+                                        parties=[{"role": "lender"}, {"role": "借款人"}])
+    assert [(p["person_id"], p["role"], p["signature_field"]) for p in flow["parties"]] == [
+        (lender, "出借人", "sig_lender"), (borrower, "借款人", "sig_borrower")]
+    with pytest.raises(Conflict) as twice:  # one live flow per document
+        stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
+                                     parties=[{"role": "lender"}, {"role": "借款人"}])
+    assert twice.value.reason == "document_in_flow"
+
+
+class Http:
+    """The gateway over HTTP, with one person's session."""
+
+    def __init__(self, stack: Stack, token: str | None = None):
+        self.stack, self.token = stack, token
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, Any]:
+        import urllib.error
+
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.stack.gateway_url + "/api/v1" + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, answer.read(), answer.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), error.headers
+
+    def json(self, method: str, path: str, body: dict | None = None, expect: int = 200) -> dict:
+        status, content, _ = self.call(method, path, body)
+        assert status == expect, (status, content)
+        return json.loads(content)
+
+    def register(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> "Http":
+        """Real-name registration over HTTP: phone code, person, face check, certificate."""
+        before = len(self.stack.sms())
+        challenge = self.json("POST", "/phone-codes", {"phone": phone}, expect=201)["challenge_id"]
+        code = self.stack.latest_code(phone, "phone_code", before)
+        self.json("POST", f"/phone-codes/{challenge}/confirm", {"code": code})
+        person = self.json("POST", "/persons", {"name": name, "id_number": id_number, "phone": phone,
+                                                "phone_challenge_id": challenge}, expect=201)
+        session = Http(self.stack, person["session"]["token"])
+        session.person_id = person["person_id"]
+        assert session.json("POST", "/me/face", {"id_portrait": b64(face_path(portrait).read_bytes()),
+                                                 "selfie": b64(face_path(selfie).read_bytes())})["matched"]
+        session.json("POST", "/me/certificate", expect=201)
+        return session
+
+
+def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack):
+    as_lender = Http(stack).register(*LENDER, portrait="obama", selfie="obama2")
+    as_borrower = Http(stack).register(*BORROWER, portrait="obama3", selfie="obama")
+    lender, borrower = as_lender.person_id, as_borrower.person_id
+    document_id = as_lender.json("POST", "/documents", {"template_id": "iou", "values": IOU_VALUES},
+                                 expect=201)["document_id"]
+    rendered = as_lender.json("POST", f"/documents/{document_id}/render")
+    status, pdf, headers = as_lender.call("GET", f"/documents/{document_id}/pdf")
+    assert status == 200 and pdf.startswith(b"%PDF-")
+    assert hashlib.sha256(pdf).hexdigest() == rendered["pdf_sha256"] == headers["X-Content-SHA256"]
+    # someone else's session learns nothing of it and cannot change it
+    for method, path, body in (("GET", f"/documents/{document_id}", None), ("GET", f"/documents/{document_id}/pdf", None),
+                               ("PATCH", f"/documents/{document_id}", {"values": {"remark": "改"}}),
+                               ("POST", f"/documents/{document_id}/render", None)):
+        status, content, _ = as_borrower.call(method, path, body)
+        assert status == 404, (method, path, status, content)
+        assert json.loads(content)["error"]["code"] == "not_found"
+    assert Http(stack).call("GET", f"/documents/{document_id}")[0] == 403  # no session at all
+    # parties by role only: the counterparty is the person the document names
+    flow = as_lender.json("POST", "/flows", {"document_id": document_id,
+                                             "parties": [{"role": "出借人"}, {"role": "借款人"}]}, expect=201)
+    assert [p["person_id"] for p in flow["parties"]] == [lender, borrower]
+    assert as_borrower.json("GET", f"/flows/{flow['flow_id']}")["next_person_id"] == lender
+    # signing over HTTP; a willingness check answers only to its own person
+    flow_id = flow["flow_id"]
+    before = len(stack.sms())
+    pending = as_lender.json("POST", f"/flows/{flow_id}/signature",
+                             {"signature_image": handwriting_png(), "method": "sms"}, expect=201)
+    code = stack.latest_code(LENDER[2], "willingness_code", before)
+    status, _, _ = as_borrower.call("POST", f"/willingness/{pending['willingness_id']}/confirm", {"code": code})
+    assert status == 404
+    grant = as_lender.json("POST", f"/willingness/{pending['willingness_id']}/confirm", {"code": code})["grant"]
+    signed = as_lender.json("POST", f"/flows/{flow_id}/sign", {"pending_id": pending["pending_id"], "grant": grant})
+    assert signed["next_person_id"] == borrower
+    # only its maker starts signing a document
+    status, content, _ = as_borrower.call("POST", "/flows", {"document_id": document_id,
+                                                             "parties": [{"role": "出借人"}, {"role": "借款人"}]})
+    assert status == 404, content
