@@ -19,6 +19,7 @@ DOCUMENT_LOCKED = "document_locked"
 
 # signing
 FLOW_SENT = "flow_sent"
+PARTY_JOINED = "party_joined"  # a named counterparty registered after the flow started, and took their place
 PARTY_SIGNED = "party_signed"
 FLOW_COMPLETED = "flow_completed"
 FLOW_DECLINED = "flow_declined"
@@ -38,7 +39,7 @@ KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
     "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED),
     "documents": (DOCUMENT_CREATED, DOCUMENT_UPDATED, DOCUMENT_LOCKED),
     "signing": (
-        FLOW_SENT, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
+        FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
         VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, DUE_SOON, DUE_TODAY,
     ),
     "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),

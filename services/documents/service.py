@@ -244,6 +244,23 @@ class DocumentsService(ServiceBase):
                 "values": values, "content": content, "violations": violations}
 
     @rpc
+    def party_contact(self, document_id: str, role: str) -> dict:
+        """For notify only (never exposed by the gateway): the phone and name
+        the document gives a party (``role`` by id or label), to invite a
+        counterparty who has not registered yet."""
+        document = self._document(document_id)
+        template = self._template_of(document)
+        values = drafts.open_values(self.keys.keyring, document_id, document.content_sealed)
+        for candidate in template.roles:
+            if role in (candidate.id, candidate.label):
+                person = values.get(candidate.person_field) or {}
+                if not person.get("phone"):
+                    raise NotFound("party_contact", role)
+                return {"phone": person["phone"], "name": person.get("name") or ""}
+        raise InvalidInput("role", "document_role", "expected one of "
+                           + "、".join(candidate.label for candidate in template.roles))
+
+    @rpc
     def get_pdf(self, document_id: str) -> dict:
         """The rendered PDF (base64), read from S3 and checked against its recorded SHA-256."""
         document = self._document(document_id)

@@ -267,6 +267,14 @@ def _party_view(request: Request, flow_id: str, person_id: str) -> dict:
     return flow
 
 
+@router.post("/flows/{flow_id}/join", tags=["signing"])
+def join_flow(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Take your place in a flow you were invited to (by SMS) before you
+    registered: the document must name you (real name and ID number) for a
+    party not yet taken. Answers the flow; 403 not_a_party otherwise."""
+    return rpc(request).call("signing", "join_flow", flow_id=flow_id, person_id=person_id)
+
+
 @router.get("/flows/{flow_id}", tags=["signing"])
 def get_flow(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     return _party_view(request, flow_id, person_id)

@@ -35,9 +35,14 @@ from services.common.errors import InvalidInput
 _ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
 
 
+#: recipient key of a party the document names who has not registered yet:
+#: their number comes from the document (documents.party_contact), by role
+NAMED_PARTY = "named:"
+
+
 @dataclass(frozen=True)
 class FlowParty:
-    person_id: str
+    person_id: str  # a person id, or NAMED_PARTY + role for a party not registered yet
     role: str
 
 
@@ -69,8 +74,12 @@ class FlowEvent:
         for index, party in enumerate(raw_parties):
             if not isinstance(party, Mapping):
                 raise InvalidInput(f"data.parties[{index}]", "type", "expected {person_id, role}")
+            role = party.get("role")
+            if party.get("person_id") is None and isinstance(role, str) and role:
+                parties.append(FlowParty(NAMED_PARTY + role, role))
+                continue
             parties.append(FlowParty(_id(party.get("person_id"), f"data.parties[{index}].person_id"),
-                                     str(party.get("role") or "")))
+                                     str(role or "")))
         title = data.get("document_title")
         if not isinstance(title, str) or not title.strip():
             raise InvalidInput("data.document_title", "required", "expected the document title")
@@ -91,7 +100,7 @@ class FlowEvent:
             document_id=_optional_id(data, "document_id"),
             link=link,
             initiator_person_id=_optional_id(data, "initiator_person_id"),
-            next_person_id=_optional_id(data, "next_person_id"),
+            next_person_id=_optional_id(data, "next_person_id") or _named_role(data.get("next_role")),
             requester_person_id=_optional_id(data, "requester_person_id"),
             decliner_person_id=_optional_id(data, "decliner_person_id"),
             repayment_date=repayment_date,
@@ -155,6 +164,10 @@ def _id(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidInput(field_name, "id_format", "expected an id of 1-64 characters A-Z a-z 0-9 . _ : -")
     return value
+
+
+def _named_role(role: Any) -> str | None:
+    return NAMED_PARTY + role if isinstance(role, str) and role else None
 
 
 def _optional_id(data: Mapping[str, Any], name: str) -> str | None:

@@ -38,10 +38,12 @@ the title and link a text shows)::
       "flow_id": str,                      # required, <= 64 chars [A-Za-z0-9._:-]
       "document_id": str,
       "document_title": str,               # required; at most 20 characters are shown
-      "parties": [{"person_id": str, "role": str}, ...],   # required, every party
+      "parties": [{"person_id": str, "role": str}, ...],   # required, every party; person_id null:
+                                           # named but not registered yet (number from documents)
       "link": "https://...",               # flow_sent, flow_completed, void_requested
       "initiator_person_id": str,          # flow_sent
       "next_person_id": str,               # flow_sent: who is asked to sign now
+      "next_role": str,                    # flow_sent: their role (when next_person_id is null)
       "requester_person_id": str,          # void_requested
       "decliner_person_id": str,           # flow_declined
       "repayment_date": "YYYY-MM-DD"       # flow_completed of an IOU: plans reminders
@@ -98,7 +100,7 @@ from services.notify import reminder_book
 from services.notify.clock import Clock, aware_utc
 from services.notify.delivery import OTP, DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
-from services.notify.notices import FlowEvent, notices_for
+from services.notify.notices import NAMED_PARTY, FlowEvent, notices_for
 from services.notify.providers import build_provider
 from services.notify.reminders import plan_reminders
 from services.notify.scheduler import SchedulerLease, scheduled
@@ -173,6 +175,7 @@ class NotifyService(ServiceBase):
     clock = Clock()
     lease = SchedulerLease()
     identity = RpcProxy("identity")
+    documents = RpcProxy("documents")
 
     # -- RPC -----------------------------------------------------------------------
     @rpc
@@ -297,7 +300,7 @@ class NotifyService(ServiceBase):
         except InvalidInput as exc:  # a contract breach no retry can mend
             log.error("signing.%s %s breaks the payload contract: %s", event_type, event.get("event_id"), exc)
             return
-        contacts = self._contacts(p for notice in notices for p in notice.persons)
+        contacts = self._contacts((p for notice in notices for p in notice.persons), flow.document_id)
         delivery = self._delivery()
         pending = []
         for notice in notices:
@@ -367,22 +370,29 @@ class NotifyService(ServiceBase):
                 continue
             delivery.deliver(message, phone, params)
 
-    def _identity_call(self, method: str, **kwargs) -> Any:
+    def _call(self, service: str, method: str, **kwargs) -> Any:
+        """An RPC to identity or documents, bounded by SMS.IDENTITY_TIMEOUT."""
         timeout = self.sms.settings.identity_timeout
-        with eventlet.Timeout(timeout, Unavailable("identity", f"no answer to {method} in {timeout:g} s")):
-            return getattr(self.identity, method)(**kwargs)
+        with eventlet.Timeout(timeout, Unavailable(service, f"no answer to {method} in {timeout:g} s")):
+            return getattr(getattr(self, service), method)(**kwargs)
 
     def _otp_message(self, challenge_id: str) -> dict:
-        return self._identity_call("otp_message", challenge_id=challenge_id)
+        return self._call("identity", "otp_message", challenge_id=challenge_id)
 
     def _contact(self, person_id: str) -> dict:
-        return self._identity_call("contact", person_id=person_id)
+        return self._call("identity", "contact", person_id=person_id)
 
-    def _contacts(self, person_ids: Iterable[str]) -> dict[str, dict | None]:
+    def _contacts(self, person_ids: Iterable[str], document_id: str | None = None) -> dict[str, dict | None]:
+        """Phone and name per recipient: a person's from identity; a named
+        party's who has not registered yet (``named:<role>``) from the document."""
         contacts: dict[str, dict | None] = {}
         for person_id in dict.fromkeys(person_ids):
             try:
-                contacts[person_id] = self._contact(person_id)
+                if person_id.startswith(NAMED_PARTY):
+                    contacts[person_id] = (self._call("documents", "party_contact", document_id=document_id,
+                                                      role=person_id[len(NAMED_PARTY):]) if document_id else None)
+                else:
+                    contacts[person_id] = self._contact(person_id)
             except NotFound:
                 contacts[person_id] = None
         return contacts

@@ -92,7 +92,9 @@ def new_flow(flow_id: str, document_id: str, document_sha256: str, parties: list
     each person and each signature field once."""
     if len(parties) < 2:
         raise InvalidInput("parties", "min_items", f"expected at least 2 parties, found {len(parties)}")
-    people = [p.person_id for p in parties]
+    if parties[0].person_id is None:
+        raise InvalidInput("parties.0.person_id", "required", "the initiator is a registered person")
+    people = [p.person_id for p in parties if p.person_id is not None]
     if len(set(people)) != len(people):
         raise InvalidInput("parties", "unique_person", "each person signs once")
     fields_ = [p.signature_field for p in parties]
@@ -125,6 +127,21 @@ def send(flow: Flow, now: datetime) -> Transition:
     if now >= flow.expires_at:
         raise Conflict("flow_expired")
     return Transition(replace(flow, state=FlowState.WAITING, current=0), (events.FLOW_SENT,))
+
+
+def join(flow: Flow, position: int, person_id: str, now: datetime) -> Transition:
+    """The person the document names for the party at ``position`` (checked
+    by the caller against their real-name identity) takes that place."""
+    _require_state(flow, FlowState.WAITING)
+    if now >= flow.expires_at:
+        raise Conflict("flow_expired")
+    if any(party.person_id == person_id for party in flow.parties):
+        raise Conflict("already_a_party")
+    if flow.parties[position].person_id is not None:
+        raise Conflict("party_taken")
+    parties = list(flow.parties)
+    parties[position] = replace(parties[position], person_id=person_id)
+    return Transition(replace(flow, parties=tuple(parties)), (events.PARTY_JOINED,))
 
 
 def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:

@@ -112,7 +112,8 @@ class FlowParty(Base):
 
     flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    # None until the person the document names for this role registers and joins
+    person_id: Mapped[str | None] = mapped_column(String(36), index=True, nullable=True)
     role: Mapped[str] = mapped_column(String(40))
     signature_field: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -461,7 +461,7 @@ WORDS = {
 
 #: display words of the log's event types (some share a name with a state)
 EVENT_WORDS = {
-    "flow_sent": "发起签约", "party_signed": "一方签署", "flow_completed": "签约完成", "flow_declined": "拒签",
+    "flow_sent": "发起签约", "party_joined": "签署方加入", "party_signed": "一方签署", "flow_completed": "签约完成", "flow_declined": "拒签",
     "flow_expired": "过期", "void_requested": "申请作废", "void_rejected": "拒绝作废", "flow_voided": "作废",
 }
 

@@ -27,9 +27,11 @@ import base64
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import eventlet
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from sqlalchemy import select
@@ -43,6 +45,7 @@ from services.common.errors import (
     IntegrityError,
     InvalidInput,
     NotFound,
+    Unavailable,
 )
 from services.common.lease import acquire, holder_id
 from services.common.offload import WorkerPoolProvider
@@ -66,7 +69,8 @@ from services.signing.report import build_report, sign_report
 log = logging.getLogger(__name__)
 
 WILLINGNESS_METHODS = ("sms", "face")
-FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_SIGNED, events.FLOW_COMPLETED, events.FLOW_DECLINED,
+EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last event to reach the log
+FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED, events.FLOW_DECLINED,
                events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED, events.FLOW_VOIDED)
 
 
@@ -166,6 +170,7 @@ class SigningService(ServiceBase):
             "parties": [{"person_id": p.person_id, "role": p.role} for p in parties],
             "initiator_person_id": row.initiator_person_id,
             "next_person_id": current.person_id if current else None,
+            "next_role": current.role if current else None,
             "actor_person_id": actor, "repayment_date": row.repayment_date, "reason": flow.reason,
             "state": flow.state.value,
         }
@@ -180,6 +185,7 @@ class SigningService(ServiceBase):
             "expires_at": _aware(row.expires_at).isoformat(), "reason": row.reason,
             "void_requested_by": row.void_requested_by, "repayment_date": row.repayment_date,
             "next_person_id": row.state == "waiting" and parties[row.current_index].person_id or None,
+            "next_role": parties[row.current_index].role if row.state == "waiting" else None,
             "parties": [{"person_id": p.person_id, "role": p.role, "signature_field": p.signature_field,
                          "signed_at": _aware(p.signed_at).isoformat() if p.signed_at else None,
                          "certificate_serial": p.certificate_serial,
@@ -295,9 +301,8 @@ class SigningService(ServiceBase):
                     person_id = self.identity.find_person(name=document_party["name"],
                                                           id_number=document_party["id_number"])["person_id"]
                 except NotFound:
-                    raise InvalidInput(f"parties.{i}.person_id", "not_registered",
-                                       f"the {document_party['label']} named in the document has not completed "
-                                       "real-name registration") from None
+                    # not registered yet: invited by SMS at the document's number; joins later (join_flow)
+                    person_id = None
             elif not self.identity.person_matches(person_id=person_id, name=document_party["name"],
                                                   id_number=document_party["id_number"])["matches"]:
                 raise InvalidInput(f"parties.{i}.person_id", "not_the_named_party",
@@ -316,6 +321,30 @@ class SigningService(ServiceBase):
     def get_flow(self, flow_id: str) -> dict:
         row, parties = self._load(flow_id)
         return self._flow_dict(row, parties)
+
+    @rpc
+    def join_flow(self, flow_id: str, person_id: str) -> dict:
+        """A person invited before they registered takes their place: the
+        party whose role the document gives to someone with their real name
+        and ID number (checked by identity). Joining twice answers the flow."""
+        row, parties = self._load(flow_id, lock=True)
+        if any(p.person_id == person_id for p in parties):
+            return self._flow_dict(row, parties)
+        open_places = [p for p in parties if p.person_id is None]
+        if not open_places:
+            raise Forbidden("not_a_party")
+        named = (self.documents.get_document_content(document_id=row.document_id).get("content") or {}).get("parties")
+        by_label = {entry["label"]: entry for entry in named or ()}
+        for place in open_places:
+            entry = by_label.get(place.role)
+            if entry is not None and self.identity.person_matches(
+                    person_id=person_id, name=entry["name"], id_number=entry["id_number"])["matches"]:
+                transition = F.join(to_domain(row, parties), place.position, person_id, _now())
+                place.person_id = person_id
+                self._apply(row, parties, transition, person_id)
+                self.db.commit()
+                return self._flow_dict(row, parties)
+        raise Forbidden("not_a_party")
 
     @rpc
     def get_signed_pdf(self, flow_id: str) -> dict:
@@ -527,10 +556,27 @@ class SigningService(ServiceBase):
         size = Checkpoint.from_body(parse_note(checkpoint).text).size
         leaves = []
         for leaf in self.ctx.log.flow_leaves(flow_id):
+            if leaf.index >= size:  # appended after the checkpoint was taken: proven by the next one
+                continue
             proof = self.ctx.log.inclusion_proof(leaf.index, size)
             leaves.append({"index": leaf.index, "leaf": leaf.data.decode("utf-8"), "proof": proof.to_dict()})
         return {"checkpoint": checkpoint, "tree_size": size, "leaves": leaves,
                 "log_public_key": self.ctx.log.public_key()}
+
+    def _settled_evidence(self, flow_id: str, state: str) -> dict:
+        """The flow's evidence once the event that put it in ``state`` is in
+        the log and under a checkpoint. Leaves are appended by event handlers,
+        so a report asked for right after the last signature may wait a moment."""
+        last_event = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDED,
+                      "void_requested": events.VOID_REQUESTED}[state]
+        deadline = time.monotonic() + EVIDENCE_WAIT_SECONDS
+        while True:
+            evidence = self.flow_evidence(flow_id)
+            if any(json.loads(leaf["leaf"]).get("event_type") == last_event for leaf in evidence["leaves"]):
+                return evidence
+            if time.monotonic() >= deadline:
+                raise Unavailable("evidence_log", f"{last_event} of this flow is not logged yet; ask again shortly")
+            eventlet.sleep(0.2)
 
     @rpc
     def checkpoint(self) -> dict:
@@ -590,7 +636,7 @@ class SigningService(ServiceBase):
         signatures = self.pdf.run(pdf_worker.report_signatures, roots, final_pdf,
                                   {p.signature_field: p.person_id for p in parties})
         built = build_report(flow, row.document_sha256, row.current_pdf_sha256, report_parties, checks,
-                             willingness, signatures, self.flow_evidence(flow_id), _now(),
+                             willingness, signatures, self._settled_evidence(flow_id, row.state), _now(),
                              f"{self.ctx.public_url}/verify?flow={flow_id}")
         signed = sign_report(built, self.ctx.keys.log_signer)
         report_json = json.dumps(signed, ensure_ascii=False, sort_keys=True).encode("utf-8")

@@ -447,9 +447,6 @@ def test_each_party_is_the_person_the_document_names(stack):
     draft = stack.rpc.documents.create_draft(template_id="iou", values=IOU_VALUES)
     assert refused([{"role": "出借人"}, {"role": "借款人"}], document_id=draft["document_id"]) == ("document_id",
                                                                                               "not_rendered")
-    stranger = stack.document("iou", dict(IOU_VALUES, borrower=party(UNREGISTERED)))
-    assert refused([{"role": "出借人"}, {"role": "借款人"}], document_id=stranger["document_id"]) == (
-        "parties.1.person_id", "not_registered")
     # the document says the lender starts it
     assert refused([{"role": "借款人", "person_id": borrower}, {"role": "出借人", "person_id": lender}],
                    initiator=borrower) == ("parties.0.role", "initiator_role")
@@ -463,6 +460,43 @@ def test_each_party_is_the_person_the_document_names(stack):
         stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
                                      parties=[{"role": "lender"}, {"role": "借款人"}])
     assert twice.value.reason == "document_in_flow"
+
+
+def test_a_counterparty_invited_before_registering_joins_and_signs(stack):
+    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
+    rendered = stack.document("iou", dict(IOU_VALUES, borrower=party(UNREGISTERED)))
+    flow = stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
+                                        parties=[{"role": "出借人"}, {"role": "借款人"}])
+    flow_id = flow["flow_id"]
+    assert [p["person_id"] for p in flow["parties"]] == [lender, None]
+    after_lender = stack.sign(flow_id, lender, phone=LENDER[2])
+    assert after_lender["next_person_id"] is None and after_lender["next_role"] == "借款人"
+    # the invitation goes to the number the document gives the borrower, with the link
+    invited = wait_for(lambda: [m for m in stack.sms()
+                                if m["template"] == "sign_request" and m["phone"] == UNREGISTERED[2]])
+    assert invited and invited[0]["params"]["link"].endswith(f"/flows/{flow_id}")
+    # someone the document does not name cannot take the place, even once registered
+    other = stack.person(*BORROWER, portrait="obama3", selfie="obama")
+    with pytest.raises(Forbidden) as outsider:
+        stack.rpc.signing.join_flow(flow_id=flow_id, person_id=other)
+    assert outsider.value.reason == "not_a_party"
+    borrower = stack.person(*UNREGISTERED, portrait="obama3", selfie="obama")
+    joined = stack.rpc.signing.join_flow(flow_id=flow_id, person_id=borrower)
+    assert joined["next_person_id"] == borrower
+    assert stack.rpc.signing.join_flow(flow_id=flow_id, person_id=borrower)["parties"] == joined["parties"]
+    assert stack.sign(flow_id, borrower, selfie="obama2")["state"] == "completed"
+
+    def kinds() -> list[str]:
+        leaves = stack.rpc.signing.flow_evidence(flow_id=flow_id)["leaves"]
+        return [json.loads(leaf["leaf"])["event_type"] for leaf in leaves]
+
+    assert wait_for(lambda: kinds() == ["flow_sent", "party_signed", "flow_sent", "party_joined", "party_signed",
+                                        "flow_completed"]), kinds()
+    signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+    root_pem = stack.rpc.identity.pki_certificates()["root_pem"]
+    made = stack.rpc.signing.report(flow_id=flow_id)
+    assert verify_offline(signed, [root_pem.encode()], report=made["report"],
+                          log_public_key=stack.rpc.signing.log_public_key()["public_key"]).ok
 
 
 class Http:

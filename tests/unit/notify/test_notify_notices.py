@@ -5,7 +5,7 @@ import pytest
 
 from services.common import events
 from services.common.errors import InvalidInput
-from services.notify.notices import FlowEvent, notices_for
+from services.notify.notices import NAMED_PARTY, FlowEvent, notices_for
 
 PARTIES = [{"person_id": "p-lender", "role": "lender"}, {"person_id": "p-borrower", "role": "borrower"}]
 
@@ -62,3 +62,19 @@ def test_an_event_without_the_person_it_needs_is_refused():
         notices_for(events.FLOW_COMPLETED, FlowEvent.from_payload(
             {"flow_id": "f1", "document_title": "借条", "parties": PARTIES}))
     assert error.value.field == "data.link"
+
+
+def test_a_party_not_registered_yet_is_reached_by_role():
+    """Signing names an unregistered counterparty by role only; notify asks
+    documents for the number the document gives that role."""
+    unbound = [{"person_id": "p-lender", "role": "出借人"}, {"person_id": None, "role": "借款人"}]
+    event = FlowEvent.from_payload({"flow_id": "f1", "document_id": "d1", "document_title": "借条", "parties": unbound,
+                                    "link": "https://e.cn/f/f1", "initiator_person_id": "p-lender",
+                                    "next_person_id": None, "next_role": "借款人"})
+    (notice,) = notices_for(events.FLOW_SENT, event)
+    assert notice.person_id == NAMED_PARTY + "借款人" and notice.template == "sign_request"
+    expired = notices_for(events.FLOW_EXPIRED, event)
+    assert [n.person_id for n in expired] == ["p-lender", NAMED_PARTY + "借款人"]
+    with pytest.raises(InvalidInput) as error:  # a null person needs its role
+        FlowEvent.from_payload({"flow_id": "f1", "document_title": "借条", "parties": [{"person_id": None}]})
+    assert error.value.field == "data.parties[0].person_id"

@@ -159,3 +159,30 @@ def test_new_flow_rules(kwargs, field, rule):
     with pytest.raises(InvalidInput) as error:
         F.new_flow(**args)
     assert (error.value.field, error.value.rule) == (field, rule)
+
+
+def test_a_named_party_who_registers_later_joins_then_signs():
+    unbound = [F.Party("p0", "出借人", "sig_0"), F.Party(None, "借款人", "sig_1")]
+    flow = F.send(F.new_flow("f1", "d1", SHA, unbound, NOW + timedelta(hours=1), NOW), NOW).flow
+    flow = F.sign(flow, "p0", NOW).flow
+    assert flow.current_party.person_id is None
+    with pytest.raises(Forbidden):  # nobody signs an open place
+        F.sign(flow, "p1", NOW)
+    joined = F.join(flow, 1, "p1", NOW)
+    assert joined.events == (events.PARTY_JOINED,) and joined.flow.parties[1].person_id == "p1"
+    with pytest.raises(Conflict) as taken:
+        F.join(joined.flow, 1, "p2", NOW)
+    assert taken.value.reason == "party_taken"
+    with pytest.raises(Conflict) as twice:
+        F.join(joined.flow, 1, "p0", NOW)
+    assert twice.value.reason == "already_a_party"
+    with pytest.raises(Conflict):  # not after expiry
+        F.join(flow, 1, "p1", NOW + timedelta(hours=2))
+    assert F.sign(joined.flow, "p1", NOW).flow.state is F.FlowState.COMPLETED
+
+
+def test_the_initiator_is_always_a_registered_person():
+    with pytest.raises(InvalidInput) as error:
+        F.new_flow("f1", "d1", SHA, [F.Party(None, "a", "sig_0"), F.Party("p1", "b", "sig_1")],
+                   NOW + timedelta(hours=1), NOW)
+    assert (error.value.field, error.value.rule) == ("parties.0.person_id", "required")
