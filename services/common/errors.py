@@ -125,6 +125,27 @@ class Forbidden(_ReasonError):
 
 
 @deserialize_to_instance
+class RateLimited(Forbidden):
+    """Too many sends or tries in a window (phone codes, wrong codes):
+    ``retry_after`` says in how many seconds the next one may come (HTTP 429
+    with a Retry-After header). A kind of Forbidden, so callers that only
+    tell refusals apart by reason keep working."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, reason: str, retry_after: int | str | None = None):
+        # nameko sends exception arguments as strings: "60", or "None"
+        seconds = int(retry_after) if retry_after not in (None, "None", "") else None
+        EsignError.__init__(self, reason, seconds)
+        self.reason = reason
+        self.retry_after = seconds
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.reason, "retry_after": self.retry_after}
+
+
+@deserialize_to_instance
 class Conflict(_ReasonError):
     """The request clashes with the current state (duplicate, wrong flow state)."""
 

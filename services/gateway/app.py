@@ -21,6 +21,7 @@ from services.common.errors import EsignError, InvalidInput
 from services.common.metrics import counter, histogram
 from services.common.rpc_client import RpcClient
 from services.gateway.api import router as api_router
+from services.gateway.web import router as web_router
 
 BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
 
@@ -38,6 +39,7 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
     app.state.session_key = read_secret(secrets.get("SESSION"), "session",
                                         generate_in=data_dir(config) if secrets.get("GENERATE_MISSING") else None)
     app.include_router(api_router)
+    app.include_router(web_router)
     health_pool = ThreadPoolExecutor(max_workers=len(BACKEND_SERVICES), thread_name_prefix="health")
 
     @app.middleware("http")
@@ -52,7 +54,9 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
 
     @app.exception_handler(EsignError)
     async def _typed_error(_request: Request, exc: EsignError):
-        return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()})
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError):

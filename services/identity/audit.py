@@ -21,7 +21,7 @@ from services.common.outbox import utcnow
 from services.identity.models import AuditRecord
 
 ACTIONS = (
-    "registration", "face_check", "liveness_check", "face_data_deleted",
+    "registration", "login", "face_check", "liveness_check", "face_data_deleted",
     "certificate_issued", "certificate_revoked",
     "willingness_started", "willingness_checked", "sign_digest",
 )

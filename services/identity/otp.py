@@ -20,12 +20,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from services.common.errors import Forbidden, InvalidInput
+from services.common.errors import Forbidden, InvalidInput, RateLimited
 
 MIN_SECRET_BYTES = 32
 
@@ -124,13 +125,19 @@ def check_send_allowed(
     the hourly quota. ``recent_sends`` are the send times for this subject
     (older ones are ignored, so the caller may pass a longer history)."""
     if previous is not None and previous.is_locked(now):
-        raise Forbidden("otp_locked")
+        raise RateLimited("otp_locked", _seconds(previous.locked_until - now))
     window_start = now - policy.send_window
-    in_window = [t for t in recent_sends if window_start < t <= now]
-    if in_window and now - max(in_window) < policy.min_resend_interval:
-        raise Forbidden("otp_resend_too_soon")
+    in_window = sorted(t for t in recent_sends if window_start < t <= now)
+    if in_window and now - in_window[-1] < policy.min_resend_interval:
+        raise RateLimited("otp_resend_too_soon", _seconds(in_window[-1] + policy.min_resend_interval - now))
     if len(in_window) >= policy.max_sends_per_window:
-        raise Forbidden("otp_send_limit")
+        # the oldest send in the window leaves it first
+        oldest = in_window[len(in_window) - policy.max_sends_per_window]
+        raise RateLimited("otp_send_limit", _seconds(oldest + policy.send_window - now))
+
+
+def _seconds(delta: timedelta) -> int:
+    return max(1, math.ceil(delta.total_seconds()))
 
 
 def issue(

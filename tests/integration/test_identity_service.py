@@ -359,6 +359,29 @@ def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform):
         assert (row.status, row.code_sealed) == ("confirmed", None)
 
 
+def test_a_registered_person_logs_in_with_a_new_code_and_codes_are_rate_limited(platform):
+    from datetime import timedelta
+
+    from services.common.errors import RateLimited
+    from services.identity.models import OtpChallenge
+
+    rpc = platform.rpc
+    person = platform.register("王五", ID_A, PHONE_A)["person_id"]
+    with pytest.raises(RateLimited) as too_soon:  # one code a minute per phone
+        rpc.identity.request_phone_code(phone=PHONE_A)
+    assert too_soon.value.reason == "otp_resend_too_soon" and 1 <= too_soon.value.retry_after <= 60
+    assert isinstance(too_soon.value, Forbidden)  # a kind of refusal, for callers that only know that
+    with platform.db.session() as session:  # a minute and more later
+        session.execute(update(OtpChallenge).values(created_at=OtpChallenge.created_at - timedelta(minutes=2)))
+        session.commit()
+    challenge = platform.confirmed_phone(PHONE_A)
+    assert rpc.identity.login(phone_challenge_id=challenge)["person_id"] == person
+    with pytest.raises(Forbidden):  # a confirmation logs in once
+        rpc.identity.login(phone_challenge_id=challenge)
+    actions = [record["action"] for record in rpc.identity.audit_records(person_id=person)]
+    assert "login" in actions
+
+
 @pytest.mark.parametrize("id_number, rule", [
     ("11010519491231002Y", "charset"), ("110105194912310021", "check_digit"), ("11010519000229002X", "birth_date"),
     ("1101051949123100", "length"), ("１１０１０５１９４９１２３１００２X", "charset"), ("99010519491231002X", "province"),

@@ -139,6 +139,7 @@ def test_no_new_code_while_locked_and_one_after():
     with pytest.raises(Forbidden) as info:
         otp.issue(SECRET, "phone_confirmation", "person-1", T0 + timedelta(minutes=29), previous=record, policy=POLICY)
     assert info.value.reason == "otp_locked"
+    assert info.value.retry_after == 60 and info.value.http_status == 429  # the lock ends a minute later
     again = otp.issue(SECRET, "phone_confirmation", "person-1", T0 + timedelta(minutes=30), previous=record,
                       policy=POLICY)
     assert again.record.wrong_attempts == 0 and again.record.locked_until is None
@@ -166,6 +167,7 @@ def test_default_quota_is_five_an_hour():
     with pytest.raises(Forbidden) as info:
         otp.check_send_allowed(sends, T0 + timedelta(minutes=30))
     assert info.value.reason == "otp_send_limit"
+    assert info.value.retry_after == 30 * 60  # when the oldest send leaves the hour
     otp.check_send_allowed(sends[:4], T0 + timedelta(minutes=30))
 
 
@@ -174,6 +176,7 @@ def test_resend_interval():
     with pytest.raises(Forbidden) as info:
         otp.check_send_allowed(sends, T0 + timedelta(seconds=59), POLICY)
     assert info.value.reason == "otp_resend_too_soon"
+    assert info.value.retry_after == 1
     otp.check_send_allowed(sends, T0 + timedelta(seconds=60), POLICY)
 
 

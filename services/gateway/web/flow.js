@@ -1,0 +1,211 @@
+// A signing flow (/flows/{id}, the link of the sign-request SMS): the document,
+// whose turn it is, and what this person may do now: sign (handwriting +
+// 意愿认证 by SMS code or selfie), decline, request / confirm / reject a void,
+// download the signing report.
+import {
+  $, act, api, apiBlob, base64Blob, el, initHeader, offerDownload, readBase64, requireLogin, session, showPdf,
+} from "./api.js";
+
+const flowId = decodeURIComponent(location.pathname.split("/")[2] || "");
+const STATES = {
+  draft: "草稿", waiting: "待签署", completed: "已生效", declined: "已拒签", expired: "已过期",
+  void_requested: "作废申请中", voided: "已作废",
+};
+const METHODS = { sms: "短信验证码", face: "人脸" };
+let flow = null;
+
+// -- the handwriting pad (pointer events: finger, pen or mouse) -----------------------
+
+function signaturePad(canvas) {
+  const ink = canvas.getContext("2d");
+  ink.lineWidth = 5;
+  ink.lineCap = "round";
+  ink.lineJoin = "round";
+  ink.strokeStyle = "#101040";
+  let last = null;
+  let drawn = false;
+  const point = (event) => {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * (canvas.width / box.width), (event.clientY - box.top) * (canvas.height / box.height)];
+  };
+  canvas.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    last = point(event);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!last) return;
+    const next = point(event);
+    ink.beginPath();
+    ink.moveTo(...last);
+    ink.lineTo(...next);
+    ink.stroke();
+    last = next;
+    drawn = true;
+  });
+  for (const end of ["pointerup", "pointercancel"]) canvas.addEventListener(end, () => { last = null; });
+  return {
+    get drawn() { return drawn; },
+    clear() { ink.clearRect(0, 0, canvas.width, canvas.height); drawn = false; },
+    png() { return canvas.toDataURL("image/png").split(",", 2)[1]; },
+  };
+}
+
+const pad = signaturePad($("#pad"));
+$("#pad-clear").addEventListener("click", () => pad.clear());
+
+// -- 意愿认证: one pattern for signing and for voids ---------------------------------
+// begin(method) starts the action and answers {pending_id, willingness_id};
+// then the SMS code (a second submit) or the selfie proves willingness, and
+// finish(pending, grant) completes the action.
+
+const SPENT = new Set(["willingness_failed", "willingness_used", "pending_action_expired", "pending_action_used"]);
+
+function wireWillingness(form, begin, finish) {
+  const codeField = form.querySelector("[data-code]");
+  const selfie = form.elements.selfie;
+  const reset = () => { form.pending = null; codeField.hidden = true; };
+  for (const radio of form.querySelectorAll('input[name="method"]')) {
+    radio.addEventListener("change", () => { selfie.hidden = form.elements.method.value !== "face"; reset(); });
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(form, async () => {
+      const method = form.elements.method.value;
+      if (!form.pending) {
+        if (method === "face" && !selfie.files[0]) {
+          form.querySelector('[data-error-for="selfie"]').textContent = "请上传本人自拍";
+          return;
+        }
+        const started = await begin(method);
+        if (!started) return;
+        form.pending = { ...started, method };
+        if (method === "sms") {
+          codeField.hidden = false;
+          form.querySelector('[data-error-for="code"]').textContent = "验证码已发送到您的手机，请输入后再次提交";
+          form.elements.code.focus();
+          return;
+        }
+      }
+      const pending = form.pending;
+      const proof = pending.method === "sms"
+        ? { code: form.elements.code.value.trim() } : { selfie: await readBase64(selfie.files[0]) };
+      try {
+        const { grant } = await api("POST", `/willingness/${pending.willingness_id}/confirm`, proof);
+        reset();
+        await finish(pending, grant);
+      } catch (error) {
+        if (SPENT.has(error.reason)) reset();
+        throw error;
+      }
+    }, form.elements.method.value === "sms" ? "code" : "selfie");
+  });
+}
+
+wireWillingness($("#sign-form"), async (method) => {
+  if (!pad.drawn) {
+    $('#sign-form [data-error-for="signature_image"]').textContent = "请先在框内手写签名";
+    return null;
+  }
+  return api("POST", `/flows/${flowId}/signature`, { signature_image: pad.png(), method });
+}, async (pending, grant) => {
+  show(await api("POST", `/flows/${flowId}/sign`, { pending_id: pending.pending_id, grant }));
+  await loadPdf();
+});
+
+const voidRequest = $("#void-request-form");
+wireWillingness(voidRequest, (method) => api("POST", `/flows/${flowId}/void-requests`,
+  { reason: voidRequest.elements.reason.value.trim(), method }), completeAction);
+
+wireWillingness($("#void-confirm-form"), (method) => api("POST", `/flows/${flowId}/void-confirmations`, { method }),
+  completeAction);
+
+async function completeAction(pending, grant) {
+  show(await api("POST", `/actions/${pending.pending_id}/complete`, { grant }));
+}
+
+// -- the other actions -------------------------------------------------------------------
+
+$("#void-reject").addEventListener("click", () => act($("#void-confirm-form"), async () => {
+  show(await api("POST", `/flows/${flowId}/void-rejections`));
+}));
+
+const decline = $("#decline-form");
+decline.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(decline, async () => show(await api("POST", `/flows/${flowId}/decline`, { reason: decline.elements.reason.value.trim() })));
+});
+
+const report = $("#report-form");
+report.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(report, async () => {
+    const made = await api("POST", `/flows/${flowId}/report`);
+    const links = $("#report-links");
+    const name = `签约报告-${flowId.slice(0, 8)}`;
+    offerDownload(base64Blob(made.report_pdf, "application/pdf"), `${name}.pdf`, links, "签约报告 PDF");
+    const json = new Blob([JSON.stringify(made.report, null, 2)], { type: "application/json" });
+    links.append(" ", el("a", { href: URL.createObjectURL(json), download: `${name}.json`, class: "download" }, "签约报告 JSON（可离线验证）"));
+  });
+});
+
+// -- showing the flow ------------------------------------------------------------------------
+
+function time(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : ""; }
+
+function show(answer) {
+  flow = answer;
+  const me = session.personId;
+  const mine = flow.parties.find((p) => p.person_id === me);
+  const next = flow.parties.find((p) => p.person_id === flow.next_person_id);
+  document.title = `电子签 · ${flow.title}`;
+  $("#title").textContent = flow.title;
+  $("#state").textContent = STATES[flow.state] || flow.state;
+  $("#state").dataset.state = flow.state;
+  const nextRole = flow.next_role || (next && next.role);
+  $("#turn").textContent = flow.state !== "waiting" || !nextRole ? ""
+    : next && next.person_id === me ? "轮到您签署" : `等待${nextRole}签署`;
+  const detail = [];
+  if (flow.state === "waiting") detail.push(`签署截止：${time(flow.expires_at)}`);
+  if (flow.reason) detail.push(`原因：${flow.reason}`);
+  $("#detail").textContent = detail.join("　");
+  $("#parties").replaceChildren(...flow.parties.map((p) => el("li", { class: p.signed_at ? "signed" : "" },
+    el("strong", {}, p.role), p.person_id === me ? "（您）" : "", " ",
+    p.signed_at ? `已签署 ${time(p.signed_at)}（${METHODS[p.willingness_method] || p.willingness_method}）` : "未签署")));
+  $("#sign").hidden = !(flow.state === "waiting" && next && next.person_id === me);
+  $("#decline").hidden = !(flow.state === "waiting" && mine && !mine.signed_at);
+  $("#void-request").hidden = !(flow.state === "completed" && mine);
+  $("#void-answer").hidden = !(flow.state === "void_requested" && mine && flow.void_requested_by !== me);
+  $("#void-reason-shown").textContent = flow.reason ? `作废原因：${flow.reason}` : "";
+  $("#report").hidden = !["completed", "voided", "void_requested"].includes(flow.state);
+}
+
+async function loadPdf() {
+  const pdf = await apiBlob(`/flows/${flowId}/pdf`);
+  showPdf(pdf, $("#pdf"));
+  $("#pdf-link").replaceChildren(el("a", { href: $("#pdf").dataset.url, download: `${flow.title}.pdf`, class: "download" }, "下载 PDF"));
+}
+
+// A person invited before registering is not yet a party: the document names
+// them, so joining takes their place (403 not_a_party if it does not).
+async function openFlow() {
+  try {
+    return await api("GET", `/flows/${flowId}`);
+  } catch (error) {
+    if (error.reason !== "not_a_party") throw error;
+    return api("POST", `/flows/${flowId}/join`);
+  }
+}
+
+async function main() {
+  initHeader();
+  if (!requireLogin()) return;
+  try {
+    show(await openFlow());
+    await loadPdf();
+  } catch (error) {
+    $("#flow-error").textContent = error.message;
+  }
+}
+
+main();

@@ -1,0 +1,50 @@
+// Verify a signed PDF: POST /verify, then every check of every signature and
+// document time-stamp, and the overall result.
+import { $, act, api, el, initHeader, readBase64 } from "./api.js";
+
+const form = $("#verify-form");
+
+function check(label, ok, detail) {
+  return el("li", { class: ok ? "ok" : "bad" }, el("span", { class: "mark" }, ok ? "✓" : "✗"), ` ${label}`,
+    detail ? el("small", {}, `（${detail}）`) : null);
+}
+
+function signatureCard(entry, index) {
+  const title = entry.kind === "document_timestamp" ? `文档时间戳 ${index + 1}` : `签名 ${index + 1}：${entry.signer || "未知签署人"}`;
+  const stamp = entry.timestamp;
+  return el("article", { class: "signature" }, el("h3", {}, title),
+    el("ul", { class: "checks-list" },
+      check("签名后内容未被篡改", entry.intact),
+      check("签名数学上有效", entry.valid),
+      check("证书链可信（平台根证书）", entry.trusted),
+      check("证书未被吊销", !entry.revoked, entry.revocation_time ? `吊销于 ${entry.revocation_time}` : ""),
+      stamp ? check("可信时间戳", stamp.intact && stamp.valid && stamp.trusted, stamp.time || "") : check("可信时间戳", false, "无"),
+      entry.docmdp_ok === null || entry.docmdp_ok === undefined ? null : check("签名后的修改在允许范围内", entry.docmdp_ok,
+        entry.modification_level || "")),
+    entry.problems && entry.problems.length ? el("ul", { class: "problems" }, entry.problems.map((p) => el("li", {}, p))) : null);
+}
+
+function show(result) {
+  $("#result").hidden = false;
+  $("#verdict").textContent = result.ok ? "验证通过：文件签署有效" : "验证未通过";
+  $("#verdict").className = result.ok ? "ok" : "bad";
+  $("#problems").replaceChildren(...(result.problems || []).map((p) => el("li", {}, p)));
+  $("#overall").replaceChildren(
+    check("含签名", result.signatures.length > 0, `${result.signatures.length} 个`),
+    check("最后签名后未追加改动", !result.modified_after_last_signature),
+    check("含长期验证数据（LTV）", result.has_validation_data),
+  );
+  $("#signatures").replaceChildren(...result.signatures.map(signatureCard),
+    ...(result.document_timestamps || []).map(signatureCard));
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(form, async () => {
+    const file = form.elements.pdf.files[0];
+    if (!file) { form.querySelector('[data-error-for="pdf"]').textContent = "请选择 PDF 文件"; return; }
+    show(await api("POST", "/verify", { pdf: await readBase64(file) }));
+  });
+});
+
+initHeader();

@@ -1,0 +1,121 @@
+"""The web pages as the gateway serves them: each page route answers HTML
+with a strict Content-Security-Policy, assets have the right content types,
+nothing inline would be blocked by that policy, and unknown paths are 404."""
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.gateway.app import create_app
+from services.gateway.web import WEB_DIR
+
+PAGES = {"/": "index.html", "/new": "new.html", "/flows/3f1c2a9e-0000-4000-8000-000000000001": "flow.html",
+         "/verify": "verify.html"}
+
+
+class NoRpc:
+    """The pages need no service: any RPC would be a bug in this test."""
+
+    def call(self, service, method, **kwargs):
+        raise AssertionError(f"unexpected RPC {service}.{method}")
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory):
+    app = create_app({"AMQP_URI": "memory://", "DATA_DIR": str(tmp_path_factory.mktemp("gw")),
+                      "SECRETS": {"GENERATE_MISSING": True}}, rpc=NoRpc())
+    with TestClient(app) as client:
+        yield client
+
+
+def csp(response) -> dict[str, list[str]]:
+    policy = response.headers["content-security-policy"]
+    return {part.split()[0]: part.split()[1:] for part in policy.split(";") if part.strip()}
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_each_page_is_html_with_a_strict_policy(http, path):
+    response = http.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.content == (WEB_DIR / PAGES[path]).read_bytes()
+    policy = csp(response)
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'"] and policy["frame-ancestors"] == ["'none'"]
+    assert set(policy["frame-src"]) == {"'self'", "blob:"}  # the PDF preview
+    assert not any("unsafe" in source for sources in policy.values() for source in sources)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert '<html lang="zh-CN">' in response.text and 'name="viewport"' in response.text
+
+
+@pytest.mark.parametrize("name, media_type", [
+    ("api.js", "text/javascript; charset=utf-8"), ("start.js", "text/javascript; charset=utf-8"),
+    ("new.js", "text/javascript; charset=utf-8"), ("flow.js", "text/javascript; charset=utf-8"),
+    ("verify.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8"),
+])
+def test_assets_have_their_content_type(http, name, media_type):
+    response = http.get(f"/static/{name}")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == media_type
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
+                                  "/static/.hidden.js", "/flows", "/flows/a/b"])
+def test_unknown_paths_are_404(http, path):
+    assert http.get(path).status_code == 404
+
+
+def test_the_api_is_still_json(http):
+    assert http.get("/openapi.json").json()["paths"]["/api/v1/flows/{flow_id}"]
+    assert "/flows/{flow_id}" not in http.get("/openapi.json").json()["paths"]  # pages stay out of the API docs
+
+
+class Inline(HTMLParser):
+    """What a page has that the policy would block or that is missing."""
+
+    def __init__(self):
+        super().__init__()
+        self.problems: list[str] = []
+        self.assets: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for name in attributes:
+            if name.startswith("on") or name == "style":
+                self.problems.append(f"inline {name} on <{tag}>")
+        if tag == "script":
+            if "src" not in attributes:
+                self.problems.append("inline <script>")
+            else:
+                self.assets.append(attributes["src"])
+        if tag == "link" and attributes.get("rel") == "stylesheet":
+            self.assets.append(attributes["href"])
+        if tag == "style":
+            self.problems.append("inline <style>")
+
+
+@pytest.mark.parametrize("page", sorted(set(PAGES.values())))
+def test_pages_have_nothing_inline_and_their_assets_exist(page):
+    parser = Inline()
+    parser.feed((WEB_DIR / page).read_text("utf-8"))
+    assert parser.problems == []
+    assert parser.assets, page
+    for asset in parser.assets:
+        assert asset.startswith("/static/") and (WEB_DIR / asset.removeprefix("/static/")).is_file(), asset
+
+
+def test_modules_import_only_files_that_exist():
+    for script in WEB_DIR.glob("*.js"):
+        for target in re.findall(r'from\s+"\./([\w.-]+)"', script.read_text("utf-8")):
+            assert (WEB_DIR / target).is_file(), f"{script.name} imports {target}"
+        assert "innerHTML" not in script.read_text("utf-8"), f"{script.name}: build DOM with el(), not innerHTML"
