@@ -26,11 +26,13 @@ import time
 import uuid
 
 from nameko.dependency_providers import Config
+from nameko.rpc import RpcProxy
 from sqlalchemy import select
 
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
+from services.common.masking import mask_name
 from services.common.outbox import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
@@ -62,6 +64,7 @@ class DocumentsService(ServiceBase):
     templates = TemplatesProvider()
     keys = DocumentKeysProvider()
     renderer = RenderPoolProvider()
+    identity = RpcProxy("identity")
 
     # -- templates ----------------------------------------------------------
     @rpc
@@ -285,10 +288,33 @@ class DocumentsService(ServiceBase):
 
     @rpc
     def open_receipt_invite(self, token: str) -> dict:
-        """Check an invite's signature and expiry: who invites, on which side."""
+        """Check an invite's signature and expiry: who invites (masked), on which side."""
         invite = read_invite(token, self.keys.invite_key, _dt.datetime.now(_dt.timezone.utc))
+        inviter = self.identity.party_details(person_id=invite.person_id)
         return {"person_id": invite.person_id, "role": invite.role, "role_label": invite.role_label,
-                "template_id": RECEIPT_TEMPLATE, "expires_at": invite.expires_at.isoformat()}
+                "template_id": RECEIPT_TEMPLATE, "expires_at": invite.expires_at.isoformat(),
+                "inviter_name_masked": mask_name(inviter["name"])}
+
+    @rpc
+    def create_draft_from_invite(self, token: str, values: dict, owner_person_id: str) -> dict:
+        """A receipt draft opened from a QR invite by ``owner_person_id``: the
+        inviter on the invite's side and the owner on the other, both filled
+        from their real-name records; the owner starts it. ``values`` holds
+        the other fields only (amount, reason, time, remark)."""
+        invite = read_invite(token, self.keys.invite_key, _dt.datetime.now(_dt.timezone.utc))
+        if invite.person_id == owner_person_id:
+            raise InvalidInput("invite", "own_invite", "this is your own QR code: send it to the other party")
+        template = self.templates.get(RECEIPT_TEMPLATE)
+        inviter_role = next(role for role in template.roles if role.id == invite.role)
+        owner_role = next(role for role in template.roles if role.id != invite.role)
+        for field in (inviter_role.person_field, owner_role.person_field, template.initiator_field):
+            if field in values:
+                raise InvalidInput(f"values.{field}", "from_invite", "filled from the real-name records")
+        filled = dict(values)
+        filled[inviter_role.person_field] = self.identity.party_details(person_id=invite.person_id)
+        filled[owner_role.person_field] = self.identity.party_details(person_id=owner_person_id)
+        return self.create_draft(template_id=RECEIPT_TEMPLATE, values=filled,
+                                 initiator_role=owner_role.initiator_choice, owner_person_id=owner_person_id)
 
     # -- events -----------------------------------------------------------------
     @handles_event("signing", events.FLOW_SENT)

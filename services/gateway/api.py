@@ -248,6 +248,32 @@ def get_document_pdf(document_id: str, request: Request, person_id: str = Depend
                     headers={"X-Content-SHA256": answer["sha256"]})
 
 
+# -- receipts from a QR invite (我的二维码) ---------------------------------------
+@router.get("/me/receipt-invite", tags=["documents"])
+def my_receipt_invite(request: Request, role: str = "payee", ttl_seconds: int = 86400,
+                      person_id: str = Depends(current_person)) -> dict:
+    """Your QR code: whoever scans it opens a receipt with you as payee or payer."""
+    return rpc(request).call("documents", "make_receipt_invite", person_id=person_id, role=role,
+                             ttl_seconds=ttl_seconds)
+
+
+@router.get("/receipt-invites/{token}", tags=["documents"])
+def open_receipt_invite(token: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Who invites (masked name) and on which side of the receipt."""
+    opened = rpc(request).call("documents", "open_receipt_invite", token=token)
+    opened.pop("person_id", None)
+    return opened
+
+
+@router.post("/receipt-invites/{token}/documents", tags=["documents"], status_code=201)
+def create_receipt_from_invite(token: str, body: DraftUpdate, request: Request,
+                               person_id: str = Depends(current_person)) -> dict:
+    """A receipt draft with the inviter and you filled from your real-name
+    records; ``values`` holds the other fields (amount, reason, time, remark)."""
+    return rpc(request).call("documents", "create_draft_from_invite", token=token, values=body.values,
+                             owner_person_id=person_id)
+
+
 # -- signing ---------------------------------------------------------------------
 @router.post("/flows", tags=["signing"], status_code=201)
 def start_flow(body: FlowIn, request: Request, person_id: str = Depends(current_person)) -> dict:

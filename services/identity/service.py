@@ -629,6 +629,18 @@ class IdentityService(ServiceBase):
         return {"phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode(),
                 "name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode()}
 
+    @rpc
+    def party_details(self, person_id: str) -> dict:
+        """For documents only (never exposed by the gateway): the real name, ID
+        number and phone a receipt opened from this person's QR invite is
+        filled with, so nobody types another person's identity."""
+        person = self._person(person_id)
+        keyring = self.keys.keyring
+        return {"name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode(),
+                "id_number": keyring.open(from_text(person.id_number_sealed),
+                                          associated_data("id_number", person_id)).decode(),
+                "phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode()}
+
     # -- who a document names --------------------------------------------------
     def _named(self, name: str, id_number: str) -> tuple[str, str]:
         """(normalised name, ID-number blind index) of a party as a document names it."""

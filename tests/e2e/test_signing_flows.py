@@ -499,6 +499,26 @@ def test_a_counterparty_invited_before_registering_joins_and_signs(stack):
                           log_public_key=stack.rpc.signing.log_public_key()["public_key"]).ok
 
 
+def test_a_receipt_opened_from_a_qr_invite_names_both_people_and_is_signed(stack):
+    from services.documents.invite import token_from_url
+
+    payee, payer = people(stack)
+    invite = stack.rpc.documents.make_receipt_invite(person_id=payee, role="payee", ttl_seconds=600)
+    token = token_from_url(invite["url"])
+    assert stack.rpc.documents.open_receipt_invite(token=token)["inviter_name_masked"] == "王*"
+    draft = stack.rpc.documents.create_draft_from_invite(
+        token=token, owner_person_id=payer,
+        values={"amount": "1200", "reason": "押金", "received_at": "2026-11-20T10:00:00", "remark": ""})
+    values = stack.rpc.documents.get_document_content(document_id=draft["document_id"])["values"]
+    assert values["payee"] == party(LENDER) and values["payer"] == party(BORROWER)  # from identity's records
+    stack.rpc.documents.render(document_id=draft["document_id"])
+    flow = stack.rpc.signing.start_flow(document_id=draft["document_id"], initiator_person_id=payer,
+                                        parties=[{"role": "付款人"}, {"role": "收款人"}])
+    assert [p["person_id"] for p in flow["parties"]] == [payer, payee]
+    stack.sign(flow["flow_id"], payer, phone=BORROWER[2])
+    assert stack.sign(flow["flow_id"], payee, phone=LENDER[2])["state"] == "completed"
+
+
 class Http:
     """The gateway over HTTP, with one person's session."""
 

@@ -15,6 +15,7 @@ import time
 import eventlet
 import pytest
 from nameko.standalone.events import event_dispatcher
+from nameko.rpc import rpc as nameko_rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -338,14 +339,30 @@ def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
     assert answered_during >= 1
 
 
-def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy):
+class StubIdentity:
+    """identity's party_details for two registered people (a neighbour stubbed:
+    the real one is in tests/e2e/test_signing_flows.py)."""
+
+    name = "identity"
+    people = {"person-7": {"name": "王五", "id_number": "11010519491231002X", "phone": "13800138000"},
+              "person-8": {"name": "李四", "id_number": "440524188001010014", "phone": "13900139000"}}
+
+    @nameko_rpc
+    def party_details(self, person_id):
+        if person_id not in self.people:
+            raise NotFound("person", person_id)
+        return dict(self.people[person_id])
+
+
+def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config):
+    run_container(StubIdentity, service_config("identity"))
     invite = rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payee", ttl_seconds=600)
     assert invite["url"].startswith("https://esign.test/receipts/new?invite=")
     assert invite["qr_svg"].lstrip().startswith("<svg")
     token = token_from_url(invite["url"])
     opened = rpc_proxy.documents.open_receipt_invite(token=token)
     assert opened == {"person_id": "person-7", "role": "payee", "role_label": "收款人", "template_id": "receipt",
-                      "expires_at": invite["expires_at"]}
+                      "expires_at": invite["expires_at"], "inviter_name_masked": "王*"}
     forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     with pytest.raises(Forbidden):
         rpc_proxy.documents.open_receipt_invite(token=forged)
@@ -355,6 +372,20 @@ def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy):
     with pytest.raises(InvalidInput) as ttl:
         rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payer", ttl_seconds=0)
     assert (ttl.value.field, ttl.value.rule) == ("ttl_seconds", "range")
+
+    # whoever scans it gets a receipt with both sides filled from the real-name records, and starts it
+    values = {"amount": "300", "reason": "定金", "received_at": "2026-11-20T10:00:00", "remark": ""}
+    draft = rpc_proxy.documents.create_draft_from_invite(token=token, values=values, owner_person_id="person-8")
+    content = rpc_proxy.documents.get_document_content(document_id=draft["document_id"])["values"]
+    assert content["payee"] == StubIdentity.people["person-7"] and content["payer"] == StubIdentity.people["person-8"]
+    assert content["initiator_role"] == "付款人" and draft["owner_person_id"] == "person-8"
+    with pytest.raises(InvalidInput) as own:
+        rpc_proxy.documents.create_draft_from_invite(token=token, values=values, owner_person_id="person-7")
+    assert (own.value.field, own.value.rule) == ("invite", "own_invite")
+    with pytest.raises(InvalidInput) as typed:
+        rpc_proxy.documents.create_draft_from_invite(token=token, owner_person_id="person-8",
+                                                     values=dict(values, payee={"name": "别人"}))
+    assert (typed.value.field, typed.value.rule) == ("values.payee", "from_invite")
 
 
 def test_an_s3_failure_during_render_leaves_no_pdf_referenced(documents_config, run_container, rpc_proxy, s3):
