@@ -55,7 +55,7 @@ def count_pages(pdf: bytes) -> int:
 
 def _warm_up() -> None:
     """Load the fonts once per worker process, not in the first request."""
-    from services.documents.fonts import default_font_stack
+    from services.common.fonts import default_font_stack
 
     default_font_stack()
 

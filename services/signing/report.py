@@ -52,7 +52,7 @@ from reportlab.platypus import (
 from services.common.errors import IntegrityError, InvalidInput
 
 # TODO(lead): the font stack is shared with documents; move it to services/common
-from services.documents.fonts import FontStack, default_font_stack, describe_characters
+from services.common.fonts import FontStack, default_font_stack, describe_characters
 from services.signing import merkle
 from services.signing.checkpoint import (
     NoteSigner,

@@ -31,7 +31,7 @@ from reportlab.platypus import (
 )
 
 from services.common.errors import InvalidInput
-from services.documents.fonts import FontStack, default_font_stack, describe_characters
+from services.common.fonts import FontStack, default_font_stack, describe_characters
 from services.documents.rendering.content import AttachmentEntry, DocumentContent, ScheduleTable, Section
 from services.documents.rendering.signature_fields import SignaturePanel
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from reportlab.pdfbase import pdfmetrics
 
-from services.documents import fonts
-from services.documents.fonts import FontFace, FontNotInstalled, coverage_check, default_font_stack, load_font_stack
+from services.common import fonts
+from services.common.fonts import FontFace, FontNotInstalled, coverage_check, default_font_stack, load_font_stack
 
 HANAZONO = "/usr/share/fonts/truetype/hanazono"
 EXT_A = "䶮"          # U+4DAE, CJK Ext A

@@ -266,7 +266,7 @@ def test_single_party_document_renders_one_field():
 
 
 def test_the_renderers_own_words_are_covered_by_the_fonts():
-    from services.documents.fonts import coverage_check
+    from services.common.fonts import coverage_check
     from services.documents.rendering.pdf import LABELS
     from services.documents.rendering.signature_fields import SIGNATURE_LABEL, SIGNATURE_TOOLTIP
     words = [SIGNATURE_LABEL, SIGNATURE_TOOLTIP]
