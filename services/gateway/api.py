@@ -46,6 +46,12 @@ def current_person(request: Request, authorization: str | None = Header(default=
     return str(payload["pid"])
 
 
+def _pdf_response(answer: dict) -> Response:
+    """A service's ``{pdf: base64, sha256}`` answer as the PDF itself."""
+    return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",
+                    headers={"X-Content-SHA256": answer["sha256"]})
+
+
 # -- request bodies ---------------------------------------------------------
 class PhoneCodeRequest(BaseModel):
     phone: str = Field(..., description="mainland mobile number; +86, spaces and hyphens allowed")
@@ -243,9 +249,7 @@ def get_document(document_id: str, request: Request, person_id: str = Depends(cu
 def get_document_pdf(document_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
     """The rendered, unsigned PDF, for its maker to review before signing starts."""
     _own_document(request, document_id, person_id)
-    answer = rpc(request).call("documents", "get_pdf", document_id=document_id)
-    return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",
-                    headers={"X-Content-SHA256": answer["sha256"]})
+    return _pdf_response(rpc(request).call("documents", "get_pdf", document_id=document_id))
 
 
 # -- receipts from a QR invite (我的二维码) ---------------------------------------
@@ -309,9 +313,7 @@ def get_flow(flow_id: str, request: Request, person_id: str = Depends(current_pe
 @router.get("/flows/{flow_id}/pdf", tags=["signing"])
 def get_flow_pdf(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
     _party_view(request, flow_id, person_id)
-    answer = rpc(request).call("signing", "get_signed_pdf", flow_id=flow_id)
-    return Response(base64.b64decode(answer["pdf"]), media_type="application/pdf",
-                    headers={"X-Content-SHA256": answer["sha256"]})
+    return _pdf_response(rpc(request).call("signing", "get_signed_pdf", flow_id=flow_id))
 
 
 @router.post("/flows/{flow_id}/signature", tags=["signing"], status_code=201)
