@@ -70,8 +70,9 @@ log = logging.getLogger(__name__)
 
 WILLINGNESS_METHODS = ("sms", "face")
 EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last event to reach the log
-FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED, events.FLOW_DECLINED,
-               events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED, events.FLOW_VOIDED)
+FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
+               events.FLOW_DECLINED, events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED,
+               events.FLOW_VOIDED)
 
 
 def _aware(value: datetime | None) -> datetime | None:
