@@ -263,9 +263,10 @@ def my_receipt_invite(request: Request, role: str = "payee", ttl_seconds: int = 
 
 @router.get("/receipt-invites/{token}", tags=["documents"])
 def open_receipt_invite(token: str, request: Request, person_id: str = Depends(current_person)) -> dict:
-    """Who invites (masked name) and on which side of the receipt."""
+    """Who invites (masked name) and on which side of the receipt;
+    ``own_invite`` when it is your own code (it is for the other party)."""
     opened = rpc(request).call("documents", "open_receipt_invite", token=token)
-    opened.pop("person_id", None)
+    opened["own_invite"] = opened.pop("person_id", None) == person_id
     return opened
 
 

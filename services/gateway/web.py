@@ -1,4 +1,4 @@
-"""The web pages (Chinese UI): four HTML pages and their static CSS and
+"""The web pages (Chinese UI): five HTML pages and their static CSS and
 JavaScript modules from ``services/gateway/web/``. The pages hold no business
 rules and no secrets; they call the ``/api/v1`` JSON API with the session
 token the browser keeps in sessionStorage.
@@ -6,7 +6,7 @@ token the browser keeps in sessionStorage.
 Every page is sent with a strict Content-Security-Policy (W3C CSP Level 3):
 scripts, styles and requests only from this origin, no inline code; ``blob:``
 only where the PDF preview and downloads need it; ``data:``/``blob:`` images
-for the selfie and signature previews.
+for the selfie and signature previews and the QR code (an SVG data: URL).
 """
 from __future__ import annotations
 
@@ -64,6 +64,14 @@ def start_page() -> Response:
 def new_document_page() -> Response:
     """Choose a template, fill its form, preview the PDF, start signing."""
     return _page("new.html")
+
+
+@router.get("/receipts/new")
+def receipt_from_invite_page() -> Response:
+    """Whoever scans a person's QR code (我的二维码, ``?invite=``): a receipt with
+    both parties filled from their real-name records; the rest of the form,
+    then preview and start signing."""
+    return _page("receipt.html")
 
 
 @router.get("/flows/{flow_id}")

@@ -161,7 +161,7 @@ def stack(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
                                                 RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
                                                              "PER_PHONE_PER_DAY": 60}))
-    run_container(DocumentsService, service_config("documents"))
+    run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
     signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
     signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
     signing = run_container(SigningService, signing_config)
@@ -594,6 +594,19 @@ def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack
     grant = as_lender.json("POST", f"/willingness/{pending['willingness_id']}/confirm", {"code": code})["grant"]
     signed = as_lender.json("POST", f"/flows/{flow_id}/sign", {"pending_id": pending["pending_id"], "grant": grant})
     assert signed["next_person_id"] == borrower
+    # 我的二维码 over HTTP: the inviter is told it is their own code; the other sees a masked name, no id
+    from urllib.parse import quote
+
+    from services.documents.invite import token_from_url
+
+    invite = as_lender.json("GET", "/me/receipt-invite?role=payee")
+    assert invite["url"].startswith(stack.gateway_url + "/receipts/new?invite=")
+    token = quote(token_from_url(invite["url"]))
+    assert as_lender.json("GET", f"/receipt-invites/{token}")["own_invite"] is True
+    seen = as_borrower.json("GET", f"/receipt-invites/{token}")
+    assert seen["own_invite"] is False and seen["inviter_name_masked"] == "王*" and "person_id" not in seen
+    status, content, _ = as_borrower.call("GET", "/receipt-invites/not.valid")
+    assert status == 403 and json.loads(content)["error"]["message"] == "invite_invalid"
     # only its maker starts signing a document
     status, content, _ = as_borrower.call("POST", "/flows", {"document_id": document_id,
                                                              "parties": [{"role": "出借人"}, {"role": "借款人"}]})

@@ -3,16 +3,19 @@ Selenium) against the whole stack of test_signing_flows: person A logs in
 with an SMS code, fills the IOU form, starts signing, draws a signature and
 confirms by SMS code; person B opens the SMS link in a fresh browser, logs in,
 signs with a selfie; the page shows the IOU effective and the signing report
-downloads. What the pages show is checked, and the flow's state over RPC."""
+downloads. Then, with the same two sessions, 我的二维码: A shows a QR code as
+收款人, B opens its link, fills the receipt and starts signing it. What the
+pages show is checked, and the flow's state over RPC."""
 from __future__ import annotations
 
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.test_signing_flows import BORROWER, LENDER, people, stack  # noqa: F401  (stack: the fixture)
+from tests.e2e.test_signing_flows import BORROWER, LENDER, party, people, stack  # noqa: F401  (stack: the fixture)
 from tests.support.faces import face_path
 
 pytestmark = pytest.mark.e2e
@@ -144,7 +147,65 @@ def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
         page.type(f'[name="{field}.{key}"]', value)
 
 
-def test_iou_signed_in_two_browsers(stack, tmp_path):  # noqa: F811  (the imported fixture)
+def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> None:
+    """A (logged in) shows 我的二维码 as 收款人; B (logged in) opens its link: a
+    receipt with both people filled from their real-name records, B as 付款人."""
+    a.open("/")
+    a.wait_visible("#qr")
+    a.click('#qr [data-role="payee"]')
+    a.wait_visible("#qr-code")
+    assert a.find("#qr-image").get_attribute("src").startswith("data:image/svg+xml")
+    assert a.find("#qr-image").get_attribute("naturalWidth") != "0"  # the SVG is drawn under the page's CSP
+    assert "有效期至" in a.text("#qr-expiry")
+    href = a.find("#qr-link").get_attribute("href")
+    assert href.startswith(stack.gateway_url + "/receipts/new?")  # the platform's public address
+    link = urlsplit(href)
+    assert "invite" in parse_qs(link.query)
+    invite = f"{link.path}?{link.query}"
+
+    # a bad invite is said so, and B stays logged in (its 403 is not a session's)
+    b.open("/receipts/new?invite=not.valid")
+    b.wait(lambda: b.text('#invite [data-error-for="invite"]'), "the bad invite's error")
+    assert b.text('#invite [data-error-for="invite"]') == "二维码无效，请让对方重新生成" and not b.visible("#document-form")
+
+    # a tab without a session goes to log in, keeping the way back (invite included) ...
+    b.driver.switch_to.new_window("tab")  # sessionStorage is per tab: this one has none
+    b.open(invite)
+    b.wait(lambda: "/?next=" in b.driver.current_url, "the login redirect")
+    way_back = b.driver.current_url
+    assert parse_qs(urlsplit(way_back).query)["next"] == [invite]
+    b.driver.close()
+    b.driver.switch_to.window(b.driver.window_handles[0])
+    # ... which B's logged-in tab follows, as it would right after logging in
+    b.open(way_back)
+    b.wait(lambda: b.driver.current_url == stack.gateway_url + invite, "the way back to the invite")
+    b.wait(lambda: "邀请" in b.text("#invite-info"), "who invites")
+    assert b.text("#invite-info") == "王* 邀请您开具收据：对方为收款人，您为付款人。"  # A is 王䶮
+
+    # the form without the parties (and without choosing a side): those come from the invite
+    b.wait_visible("#document-form")
+    assert b.text("#template-title") == "收据"
+    assert not b.visible("fieldset.person") and not b.visible('[name="initiator_role"]')
+    b.type('[name="amount"]', "1200")
+    b.choose('[name="reason"]', "押金")
+    b.set_value('[name="received_at"]', f"{date.today() - timedelta(days=1)}T09:30")
+    b.click('#document-form button[type="submit"]')
+    b.wait_visible("#preview")
+    assert b.text("#order").splitlines() == ["付款人（您）", "收款人"]
+    b.wait(lambda: b.find("#pdf").get_attribute("src").startswith("blob:"), "the receipt's PDF preview")
+    b.click('#flow-form button[type="submit"]')
+    b.wait(lambda: "/flows/" in b.driver.current_url, "the receipt's flow page")
+    b.wait_visible("#sign")
+    assert b.text("#turn") == "轮到您签署"
+
+    flow = stack.rpc.signing.get_flow(flow_id=b.driver.current_url.rsplit("/", 1)[1])
+    assert [(p["person_id"], p["role"]) for p in flow["parties"]] == [(payer, "付款人"), (payee, "收款人")]
+    values = stack.rpc.documents.get_document_content(document_id=flow["document_id"])["values"]
+    assert values["payee"] == party(LENDER) and values["payer"] == party(BORROWER)
+    assert values["reason"] == "押金" and values["initiator_role"] == "付款人"
+
+
+def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (the imported fixture)
     lender, borrower = people(stack)
     today = date.today()
     a = Page(browser(tmp_path / "downloads-a"), stack.gateway_url)
@@ -243,6 +304,9 @@ def test_iou_signed_in_two_browsers(stack, tmp_path):  # noqa: F811  (the import
         # A's page, reloaded, shows the same
         a.open(f"/flows/{flow_id}")
         a.wait(lambda: a.text("#state") == "已生效", "A to see the IOU effective")
+
+        # -- then a receipt from A's QR code, in the same two sessions
+        receipt_from_a_qr_code(a, b, stack, payee=lender, payer=borrower)
     finally:
         for page in (a, b):
             if page is not None:

@@ -13,7 +13,7 @@ from services.gateway.app import create_app
 from services.gateway.web import WEB_DIR
 
 PAGES = {"/": "index.html", "/new": "new.html", "/flows/3f1c2a9e-0000-4000-8000-000000000001": "flow.html",
-         "/verify": "verify.html"}
+         "/verify": "verify.html", "/receipts/new?invite=eyJ2IjoxfQ.c2ln": "receipt.html"}
 
 
 class NoRpc:
@@ -60,6 +60,7 @@ def test_each_page_is_html_with_a_strict_policy(http, path):
     ("api.js", "text/javascript; charset=utf-8"), ("start.js", "text/javascript; charset=utf-8"),
     ("new.js", "text/javascript; charset=utf-8"), ("flow.js", "text/javascript; charset=utf-8"),
     ("verify.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8"),
+    ("editor.js", "text/javascript; charset=utf-8"), ("receipt.js", "text/javascript; charset=utf-8"),
 ])
 def test_assets_have_their_content_type(http, name, media_type):
     response = http.get(f"/static/{name}")
@@ -68,8 +69,27 @@ def test_assets_have_their_content_type(http, name, media_type):
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+def test_the_qr_code_is_allowed_as_a_data_image(http):
+    """我的二维码 shows the API's SVG as a data: URL; the receipt page opens without an
+    invite too (it says the link is incomplete) and never from another page's frame."""
+    assert "data:" in csp(http.get("/"))["img-src"]
+    bare = http.get("/receipts/new")
+    assert bare.status_code == 200 and bare.content == (WEB_DIR / "receipt.html").read_bytes()
+    assert csp(bare)["frame-ancestors"] == ["'none'"]
+    assert bare.headers["referrer-policy"] == "no-referrer"  # the invite token stays on this site
+
+
+def test_the_receipt_page_reuses_the_document_editor():
+    """One form builder for /new and /receipts/new: both import it, neither has its own."""
+    for page in ("new.js", "receipt.js"):
+        script = (WEB_DIR / page).read_text("utf-8")
+        assert 'from "./editor.js"' in script and "BUILDERS" not in script, page
+    assert "export function editDocument" in (WEB_DIR / "editor.js").read_text("utf-8")
+
+
 @pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
-                                  "/static/.hidden.js", "/flows", "/flows/a/b"])
+                                  "/static/.hidden.js", "/flows", "/flows/a/b", "/receipts",
+                                  "/receipts/other"])
 def test_unknown_paths_are_404(http, path):
     assert http.get(path).status_code == 404
 

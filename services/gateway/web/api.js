@@ -47,6 +47,8 @@ const REASONS = {
   void_already_confirmed: "您已确认作废",
   pending_action_expired: "操作已超时，请重新开始",
   document_in_flow: "文件已发起签署，不能再修改",
+  invite_invalid: "二维码无效，请让对方重新生成",
+  invite_expired: "二维码已过期，请让对方重新生成",
   "person not found: for this phone": "该手机号尚未注册，请先注册",
 };
 
@@ -64,6 +66,8 @@ const RULES = {
   not_registered: "对方尚未完成实名认证",
   not_the_named_party: "与文件所列当事人不一致",
   initiator_first: "发起人须为文件所列当事人之一",
+  own_invite: "这是您本人的二维码，请发给对方扫码",
+  from_invite: "由实名信息自动填写",
 };
 
 export class ApiError extends Error {
@@ -112,7 +116,7 @@ export async function apiBlob(path) {
 // -- navigation ---------------------------------------------------------------
 
 export function goToLogin() {
-  location.assign("/?next=" + encodeURIComponent(location.pathname));
+  location.assign("/?next=" + encodeURIComponent(location.pathname + location.search));
 }
 
 export function requireLogin() {
@@ -120,10 +124,12 @@ export function requireLogin() {
   return true;
 }
 
-// Only a path on this site: never an open redirect to another origin.
+// Only a path (and query) on this site: never an open redirect to another origin.
 export function nextPath() {
   const next = new URLSearchParams(location.search).get("next");
-  return next && /^\/(?!\/)[\w\-/]*$/.test(next) ? next : null;
+  if (!next || !/^\/(?![/\\])/.test(next)) return null;
+  const url = new URL(next, location.origin);
+  return url.origin === location.origin ? url.pathname + url.search : null;
 }
 
 // -- DOM -------------------------------------------------------------------------
@@ -141,6 +147,9 @@ export function el(tag, attributes = {}, ...children) {
 }
 
 export function $(selector, root = document) { return root.querySelector(selector); }
+
+// An API time (ISO 8601) as the person reads it: local date and 24-hour time.
+export function localTime(iso) { return new Date(iso).toLocaleString("zh-CN", { hour12: false }); }
 
 // -- errors ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 // Start page: log in (phone + SMS code) or register (实名信息 + phone code),
 // then the real-name steps: face check, then the signing certificate.
-import { $, act, api, initHeader, nextPath, readBase64, session } from "./api.js";
+import { $, act, api, initHeader, localTime, nextPath, readBase64, session } from "./api.js";
 
 const STEPS = ["phone", "face", "certificate"];
 const STATUS = {
@@ -20,6 +20,7 @@ function show(stage, detail) {
   $("#face").hidden = stage !== "face";
   $("#certificate").hidden = stage !== "certificate";
   $("#ready").hidden = stage !== "ready";
+  $("#qr").hidden = stage !== "ready";
   if (detail) $("#certificate-info").textContent = detail;
   initHeader();
 }
@@ -130,5 +131,20 @@ certificate.addEventListener("submit", (event) => {
   event.preventDefault();
   act(certificate, async () => ready(await api("POST", "/me/certificate")));
 });
+
+// -- 我的二维码: a link (and its QR code) opening a receipt with this person on one side
+
+const qr = $("#qr");
+for (const button of qr.querySelectorAll("[data-role]")) {
+  button.addEventListener("click", () => act(qr, async () => {
+    qr.querySelectorAll("[data-role]").forEach((b) => b.setAttribute("aria-checked", String(b === button)));
+    const invite = await api("GET", `/me/receipt-invite?role=${button.dataset.role}`);
+    $("#qr-image").src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(invite.qr_svg);
+    $("#qr-link").href = invite.url;
+    $("#qr-link").textContent = invite.url;
+    $("#qr-expiry").textContent = `有效期至 ${localTime(invite.expires_at)}。请只发给要和您开收据的人。`;
+    $("#qr-code").hidden = false;
+  }));
+}
 
 if (session.token) probe(); else show("phone");
