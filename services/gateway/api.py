@@ -96,6 +96,7 @@ class DraftUpdate(BaseModel):
 class AttachmentIn(BaseModel):
     image: str = Field(..., description="base64 JPEG, PNG or WebP")
     label: str = ""
+    field: str | None = Field(None, description="the template's image field (default: its first)")
 
 
 class PartyIn(BaseModel):
@@ -168,6 +169,12 @@ def login(body: Login, request: Request) -> dict:
     return new_session(request, person["person_id"])
 
 
+@router.get("/me", tags=["identity"])
+def me(request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Your real-name status (masked) and the next step: face, liveness, certificate or ready."""
+    return rpc(request).call("identity", "person_status", person_id=person_id)
+
+
 @router.post("/me/face", tags=["identity"])
 def verify_face(body: FaceCheck, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("identity", "verify_face", person_id=person_id, **body.model_dump())
@@ -231,7 +238,7 @@ def add_attachment(document_id: str, body: AttachmentIn, request: Request,
                    person_id: str = Depends(current_person)) -> dict:
     _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "add_attachment", document_id=document_id, image=body.image,
-                             label=body.label)
+                             label=body.label, field=body.field)
 
 
 @router.post("/documents/{document_id}/render", tags=["documents"])

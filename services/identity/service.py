@@ -478,6 +478,32 @@ class IdentityService(ServiceBase):
         self.metrics.inc("liveness_checks", "Liveness checks by outcome",
                          outcome=outcome if outcome in ("passed", "failed") else "invalid_input")
 
+    @rpc
+    def person_status(self, person_id: str) -> dict:
+        """Where a person stands in the real-name steps (masked, no secrets):
+        face check, liveness (and whether it is required), the active
+        certificate, and the next step: ``face``, ``liveness``, ``certificate``
+        or ``ready``. Reading it changes nothing."""
+        person = self._person(person_id)
+        face_ok = person.face_verified_at is not None and person.face_encoding_sealed is not None
+        liveness_ok = person.liveness_passed_at is not None
+        current = certificates.active_certificate(self.db.session, person_id)
+        latest = certificates.latest_certificate(self.db.session, person_id)
+        reverify = current is None and latest is not None and face_ok and person.face_verified_at <= latest.issued_at
+        if not face_ok or reverify:
+            step = "face"
+        elif self.settings.liveness_required and not liveness_ok:
+            step = "liveness"
+        elif current is None:
+            step = "certificate"
+        else:
+            step = "ready"
+        return {"person_id": person_id, "name_masked": person.name_masked, "id_masked": person.id_masked,
+                "phone_masked": person.phone_masked, "face_verified": face_ok, "liveness_passed": liveness_ok,
+                "liveness_required": self.settings.liveness_required, "next_step": step,
+                "certificate": None if current is None else {
+                    "serial": current.serial, "not_after": iso(current.not_after)}}
+
     # -- certificates -----------------------------------------------------
     @rpc
     def issue_certificate(self, person_id: str) -> dict:

@@ -554,9 +554,14 @@ class Http:
                                                 "phone_challenge_id": challenge}, expect=201)
         session = Http(self.stack, person["session"]["token"])
         session.person_id = person["person_id"]
+        assert session.json("GET", "/me")["next_step"] == "face"
         assert session.json("POST", "/me/face", {"id_portrait": b64(face_path(portrait).read_bytes()),
                                                  "selfie": b64(face_path(selfie).read_bytes())})["matched"]
-        session.json("POST", "/me/certificate", expect=201)
+        assert session.json("GET", "/me")["next_step"] == "certificate"  # reading it issues nothing
+        issued = session.json("POST", "/me/certificate", expect=201)
+        me = session.json("GET", "/me")
+        assert me["next_step"] == "ready" and me["certificate"]["serial"] == issued["serial"]
+        assert me["name_masked"].endswith("*") and "id_number" not in me
         return session
 
 
@@ -566,6 +571,12 @@ def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack
     lender, borrower = as_lender.person_id, as_borrower.person_id
     document_id = as_lender.json("POST", "/documents", {"template_id": "iou", "values": IOU_VALUES},
                                  expect=201)["document_id"]
+    photo = b64(face_path("biden").read_bytes())  # any JPEG will do as an attachment
+    status, content, _ = as_lender.call("POST", f"/documents/{document_id}/attachments",
+                                        {"image": photo, "label": "转账截图", "field": "property_photos"})
+    assert status == 422 and json.loads(content)["error"]["field"] == "field"  # not an image field of an IOU
+    as_lender.json("POST", f"/documents/{document_id}/attachments",
+                   {"image": photo, "label": "转账截图", "field": "images"}, expect=201)
     rendered = as_lender.json("POST", f"/documents/{document_id}/render")
     status, pdf, headers = as_lender.call("GET", f"/documents/{document_id}/pdf")
     assert status == 200 and pdf.startswith(b"%PDF-")

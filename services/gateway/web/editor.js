@@ -6,7 +6,7 @@
 import { $, act, api, apiBlob, el, readBase64, showPdf } from "./api.js";
 
 const UNITS = { money: "元", rate: "%" };
-const state = { template: null, readers: [], imagesField: null, documentId: null, order: [], create: null };
+const state = { template: null, readers: [], imageFields: [], documentId: null, order: [], create: null };
 
 // -- one builder per field type: each returns [element, read()] -------------------
 // read() answers the JSON value, or undefined when the person left it empty.
@@ -119,7 +119,7 @@ const createDraft = (template, values) => api("POST", "/documents", { template_i
 // answers the new draft (default: POST /documents).
 export function editDocument(template, { omit = [], create = createDraft } = {}) {
   wire();
-  Object.assign(state, { template, readers: [], imagesField: null, documentId: null, order: [], create });
+  Object.assign(state, { template, readers: [], imageFields: [], documentId: null, order: [], create });
   $("#template-title").textContent = template.title;
   $("#template-description").textContent = template.description || "";
   const fields = $("#fields");
@@ -127,10 +127,8 @@ export function editDocument(template, { omit = [], create = createDraft } = {})
   for (const field of template.fields) {
     const build = BUILDERS[field.type];
     if (!build || omit.includes(field.name)) continue;
-    // The attachments route fills the template's first image field only.
-    if (field.type === "images" && state.imagesField) continue;
     const [node, read, fileInput] = build(field);
-    if (field.type === "images") state.imagesField = { field, input: fileInput };
+    if (field.type === "images") state.imageFields.push({ field, input: fileInput });
     else state.readers.push([field.name, read]);
     if (field.name === template.initiator_field) node.querySelector("label").append(el("small", {}, "（您的身份）"));
     fields.append(node);
@@ -152,18 +150,18 @@ function values(patching) {
 }
 
 async function attachImages() {
-  if (!state.imagesField) return;
-  const { field, input } = state.imagesField;
-  let n = 0;
-  for (const file of input.files) {
-    n += 1;
-    try {
-      await api("POST", `/documents/${state.documentId}/attachments`,
-        { image: await readBase64(file), label: `${field.label}${n}` });
-    } catch (error) {
-      // the route names its own inputs (image, label): show them at the image field
-      error.violations = error.violations.map((v) => ({ ...v, field: field.name }));
-      throw error;
+  for (const { field, input } of state.imageFields) {
+    let n = 0;
+    for (const file of input.files) {
+      n += 1;
+      try {
+        await api("POST", `/documents/${state.documentId}/attachments`,
+          { image: await readBase64(file), label: `${field.label}${n}`, field: field.name });
+      } catch (error) {
+        // the route names its own inputs (image, label, field): show them at this image field
+        error.violations = error.violations.map((v) => ({ ...v, field: field.name }));
+        throw error;
+      }
     }
   }
 }

@@ -31,14 +31,17 @@ function ready(certificate) {
   show("ready", `证书序列号：${certificate.serial}`);
 }
 
-// Where the person stands: issuing the certificate is idempotent and answers
-// face_not_verified until the face check passed.
+// Where the person stands: GET /me reads it and changes nothing.
 async function probe() {
   try {
-    ready(await api("POST", "/me/certificate"));
+    const me = await api("GET", "/me");
+    if (me.next_step === "ready") { ready(me.certificate); return; }
+    show(me.next_step === "certificate" ? "certificate" : "face");
+    if (me.next_step === "liveness") {
+      $('#face [data-error-for="_form"]').textContent = "本平台还要求活体检测（摇头视频），此网页尚不支持。";
+    }
   } catch (error) {
-    if (error.reason === "face_not_verified" || error.reason === "reverification_required") show("face");
-    else if (session.token) { show("face"); $('#face [data-error-for="_form"]').textContent = error.message; }
+    if (session.token) { show("face"); $('#face [data-error-for="_form"]').textContent = error.message; }
     else show("phone");
   }
 }
