@@ -316,6 +316,43 @@ class DocumentsService(ServiceBase):
         return self.create_draft(template_id=RECEIPT_TEMPLATE, values=filled,
                                  initiator_role=owner_role.initiator_choice, owner_person_id=owner_person_id)
 
+    # -- signing's lock ---------------------------------------------------------
+    @rpc
+    def lock_for_signing(self, document_id: str, flow_id: str, pdf_sha256: str,
+                         ended_flows: list[str] | None = None) -> dict:
+        """For signing, before it records a flow: make the document read-only
+        for ``flow_id`` if its PDF is still the one the flow will sign
+        (Conflict ``document_changed`` otherwise). A document locked by an
+        earlier flow is handed over only if signing names that flow among
+        ``ended_flows`` (declined, expired or voided); any other lock is a
+        Conflict ``document_in_flow``. Idempotent for the same flow."""
+        document = self._document(document_id, for_update=True)
+        if document.locked_by_flow == flow_id:
+            return {"document_id": document_id, "locked_by_flow": flow_id}
+        if document.locked_at is not None and document.locked_by_flow not in (ended_flows or []):
+            raise Conflict("document_in_flow")
+        if document.pdf_sha256 is None or document.pdf_sha256 != pdf_sha256:
+            raise Conflict("document_changed")
+        document.locked_at = utcnow()
+        document.locked_by_flow = flow_id
+        document.status = "locked"
+        self.db.emit(events.DOCUMENT_LOCKED, {"document_id": document_id, "flow_id": flow_id})
+        self.db.commit()
+        return {"document_id": document_id, "locked_by_flow": flow_id}
+
+    @rpc
+    def release_signing_lock(self, document_id: str, flow_id: str) -> dict:
+        """For signing, when a flow it locked the document for was not
+        recorded after all: editable again. Only that flow's lock is released."""
+        document = self._document(document_id, for_update=True)
+        released = document.locked_by_flow == flow_id
+        if released:
+            document.locked_at = None
+            document.locked_by_flow = None
+            document.status = "rendered"
+            self.db.commit()
+        return {"document_id": document_id, "released": released}
+
     # -- events -----------------------------------------------------------------
     @handles_event("signing", events.FLOW_SENT)
     def on_flow_sent(self, event: dict) -> None:

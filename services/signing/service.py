@@ -255,6 +255,29 @@ class SigningService(ServiceBase):
         flow_id = str(uuid.uuid4())
         flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now)
         title = (title or self.documents.get_document(document_id=document_id).get("title") or "文件")[:100]
+        # read-only from here, if it is still the PDF just read (an edit since is a Conflict); released
+        # again if the flow is not recorded after all
+        ended = self.db.session.execute(
+            select(FlowRow.id).where(FlowRow.document_id == document_id,
+                                     FlowRow.state.in_([state.value for state in F.FINAL_STATES]))).scalars().all()
+        self.documents.lock_for_signing(document_id=document_id, flow_id=flow_id, pdf_sha256=sha,
+                                        ended_flows=list(ended))
+        try:
+            return self._record_flow(flow, title, repayment_date, initiator_person_id, pdf)
+        except BaseException:
+            self.db.rollback()
+            try:
+                self.documents.release_signing_lock(document_id=document_id, flow_id=flow_id)
+            except Exception:  # noqa: BLE001 - the first failure is the one to report
+                log.exception("flow %s not recorded; document %s stays locked for it", flow_id, document_id)
+            raise
+
+    def _record_flow(self, flow: F.Flow, title: str, repayment_date: str | None, initiator_person_id: str,
+                     pdf: bytes) -> dict:
+        """Store the flow's PDF, then the flow, its parties and its first events, in one commit."""
+        flow_id, document_id, sha = flow.id, flow.document_id, flow.document_sha256
+        domain_parties = list(flow.parties)
+        now = _now()
         stored = self.storage.put(pdf, prefix="flows/", content_type="application/pdf")  # before any row refers to it
         row = FlowRow(id=flow_id, document_id=document_id, document_sha256=sha, title=title,
                       state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,

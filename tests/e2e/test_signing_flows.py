@@ -456,6 +456,8 @@ def test_each_party_is_the_person_the_document_names(stack):
                                         parties=[{"role": "lender"}, {"role": "借款人"}])
     assert [(p["person_id"], p["role"], p["signature_field"]) for p in flow["parties"]] == [
         (lender, "出借人", "sig_lender"), (borrower, "借款人", "sig_borrower")]
+    locked = stack.rpc.documents.get_document(document_id=rendered["document_id"])  # at once, not on the event
+    assert locked["locked"] is True and locked["locked_by_flow"] == flow["flow_id"]
     with pytest.raises(Conflict) as twice:  # one live flow per document
         stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
                                      parties=[{"role": "lender"}, {"role": "借款人"}])

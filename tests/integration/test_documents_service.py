@@ -316,6 +316,36 @@ def test_a_document_is_read_only_once_signing_starts(documents, rpc_proxy):
     assert rpc_proxy.documents.get_pdf(document_id=document_id)["sha256"] == rendered["pdf_sha256"]
 
 
+def test_signing_locks_only_the_pdf_it_read_and_releases_a_flow_it_did_not_record(documents, rpc_proxy):
+    docs = rpc_proxy.documents
+    document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    first = docs.render(document_id=document_id)["pdf_sha256"]
+    docs.update_draft(document_id=document_id, values={"remark": "改过"})  # edited after signing read the PDF
+    second = docs.render(document_id=document_id)["pdf_sha256"]
+    assert first != second
+    with pytest.raises(Conflict) as changed:
+        docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=first)
+    assert changed.value.reason == "document_changed"
+    assert docs.lock_for_signing(document_id=document_id, flow_id="flow-1",
+                                 pdf_sha256=second)["locked_by_flow"] == "flow-1"
+    assert docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=second)  # idempotent
+    with pytest.raises(Conflict) as taken:  # a concurrent second start does not take the lock over
+        docs.lock_for_signing(document_id=document_id, flow_id="flow-2", pdf_sha256=second)
+    assert taken.value.reason == "document_in_flow"
+    with pytest.raises(Conflict):
+        docs.update_draft(document_id=document_id, values={"remark": "再改"})
+    assert docs.release_signing_lock(document_id=document_id, flow_id="flow-2")["released"] is False
+    assert docs.get_document(document_id=document_id)["locked"] is True
+    # flow-1 was not recorded after all: editable again
+    assert docs.release_signing_lock(document_id=document_id, flow_id="flow-1")["released"] is True
+    document = docs.get_document(document_id=document_id)
+    assert document["locked"] is False and document["status"] == "rendered"
+    # once flow-1 has ended (declined, say), a new flow may take the document over
+    docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=second)
+    assert docs.lock_for_signing(document_id=document_id, flow_id="flow-3", pdf_sha256=second,
+                                 ended_flows=["flow-1"])["locked_by_flow"] == "flow-3"
+
+
 def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
     """Rendering runs in a worker process: the service keeps answering meanwhile."""
     created = rpc_proxy.documents.create_draft(template_id="iou", values=sample(
