@@ -349,7 +349,7 @@ class DocumentsService(ServiceBase):
         if released:
             document.locked_at = None
             document.locked_by_flow = None
-            document.status = "rendered"
+            document.status = "rendered" if document.pdf_key else "draft"
             self.db.commit()
         return {"document_id": document_id, "released": released}
 
@@ -369,6 +369,29 @@ class DocumentsService(ServiceBase):
             document.locked_by_flow = data.get("flow_id")
             document.status = "locked"
             self.db.emit(events.DOCUMENT_LOCKED, {"document_id": document.id, "flow_id": data.get("flow_id")})
+
+    @handles_event("signing", events.FLOW_DECLINED)
+    def on_flow_declined(self, event: dict) -> None:
+        """A declined flow hands the document back to its maker: it may be
+        corrected and sent again (the declined flow keeps its own copy)."""
+        self._unlock_after(event)
+
+    @handles_event("signing", events.FLOW_EXPIRED)
+    def on_flow_expired(self, event: dict) -> None:
+        """Likewise when nobody signed in time."""
+        self._unlock_after(event)
+
+    def _unlock_after(self, event: dict) -> None:
+        data = event["data"]
+        document_id, flow_id = data.get("document_id"), data.get("flow_id")
+        if not isinstance(document_id, str) or not isinstance(flow_id, str):
+            return
+        document = self.db.session.get(Document, document_id, with_for_update=True)
+        if document is not None and document.locked_by_flow == flow_id:  # not if a newer flow holds it
+            document.locked_at = None
+            document.locked_by_flow = None
+            document.status = "rendered" if document.pdf_key else "draft"
+            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "unlocked"})
 
     # -- wiring helpers ---------------------------------------------------------
     def _document(self, document_id: str, for_update: bool = False) -> Document:

@@ -346,6 +346,24 @@ def test_signing_locks_only_the_pdf_it_read_and_releases_a_flow_it_did_not_recor
                                  ended_flows=["flow-1"])["locked_by_flow"] == "flow-3"
 
 
+def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy):
+    docs = rpc_proxy.documents
+    document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    sha = docs.render(document_id=document_id)["pdf_sha256"]
+    docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
+    dispatch = event_dispatcher(documents.config)
+    # an older flow's end does not unlock what a newer flow holds
+    dispatch("signing", events.FLOW_EXPIRED, envelope("signing", events.FLOW_EXPIRED,
+                                                       {"flow_id": "flow-0", "document_id": document_id}))
+    eventlet.sleep(1.0)  # handled in milliseconds
+    assert docs.get_document(document_id=document_id)["locked"] is True
+    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED,
+                                                        {"flow_id": "flow-1", "document_id": document_id}))
+    assert wait_for(lambda: not docs.get_document(document_id=document_id)["locked"])
+    docs.update_draft(document_id=document_id, values={"remark": "金额已改"})  # corrected, to be sent again
+    assert docs.get_document(document_id=document_id)["status"] == "draft"
+
+
 def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
     """Rendering runs in a worker process: the service keeps answering meanwhile."""
     created = rpc_proxy.documents.create_draft(template_id="iou", values=sample(
