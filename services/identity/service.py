@@ -343,6 +343,15 @@ class IdentityService(ServiceBase):
             raise NotFound("person", person_id)
         return person
 
+    #: a person's sealed fields: column and the associated data they were sealed with
+    _SEALED = {"name": ("name_sealed", "person_name"), "id_number": ("id_number_sealed", "id_number"),
+               "phone": ("phone_sealed", "phone")}
+
+    def _unsealed(self, person: Person, field: str) -> str:
+        """One of a person's sealed fields (``name``, ``id_number``, ``phone``) in clear."""
+        column, context = self._SEALED[field]
+        return self.keys.keyring.open(from_text(getattr(person, column)), associated_data(context, person.id)).decode()
+
     # -- faces ------------------------------------------------------------
     @rpc
     def verify_face(self, person_id: str, id_portrait: str, selfie: str) -> dict:
@@ -524,8 +533,7 @@ class IdentityService(ServiceBase):
                 return self._certificate_answer(current)
             raise Forbidden("reverification_required")  # revoked since: a new face check first
         keyring = self.keys.keyring
-        name = keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode()
-        id_number = keyring.open(from_text(person.id_number_sealed), associated_data("id_number", person_id)).decode()
+        name, id_number = self._unsealed(person, "name"), self._unsealed(person, "id_number")
         subject_serial = self.keys.blind_index.digest("certificate_subject", id_number)
         now = datetime.now(timezone.utc)
         issued = certificates.issue(self.authority.material, self.authority.points, keyring, name, subject_serial,
@@ -622,8 +630,7 @@ class IdentityService(ServiceBase):
         number and phone, every certificate (public fields) and how identity
         was checked (face score and threshold, liveness), from the audit trail."""
         person = self._person(person_id)
-        name = self.keys.keyring.open(from_text(person.name_sealed),
-                                      associated_data("person_name", person_id)).decode()
+        name = self._unsealed(person, "name")
         records = audit.records_of(self.db.session, person_id)
         face = [r for r in records if r["action"] == "face_check" and r["outcome"] == "matched"]
         liveness = [r for r in records if r["action"] == "liveness_check"]
@@ -651,9 +658,7 @@ class IdentityService(ServiceBase):
         """For notify only (never exposed by the gateway): where to send a
         person's SMS and the name the message may address them by."""
         person = self._person(person_id)
-        keyring = self.keys.keyring
-        return {"phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode(),
-                "name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode()}
+        return {"phone": self._unsealed(person, "phone"), "name": self._unsealed(person, "name")}
 
     @rpc
     def party_details(self, person_id: str) -> dict:
@@ -661,11 +666,7 @@ class IdentityService(ServiceBase):
         number and phone a receipt opened from this person's QR invite is
         filled with, so nobody types another person's identity."""
         person = self._person(person_id)
-        keyring = self.keys.keyring
-        return {"name": keyring.open(from_text(person.name_sealed), associated_data("person_name", person_id)).decode(),
-                "id_number": keyring.open(from_text(person.id_number_sealed),
-                                          associated_data("id_number", person_id)).decode(),
-                "phone": keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode()}
+        return {field: self._unsealed(person, field) for field in ("name", "id_number", "phone")}
 
     # -- who a document names --------------------------------------------------
     def _named(self, name: str, id_number: str) -> tuple[str, str]:
@@ -673,8 +674,7 @@ class IdentityService(ServiceBase):
         return normalise_name(name), self.keys.blind_index.digest("id_number", parse_id_number(id_number).number)
 
     def _has_name(self, person: Person, name: str) -> bool:
-        sealed = self.keys.keyring.open(from_text(person.name_sealed), associated_data("person_name", person.id))
-        return hmac.compare_digest(sealed, name.encode())
+        return hmac.compare_digest(self._unsealed(person, "name").encode(), name.encode())
 
     @rpc
     def person_matches(self, person_id: str, name: str, id_number: str) -> dict:
@@ -750,7 +750,7 @@ class IdentityService(ServiceBase):
             failed_attempts=0, created_at=now, expires_at=now + self.settings.willingness_ttl,
         )
         if method == "sms":
-            number = self.keys.keyring.open(from_text(person.phone_sealed), associated_data("phone", person_id)).decode()
+            number = self._unsealed(person, "phone")
             # rate limits per (person, digest): one document's codes, not every signature of the day
             subject = self.keys.blind_index.digest("willingness", f"{person_id}:{document_digest}")
             check.otp_challenge_id = self._send_code("willingness", number, person.phone_index, subject)
