@@ -3,6 +3,13 @@ JavaScript modules from ``services/gateway/web/``. The pages hold no business
 rules and no secrets; they call the ``/api/v1`` JSON API with the session
 token the browser keeps in sessionStorage.
 
+Each page is composed once, on first use, from ``layout.html`` (head, header
+bar, ``<main>``) and the page's file, which holds only its ``<main>`` content:
+``{{title}}``, ``{{script}}`` and ``{{main}}`` in the layout come from
+``PAGES``; a line ``<!-- include editor.html hint="..." -->`` in a page is
+replaced by that fragment, its ``{{hint}}`` filled from the marker. Nothing
+dynamic goes into a page, so nothing is escaped.
+
 Every page is sent with a strict Content-Security-Policy (W3C CSP Level 3):
 scripts, styles and requests only from this origin, no inline code; ``blob:``
 only where the PDF preview and downloads need it; ``data:``/``blob:`` images
@@ -10,7 +17,10 @@ for the selfie and signature previews and the QR code (an SVG data: URL).
 """
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -46,12 +56,60 @@ MEDIA_TYPES = {
     ".png": "image/png",
 }
 
+
+class PageSpec(NamedTuple):
+    title: str  # after "电子签 · "
+    script: str  # the page's module in web/
+
+
+PAGES = {  # a page's file in web/ (its <main> content): its title and script
+    "index.html": PageSpec("登录与实名认证", "start.js"),
+    "new.html": PageSpec("新建文件", "new.js"),
+    "receipt.html": PageSpec("扫码开收据", "receipt.js"),
+    "flow.html": PageSpec("签署文件", "flow.js"),
+    "verify.html": PageSpec("验证文件", "verify.js"),
+}
+
+# {{name}}; alone on its line, it takes a block of lines, indented like itself
+_PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{\{(?P<block>\w+)\}\}\n|\{\{(?P<name>\w+)\}\}", re.M)
+_INCLUDE = re.compile(r'^([ \t]*)<!-- include ([\w-]+\.html)((?: \w+="[^"]*")*) -->\n', re.M)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _fill(text: str, values: dict[str, str], where: str) -> str:
+    """Every ``{{name}}`` in ``text`` → its value (in one pass: values are not searched)."""
+    def value(match: re.Match) -> str:
+        name = match["block"] or match["name"]
+        if name not in values:
+            raise KeyError(f"{where}: nothing for {{{{{name}}}}}")
+        return _indent(values[name], match["indent"]) if match["block"] else values[name]
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+def _include(match: re.Match) -> str:
+    indent, name, arguments = match.groups()
+    fragment = (WEB_DIR / name).read_text("utf-8")
+    return _indent(_fill(fragment, dict(re.findall(r'(\w+)="([^"]*)"', arguments)), name), indent)
+
+
+@cache
+def page_html(name: str) -> bytes:
+    """The page ``name`` of ``PAGES`` as it is sent: the layout around its content."""
+    spec = PAGES[name]
+    main = _INCLUDE.sub(_include, (WEB_DIR / name).read_text("utf-8"))
+    layout = (WEB_DIR / "layout.html").read_text("utf-8")
+    return _fill(layout, {"title": spec.title, "script": spec.script, "main": main}, name).encode("utf-8")
+
+
 router = APIRouter(include_in_schema=False)
 
 
 def _page(name: str) -> Response:
-    body = (WEB_DIR / name).read_bytes()
-    return Response(body, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    return Response(page_html(name), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 @router.get("/")

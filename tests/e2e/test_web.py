@@ -147,6 +147,17 @@ def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
         page.type(f'[name="{field}.{key}"]', value)
 
 
+def preview_and_start(page: Page, order: list[str]) -> None:
+    """The document editor (/new and /receipts/new): submit the filled form, see
+    the signing order and the PDF preview, start signing, land on the flow page."""
+    page.click('#document-form button[type="submit"]')
+    page.wait_visible("#preview")
+    assert page.text("#order").splitlines() == order
+    page.wait(lambda: page.find("#pdf").get_attribute("src").startswith("blob:"), "the PDF preview")
+    page.click('#flow-form button[type="submit"]')
+    page.wait(lambda: "/flows/" in page.driver.current_url, "the flow page")
+
+
 def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> None:
     """A (logged in) shows 我的二维码 as 收款人; B (logged in) opens its link: a
     receipt with both people filled from their real-name records, B as 付款人."""
@@ -189,12 +200,7 @@ def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> N
     b.type('[name="amount"]', "1200")
     b.choose('[name="reason"]', "押金")
     b.set_value('[name="received_at"]', f"{date.today() - timedelta(days=1)}T09:30")
-    b.click('#document-form button[type="submit"]')
-    b.wait_visible("#preview")
-    assert b.text("#order").splitlines() == ["付款人（您）", "收款人"]
-    b.wait(lambda: b.find("#pdf").get_attribute("src").startswith("blob:"), "the receipt's PDF preview")
-    b.click('#flow-form button[type="submit"]')
-    b.wait(lambda: "/flows/" in b.driver.current_url, "the receipt's flow page")
+    preview_and_start(b, ["付款人（您）", "收款人"])
     b.wait_visible("#sign")
     assert b.text("#turn") == "轮到您签署"
 
@@ -242,12 +248,7 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         assert not a.visible("#preview")
         a.type('[name="annual_rate"]', "3.65")
         a.type('[name="remark"]', "按期还款")
-        a.click('#document-form button[type="submit"]')
-        a.wait_visible("#preview")
-        assert a.text("#order").splitlines() == ["出借人（您）", "借款人"]
-        a.wait(lambda: a.find("#pdf").get_attribute("src").startswith("blob:"), "the PDF preview")
-        a.click('#flow-form button[type="submit"]')
-        a.wait(lambda: "/flows/" in a.driver.current_url, "the flow page")
+        preview_and_start(a, ["出借人（您）", "借款人"])
         flow_id = a.driver.current_url.rsplit("/", 1)[1]
 
         # -- A signs: handwriting on the canvas, willingness by SMS code

@@ -1,6 +1,7 @@
 """The web pages as the gateway serves them: each page route answers HTML
 with a strict Content-Security-Policy, assets have the right content types,
-nothing inline would be blocked by that policy, and unknown paths are 404."""
+nothing inline would be blocked by that policy, and unknown paths are 404.
+The pages are composed from one layout: what is checked is the page as sent."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from services.gateway.web import WEB_DIR
+from services.gateway.web import PAGES as PAGE_FILES
+from services.gateway.web import WEB_DIR, page_html
 
 PAGES = {"/": "index.html", "/new": "new.html", "/flows/3f1c2a9e-0000-4000-8000-000000000001": "flow.html",
          "/verify": "verify.html", "/receipts/new?invite=eyJ2IjoxfQ.c2ln": "receipt.html"}
@@ -44,7 +46,7 @@ def test_each_page_is_html_with_a_strict_policy(http, path):
     response = http.get(path)
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
-    assert response.content == (WEB_DIR / PAGES[path]).read_bytes()
+    assert response.content == page_html(PAGES[path])
     policy = csp(response)
     assert policy["default-src"] == ["'none'"]
     assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
@@ -74,7 +76,7 @@ def test_the_qr_code_is_allowed_as_a_data_image(http):
     invite too (it says the link is incomplete) and never from another page's frame."""
     assert "data:" in csp(http.get("/"))["img-src"]
     bare = http.get("/receipts/new")
-    assert bare.status_code == 200 and bare.content == (WEB_DIR / "receipt.html").read_bytes()
+    assert bare.status_code == 200 and bare.content == page_html("receipt.html")
     assert csp(bare)["frame-ancestors"] == ["'none'"]
     assert bare.headers["referrer-policy"] == "no-referrer"  # the invite token stays on this site
 
@@ -88,7 +90,7 @@ def test_the_receipt_page_reuses_the_document_editor():
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
-                                  "/static/.hidden.js", "/flows", "/flows/a/b", "/receipts",
+                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html", "/flows", "/flows/a/b", "/receipts",
                                   "/receipts/other"])
 def test_unknown_paths_are_404(http, path):
     assert http.get(path).status_code == 404
@@ -127,7 +129,7 @@ class Inline(HTMLParser):
 @pytest.mark.parametrize("page", sorted(set(PAGES.values())))
 def test_pages_have_nothing_inline_and_their_assets_exist(page):
     parser = Inline()
-    parser.feed((WEB_DIR / page).read_text("utf-8"))
+    parser.feed(page_html(page).decode("utf-8"))
     assert parser.problems == []
     assert parser.assets, page
     for asset in parser.assets:
@@ -139,3 +141,61 @@ def test_modules_import_only_files_that_exist():
         for target in re.findall(r'from\s+"\./([\w.-]+)"', script.read_text("utf-8")):
             assert (WEB_DIR / target).is_file(), f"{script.name} imports {target}"
         assert "innerHTML" not in script.read_text("utf-8"), f"{script.name}: build DOM with el(), not innerHTML"
+
+
+class Outline(HTMLParser):
+    """How often each tag occurs, every id, and the title's text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        self.ids += [value for name, value in attrs if name == "id"]
+        self._in_title = tag == "title"
+
+    def handle_endtag(self, tag):
+        self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+
+
+def outline(page: str) -> Outline:
+    parser = Outline()
+    parser.feed(page_html(page).decode("utf-8"))
+    return parser
+
+
+def test_every_route_serves_a_composed_page():
+    assert set(PAGES.values()) == set(PAGE_FILES)
+    for page in PAGE_FILES:
+        html = page_html(page).decode("utf-8")
+        assert html.startswith("<!doctype html>\n") and html.count("<!doctype") == 1, page
+        assert "{{" not in html and "<!-- include" not in html, page  # every placeholder and include filled
+        assert f'<script type="module" src="/static/{PAGE_FILES[page].script}"></script>' in html, page
+
+
+@pytest.mark.parametrize("page", sorted(PAGE_FILES))
+def test_every_page_has_one_header_one_main_and_its_own_title(page):
+    parsed = outline(page)
+    for tag in ("html", "head", "body", "header", "main", "title", "nav"):
+        assert parsed.tags.get(tag) == 1, (page, tag)
+    assert parsed.title == f"电子签 · {PAGE_FILES[page].title}"
+    assert len(parsed.ids) == len(set(parsed.ids)), f"{page}: an id twice"  # the fragments are filled per use
+    others = {outline(other).title for other in PAGE_FILES if other != page}
+    assert parsed.title not in others
+
+
+def test_the_new_and_receipt_pages_share_the_editor_markup():
+    """editor.js finds the same form and preview on both, each with its own hint."""
+    for page in ("new.html", "receipt.html"):
+        parsed = outline(page)
+        assert {"document-form", "template-title", "fields", "preview", "pdf", "order", "flow-form"} <= set(parsed.ids)
+    assert "您作为发起方" in page_html("new.html").decode("utf-8")
+    assert "按实名信息自动填写" in page_html("receipt.html").decode("utf-8")
