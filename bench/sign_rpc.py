@@ -45,7 +45,7 @@ from services.documents.service import DocumentsService  # noqa: E402
 from services.identity.service import IdentityService  # noqa: E402
 from services.notify.service import NotifyService  # noqa: E402
 from services.signing.service import SigningService  # noqa: E402
-from tests.e2e.test_signing_flows import BORROWER, LENDER, Stack, handwriting_png, party  # noqa: E402
+from tests.support.stack import BORROWER, LENDER, Stack, handwriting_png, party  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

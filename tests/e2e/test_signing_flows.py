@@ -1,7 +1,6 @@
-"""Signing end to end: identity, documents, signing and notify on real
-RabbitMQ, PostgreSQL and SeaweedFS, the gateway as its own process (it
-serves the CRL, OCSP and the time-stamp authority that the signatures and
-pdfsig reach over HTTP), real face photos, and the signed PDF checked by
+"""Signing end to end on the whole stack (tests/e2e/conftest.py: every
+service on real RabbitMQ, PostgreSQL and SeaweedFS, the gateway as its own
+process), real face photos, and the signed PDF checked by
 pyHanko, poppler's pdfsig (with the platform root in an NSS database) and
 the offline verifier."""
 from __future__ import annotations
@@ -9,187 +8,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import eventlet
 import pytest
 
 from services.common.errors import Conflict, Forbidden, InvalidInput
-from services.common.s3server import free_port
-from services.documents.service import DocumentsService
-from services.identity.service import IdentityService
-from services.notify.service import NotifyService
 from services.signing.offline_verify import verify_offline
-from services.signing.service import SigningService
 from tests.support.faces import face_path
+from tests.support.stack import (
+    BORROWER,
+    LENDER,
+    REPO,
+    Stack,
+    b64,
+    handwriting_png,
+    party,
+    people,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-HANDWRITING = None
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def handwriting_png() -> str:
-    global HANDWRITING
-    if HANDWRITING is None:
-        import io
-
-        from PIL import Image, ImageDraw
-
-        image = Image.new("RGBA", (240, 90), (255, 255, 255, 0))
-        draw = ImageDraw.Draw(image)
-        draw.line([(10, 60), (60, 20), (110, 70), (170, 25), (230, 55)], fill=(20, 20, 120, 255), width=5)
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        HANDWRITING = b64(buffer.getvalue())
-    return HANDWRITING
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.1)
-    return predicate()
-
-
-class Stack:
-    def __init__(self, rpc, outbox: Path, gateway_url: str, tmp_path: Path, signing_config: dict):
-        self.signing_config = signing_config
-        self.rpc = rpc
-        self.outbox = outbox
-        self.gateway_url = gateway_url
-        self.tmp_path = tmp_path
-
-    def move_expiry_into_the_past(self, flow_id: str) -> None:
-        from datetime import datetime, timedelta
-
-        from sqlalchemy import update
-
-        from services.common.database import Database
-        from services.signing.models import FlowRow
-
-        cfg = self.signing_config["DATABASE"]
-        database = Database(cfg["URL"], cfg["SCHEMA"], "signing")
-        with database.session() as session:
-            session.execute(update(FlowRow).where(FlowRow.id == flow_id)
-                            .values(expires_at=datetime.utcnow() - timedelta(minutes=1)))
-            session.commit()
-        database.dispose()
-
-    def sms(self) -> list[dict]:
-        if not self.outbox.exists():
-            return []
-        return [json.loads(line) for line in self.outbox.read_text("utf-8").splitlines() if line.strip()]
-
-    def latest_code(self, phone: str, template: str, before: int) -> str:
-        found = wait_for(lambda: [m for m in self.sms()[before:] if m["phone"] == phone and m["template"] == template])
-        assert found, f"no {template} SMS for {phone}"
-        return found[-1]["params"]["code"]
-
-    def person(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> str:
-        before = len(self.sms())
-        challenge = self.rpc.identity.request_phone_code(phone=phone)["challenge_id"]
-        self.rpc.identity.confirm_phone_code(challenge_id=challenge, code=self.latest_code(phone, "phone_code", before))
-        person_id = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
-                                               phone_challenge_id=challenge)["person_id"]
-        match = self.rpc.identity.verify_face(person_id=person_id, id_portrait=b64(face_path(portrait).read_bytes()),
-                                              selfie=b64(face_path(selfie).read_bytes()))
-        assert match["matched"]
-        self.rpc.identity.issue_certificate(person_id=person_id)
-        return person_id
-
-    def document(self, template_id: str, values: dict) -> dict:
-        draft = self.rpc.documents.create_draft(template_id=template_id, values=values)
-        return self.rpc.documents.render(document_id=draft["document_id"])
-
-    def start(self, rendered: dict, order: list[tuple[str, str]], **kwargs) -> dict:
-        """``order``: (person_id, role id) in signing order."""
-        by_role = {p["role"]: p for p in rendered["parties"]}
-        parties = [{"person_id": person, "role": by_role[role]["label"], "signature_field": by_role[role]["signature_field"]}
-                   for person, role in order]
-        return self.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=order[0][0],
-                                           parties=parties, **kwargs)
-
-    def grant_by_sms(self, person_phone: str, willingness_id: str, before: int) -> str:
-        code = self.latest_code(person_phone, "willingness_code", before)
-        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id, code=code)["grant"]
-
-    def grant_by_face(self, willingness_id: str, selfie: str) -> str:
-        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id,
-                                                     selfie=b64(face_path(selfie).read_bytes()))["grant"]
-
-    def sign(self, flow_id: str, person_id: str, phone: str | None = None, selfie: str | None = None) -> dict:
-        before = len(self.sms())
-        method = "sms" if phone else "face"
-        pending = self.rpc.signing.prepare_signature(flow_id=flow_id, person_id=person_id,
-                                                     signature_image=handwriting_png(), method=method)
-        grant = (self.grant_by_sms(phone, pending["willingness_id"], before) if phone
-                 else self.grant_by_face(pending["willingness_id"], selfie))
-        return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
-
-    def void_action(self, start_rpc, person_id: str, phone: str, **kwargs) -> dict:
-        before = len(self.sms())
-        pending = start_rpc(person_id=person_id, method="sms", **kwargs)
-        grant = self.grant_by_sms(phone, pending["willingness_id"], before)
-        return self.rpc.signing.complete_action(pending_id=pending["pending_id"], person_id=person_id, grant=grant)
-
-
-@pytest.fixture
-def stack(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
-    gateway_port = free_port()
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
-               ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
-               ESIGN_PUBLIC_URL=gateway_url)
-    gateway = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,
-                               stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT)
-    outbox = tmp_path / "sms.jsonl"
-    run_container(IdentityService, service_config("identity", PUBLIC_URL=gateway_url))
-    # the test runs days of a person's messages in seconds: a per-minute budget sized for it
-    run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
-                                                RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
-                                                             "PER_PHONE_PER_DAY": 60}))
-    run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
-    signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
-    signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
-    signing = run_container(SigningService, signing_config)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(gateway_url + "/pki/root.pem", timeout=5) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            eventlet.sleep(0.3)
-    yield Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing.config)
-    gateway.terminate()
-    gateway.wait(20)
-
-
-LENDER = ("王䶮", "11010519491231002X", "13800138000")
-BORROWER = ("李𠮷", "440524188001010014", "13900139000")
-
-
-def people(stack: Stack) -> tuple[str, str]:
-    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
-    borrower = stack.person(*BORROWER, portrait="obama3", selfie="obama")
-    return lender, borrower
-
-
-def party(values: dict) -> dict:
-    return {"name": values[0], "id_number": values[1], "phone": values[2]}
 
 
 def pdfsig(pdf: Path, root_pem: str, workdir: Path) -> str:
@@ -528,8 +371,6 @@ class Http:
         self.stack, self.token = stack, token
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, Any]:
-        import urllib.error
-
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.stack.gateway_url + "/api/v1" + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")

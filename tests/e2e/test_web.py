@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.e2e.test_signing_flows import BORROWER, LENDER, party, people, stack  # noqa: F401  (stack: the fixture)
 from tests.support.faces import face_path
+from tests.support.stack import BORROWER, LENDER, party, people
 
 pytestmark = pytest.mark.e2e
 

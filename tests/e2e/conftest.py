@@ -1,0 +1,53 @@
+"""The ``stack`` fixture: identity, documents, signing and notify on real
+RabbitMQ, PostgreSQL and SeaweedFS, and the gateway as its own process (it
+serves the CRL, OCSP and the time-stamp authority that signatures and pdfsig
+reach over HTTP, and the web pages)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import eventlet
+import pytest
+
+from services.common.s3server import free_port
+from services.documents.service import DocumentsService
+from services.identity.service import IdentityService
+from services.notify.service import NotifyService
+from services.signing.service import SigningService
+from tests.support.stack import REPO, Stack
+
+
+@pytest.fixture
+def stack(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
+               ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
+               ESIGN_PUBLIC_URL=gateway_url)
+    gateway = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,
+                               stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT)
+    outbox = tmp_path / "sms.jsonl"
+    run_container(IdentityService, service_config("identity", PUBLIC_URL=gateway_url))
+    # the test runs days of a person's messages in seconds: a per-minute budget sized for it
+    run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
+                                                RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
+                                                             "PER_PHONE_PER_DAY": 60}))
+    run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
+    signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
+    signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
+    signing = run_container(SigningService, signing_config)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(gateway_url + "/pki/root.pem", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            eventlet.sleep(0.3)
+    yield Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing.config)
+    gateway.terminate()
+    gateway.wait(20)

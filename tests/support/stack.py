@@ -1,0 +1,144 @@
+"""The whole platform for end-to-end tests and benchmarks, driven over RPC:
+people registered with real face photos, documents, flows, signatures with
+SMS-code or face willingness, and the console SMS outbox the codes are read
+from. The ``stack`` fixture (tests/e2e/conftest.py) starts it; bench/sign_rpc.py
+builds one itself."""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import eventlet
+
+from tests.support.faces import face_path
+
+REPO = Path(__file__).resolve().parents[2]
+HANDWRITING = None
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def handwriting_png() -> str:
+    global HANDWRITING
+    if HANDWRITING is None:
+        import io
+
+        from PIL import Image, ImageDraw
+
+        image = Image.new("RGBA", (240, 90), (255, 255, 255, 0))
+        draw = ImageDraw.Draw(image)
+        draw.line([(10, 60), (60, 20), (110, 70), (170, 25), (230, 55)], fill=(20, 20, 120, 255), width=5)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        HANDWRITING = b64(buffer.getvalue())
+    return HANDWRITING
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(0.1)
+    return predicate()
+
+
+class Stack:
+    def __init__(self, rpc, outbox: Path, gateway_url: str, tmp_path: Path, signing_config: dict):
+        self.signing_config = signing_config
+        self.rpc = rpc
+        self.outbox = outbox
+        self.gateway_url = gateway_url
+        self.tmp_path = tmp_path
+
+    def move_expiry_into_the_past(self, flow_id: str) -> None:
+        from datetime import datetime, timedelta
+
+        from sqlalchemy import update
+
+        from services.common.database import Database
+        from services.signing.models import FlowRow
+
+        cfg = self.signing_config["DATABASE"]
+        database = Database(cfg["URL"], cfg["SCHEMA"], "signing")
+        with database.session() as session:
+            session.execute(update(FlowRow).where(FlowRow.id == flow_id)
+                            .values(expires_at=datetime.utcnow() - timedelta(minutes=1)))
+            session.commit()
+        database.dispose()
+
+    def sms(self) -> list[dict]:
+        if not self.outbox.exists():
+            return []
+        return [json.loads(line) for line in self.outbox.read_text("utf-8").splitlines() if line.strip()]
+
+    def latest_code(self, phone: str, template: str, before: int) -> str:
+        found = wait_for(lambda: [m for m in self.sms()[before:] if m["phone"] == phone and m["template"] == template])
+        assert found, f"no {template} SMS for {phone}"
+        return found[-1]["params"]["code"]
+
+    def person(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> str:
+        before = len(self.sms())
+        challenge = self.rpc.identity.request_phone_code(phone=phone)["challenge_id"]
+        self.rpc.identity.confirm_phone_code(challenge_id=challenge, code=self.latest_code(phone, "phone_code", before))
+        person_id = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
+                                               phone_challenge_id=challenge)["person_id"]
+        match = self.rpc.identity.verify_face(person_id=person_id, id_portrait=b64(face_path(portrait).read_bytes()),
+                                              selfie=b64(face_path(selfie).read_bytes()))
+        assert match["matched"]
+        self.rpc.identity.issue_certificate(person_id=person_id)
+        return person_id
+
+    def document(self, template_id: str, values: dict) -> dict:
+        draft = self.rpc.documents.create_draft(template_id=template_id, values=values)
+        return self.rpc.documents.render(document_id=draft["document_id"])
+
+    def start(self, rendered: dict, order: list[tuple[str, str]], **kwargs) -> dict:
+        """``order``: (person_id, role id) in signing order."""
+        by_role = {p["role"]: p for p in rendered["parties"]}
+        parties = [{"person_id": person, "role": by_role[role]["label"], "signature_field": by_role[role]["signature_field"]}
+                   for person, role in order]
+        return self.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=order[0][0],
+                                           parties=parties, **kwargs)
+
+    def grant_by_sms(self, person_phone: str, willingness_id: str, before: int) -> str:
+        code = self.latest_code(person_phone, "willingness_code", before)
+        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id, code=code)["grant"]
+
+    def grant_by_face(self, willingness_id: str, selfie: str) -> str:
+        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id,
+                                                     selfie=b64(face_path(selfie).read_bytes()))["grant"]
+
+    def sign(self, flow_id: str, person_id: str, phone: str | None = None, selfie: str | None = None) -> dict:
+        before = len(self.sms())
+        method = "sms" if phone else "face"
+        pending = self.rpc.signing.prepare_signature(flow_id=flow_id, person_id=person_id,
+                                                     signature_image=handwriting_png(), method=method)
+        grant = (self.grant_by_sms(phone, pending["willingness_id"], before) if phone
+                 else self.grant_by_face(pending["willingness_id"], selfie))
+        return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
+
+    def void_action(self, start_rpc, person_id: str, phone: str, **kwargs) -> dict:
+        before = len(self.sms())
+        pending = start_rpc(person_id=person_id, method="sms", **kwargs)
+        grant = self.grant_by_sms(phone, pending["willingness_id"], before)
+        return self.rpc.signing.complete_action(pending_id=pending["pending_id"], person_id=person_id, grant=grant)
+
+
+LENDER = ("王䶮", "11010519491231002X", "13800138000")
+BORROWER = ("李𠮷", "440524188001010014", "13900139000")
+
+
+def people(stack: Stack) -> tuple[str, str]:
+    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
+    borrower = stack.person(*BORROWER, portrait="obama3", selfie="obama")
+    return lender, borrower
+
+
+def party(values: dict) -> dict:
+    return {"name": values[0], "id_number": values[1], "phone": values[2]}
