@@ -29,8 +29,8 @@ from tests.support.stack import (
     handwriting_png,
     party,
     people,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import time
 
 import eventlet
 import pytest
-from nameko.standalone.events import event_dispatcher
 from nameko.rpc import rpc as nameko_rpc
+from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -42,21 +42,12 @@ from services.documents.models import Document, TemplateRecord
 from services.documents.service import DocumentsService
 from services.documents.template import TEMPLATES_DIR, load_templates
 from services.documents.validation import ValidationFailed
+from tests.support.waiting import wait_for
 from tests.unit.documents.samples import BORROWER, LENDER, VALID
 
 pytestmark = pytest.mark.integration
 
 IMAGE_FIELDS = {"images", "property_photos", "facility_photos", "ownership_proof", "attachments"}
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.1)
-    return predicate()
 
 
 def sample(template_id: str, **changes) -> dict:

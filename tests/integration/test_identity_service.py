@@ -33,6 +33,7 @@ from services.identity.models import SigningGrantRow
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from tests.support.faces import face_path, video_path
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,16 +49,6 @@ def _valid_id(body17: str) -> str:
     from services.common.idnumber import check_character
 
     return body17 + check_character(body17)
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.1)
-    return predicate()
 
 
 def b64(data: bytes) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -27,13 +26,14 @@ from services.common import events
 from services.common.database import Database
 from services.common.entrypoints import rpc
 from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from services.common.lease import LEASES
 from services.common.outbox import OUTBOX, envelope
 from services.notify.clock import OffsetFileClock
-from services.common.lease import LEASES
 from services.notify.models import Reminder, SmsMessage
 from services.notify.scheduler import SCHEDULER_LEASE, SchedulerLease
 from services.notify.service import NotifyService
 from tests.support.fake_tencent_sms import FakeTencentSms
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +64,6 @@ class IdentityStandIn:
         if challenge_id not in OTPS:
             raise Forbidden("otp_not_deliverable")
         return OTPS[challenge_id]
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.05)
-    return predicate()
 
 
 def calls(entrypoint: str) -> float:

@@ -3,7 +3,6 @@ SeaweedFS: each handles a real event from another service."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -18,18 +17,9 @@ from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from services.signing.service import SigningService
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.1)
-    return predicate()
 
 
 def outbox_lines(path: Path) -> list[dict]:

@@ -4,7 +4,6 @@ committed, it is handled exactly once even when delivered twice, and a
 publish that fails after the commit is made good by the outbox relay."""
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Conflict, InternalError, InvalidInput
 from services.common.outbox import OUTBOX, envelope
 from services.common.service_base import ServiceBase
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +58,6 @@ class Consumer(ServiceBase):
     def received(self) -> list[list]:
         rows = self.db.session.execute(text("SELECT event_id, value FROM received ORDER BY id")).all()
         return [[r[0], r[1]] for r in rows]
-
-
-def wait_for(predicate, timeout=10.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
-import eventlet
-
 from tests.support.faces import face_path
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 HANDWRITING = None
@@ -36,16 +34,6 @@ def handwriting_png() -> str:
         image.save(buffer, "PNG")
         HANDWRITING = b64(buffer.getvalue())
     return HANDWRITING
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(0.1)
-    return predicate()
 
 
 class Stack:
