@@ -7,9 +7,11 @@ Rules kept here:
 * a draft's values are validated on every create and update (missing
   required fields allowed until ``render``, which validates completely) and
   stored sealed; events carry ids only;
-* a document is read-only once signing started (``signing.flow_sent``):
-  ``update_draft``, ``add_attachment`` and ``render`` answer
-  ``Conflict('document_locked')``;
+* a document is read-only once signing starts (signing calls
+  ``lock_for_signing`` before it records a flow): ``update_draft``,
+  ``add_attachment`` and ``render`` answer ``Conflict('document_locked')``;
+  a declined or expired flow (``signing.flow_declined``/``flow_expired``)
+  hands it back;
 * files go to S3 before the row that references them, in one transaction
   with the change, so a failure leaves nothing half-written referenced;
 * rendering and image decoding run in worker processes, off the eventlet hub;
@@ -317,6 +319,9 @@ class DocumentsService(ServiceBase):
                                  initiator_role=owner_role.initiator_choice, owner_person_id=owner_person_id)
 
     # -- signing's lock ---------------------------------------------------------
+    # Signing locks a document synchronously before it records a flow (there is
+    # no lock on the flow_sent event: arriving after a decline, it would lock
+    # a document that had just been handed back).
     @rpc
     def lock_for_signing(self, document_id: str, flow_id: str, pdf_sha256: str,
                          ended_flows: list[str] | None = None) -> dict:
@@ -347,29 +352,11 @@ class DocumentsService(ServiceBase):
         document = self._document(document_id, for_update=True)
         released = document.locked_by_flow == flow_id
         if released:
-            document.locked_at = None
-            document.locked_by_flow = None
-            document.status = "rendered" if document.pdf_key else "draft"
+            self._unlock(document)
             self.db.commit()
         return {"document_id": document_id, "released": released}
 
     # -- events -----------------------------------------------------------------
-    @handles_event("signing", events.FLOW_SENT)
-    def on_flow_sent(self, event: dict) -> None:
-        """Signing has started on a document: from now on it is read-only."""
-        data = event["data"]
-        document_id = data.get("document_id")
-        document = (self.db.session.get(Document, document_id, with_for_update=True)
-                    if isinstance(document_id, str) else None)
-        if document is None:
-            log.warning("flow_sent for unknown document %s", data.get("document_id"))
-            return
-        if document.locked_at is None:
-            document.locked_at = utcnow()
-            document.locked_by_flow = data.get("flow_id")
-            document.status = "locked"
-            self.db.emit(events.DOCUMENT_LOCKED, {"document_id": document.id, "flow_id": data.get("flow_id")})
-
     @handles_event("signing", events.FLOW_DECLINED)
     def on_flow_declined(self, event: dict) -> None:
         """A declined flow hands the document back to its maker: it may be
@@ -388,10 +375,14 @@ class DocumentsService(ServiceBase):
             return
         document = self.db.session.get(Document, document_id, with_for_update=True)
         if document is not None and document.locked_by_flow == flow_id:  # not if a newer flow holds it
-            document.locked_at = None
-            document.locked_by_flow = None
-            document.status = "rendered" if document.pdf_key else "draft"
+            self._unlock(document)
             self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "unlocked"})
+
+    @staticmethod
+    def _unlock(document: Document) -> None:
+        document.locked_at = None
+        document.locked_by_flow = None
+        document.status = "rendered" if document.pdf_key else "draft"
 
     # -- wiring helpers ---------------------------------------------------------
     def _document(self, document_id: str, for_update: bool = False) -> Document:
@@ -401,7 +392,7 @@ class DocumentsService(ServiceBase):
         return document
 
     def _editable(self, document_id: str) -> Document:
-        """The document, row-locked against a concurrent flow_sent; refused once locked."""
+        """The document, row-locked against a concurrent lock_for_signing; refused once locked."""
         document = self._document(document_id, for_update=True)
         if document.locked_at is not None:
             raise Conflict("document_locked")

@@ -290,10 +290,8 @@ def test_a_document_is_read_only_once_signing_starts(documents, rpc_proxy):
     created = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))
     document_id = created["document_id"]
     rendered = rpc_proxy.documents.render(document_id=document_id)
-    dispatch = event_dispatcher(documents.config)
-    dispatch("signing", events.FLOW_SENT, envelope("signing", events.FLOW_SENT,
-                                                    {"flow_id": "flow-1", "document_id": document_id}))
-    assert wait_for(lambda: rpc_proxy.documents.get_document(document_id=document_id)["locked"])
+    rpc_proxy.documents.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=rendered["pdf_sha256"])
+    assert rpc_proxy.documents.get_document(document_id=document_id)["locked"]
     with pytest.raises(Conflict) as refused:
         rpc_proxy.documents.update_draft(document_id=document_id, values={"remark": "改"})
     assert refused.value.reason == "document_locked"

@@ -101,7 +101,7 @@ def test_signing_learns_revocations_from_identity_events(platform, rpc_proxy):
     assert wait_for(lambda: rpc_proxy.signing.certificate_revoked(serial="abc123"))
 
 
-def test_documents_lock_when_signing_starts(platform, rpc_proxy):
+def test_documents_hand_a_document_back_when_signing_is_declined(platform, rpc_proxy):
     containers, _ = platform
     from services.common.database import Database
     from services.documents.models import Document
@@ -111,11 +111,12 @@ def test_documents_lock_when_signing_starts(platform, rpc_proxy):
     document_id = str(uuid.uuid4())
     with db.session() as session:
         session.add(Document(id=document_id, template_id="iou", template_version=1, status="rendered",
-                             created_at=utcnow(), updated_at=utcnow()))
+                             pdf_key="documents/x.pdf", pdf_sha256="a" * 64, created_at=utcnow(), updated_at=utcnow()))
         session.commit()
     db.dispose()
-    assert rpc_proxy.documents.get_document(document_id=document_id)["locked"] is False
+    rpc_proxy.documents.lock_for_signing(document_id=document_id, flow_id="f1", pdf_sha256="a" * 64)
+    assert rpc_proxy.documents.get_document(document_id=document_id)["locked"] is True
     dispatch = event_dispatcher(containers["signing"].config)
-    dispatch("signing", events.FLOW_SENT, envelope("signing", events.FLOW_SENT,
-                                                    {"flow_id": "f1", "document_id": document_id}))
-    assert wait_for(lambda: rpc_proxy.documents.get_document(document_id=document_id)["locked"])
+    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED,
+                                                        {"flow_id": "f1", "document_id": document_id}))
+    assert wait_for(lambda: rpc_proxy.documents.get_document(document_id=document_id)["locked"] is False)
