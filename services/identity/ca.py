@@ -436,9 +436,12 @@ def build_ocsp_response(
     lookup: StatusLookup,
     now: _dt.datetime | None = None,
     next_update_in: _dt.timedelta = _dt.timedelta(hours=1),
+    responder: CertificateAuthority | None = None,
 ) -> bytes:
     """Answer a DER OCSP request (RFC 6960) for a certificate of ``ca``.
 
+    Signed by ``ca`` itself, or by a delegated ``responder`` (an OCSPSigning
+    certificate ``ca`` issued), whose certificate then rides in the response.
     A malformed request gets ``malformedRequest``; a request about another
     issuer gets ``unauthorized`` (RFC 5019 §2.2.3). A nonce in the request
     is echoed so clients that ask for one accept the answer."""
@@ -446,6 +449,7 @@ def build_ocsp_response(
     try:
         request = ocsp.load_der_ocsp_request(request_der)
         cert_id = (request.issuer_name_hash, request.issuer_key_hash, request.serial_number, request.hash_algorithm)
+        extensions = list(request.extensions)
     except Exception:  # noqa: BLE001 - any parse failure is a malformed request
         return ocsp.OCSPResponseBuilder.build_unsuccessful(
             ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(serialization.Encoding.DER)
@@ -466,16 +470,19 @@ def build_ocsp_response(
     else:
         cert_status = ocsp.OCSPCertStatus.GOOD
 
+    signer = responder or ca
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response_by_hash(issuer_name_hash, issuer_key_hash, serial, algorithm, cert_status,
                               now, now + next_update_in, revocation_time, revocation_reason)
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.certificate)
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
     )
-    for ext in request.extensions:
+    if responder is not None:
+        builder = builder.certificates([responder.certificate])
+    for ext in extensions:
         if isinstance(ext.value, x509.OCSPNonce):
             builder = builder.add_extension(ext.value, critical=False)
-    return builder.sign(ca.private_key, _SIGNATURE_HASH).public_bytes(serialization.Encoding.DER)
+    return builder.sign(signer.private_key, _SIGNATURE_HASH).public_bytes(serialization.Encoding.DER)
 
 
 def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:

@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Iterator
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from nameko.extensions import DependencyProvider
 
@@ -159,41 +158,8 @@ def build_delegated_ocsp_response(
     """RFC 6960 answer for a certificate of the issuing CA, signed by the
     delegated responder whose certificate rides in the response.
     Malformed → malformedRequest; another issuer → unauthorized; a nonce is echoed."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
-    try:
-        request = ocsp.load_der_ocsp_request(request_der)
-        name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
-        serial, algorithm = request.serial_number, request.hash_algorithm
-        extensions = list(request.extensions)
-    except Exception:  # noqa: BLE001 - any parse failure is a malformed request
-        return ocsp.OCSPResponseBuilder.build_unsuccessful(
-            ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(serialization.Encoding.DER)
-    if (name_hash, key_hash) != ca._issuer_hashes(material.issuing.certificate, algorithm):
-        return ocsp.OCSPResponseBuilder.build_unsuccessful(
-            ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(serialization.Encoding.DER)
-    status = lookup(serial)
-    revocation_time = revocation_reason = None
-    if status is None:
-        cert_status = ocsp.OCSPCertStatus.UNKNOWN
-    elif status.revocation is not None:
-        cert_status = ocsp.OCSPCertStatus.REVOKED
-        revocation_time = status.revocation.revoked_at
-        if status.revocation.reason is not ca.RevocationReason.unspecified:
-            revocation_reason = status.revocation.reason.flag
-    else:
-        cert_status = ocsp.OCSPCertStatus.GOOD
-    responder = material.ocsp_responder
-    builder = (
-        ocsp.OCSPResponseBuilder()
-        .add_response_by_hash(name_hash, key_hash, serial, algorithm, cert_status,
-                              now, now + next_update_in, revocation_time, revocation_reason)
-        .responder_id(ocsp.OCSPResponderEncoding.HASH, responder.certificate)
-        .certificates([responder.certificate])
-    )
-    for ext in extensions:
-        if isinstance(ext.value, x509.OCSPNonce):
-            builder = builder.add_extension(ext.value, critical=False)
-    return builder.sign(responder.private_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return ca.build_ocsp_response(material.issuing, request_der, lookup, now, next_update_in,
+                                  responder=material.ocsp_responder)
 
 
 # --- the CA directory -------------------------------------------------------
