@@ -72,12 +72,18 @@ class SecretMissing(RuntimeError):
     """A secret is neither in its environment variable nor in its file."""
 
 
+def secret_generation_dir(config: dict[str, Any]) -> Path | None:
+    """Where missing secrets may be generated: DATA_DIR when
+    ``SECRETS.GENERATE_MISSING`` is set (embedded defaults only), else nowhere."""
+    return data_dir(config) if (config.get("SECRETS") or {}).get("GENERATE_MISSING") else None
+
+
 def read_secret(spec: dict[str, Any] | None, name: str, *, generate_in: Path | None = None) -> bytes:
     """Read one secret as bytes.
 
     ``spec`` is the secret's config entry: ``{"env": "ESIGN_KEK", "file": "..."}``.
     The environment variable wins; otherwise the file is read. Values are
-    base64 (``base64:`` prefix optional) or raw text. With ``generate_in`` set
+    ``base64:`` followed by base64, or else used as raw UTF-8 text. With ``generate_in`` set
     (embedded defaults only), a missing file is created there with 0600
     permissions and a fresh random 32-byte value, so a first ``esign up`` works
     without setup and nothing secret is ever committed.

@@ -42,6 +42,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from services.common.config import read_secret
 from services.common.errors import IntegrityError
 
 KEY_BYTES = 32
@@ -209,3 +210,16 @@ class BlindIndex:
         """Lower-case hex HMAC-SHA256 of ``value`` in the domain ``field``."""
         message = associated_data("esign-blind-index-v1", field, value)
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+
+def keyring_from_secrets(secrets: Mapping, name: str, default_id: str, generate_in=None) -> Keyring:
+    """A service's keyring from its ``SECRETS``: the active KEK (``KEK``,
+    secret ``name``, key id ``default_id`` unless it says another) and the
+    KEKs being rotated out (``RETIRED_KEKS``: ``[{id, env|file}]``, secret
+    ``<name>-<id>``), which still open what they sealed."""
+    spec = secrets.get("KEK") or {}
+    active = str(spec.get("id") or default_id)
+    keks = {active: read_secret(spec, name, generate_in=generate_in)}
+    for old in secrets.get("RETIRED_KEKS") or []:
+        keks[str(old["id"])] = read_secret(old, f"{name}-{old['id']}")
+    return Keyring(keks, active=active)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from nameko.extensions import DependencyProvider
 
 from services.common.config import data_dir, read_secret
-from services.common.sealing import Keyring
+from services.common.sealing import Keyring, keyring_from_secrets
 
 EMBEDDED_DEFAULT = {"KEK": {"env": "DOCUMENTS_KEK"}, "INVITE_KEY": {"env": "ESIGN_INVITE_KEY"},
                     "GENERATE_MISSING": True}
@@ -35,13 +35,8 @@ def load_keys(config: dict) -> DocumentKeys:
     if secrets is None:
         secrets = EMBEDDED_DEFAULT
     generate = data_dir(config) if secrets.get("GENERATE_MISSING") else None
-    kek_spec = secrets.get("KEK") or {}
-    kek_id = str(kek_spec.get("id") or "documents-kek-1")
-    keks = {kek_id: read_secret(kek_spec, "documents-kek", generate_in=generate)}
-    for old in secrets.get("RETIRED_KEKS") or []:  # KEKs being rotated out, still able to open
-        keks[str(old["id"])] = read_secret(old, f"documents-kek-{old['id']}")
     return DocumentKeys(
-        keyring=Keyring(keks, active=kek_id),
+        keyring=keyring_from_secrets(secrets, "documents-kek", "documents-kek-1", generate),
         invite_key=read_secret(secrets.get("INVITE_KEY"), "invite", generate_in=generate),
     )
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from nameko.extensions import DependencyProvider
 
-from services.common.config import data_dir, read_secret
-from services.common.sealing import BlindIndex, Keyring
+from services.common.config import read_secret, secret_generation_dir
+from services.common.sealing import BlindIndex, Keyring, keyring_from_secrets
 from services.identity.otp import OtpSecret
 
 
@@ -21,14 +21,9 @@ class IdentityKeys:
 
 def load_keys(config: dict) -> IdentityKeys:
     secrets = config.get("SECRETS") or {}
-    generate = data_dir(config) if secrets.get("GENERATE_MISSING") else None
-    kek_spec = secrets.get("KEK") or {}
-    kek_id = str(kek_spec.get("id") or "kek-1")
-    keks = {kek_id: read_secret(kek_spec, "kek", generate_in=generate)}
-    for old in secrets.get("RETIRED_KEKS") or []:  # KEKs being rotated out, still able to open
-        keks[str(old["id"])] = read_secret(old, f"kek-{old['id']}")
+    generate = secret_generation_dir(config)
     return IdentityKeys(
-        keyring=Keyring(keks, active=kek_id),
+        keyring=keyring_from_secrets(secrets, "kek", "kek-1", generate),
         blind_index=BlindIndex(read_secret(secrets.get("BLIND_INDEX_KEY"), "blind-index", generate_in=generate)),
         otp=OtpSecret(read_secret(secrets.get("OTP_KEY"), "otp", generate_in=generate)),
     )

@@ -83,7 +83,7 @@ from nameko.rpc import RpcProxy
 from sqlalchemy.exc import IntegrityError
 
 from services.common import events
-from services.common.config import REPO_ROOT, data_dir, read_secret
+from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import (
     Conflict,
@@ -94,7 +94,7 @@ from services.common.errors import (
 )
 from services.common.masking import mask_phone
 from services.common.phone import normalise_phone
-from services.common.sealing import BlindIndex, Keyring
+from services.common.sealing import BlindIndex, Keyring, keyring_from_secrets
 from services.common.service_base import ServiceBase
 from services.notify import reminder_book
 from services.notify.clock import Clock, aware_utc
@@ -159,14 +159,9 @@ def _load_keys(config: dict) -> tuple[Keyring, BlindIndex]:
     """Notify's own KEK (sealed recipients) and phone-hash key (rate limits);
     generated under DATA_DIR only when ``SECRETS.GENERATE_MISSING`` (embedded)."""
     secrets = config.get("SECRETS") or {}
-    generate = data_dir(config) if secrets.get("GENERATE_MISSING") else None
-    kek_spec = secrets.get("KEK") or {}
-    kek_id = str(kek_spec.get("id") or "notify-kek-1")
-    keks = {kek_id: read_secret(kek_spec, "notify-kek", generate_in=generate)}
-    for old in secrets.get("RETIRED_KEKS") or []:
-        keks[str(old["id"])] = read_secret(old, f"notify-kek-{old['id']}")
+    generate = secret_generation_dir(config)
     index_key = read_secret(secrets.get("PHONE_INDEX_KEY"), "notify-phone-index", generate_in=generate)
-    return Keyring(keks, active=kek_id), BlindIndex(index_key)
+    return keyring_from_secrets(secrets, "notify-kek", "notify-kek-1", generate), BlindIndex(index_key)
 
 
 class NotifyService(ServiceBase):

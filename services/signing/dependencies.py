@@ -8,9 +8,9 @@ from datetime import timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nameko.extensions import DependencyProvider
 
-from services.common.config import data_dir, read_secret
+from services.common.config import read_secret, secret_generation_dir
 from services.common.database import DatabaseProvider
-from services.common.sealing import Keyring
+from services.common.sealing import Keyring, keyring_from_secrets
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
 
@@ -23,10 +23,8 @@ class SigningKeys:
 
 def load_keys(config: dict) -> SigningKeys:
     secrets = config.get("SECRETS") or {}
-    generate = data_dir(config) if secrets.get("GENERATE_MISSING") else None
-    kek_spec = secrets.get("KEK") or {}
-    kek_id = str(kek_spec.get("id") or "kek-1")
-    keyring = Keyring({kek_id: read_secret(kek_spec, "signing-kek", generate_in=generate)}, active=kek_id)
+    generate = secret_generation_dir(config)
+    keyring = keyring_from_secrets(secrets, "signing-kek", "kek-1", generate)
     seed = read_secret(secrets.get("LOG_KEY"), "evidence-log-key", generate_in=generate)
     origin = str((config.get("EVIDENCE_LOG") or {}).get("ORIGIN") or "esign.local/evidence-log")
     return SigningKeys(keyring, NoteSigner(origin, Ed25519PrivateKey.from_private_bytes(seed[:32])))

@@ -177,3 +177,18 @@ def test_blind_index_is_deterministic_keyed_and_domain_separated():
     assert K1.hex() not in repr(index)
     with pytest.raises(ValueError):
         BlindIndex(b"short")
+
+
+def test_a_keyring_from_config_keeps_retired_keks_able_to_open(tmp_path, monkeypatch):
+    from services.common.sealing import keyring_from_secrets
+
+    monkeypatch.setenv("TEST_KEK_OLD", "base64:" + base64.b64encode(K1).decode())
+    monkeypatch.setenv("TEST_KEK_NEW", "base64:" + base64.b64encode(K2).decode())
+    before = keyring_from_secrets({"KEK": {"id": "k1", "env": "TEST_KEK_OLD"}}, "kek", "kek-1")
+    sealed = before.seal(SECRET, AAD)
+    after = keyring_from_secrets({"KEK": {"id": "k2", "env": "TEST_KEK_NEW"},
+                                  "RETIRED_KEKS": [{"id": "k1", "env": "TEST_KEK_OLD"}]}, "kek", "kek-1")
+    assert after.active_key_id == "k2" and after.key_ids == frozenset({"k1", "k2"})
+    assert after.open(sealed, AAD) == SECRET
+    generated = keyring_from_secrets({}, "kek", "kek-1", generate_in=tmp_path)  # embedded default
+    assert generated.active_key_id == "kek-1" and (tmp_path / "secrets" / "kek").exists()
