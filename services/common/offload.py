@@ -47,11 +47,11 @@ class WorkerPool:
             eventlet.sleep(self.poll_interval)
         return future.result()
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class WorkerPoolProvider(DependencyProvider):
@@ -72,7 +72,7 @@ class WorkerPoolProvider(DependencyProvider):
         self.pool.shutdown()
 
     def kill(self) -> None:
-        self.pool.shutdown()
+        self.pool.shutdown(wait=False)
 
     def get_dependency(self, worker_ctx) -> WorkerPool:
         return self.pool

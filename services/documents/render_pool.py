@@ -7,11 +7,8 @@ a document takes. So each rendering runs in a separate process
 never inherits the parent's monkey-patched eventlet state), created on first
 use and shut down when the container stops.
 
-The worker is waited for with an eventlet ``Event`` set by the future's
-done-callback: under ``eventlet.monkey_patch()`` the executor's manager thread
-is a greenthread of the same hub, so the callback may wake the worker
-directly (``Future.result()`` from a tpool thread would cross OS threads on an
-eventlet lock and fail).
+The pool is the platform's :class:`~services.common.offload.WorkerPool`
+(the waiting greenthread polls the future and yields to the hub meanwhile).
 
 What crosses to the child is the JSON form of
 :class:`~services.documents.rendering.content.DocumentContent` (plain data);
@@ -22,13 +19,11 @@ from __future__ import annotations
 
 import io
 import logging
-import multiprocessing
-import threading
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from eventlet.event import Event
 from nameko.extensions import DependencyProvider
+
+from services.common.offload import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +55,16 @@ def _warm_up() -> None:
     default_font_stack()
 
 
-class RenderPool:
-    """A lazily started process pool; ``render``/``run`` block only the calling greenthread.
-    Besides rendering, attachments are decoded and re-encoded here too
-    (``sanitize_image``: up to 40 megapixels)."""
+class RenderPool(WorkerPool):
+    """The render workers (fonts loaded once per process); ``render``/``run``
+    block only the calling greenthread. Besides rendering, attachments are
+    decoded and re-encoded here too (``sanitize_image``: up to 40 megapixels)."""
 
     def __init__(self, workers: int):
-        self.workers = max(1, int(workers))
-        self._executor: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def _pool(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up)
-            return self._executor
+        super().__init__(max(1, int(workers)), initializer=_warm_up)
 
     def render(self, content: dict) -> RenderedPdf:
         return self.run(render_document, content)
-
-    def run(self, fn, *args):
-        """``fn(*args)`` in a worker process (``fn`` and its arguments must pickle)."""
-        future = self._pool().submit(fn, *args)
-        done = Event()
-        future.add_done_callback(lambda _f: done.send(None) if not done.ready() else None)
-        done.wait()
-        return future.result()
-
-    def shutdown(self, wait: bool = True) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class RenderPoolProvider(DependencyProvider):

@@ -2,15 +2,11 @@
 
 nameko's workers are greenthreads on one OS thread; a face encoding holds the
 GIL for ~75 ms and a check of two photos takes ~0.3 s, which would stall every
-other RPC of the process and its AMQP heartbeats. :class:`FacePool` owns a
-``ProcessPoolExecutor`` (1-2 worker processes, ``spawn`` start method: the
-service process is monkey-patched and forking it is unsafe), created on first
-use and shut down when the container stops. Each worker process loads the
-dlib models once (:func:`_init_worker`) and keeps them.
-
-The waiting greenthread polls the future with ``eventlet.sleep``: the
-executor's internal thread is a green thread under monkey-patching and a
-``future.result()`` from an OS thread (``tpool``) cannot wake it.
+other RPC of the process and its AMQP heartbeats. :class:`FacePool` owns the
+platform's :class:`~services.common.offload.WorkerPool` (1-2 ``spawn``-started
+worker processes), created on first use and shut down when the container
+stops. Each worker process loads the dlib models once (:func:`_init_worker`)
+and keeps them.
 
 Only plain values cross the process boundary: image bytes in, distances,
 decisions and encodings (as bytes) out. An ``InvalidInput`` raised in a worker
@@ -18,19 +14,14 @@ decisions and encodings (as bytes) out. An ``InvalidInput`` raised in a worker
 """
 from __future__ import annotations
 
-import multiprocessing
-import threading
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import eventlet
 from nameko.extensions import DependencyProvider
 
+from services.common.offload import WorkerPool
 from services.identity.faces import DEFAULT_THRESHOLD, FaceSettings, ImageLimits
 from services.identity.liveness import Challenge, LivenessSettings
-
-_POLL_SECONDS = 0.005
 
 # --- inside a worker process ----------------------------------------------
 
@@ -125,39 +116,21 @@ def face_settings_from(config: dict) -> tuple[FaceSettings, LivenessSettings, in
 
 
 class FacePool(DependencyProvider):
-    """Owns the process pool; started lazily, shut down on container stop."""
+    """Owns the worker processes (a :class:`~services.common.offload.WorkerPool`);
+    started lazily, shut down on container stop."""
 
     def setup(self) -> None:
         self.face_settings, self.liveness_settings, self.workers = face_settings_from(self.container.config)
-        self._executor: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def _pool(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_init_worker, initargs=(self.face_settings, self.liveness_settings),
-                )
-            return self._executor
+        self.pool = WorkerPool(self.workers, _init_worker, (self.face_settings, self.liveness_settings))
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        future: Future = self._pool().submit(fn, *args)
-        while not future.done():
-            eventlet.sleep(_POLL_SECONDS)
-        return future.result()
+        return self.pool.run(fn, *args)
 
     def stop(self) -> None:
-        self._shutdown()
+        self.pool.shutdown()
 
     def kill(self) -> None:
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=False)
 
     def get_dependency(self, worker_ctx) -> FaceWorkers:
         return FaceWorkers(self)
