@@ -4,8 +4,9 @@ nameko workers are greenthreads on one OS thread: face encoding, PDF
 rendering or PAdES signing run inline would stall every other worker and
 the AMQP heartbeats. A :class:`WorkerPool` runs such functions in
 ``spawn``-started processes (clean interpreters, no monkey-patching, so
-pyHanko's asyncio and requests work there as usual) and waits for the answer
-by polling, which yields to the hub (a blocking ``future.result()`` would not).
+pyHanko's asyncio and requests work there as usual). The waiting greenthread
+yields to the hub: in a monkey-patched process the future's done-callback
+wakes it; otherwise it polls (a blocking ``future.result()`` would stall the hub).
 
 Functions must be importable module-level callables; an ``initializer`` can
 build per-process state once (a face engine, a signer with its TSA client).
@@ -18,6 +19,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable
 
 import eventlet
+from eventlet import patcher
+from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 
 
@@ -43,8 +46,16 @@ class WorkerPool:
     def run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a worker process; exceptions re-raise here."""
         future = self._pool().submit(fn, *args, **kwargs)
-        while not future.done():
-            eventlet.sleep(self.poll_interval)
+        if patcher.is_monkey_patched("thread"):
+            # The executor's manager thread is then a greenthread of this hub:
+            # its done-callback wakes the waiter at once (polling cost ~9 ms a
+            # render over RPC, bench/render.py --rpc).
+            done = Event()
+            future.add_done_callback(lambda _future: done.send(None) if not done.ready() else None)
+            done.wait()
+        else:
+            while not future.done():
+                eventlet.sleep(self.poll_interval)
         return future.result()
 
     def shutdown(self, wait: bool = True) -> None:
