@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timing import median_ms  # noqa: E402
 
 from sqlalchemy import create_engine, event, insert, text, update  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
@@ -51,13 +52,6 @@ def record(i: int) -> dict:
     }
 
 
-def p50_ms(fn: Callable[[], object], samples: int) -> float:
-    times = []
-    for _ in range(samples):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 class BulkLoader:
@@ -104,8 +98,8 @@ def measure(log: EvidenceLog, grow: Callable[[int], float], sizes: list[int], sa
     for size in sizes:
         rate = grow(size)
         assert log.size() == size
-        inclusion = p50_ms(lambda: log.inclusion_proof(rng.randrange(size), size), samples)
-        consistency = p50_ms(lambda: log.consistency_proof(rng.randrange(1, size), size), samples)
+        inclusion = median_ms(lambda: log.inclusion_proof(rng.randrange(size), size), samples)
+        consistency = median_ms(lambda: log.consistency_proof(rng.randrange(1, size), size), samples)
         checkpoint_start = time.perf_counter()
         log.checkpoint()
         checkpoint_ms = (time.perf_counter() - checkpoint_start) * 1000

@@ -26,7 +26,6 @@ eventlet.monkey_patch()
 import base64  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -35,6 +34,8 @@ import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timing import median_ms  # noqa: E402
 
 from tests.support.faces import face_path  # noqa: E402
 
@@ -46,13 +47,6 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-def p50_ms(action, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def config(service: str, work: Path, amqp_uri: str, **extra) -> dict:
@@ -109,7 +103,7 @@ def main() -> None:
                 answer = rpc.identity.verify_face(person_id=person, id_portrait=portrait, selfie=selfie)
                 cold = (time.perf_counter() - first) * 1000
                 assert answer["matched"], answer
-                rpc_ms = p50_ms(lambda: rpc.identity.verify_face(person_id=person, id_portrait=portrait,
+                rpc_ms = median_ms(lambda: rpc.identity.verify_face(person_id=person, id_portrait=portrait,
                                                                  selfie=selfie), runs)
 
             import face_recognition
@@ -120,7 +114,7 @@ def main() -> None:
                     face_recognition.face_encodings(image, face_recognition.face_locations(image))
 
             raw()  # loads the models once, as the pool's worker did
-            raw_ms = p50_ms(raw, runs)
+            raw_ms = median_ms(raw, runs)
     finally:
         for container in reversed(containers):
             container.stop()

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import report  # noqa: E402
 
 from asn1crypto import keys  # noqa: E402
 from asn1crypto import x509 as asn1_x509  # noqa: E402
@@ -38,15 +39,8 @@ from services.common.tsa import TimeStampAuthority, TsaSettings  # noqa: E402
 from tests.support.pki import handwritten_png, start_signing_environment, two_party_pdf  # noqa: E402
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def report(name: str, samples: list[float]) -> float:
-    p50 = statistics.median(samples)
-    print(f"{name:<34} n={len(samples):<4} p50 {p50 * 1000:7.1f} ms   p99 {percentile(samples, 0.99) * 1000:7.1f} ms")
-    return p50
 
 
 def asn1(cert) -> asn1_x509.Certificate:
@@ -122,9 +116,9 @@ def main(runs: int) -> None:
     env.stop()
 
     print(f"PAdES on one core ({os.cpu_count()} cores on this machine)")
-    step = report("sign step (prepare+remote+TSA)", step_times)
-    floor = report("floor (pyHanko in-process)", floor_times)
-    report("finalize_lta (DSS + doc time-stamp)", lta_times)
+    step = report("sign step (prepare+remote+TSA)", step_times, width=34)
+    floor = report("floor (pyHanko in-process)", floor_times, width=34)
+    report("finalize_lta (DSS + doc time-stamp)", lta_times, width=34)
     print(f"sign step / floor ratio: {step / floor:.2f}")
 
 

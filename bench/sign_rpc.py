@@ -24,7 +24,6 @@ eventlet.monkey_patch()
 
 import os  # noqa: E402
 import secrets  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -35,6 +34,8 @@ import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import report  # noqa: E402
 warnings.filterwarnings("ignore")
 
 from nameko.containers import ServiceContainer  # noqa: E402
@@ -50,15 +51,8 @@ from tests.support.stack import BORROWER, LENDER, Stack, handwriting_png, party 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def line(name: str, samples: list[float]) -> float:
-    p50 = statistics.median(samples)
-    print(f"{name:<40} n={len(samples):<3} p50 {p50 * 1000:8.1f} ms   p99 {percentile(samples, 0.99) * 1000:8.1f} ms")
-    return p50
 
 
 def floor_samples(runs: int) -> list[float]:
@@ -158,8 +152,8 @@ def main(runs: int) -> None:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
     floor = floor_samples(runs)
     print(f"one party's sign step, {runs} runs each")
-    end_to_end = line("end to end (RPC, SMS willingness, S3)", samples)
-    direct = line("floor (in-process library calls)", floor)
+    end_to_end = report("end to end (RPC, SMS willingness, S3)", samples)
+    direct = report("floor (in-process library calls)", floor)
     print(f"ratio end-to-end / floor: {end_to_end / direct:.2f}")
 
 
