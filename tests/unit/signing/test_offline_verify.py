@@ -11,24 +11,12 @@ import pytest
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, MemoryLogStore
 from services.signing.offline_verify import main, verify_offline
-from services.signing.pades import DocumentSigner, SignerSettings
 from services.signing.report import build_report, sign_report, signature_entries
-from services.common.tsa import TsaSettings
 from services.signing.verification import verify_pdf
-from tests.support.pki import build_pki, handwritten_png, two_party_pdf
+from tests.support.pki import build_pki
 
 FLOW_ID = "flow-7c1d"
 LOG_NAME = "esign.test/evidence-log"
-
-
-@pytest.fixture(scope="module")
-def documents(env):
-    pki, png = env.pki, handwritten_png()
-    signer = DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [pki.root.certificate])
-    blank = two_party_pdf()
-    first = signer.sign_party(blank, "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, True)
-    second = signer.sign_party(first, "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
-    return {"blank": blank, "first": first, "final": signer.finalize_lta(second)}
 
 
 @pytest.fixture(scope="module")

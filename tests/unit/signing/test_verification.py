@@ -8,20 +8,8 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
 from services.common.errors import InvalidInput
-from services.signing.pades import DocumentSigner, SignerSettings
-from services.common.tsa import TsaSettings
 from services.signing.verification import verify_pdf
-from tests.support.pki import build_pki, handwritten_png, two_party_pdf
-
-
-@pytest.fixture(scope="module")
-def documents(env):
-    pki, png = env.pki, handwritten_png()
-    signer = DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [pki.root.certificate])
-    blank = two_party_pdf()
-    first = signer.sign_party(blank, "Party1", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, True)
-    second = signer.sign_party(first, "Party2", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
-    return {"blank": blank, "second": second, "final": signer.finalize_lta(second)}
+from tests.support.pki import build_pki
 
 
 def test_finalised_flow_verifies_offline_with_only_the_root(env, documents):
