@@ -34,7 +34,6 @@ from sqlalchemy import select
 from services.common import events
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
-from services.common.masking import mask_name
 from services.common.outbox import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
@@ -292,10 +291,10 @@ class DocumentsService(ServiceBase):
     def open_receipt_invite(self, token: str) -> dict:
         """Check an invite's signature and expiry: who invites (masked), on which side."""
         invite = read_invite(token, self.keys.invite_key, _dt.datetime.now(_dt.timezone.utc))
-        inviter = self.identity.party_details(person_id=invite.person_id)
+        inviter = self.identity.person_status(person_id=invite.person_id)  # masked: no ID number needed here
         return {"person_id": invite.person_id, "role": invite.role, "role_label": invite.role_label,
                 "template_id": RECEIPT_TEMPLATE, "expires_at": invite.expires_at.isoformat(),
-                "inviter_name_masked": mask_name(inviter["name"])}
+                "inviter_name_masked": inviter["name_masked"]}
 
     @rpc
     def create_draft_from_invite(self, token: str, values: dict, owner_person_id: str) -> dict:

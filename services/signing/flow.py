@@ -45,8 +45,8 @@ MAX_REASON_CHARS = 200
 
 @dataclass(frozen=True)
 class Party:
-    person_id: str
-    role: str  # as the document names it: 出借方, 借款方, 房东 …
+    person_id: str | None  # None: the person the document names has not registered yet (see join)
+    role: str  # as the document names it: 出借人, 借款人, 房东 …
     signature_field: str
     signed_at: datetime | None = None
 

@@ -228,7 +228,8 @@ class SigningService(ServiceBase):
         if not 1 <= expires_in_hours <= 24 * 30:
             raise InvalidInput("expires_in_hours", "range", "expected 1 to 720 hours")
         content = self.documents.get_document_content(document_id=document_id)
-        named = (content.get("content") or {}).get("parties") or []
+        rendered = content.get("content") or {}
+        named = rendered.get("parties") or []
         if content.get("status") not in ("rendered", "locked") or not named:
             raise InvalidInput("document_id", "not_rendered", "render the document before signing starts")
         domain_parties = self._bind_parties(parties, named, initiator_person_id)
@@ -254,7 +255,7 @@ class SigningService(ServiceBase):
         now = _now()
         flow_id = str(uuid.uuid4())
         flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now)
-        title = (title or self.documents.get_document(document_id=document_id).get("title") or "文件")[:100]
+        title = (title or rendered.get("title") or "文件")[:100]  # the template's title, as get_document says
         # read-only from here, if it is still the PDF just read (an edit since is a Conflict); released
         # again if the flow is not recorded after all
         ended = self.db.session.execute(

@@ -377,7 +377,7 @@ def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
 
 
 class StubIdentity:
-    """identity's party_details for two registered people (a neighbour stubbed:
+    """identity's party_details and person_status for two registered people (a neighbour stubbed:
     the real one is in tests/e2e/test_signing_flows.py)."""
 
     name = "identity"
@@ -389,6 +389,12 @@ class StubIdentity:
         if person_id not in self.people:
             raise NotFound("person", person_id)
         return dict(self.people[person_id])
+
+    @nameko_rpc
+    def person_status(self, person_id):
+        from services.common.masking import mask_name
+
+        return {"person_id": person_id, "name_masked": mask_name(self.party_details(person_id)["name"])}
 
 
 def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config):
