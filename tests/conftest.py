@@ -65,8 +65,10 @@ class SchemaPool:
         from services.common.database import normalise_url
 
         engine = create_engine(normalise_url(self.url))
-        with engine.begin() as conn:
-            for schema in self.schemas:
+        # one transaction per schema: dropping hundreds of schemas at once takes a lock per
+        # object and runs out of PostgreSQL's lock table (max_locks_per_transaction)
+        for schema in self.schemas:
+            with engine.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 

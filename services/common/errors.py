@@ -155,19 +155,27 @@ class Conflict(_ReasonError):
 
 @deserialize_to_instance
 class Unavailable(EsignError):
-    """An outside system (S3, time-stamp authority, SMS vendor) did not answer
-    after bounded retries. Nothing half-done is left referenced."""
+    """An outside system (S3, time-stamp authority, SMS vendor, identity
+    authority) did not answer after bounded retries. Nothing half-done is left
+    referenced. ``retry_after``, when the system says or we know, is in how
+    many seconds a new try may succeed (HTTP 503 with a Retry-After header)."""
 
     code = "unavailable"
     http_status = 503
 
-    def __init__(self, system: str, reason: str = ""):
-        super().__init__(system, reason)
+    def __init__(self, system: str, reason: str = "", retry_after: int | str | None = None):
+        # nameko sends exception arguments as strings: "60", or "None"
+        seconds = int(retry_after) if retry_after not in (None, "None", "") else None
+        super().__init__(system, reason, seconds)
         self.system = system
         self.reason = reason
+        self.retry_after = seconds
 
     def __str__(self) -> str:
         return f"{self.system} unavailable" + (f": {self.reason}" if self.reason else "")
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": str(self), "retry_after": self.retry_after}
 
 
 @deserialize_to_instance

@@ -11,6 +11,9 @@ PERSON_VERIFIED = "person_verified"
 CERTIFICATE_ISSUED = "certificate_issued"
 CERTIFICATE_REVOKED = "certificate_revoked"
 OTP_REQUESTED = "otp_requested"
+#: a higher-assurance proof took an ID number back from the account that held it: that
+#: account is frozen and its certificates revoked; signing cancels or marks its flows
+IDENTITY_DISPUTED = "identity_disputed"
 
 # documents
 DOCUMENT_CREATED = "document_created"
@@ -27,6 +30,8 @@ FLOW_EXPIRED = "flow_expired"
 VOID_REQUESTED = "void_requested"
 VOID_REJECTED = "void_rejected"
 FLOW_VOIDED = "flow_voided"
+FLOW_CANCELLED = "flow_cancelled"  # an unfinished flow ended because a party's identity was disputed
+FLOW_IDENTITY_DISPUTED = "flow_identity_disputed"  # an ended flow marked: a party's identity was disputed
 DUE_SOON = "due_soon"
 DUE_TODAY = "due_today"
 
@@ -36,11 +41,11 @@ SMS_FAILED = "sms_failed"
 SMS_GIVEN_UP = "sms_given_up"
 
 KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
-    "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED),
+    "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED, IDENTITY_DISPUTED),
     "documents": (DOCUMENT_CREATED, DOCUMENT_UPDATED, DOCUMENT_LOCKED),
     "signing": (
         FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
-        VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, DUE_SOON, DUE_TODAY,
+        VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, FLOW_CANCELLED, FLOW_IDENTITY_DISPUTED, DUE_SOON, DUE_TODAY,
     ),
     "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),
 }

@@ -39,15 +39,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from services.common.clock import utcnow  # noqa: F401 - re-exported: callers import it from here
 from services.common.events import KNOWN_EVENTS
 
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 30
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _outbox_columns() -> list:
