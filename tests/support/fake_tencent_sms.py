@@ -3,9 +3,10 @@
 It listens on 127.0.0.1 (a free port), checks each request the way the vendor
 documents it, and answers in the vendor's shapes:
 
-* the ``Authorization`` header is verified with this module's OWN
-  TC3-HMAC-SHA256 implementation, written from Tencent's "Signature v3"
-  documentation (it does not import the provider's signer); a mismatch gets
+* the ``Authorization`` header is verified with the test support's OWN
+  TC3-HMAC-SHA256 implementation (:mod:`tests.support.tencent_tc3`), written
+  from Tencent's "Signature v3" documentation, not from the SDK that signs
+  the provider's requests; a mismatch gets
   ``AuthFailure.SignatureFailure``, an unknown SecretId
   ``AuthFailure.SecretIdNotFound``, a timestamp more than five minutes off
   ``AuthFailure.SignatureExpire``, a malformed header
@@ -28,9 +29,6 @@ Use as a context manager::
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
 import json
 import random
 import re
@@ -42,55 +40,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-SIGNATURE_FAILURE_MESSAGE = (
-    "The provided credentials could not be validated. Please check your signature is correct."
-)
+from tests.support.tencent_tc3 import verify_request
 
-
-# --- TC3-HMAC-SHA256, written from Tencent's "Signature v3" document -----------------
-
-def tc3_expected_signature(
-    *,
-    secret_key: str,
-    http_method: str,
-    canonical_uri: str,
-    canonical_query: str,
-    header_lines: list[tuple[str, str]],
-    request_payload: bytes,
-    timestamp: str,
-    service: str,
-) -> str:
-    """The hex signature the document's four steps produce.
-
-    ``header_lines`` are the (name, value) pairs listed in SignedHeaders, as
-    received. Step 1 lower-cases and trims both, sorts by name, and writes
-    "name:value\\n" for each; step 2 scopes the credential to the UTC date of
-    the timestamp; step 3 derives the key by HMAC chaining from "TC3"+key."""
-    hexsha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731 - mirrors the doc's pseudocode
-    mac = lambda k, m: hmac.new(k, m.encode("utf-8"), hashlib.sha256)  # noqa: E731
-
-    entries = sorted((n.strip().lower(), v.strip().lower()) for n, v in header_lines)
-    canonical_headers = "".join(n + ":" + v + "\n" for n, v in entries)
-    signed_headers = ";".join(n for n, _ in entries)
-    canonical = (
-        http_method + "\n" + canonical_uri + "\n" + canonical_query + "\n"
-        + canonical_headers + "\n" + signed_headers + "\n" + hexsha(request_payload)
-    )
-
-    utc_day = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.timezone.utc).date().isoformat()
-    scope = utc_day + "/" + service + "/tc3_request"
-    to_sign = "TC3-HMAC-SHA256\n" + timestamp + "\n" + scope + "\n" + hexsha(canonical.encode("utf-8"))
-
-    secret_date = mac(("TC3" + secret_key).encode("utf-8"), utc_day).digest()
-    secret_service = mac(secret_date, service).digest()
-    secret_signing = mac(secret_service, "tc3_request").digest()
-    return mac(secret_signing, to_sign).hexdigest()
-
-
-_AUTH = re.compile(
-    r"TC3-HMAC-SHA256 Credential=(?P<id>[^/]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<service>[a-z]+)/tc3_request, "
-    r"SignedHeaders=(?P<headers>[a-z0-9\-;]+), Signature=(?P<sig>[0-9a-f]{64})\Z"
-)
 _CN_MOBILE = re.compile(r"\+861[3-9][0-9]{9}\Z")
 
 
@@ -274,36 +225,10 @@ class FakeTencentSms:
         return 200, {"Response": {"SendStatusSet": statuses, "RequestId": request_id}}
 
     def _check_signature(self, method: str, path: str, lower: dict[str, str], body: bytes) -> tuple[str, str] | None:
-        match = _AUTH.match(lower.get("authorization", ""))
-        if not match:
-            return "AuthFailure.InvalidAuthorization", "Authorization is not in the TC3-HMAC-SHA256 format."
-        if match["id"] != self.secret_id:
-            return "AuthFailure.SecretIdNotFound", "The SecretId is not found."
-        timestamp = lower.get("x-tc-timestamp", "")
-        if not timestamp.isdigit():
-            return "AuthFailure.InvalidAuthorization", "X-TC-Timestamp is missing."
-        if abs(int(timestamp) - self.clock()) > self.max_skew_seconds:
-            return "AuthFailure.SignatureExpire", "Signature expired."
-        names = match["headers"].split(";")
-        if "content-type" not in names or "host" not in names or any(n not in lower for n in names):
-            return "AuthFailure.InvalidAuthorization", "SignedHeaders must name content-type and host, as sent."
-        scope_day = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.timezone.utc).date().isoformat()
-        if match["date"] != scope_day or match["service"] != "sms":
-            return "AuthFailure.SignatureFailure", SIGNATURE_FAILURE_MESSAGE
-        uri, _, query = path.partition("?")
-        expected = tc3_expected_signature(
-            secret_key=self.secret_key,
-            http_method=method,
-            canonical_uri=uri,
-            canonical_query=query,
-            header_lines=[(n, lower[n]) for n in names],
-            request_payload=body,
-            timestamp=timestamp,
-            service=match["service"],
-        )
-        if not hmac.compare_digest(expected, match["sig"]):
-            return "AuthFailure.SignatureFailure", SIGNATURE_FAILURE_MESSAGE
-        return None
+        refusal = verify_request(method=method, path=path, headers=lower, body=body, service="sms",
+                                 secret_id=self.secret_id, secret_key=self.secret_key,
+                                 now=self.clock(), max_skew_seconds=self.max_skew_seconds)
+        return (refusal.code, refusal.message) if refusal else None
 
     def _record(self, headers: dict[str, str], body: bytes, outcome: str) -> None:
         with self._lock:

@@ -1,12 +1,11 @@
-"""Tencent Cloud SMS provider (API version 2021-01-11, action SendSms).
+"""Tencent Cloud SMS provider (API version 2021-01-11, action SendSms),
+through Tencent's own SDK (``tencentcloud-sdk-python-sms``, ``SmsClient``).
 
-One request per message: ``POST https://sms.tencentcloudapi.com/`` with a JSON
-body ``{PhoneNumberSet: ["+86..."], SmsSdkAppId, SignName, TemplateId,
-TemplateParamSet: [...]}``, headers ``X-TC-Action``, ``X-TC-Version``,
-``X-TC-Timestamp``, ``X-TC-Region`` and an ``Authorization`` signed with
-TC3-HMAC-SHA256 (:mod:`.tencent_signature`) over content-type, host and
-x-tc-action. The endpoint is configurable so tests can point it at a local
-fake vendor.
+One request per message: ``SendSms`` with ``PhoneNumberSet: ["+86..."]``,
+``SmsSdkAppId``, ``SignName``, ``TemplateId``, ``TemplateParamSet``. The SDK
+signs it with TC3-HMAC-SHA256 (Tencent's "Signature v3") and posts it; the
+endpoint is configurable so tests can point it at a local fake vendor, which
+checks the signature with its own verifier.
 
 How vendor answers map onto our two errors (``classify_vendor_code``):
 
@@ -45,14 +44,20 @@ not understand risks sending a person the same SMS several times.
 """
 from __future__ import annotations
 
-import json
+import logging
 import re
-import time
 from dataclasses import dataclass, field, fields
-from typing import Callable, Mapping
+from typing import Mapping
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
+from tencentcloud.common.credential import Credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.sms.v20210111 import models
+from tencentcloud.sms.v20210111.sms_client import SmsClient
 
 from services.common.errors import InvalidInput
 from services.common.masking import mask_phone
@@ -63,16 +68,12 @@ from services.notify.providers import (
     TransientSmsError,
     mainland_e164,
 )
-from services.notify.providers.tencent_signature import sign_request
 from services.notify.sms_templates import SmsTemplate
 
-API_VERSION = "2021-01-11"
-ACTION = "SendSms"
-SERVICE = "sms"
 DEFAULT_ENDPOINT = "https://sms.tencentcloudapi.com"
-CONTENT_TYPE = "application/json; charset=utf-8"
-SIGNED_HEADERS = ["content-type", "host", "x-tc-action"]
 VENDOR = "tencent"
+#: the SDK's logger; at DEBUG it writes whole requests (numbers, codes) - see _quiet_sdk_request_dumps
+SDK_LOGGER = "tencentcloud_sdk_common"
 
 _RETRY_AFTER = {
     "LimitExceeded.PhoneNumberThirtySecondLimit": 30.0,
@@ -82,6 +83,8 @@ _RETRY_AFTER = {
 _PERMANENT_DESPITE_PREFIX = {"InternalError.RequestTimeException"}
 _TRANSIENT_PREFIXES = ("InternalError", "RequestLimitExceeded")
 _LONG_DIGITS = re.compile(r"\+?[0-9]{7,}")
+_TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+_SDK_FAILURES = {"ClientNetworkError", "ServerNetworkError"}
 
 
 def classify_vendor_code(code: str, message: str = "") -> SmsDeliveryError:
@@ -123,23 +126,97 @@ class TencentSmsSettings:
         return cls(**options)  # type: ignore[arg-type]
 
 
+class _HttpStatus(TencentCloudSDKException):
+    """A non-200 answer, with its status kept: the SDK's own ServerNetworkError
+    drops it, and the table above tells 5xx and 429 from other 4xx."""
+
+    def __init__(self, status: int):
+        super().__init__(f"http_{status}", "HTTP error from Tencent SMS")
+        self.status = status
+
+
+class _StatusKeepingSmsClient(SmsClient):
+    def _check_status(self, resp):  # the SDK's hook for non-200 answers
+        if resp.status_code != 200:
+            resp.close()  # the body is not read (the SDK streams): give the connection back
+            raise _HttpStatus(resp.status_code)
+
+
+def _client(settings: TencentSmsSettings) -> SmsClient:
+    parts = urlsplit(settings.endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInput("sms.tencent.endpoint", "url_format", "expected an http(s) URL")
+    for name in ("secret_id", "secret_key"):
+        value = getattr(settings, name)
+        if not value or value.strip() != value:  # the SDK's Credential refuses both
+            raise InvalidInput(f"sms.tencent.{name}", "format", "expected a value without surrounding spaces")
+    # The SDK hands reqTimeout to requests as is, so the (connect, read) pair keeps
+    # both limits. Its default NoopRetryer is kept: our RetryPolicy decides about
+    # retries, and a second try inside the SDK could send a person the SMS twice.
+    http = HttpProfile(protocol=parts.scheme, endpoint=parts.netloc,
+                       reqTimeout=(settings.connect_timeout, settings.read_timeout))
+    credential = Credential(settings.secret_id, settings.secret_key)
+    return _StatusKeepingSmsClient(credential, settings.region, ClientProfile(httpProfile=http))
+
+
+class _NoRequestDumps(logging.Filter):
+    """Drops the SDK's DEBUG records, which print whole requests and answers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def _quiet_sdk_request_dumps() -> None:
+    sdk_logger = logging.getLogger(SDK_LOGGER)
+    if not any(isinstance(f, _NoRequestDumps) for f in sdk_logger.filters):
+        sdk_logger.addFilter(_NoRequestDumps())
+
+
+def _caused_by_timeout(exc: BaseException) -> bool:
+    """Whether a timeout lies anywhere under the SDK's wrapper: the SDK turns
+    requests' errors into ``ClientNetworkError`` (the original stays the
+    context), and a body read that times out arrives as a ConnectionError
+    whose argument is urllib3's ReadTimeoutError."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _TIMEOUTS):
+            return True
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(a for a in current.args if isinstance(a, BaseException))
+    return False
+
+
+def _delivery_error(exc: TencentCloudSDKException) -> SmsDeliveryError:
+    """Our error for anything the SDK raised (see the module table)."""
+    if isinstance(exc, _HttpStatus):
+        if exc.status >= 500 or exc.status == 429:
+            return TransientSmsError(exc.code, "Tencent SMS answered with an HTTP error")
+        return PermanentSmsError(exc.code, "unexpected HTTP status from Tencent SMS")
+    # The vendor's error answers carry its RequestId; the SDK's own failures
+    # (ClientNetworkError around requests' errors, a Python exception's name
+    # for an unparsable body) do not, and keep the original as their context.
+    if exc.requestId and exc.code and exc.code not in _SDK_FAILURES:
+        return classify_vendor_code(str(exc.code), str(exc.message or ""))
+    if _caused_by_timeout(exc):
+        return TransientSmsError("timeout", "Tencent SMS did not answer in time")
+    cause = exc.__context__
+    if isinstance(cause, (ValueError, KeyError, TypeError)):
+        return TransientSmsError("bad_response", "Tencent SMS answer is not its JSON")
+    return TransientSmsError("network", type(cause).__name__ if cause is not None else str(exc.code))
+
+
 class TencentSmsProvider:
     name = VENDOR
 
-    def __init__(
-        self,
-        settings: TencentSmsSettings,
-        session: requests.Session | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
+    def __init__(self, settings: TencentSmsSettings):
         self.settings = settings
-        self._session = session or requests.Session()
-        self._clock = clock
-        parts = urlsplit(settings.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidInput("sms.tencent.endpoint", "url_format", "expected an http(s) URL")
-        self._host = parts.netloc
-        self._url = f"{parts.scheme}://{parts.netloc}/"
+        self._client = _client(settings)
+        _quiet_sdk_request_dumps()
 
     def template_id_for(self, template: SmsTemplate) -> str:
         configured = self.settings.template_ids.get(template.id)
@@ -150,73 +227,29 @@ class TencentSmsProvider:
 
     def send(self, phone: str, template: SmsTemplate, params: Mapping[str, str], text: str) -> SendResult:
         e164 = mainland_e164(phone)
-        body = {
-            "PhoneNumberSet": [e164],
-            "SmsSdkAppId": self.settings.sms_sdk_app_id,
-            "SignName": self.settings.sign_name,
-            "TemplateId": self.template_id_for(template),
-            "TemplateParamSet": [str(params[name]) for name in template.variable_names],
-        }
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        response = self._post(payload)
-        return self._interpret(response, e164)
-
-    def _post(self, payload: bytes) -> requests.Response:
-        timestamp = int(self._clock())
-        headers = {
-            "Content-Type": CONTENT_TYPE,
-            "Host": self._host,
-            "X-TC-Action": ACTION,
-            "X-TC-Version": API_VERSION,
-            "X-TC-Timestamp": str(timestamp),
-            "X-TC-Region": self.settings.region,
-        }
-        signed = sign_request(
-            secret_id=self.settings.secret_id,
-            secret_key=self.settings.secret_key,
-            service=SERVICE,
-            timestamp=timestamp,
-            headers=headers,
-            signed_headers=SIGNED_HEADERS,
-            payload=payload,
-        )
-        headers["Authorization"] = signed.authorization
+        request = models.SendSmsRequest()
+        request.PhoneNumberSet = [e164]
+        request.SmsSdkAppId = self.settings.sms_sdk_app_id
+        request.SignName = self.settings.sign_name
+        request.TemplateId = self.template_id_for(template)
+        request.TemplateParamSet = [str(params[name]) for name in template.variable_names]
         try:
-            return self._session.post(
-                self._url,
-                data=payload,
-                headers=headers,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-            )
-        except requests.Timeout:
-            raise TransientSmsError("timeout", "Tencent SMS did not answer in time") from None
-        except requests.RequestException as exc:
-            raise TransientSmsError("network", type(exc).__name__) from None
+            answer = self._client.SendSms(request)
+        except TencentCloudSDKException as exc:  # SendSms wraps every failure in it
+            raise _delivery_error(exc) from None
+        return self._interpret(answer, e164)
 
-    def _interpret(self, response: requests.Response, e164: str) -> SendResult:
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise TransientSmsError(f"http_{status}", "Tencent SMS answered with an HTTP error")
-        if status != 200:
-            raise PermanentSmsError(f"http_{status}", "unexpected HTTP status from Tencent SMS")
-        try:
-            answer = response.json()["Response"]
-        except (ValueError, KeyError, TypeError):
-            raise TransientSmsError("bad_response", "Tencent SMS answer is not its JSON") from None
-
-        error = answer.get("Error")
-        if error:
-            raise classify_vendor_code(str(error.get("Code", "")), str(error.get("Message", "")))
-        statuses = answer.get("SendStatusSet") or []
-        mine = next((s for s in statuses if s.get("PhoneNumber") == e164), statuses[0] if statuses else None)
+    def _interpret(self, answer: models.SendSmsResponse, e164: str) -> SendResult:
+        statuses = answer.SendStatusSet or []
+        mine = next((s for s in statuses if s.PhoneNumber == e164), statuses[0] if statuses else None)
         if mine is None:
             raise TransientSmsError("bad_response", "Tencent SMS answer has no send status")
-        code = str(mine.get("Code", ""))
+        code = str(mine.Code or "")
         if code != "Ok":
-            error_obj = classify_vendor_code(code, str(mine.get("Message", "")))
+            error_obj = classify_vendor_code(code, str(mine.Message or ""))
             error_obj.reason = f"{error_obj.reason} (to {mask_phone(e164)})".strip()
             raise error_obj
         # "Ok" means the vendor took the message: never retry it, even if the
         # serial number is missing (the request id still identifies it).
-        serial = mine.get("SerialNo") or answer.get("RequestId") or ""
+        serial = mine.SerialNo or answer.RequestId or ""
         return SendResult(vendor_message_id=str(serial), provider=self.name)

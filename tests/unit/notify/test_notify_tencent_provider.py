@@ -1,15 +1,19 @@
-"""Tencent Cloud SMS provider against the local fake vendor (which verifies signatures itself)."""
+"""Tencent Cloud SMS provider (on Tencent's SDK) against the local fake vendor,
+which verifies TC3-HMAC-SHA256 signatures with its own implementation."""
 import datetime as dt
+import logging
 import time
 
 import pytest
 import requests
 
+from services.common.errors import InvalidInput
 from services.notify.providers import PermanentSmsError, SmsProvider, TransientSmsError, build_provider
 from services.notify.providers.tencent import TencentSmsProvider, TencentSmsSettings
 from services.notify.retry import Outcome, RetryPolicy, deliver_with_retries
 from services.notify.sms_templates import SmsTemplateCatalog
 from tests.support.fake_tencent_sms import FakeTencentSms
+from tests.support.tencent_tc3 import tc3_expected_signature
 
 PHONE = "13812345678"
 CATALOG = SmsTemplateCatalog.load()
@@ -23,7 +27,7 @@ def vendor():
         yield fake
 
 
-def make_provider(vendor, session=None, clock=time.time, **overrides):
+def make_provider(vendor, **overrides):
     options = dict(
         secret_id=vendor.secret_id,
         secret_key=vendor.secret_key,
@@ -35,7 +39,7 @@ def make_provider(vendor, session=None, clock=time.time, **overrides):
         template_ids=TEMPLATE_IDS,
     )
     options.update(overrides)
-    return TencentSmsProvider(TencentSmsSettings(**options), session=session, clock=clock)
+    return TencentSmsProvider(TencentSmsSettings(**options))
 
 
 def send_code(provider, phone=PHONE):
@@ -71,7 +75,7 @@ def test_request_carries_the_vendor_headers_and_body(vendor):
     assert headers["x-tc-region"] == "ap-beijing"
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     assert headers["authorization"].startswith(
-        f"TC3-HMAC-SHA256 Credential={vendor.secret_id}/{today}/sms/tc3_request, SignedHeaders=content-type;host;x-tc-action, ")
+        f"TC3-HMAC-SHA256 Credential={vendor.secret_id}/{today}/sms/tc3_request, SignedHeaders=content-type;host, ")
     body = request.json
     assert body["PhoneNumberSet"] == ["+8613812345678"]
     assert body["SmsSdkAppId"] == vendor.sms_sdk_app_id
@@ -94,24 +98,52 @@ def test_unknown_secret_id_is_rejected(vendor):
     assert err.value.code == "AuthFailure.SecretIdNotFound"
 
 
-def test_clock_more_than_five_minutes_off_is_rejected(vendor):
-    with pytest.raises(PermanentSmsError) as err:
-        send_code(make_provider(vendor, clock=lambda: time.time() - 600))
+def test_clock_more_than_five_minutes_off_is_rejected():
+    # the SDK stamps requests with the real time: move the vendor's clock instead
+    with FakeTencentSms(clock=lambda: time.time() + 600) as skewed:
+        with pytest.raises(PermanentSmsError) as err:
+            send_code(make_provider(skewed))
     assert err.value.code == "AuthFailure.SignatureExpire"
 
 
-class TamperingSession(requests.Session):
-    """Changes the body after it was signed, as a man in the middle would."""
+# Tencent's "Signature v3" document, worked example (CVM DescribeInstances in ap-guangzhou)
+DOC_SECRET_KEY = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE"
+DOC_TIMESTAMP = "1551113065"
+DOC_PAYLOAD = b'{"Limit": 1, "Filters": [{"Values": ["\\u672a\\u547d\\u540d"], "Name": "instance-name"}]}'
+DOC_SIGNATURE = "72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168"
 
-    def post(self, url, data=None, **kwargs):
-        return super().post(url, data=data.replace(b"042817", b"999999"), **kwargs)
+
+def test_fake_vendor_verifier_reproduces_the_published_signature():
+    # 1551113065 is 2019-02-26 in Beijing; the scope must use the UTC date 2019-02-25
+    expected = tc3_expected_signature(
+        secret_key=DOC_SECRET_KEY,
+        http_method="POST",
+        canonical_uri="/",
+        canonical_query="",
+        header_lines=[("Host", "cvm.tencentcloudapi.com"), ("Content-Type", "application/json; charset=utf-8")],
+        request_payload=DOC_PAYLOAD,
+        timestamp=DOC_TIMESTAMP,
+        service="cvm",
+    )
+    assert expected == DOC_SIGNATURE
 
 
-def test_body_changed_after_signing_fails_the_signature(vendor):
-    with pytest.raises(PermanentSmsError) as err:
-        send_code(make_provider(vendor, session=TamperingSession()))
-    assert err.value.code == "AuthFailure.SignatureFailure"
-    assert vendor.delivered == []
+def _replay(vendor, request, body: bytes) -> dict:
+    """Send a received request again, byte for byte except ``body``, as a man in the middle would."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    return requests.post(vendor.endpoint + "/", data=body, headers=headers, timeout=5).json()["Response"]
+
+
+def test_independent_verifier_accepts_the_sdk_request_and_refuses_it_tampered(vendor):
+    send_code(make_provider(vendor))
+    (signed,) = vendor.received
+    assert signed.outcome == "Ok"  # the SDK's signature passed the fake's own TC3 check
+
+    tampered = _replay(vendor, signed, signed.body.replace(b"042817", b"999999"))
+    assert tampered["Error"]["Code"] == "AuthFailure.SignatureFailure"
+    untouched = _replay(vendor, signed, signed.body)
+    assert "Error" not in untouched and untouched["SendStatusSet"][0]["Code"] == "Ok"
+    assert [d.params for d in vendor.delivered] == [["042817", "5"], ["042817", "5"]]
 
 
 @pytest.mark.parametrize("code, error_type, retry_after", [
@@ -164,11 +196,22 @@ def test_template_id_with_a_different_parameter_count_is_rejected_by_the_vendor(
     assert err.value.code == "FailedOperation.TemplateIncorrectOrUnapproved"
 
 
-def test_http_500_is_transient(vendor):
-    vendor.script(PHONE, http_status=500)
+@pytest.mark.parametrize("status, error_type", [
+    (500, TransientSmsError), (503, TransientSmsError), (429, TransientSmsError), (403, PermanentSmsError),
+])
+def test_http_status_keeps_its_classification(vendor, status, error_type):
+    vendor.script(PHONE, http_status=status)
+    with pytest.raises((PermanentSmsError, TransientSmsError)) as err:
+        send_code(make_provider(vendor))
+    assert type(err.value) is error_type
+    assert err.value.code == f"http_{status}"
+
+
+def test_answer_that_is_not_the_vendor_json_is_transient(vendor):
+    vendor.script(PHONE, http_status=200)  # the fake's error page: JSON, but no "Response"
     with pytest.raises(TransientSmsError) as err:
         send_code(make_provider(vendor))
-    assert err.value.code == "http_500"
+    assert err.value.code == "bad_response"
 
 
 def test_answer_slower_than_the_read_timeout_is_transient(vendor):
@@ -204,6 +247,19 @@ def test_template_without_a_tencent_id_is_permanent(vendor):
 
 def test_settings_repr_hides_the_secret_key(vendor):
     assert vendor.secret_key not in repr(make_provider(vendor).settings)
+
+
+def test_endpoint_must_be_an_http_url(vendor):
+    with pytest.raises(InvalidInput) as err:
+        make_provider(vendor, endpoint="sms.tencentcloudapi.com")
+    assert (err.value.field, err.value.rule) == ("sms.tencent.endpoint", "url_format")
+
+
+def test_sdk_debug_log_never_shows_the_number(vendor, caplog):
+    caplog.set_level(logging.DEBUG)
+    send_code(make_provider(vendor))
+    assert len(vendor.delivered) == 1
+    assert "13812345678" not in caplog.text and "042817" not in caplog.text
 
 
 def test_vendor_500s_are_retried_then_the_message_goes_once(vendor):
