@@ -5,6 +5,7 @@
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
   esign ca init|issue-ca   the offline root CA, then the identity service's issuing CA
+  esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
 """
@@ -47,6 +48,16 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
+    registry = commands.add_parser("registry", help="the local identity registry (embedded authority)")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True)
+    add = registry_commands.add_parser("add", help="add a person and their reference (ID) photo")
+    add.add_argument("--name", required=True)
+    add.add_argument("--id-number", required=True)
+    add.add_argument("--photo", required=True, help="a JPEG or PNG of the person's face")
+    add.add_argument("--file", default=None, help="registry file (default: identity's PROOFING.REGISTRY_FILE)")
+    listing = registry_commands.add_parser("list", help="who is in the registry (masked)")
+    listing.add_argument("--file", default=None)
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "ca":
         from services.identity import ca_cli  # imported only here: it pulls in cryptography and nameko
@@ -71,6 +82,8 @@ def _main(argv: list[str] | None) -> int:
         from services.common.runner import run as run_service
 
         return run_service(args.service)
+    if args.command == "registry":
+        return _registry(args)
     if args.command == "migrate":
         from services.common.config import load_config
         from services.common.database import Database
@@ -80,6 +93,27 @@ def _main(argv: list[str] | None) -> int:
             print(f"{service}: migrated")
         return 0
     return 2
+
+
+def _registry(args) -> int:
+    from pathlib import Path
+
+    from services.common.config import load_config
+    from services.common.masking import mask_id_number, mask_name
+    from services.identity.proofing.registry import append_entry, read_registry
+    from services.identity.settings import IdentitySettings
+
+    path = Path(args.file) if args.file else IdentitySettings.from_config(load_config("identity")).proofing.registry_file
+    if args.registry_command == "add":
+        photo = Path(args.photo).resolve()
+        if not photo.is_file():
+            raise FileNotFoundError(2, "no such photo", str(photo))
+        entry = append_entry(path, args.name, args.id_number, str(photo))
+        print(f"added {mask_name(entry.name)} ({mask_id_number(entry.id_number)}) to {path}")
+        return 0
+    for entry in read_registry(path).values():
+        print(f"{mask_name(entry.name)}  {mask_id_number(entry.id_number)}  {entry.photo or '(no photo)'}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,6 +67,7 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
     env.setdefault("ESIGN_S3_ENDPOINT", f"http://127.0.0.1:{s3_port}")
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    registry_lines = _demo_registry(data)
 
     children: list[tuple[str, subprocess.Popen]] = []
     seaweed: SeaweedServer | None = None
@@ -107,7 +108,10 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         for service in SERVICES:
             port = (load_config(service).get("METRICS") or {}).get("PORT")
             print(f"  metrics:  http://127.0.0.1:{port}/metrics   ({service})")
-        print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}\nPress Ctrl-C to stop.", flush=True)
+        print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}")
+        for line in registry_lines:
+            print("  " + line)
+        print("Press Ctrl-C to stop.", flush=True)
         while stopping["signal"] is None:
             for service, process in children:
                 if process.poll() is not None:
@@ -118,6 +122,17 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 0
     finally:
         _stop_all(children, seaweed)
+
+
+def _demo_registry(data: Path) -> list[str]:
+    """With the embedded 'registry' authority, a demo registry the newcomer can read (and join)."""
+    from services.identity.proofing.demo import ensure_demo_registry
+    from services.identity.settings import IdentitySettings
+
+    settings = IdentitySettings.from_config(load_config("identity"))
+    if settings.proofing.provider != "registry":
+        return [f"identity proofing: {settings.proofing.provider}"]
+    return ensure_demo_registry(settings.proofing.registry_file, data / "cache" / "demo-faces")
 
 
 def _wait_healthy(base: str, children, timeout: float, stopping: dict[str, Any]) -> bool:

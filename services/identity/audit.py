@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.common.outbox import utcnow
+from services.common.clock import utcnow
 from services.identity.models import AuditRecord
 
 ACTIONS = (
-    "registration", "login", "face_check", "liveness_check", "face_data_deleted",
+    "registration", "login", "identity_check", "face_proof", "face_check", "liveness_check", "face_data_deleted",
+    "phone_changed", "step_up", "sessions_revoked", "account_frozen", "identity_taken_back",
     "certificate_issued", "certificate_revoked",
-    "willingness_started", "willingness_checked", "sign_digest",
+    "willingness_started", "willingness_checked", "face_willingness_locked", "sign_digest",
 )
 
 

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.common.assurance import AssuranceLevel, policy_extension
 from services.common.errors import Conflict, InvalidInput
 from services.common.sealing import Keyring
 
@@ -290,11 +291,13 @@ def issue_person_certificate(
     points: PublicationPoints,
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_PERSON_VALIDITY,
+    assurance: AssuranceLevel | None = None,
 ) -> x509.Certificate:
     """A person's signing certificate. ``name`` is the validated name;
     ``subject_serial`` the keyed hash of the ID number (32-64 lower-case
     hex characters, e.g. a :class:`~services.common.sealing.BlindIndex`
-    digest in its own domain), never the number itself."""
+    digest in its own domain), never the number itself. ``assurance`` is
+    stated as a certificate policy (:mod:`services.common.assurance`)."""
     if not name or len(name) > 64:
         raise InvalidInput("name", "max_length", "expected 1-64 characters for the certificate common name")
     if not _SUBJECT_SERIAL.match(subject_serial or ""):
@@ -310,7 +313,7 @@ def issue_person_certificate(
             (x509.BasicConstraints(ca=False, path_length=None), True),
             # nonRepudiation is "content_commitment" in X.509 (2005) terms.
             (_key_usage(digital_signature=True, content_commitment=True), True),
-        ],
+        ] + ([(policy_extension(assurance), False)] if assurance is not None else []),
         points,
     )
 

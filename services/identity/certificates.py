@@ -19,9 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.common import events
+from services.common.assurance import AssuranceLevel
+from services.common.clock import naive, utcnow
 from services.common.errors import InvalidInput
 from services.common.sealing import Keyring, associated_data, from_text, to_text
-from services.identity import ca
+from services.identity import audit, ca
 from services.identity.ca_store import CaMaterial
 from services.identity.models import Certificate
 
@@ -59,11 +62,13 @@ class IssuedCertificate:
 
 
 def issue(material: CaMaterial, points: ca.PublicationPoints, keyring: Keyring, name: str,
-          subject_serial: str, validity: _dt.timedelta, now: _dt.datetime) -> IssuedCertificate:
-    """Generate the person's key, certify it with the issuing CA, seal the key."""
+          subject_serial: str, validity: _dt.timedelta, now: _dt.datetime,
+          assurance: AssuranceLevel) -> IssuedCertificate:
+    """Generate the person's key, certify it with the issuing CA (stating the
+    person's assurance level as its policy), seal the key."""
     key = ca.generate_key()
     cert = ca.issue_person_certificate(material.issuing, key.public_key(), name, subject_serial, points,
-                                       now=now, validity=validity)
+                                       now=now, validity=validity, assurance=assurance)
     serial = serial_hex(cert.serial_number)
     sealed = ca.seal_private_key(keyring, key, key_aad(serial))
     return IssuedCertificate(serial, cert, to_text(sealed), keyring.active_key_id)
@@ -109,3 +114,63 @@ def status_lookup(session: Session, material: CaMaterial) -> ca.StatusLookup:
 def revoked(session: Session) -> list[ca.Revocation]:
     rows = session.execute(select(Certificate).where(Certificate.status == REVOKED)).scalars()
     return [revocation_of(row) for row in rows]
+
+
+class PersonCertificates:
+    """Issuing and revoking person certificates within a worker's transaction:
+    each issue and revocation is audited and announced (``certificate_issued``,
+    ``certificate_revoked``) in the same commit."""
+
+    def __init__(self, session: Session, keyring: Keyring, material: CaMaterial, points: ca.PublicationPoints,
+                 emit, metrics):
+        self.session = session
+        self.keyring = keyring
+        self.material = material
+        self.points = points
+        self.emit = emit
+        self.metrics = metrics
+
+    def issue(self, person_id: str, name: str, subject_serial: str, level: AssuranceLevel, proof_id: str | None,
+              validity: _dt.timedelta) -> Certificate:
+        """A new certificate stating ``level``; the active one, if any, is revoked as superseded."""
+        current = active_certificate(self.session, person_id)
+        issued = issue(self.material, self.points, self.keyring, name, subject_serial, validity,
+                       _dt.datetime.now(_dt.timezone.utc), level)
+        if current is not None:
+            self.revoke(current, "superseded", "service")
+        row = Certificate(
+            serial=issued.serial, person_id=person_id, certificate_pem=ca.certificate_to_pem(issued.certificate).decode(),
+            private_key_sealed=issued.private_key_sealed, key_id=issued.key_id, status=ACTIVE,
+            assurance_level=level.value, proof_id=proof_id,
+            not_before=naive(issued.certificate.not_valid_before_utc),
+            not_after=naive(issued.certificate.not_valid_after_utc), issued_at=utcnow(),
+        )
+        self.session.add(row)
+        audit.record(self.session, "certificate_issued", "ok", person_id=person_id, serial=issued.serial,
+                     key_id=issued.key_id, replaces=current.serial if current else None, level=level.value,
+                     proof_id=proof_id)
+        self.emit(events.CERTIFICATE_ISSUED, {"person_id": person_id, "serial": issued.serial})
+        self.metrics.inc("certificates_issued", "Person certificates issued", level=level.value)
+        return row
+
+    def revoke(self, row: Certificate, reason: str, actor: str) -> None:
+        row.status = REVOKED
+        row.revoked_at = utcnow()
+        row.revocation_reason = reason
+        audit.record(self.session, "certificate_revoked", reason, person_id=row.person_id, actor=actor,
+                     serial=row.serial)
+        self.emit(events.CERTIFICATE_REVOKED, {"serial": row.serial, "person_id": row.person_id, "reason": reason})
+        self.metrics.inc("certificates_revoked", "Person certificates revoked", reason=reason)
+
+    def revoke_all(self, person_id: str, reason: str, actor: str) -> list[str]:
+        rows = self.session.execute(select(Certificate).where(Certificate.person_id == person_id,
+                                                              Certificate.status == ACTIVE)).scalars().all()
+        for row in rows:
+            self.revoke(row, reason, actor)
+        return [row.serial for row in rows]
+
+    def answer(self, row: Certificate) -> dict:
+        """The public part: serial, PEM, chain and the level it states."""
+        return {"serial": row.serial, "certificate_pem": row.certificate_pem,
+                "chain_pem": [ca.certificate_to_pem(self.material.issuing.certificate).decode()],
+                "assurance_level": row.assurance_level}

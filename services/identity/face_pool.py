@@ -58,12 +58,33 @@ def _encode(image: bytes, field: str) -> bytes:
 
 
 def _check_liveness(actions: Sequence[str], frames: Sequence[bytes] | None, video: bytes | None) -> dict:
+    """The liveness verdict, the live face's (mean) encoding, and the most
+    frontal frame as image bytes (what a remote authority is sent)."""
+    import io
+
+    from PIL import Image
+
     from services.identity.faces import encoding_to_bytes
+    from services.identity.liveness import read_video_frames
 
     challenge = Challenge(tuple(actions))
-    result = _liveness.check_video(challenge, video) if video is not None else _liveness.check(challenge, frames)
+    if video is not None:
+        decoded = read_video_frames(video, _liveness.settings.max_frames, _liveness.settings.video)
+        result = _liveness.check(challenge, decoded)
+    else:
+        decoded = None
+        result = _liveness.check(challenge, frames)
+    best = None
+    if result.best_frame is not None:
+        if decoded is None:
+            best = bytes(frames[result.best_frame])
+        else:
+            out = io.BytesIO()
+            Image.fromarray(decoded[result.best_frame]).save(out, format="JPEG", quality=92)
+            best = out.getvalue()
     return {"passed": result.passed, "reasons": list(result.reasons), "audit": result.to_audit(),
-            "encoding": encoding_to_bytes(result.encoding) if result.encoding is not None else None}
+            "encoding": encoding_to_bytes(result.encoding) if result.encoding is not None else None,
+            "best_frame": best}
 
 
 # --- in the service process ------------------------------------------------
@@ -97,6 +118,7 @@ class FaceWorkers:
         return self._pool.run(_encode, image, field)
 
     def check_liveness(self, challenge: Challenge, frames: Sequence[bytes] | None, video: bytes | None) -> dict:
+        """``{passed, reasons, audit, encoding (bytes|None), best_frame (image bytes|None)}``."""
         return self._pool.run(_check_liveness, list(challenge.actions), frames, video)
 
 

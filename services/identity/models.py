@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: account states: ``pending_takeover`` holds an ID number another, weaker account has;
+#: it becomes ``active`` (and that account ``frozen``) when an authority face proof wins
+ACTIVE, PENDING_TAKEOVER, FROZEN = "active", "pending_takeover", "frozen"
+_ACTIVE_ONLY = text("status = 'active'")
 
 
 class Base(DeclarativeBase):
@@ -40,27 +45,91 @@ class OtpChallenge(Base):
 class Person(Base):
     """A real-name registered person. Name, ID number and phone are sealed
     (envelope encryption, bound to the person id); the ID number and the
-    phone are found by blind index, each unique. ``phone_challenge_id`` is the
-    confirmed phone code the registration used (unique: one use)."""
+    phone are found by blind index, each unique among *active* accounts (a
+    frozen account keeps its records). ``phone_challenge_id`` is the confirmed
+    phone code the registration used (unique: one use).
+
+    ``assurance_level`` (services.common.assurance) and the ``proofing_*``
+    columns say who vouched for the person, from the newest proof that raised
+    it. ``face_failures*`` count failed face willingness checks per person."""
 
     __tablename__ = "persons"
+    __table_args__ = (
+        Index("uq_persons_active_id_number", "id_number_index", unique=True,
+              sqlite_where=_ACTIVE_ONLY, postgresql_where=_ACTIVE_ONLY),
+        Index("uq_persons_active_phone", "phone_index", unique=True,
+              sqlite_where=_ACTIVE_ONLY, postgresql_where=_ACTIVE_ONLY),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), default=ACTIVE)
     name_sealed: Mapped[str] = mapped_column(Text)
     name_masked: Mapped[str] = mapped_column(String(64))
-    id_number_index: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    id_number_index: Mapped[str] = mapped_column(String(64), index=True)
     id_number_sealed: Mapped[str] = mapped_column(Text)
     id_masked: Mapped[str] = mapped_column(String(32))
-    phone_index: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    phone_index: Mapped[str] = mapped_column(String(64), index=True)
     phone_sealed: Mapped[str] = mapped_column(Text)
     phone_masked: Mapped[str] = mapped_column(String(16))
     phone_challenge_id: Mapped[str] = mapped_column(String(36), unique=True, index=True)
-    #: encoding of the ID-card portrait's face (sealed); None until matched or after deletion
+    #: encoding of the proofed face (sealed): the live face an authority matched; None until then
     face_encoding_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     face_verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     liveness_passed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    assurance_level: Mapped[str] = mapped_column(String(32), default="self_declared")
+    proofing_provider: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    proofing_request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    proofed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    frozen_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    frozen_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    face_failures: Mapped[int] = mapped_column(Integer, default=0)
+    face_failures_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    face_locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class IdentityProof(Base):
+    """One comparison of a person's face with the authority's photo (or, for
+    ``self_declared``, with a portrait they uploaded): who answered, their
+    request id, the score, the level a match proves. A matched proof unlocks
+    one step-up (certificate, phone change) within STEP_UP.WINDOW_SECONDS:
+    ``consumed_for`` says which."""
+
+    __tablename__ = "identity_proofs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    level: Mapped[str] = mapped_column(String(32))
+    matched: Mapped[bool] = mapped_column(Boolean)
+    live: Mapped[bool] = mapped_column(Boolean)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    liveness_challenge_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    consumed_for: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class SessionRow(Base):
+    """A web or API session: an opaque random token, of which only the SHA-256
+    is stored. Ends when revoked (logout, revoke-all, account frozen), idle
+    for SESSIONS.IDLE_SECONDS, or at ``expires_at`` (SESSIONS.ABSOLUTE_SECONDS)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    person_id: Mapped[str] = mapped_column(String(36), index=True)
+    user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Certificate(Base):
@@ -75,6 +144,9 @@ class Certificate(Base):
     private_key_sealed: Mapped[str] = mapped_column(Text)
     key_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    #: the level the certificate's policy states, and the proof that unlocked its issue
+    assurance_level: Mapped[str] = mapped_column(String(32), default="self_declared")
+    proof_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     not_before: Mapped[datetime] = mapped_column(DateTime)
     not_after: Mapped[datetime] = mapped_column(DateTime)
     issued_at: Mapped[datetime] = mapped_column(DateTime)
@@ -93,12 +165,15 @@ class CrlNumber(Base):
 
 
 class LivenessChallenge(Base):
-    """A head-turn challenge issued to a person; single use, expiring."""
+    """A head-turn challenge issued to a person for proofing or for one face
+    willingness check (``willingness_id``); single use, expiring."""
 
     __tablename__ = "liveness_challenges"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     person_id: Mapped[str] = mapped_column(String(36), index=True)
+    purpose: Mapped[str] = mapped_column(String(16), default="proofing")  # proofing | willingness
+    willingness_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     actions: Mapped[str] = mapped_column(String(64))  # comma-separated, in order
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime)
@@ -119,6 +194,7 @@ class WillingnessCheck(Base):
     document_title: Mapped[str | None] = mapped_column(String(64), nullable=True)
     method: Mapped[str] = mapped_column(String(8))
     otp_challenge_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    liveness_challenge_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)

@@ -11,10 +11,6 @@ into the repository.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,9 +19,6 @@ CACHE_DIR = REPO_ROOT / ".cache" / "faces"
 
 PHOTO_NAMES = ("obama", "obama2", "obama3", "biden")
 VIDEO_NAME = "short_clip.mp4"
-
-SDIST_REQUIREMENT = "face-recognition==1.3.0"
-SDIST_IMAGE_DIR = "face_recognition-1.3.0/tests/test_images/"
 
 
 def shared_dir() -> Path:
@@ -55,19 +48,6 @@ def video_path() -> Path | None:
 
 def _fill_cache_from_sdist() -> None:
     """Download the sdist with pip (PyPI verifies its hash) and extract the photos."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR) as work:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", SDIST_REQUIREMENT, "-d", work],
-            check=True,
-        )
-        (archive,) = Path(work).glob("face_recognition-1.3.0.tar.gz")
-        with tarfile.open(archive) as tar:
-            for name in PHOTO_NAMES:
-                member = tar.getmember(f"{SDIST_IMAGE_DIR}{name}.jpg")
-                data = tar.extractfile(member).read()
-                # write then rename, so a concurrent test run never reads half a file
-                partial = Path(work) / f"{name}.jpg"
-                partial.write_bytes(data)
-                os.replace(partial, CACHE_DIR / f"{name}.jpg")
+    from services.identity.proofing.demo import fetch_sdist_photos
+
+    fetch_sdist_photos(PHOTO_NAMES, CACHE_DIR)
