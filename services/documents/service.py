@@ -10,8 +10,8 @@ Rules kept here:
 * a document is read-only once signing starts (signing calls
   ``lock_for_signing`` before it records a flow): ``update_draft``,
   ``add_attachment`` and ``render`` answer ``Conflict('document_locked')``;
-  a declined or expired flow (``signing.flow_declined``/``flow_expired``)
-  hands it back;
+  a declined, expired or cancelled flow (``signing.flow_declined``/
+  ``flow_expired``/``flow_cancelled``) hands it back;
 * files go to S3 before the row that references them, in one transaction
   with the change, so a failure leaves nothing half-written referenced;
 * rendering and image decoding run in worker processes, off the eventlet hub;
@@ -328,7 +328,7 @@ class DocumentsService(ServiceBase):
         for ``flow_id`` if its PDF is still the one the flow will sign
         (Conflict ``document_changed`` otherwise). A document locked by an
         earlier flow is handed over only if signing names that flow among
-        ``ended_flows`` (declined, expired or voided); any other lock is a
+        ``ended_flows`` (declined, expired, voided or cancelled); any other lock is a
         Conflict ``document_in_flow``. Idempotent for the same flow."""
         document = self._document(document_id, for_update=True)
         if document.locked_by_flow == flow_id:
@@ -365,6 +365,12 @@ class DocumentsService(ServiceBase):
     @handles_event("signing", events.FLOW_EXPIRED)
     def on_flow_expired(self, event: dict) -> None:
         """Likewise when nobody signed in time."""
+        self._unlock_after(event)
+
+    @handles_event("signing", events.FLOW_CANCELLED)
+    def on_flow_cancelled(self, event: dict) -> None:
+        """Likewise when the platform cancelled the flow because a party's
+        identity was disputed: the maker may send it again to the right person."""
         self._unlock_after(event)
 
     def _unlock_after(self, event: dict) -> None:

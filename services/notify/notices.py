@@ -16,6 +16,8 @@ void_requested      void_requested       every party but the requester
 flow_voided         flow_voided          every party (reminders cancelled)
 flow_declined       flow_declined        every party but the decliner
 flow_expired        flow_expired         every party
+flow_cancelled      flow_cancelled       every party but the one whose
+                                         identity was disputed
 ==================  ===================  =====================================
 
 Pure: no database, no RPC.
@@ -57,6 +59,7 @@ class FlowEvent:
     next_person_id: str | None = None
     requester_person_id: str | None = None
     decliner_person_id: str | None = None
+    disputed_person_id: str | None = None
     repayment_date: dt.date | None = None
 
     @property
@@ -103,6 +106,7 @@ class FlowEvent:
             next_person_id=_optional_id(data, "next_person_id") or _named_role(data.get("next_role")),
             requester_person_id=_optional_id(data, "requester_person_id"),
             decliner_person_id=_optional_id(data, "decliner_person_id"),
+            disputed_person_id=_optional_id(data, "disputed_person_id"),
             repayment_date=repayment_date,
         )
 
@@ -143,6 +147,10 @@ def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
         return tuple(_notice(p, "flow_declined", title, {"decliner": decliner}) for p in everyone if p != decliner)
     if event_type == events.FLOW_EXPIRED:
         return tuple(_notice(p, "flow_expired", title) for p in everyone)
+    if event_type == events.FLOW_CANCELLED:
+        # the frozen account's holder is not the person the others signed with: they are not told
+        disputed = _required(flow.disputed_person_id, "disputed_person_id")
+        return tuple(_notice(p, "flow_cancelled", title) for p in everyone if p != disputed)
     raise InvalidInput("event_type", "one_of", f"notify sends nothing for {event_type!r}")
 
 

@@ -46,6 +46,7 @@ the title and link a text shows)::
       "next_role": str,                    # flow_sent: their role (when next_person_id is null)
       "requester_person_id": str,          # void_requested
       "decliner_person_id": str,           # flow_declined
+      "disputed_person_id": str,           # flow_cancelled: whose identity was disputed
       "repayment_date": "YYYY-MM-DD"       # flow_completed of an IOU: plans reminders
     }
 
@@ -59,6 +60,8 @@ void_requested     void_requested   every party but the requester
 flow_voided        flow_voided      every party; cancels the flow's reminders
 flow_declined      flow_declined    every party but the decliner
 flow_expired       flow_expired     every party
+flow_cancelled     flow_cancelled   every party but the one whose identity was
+                                    disputed (identity froze that account)
 =================  ===============  ============================================
 
 Events emitted: ``sms_sent``, ``sms_failed`` (also for ``rate_limited``),
@@ -270,6 +273,11 @@ class NotifyService(ServiceBase):
     @handles_event("signing", events.FLOW_EXPIRED)
     def on_flow_expired(self, event: dict) -> None:
         self._notify_flow(event, events.FLOW_EXPIRED)
+
+    @handles_event("signing", events.FLOW_CANCELLED)
+    def on_flow_cancelled(self, event: dict) -> None:
+        """The platform cancelled the flow over a disputed identity: tell the other parties."""
+        self._notify_flow(event, events.FLOW_CANCELLED)
 
     # -- the scheduler ---------------------------------------------------------------
     @scheduled

@@ -13,6 +13,7 @@ from services.common.database import DatabaseProvider
 from services.common.sealing import Keyring, keyring_from_secrets
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
+from services.signing.settings import SigningSettings
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ class Platform:
 
 
 class SigningContext(DependencyProvider):
-    """Hands workers the keys, the PKI cache and the evidence log."""
+    """Hands workers the keys, the settings, the PKI cache and the evidence log."""
 
     def setup(self) -> None:
+        self.settings = SigningSettings.from_config(self.container.config)  # a bad value stops the start here
         self.keys = load_keys(self.container.config)
         self.platform = Platform()
         self.tsa_url = str((self.container.config.get("TSA") or {}).get("URL") or "")
@@ -60,7 +62,8 @@ class SigningContext(DependencyProvider):
         return self._log
 
     def get_dependency(self, worker_ctx) -> "SigningContextView":
-        return SigningContextView(self.keys, self.platform, self._evidence_log(), self.tsa_url, self.public_url)
+        return SigningContextView(self.keys, self.platform, self._evidence_log(), self.tsa_url, self.public_url,
+                                  self.settings)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class SigningContextView:
     log: EvidenceLog
     tsa_url: str
     public_url: str
+    settings: SigningSettings
 
 
 PENDING_TTL = timedelta(minutes=10)

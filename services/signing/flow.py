@@ -4,20 +4,30 @@ to it afterwards. A pure state machine; the service persists it.
 States::
 
     draft ──send──► waiting(k) ──sign by party k──► waiting(k+1) … ──► completed
-                      │   │                                               │
-                      │   └──decline by an unsigned party──► declined      request_void
-                      └──expiry passed──► expired                          ▼
+      │               │ │ │                                               │
+      │               │ │ └──decline by an unsigned party──► declined      request_void
+      │               │ └──expiry passed──► expired                        ▼
+      └───────────────┴──a party's identity disputed──► cancelled
                                                    completed ◄──reject── void_requested
                                                                             │ confirm by
                                                                             ▼ another party
                                                                           voided
 
-``declined``, ``expired`` and ``voided`` are final. Every transition is
-checked here (only the party whose turn it is may sign; only a party may
-decline, request or confirm a void; the requester cannot confirm their own
-request) and returns a new :class:`Flow` plus the events it causes, so the
-caller can store both in one transaction: a failure midway leaves the flow
-where it was.
+``declined``, ``expired``, ``voided`` and ``cancelled`` are final. Every
+transition is checked here (only the party whose turn it is may sign; only a
+party may decline, request or confirm a void; the requester cannot confirm
+their own request; a party signs or consents to a void only with a
+certificate of at least the flow's identity assurance level) and returns a
+new :class:`Flow` plus the events it causes, so the caller can store both in
+one transaction: a failure midway leaves the flow where it was.
+
+Identity disputes (identity's ``identity_disputed``: an authority-proofed
+person took an ID number back from the account that held it) end or mark
+every flow of the frozen account (:func:`dispute_identity`): a flow still
+being signed (draft, waiting) is cancelled, since nobody can tell who signed
+so far; a flow that has ended, or that is completed and waiting on a void
+request, keeps its state (its signatures were made and stay evidence) and is
+marked disputed, once, with a ``flow_identity_disputed`` event.
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ from datetime import datetime
 from enum import Enum
 
 from services.common import events
+from services.common.assurance import AssuranceLevel, parse_level
 from services.common.errors import Conflict, Forbidden, InvalidInput
 
 
@@ -37,10 +48,15 @@ class FlowState(str, Enum):
     EXPIRED = "expired"
     VOID_REQUESTED = "void_requested"
     VOIDED = "voided"
+    CANCELLED = "cancelled"
 
 
-FINAL_STATES = frozenset({FlowState.DECLINED, FlowState.EXPIRED, FlowState.VOIDED})
+FINAL_STATES = frozenset({FlowState.DECLINED, FlowState.EXPIRED, FlowState.VOIDED, FlowState.CANCELLED})
+#: states in which a flow is still being signed: a disputed identity cancels these
+UNFINISHED_STATES = frozenset({FlowState.DRAFT, FlowState.WAITING})
 MAX_REASON_CHARS = 200
+#: the reason a flow cancelled by an identity dispute carries
+IDENTITY_DISPUTED = "identity_disputed"
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,12 @@ class Flow:
     void_requested_by: str | None = None
     void_confirmed_by: tuple[str, ...] = ()
     ended_at: datetime | None = None
+    #: the weakest identity assurance a party's certificate may state to sign or consent to a void
+    required_assurance: AssuranceLevel = AssuranceLevel.SELF_DECLARED
+    #: set once when a party's identity was disputed (see dispute_identity)
+    disputed_person_id: str | None = None
+    disputed_at: datetime | None = None
+    dispute_reason: str | None = None
 
     @property
     def final(self) -> bool:
@@ -87,7 +109,8 @@ class Transition:
 
 
 def new_flow(flow_id: str, document_id: str, document_sha256: str, parties: list[Party],
-             expires_at: datetime, now: datetime) -> Flow:
+             expires_at: datetime, now: datetime,
+             required_assurance: AssuranceLevel = AssuranceLevel.SELF_DECLARED) -> Flow:
     """A draft flow. The initiator is the first party; at least two parties,
     each person and each signature field once."""
     if len(parties) < 2:
@@ -104,7 +127,30 @@ def new_flow(flow_id: str, document_id: str, document_sha256: str, parties: list
         raise InvalidInput("document_sha256", "sha256_hex", "expected 64 lower-case hex characters")
     if expires_at <= now:
         raise InvalidInput("expires_at", "future", "expected an expiry after now")
-    return Flow(flow_id, document_id, document_sha256, tuple(parties), expires_at)
+    return Flow(flow_id, document_id, document_sha256, tuple(parties), expires_at,
+                required_assurance=required_assurance)
+
+
+def required_assurance(requested: str | None, platform_minimum: AssuranceLevel) -> AssuranceLevel:
+    """The level a new flow requires: the platform's minimum, or a higher one
+    the initiator asks for; never a lower one."""
+    if requested is None:
+        return platform_minimum
+    level = parse_level(requested, "required_assurance")
+    if not level.at_least(platform_minimum):
+        raise InvalidInput("required_assurance", "below_platform_minimum",
+                           f"expected {platform_minimum.value} or higher, found {level.value}")
+    return level
+
+
+def check_assurance(flow: Flow, level: AssuranceLevel | None) -> AssuranceLevel:
+    """The level a party's certificate states, if the flow accepts it;
+    ``Forbidden('assurance_too_low')`` otherwise. A certificate stating no
+    level predates levels and vouches for nothing more than self_declared."""
+    stated = level or AssuranceLevel.SELF_DECLARED
+    if not stated.at_least(flow.required_assurance):
+        raise Forbidden("assurance_too_low")
+    return stated
 
 
 def _require_state(flow: Flow, *allowed: FlowState) -> None:
@@ -181,6 +227,27 @@ def expire(flow: Flow, now: datetime) -> Transition:
     if now < flow.expires_at:
         raise Conflict("flow_not_expired")
     return Transition(replace(flow, state=FlowState.EXPIRED, ended_at=now), (events.FLOW_EXPIRED,))
+
+
+def cancel(flow: Flow, reason: str, now: datetime) -> Transition:
+    """The platform ends a flow still being signed (no party acts): final."""
+    _require_state(flow, *UNFINISHED_STATES)
+    cancelled = replace(flow, state=FlowState.CANCELLED, reason=_reason(reason), ended_at=now)
+    return Transition(cancelled, (events.FLOW_CANCELLED,))
+
+
+def dispute_identity(flow: Flow, person_id: str, dispute_reason: str, now: datetime) -> Transition:
+    """A party's identity was disputed (see the module docstring): cancel an
+    unfinished flow, mark an ended one. A flow cancelled or marked already
+    stays as it is, without events: the first dispute is the one on record."""
+    flow.party(person_id)  # Forbidden('not_a_party')
+    if flow.state is FlowState.CANCELLED or flow.disputed_person_id is not None:
+        return Transition(flow)
+    disputed = dict(disputed_person_id=person_id, disputed_at=now, dispute_reason=_reason(dispute_reason))
+    if flow.state in UNFINISHED_STATES:
+        cancelled = cancel(flow, IDENTITY_DISPUTED, now)
+        return Transition(replace(cancelled.flow, **disputed), cancelled.events)
+    return Transition(replace(flow, **disputed), (events.FLOW_IDENTITY_DISPUTED,))
 
 
 def request_void(flow: Flow, person_id: str, reason: str) -> Transition:

@@ -75,7 +75,7 @@ EVIDENCE_LOG_TABLES = (LogHead.__table__, LogLeaf.__table__, LogNode.__table__, 
 # --- signing flows ---------------------------------------------------------
 
 
-LIVE_FLOW = "state NOT IN ('declined', 'expired', 'voided')"
+LIVE_FLOW = "state NOT IN ('declined', 'expired', 'voided', 'cancelled')"
 
 
 class FlowRow(Base):
@@ -84,7 +84,7 @@ class FlowRow(Base):
     bucket; ``current_*`` names the newest one."""
 
     __tablename__ = "flows"
-    # one live (not declined, expired or voided) flow per document, even for concurrent starts
+    # one live (not declined, expired, voided or cancelled) flow per document, even for concurrent starts
     __table_args__ = (Index("uq_flows_live_document", "document_id", unique=True,
                             postgresql_where=text(LIVE_FLOW), sqlite_where=text(LIVE_FLOW)),)
 
@@ -105,6 +105,12 @@ class FlowRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # an assurance level (services/common/assurance.py); flows from before levels required none
+    required_assurance: Mapped[str] = mapped_column(String(32), server_default="self_declared")
+    # set once, when identity announced that a party's identity was disputed (identity_disputed)
+    disputed_person_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    disputed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    dispute_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class FlowParty(Base):
@@ -119,6 +125,8 @@ class FlowParty(Base):
     signed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     certificate_serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
     willingness_method: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # the level the signing certificate stated (none stated: self_declared); None until signed
+    assurance_level: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class PendingAction(Base):

@@ -13,11 +13,17 @@ What is checked:
   checkpoint; every evidence leaf's RFC 9162 inclusion proof against that
   checkpoint; and that the leaves say what the report says (same flow, the
   report's fields, the ``prev_index`` chain unbroken from the flow's first
-  event, the final event recorded with the final PDF's hash).
+  event, the final event recorded with the final PDF's hash);
+* per party, the identity assurance level the report states (and the one the
+  party's signer certificate states, read from the PDF); and that a dispute
+  of a party's identity is in the report exactly when the log records one.
 
 Each check is a :class:`Check` saying what was expected and what was found,
-so the output names exactly what failed. Exit status: 0 when every check
-holds, 1 when one fails, 2 on a usage error (missing file, bad key, no root).
+so the output names exactly what failed. What holds but should give a reader
+pause is a warning, not a failure: an identity that no authority verified
+(self_declared), a signer certificate stating another level than the report,
+a disputed identity. Exit status: 0 when every check holds (warnings or
+not), 1 when one fails, 2 on a usage error (missing file, bad key, no root).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from typing import Any
 
 from cryptography import x509
 
+from services.common.assurance import LEVELS, AssuranceLevel
 from services.common.errors import EsignError, InvalidInput
 from services.signing.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
@@ -47,7 +54,10 @@ DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "var" / "ca" / "root.pem"
 #: the event that ends a flow in each final state, as the log records it
 FINAL_EVENTS = {
     "completed": "flow_completed", "voided": "flow_voided", "declined": "flow_declined", "expired": "flow_expired",
+    "cancelled": "flow_cancelled",
 }
+#: the log events that record a dispute of a party's identity (an unfinished flow is cancelled by it)
+DISPUTE_EVENTS = ("flow_identity_disputed", "flow_cancelled")
 #: report event fields copied from the leaf, which must agree with it
 _EVENT_FIELDS = ("event_type", "timestamp", "party_id", "prev_index")
 
@@ -73,6 +83,8 @@ class OfflineResult:
     checks: tuple[Check, ...]
     #: the full PDF verification (:meth:`VerificationResult.to_dict`), None if unreadable
     pdf: Mapping[str, Any] | None
+    #: what holds but should give a reader pause (a self-declared or disputed identity)
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -85,7 +97,7 @@ class OfflineResult:
     def to_dict(self) -> dict:
         return {
             "ok": self.ok, "file_sha256": self.file_sha256, "problems": self.problems,
-            "checks": [asdict(check) for check in self.checks], "pdf": self.pdf,
+            "warnings": list(self.warnings), "checks": [asdict(check) for check in self.checks], "pdf": self.pdf,
         }
 
 
@@ -115,6 +127,7 @@ def _pdf_checks(result: VerificationResult) -> list[Check]:
         checks.append(Check("PDF signatures", False, "at least one signature", "none"))
     for sig in result.signatures:
         held = f"{sig.signer}; intact, valid and trusted"
+        held += f"; certificate states assurance {sig.assurance_level or 'none (issued before levels)'}"
         if sig.timestamp is not None:
             held += f"; time-stamped {sig.timestamp.time} by {sig.timestamp.tsa}"
         checks.append(Check(
@@ -258,8 +271,89 @@ def _content_checks(report_body: Mapping[str, Any], events: Sequence[Mapping[str
     return [Check(subject, False, expected, found) for subject, expected, found in problems]
 
 
+def _describe_check(check: Mapping[str, Any]) -> str:
+    """An identity check in one line: level, who checked, score, liveness, account."""
+    level = AssuranceLevel(check["assurance_level"])
+    said = f"{level.value} ({level.label}); provider {check.get('provider')}"
+    if check.get("request_id"):
+        said += f", request id {check['request_id']}"
+    if check.get("score") is not None:
+        said += f"; {check.get('score_kind')} {check['score']} (threshold {check.get('threshold')})"
+    said += f"; liveness {check.get('liveness')}; checked {check.get('checked_at') or 'never'}"
+    return said + f"; account {check.get('account_status')}"
+
+
+def _identity_checks(body: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
+                     pdf_result: VerificationResult | None, warnings: list[str]) -> list[Check]:
+    """Per party, the assurance level the report states (warning when no
+    authority vouched for it, or the signer certificate states another), and
+    the dispute: in the report exactly when the log records one."""
+    parties = {_field(party, "person_id"): party for party in _field(body, "parties")}
+
+    def who(person_id: str) -> str:
+        party = parties.get(person_id)
+        return f"{party.get('role')} {party.get('name')}" if party else str(person_id)
+
+    fields = {_field(sig, "person_id"): _field(sig, "field_name") for sig in _field(body, "signatures")}
+    certified = {sig.field_name: sig.assurance_level for sig in (pdf_result.signatures if pdf_result else ())}
+    checks = []
+    for position, check in enumerate(_field(body, "identity_checks")):
+        if not isinstance(check, Mapping):
+            raise _Malformed(f"identity_checks.{position}")
+        person_id = _field(check, "person_id")
+        stated = check.get("assurance_level")
+        if stated is None:  # a version 1 report: identity checks before assurance levels
+            warnings.append(f"identity of {who(person_id)}: the report states no assurance level "
+                            f"(report version {body.get('version')})")
+            continue
+        subject = f"identity of {who(person_id)}"
+        if stated not in LEVELS:
+            checks.append(Check(subject, False, f"an assurance level ({', '.join(LEVELS)})", repr(stated)))
+            continue
+        checks.append(Check(subject, True, f"an assurance level ({', '.join(LEVELS)})", _describe_check(check)))
+        if not AssuranceLevel(stated).authority_checked:
+            warnings.append(f"identity of {who(person_id)} is self-declared: not verified by an authority")
+        field_name = fields.get(person_id)
+        if field_name in certified:
+            in_certificate = certified[field_name] or AssuranceLevel.SELF_DECLARED.value
+            if in_certificate != stated:
+                warnings.append(f"identity of {who(person_id)}: the report states {stated}, the signer certificate "
+                                f"in {field_name} states {certified[field_name] or 'none (issued before levels)'}")
+    logged = [r for r in records if r.get("event_type") in DISPUTE_EVENTS and r.get("disputed_person_id")]
+    dispute = body.get("dispute")
+    if dispute is None and not logged:
+        return checks
+    expected = ("no dispute, as the log records none" if not logged else
+                f"the dispute of {logged[0]['disputed_person_id']}'s identity the log records ({logged[0]['event_type']})")
+    if dispute is None:
+        checks.append(Check("identity dispute", False, expected, "none in the report"))
+        return checks
+    if not isinstance(dispute, Mapping):
+        raise _Malformed("dispute")
+    person_id = _field(dispute, "person_id")
+    agrees = any(r["disputed_person_id"] == person_id for r in logged)
+    checks.append(Check("identity dispute", agrees, expected,
+                        f"a dispute of {person_id}'s identity at {_field(dispute, 'at')} ({_field(dispute, 'reason')})"))
+    warnings.append(f"identity of {who(person_id)} was disputed at {_field(dispute, 'at')} "
+                    f"({_field(dispute, 'reason')}): the account is frozen and its certificates revoked; "
+                    f"the signatures of that party may not be theirs")
+    return checks
+
+
+def _leaf_records(events: Sequence[Mapping[str, Any]]) -> list[dict]:
+    records = []
+    for event in events:
+        try:
+            record = json.loads(_field(event, "leaf"))
+        except ValueError:
+            continue  # named by the content checks
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
-                   pdf_result: VerificationResult | None) -> list[Check]:
+                   pdf_result: VerificationResult | None, warnings: list[str]) -> list[Check]:
     if not isinstance(signed, Mapping) or not isinstance(signed.get("report"), Mapping):
         return [Check("report", False, "a signed report {report, signature}", "no report object")]
     if verifier is None:
@@ -285,6 +379,7 @@ def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
         if checkpoint is not None:
             checks += _inclusion_checks(events, note, verifier)
         checks += _content_checks(body, events)
+        checks += _identity_checks(body, _leaf_records(events), pdf_result, warnings)
     except _Malformed as exc:
         checks.append(Check("report contents", False, "a report as esign produces it", f"missing or malformed {exc}"))
     return checks
@@ -299,6 +394,7 @@ def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping
     verifier = NoteVerifier.from_key_string(log_public_key) if log_public_key else None
     pdf_sha256 = hashlib.sha256(pdf_bytes).hexdigest()
     checks: list[Check] = []
+    warnings: list[str] = []
     try:
         pdf_result = verify_pdf(pdf_bytes, roots, now=now)
     except InvalidInput as exc:
@@ -307,8 +403,8 @@ def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping
     else:
         checks += _pdf_checks(pdf_result)
     if report is not None:
-        checks += _report_checks(pdf_sha256, report, verifier, pdf_result)
-    return OfflineResult(pdf_sha256, tuple(checks), pdf_result.to_dict() if pdf_result else None)
+        checks += _report_checks(pdf_sha256, report, verifier, pdf_result, warnings)
+    return OfflineResult(pdf_sha256, tuple(checks), pdf_result.to_dict() if pdf_result else None, tuple(warnings))
 
 
 # --- command line -------------------------------------------------------------------
@@ -361,9 +457,11 @@ def _human(path: str, result: OfflineResult) -> str:
     lines = [f"esign verify {path}", f"  SHA-256 {result.file_sha256}"]
     for check in result.checks:
         lines.append(f"  ✓ {check.subject}: {check.found}" if check.ok else f"  ✗ {check.sentence()}")
+    lines += [f"  ⚠ WARNING: {warning}" for warning in result.warnings]
     failed = sum(not c.ok for c in result.checks)
-    lines.append(f"OK: all {len(result.checks)} checks hold" if result.ok
-                 else f"FAILED: {failed} of {len(result.checks)} checks failed")
+    warned = f" ({len(result.warnings)} warnings)" if result.warnings else ""
+    lines.append(f"OK: all {len(result.checks)} checks hold{warned}" if result.ok
+                 else f"FAILED: {failed} of {len(result.checks)} checks failed{warned}")
     return "\n".join(lines)
 
 

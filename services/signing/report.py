@@ -11,9 +11,16 @@ so its SHA-256 names it; the signed note's text is::
 
 What the report holds: the document title and the SHA-256 of the original and
 the final PDF; every party (name, masked ID number and phone, certificate
-serial, issuer and validity); how identity was checked; each willingness
+serial, issuer and validity); how identity was checked (the assurance level
+of :mod:`services.common.assurance`, the proofing provider and its request
+id, the score with its kind and threshold, liveness, when); each willingness
 check; each signature with its RFC 3161 time-stamp; the flow's evidence-log
-leaves (RFC 9162) with their inclusion proofs against one signed checkpoint.
+leaves (RFC 9162) with their inclusion proofs against one signed checkpoint;
+and, when a party's identity was disputed after the flow, the dispute.
+
+Version 2 (this one) replaced version 1's ``id_verified`` / ``face_*``
+identity checks, which vouched for no authority, by the assurance level and
+the authority's answer, and added ``dispute``.
 
 Personal data: the report carries masked values only (1101**********002X).
 Every string is screened for a clear resident ID number (GB 11643-1999
@@ -49,6 +56,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from services.common.assurance import AssuranceLevel, parse_level
 from services.common.errors import IntegrityError, InvalidInput
 
 # TODO(lead): the font stack is shared with documents; move it to services/common
@@ -67,7 +75,7 @@ from services.signing.evidence_log import (
     verify_checkpointed_inclusion,
 )
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 REPORT_KIND = "esign.signing_report"
 NOTE_HEADER = "esign report v1"
 
@@ -82,8 +90,11 @@ _NOT_PERSONAL_KEYS = frozenset({
     "original_pdf_sha256", "final_pdf_sha256", "document_hash",
 })
 _MASK_CHARACTER = "*"
-#: decimals kept of a face distance or threshold (distances lie in [0, 2))
-FACE_DECIMALS = 4
+#: decimals kept of an identity check's score or threshold (a face distance lies in [0, 2),
+#: a similarity in [0, 100])
+SCORE_DECIMALS = 4
+#: what an identity check's score measures: a match is above a similarity threshold, below a distance one
+SCORE_KINDS = ("similarity", "distance")
 
 
 class ReportSignatureError(IntegrityError):
@@ -134,7 +145,7 @@ def _sha256_hex(value: Any, field: str) -> str:
 
 
 def _decimal(value: Any, field: str) -> str | None:
-    """A face distance or threshold as a fixed-point string (floats are not canonical JSON)."""
+    """A score or threshold as a fixed-point string (floats are not canonical JSON)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -143,15 +154,17 @@ def _decimal(value: Any, field: str) -> str | None:
         number = float(value)
     except ValueError:
         raise InvalidInput(field, "decimal", "expected a decimal number") from None
-    if not 0 <= number < 100:
-        raise InvalidInput(field, "range", f"expected 0 <= value < 100, found {number}")
-    return f"{number:.{FACE_DECIMALS}f}"
+    if not 0 <= number <= 100:
+        raise InvalidInput(field, "range", f"expected 0 <= value <= 100, found {number}")
+    return f"{number:.{SCORE_DECIMALS}f}"
 
 
-def _flag(value: Any, field: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise InvalidInput(field, "type", f"expected true, false or null, found {type(value).__name__}")
+def _one_of(value: Any, field: str, allowed: Sequence[str], required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if value not in allowed:
+        raise InvalidInput(field, "allowed_values", f"expected one of {', '.join(allowed)}")
+    return value
 
 
 def _masked(value: Any, field: str, length: int | None) -> str:
@@ -217,16 +230,36 @@ def _party(data: Mapping[str, Any], i: int, roles: Mapping[str, str]) -> dict:
 
 
 def _identity_check(data: Mapping[str, Any], i: int) -> dict:
+    """Identity's ``report_profile`` ``identity_check`` of one party, as the report keeps it."""
     where = f"identity_checks.{i}"
+    score = _decimal(data.get("score"), f"{where}.score")
     return {
         "person_id": _text(data.get("person_id"), f"{where}.person_id", max_length=64),
-        "id_verified": _flag(data.get("id_verified"), f"{where}.id_verified"),
-        # face-recognition's score is a distance: a match is below the threshold
-        "face_distance": _decimal(data.get("face_distance"), f"{where}.face_distance"),
-        "face_threshold": _decimal(data.get("face_threshold"), f"{where}.face_threshold"),
-        "face_matched": _flag(data.get("face_matched"), f"{where}.face_matched"),
-        "liveness": _text(data.get("liveness"), f"{where}.liveness", required=False, max_length=32),
-        "checked_at": _timestamp(data.get("checked_at"), f"{where}.checked_at"),
+        "assurance_level": parse_level(data.get("assurance_level"), f"{where}.assurance_level").value,
+        "provider": _text(data.get("provider"), f"{where}.provider", max_length=32),
+        "request_id": _text(data.get("request_id"), f"{where}.request_id", required=False, max_length=100),
+        "score": score,
+        # a similarity (Tencent FaceID Sim) matches above its threshold, a face distance below it
+        "score_kind": _one_of(data.get("score_kind"), f"{where}.score_kind", SCORE_KINDS, required=score is not None),
+        "threshold": _decimal(data.get("threshold"), f"{where}.threshold"),
+        "liveness": _text(data.get("liveness"), f"{where}.liveness", max_length=32),
+        # a self-declared identity may never have been checked
+        "checked_at": _timestamp(data.get("checked_at"), f"{where}.checked_at", required=False),
+        "account_status": _text(data.get("account_status"), f"{where}.account_status", max_length=16),
+    }
+
+
+def _dispute(flow: Mapping[str, Any]) -> dict | None:
+    """The flow's ``disputed_identity`` (get_flow) as the report's ``dispute``."""
+    disputed = flow.get("disputed_identity")
+    if disputed is None:
+        return None
+    if not isinstance(disputed, Mapping):
+        raise InvalidInput("flow.disputed_identity", "type", "expected {person_id, at, reason} or null")
+    return {
+        "person_id": _text(disputed.get("person_id"), "flow.disputed_identity.person_id", max_length=64),
+        "at": _timestamp(disputed.get("at"), "flow.disputed_identity.at"),
+        "reason": _text(disputed.get("reason"), "flow.disputed_identity.reason", max_length=64),
     }
 
 
@@ -327,12 +360,16 @@ def build_report(
     """The report of one flow as a JSON-able dict.
 
     * ``flow``: the signing service's flow dict (``flow_id``, ``title``,
-      ``state``, ``document_id``, ``reason``, ``parties`` with roles);
+      ``state``, ``document_id``, ``reason``, ``parties`` with roles, and
+      ``disputed_identity`` ``{person_id, at, reason}`` or null, which becomes
+      the report's ``dispute``);
     * ``parties``: ``{person_id, role?, name, id_number_masked, phone_masked,
       certificate: {serial, issuer, subject?, not_before, not_after}}``, already
       masked by identity (a clear ID number or phone is refused);
-    * ``identity_checks``: ``{person_id, id_verified, face_distance,
-      face_threshold, face_matched, liveness, checked_at}``;
+    * ``identity_checks``: ``{person_id, assurance_level, provider,
+      request_id, score, score_kind, threshold, liveness, checked_at,
+      account_status}`` (identity's ``report_profile``; scores become
+      decimal strings), one per party;
     * ``willingness``: ``{person_id, action, method, at, outcome}``;
     * ``signatures``: ``{person_id, field_name, signed_at, timestamp_time,
       tsa}`` (see :func:`signature_entries`);
@@ -362,6 +399,7 @@ def build_report(
         "willingness": [_willingness(w, i) for i, w in enumerate(willingness)],
         "signatures": [_signature(s, i) for i, s in enumerate(signatures)],
         "evidence": _evidence(evidence, flow_id),
+        "dispute": _dispute(flow),
     }
     if not report["parties"]:
         raise InvalidInput("parties", "required", "expected at least one party, found none")
@@ -412,6 +450,7 @@ def verify_report_signature(signed: Mapping[str, Any], verifier_key_string: str)
 
 #: China Standard Time: the report shows times as people in China read them
 _CST = timezone(timedelta(hours=8))
+_WARNING_RED = colors.HexColor("#B00020")
 
 LABELS = {
     "title": "签约报告",
@@ -429,7 +468,13 @@ LABELS = {
     "certificate_columns": ("签约方", "证书序列号", "颁发者", "有效期"),
     "certificates": "数字证书",
     "identity": "实名认证",
-    "identity_columns": ("签约方", "身份证核验", "人脸比对距离 / 阈值", "活体检测", "核验时间"),
+    "identity_rows": ("签约方", "认证等级", "核验机构", "比对分数", "活体检测", "核验时间", "账户状态"),
+    "request_id": "请求编号",
+    "threshold": "阈值",
+    "self_declared_warning": "警告：{who}的身份为自行声明，未经权威机构核验，不能证明其真实身份。",
+    "dispute": "身份争议",
+    "dispute_warning": ("警告：签约方{who}的身份已于{at}被认定存在争议（{reason}）。平台已冻结该账户并吊销其证书；"
+                        "该方在本流程中的签署可能并非本人所为，请谨慎采信。"),
     "willingness": "意愿认证",
     "willingness_columns": ("签约方", "事项", "方式", "时间", "结果"),
     "signatures": "电子签名与时间戳",
@@ -457,12 +502,17 @@ WORDS = {
     "completed": "已生效", "voided": "已作废", "declined": "已拒签", "expired": "已过期", "waiting": "待签署",
     "void_requested": "作废申请中", "sms": "短信验证码", "face": "刷脸", "passed": "通过", "failed": "未通过",
     "sign": "签署", "request_void": "申请作废", "confirm_void": "确认作废",
+    "cancelled": "已取消", "not_performed": "未进行", "active": "正常", "frozen": "已冻结",
+    "registry": "本地权威库（参考照片）", "tencent_faceid": "腾讯云人脸核身", "self_declared": "自行声明",
+    "similarity": "相似度", "distance": "人脸距离",
+    "identity_taken_over": "该身份证号已由经权威核验的本人重新认证", "identity_disputed": "身份存在争议",
 }
 
 #: display words of the log's event types (some share a name with a state)
 EVENT_WORDS = {
     "flow_sent": "发起签约", "party_joined": "签署方加入", "party_signed": "一方签署", "flow_completed": "签约完成", "flow_declined": "拒签",
     "flow_expired": "过期", "void_requested": "申请作废", "void_rejected": "拒绝作废", "flow_voided": "作废",
+    "flow_cancelled": "平台取消", "flow_identity_disputed": "身份争议标记",
 }
 
 
@@ -529,6 +579,8 @@ class _ReportRenderer:
                                       spaceAfter=4)
         self.title = ParagraphStyle("title", parent=self.body, fontSize=20, leading=26, alignment=1)
         self.subtitle = ParagraphStyle("subtitle", parent=self.body, alignment=1, textColor=colors.grey)
+        self.warning = ParagraphStyle("warning", parent=self.body, fontSize=10, leading=14, textColor=_WARNING_RED,
+                                      spaceBefore=2)
         self.width = A4[0] - 36 * mm
 
     def markup(self, text: str) -> str:
@@ -561,6 +613,42 @@ class _ReportRenderer:
         table.setStyle(TableStyle(commands))
         return table
 
+    def alert(self, text: str) -> Table:
+        """A warning nobody reading the page can miss: red text in a red box."""
+        box = Table([[self.para(text, self.warning)]], colWidths=[self.width])
+        box.setStyle(TableStyle([
+            ("FONT", (0, 0), (-1, -1), self.fonts.primary, 10),
+            ("BOX", (0, 0), (-1, -1), 1.2, _WARNING_RED),
+            ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#FDECEA")),
+        ]))
+        return box
+
+    def identity_check(self, check: Mapping[str, Any], who) -> list:
+        """One party's identity check as rows, with a warning when no authority vouched for it."""
+        level = AssuranceLevel(check["assurance_level"])
+        provider = _word(check["provider"])
+        if check["request_id"]:
+            provider += f"\n{LABELS['request_id']} {check['request_id']}"
+        score = LABELS["none"]
+        if check["score"] is not None:
+            threshold = check["threshold"] or LABELS["none"]
+            score = f"{check['score']}（{_word(check['score_kind'])}，{LABELS['threshold']} {threshold}）"
+        values = (who(check["person_id"]), level.label, provider, score, _word(check["liveness"]),
+                  _display_time(check["checked_at"]), _word(check["account_status"]))
+        parts: list = [self.table([[label, value] for label, value in zip(LABELS["identity_rows"], values)],
+                                  (0.25, 0.75), header=False)]
+        if not level.authority_checked:
+            parts.append(self.para(LABELS["self_declared_warning"].format(who=who(check["person_id"])), self.warning))
+        return [KeepTogether(parts), Spacer(1, 2 * mm)]
+
+    def dispute(self, who) -> list:
+        dispute = self.report.get("dispute")
+        if not dispute:
+            return []
+        text = LABELS["dispute_warning"].format(who=who(dispute["person_id"]), at=_display_time(dispute["at"]),
+                                                reason=_word(dispute["reason"]))
+        return [Spacer(1, 4 * mm), self.alert(text)]
+
     def names(self) -> dict[str, str]:
         return {p["person_id"]: f"{p['name']}（{_word(p['role'])}）" for p in self.report["parties"]}
 
@@ -571,6 +659,7 @@ class _ReportRenderer:
         story: list = [
             self.para(LABELS["title"], self.title),
             self.para(LABELS["subtitle"], self.subtitle),
+            *self.dispute(who),
             Spacer(1, 6 * mm),
             self.para(LABELS["document"], self.heading),
             self.table([
@@ -578,6 +667,8 @@ class _ReportRenderer:
                 [LABELS["flow_id"], flow["flow_id"]],
                 [LABELS["state"], _word(flow["state"])],
                 [LABELS["reason"], flow.get("reason") or LABELS["none"]],
+                *([[LABELS["dispute"], f"{who(r['dispute']['person_id'])}，{_display_time(r['dispute']['at'])}"]]
+                  if r.get("dispute") else []),
                 [LABELS["original_sha"], doc["original_pdf_sha256"]],
                 [LABELS["final_sha"], doc["final_pdf_sha256"]],
                 [LABELS["generated_at"], _display_time(r["generated_at"])],
@@ -593,13 +684,7 @@ class _ReportRenderer:
                 for p in r["parties"]
             ], (0.18, 0.3, 0.26, 0.26)),
             self.para(LABELS["identity"], self.heading),
-            self.table([list(LABELS["identity_columns"])] + [
-                [who(c["person_id"]), _word(c["id_verified"]),
-                 f"{c['face_distance'] or LABELS['none']} / {c['face_threshold'] or LABELS['none']}"
-                 + (f"（{_word(c['face_matched'])}）" if c["face_matched"] is not None else ""),
-                 _word(c["liveness"]), _display_time(c["checked_at"])]
-                for c in r["identity_checks"]
-            ], (0.2, 0.14, 0.26, 0.14, 0.26)),
+            *[part for check in r["identity_checks"] for part in self.identity_check(check, who)],
             self.para(LABELS["willingness"], self.heading),
             self.table([list(LABELS["willingness_columns"])] + [
                 [who(w["person_id"]), _word(w["action"]), _word(w["method"]), _display_time(w["at"]),

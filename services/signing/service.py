@@ -15,11 +15,30 @@ is used only with a fresh willingness grant for one exact digest:
 Voiding works the same way: the void request and each confirmation are
 statements the person signs with their own key.
 
+Identity assurance: every flow requires a level (``ASSURANCE.REQUIRED_LEVEL``,
+the platform minimum, or a higher one given to ``start_flow``). Before any
+PDF work or willingness code, signing and void consent read the level the
+person's current certificate states (a certificate policy; none stated:
+self_declared) and refuse a weaker one with ``Forbidden('assurance_too_low')``.
+The level a party signed with is kept on the party and in its
+``party_signed`` event, and so in the evidence log.
+
+Identity disputes: identity's ``identity_disputed`` (an authority-proofed
+person took an ID number back; the old account is frozen, its certificates
+revoked) cancels every unfinished flow of the frozen account
+(``flow_cancelled``; documents hands the document back, notify tells the
+other parties) and marks every ended one, completed and void_requested
+included (``flow_identity_disputed``; ``get_flow`` then answers ``status``
+``disputed_identity``, and its report carries the dispute). See
+:func:`services.signing.flow.dispute_identity`.
+
 Events (payloads carry ids, never personal data)::
 
     {flow_id, document_id, document_title, document_sha256, parties: [{person_id, role}],
      initiator_person_id, next_person_id, actor_person_id, repayment_date, reason,
-     certificate_serial, willingness_method}
+     certificate_serial, willingness_method,
+     assurance_level,                          # party_signed (and the event after it)
+     disputed_person_id, dispute_reason}       # flow_cancelled, flow_identity_disputed
 """
 from __future__ import annotations
 
@@ -32,12 +51,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import eventlet
+from cryptography import x509
 from nameko.rpc import RpcProxy
 from nameko.timer import timer
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from services.common import events
+from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import (
     Conflict,
@@ -72,7 +93,9 @@ WILLINGNESS_METHODS = ("sms", "face")
 EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last event to reach the log
 FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
                events.FLOW_DECLINED, events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED,
-               events.FLOW_VOIDED)
+               events.FLOW_VOIDED, events.FLOW_CANCELLED, events.FLOW_IDENTITY_DISPUTED)
+#: fields of a flow event copied into its evidence-log leaf when the event has them
+LEAF_EXTRA_FIELDS = ("assurance_level", "disputed_person_id", "dispute_reason")
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -107,7 +130,22 @@ def to_domain(row: FlowRow, parties: list[FlowParty]) -> F.Flow:
         expires_at=_aware(row.expires_at), state=F.FlowState(row.state), current=row.current_index,
         reason=row.reason, void_requested_by=row.void_requested_by,
         void_confirmed_by=tuple(json.loads(row.void_confirmed_by or "[]")), ended_at=_aware(row.ended_at),
+        required_assurance=AssuranceLevel(row.required_assurance), disputed_person_id=row.disputed_person_id,
+        disputed_at=_aware(row.disputed_at), dispute_reason=row.dispute_reason,
     )
+
+
+def certificate_level(certificate_pem: str) -> AssuranceLevel | None:
+    """The assurance level a person certificate (PEM, as identity answers it) states."""
+    return level_of_certificate(x509.load_pem_x509_certificate(certificate_pem.encode("ascii")))
+
+
+def flow_status(row: FlowRow) -> str:
+    """What ``get_flow`` calls the flow: its state, or ``disputed_identity``
+    for an ended flow marked by a dispute (a cancelled one says cancelled)."""
+    if row.disputed_at is not None and row.state != F.FlowState.CANCELLED.value:
+        return "disputed_identity"
+    return row.state
 
 
 def void_statement(flow_id: str, document_sha256: str, action: str, person_id: str, reason: str | None) -> str:
@@ -149,6 +187,9 @@ class SigningService(ServiceBase):
         row.void_requested_by = flow.void_requested_by
         row.void_confirmed_by = json.dumps(list(flow.void_confirmed_by))
         row.ended_at = _naive(flow.ended_at)
+        row.disputed_person_id = flow.disputed_person_id
+        row.disputed_at = _naive(flow.disputed_at)
+        row.dispute_reason = flow.dispute_reason
         row.updated_at = utcnow()
         for party_row, party in zip(parties, flow.parties):
             party_row.signed_at = _naive(party.signed_at)
@@ -182,6 +223,10 @@ class SigningService(ServiceBase):
         ).scalars().all()
         return {
             "flow_id": row.id, "document_id": row.document_id, "title": row.title, "state": row.state,
+            "status": flow_status(row), "required_assurance": row.required_assurance,
+            "disputed_identity": None if row.disputed_at is None else {
+                "person_id": row.disputed_person_id, "at": _aware(row.disputed_at).isoformat(),
+                "reason": row.dispute_reason},
             "document_sha256": row.document_sha256, "current_pdf_sha256": row.current_pdf_sha256,
             "expires_at": _aware(row.expires_at).isoformat(), "reason": row.reason,
             "void_requested_by": row.void_requested_by, "repayment_date": row.repayment_date,
@@ -190,7 +235,8 @@ class SigningService(ServiceBase):
             "parties": [{"person_id": p.person_id, "role": p.role, "signature_field": p.signature_field,
                          "signed_at": _aware(p.signed_at).isoformat() if p.signed_at else None,
                          "certificate_serial": p.certificate_serial,
-                         "willingness_method": p.willingness_method} for p in parties],
+                         "willingness_method": p.willingness_method,
+                         "assurance_level": p.assurance_level} for p in parties],
             "objects": [{"kind": o.kind, "sha256": o.sha256, "version_id": o.version_id, "size": o.size}
                         for o in objects],
         }
@@ -215,7 +261,7 @@ class SigningService(ServiceBase):
     @rpc
     def start_flow(self, document_id: str, initiator_person_id: str, parties: list[dict],
                    expires_in_hours: int = 72, title: str | None = None,
-                   repayment_date: str | None = None) -> dict:
+                   repayment_date: str | None = None, required_assurance: str | None = None) -> dict:
         """Start signing a rendered document. ``parties`` in signing order,
         the initiator first: ``[{role, person_id?, signature_field?}]``, one
         for every party the document names (``role`` by id or label).
@@ -224,9 +270,14 @@ class SigningService(ServiceBase):
         (real name and resident ID number, checked by identity): a given
         ``person_id`` must be that person, a missing one is looked up (the
         initiator is ``initiator_person_id``). ``signature_field`` defaults to
-        the role's field and may not name another."""
+        the role's field and may not name another.
+
+        ``required_assurance``: the identity assurance every party's
+        certificate must state (services/common/assurance.py); the platform
+        minimum when not given, refused when below it."""
         if not 1 <= expires_in_hours <= 24 * 30:
             raise InvalidInput("expires_in_hours", "range", "expected 1 to 720 hours")
+        level = F.required_assurance(required_assurance, self.ctx.settings.required_assurance)
         content = self.documents.get_document_content(document_id=document_id)
         rendered = content.get("content") or {}
         named = rendered.get("parties") or []
@@ -254,7 +305,8 @@ class SigningService(ServiceBase):
             raise IntegrityError(f"document {document_id}", "PDF hash differs from the recorded one")
         now = _now()
         flow_id = str(uuid.uuid4())
-        flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now)
+        flow = F.new_flow(flow_id, document_id, sha, domain_parties, now + timedelta(hours=expires_in_hours), now,
+                          level)
         title = (title or rendered.get("title") or "文件")[:100]  # the template's title, as get_document says
         # read-only from here, if it is still the PDF just read (an edit since is a Conflict); released
         # again if the flow is not recorded after all
@@ -283,6 +335,7 @@ class SigningService(ServiceBase):
         row = FlowRow(id=flow_id, document_id=document_id, document_sha256=sha, title=title,
                       state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,
                       expires_at=_naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
+                      required_assurance=flow.required_assurance.value,
                       current_pdf_key=stored.key, current_pdf_sha256=sha, created_at=utcnow(), updated_at=utcnow())
         party_rows = [FlowParty(flow_id=flow_id, position=i, person_id=p.person_id, role=p.role,
                                 signature_field=p.signature_field) for i, p in enumerate(domain_parties)]
@@ -393,6 +446,7 @@ class SigningService(ServiceBase):
             raise Forbidden("certificate_not_valid")
         if self.db.session.get(RevokedCertificate, certificate["serial"]) is not None:
             raise Forbidden("certificate_revoked")
+        F.check_assurance(flow, certificate_level(certificate["certificate_pem"]))  # before any PDF work
         roots = self.ctx.platform.trust_roots(self.identity)
         prepared = self.pdf.run(
             pdf_worker.prepare, self._tsa_url(), roots, self._current_pdf(row), party.signature_field,
@@ -409,8 +463,10 @@ class SigningService(ServiceBase):
         )
         self.db.session.add(pending)
         self.db.commit()
+        # a face check's liveness challenge (the head turns to perform) goes to the person as identity gave it
         return {"pending_id": pending.id, "willingness_id": pending.willingness_id, "method": method,
-                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat()}
+                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat(),
+                "challenge": willingness.get("challenge")}
 
     def _claim_pending(self, pending_id: str, person_id: str, action: str) -> PendingAction:
         pending = self.db.session.get(PendingAction, pending_id)
@@ -436,6 +492,9 @@ class SigningService(ServiceBase):
         prepared = json.loads(pending.prepared)
         if prepared["input_sha256"] != row.current_pdf_sha256:
             raise Conflict("document_changed_since_prepare")
+        # the level of the certificate that signs, as checked when the signature was prepared
+        level = F.check_assurance(flow, level_of_certificate(
+            x509.load_der_x509_certificate(base64.b64decode(prepared["certificate"]))))
         signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
         roots = self.ctx.platform.trust_roots(self.identity)
         pdf = self.pdf.run(pdf_worker.complete, self._tsa_url(), roots, prepared,
@@ -449,10 +508,12 @@ class SigningService(ServiceBase):
         position = flow.current
         parties[position].certificate_serial = signed.get("serial") or signed.get("certificate_serial")
         parties[position].willingness_method = pending.method
+        parties[position].assurance_level = level.value
         pending.used_at = utcnow()
         self._apply(row, parties, transition, person_id, {
             "certificate_serial": parties[position].certificate_serial,
             "willingness_method": pending.method, "signed_pdf_sha256": stored.sha256,
+            "assurance_level": level.value,
         })
         self.db.commit()
         self.metrics.inc("signatures", "Party signatures", method=pending.method)
@@ -477,6 +538,8 @@ class SigningService(ServiceBase):
             F.request_void(flow, person_id, reason or "")
         else:
             F.confirm_void(flow, person_id, _now())
+        certificate = self.identity.current_certificate(person_id=person_id)
+        F.check_assurance(flow, certificate_level(certificate["certificate_pem"]))
         digest = void_statement(flow_id, row.document_sha256, action, person_id, reason)
         willingness = self.identity.start_willingness(person_id=person_id, digest=digest, method=method,
                                                       document_title=row.title)
@@ -485,8 +548,10 @@ class SigningService(ServiceBase):
                                 reason=reason, created_at=utcnow(), expires_at=utcnow() + PENDING_TTL)
         self.db.session.add(pending)
         self.db.commit()
+        # a face check's liveness challenge (the head turns to perform) goes to the person as identity gave it
         return {"pending_id": pending.id, "willingness_id": pending.willingness_id, "method": method,
-                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat()}
+                "digest": digest, "expires_at": _aware(pending.expires_at).isoformat(),
+                "challenge": willingness.get("challenge")}
 
     @rpc
     def request_void(self, flow_id: str, person_id: str, reason: str, method: str) -> dict:
@@ -563,14 +628,17 @@ class SigningService(ServiceBase):
         existing = [json.loads(leaf.data) for leaf in self.ctx.log.flow_leaves(data["flow_id"])]
         if any(record.get("event_id") == event["event_id"] for record in existing):
             return  # a redelivered event is in the log already
-        self.ctx.log.append({
+        record = {
             "event_id": event["event_id"], "flow_id": data["flow_id"], "event_type": event["event_type"],
             "document_hash": data.get("signed_pdf_sha256") or data.get("document_sha256"),
             "party_id": data.get("actor_person_id"), "certificate_serial": data.get("certificate_serial"),
             "willingness_method": data.get("willingness_method"),
             "willingness_outcome": "passed" if data.get("willingness_method") else None,
             "timestamp": utc_timestamp(datetime.fromisoformat(event["occurred_at"])),
-        })
+        }
+        # only where the event has them: leaves of events without them stay as they always were
+        record.update({name: data[name] for name in LEAF_EXTRA_FIELDS if data.get(name) is not None})
+        self.ctx.log.append(record)
 
     @rpc
     def flow_evidence(self, flow_id: str) -> dict:
@@ -588,19 +656,25 @@ class SigningService(ServiceBase):
         return {"checkpoint": checkpoint, "tree_size": size, "leaves": leaves,
                 "log_public_key": self.ctx.log.public_key()}
 
-    def _settled_evidence(self, flow_id: str, state: str) -> dict:
-        """The flow's evidence once the event that put it in ``state`` is in
-        the log and under a checkpoint. Leaves are appended by event handlers,
-        so a report asked for right after the last signature may wait a moment."""
-        last_event = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDED,
-                      "void_requested": events.VOID_REQUESTED}[state]
+    def _settled_evidence(self, flow_id: str, state: str, disputed: bool) -> dict:
+        """The flow's evidence once the event that put it in ``state`` (and
+        the dispute mark, if any) is in the log and under a checkpoint. Leaves
+        are appended by event handlers, so a report asked for right after the
+        last signature may wait a moment."""
+        ending = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDED,
+                  "void_requested": events.VOID_REQUESTED}
+        awaited = {ending[state]}
+        if disputed:
+            awaited.add(events.FLOW_IDENTITY_DISPUTED)
         deadline = time.monotonic() + EVIDENCE_WAIT_SECONDS
         while True:
             evidence = self.flow_evidence(flow_id)
-            if any(json.loads(leaf["leaf"]).get("event_type") == last_event for leaf in evidence["leaves"]):
+            missing = awaited - {json.loads(leaf["leaf"]).get("event_type") for leaf in evidence["leaves"]}
+            if not missing:
                 return evidence
             if time.monotonic() >= deadline:
-                raise Unavailable("evidence_log", f"{last_event} of this flow is not logged yet; ask again shortly")
+                raise Unavailable("evidence_log",
+                                  f"{', '.join(sorted(missing))} of this flow is not logged yet; ask again shortly")
             eventlet.sleep(0.2)
 
     @rpc
@@ -629,12 +703,17 @@ class SigningService(ServiceBase):
     @rpc
     def report(self, flow_id: str) -> dict:
         """Build, sign (platform Ed25519 key, C2SP note) and store the signing
-        report of a completed or voided flow: JSON and a Chinese PDF."""
+        report of a completed or voided flow: JSON and a Chinese PDF. A flow
+        whose party's identity was disputed carries the dispute. A cancelled
+        flow has no report: it never took effect, and parties who never signed
+        have no certificate to show."""
         row, parties = self._load(flow_id)
         if row.state not in ("completed", "voided", "void_requested"):
             raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
         flow = self._flow_dict(row, parties)
-        profiles = {p.person_id: self.identity.report_profile(person_id=p.person_id) for p in parties}
+        # how each identity was checked: the proof behind the certificate the party signed with
+        profiles = {p.person_id: self.identity.report_profile(person_id=p.person_id, serial=p.certificate_serial)
+                    for p in parties}
         serials = {p.person_id: p.certificate_serial for p in parties}
         report_parties, checks = [], []
         for p in parties:
@@ -647,10 +726,8 @@ class SigningService(ServiceBase):
                     "serial": cert["serial"], "issuer": cert["issuer"], "subject": cert["subject_cn"],
                     "not_before": cert["not_before"], "not_after": cert["not_after"]},
             })
-            check = dict(profile["identity_check"], person_id=p.person_id)
-            for key in ("face_distance", "face_threshold"):  # canonical JSON carries no floats
-                check[key] = None if check[key] is None else f"{float(check[key]):.4f}"
-            checks.append(check)
+            # scores stay numbers here: build_report writes them as decimal strings (no floats in canonical JSON)
+            checks.append(dict(profile["identity_check"], person_id=p.person_id))
         actions = self.db.session.execute(
             select(PendingAction).where(PendingAction.flow_id == flow_id, PendingAction.used_at.is_not(None))
             .order_by(PendingAction.used_at)).scalars().all()
@@ -661,7 +738,8 @@ class SigningService(ServiceBase):
         signatures = self.pdf.run(pdf_worker.report_signatures, roots, final_pdf,
                                   {p.signature_field: p.person_id for p in parties})
         built = build_report(flow, row.document_sha256, row.current_pdf_sha256, report_parties, checks,
-                             willingness, signatures, self._settled_evidence(flow_id, row.state), _now(),
+                             willingness, signatures,
+                             self._settled_evidence(flow_id, row.state, row.disputed_at is not None), _now(),
                              f"{self.ctx.public_url}/verify?flow={flow_id}")
         signed = sign_report(built, self.ctx.keys.log_signer)
         report_json = json.dumps(signed, ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -697,11 +775,42 @@ class SigningService(ServiceBase):
         """Remember revoked serials so a pending flow refuses to sign with them
         even before the next CRL is fetched."""
         data = event["data"]
-        if self.db.session.get(RevokedCertificate, data["serial"]) is None:
-            self.db.session.add(RevokedCertificate(
-                serial=data["serial"], person_id=data.get("person_id"),
-                reason=data.get("reason"), revoked_at=utcnow(),
-            ))
+        self._remember_revoked(data["serial"], data.get("person_id"), data.get("reason"))
+
+    def _remember_revoked(self, serial: str, person_id: str | None, reason: str | None) -> None:
+        if self.db.session.get(RevokedCertificate, serial) is None:
+            self.db.session.add(RevokedCertificate(serial=serial, person_id=person_id, reason=reason,
+                                                   revoked_at=utcnow()))
+            self.db.session.flush()  # a serial named twice in one event is added once
+
+    @handles_event("identity", events.IDENTITY_DISPUTED)
+    def on_identity_disputed(self, event: dict) -> None:
+        """An authority-proofed person took an ID number back from the account
+        that held it: cancel that account's unfinished flows, mark its ended
+        ones (:func:`services.signing.flow.dispute_identity`), each with its
+        event, all in one transaction with the processed-event mark."""
+        data = event["data"]
+        person_id = data.get("person_id")
+        if not isinstance(person_id, str) or not person_id:
+            log.error("identity_disputed %s without a person_id ignored", event.get("event_id"))
+            return
+        given = data.get("reason")
+        reason = given[:64] if isinstance(given, str) and given.strip() else F.IDENTITY_DISPUTED  # a listed word
+        # the certificate_revoked events follow on their own; refuse the serials already
+        for serial in data.get("revoked_serials") or ():
+            if isinstance(serial, str) and serial:
+                self._remember_revoked(serial, person_id, "identity_disputed")
+        flow_ids = self.db.session.execute(
+            select(FlowParty.flow_id).where(FlowParty.person_id == person_id).distinct()).scalars().all()
+        now = _now()
+        for flow_id in sorted(flow_ids):  # one lock order for every replica
+            row, parties = self._load(flow_id, lock=True)
+            transition = F.dispute_identity(to_domain(row, parties), person_id, reason, now)
+            if transition.events:
+                self._apply(row, parties, transition, None,
+                            {"disputed_person_id": person_id, "dispute_reason": reason})
+        if flow_ids:
+            log.info("identity of %s disputed: %d flows cancelled or marked", person_id, len(flow_ids))
 
 
 def _leaf_handler(event_type: str):

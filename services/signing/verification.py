@@ -11,6 +11,10 @@ speaks about the signing time too, and certificates that expired after a
 time-stamped signature do not void it. Document time-stamps are judged at
 their own time; the newest one also needs its TSA certificate unexpired today
 (after that the archive time-stamp must be renewed).
+
+Each signature also says the identity assurance level its signer certificate
+states (a certificate policy, :mod:`services.common.assurance`), None for a
+certificate that states none (issued before levels existed).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 
+from services.common.assurance import level_of_certificate
 from services.common.errors import InvalidInput
 
 #: modifications a later, legitimate step of a flow makes: another party's
@@ -83,6 +88,8 @@ class SignatureCheck:
     coverage: str | None
     covers_entire_file: bool
     problems: tuple[str, ...] = ()
+    #: the identity assurance level the signer certificate states; None: it states none (legacy)
+    assurance_level: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -126,6 +133,11 @@ def _token_time(signed_data: cms.SignedData) -> dt.datetime | None:
     if content["content_type"].native != "tst_info":
         return None
     return content["content"].parsed["gen_time"].native
+
+
+def _assurance_level(certificate: asn1_x509.Certificate) -> str | None:
+    level = level_of_certificate(x509.load_der_x509_certificate(certificate.dump()))
+    return level.value if level is not None else None
 
 
 def _signature_timestamp_time(embedded: EmbeddedPdfSignature) -> dt.datetime | None:
@@ -250,6 +262,7 @@ class PdfVerifier:
             coverage=status.coverage.name if status.coverage else None,
             covers_entire_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
             problems=tuple(problems),
+            assurance_level=_assurance_level(embedded.signer_cert),
         )
 
     async def _check_document_timestamp(

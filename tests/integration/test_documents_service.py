@@ -353,6 +353,24 @@ def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy
     assert docs.get_document(document_id=document_id)["status"] == "draft"
 
 
+def test_a_flow_cancelled_by_an_identity_dispute_hands_the_document_back(documents, rpc_proxy):
+    docs = rpc_proxy.documents
+    document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    sha = docs.render(document_id=document_id)["pdf_sha256"]
+    docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
+    dispatch = event_dispatcher(documents.config)
+    cancelled = envelope("signing", events.FLOW_CANCELLED, {"flow_id": "flow-1", "document_id": document_id,
+                                                            "reason": "identity_disputed"})
+    dispatch("signing", events.FLOW_CANCELLED, cancelled)
+    assert wait_for(lambda: not docs.get_document(document_id=document_id)["locked"])
+    assert docs.get_document(document_id=document_id)["status"] == "rendered"
+    # a new flow takes it; the cancelled flow's event delivered again does not unlock it
+    docs.lock_for_signing(document_id=document_id, flow_id="flow-2", pdf_sha256=sha, ended_flows=["flow-1"])
+    dispatch("signing", events.FLOW_CANCELLED, cancelled)
+    eventlet.sleep(1.0)  # handled in milliseconds
+    assert docs.get_document(document_id=document_id)["locked"] is True
+
+
 def test_health_is_answered_while_a_render_runs(documents, rpc_proxy, amqp_uri):
     """Rendering runs in a worker process: the service keeps answering meanwhile."""
     created = rpc_proxy.documents.create_draft(template_id="iou", values=sample(

@@ -36,3 +36,31 @@ def _mentions_ignored(entry) -> bool:
         if names & IGNORED_TABLES:
             return True
     return False
+
+
+def test_signing_0006_keeps_waiting_flows_signable_and_frees_cancelled_documents(db_url_for):
+    """Flows from before assurance levels required none (self_declared); a
+    cancelled flow no longer holds its document against a new flow."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from services.common.database import upgrade
+
+    url, schema = db_url_for("signing")
+    database = Database(url, schema, "signing")
+    upgrade(database.engine, "signing", "signing_0005")
+    columns = ("id, document_id, document_sha256, title, state, current_index, initiator_person_id, expires_at, "
+               "void_confirmed_by, current_pdf_key, current_pdf_sha256, created_at, updated_at")
+    insert = text(f"INSERT INTO flows ({columns}) VALUES (:id, :doc, :sha, 't', :state, 0, 'p1', "
+                  "'2030-01-01 00:00:00', '[]', 'k', :sha, '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    with database.engine.begin() as conn:
+        conn.execute(insert, dict(id="old", doc="d1", sha="a" * 64, state="waiting"))
+    database.migrate()
+    with database.engine.begin() as conn:
+        assert conn.execute(text("SELECT required_assurance, disputed_at FROM flows WHERE id = 'old'")).one() \
+            == ("self_declared", None)
+        conn.execute(text("UPDATE flows SET state = 'cancelled' WHERE id = 'old'"))
+        conn.execute(insert, dict(id="new", doc="d1", sha="a" * 64, state="waiting"))  # the document is free again
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:
+        conn.execute(insert, dict(id="third", doc="d1", sha="a" * 64, state="waiting"))  # but one live flow only
+    database.dispose()

@@ -195,6 +195,8 @@ def test_each_event_sends_one_message_of_its_template_to_the_right_numbers(notif
         (events.FLOW_DECLINED, flow_data("f2", decliner_person_id=BORROWER), "flow_declined",
          [PHONES[LENDER]], "signing"),
         (events.FLOW_EXPIRED, flow_data("f3"), "flow_expired", sorted(PHONES.values()), "signing"),
+        (events.FLOW_CANCELLED, flow_data("f4", disputed_person_id=BORROWER, reason="identity_disputed"),
+         "flow_cancelled", [PHONES[LENDER]], "signing"),
     ]
     sent_events = []
     for event_type, data, template, numbers, source in cases:
@@ -209,27 +211,28 @@ def test_each_event_sends_one_message_of_its_template_to_the_right_numbers(notif
     assert by_template["sign_request"]["params"]["link"] == "https://esign.example.cn/f/f1"
     assert by_template["void_requested"]["params"]["requester"] == "王**"
     assert by_template["flow_declined"]["params"]["decliner"] == "李*"
-    assert len(env.lines()) == 10
+    assert by_template["flow_cancelled"]["params"] == {"document_title": "借条"}  # names nobody
+    assert len(env.lines()) == 11
 
     # every event delivered again: handled again, nothing sent again
     before = {name: calls(name) for name in ("on_otp_requested", "on_flow_sent", "on_flow_completed",
                                              "on_void_requested", "on_flow_voided", "on_flow_declined",
-                                             "on_flow_expired")}
+                                             "on_flow_expired", "on_flow_cancelled")}
     for event in sent_events:
         env.redeliver(event)
     for name, count in before.items():
         wait_for_calls(name, 1, since=count)
-    assert len(env.lines()) == 10
+    assert len(env.lines()) == 11
 
     messages = env.messages()
-    assert len(messages) == 10
+    assert len(messages) == 11
     assert {m.status for m in messages} == {"sent"}
     assert all(m.recipient_sealed is None and m.next_attempt_at is None for m in messages)
     assert all("*" in m.phone_masked for m in messages)
     otp = next(m for m in messages if m.template_id == "phone_code")
     assert (otp.ref_type, otp.ref_id) == ("otp", "challenge-1")
     sent = env.emitted(events.SMS_SENT)
-    assert len(sent) == 10 and {"message_id", "template", "ref_type", "ref_id"} <= set(sent[0])
+    assert len(sent) == 11 and {"message_id", "template", "ref_type", "ref_id"} <= set(sent[0])
     numbers = [*PHONES.values(), "13700137003", "482913"]
     assert not any(n in json.dumps(data) for data in sent for n in numbers)  # no number or code in events
     status = rpc_proxy.notify.delivery_status(message_id=otp.id)
@@ -337,7 +340,7 @@ def tencent_config(env: NotifyEnv, vendor: FakeTencentSms) -> dict:
     (secrets_dir / "key").write_text(vendor.secret_key)
     template_ids = {name: str(1000 + index) for index, name in enumerate(
         ["phone_code", "willingness_code", "sign_request", "flow_completed", "due_soon", "due_today",
-         "void_requested", "flow_voided", "flow_declined", "flow_expired"])}
+         "void_requested", "flow_voided", "flow_declined", "flow_expired", "flow_cancelled"])}
     vendor.templates = {"1000": 2, "1007": 1, "1009": 1}  # phone_code, flow_voided, flow_expired
     return {"SMS": {"PROVIDER": "tencent", "SIGN_NAME": "电子签", "TENCENT": {
         "ENDPOINT": vendor.endpoint, "REGION": "ap-guangzhou", "SDK_APP_ID": vendor.sms_sdk_app_id,

@@ -78,11 +78,21 @@ class TestPki:
     #: count of OCSP/CRL requests answered, so tests can see fetching happened
     requests_served: int = 0
     paths_requested: list[str] = field(default_factory=list)
+    #: person certificates issued after the start (issue_person), answered by OCSP like alice's
+    persons: list[Issued] = field(default_factory=list)
 
     @property
     def chain(self) -> list[x509.Certificate]:
         """Intermediate(s) a leaf needs, root excluded."""
         return [self.issuing.certificate]
+
+    def issue_person(self, common_name: str, extensions: tuple[x509.ExtensionType, ...] = ()) -> Issued:
+        """Another person certificate like alice's, with ``extensions`` added
+        (non-critical), e.g. ``assurance.policy_extension(level)``."""
+        issued = _issue(_name(common_name), _new_key(), self.issuing, ca=False, base_url=self.base_url,
+                        crl_of_issuer="issuing", ocsp=True, extensions=extensions)
+        self.persons.append(issued)
+        return issued
 
     def revoke(self, who: Issued, at: dt.datetime | None = None) -> None:
         when = at or _utcnow() - dt.timedelta(minutes=5)
@@ -124,7 +134,7 @@ class TestPki:
         with Certificate" for every signature after the first in a file.
         """
         request = ocsp.load_der_ocsp_request(request_der)
-        known = {c.certificate.serial_number: c for c in (self.alice, self.bob, self.tsa)}
+        known = {c.certificate.serial_number: c for c in (self.alice, self.bob, self.tsa, *self.persons)}
         subject = known.get(request.serial_number)
         if subject is None:
             return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(
@@ -190,6 +200,7 @@ def _issue(
     eku_timestamping: bool = False,
     eku_ocsp_signing: bool = False,
     validity: dt.timedelta = dt.timedelta(days=730),
+    extensions: tuple[x509.ExtensionType, ...] = (),
 ) -> Issued:
     now = _utcnow()
     signer_key = issuer.key if issuer else key
@@ -247,6 +258,8 @@ def _issue(
             ),
             critical=False,
         )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return Issued(builder.sign(signer_key, hashes.SHA256()), key)
 
 

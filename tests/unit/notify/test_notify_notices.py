@@ -29,6 +29,7 @@ def test_flow_sent_asks_the_next_party_naming_the_initiator():
     (events.FLOW_VOIDED, "flow_voided", {}, ["p-lender", "p-borrower"]),
     (events.FLOW_DECLINED, "flow_declined", {"decliner_person_id": "p-borrower"}, ["p-lender"]),
     (events.FLOW_EXPIRED, "flow_expired", {}, ["p-lender", "p-borrower"]),
+    (events.FLOW_CANCELLED, "flow_cancelled", {"disputed_person_id": "p-borrower"}, ["p-lender"]),
 ])
 def test_each_event_reaches_the_parties_it_concerns(event_type, template, extra, recipients):
     notices = notices_for(event_type, flow(**extra))
@@ -78,3 +79,12 @@ def test_a_party_not_registered_yet_is_reached_by_role():
     with pytest.raises(InvalidInput) as error:  # a null person needs its role
         FlowEvent.from_payload({"flow_id": "f1", "document_title": "借条", "parties": [{"person_id": None}]})
     assert error.value.field == "data.parties[0].person_id"
+
+
+def test_a_flow_cancelled_over_a_disputed_identity_tells_the_others_only_its_title():
+    notices = notices_for(events.FLOW_CANCELLED, flow(disputed_person_id="p-lender", reason="identity_disputed"))
+    assert [(n.person_id, n.template) for n in notices] == [("p-borrower", "flow_cancelled")]
+    assert dict(notices[0].params) == {"document_title": "借条"} and dict(notices[0].names) == {}
+    with pytest.raises(InvalidInput) as error:  # without it notify could not leave the disputed person out
+        notices_for(events.FLOW_CANCELLED, flow())
+    assert error.value.field == "data.disputed_person_id"

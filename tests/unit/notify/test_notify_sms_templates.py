@@ -24,6 +24,7 @@ REQUIRED = {
     "flow_voided": TemplateCategory.NOTICE,
     "flow_declined": TemplateCategory.NOTICE,
     "flow_expired": TemplateCategory.NOTICE,
+    "flow_cancelled": TemplateCategory.NOTICE,
 }
 
 SAMPLE = {
@@ -162,6 +163,13 @@ def test_unknown_template_is_not_found(catalog):
 
 def test_vendor_template_text_numbers_variables_in_declared_order(catalog):
     assert vendor_template_text(catalog.get("sign_request")) == "{1}邀请您签署《{2}》，请打开 {3} 查看并签署。"
+
+
+def test_flow_cancelled_names_nobody_and_reads_as_submitted_for_approval(catalog):
+    template = catalog.get("flow_cancelled")
+    assert vendor_template_text(template) == "《{1}》因签署方身份存在争议，已由平台取消，本次签署流程已结束。"
+    assert catalog.render("flow_cancelled", {"document_title": "借条"}).text == \
+        "《借条》因签署方身份存在争议，已由平台取消，本次签署流程已结束。"
 
 
 def test_vendor_ids_start_unconfigured_and_configuration_overrides_them(catalog):

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.common import events
+from services.common.assurance import AssuranceLevel
 from services.common.errors import Conflict, Forbidden, InvalidInput
 from services.signing import flow as F
 
@@ -91,13 +92,15 @@ def test_expiry_only_after_the_deadline():
     assert t.flow.state is F.FlowState.EXPIRED and t.events == (events.FLOW_EXPIRED,)
 
 
-@pytest.mark.parametrize("final", ["declined", "expired", "voided"])
+@pytest.mark.parametrize("final", ["declined", "expired", "voided", "cancelled"])
 def test_no_transition_from_a_final_state(final):
     flow = F.send(draft(hours=1), NOW).flow
     if final == "declined":
         flow = F.decline(flow, "p0", "no", NOW).flow
     elif final == "expired":
         flow = F.expire(flow, NOW + timedelta(hours=2)).flow
+    elif final == "cancelled":
+        flow = F.cancel(flow, F.IDENTITY_DISPUTED, NOW).flow
     else:
         flow = F.request_void(completed(), "p0", "还清了").flow
         flow = F.confirm_void(flow, "p1", NOW).flow
@@ -105,7 +108,7 @@ def test_no_transition_from_a_final_state(final):
     for attempt in (lambda: F.send(flow, NOW), lambda: F.sign(flow, "p0", NOW),
                     lambda: F.decline(flow, "p1", "x", NOW), lambda: F.expire(flow, NOW + timedelta(days=9)),
                     lambda: F.request_void(flow, "p0", "x"), lambda: F.confirm_void(flow, "p1", NOW),
-                    lambda: F.reject_void(flow, "p1")):
+                    lambda: F.reject_void(flow, "p1"), lambda: F.cancel(flow, "x", NOW)):
         with pytest.raises(Conflict):
             attempt()
 
@@ -186,3 +189,110 @@ def test_the_initiator_is_always_a_registered_person():
         F.new_flow("f1", "d1", SHA, [F.Party(None, "a", "sig_0"), F.Party("p1", "b", "sig_1")],
                    NOW + timedelta(hours=1), NOW)
     assert (error.value.field, error.value.rule) == ("parties.0.person_id", "required")
+
+
+# --- cancelling, and identity disputes ----------------------------------------------
+
+
+@pytest.mark.parametrize("start", ["draft", "waiting", "waiting_after_one_signature"])
+def test_an_unfinished_flow_is_cancelled(start):
+    flow = draft()
+    if start != "draft":
+        flow = F.send(flow, NOW).flow
+    if start == "waiting_after_one_signature":
+        flow = F.sign(flow, "p0", NOW).flow
+    t = F.cancel(flow, F.IDENTITY_DISPUTED, NOW + timedelta(minutes=1))
+    assert t.events == (events.FLOW_CANCELLED,)
+    assert t.flow.state is F.FlowState.CANCELLED and t.flow.final
+    assert t.flow.reason == "identity_disputed" and t.flow.ended_at == NOW + timedelta(minutes=1)
+    assert t.flow.current_party is None
+
+
+def test_cancel_needs_a_reason_and_an_unfinished_flow():
+    with pytest.raises(InvalidInput) as missing:
+        F.cancel(F.send(draft(), NOW).flow, " ", NOW)
+    assert (missing.value.field, missing.value.rule) == ("reason", "required")
+    for ended in (completed(), F.request_void(completed(), "p0", "还清了").flow):
+        with pytest.raises(Conflict) as error:
+            F.cancel(ended, F.IDENTITY_DISPUTED, NOW)
+        assert error.value.reason.startswith(f"flow_{ended.state.value}")
+
+
+def test_a_dispute_cancels_a_flow_still_being_signed():
+    flow = F.sign(F.send(draft(), NOW).flow, "p0", NOW).flow
+    t = F.dispute_identity(flow, "p0", "identity_taken_over", NOW)
+    assert t.events == (events.FLOW_CANCELLED,)
+    assert t.flow.state is F.FlowState.CANCELLED and t.flow.reason == "identity_disputed"
+    assert (t.flow.disputed_person_id, t.flow.disputed_at, t.flow.dispute_reason) == ("p0", NOW, "identity_taken_over")
+
+
+@pytest.mark.parametrize("ended", ["completed", "void_requested", "voided", "declined", "expired"])
+def test_a_dispute_marks_an_ended_flow_and_keeps_its_state(ended):
+    if ended == "completed":
+        flow = completed()
+    elif ended == "void_requested":
+        flow = F.request_void(completed(), "p1", "还清了").flow
+    elif ended == "voided":
+        flow = F.confirm_void(F.request_void(completed(), "p1", "还清了").flow, "p0", NOW).flow
+    elif ended == "declined":
+        flow = F.decline(F.send(draft(), NOW).flow, "p1", "金额不对", NOW).flow
+    else:
+        flow = F.expire(F.send(draft(hours=1), NOW).flow, NOW + timedelta(hours=1)).flow
+    later = NOW + timedelta(days=3)
+    t = F.dispute_identity(flow, "p1", "identity_taken_over", later)
+    assert t.events == (events.FLOW_IDENTITY_DISPUTED,)
+    assert t.flow.state is flow.state and t.flow.reason == flow.reason and t.flow.ended_at == flow.ended_at
+    assert (t.flow.disputed_person_id, t.flow.disputed_at, t.flow.dispute_reason) == ("p1", later, "identity_taken_over")
+
+
+def test_the_first_dispute_stays_on_record():
+    marked = F.dispute_identity(completed(), "p0", "identity_taken_over", NOW).flow
+    again = F.dispute_identity(marked, "p1", "identity_taken_over", NOW + timedelta(days=1))
+    assert again.events == () and again.flow == marked
+    cancelled = F.dispute_identity(F.send(draft(), NOW).flow, "p1", "identity_taken_over", NOW).flow
+    assert F.dispute_identity(cancelled, "p1", "identity_taken_over", NOW).events == ()
+    assert F.dispute_identity(cancelled, "p0", "identity_taken_over", NOW).flow == cancelled
+
+
+def test_a_dispute_of_someone_else_is_refused():
+    with pytest.raises(Forbidden) as error:
+        F.dispute_identity(completed(), "stranger", "identity_taken_over", NOW)
+    assert error.value.reason == "not_a_party"
+
+
+# --- identity assurance ---------------------------------------------------------
+
+
+def test_a_flow_requires_the_platform_minimum_or_more():
+    minimum = AssuranceLevel.AUTHORITY_FACE
+    assert F.required_assurance(None, minimum) is AssuranceLevel.AUTHORITY_FACE
+    assert F.required_assurance("authority_face_liveness", minimum) is AssuranceLevel.AUTHORITY_FACE_LIVENESS
+    assert F.required_assurance("authority_face", minimum) is AssuranceLevel.AUTHORITY_FACE
+
+
+@pytest.mark.parametrize("requested, rule", [
+    ("authority_two_element", "below_platform_minimum"),
+    ("self_declared", "below_platform_minimum"),
+    ("passport", "allowed_values"),
+    ("", "allowed_values"),
+])
+def test_a_weaker_or_unknown_level_is_refused(requested, rule):
+    with pytest.raises(InvalidInput) as error:
+        F.required_assurance(requested, AssuranceLevel.AUTHORITY_FACE)
+    assert (error.value.field, error.value.rule) == ("required_assurance", rule)
+
+
+def test_a_party_signs_only_with_a_certificate_of_the_flows_level():
+    flow = F.new_flow("f1", "d1", SHA, parties(), NOW + timedelta(hours=1), NOW, AssuranceLevel.AUTHORITY_FACE)
+    assert flow.required_assurance is AssuranceLevel.AUTHORITY_FACE
+    assert F.check_assurance(flow, AssuranceLevel.AUTHORITY_FACE) is AssuranceLevel.AUTHORITY_FACE
+    assert F.check_assurance(flow, AssuranceLevel.AUTHORITY_FACE_LIVENESS) is AssuranceLevel.AUTHORITY_FACE_LIVENESS
+    for weaker in (AssuranceLevel.AUTHORITY_TWO_ELEMENT, AssuranceLevel.SELF_DECLARED, None):
+        with pytest.raises(Forbidden) as error:
+            F.check_assurance(flow, weaker)
+        assert error.value.reason == "assurance_too_low"
+
+
+def test_a_certificate_stating_no_level_counts_as_self_declared():
+    assert draft().required_assurance is AssuranceLevel.SELF_DECLARED  # flows from before levels
+    assert F.check_assurance(draft(), None) is AssuranceLevel.SELF_DECLARED

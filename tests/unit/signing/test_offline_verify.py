@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.cli import main as esign_main
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, MemoryLogStore
 from services.signing.offline_verify import main, verify_offline
@@ -24,9 +25,9 @@ def log_signer():
     return NoteSigner.generate(LOG_NAME)
 
 
-@pytest.fixture(scope="module")
-def log(documents, log_signer):
-    """The flow's events as the signing service logs them, between another flow's."""
+def _flow_log(documents, log_signer, disputed_person_id: str | None = None) -> EvidenceLog:
+    """The flow's events as the signing service logs them, between another
+    flow's; with ``disputed_person_id``, the dispute mark that came later."""
     log = EvidenceLog(MemoryLogStore(), log_signer)
     sha = lambda data: hashlib.sha256(data).hexdigest()
     events = [
@@ -42,7 +43,27 @@ def log(documents, log_signer):
                     "party_id": party, "certificate_serial": serial, "willingness_method": method,
                     "willingness_outcome": "passed" if method else None})
     log.append({"flow_id": "another", "event_type": "flow_declined", "timestamp": "2024-05-01T02:00:00Z"})
+    if disputed_person_id is not None:
+        log.append({"flow_id": FLOW_ID, "event_type": "flow_identity_disputed", "timestamp": "2024-06-01T04:00:00Z",
+                    "document_hash": sha(documents["final"]), "disputed_person_id": disputed_person_id,
+                    "dispute_reason": "identity_taken_over"})
     return log
+
+
+@pytest.fixture(scope="module")
+def log(documents, log_signer):
+    return _flow_log(documents, log_signer)
+
+
+def _identity_check(person_id: str, level: str = "authority_face_liveness") -> dict:
+    """What identity's report_profile says of how it checked a person."""
+    if level == "self_declared":
+        return {"person_id": person_id, "assurance_level": level, "provider": "self_declared", "request_id": None,
+                "score": None, "score_kind": None, "threshold": None, "liveness": "not_performed",
+                "checked_at": None, "account_status": "active"}
+    return {"person_id": person_id, "assurance_level": level, "provider": "tencent_faceid",
+            "request_id": f"req-{person_id}", "score": 91.5, "score_kind": "similarity", "threshold": 70,
+            "liveness": "passed", "checked_at": "2024-04-30T09:00:00Z", "account_status": "active"}
 
 
 def _evidence(log: EvidenceLog) -> dict:
@@ -52,8 +73,7 @@ def _evidence(log: EvidenceLog) -> dict:
                         "proof": log.inclusion_proof(leaf.index, size).to_dict()} for leaf in log.flow_leaves(FLOW_ID)]}
 
 
-@pytest.fixture(scope="module")
-def signed_report(env, documents, log, log_signer):
+def _signed_report(env, documents, log, log_signer, identity_checks=None, disputed_identity=None) -> dict:
     pki = env.pki
     final = documents["final"]
 
@@ -64,15 +84,13 @@ def signed_report(env, documents, log, log_signer):
                                 "not_before": cert.not_valid_before_utc, "not_after": cert.not_valid_after_utc}}
 
     report = build_report(
-        flow={"flow_id": FLOW_ID, "title": "借条", "state": "completed",
+        flow={"flow_id": FLOW_ID, "title": "借条", "state": "completed", "disputed_identity": disputed_identity,
               "parties": [{"person_id": "alice", "role": "出借方"}, {"person_id": "bob", "role": "借款方"}]},
         original_pdf_sha256=hashlib.sha256(documents["blank"]).hexdigest(),
         final_pdf_sha256=hashlib.sha256(final).hexdigest(),
         parties=[party("alice", "张三", "1101**********002X", "138****0000", pki.alice),
                  party("bob", "李四", "3101**********1234", "139****1111", pki.bob)],
-        identity_checks=[{"person_id": p, "id_verified": True, "face_distance": 0.3, "face_threshold": 0.6,
-                          "face_matched": True, "liveness": "passed", "checked_at": "2024-04-30T09:00:00Z"}
-                         for p in ("alice", "bob")],
+        identity_checks=identity_checks or [_identity_check("alice"), _identity_check("bob")],
         willingness=[{"person_id": "alice", "method": "sms", "at": "2024-05-01T01:01:00Z", "outcome": "passed"},
                      {"person_id": "bob", "method": "face", "at": "2024-05-01T01:02:00Z", "outcome": "passed"}],
         signatures=signature_entries(verify_pdf(final, [pki.root.certificate]), {"Party1": "alice", "Party2": "bob"}),
@@ -81,6 +99,19 @@ def signed_report(env, documents, log, log_signer):
         verification_url="https://esign.example/verify/flow-7c1d",
     )
     return sign_report(report, log_signer)
+
+
+@pytest.fixture(scope="module")
+def signed_report(env, documents, log, log_signer):
+    return _signed_report(env, documents, log, log_signer)
+
+
+DISPUTE = {"person_id": "bob", "at": "2024-06-01T04:00:00+00:00", "reason": "identity_taken_over"}
+
+
+@pytest.fixture(scope="module")
+def disputed_log(documents, log_signer):
+    return _flow_log(documents, log_signer, disputed_person_id="bob")
 
 
 @pytest.fixture
@@ -277,6 +308,64 @@ def test_malformed_report_is_a_problem_not_a_crash(documents, signed_report, roo
     assert _problems_about(result, "report contents", "evidence")
 
 
+# --- identities and disputes -----------------------------------------------------------------------
+
+
+def test_each_partys_assurance_level_is_checked_and_shown(documents, signed_report, roots, key):
+    result = verify_offline(documents["final"], roots, signed_report, key)
+    assert result.ok, result.problems
+    identities = {c.subject: c for c in result.checks if c.subject.startswith("identity of")}
+    assert set(identities) == {"identity of 出借方 张三", "identity of 借款方 李四"}
+    found = identities["identity of 出借方 张三"].found
+    assert found.startswith("authority_face_liveness (") and "request id req-alice" in found
+    assert "similarity 91.5000 (threshold 70.0000)" in found and "liveness passed" in found
+    # the module's PKI issued alice's and bob's certificates before levels existed
+    assert any("signer certificate in Party1 states none" in w for w in result.warnings)
+    assert not any("self-declared" in w for w in result.warnings)
+    signatures = result.to_dict()["pdf"]["signatures"]
+    assert [s["assurance_level"] for s in signatures] == [None, None]
+
+
+def test_a_self_declared_identity_is_a_warning_not_a_failure(env, documents, log, log_signer, roots, key):
+    signed = _signed_report(env, documents, log, log_signer,
+                            identity_checks=[_identity_check("alice"), _identity_check("bob", "self_declared")])
+    result = verify_offline(documents["final"], roots, signed, key)
+    assert result.ok, result.problems
+    assert "identity of 借款方 李四 is self-declared: not verified by an authority" in result.warnings
+
+
+def test_an_unknown_assurance_level_fails(documents, signed_report, roots, key, log_signer):
+    def change(body):
+        body["identity_checks"][0]["assurance_level"] = "vouched_by_a_friend"
+
+    result = verify_offline(documents["final"], roots, _tampered(signed_report, log_signer, change), key)
+    assert _problems_about(result, "identity of 出借方 张三", "'vouched_by_a_friend'")
+
+
+def test_a_disputed_flows_report_verifies_and_warns(env, documents, disputed_log, log_signer, roots, key):
+    signed = _signed_report(env, documents, disputed_log, log_signer, disputed_identity=DISPUTE)
+    assert signed["report"]["dispute"] == {"person_id": "bob", "at": "2024-06-01T04:00:00Z",
+                                           "reason": "identity_taken_over"}
+    result = verify_offline(documents["final"], roots, signed, key)
+    assert result.ok, result.problems
+    (dispute,) = [c for c in result.checks if c.subject == "identity dispute"]
+    assert "flow_identity_disputed" in dispute.expected and "bob" in dispute.found
+    assert any(w.startswith("identity of 借款方 李四 was disputed at 2024-06-01T04:00:00Z (identity_taken_over)")
+               for w in result.warnings)
+
+
+def test_a_report_hiding_the_logged_dispute_fails(env, documents, disputed_log, log_signer, roots, key):
+    signed = _signed_report(env, documents, disputed_log, log_signer, disputed_identity=None)
+    result = verify_offline(documents["final"], roots, signed, key)
+    assert _problems_about(result, "identity dispute", "none in the report")
+
+
+def test_a_dispute_the_log_does_not_record_fails(env, documents, log, log_signer, roots, key):
+    signed = _signed_report(env, documents, log, log_signer, disputed_identity=DISPUTE)
+    result = verify_offline(documents["final"], roots, signed, key)
+    assert _problems_about(result, "identity dispute", "no dispute, as the log records none")
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -298,12 +387,33 @@ def test_main_exits_0_when_everything_holds(files, key, capsys):
     assert "✗" not in out
 
 
+def test_main_prints_identities_warnings_and_the_dispute(tmp_path, env, documents, disputed_log, log_signer,
+                                                        key, capsys):
+    signed = _signed_report(env, documents, disputed_log, log_signer, disputed_identity=DISPUTE,
+                            identity_checks=[_identity_check("alice"), _identity_check("bob", "self_declared")])
+    (tmp_path / "final.pdf").write_bytes(documents["final"])
+    (tmp_path / "root.pem").write_bytes(env.pki.root.pem)
+    (tmp_path / "report.json").write_text(json.dumps(signed, ensure_ascii=False))
+    code = esign_main(["verify", str(tmp_path / "final.pdf"), "--report", str(tmp_path / "report.json"),
+                       "--root", str(tmp_path / "root.pem"), "--log-key", key])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "✓ identity of 出借方 张三: authority_face_liveness" in out
+    assert "✓ identity of 借款方 李四: self_declared" in out
+    assert "⚠ WARNING: identity of 借款方 李四 is self-declared: not verified by an authority" in out
+    assert "✓ identity dispute: a dispute of bob's identity" in out
+    assert "⚠ WARNING: identity of 借款方 李四 was disputed at 2024-06-01T04:00:00Z" in out
+    assert "certificate states assurance none (issued before levels)" in out
+
+
 def test_main_json_output(files, capsys):
     code = main([str(files / "final.pdf"), "--report", str(files / "report.json"), "--json",
                  "--root", str(files / "root.pem"), "--log-key-file", str(files / "log.pub")])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["ok"] is True and data["problems"] == []
     assert data["pdf"]["signatures"][0]["field_name"] == "Party1"
+    assert data["pdf"]["signatures"][0]["assurance_level"] is None
+    assert data["warnings"]  # alice's and bob's certificates state no level
 
 
 def test_main_exits_1_and_says_what_failed(files, documents, key, capsys):

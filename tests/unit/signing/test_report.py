@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.common.assurance import AssuranceLevel
 from services.common.errors import IntegrityError, InvalidInput
 from services.signing.checkpoint import BadSignatureError, NoteSigner, UnknownKeyError
 from services.signing.evidence_log import EvidenceLog, MemoryLogStore
@@ -31,6 +32,13 @@ FINAL = hashlib.sha256(b"signed IOU").hexdigest()
 TITLE = "借条（小借条）"
 URL = "https://esign.example/verify/9b2f6c1e"
 GENERATED = datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
+
+
+def _self_declared(person_id: str) -> dict:
+    """What identity answers for a person no authority checked (development only)."""
+    return {"person_id": person_id, "assurance_level": "self_declared", "provider": "self_declared",
+            "request_id": None, "score": None, "score_kind": None, "threshold": None, "liveness": "not_performed",
+            "checked_at": None, "account_status": "active"}
 
 
 def _append_flow(log: EvidenceLog) -> None:
@@ -73,10 +81,13 @@ def _inputs(evidence: dict) -> dict:
              "certificate": dict(certificate, serial="5678")},
         ],
         identity_checks=[
-            {"person_id": "alice", "id_verified": True, "face_distance": 0.31, "face_threshold": 0.6, "face_matched": True,
-             "liveness": "passed", "checked_at": "2024-04-30T09:00:00Z"},
-            {"person_id": "bob", "id_verified": True, "face_distance": 0.42, "face_threshold": 0.6, "face_matched": True,
-             "liveness": "passed", "checked_at": "2024-04-30T10:00:00Z"},
+            # identity's report_profile identity_check: Tencent FaceID scores a similarity, the registry a distance
+            {"person_id": "alice", "assurance_level": "authority_face_liveness", "provider": "tencent_faceid",
+             "request_id": "8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "score": 87.31, "score_kind": "similarity",
+             "threshold": 70, "liveness": "passed", "checked_at": "2024-04-30T09:00:00Z", "account_status": "active"},
+            {"person_id": "bob", "assurance_level": "authority_face", "provider": "registry", "request_id": None,
+             "score": 0.42, "score_kind": "distance", "threshold": 0.6, "liveness": "not_performed",
+             "checked_at": "2024-04-30T10:00:00Z", "account_status": "active"},
         ],
         willingness=[
             {"person_id": "alice", "action": "sign", "method": "sms", "at": "2024-05-01T01:04:00Z", "outcome": "passed"},
@@ -128,7 +139,15 @@ def test_report_holds_document_parties_checks_and_events(report, log):
     assert [p["role"] for p in report["parties"]] == ["出借方", "借款方"]  # taken from the flow
     assert report["parties"][0]["certificate"]["serial"] == "1234"
     assert report["parties"][0]["certificate"]["not_after"] == "2026-01-01T00:00:00Z"
-    assert report["identity_checks"][1]["face_distance"] == "0.4200"  # a decimal string, not a float
+    assert report["version"] == 2
+    assert report["identity_checks"][0] == {
+        "person_id": "alice", "assurance_level": "authority_face_liveness", "provider": "tencent_faceid",
+        "request_id": "8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "score": "87.3100", "score_kind": "similarity",
+        "threshold": "70.0000", "liveness": "passed", "checked_at": "2024-04-30T09:00:00Z", "account_status": "active"}
+    assert report["identity_checks"][1]["score"] == "0.4200"  # a decimal string, not a float
+    assert report["identity_checks"][1]["threshold"] == "0.6000"
+    assert "id_verified" not in report["identity_checks"][1]
+    assert report["dispute"] is None
     assert report["willingness"][1]["method"] == "face"
     assert report["signatures"][1]["timestamp_time"] == "2024-05-01T02:00:01Z"
     assert report["generated_at"] == "2024-05-02T08:30:00Z" and report["verification_url"] == URL
@@ -195,6 +214,31 @@ def test_build_refuses_a_tree_size_other_than_the_checkpoints(inputs):
         build_report(**bad)
 
 
+@pytest.mark.parametrize("change, field, rule", [
+    ({"assurance_level": "very_sure"}, "identity_checks.1.assurance_level", "allowed_values"),
+    ({"assurance_level": None}, "identity_checks.1.assurance_level", "allowed_values"),
+    ({"score_kind": "percent"}, "identity_checks.1.score_kind", "allowed_values"),
+    ({"score_kind": None}, "identity_checks.1.score_kind", "allowed_values"),  # a score says what it measures
+    ({"score": 100.5}, "identity_checks.1.score", "range"),
+    ({"score": True}, "identity_checks.1.score", "type"),
+    ({"provider": None}, "identity_checks.1.provider", "required"),
+])
+def test_build_refuses_an_identity_check_it_cannot_state(inputs, change, field, rule):
+    bad = copy.deepcopy(inputs)
+    bad["identity_checks"][1].update(change)
+    with pytest.raises(InvalidInput) as caught:
+        build_report(**bad)
+    assert (caught.value.field, caught.value.rule) == (field, rule)
+
+
+def test_a_self_declared_identity_needs_no_score_or_check_time(inputs):
+    ok = copy.deepcopy(inputs)
+    ok["identity_checks"][1] = _self_declared("bob")
+    check = build_report(**ok)["identity_checks"][1]
+    assert check["assurance_level"] == "self_declared"
+    assert (check["score"], check["score_kind"], check["threshold"], check["checked_at"]) == (None, None, None, None)
+
+
 # --- the platform's signature -------------------------------------------------------------
 
 
@@ -246,6 +290,42 @@ def test_pdf_shows_title_parties_and_hashes(pdf, tmp_path):
                      "短信验证码", "刷脸", "Test Platform TSA", "已签名检查点", URL):
         assert expected in text, expected
     assert "11010519491231002X" not in text
+
+
+def test_pdf_shows_each_partys_identity_check(pdf, tmp_path):
+    text = _pdftotext(pdf, tmp_path)
+    for expected in (AssuranceLevel.AUTHORITY_FACE_LIVENESS.label, AssuranceLevel.AUTHORITY_FACE.label,
+                     "腾讯云人脸核身", "请求编号 8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "87.3100（相似度，阈值 70.0000）",
+                     "本地权威库", "0.4200（人脸距离，阈值 0.6000）", "未进行", "2024-04-30 17:00:00 (UTC+8)", "正常"):
+        assert expected in text, expected
+    assert "警告" not in text  # every identity here was vouched for by an authority, none disputed
+
+
+def test_pdf_warns_of_a_self_declared_identity(inputs, tmp_path):
+    changed = copy.deepcopy(inputs)
+    changed["identity_checks"][1] = _self_declared("bob")
+    text = _squashed(_pdftotext(render_report_pdf(build_report(**changed)), tmp_path))
+    assert "警告：李四（借款方）的身份为自行声明，未经权威机构核验" in text
+    assert AssuranceLevel.SELF_DECLARED.label in text
+    assert text.count("警告") == 1  # alice's identity was checked by an authority
+
+
+def test_a_disputed_flows_report_carries_the_dispute_and_warns(inputs, tmp_path):
+    changed = copy.deepcopy(inputs)
+    changed["flow"]["disputed_identity"] = {"person_id": "bob", "at": "2024-06-01T04:00:00+00:00",
+                                            "reason": "identity_taken_over"}
+    report = build_report(**changed)
+    assert report["dispute"] == {"person_id": "bob", "at": "2024-06-01T04:00:00Z", "reason": "identity_taken_over"}
+    text = _squashed(_pdftotext(render_report_pdf(report), tmp_path))
+    assert _squashed("警告：签约方李四（借款方）的身份已于2024-06-01 12:00:00 (UTC+8)被认定存在争议") in text
+    assert "该身份证号已由经权威核验的本人重新认证" in text
+    # the warning comes first, before the document's details
+    assert text.index("被认定存在争议") < text.index("文件信息")
+
+
+def _squashed(text: str) -> str:
+    """Text without any white space: a table cell's line breaks fall anywhere."""
+    return "".join(text.split())
 
 
 def test_pdf_is_a4_with_embedded_fonts(pdf, tmp_path):

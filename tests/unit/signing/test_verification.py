@@ -7,9 +7,12 @@ import pytest
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
+from services.common import assurance
 from services.common.errors import InvalidInput
+from services.common.tsa import TsaSettings
+from services.signing.pades import DocumentSigner, SignerSettings
 from services.signing.verification import verify_pdf
-from tests.support.pki import build_pki
+from tests.support.pki import build_pki, handwritten_png, two_party_pdf
 
 
 def test_finalised_flow_verifies_offline_with_only_the_root(env, documents):
@@ -99,3 +102,18 @@ def test_not_a_pdf_is_invalid_input(env):
     with pytest.raises(InvalidInput) as err:
         verify_pdf(b"hello", [env.pki.root.certificate])
     assert err.value.field == "pdf"
+
+
+def test_each_signature_says_the_assurance_level_its_certificate_states(env, documents):
+    # alice and bob hold certificates from before levels: they state none
+    legacy = verify_pdf(documents["final"], [env.pki.root.certificate])
+    assert [c.assurance_level for c in legacy.signatures] == [None, None]
+    assert legacy.to_dict()["signatures"][0]["assurance_level"] is None
+    level = assurance.AssuranceLevel.AUTHORITY_FACE_LIVENESS
+    carol = env.pki.issue_person("Carol Wang", (assurance.policy_extension(level),))
+    signer = DocumentSigner(SignerSettings(tsa=TsaSettings(env.tsa_url)), [env.pki.root.certificate])
+    signed = signer.sign_party(two_party_pdf(), "Party1", carol.certificate, env.pki.chain, carol.sign_digest,
+                               handwritten_png(), True)
+    (check,) = verify_pdf(signed, [env.pki.root.certificate], allow_fetching=True).signatures
+    assert check.ok, check.problems
+    assert check.assurance_level == "authority_face_liveness"
