@@ -46,7 +46,7 @@ from services.documents.service import DocumentsService  # noqa: E402
 from services.identity.service import IdentityService  # noqa: E402
 from services.notify.service import NotifyService  # noqa: E402
 from services.signing.service import SigningService  # noqa: E402
-from tests.support.stack import BORROWER, LENDER, Stack, handwriting_png, party  # noqa: E402
+from tests.support.stack import BORROWER, LENDER, Stack, handwriting_png, party, write_stack_registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,9 @@ def main(runs: int) -> None:
             return base
 
         outbox = workdir / "sms.jsonl"
-        for cls, cfg in ((IdentityService, config("identity", PUBLIC_URL=gateway_url)),
+        registry = write_stack_registry(workdir / "registry")
+        for cls, cfg in ((IdentityService, config("identity", PUBLIC_URL=gateway_url,
+                                                  PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)})),
                          (NotifyService, config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
                                                 RATE_LIMITS={"PER_PHONE_PER_MINUTE": 1000, "PER_PHONE_PER_HOUR": 5000,
                                                              "PER_PHONE_PER_DAY": 10000, "GLOBAL_LIMIT": 1000})),
@@ -129,8 +131,8 @@ def main(runs: int) -> None:
                 eventlet.sleep(0.5)
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
             stack = Stack(rpc, outbox, gateway_url, workdir, {})
-            lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
-            borrower = stack.person(*BORROWER, portrait="obama3", selfie="obama")
+            lender = stack.person(*LENDER)
+            borrower = stack.person(*BORROWER)
             values = {"initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER),
                       "amount": "10005", "purpose": "家庭装修", "annual_rate": "3.65", "start_date": "2026-11-01",
                       "repayment_date": "2027-02-01", "repayment_method": "一次性还本付息", "remark": ""}

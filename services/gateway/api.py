@@ -2,14 +2,16 @@
 takes the acting person from the session (never from the body), calls one
 service over RPC and returns its answer. Business rules live in the services.
 
-Sessions: ``Authorization: Bearer <token>``, a signed expiring token naming
-the person (services/common/tokens.py), issued after registration or after a
-confirmed phone code.
+Sessions: ``Authorization: Bearer <token>``, an opaque token identity
+issues at registration or login and records server-side
+(services/identity/sessions.py): every request asks identity whose session
+it is, so a logout, a revoked session, an idle or too old one, or a frozen
+account is refused at once (403 ``session_*`` / ``account_frozen``).
 """
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -17,10 +19,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.common.errors import Forbidden, NotFound
-from services.common.tokens import read_token, sign_token
 
-SESSION_CONTEXT = b"esign/session/v1\x00"
-SESSION_TTL = timedelta(hours=12)
+USER_AGENT_MAX = 200
 
 router = APIRouter(prefix="/api/v1")
 
@@ -29,21 +29,30 @@ def rpc(request: Request):
     return request.app.state.rpc
 
 
-def session_key(request: Request) -> bytes:
-    return request.app.state.session_key
+@dataclass(frozen=True)
+class CurrentSession:
+    person_id: str
+    session_id: str
 
 
-def new_session(request: Request, person_id: str) -> dict:
-    expires = datetime.now(timezone.utc) + SESSION_TTL
-    token = sign_token({"pid": person_id}, expires, session_key(request), SESSION_CONTEXT)
-    return {"person_id": person_id, "token": token, "expires_at": expires.isoformat()}
-
-
-def current_person(request: Request, authorization: str | None = Header(default=None)) -> str:
+def current_session(request: Request, authorization: str | None = Header(default=None)) -> CurrentSession:
     if not authorization or not authorization.startswith("Bearer "):
         raise Forbidden("session_required")
-    payload = read_token(authorization[len("Bearer "):], session_key(request), SESSION_CONTEXT)
-    return str(payload["pid"])
+    answer = rpc(request).call("identity", "session_person", token=authorization[len("Bearer "):])
+    return CurrentSession(answer["person_id"], answer["session_id"])
+
+
+def current_person(session: CurrentSession = Depends(current_session)) -> str:
+    return session.person_id
+
+
+def _user_agent(request: Request) -> str | None:
+    return (request.headers.get("user-agent") or "")[:USER_AGENT_MAX] or None
+
+
+def _session_answer(person: dict) -> dict:
+    """identity's ``session`` answer as the API gives it: whose it is, the token, until when."""
+    return dict(person["session"], person_id=person["person_id"])
 
 
 def _pdf_response(answer: dict) -> Response:
@@ -73,14 +82,21 @@ class Login(BaseModel):
     phone_challenge_id: str = Field(..., description="a phone code challenge confirmed just before")
 
 
-class FaceCheck(BaseModel):
-    id_portrait: str = Field(..., description="base64 JPEG/PNG of the ID card portrait")
-    selfie: str = Field(..., description="base64 JPEG/PNG selfie")
+class FaceProof(BaseModel):
+    challenge_id: str | None = Field(None, description="the liveness challenge the frames answer (POST /me/liveness)")
+    frames: list[str] | None = Field(None, description="base64 JPEG/PNG frames of the live capture, in time order")
+    video: str | None = Field(None, description="or a short base64 MP4/WebM video of it")
+    selfie: str | None = Field(None, description="a selfie file, only where the platform allows uploads")
+    id_portrait: str | None = Field(None, description="development provider (self_declared) only")
 
 
-class LivenessFrames(BaseModel):
-    frames: list[str] | None = None
-    video: str | None = None
+class StepUp(BaseModel):
+    proof_id: str | None = Field(None, description="a fresh matched face proof (POST /me/face)")
+
+
+class PhoneChange(BaseModel):
+    phone_challenge_id: str = Field(..., description="a phone code for the new phone, confirmed just before")
+    proof_id: str = Field(..., description="a fresh matched face proof (POST /me/face)")
 
 
 class DraftIn(BaseModel):
@@ -118,8 +134,10 @@ class SignatureIn(BaseModel):
 
 
 class WillingnessConfirmation(BaseModel):
-    code: str | None = None
-    selfie: str | None = None
+    code: str | None = Field(None, description="the SMS code (sms method)")
+    frames: list[str] | None = Field(None, description="face method: base64 frames answering the check's challenge")
+    video: str | None = Field(None, description="face method: or a short video")
+    selfie: str | None = Field(None, description="face method: a selfie file, only where uploads are allowed")
 
 
 class SignIn(BaseModel):
@@ -158,51 +176,93 @@ def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation, request: 
 
 @router.post("/persons", tags=["identity"], status_code=201)
 def register(body: Registration, request: Request) -> dict:
-    """Real-name registration (实名认证) after the phone is confirmed; answers a session."""
-    person = rpc(request).call("identity", "register", **body.model_dump())
-    return dict(person, session=new_session(request, person["person_id"]))
+    """Real-name registration (实名认证) after the phone is confirmed: the
+    authority checks that the name and ID number belong together. Answers the
+    person (masked) and a session."""
+    person = rpc(request).call("identity", "register", user_agent=_user_agent(request), **body.model_dump())
+    return dict(person, session=_session_answer(person))
 
 
 @router.post("/sessions", tags=["identity"], status_code=201)
 def login(body: Login, request: Request) -> dict:
-    person = rpc(request).call("identity", "login", phone_challenge_id=body.phone_challenge_id)
-    return new_session(request, person["person_id"])
+    """Log in with a phone code confirmed just before; answers a session."""
+    person = rpc(request).call("identity", "login", phone_challenge_id=body.phone_challenge_id,
+                               user_agent=_user_agent(request))
+    return _session_answer(person)
+
+
+@router.post("/sessions/current/revoke", tags=["identity"])
+def logout(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
+    """Log out: this session ends now."""
+    return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session.session_id)
+
+
+@router.get("/me/sessions", tags=["identity"])
+def my_sessions(request: Request, session: CurrentSession = Depends(current_session)) -> list:
+    """Your sessions that have not ended (this one marked ``current``)."""
+    return rpc(request).call("identity", "list_sessions", person_id=session.person_id,
+                             current_session_id=session.session_id)
+
+
+@router.post("/me/sessions/{session_id}/revoke", tags=["identity"])
+def revoke_my_session(session_id: str, request: Request, session: CurrentSession = Depends(current_session)) -> dict:
+    return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session_id)
+
+
+@router.post("/me/sessions/revoke-others", tags=["identity"])
+def revoke_other_sessions(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
+    """End every session of yours but this one."""
+    return rpc(request).call("identity", "revoke_other_sessions", person_id=session.person_id,
+                             keep_session_id=session.session_id)
 
 
 @router.get("/me", tags=["identity"])
 def me(request: Request, person_id: str = Depends(current_person)) -> dict:
-    """Your real-name status (masked) and the next step: face, liveness, certificate or ready."""
+    """Your real-name status (masked), assurance level and the next step:
+    proofing, certificate or ready."""
     return rpc(request).call("identity", "person_status", person_id=person_id)
-
-
-@router.post("/me/face", tags=["identity"])
-def verify_face(body: FaceCheck, request: Request, person_id: str = Depends(current_person)) -> dict:
-    return rpc(request).call("identity", "verify_face", person_id=person_id, **body.model_dump())
 
 
 @router.post("/me/liveness", tags=["identity"], status_code=201)
 def start_liveness(request: Request, person_id: str = Depends(current_person)) -> dict:
+    """A liveness challenge (head turns) for the face proof."""
     return rpc(request).call("identity", "start_liveness", person_id=person_id)
 
 
-@router.post("/me/liveness/{challenge_id}", tags=["identity"])
-def check_liveness(challenge_id: str, body: LivenessFrames, request: Request,
-                   person_id: str = Depends(current_person)) -> dict:
-    return rpc(request).call("identity", "check_liveness", person_id=person_id, challenge_id=challenge_id,
-                             frames=body.frames, video=body.video)
+@router.post("/me/face", tags=["identity"])
+def proof_face(body: FaceProof, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Prove your face to the authority: the frames of a live capture answering
+    the challenge. Answers whether it matched, your assurance level and, on a
+    match, a ``proof_id`` that unlocks one certificate or phone change."""
+    return rpc(request).call("identity", "proof_face", person_id=person_id, **body.model_dump())
 
 
 @router.post("/me/certificate", tags=["identity"], status_code=201)
-def issue_certificate(request: Request, person_id: str = Depends(current_person)) -> dict:
-    return rpc(request).call("identity", "issue_certificate", person_id=person_id)
+def issue_certificate(request: Request, body: StepUp | None = None, person_id: str = Depends(current_person)) -> dict:
+    """Your signing certificate, stating your assurance level; a new one needs a fresh face proof."""
+    return rpc(request).call("identity", "issue_certificate", person_id=person_id,
+                             proof_id=body.proof_id if body is not None else None)
+
+
+@router.post("/me/phone", tags=["identity"])
+def change_phone(body: PhoneChange, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Move to a new phone: its confirmed code and a fresh face proof."""
+    return rpc(request).call("identity", "change_phone", person_id=person_id, **body.model_dump())
 
 
 @router.post("/willingness/{willingness_id}/confirm", tags=["identity"])
 def confirm_willingness(willingness_id: str, body: WillingnessConfirmation, request: Request,
                         person_id: str = Depends(current_person)) -> dict:
-    """Prove willingness (意愿认证) with the SMS code or a selfie; answers a single-use grant."""
+    """Prove willingness (意愿认证) with the SMS code or a live face; answers a single-use grant."""
     return rpc(request).call("identity", "confirm_willingness", willingness_id=willingness_id,
-                             code=body.code, selfie=body.selfie, person_id=person_id)
+                             person_id=person_id, **body.model_dump())
+
+
+@router.post("/willingness/{willingness_id}/challenge", tags=["identity"], status_code=201)
+def new_willingness_challenge(willingness_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """A fresh liveness challenge for a face willingness check (after a failed attempt)."""
+    return rpc(request).call("identity", "new_willingness_challenge", willingness_id=willingness_id,
+                             person_id=person_id)
 
 
 # -- documents -------------------------------------------------------------------

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from services.common.config import read_secret, secret_generation_dir
 from services.common.errors import EsignError, InvalidInput
 from services.common.metrics import counter, histogram
 from services.common.rpc_client import RpcClient
@@ -35,8 +34,6 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
                   description="Electronic signatures for IOUs, receipts and contracts.")
     app.state.config = config
     app.state.rpc = rpc or RpcClient(config["AMQP_URI"], float(config.get("RPC_TIMEOUT", 30)))
-    secrets = config.get("SECRETS") or {}
-    app.state.session_key = read_secret(secrets.get("SESSION"), "session", generate_in=secret_generation_dir(config))
     app.include_router(api_router)
     app.include_router(web_router)
     health_pool = ThreadPoolExecutor(max_workers=len(BACKEND_SERVICES), thread_name_prefix="health")

@@ -18,36 +18,62 @@ from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from services.signing.service import SigningService
-from tests.support.stack import REPO, Stack
+from tests.support import liveness_clip
+from tests.support.stack import REPO, Stack, write_stack_registry
 
 
 @pytest.fixture
-def stack(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
-    gateway_port = free_port()
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
-               ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
-               ESIGN_PUBLIC_URL=gateway_url)
-    gateway = subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,
-                               stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT)
-    outbox = tmp_path / "sms.jsonl"
-    run_container(IdentityService, service_config("identity", PUBLIC_URL=gateway_url))
-    # the test runs days of a person's messages in seconds: a per-minute budget sized for it
-    run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
-                                                RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
-                                                             "PER_PHONE_PER_DAY": 60}))
-    run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
-    signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
-    signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
-    signing = run_container(SigningService, signing_config)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(gateway_url + "/pki/root.pem", timeout=5) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            eventlet.sleep(0.3)
-    yield Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing.config)
-    gateway.terminate()
-    gateway.wait(20)
+def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
+    """``stack_factory(identity={...}, signing={...}) -> Stack``: the whole
+    platform with config overrides for identity and signing (once per test)."""
+    gateways = []
+
+    def make(identity: dict | None = None, signing: dict | None = None) -> Stack:
+        if not liveness_clip.available():
+            pytest.skip("the test stack proves faces live with short_clip.mp4, which exists only in the shared "
+                        "faces folder (ESIGN_FACES_DIR)")
+        gateway_port = free_port()
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
+                   ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
+                   ESIGN_PUBLIC_URL=gateway_url)
+        gateways.append(subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,
+                                         stdout=open(tmp_path / "gateway.log", "wb"), stderr=subprocess.STDOUT))
+        outbox = tmp_path / "sms.jsonl"
+        registry = write_stack_registry(tmp_path / "registry")
+        identity_config = service_config("identity", PUBLIC_URL=gateway_url,
+                                         PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)})
+        identity_config.update(identity or {})
+        identity_container = run_container(IdentityService, identity_config)
+        # the test runs days of a person's messages in seconds: a per-minute budget sized for it
+        run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
+                                                    RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
+                                                                 "PER_PHONE_PER_DAY": 60}))
+        run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
+        signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
+        signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
+        signing_config.update(signing or {})
+        signing_container = run_container(SigningService, signing_config)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(gateway_url + "/pki/root.pem", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                eventlet.sleep(0.3)
+        made = Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing_container.config)
+        made.identity_container = identity_container
+        made.identity_config, made.registry_file = identity_config, registry
+        made.restart_identity = lambda **overrides: run_container(IdentityService, dict(identity_config, **overrides))
+        return made
+
+    yield make
+    for gateway in gateways:
+        gateway.terminate()
+        gateway.wait(20)
+
+
+@pytest.fixture
+def stack(stack_factory):
+    return stack_factory()

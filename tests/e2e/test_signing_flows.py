@@ -27,8 +27,10 @@ from tests.support.stack import (
     Stack,
     b64,
     handwriting_png,
+    live_frames,
     party,
     people,
+    UNREGISTERED,
 )
 from tests.support.waiting import wait_for
 
@@ -68,7 +70,7 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
 
     after_first = stack.sign(flow_id, borrower, phone=BORROWER[2])  # 借款方: SMS-code willingness
     assert after_first["next_person_id"] == lender
-    done = stack.sign(flow_id, lender, selfie="obama3")  # 出借方: face willingness (same person as obama2)
+    done = stack.sign(flow_id, lender, face=True)  # 出借方: face willingness, live
     assert done["state"] == "completed"
     assert [o["kind"] for o in done["objects"]] == ["original", "signed", "final"]
     assert all(p["certificate_serial"] and p["signed_at"] for p in done["parties"])
@@ -142,6 +144,11 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
                "--log-key", log_key, "--report", str(tmp_path / "report.json")]
     good = subprocess.run(command + [str(pdf)], cwd=REPO, capture_output=True, text=True)
     assert good.returncode == 0, good.stdout + good.stderr
+    # who each signer is rests on the authority: the level, the provider and its request id, per party
+    checks = signed_report["report"]["identity_checks"]
+    assert {c["assurance_level"] for c in checks} == {"authority_face_liveness"}
+    assert {c["provider"] for c in checks} == {"registry"} and all(c["request_id"] for c in checks)
+    assert good.stdout.count("authority_face_liveness") >= 2 and "self-declared" not in good.stdout
     broken = subprocess.run(command + [str(bad)], cwd=REPO, capture_output=True, text=True)
     assert broken.returncode == 1, broken.stdout + broken.stderr
 
@@ -211,7 +218,7 @@ def test_rental_contract_signed_by_landlord_and_tenant(stack, tmp_path):
         "payment_day": 5, "deposit": "6500", "tenant_fees": ["电费", "水费", "燃气费"],
         "renovation_allowed": False, "sublet_allowed": False, "renewal_notice_days": 30})
     flow_id = stack.start(rendered, [(landlord, "landlord"), (tenant, "tenant")])["flow_id"]
-    stack.sign(flow_id, landlord, selfie="obama2")
+    stack.sign(flow_id, landlord, face=True)
     assert stack.sign(flow_id, tenant, phone=BORROWER[2])["state"] == "completed"
     signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
     root_pem = stack.rpc.identity.pki_certificates()["root_pem"]
@@ -266,7 +273,6 @@ def test_grant_misuse_through_the_signing_path_is_refused(stack):
 IOU_VALUES = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
               "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
               "repayment_method": "一次性还本付息", "remark": ""}
-UNREGISTERED = ("赵六", "110105198001010032", "13700137000")
 
 
 def test_each_party_is_the_person_the_document_names(stack):
@@ -308,7 +314,7 @@ def test_each_party_is_the_person_the_document_names(stack):
 
 
 def test_a_counterparty_invited_before_registering_joins_and_signs(stack):
-    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
+    lender = stack.person(*LENDER)
     rendered = stack.document("iou", dict(IOU_VALUES, borrower=party(UNREGISTERED)))
     flow = stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
                                         parties=[{"role": "出借人"}, {"role": "借款人"}])
@@ -321,15 +327,15 @@ def test_a_counterparty_invited_before_registering_joins_and_signs(stack):
                                 if m["template"] == "sign_request" and m["phone"] == UNREGISTERED[2]])
     assert invited and invited[0]["params"]["link"].endswith(f"/flows/{flow_id}")
     # someone the document does not name cannot take the place, even once registered
-    other = stack.person(*BORROWER, portrait="obama3", selfie="obama")
+    other = stack.person(*BORROWER)
     with pytest.raises(Forbidden) as outsider:
         stack.rpc.signing.join_flow(flow_id=flow_id, person_id=other)
     assert outsider.value.reason == "not_a_party"
-    borrower = stack.person(*UNREGISTERED, portrait="obama3", selfie="obama")
+    borrower = stack.person(*UNREGISTERED)
     joined = stack.rpc.signing.join_flow(flow_id=flow_id, person_id=borrower)
     assert joined["next_person_id"] == borrower
     assert stack.rpc.signing.join_flow(flow_id=flow_id, person_id=borrower)["parties"] == joined["parties"]
-    assert stack.sign(flow_id, borrower, selfie="obama2")["state"] == "completed"
+    assert stack.sign(flow_id, borrower, face=True)["state"] == "completed"
 
     def kinds() -> list[str]:
         leaves = stack.rpc.signing.flow_evidence(flow_id=flow_id)["leaves"]
@@ -387,8 +393,9 @@ class Http:
         assert status == expect, (status, content)
         return json.loads(content)
 
-    def register(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> "Http":
-        """Real-name registration over HTTP: phone code, person, face check, certificate."""
+    def register(self, name: str, id_number: str, phone: str) -> "Http":
+        """Real-name registration over HTTP: phone code, person (the authority
+        checks name and ID number), live face proof, certificate with that proof."""
         before = len(self.stack.sms())
         challenge = self.json("POST", "/phone-codes", {"phone": phone}, expect=201)["challenge_id"]
         code = self.stack.latest_code(phone, "phone_code", before)
@@ -397,11 +404,15 @@ class Http:
                                                 "phone_challenge_id": challenge}, expect=201)
         session = Http(self.stack, person["session"]["token"])
         session.person_id = person["person_id"]
-        assert session.json("GET", "/me")["next_step"] == "face"
-        assert session.json("POST", "/me/face", {"id_portrait": b64(face_path(portrait).read_bytes()),
-                                                 "selfie": b64(face_path(selfie).read_bytes())})["matched"]
+        assert session.json("GET", "/me")["next_step"] == "proofing"
+        status, content, _ = session.call("POST", "/me/certificate", {})
+        assert status == 403 and json.loads(content)["error"]["message"] == "step_up_required"  # a session alone
+        challenge = session.json("POST", "/me/liveness", expect=201)
+        proof = session.json("POST", "/me/face", {"challenge_id": challenge["challenge_id"],
+                                                  "frames": live_frames(challenge["actions"])})
+        assert proof["matched"] and proof["assurance_level"] == "authority_face_liveness"
         assert session.json("GET", "/me")["next_step"] == "certificate"  # reading it issues nothing
-        issued = session.json("POST", "/me/certificate", expect=201)
+        issued = session.json("POST", "/me/certificate", {"proof_id": proof["proof_id"]}, expect=201)
         me = session.json("GET", "/me")
         assert me["next_step"] == "ready" and me["certificate"]["serial"] == issued["serial"]
         assert me["name_masked"].endswith("*") and "id_number" not in me
@@ -409,8 +420,8 @@ class Http:
 
 
 def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack):
-    as_lender = Http(stack).register(*LENDER, portrait="obama", selfie="obama2")
-    as_borrower = Http(stack).register(*BORROWER, portrait="obama3", selfie="obama")
+    as_lender = Http(stack).register(*LENDER)
+    as_borrower = Http(stack).register(*BORROWER)
     lender, borrower = as_lender.person_id, as_borrower.person_id
     document_id = as_lender.json("POST", "/documents", {"template_id": "iou", "values": IOU_VALUES},
                                  expect=201)["document_id"]

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
+from tests.support.registry import write_registry
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +20,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def client(service_config, run_container, amqp_uri, tmp_path):
     secrets_dir = tmp_path / "secrets"
+    registry = write_registry(tmp_path / "registry", [("张三", "11010519491231002X", None)])
     run_container(IdentityService, service_config("identity", SECRETS={
         "KEK": {"file": str(secrets_dir / "kek")}, "BLIND_INDEX_KEY": {"file": str(secrets_dir / "bi")},
-        "OTP_KEY": {"file": str(secrets_dir / "otp")}, "GENERATE_MISSING": True}))
+        "OTP_KEY": {"file": str(secrets_dir / "otp")}, "GENERATE_MISSING": True},
+        PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)}))
     outbox = tmp_path / "outbox.jsonl"
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
     app = create_app({"AMQP_URI": amqp_uri, "RPC_TIMEOUT": 20, "DATA_DIR": str(tmp_path / "gw"),
@@ -67,4 +70,42 @@ def test_person_routes_need_a_genuine_session(client):
     missing = http.post("/api/v1/me/certificate")
     assert missing.status_code == 403 and missing.json()["error"]["message"] == "session_required"
     forged = http.post("/api/v1/me/certificate", headers={"Authorization": "Bearer eyJwaWQiOiJ4In0.AAAA"})
-    assert forged.status_code == 403 and forged.json()["error"]["message"] == "token_bad_signature"
+    assert forged.status_code == 403 and forged.json()["error"]["message"] == "session_invalid"
+
+
+def _code(outbox, count_before: int) -> str:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        lines = outbox.read_text().splitlines() if outbox.exists() else []
+        if len(lines) > count_before:
+            return json.loads(lines[-1])["params"]["code"]
+        eventlet.sleep(0.1)
+    raise AssertionError("no code arrived")
+
+
+def test_sessions_over_http_are_listed_and_end_at_logout(client):
+    """Register over HTTP (the registry vouches for the name and ID number),
+    log in again from a second client, see both sessions, log one out."""
+    http, outbox = client
+    phone = "13812345678"
+    challenge = http.post("/api/v1/phone-codes", json={"phone": phone}).json()["challenge_id"]
+    http.post(f"/api/v1/phone-codes/{challenge}/confirm", json={"code": _code(outbox, 0)})
+    registered = http.post("/api/v1/persons", headers={"User-Agent": "browser-A"},
+                           json={"name": "张三", "id_number": "11010519491231002X", "phone": phone,
+                                 "phone_challenge_id": challenge})
+    assert registered.status_code == 201, registered.text
+    first = registered.json()["session"]
+    assert registered.json()["assurance_level"] == "authority_two_element"
+    a = {"Authorization": "Bearer " + first["token"]}
+    me = http.get("/api/v1/me", headers=a).json()
+    assert me["next_step"] == "proofing" and me["assurance_level"] == "authority_two_element"
+    assert "id_number" not in me and "11010519491231002X" not in json.dumps(me)
+    sessions = http.get("/api/v1/me/sessions", headers=a).json()
+    assert [(s["user_agent"], s["current"]) for s in sessions] == [("browser-A", True)]
+    # a session alone issues no certificate
+    refused = http.post("/api/v1/me/certificate", headers=a, json={})
+    assert refused.status_code == 403 and refused.json()["error"]["message"] == "step_up_required"
+    logout = http.post("/api/v1/sessions/current/revoke", headers=a)
+    assert logout.status_code == 200 and logout.json()["revoked"] is True
+    after = http.get("/api/v1/me", headers=a)
+    assert after.status_code == 403 and after.json()["error"]["message"] == "session_revoked"

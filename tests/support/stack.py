@@ -1,15 +1,17 @@
 """The whole platform for end-to-end tests and benchmarks, driven over RPC:
-people registered with real face photos, documents, flows, signatures with
-SMS-code or face willingness, and the console SMS outbox the codes are read
-from. The ``stack`` fixture (tests/e2e/conftest.py) starts it; bench/sign_rpc.py
-builds one itself."""
+people registered against a local identity registry (the authority) and
+proved live with the stage clip's performer (tests/support/liveness_clip.py),
+documents, flows, signatures with SMS-code or live-face willingness, and the
+console SMS outbox the codes are read from. The ``stack`` fixture
+(tests/e2e/conftest.py) starts it; bench/sign_rpc.py builds one itself."""
 from __future__ import annotations
 
 import base64
 import json
 from pathlib import Path
 
-from tests.support.faces import face_path
+from tests.support import liveness_clip
+from tests.support.registry import PERFORMER, write_registry
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,16 +72,19 @@ class Stack:
         assert found, f"no {template} SMS for {phone}"
         return found[-1]["params"]["code"]
 
-    def person(self, name: str, id_number: str, phone: str, portrait: str, selfie: str) -> str:
+    def person(self, name: str, id_number: str, phone: str) -> str:
+        """Register (the registry vouches for name and ID number), prove the face
+        live (the performer doing the challenge's turns), take a certificate."""
         before = len(self.sms())
         challenge = self.rpc.identity.request_phone_code(phone=phone)["challenge_id"]
         self.rpc.identity.confirm_phone_code(challenge_id=challenge, code=self.latest_code(phone, "phone_code", before))
         person_id = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
                                                phone_challenge_id=challenge)["person_id"]
-        match = self.rpc.identity.verify_face(person_id=person_id, id_portrait=b64(face_path(portrait).read_bytes()),
-                                              selfie=b64(face_path(selfie).read_bytes()))
-        assert match["matched"]
-        self.rpc.identity.issue_certificate(person_id=person_id)
+        liveness = self.rpc.identity.start_liveness(person_id=person_id)
+        proof = self.rpc.identity.proof_face(person_id=person_id, challenge_id=liveness["challenge_id"],
+                                             frames=live_frames(liveness["actions"]))
+        assert proof["matched"], proof
+        self.rpc.identity.issue_certificate(person_id=person_id, proof_id=proof["proof_id"])
         return person_id
 
     def document(self, template_id: str, values: dict) -> dict:
@@ -98,17 +103,21 @@ class Stack:
         code = self.latest_code(person_phone, "willingness_code", before)
         return self.rpc.identity.confirm_willingness(willingness_id=willingness_id, code=code)["grant"]
 
-    def grant_by_face(self, willingness_id: str, selfie: str) -> str:
-        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id,
-                                                     selfie=b64(face_path(selfie).read_bytes()))["grant"]
+    def grant_by_face(self, person_id: str, willingness_id: str) -> str:
+        """The person, live, performing a fresh challenge of the face check."""
+        challenge = self.rpc.identity.new_willingness_challenge(willingness_id=willingness_id, person_id=person_id)
+        return self.rpc.identity.confirm_willingness(willingness_id=willingness_id, person_id=person_id,
+                                                     frames=live_frames(challenge["actions"]))["grant"]
 
-    def sign(self, flow_id: str, person_id: str, phone: str | None = None, selfie: str | None = None) -> dict:
+    def sign(self, flow_id: str, person_id: str, phone: str | None = None, face: bool = False) -> dict:
+        """Sign with an SMS code (``phone``) or, with ``face=True``, a live face."""
+        assert bool(phone) != face, "sign by SMS code (phone=...) or by face (face=True)"
         before = len(self.sms())
         method = "sms" if phone else "face"
         pending = self.rpc.signing.prepare_signature(flow_id=flow_id, person_id=person_id,
                                                      signature_image=handwriting_png(), method=method)
         grant = (self.grant_by_sms(phone, pending["willingness_id"], before) if phone
-                 else self.grant_by_face(pending["willingness_id"], selfie))
+                 else self.grant_by_face(person_id, pending["willingness_id"]))
         return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
 
     def void_action(self, start_rpc, person_id: str, phone: str, **kwargs) -> dict:
@@ -120,12 +129,22 @@ class Stack:
 
 LENDER = ("王䶮", "11010519491231002X", "13800138000")
 BORROWER = ("李𠮷", "440524188001010014", "13900139000")
+UNREGISTERED = ("赵六", "110105198001010032", "13700137000")  # named by a document before registering
+
+
+def live_frames(actions) -> list[str]:
+    return [b64(frame) for frame in liveness_clip.frames_for(actions)]
+
+
+def write_stack_registry(folder: Path) -> Path:
+    """The authority of the test stack: every test person, each with the
+    performer's photo (the one face tests can show live)."""
+    return write_registry(folder, [(name, id_number, PERFORMER) for name, id_number, _ in
+                                   (LENDER, BORROWER, UNREGISTERED)])
 
 
 def people(stack: Stack) -> tuple[str, str]:
-    lender = stack.person(*LENDER, portrait="obama", selfie="obama2")
-    borrower = stack.person(*BORROWER, portrait="obama3", selfie="obama")
-    return lender, borrower
+    return stack.person(*LENDER), stack.person(*BORROWER)
 
 
 def party(values: dict) -> dict:

@@ -121,7 +121,7 @@ def test_compose_holds_no_literal_secret():
                 checked += 1
                 assert password.group("password").startswith("${"), f"{name}.{key} has a literal password"
             assert not value.startswith("base64:"), f"{name}.{key} holds a literal key"
-    # the KEKs, session secret, S3 keys, database and broker passwords at least
+    # the KEKs, S3 keys, database and broker passwords at least
     assert checked >= 15
 
 
@@ -129,7 +129,7 @@ def test_compose_required_secrets_fail_loudly_when_unset():
     """A required secret uses ${VAR:?message}, so compose refuses to start without it."""
     services = load_compose()["services"]
     for name, key in [("identity", "ESIGN_KEK"), ("identity", "ESIGN_BLIND_INDEX_KEY"),
-                      ("identity", "ESIGN_OTP_KEY"), ("gateway", "ESIGN_SESSION_SECRET"),
+                      ("identity", "ESIGN_OTP_KEY"),
                       ("postgres", "POSTGRES_PASSWORD"), ("rabbitmq", "RABBITMQ_DEFAULT_PASS"),
                       ("grafana", "GF_SECURITY_ADMIN_PASSWORD"), ("documents", "ESIGN_S3_SECRET_KEY"),
                       ("documents", "DOCUMENTS_KEK"), ("documents", "ESIGN_INVITE_KEY"),
@@ -269,7 +269,7 @@ def test_k8s_namespace_configmap_and_secret_template():
     assert [doc["metadata"]["name"] for _, doc in secrets] == ["esign-secrets"]
     path, secret = secrets[0]
     values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
-    assert {"ESIGN_KEK", "ESIGN_SESSION_SECRET", "AMQP_URI"} <= set(values)
+    assert {"ESIGN_KEK", "TENCENT_FACEID_SECRET_ID", "TENCENT_FACEID_SECRET_KEY", "AMQP_URI"} <= set(values)
     assert all(value in ("", None) for value in values.values()), "the Secret template holds values"
     assert "kubectl" in path.read_text(encoding="utf-8") and "create secret" in path.read_text(encoding="utf-8")
     config = k8s_object("ConfigMap", "esign-config")["data"]
