@@ -7,13 +7,17 @@ Each page is composed once, on first use, from ``layout.html`` (head, header
 bar, ``<main>``) and the page's file, which holds only its ``<main>`` content:
 ``{{title}}``, ``{{script}}`` and ``{{main}}`` in the layout come from
 ``PAGES``; a line ``<!-- include editor.html hint="..." -->`` in a page is
-replaced by that fragment, its ``{{hint}}`` filled from the marker. Nothing
-dynamic goes into a page, so nothing is escaped.
+replaced by that fragment, its ``{{hint}}`` filled from the marker (a fragment
+may include others: the camera preview, ``camera.html``, is in the face step
+and in each 意愿认证 of the flow page). Nothing dynamic goes into a page, so
+nothing is escaped.
 
 Every page is sent with a strict Content-Security-Policy (W3C CSP Level 3):
 scripts, styles and requests only from this origin, no inline code; ``blob:``
 only where the PDF preview and downloads need it; ``data:``/``blob:`` images
-for the selfie and signature previews and the QR code (an SVG data: URL).
+for the signature preview and the QR code (an SVG data: URL). The camera
+preview is a MediaStream in a <video> (``srcObject``), which needs no source in
+the policy.
 """
 from __future__ import annotations
 
@@ -91,9 +95,11 @@ def _fill(text: str, values: dict[str, str], where: str) -> str:
 
 
 def _include(match: re.Match) -> str:
+    """A fragment, its ``{{name}}`` filled from the marker; then the includes it
+    has itself (willingness.html has camera.html), whose markers may use those values."""
     indent, name, arguments = match.groups()
-    fragment = (WEB_DIR / name).read_text("utf-8")
-    return _indent(_fill(fragment, dict(re.findall(r'(\w+)="([^"]*)"', arguments)), name), indent)
+    fragment = _fill((WEB_DIR / name).read_text("utf-8"), dict(re.findall(r'(\w+)="([^"]*)"', arguments)), name)
+    return _indent(_INCLUDE.sub(_include, fragment), indent)
 
 
 @cache

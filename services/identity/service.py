@@ -37,7 +37,7 @@ from sqlalchemy import select
 
 from services.common import events
 from services.common.assurance import parse_level
-from services.common.clock import aware, iso, now, utcnow
+from services.common.clock import iso, utcnow
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Forbidden, InvalidInput, NotFound
 from services.common.masking import mask_phone
@@ -260,14 +260,12 @@ class IdentityService(ServiceBase):
         """Where a person stands (masked, no secrets): account status, assurance
         level, face and certificate, and the next step: ``proofing``,
         ``certificate`` or ``ready`` (``frozen`` for a frozen account). Reading
-        it changes nothing."""
+        it changes nothing. A step-up proof's id is never in it: only the
+        answer of the face check that made it carries it."""
         person = self.people.get(person_id)
         session = self.db.session
         current = certificates.active_certificate(session, person_id)
         face_ok = person.face_encoding_sealed is not None
-        latest_proof = session.execute(
-            select(IdentityProof).where(IdentityProof.person_id == person_id, IdentityProof.matched.is_(True))
-            .order_by(IdentityProof.created_at.desc())).scalars().first()
         if person.status == "frozen":
             step = "frozen"
         elif not face_ok or person.status == "pending_takeover":
@@ -276,20 +274,15 @@ class IdentityService(ServiceBase):
             step = "certificate"
         else:
             step = "ready"
-        step_up = (latest_proof is not None and latest_proof.consumed_at is None
-                   and self._fresh(latest_proof))
         return {"person_id": person_id, "name_masked": person.name_masked, "id_masked": person.id_masked,
                 "phone_masked": person.phone_masked, "status": person.status,
                 "assurance_level": person.assurance_level, "face_verified": face_ok,
                 "liveness_passed": person.liveness_passed_at is not None,
                 "liveness_required": self.settings.liveness_required, "upload_allowed": self.proofs.upload_allowed,
-                "next_step": step, "step_up_proof_id": latest_proof.id if step_up else None,
+                "next_step": step,
                 "certificate": None if current is None else {
                     "serial": current.serial, "not_after": iso(current.not_after),
                     "assurance_level": current.assurance_level}}
-
-    def _fresh(self, proof: IdentityProof) -> bool:
-        return aware(proof.created_at) + self.settings.step_up_window > now()
 
     # -- certificates ------------------------------------------------------------------------
     @rpc

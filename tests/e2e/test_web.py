@@ -1,146 +1,26 @@
 """The web pages in a real browser (Debian's headless chromium through
 Selenium) against the whole stack of test_signing_flows: person A logs in
 with an SMS code, fills the IOU form, starts signing, draws a signature and
-confirms by SMS code; person B opens the SMS link in a fresh browser, logs in,
-signs with a selfie; the page shows the IOU effective and the signing report
-downloads. Then, with the same two sessions, 我的二维码: A shows a QR code as
-收款人, B opens its link, fills the receipt and starts signing it. What the
-pages show is checked, and the flow's state over RPC."""
+confirms by SMS code; person B opens the SMS link in a fresh browser whose
+camera is Chromium's fake device (tests/support/fake_camera.py), logs in and
+signs by face: the page shows the head turns to perform, the test has the
+stage clip's performer do them in front of the fake camera (B's registry
+photo is that performer), and the page films them. The page shows the IOU
+effective and the signing report downloads. Then, with the same two
+sessions, 我的二维码: A shows a QR code as 收款人, B opens its link, fills the
+receipt and starts signing it. What the pages show is checked, and the flow's
+state over RPC. Registration over the pages is in test_web_camera.py."""
 from __future__ import annotations
 
-import time
 from datetime import date, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.support.faces import face_path
+from tests.support.browser import Page, browser, log_in, perform_challenge
 from tests.support.stack import BORROWER, LENDER, party, people
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PHONE_SCREEN = (412, 915)  # CSS pixels of a common phone
-TIMEOUT = 60
-
-
-def browser(download_dir: Path):
-    """Headless chromium at phone width that saves downloads in ``download_dir``."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"the browser tests need {' and '.join(missing)}: install the Debian packages "
-                    "chromium and chromium-driver (./dev bootstrap does, as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=zh-CN",
-                     f"--window-size={PHONE_SCREEN[0]},{PHONE_SCREEN[1]}"):
-        options.add_argument(argument)
-    download_dir.mkdir(parents=True, exist_ok=True)
-    options.add_experimental_option("prefs", {
-        "download.default_directory": str(download_dir), "download.prompt_for_download": False,
-        "safebrowsing.enabled": False})
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
-    return driver
-
-
-class Page:
-    """One person's browser: small verbs over Selenium, with the page's text
-    and console in every failure message."""
-
-    def __init__(self, driver, base_url: str):
-        self.driver = driver
-        self.base_url = base_url
-
-    def open(self, path_or_url: str) -> None:
-        self.driver.get(path_or_url if path_or_url.startswith("http") else self.base_url + path_or_url)
-
-    def find(self, css: str):
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_element(By.CSS_SELECTOR, css)
-
-    def text(self, css: str) -> str:
-        return self.find(css).text
-
-    def visible(self, css: str) -> bool:
-        from selenium.common.exceptions import NoSuchElementException
-
-        try:
-            return self.find(css).is_displayed()
-        except NoSuchElementException:
-            return False
-
-    def state(self) -> str:
-        console = "\n".join(f"  {entry['level']}: {entry['message']}" for entry in self.driver.get_log("browser"))
-        return f"at {self.driver.current_url}\n--- page ---\n{self.text('body')}\n--- console ---\n{console}"
-
-    def wait(self, predicate, what: str, timeout: float = TIMEOUT):
-        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        try:
-            return WebDriverWait(self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
-                lambda _driver: predicate())
-        except TimeoutException:
-            pytest.fail(f"waited {timeout}s for {what}\n{self.state()}")
-
-    def wait_visible(self, css: str) -> None:
-        self.wait(lambda: self.visible(css), f"{css} to show")
-
-    def type(self, css: str, value: str) -> None:
-        field = self.find(css)
-        field.clear()
-        field.send_keys(value)
-
-    def choose(self, css: str, option: str) -> None:
-        from selenium.webdriver.support.ui import Select
-
-        Select(self.find(css)).select_by_visible_text(option)
-
-    def set_value(self, css: str, value: str) -> None:
-        """Date inputs: their typed form depends on the browser's locale, the value does not."""
-        self.driver.execute_script(
-            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));", self.find(css), value)
-
-    def click(self, css: str) -> None:
-        self.find(css).click()
-
-    def draw_signature(self) -> None:
-        from selenium.webdriver.common.action_chains import ActionChains
-
-        pad = self.find("#pad")
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", pad)
-        (ActionChains(self.driver).move_to_element_with_offset(pad, -120, 10).click_and_hold()
-         .move_by_offset(40, -30).move_by_offset(40, 35).move_by_offset(50, -25).move_by_offset(60, 20)
-         .release().perform())
-
-
-def log_in(page: Page, stack, phone: str) -> None:
-    """The start page's login: phone, the code from the SMS outbox, submit."""
-    page.wait_visible("#login-form")
-    page.type("#login-phone", phone)
-    # The registration's code went to this phone moments ago: identity allows a
-    # new one after 60 s, and the page says so next to the phone, as a person sees it.
-    deadline = time.monotonic() + 90
-    while True:
-        before = len(stack.sms())
-        page.click("#login-form [data-send-code]")
-        outcome = page.wait(lambda: page.text('#login-form [data-error-for="code"]')
-                            or page.text('#login-form [data-error-for="phone"]'), "an answer to the code request")
-        if "验证码已发送" in outcome:
-            break
-        assert outcome.startswith("发送太频繁，请稍后再试") and time.monotonic() < deadline, outcome
-        time.sleep(5)
-    page.type("#login-code", stack.latest_code(phone, "phone_code", before))
-    page.click('#login-form button[type="submit"]')
-
 
 def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
     for key, value in zip(("name", "id_number", "phone"), person):
@@ -273,19 +153,21 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         assert sent, "no sign_request SMS for the borrower"
         link = sent[-1]["params"]["link"]
         assert link == f"{stack.gateway_url}/flows/{flow_id}"
-        b = Page(browser(tmp_path / "downloads-b"), stack.gateway_url)
+        camera = tmp_path / "camera-b.y4m"
+        b = Page(browser(tmp_path / "downloads-b", camera=camera), stack.gateway_url)
         b.open(link)
         b.wait(lambda: b.driver.current_url.endswith("/?next=" + f"%2Fflows%2F{flow_id}"), "the login redirect")
         log_in(b, stack, BORROWER[2])
         b.wait(lambda: b.driver.current_url == link, "the way back to the SMS link")
 
-        # -- B signs with a selfie
+        # -- B signs by face: the head turns the page asks for, live in front of the camera
         b.wait_visible("#sign")
         assert b.text("#turn") == "轮到您签署"
         b.draw_signature()
         b.click('#sign-form input[name="method"][value="face"]')
-        b.find('#sign-form input[name="selfie"]').send_keys(str(face_path("obama")))
+        assert not b.visible('#sign-form [data-upload]')  # the platform takes no selfie files
         b.click('#sign-form button[type="submit"]')
+        perform_challenge(b, "#sign-form", camera)
         b.wait(lambda: b.text("#state") == "已生效", "the IOU to become effective")
         assert not b.visible("#sign") and b.visible("#report")
         assert all("已签署" in line for line in b.text("#parties").splitlines())

@@ -63,6 +63,7 @@ def test_each_page_is_html_with_a_strict_policy(http, path):
     ("new.js", "text/javascript; charset=utf-8"), ("flow.js", "text/javascript; charset=utf-8"),
     ("verify.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8"),
     ("editor.js", "text/javascript; charset=utf-8"), ("receipt.js", "text/javascript; charset=utf-8"),
+    ("camera.js", "text/javascript; charset=utf-8"), ("facecheck.js", "text/javascript; charset=utf-8"),
 ])
 def test_assets_have_their_content_type(http, name, media_type):
     response = http.get(f"/static/{name}")
@@ -90,7 +91,8 @@ def test_the_receipt_page_reuses_the_document_editor():
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
-                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html", "/flows", "/flows/a/b", "/receipts",
+                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html", "/static/camera.html",
+                                  "/flows", "/flows/a/b", "/receipts",
                                   "/receipts/other"])
 def test_unknown_paths_are_404(http, path):
     assert http.get(path).status_code == 404
@@ -199,3 +201,94 @@ def test_the_new_and_receipt_pages_share_the_editor_markup():
         assert {"document-form", "template-title", "fields", "preview", "pdf", "order", "flow-form"} <= set(parsed.ids)
     assert "您作为发起方" in page_html("new.html").decode("utf-8")
     assert "按实名信息自动填写" in page_html("receipt.html").decode("utf-8")
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def having(self, tag: str, **wanted) -> list[dict]:
+        """Elements ``tag`` with these attributes (``data_x`` is data-x; True: present, any value)."""
+        def fits(attributes: dict, key: str, value) -> bool:
+            key = key.replace("_", "-")
+            return key in attributes if value is True else attributes.get(key) == value
+
+        return [attributes for name, attributes in self.elements
+                if name == tag and all(fits(attributes, key, value) for key, value in wanted.items())]
+
+
+def elements(page: str) -> Elements:
+    parser = Elements()
+    parser.feed(page_html(page).decode("utf-8"))
+    return parser
+
+
+def test_the_start_page_proves_the_face_live_without_an_id_portrait():
+    """人脸核身: the camera fragment (preview, challenge, 开始拍摄), a selfie input only as the
+    hidden fallback, no ID-portrait upload; the certificate, ready card with the level, 登录设备."""
+    page = elements("index.html")
+    ids = {attributes.get("id") for _tag, attributes in page.elements}
+    assert {"face-form", "face-start", "face-note", "certificate-take", "frozen", "assurance", "devices",
+            "device-list", "revoke-others"} <= ids
+    assert "id-portrait" not in ids and not page.having("input", name="id_portrait")
+    assert len(page.having("video")) == 1 and "muted" in page.having("video")[0]
+    assert len(page.having("button", type="button", data_capture=True)) == 1
+    [selfie] = page.having("input", type="file")
+    assert selfie["capture"] == "user" and selfie["name"] == "selfie"
+    [upload] = page.having("div", data_upload=True)
+    assert "hidden" in upload  # shown only where uploads are allowed
+    text = page_html("index.html").decode("utf-8")
+    assert "人脸核身" in text and "证件照" in text and "身份证人像面" not in text
+    assert [li for li in page.having("li") if li.get("data-step")] == [
+        {"data-step": "phone"}, {"data-step": "face"}, {"data-step": "certificate"}]
+
+
+def test_each_willingness_of_the_flow_page_has_its_camera():
+    """Signing, the void request and the void confirmation: SMS code or the live face, each with
+    its own camera fragment (ids made from the include's prefix), and the flow's dispute badge."""
+    page = elements("flow.html")
+    assert len(page.having("input", type="radio", name="method", value="face")) == 3
+    assert len(page.having("video")) == 3 and len(page.having("button", type="button", data_capture=True)) == 3
+    assert {a["id"] for a in page.having("input", type="file")} == {"sign-selfie", "void-selfie", "void-confirm-selfie"}
+    assert {a["id"] for a in page.having("input", name="code")} == {"sign-code", "void-code", "void-confirm-code"}
+    ids = {attributes.get("id") for _tag, attributes in page.elements}
+    assert {"dispute", "required-level"} <= ids
+
+
+def test_the_header_logs_out():
+    for page in PAGE_FILES:
+        [button] = elements(page).having("button", id="logout")
+        assert "hidden" in button, page
+    assert ">退出登录</button>" in page_html("index.html").decode("utf-8")
+
+
+def _object_keys(script: str, name: str) -> set[str]:
+    body = re.search(rf"const {name} = \{{(.*?)\n\}};", script, re.S)
+    assert body, name
+    return set(re.findall(r'^\s*"?([\w: ]+?)"?:\s', body.group(1), re.M))
+
+
+def test_every_reason_the_pages_meet_is_said_in_chinese():
+    """The sessions, step-up, liveness and authority refusals have their Chinese words in api.js;
+    the reasons that no longer exist are gone."""
+    script = (WEB_DIR / "api.js").read_text("utf-8")
+    reasons = _object_keys(script, "REASONS")
+    assert {"session_required", "session_revoked", "session_expired", "session_invalid", "account_frozen",
+            "account_pending", "step_up_required", "step_up_expired", "step_up_used", "step_up_level_too_low",
+            "liveness_challenge_used", "liveness_challenge_expired", "liveness_failed", "face_mismatch",
+            "face_willingness_locked", "assurance_too_low", "phone_challenge_used"} <= reasons
+    assert not {r for r in reasons if r.startswith("token_")}
+    assert not reasons & {"reverification_required", "liveness_not_passed"}
+    assert {"authority_mismatch", "authority_no_record", "authority_invalid_id", "authority_invalid_name",
+            "authority_no_photo", "liveness_required"} <= _object_keys(script, "SENTENCES")
+    assert "identity_authority" in _object_keys(script, "SYSTEMS")
+    assert "session_(required|revoked|expired|invalid)|account_frozen" in script  # those log the tab out
+    faces = _object_keys((WEB_DIR / "facecheck.js").read_text("utf-8"), "REASONS")
+    assert {"static_frames", "no_motion", "challenge_not_performed", "identity_changed", "no_face",
+            "multiple_faces", "mirrored_frames", "face_mismatch"} <= faces

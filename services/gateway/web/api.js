@@ -3,6 +3,7 @@
 
 const TOKEN = "esign.token";
 const PERSON = "esign.person";
+const ENDED_REASON = "esign.ended"; // why the last session ended, for the login page to say
 
 export const session = {
   get token() { return sessionStorage.getItem(TOKEN); },
@@ -10,33 +11,57 @@ export const session = {
   save(answer) {
     sessionStorage.setItem(TOKEN, answer.token);
     sessionStorage.setItem(PERSON, answer.person_id);
+    sessionStorage.removeItem(ENDED_REASON);
   },
   clear() {
     sessionStorage.removeItem(TOKEN);
     sessionStorage.removeItem(PERSON);
   },
+  // Why the last session ended (said once), or null.
+  takeEndedReason() {
+    const reason = sessionStorage.getItem(ENDED_REASON);
+    sessionStorage.removeItem(ENDED_REASON);
+    return reason;
+  },
 };
 
-// Reasons of 403/409 answers, said in Chinese; anything else shows its message.
+// Reasons of 403/409/429 answers, said in Chinese; anything else shows its message.
 const REASONS = {
   session_required: "请先登录",
-  token_expired: "登录已过期，请重新登录",
-  token_bad_signature: "登录已失效，请重新登录",
-  token_malformed: "登录已失效，请重新登录",
+  session_revoked: "您已退出登录（或已在其他设备上被退出），请重新登录",
+  session_expired: "登录已过期，请重新登录",
+  session_invalid: "登录已失效，请重新登录",
+  account_frozen: "账户已冻结：该身份证号已由本人通过人脸核身认领。如有疑问请联系客服",
+  account_pending: "账户待确认：该身份证号已被另一账户使用，请先完成人脸核身",
   otp_wrong_code: "验证码错误",
   otp_expired: "验证码已过期，请重新获取",
   otp_locked: "错误次数过多，请稍后再试",
   otp_already_used: "验证码已使用，请重新获取",
   otp_resend_too_soon: "发送太频繁，请稍后再试",
   otp_send_limit: "今日发送次数已达上限",
+  otp_not_deliverable: "无法向该手机号发送短信",
   phone_not_confirmed: "请先验证手机号",
   phone_confirmation_expired: "手机验证已过期，请重新获取验证码",
+  phone_challenge_used: "该验证码已用过，请重新获取",
   phone_registered: "该手机号已注册，请直接登录",
   id_number_registered: "该身份证号已注册",
-  face_not_verified: "请先完成人脸核验",
-  reverification_required: "证书已吊销，请重新人脸核验",
-  liveness_not_passed: "需要先完成活体检测",
-  willingness_failed: "意愿认证未通过",
+  registration_conflict: "注册未完成，请重试",
+  face_not_verified: "请先完成人脸核身",
+  step_up_required: "此操作需要先完成人脸核身",
+  step_up_expired: "人脸核身已超过 10 分钟，请重新核身",
+  step_up_used: "本次人脸核身已使用过，请重新核身",
+  step_up_level_too_low: "本次核身的认证等级不够，请用摄像头重新进行人脸核身",
+  liveness_challenge_used: "本次转头指令已使用，请重新开始",
+  liveness_challenge_expired: "转头指令已过期，请重新开始",
+  liveness_failed: "活体检测未通过：请正对摄像头，按提示转头",
+  face_mismatch: "人脸比对未通过：与您实名认证时的人脸不是同一人",
+  face_willingness_locked: "人脸认证失败次数过多，已暂时锁定，可改用短信验证码",
+  assurance_too_low: "您的证书认证等级低于本文件的要求：请回到首页重新人脸核身，领取新证书后再签署",
+  no_active_certificate: "请先领取数字证书",
+  certificate_revoked: "证书已吊销，请重新人脸核身并领取证书",
+  certificate_changed: "证书已更换，请重新发起",
+  willingness_failed: "意愿认证未通过，请重新发起",
+  willingness_expired: "意愿认证已过期，请重新发起",
   willingness_used: "意愿认证已使用，请重新签署",
   not_a_party: "您不是该文件的签署方",
   not_your_turn: "还没轮到您签署",
@@ -46,13 +71,21 @@ const REASONS = {
   void_requester_cannot_confirm: "作废申请人不能自己确认",
   void_already_confirmed: "您已确认作废",
   pending_action_expired: "操作已超时，请重新开始",
+  pending_action_used: "该操作已完成，请刷新页面",
   document_in_flow: "文件已发起签署，不能再修改",
   invite_invalid: "二维码无效，请让对方重新生成",
   invite_expired: "二维码已过期，请让对方重新生成",
   "person not found: for this phone": "该手机号尚未注册，请先注册",
+  unavailable: "服务暂时不可用，请稍后再试",
 };
 
-// Rules of 422 answers: a Chinese word before the service's own message.
+// 503 answers name the system that did not answer ("identity_authority unavailable: …").
+const SYSTEMS = {
+  identity_authority: "身份核验机构（权威库）暂时无法访问，请稍后再试",
+  tsa: "时间戳服务暂时不可用，请稍后再试",
+};
+
+// Rules of 422 answers: a Chinese word before the service's own message ...
 const RULES = {
   required: "必填",
   max_chars: "字数超出",
@@ -63,6 +96,8 @@ const RULES = {
   type: "格式不对",
   check_digit: "校验位不对",
   format: "格式不对",
+  count: "照片张数不对",
+  not_an_image: "不是图片",
   not_registered: "对方尚未完成实名认证",
   not_the_named_party: "与文件所列当事人不一致",
   initiator_first: "发起人须为文件所列当事人之一",
@@ -70,10 +105,30 @@ const RULES = {
   from_invite: "由实名信息自动填写",
 };
 
+// ... or a whole sentence, without the (English) message of the service.
+const SENTENCES = {
+  authority_mismatch: "姓名与身份证号不一致（权威库核验未通过）",
+  authority_no_record: "权威库中没有这个身份证号",
+  authority_invalid_id: "权威库不接受这个身份证号，请核对",
+  authority_invalid_name: "权威库不接受这个姓名，请按身份证上的姓名填写",
+  authority_no_photo: "权威库中没有您的证件照，无法进行人脸比对",
+  authority_photo_unusable: "权威库中您的证件照无法用于比对",
+  liveness_required: "本平台要求用摄像头现场核验，不接受上传照片",
+  no_face: "照片中未检测到人脸",
+  multiple_faces: "照片中有多张人脸",
+  face_too_small: "人脸太小，请靠近镜头",
+};
+
+// Seconds as a person reads a wait: "30 秒", "15 分钟".
+export function waitText(seconds) {
+  return seconds < 120 ? `${seconds} 秒` : `${Math.ceil(seconds / 60)} 分钟`;
+}
+
 export class ApiError extends Error {
   constructor(status, error) {
-    const reason = REASONS[error.message] || REASONS[error.code];
-    const wait = error.retry_after ? `（${error.retry_after} 秒后可再试）` : "";
+    const system = error.code === "unavailable" ? SYSTEMS[String(error.message).split(" ", 1)[0]] : null;
+    const reason = REASONS[error.message] || system || REASONS[error.code];
+    const wait = error.retry_after ? `（${waitText(error.retry_after)}后可再试）` : "";
     super((reason || error.message || `请求失败（${status}）`) + wait);
     this.status = status;
     this.code = error.code;
@@ -81,11 +136,15 @@ export class ApiError extends Error {
     this.rule = error.rule || null;
     this.violations = error.violations || (error.field ? [error] : []);
     this.reason = error.message;
+    this.retryAfter = error.retry_after || null;
   }
 }
 
+// The session ended (logout, another device, idle, too old, frozen account): logged out.
+const ENDED = /^(session_(required|revoked|expired|invalid)|account_frozen)$/;
+
 function loginExpired(error) {
-  return error.status === 403 && /^(session_required|token_)/.test(error.reason || "");
+  return error.status === 403 && ENDED.test(error.reason || "");
 }
 
 async function request(method, path, body, accept) {
@@ -99,7 +158,12 @@ async function request(method, path, body, accept) {
     let error = { code: "http_" + answer.status, message: `请求失败（${answer.status}）` };
     try { error = (await answer.json()).error || error; } catch { /* not JSON */ }
     const failure = new ApiError(answer.status, error);
-    if (loginExpired(failure)) { session.clear(); goToLogin(); }
+    if (loginExpired(failure)) {
+      const had = Boolean(session.token);
+      session.clear();
+      if (had) sessionStorage.setItem(ENDED_REASON, failure.message);
+      goToLogin();
+    }
     throw failure;
   }
   return answer;
@@ -115,7 +179,9 @@ export async function apiBlob(path) {
 
 // -- navigation ---------------------------------------------------------------
 
+// The start page logs in itself: elsewhere, go there and come back after.
 export function goToLogin() {
+  if (location.pathname === "/") return;
   location.assign("/?next=" + encodeURIComponent(location.pathname + location.search));
 }
 
@@ -183,7 +249,8 @@ export function showError(error, root, fallback) {
   for (const item of items) {
     const slot = slotFor(root, item.field, fallback);
     if (!slot) continue;
-    const text = item.field ? [RULES[item.rule], item.message].filter(Boolean).join("：") : error.message;
+    const text = !item.field ? error.message
+      : SENTENCES[item.rule] || [RULES[item.rule], item.message].filter(Boolean).join("：");
     slot.textContent = slot.textContent ? `${slot.textContent}；${text}` : text;
     const input = slot.closest(".field")?.querySelector("input, select, textarea");
     if (input) input.setAttribute("aria-invalid", "true");
@@ -236,10 +303,30 @@ export function showPdf(blob, frame) {
   frame.hidden = false;
 }
 
-// The header every page shares: show who is logged in, and log out.
+// The header every page shares: 退出登录 when logged in. Logging out ends the
+// session at identity first; one that has ended already is logged out all the same.
 export function initHeader() {
   const out = $("#logout");
   if (!out) return;
   out.hidden = !session.token;
-  out.addEventListener("click", () => { session.clear(); location.assign("/"); });
+  if (out.dataset.wired) return;
+  out.dataset.wired = "yes";
+  out.addEventListener("click", async () => {
+    out.disabled = true;
+    try {
+      if (session.token) await api("POST", "/sessions/current/revoke");
+    } catch { /* ended already, or offline: this tab forgets it either way */ }
+    session.clear();
+    location.assign("/");
+  });
 }
+
+// Identity assurance levels (services/common/assurance.py) in words.
+export const ASSURANCE_LEVELS = {
+  self_declared: "本人声明（未经权威核验，仅限开发测试）",
+  authority_two_element: "权威库姓名与身份证号核验通过",
+  authority_face: "上传照片与权威库证件照人脸比对通过",
+  authority_face_liveness: "活体检测及权威库证件照人脸比对通过",
+};
+
+export function assuranceText(level) { return ASSURANCE_LEVELS[level] || level || "未认证"; }

@@ -1,16 +1,19 @@
 // A signing flow (/flows/{id}, the link of the sign-request SMS): the document,
 // whose turn it is, and what this person may do now: sign (handwriting +
-// 意愿认证 by SMS code or selfie), decline, request / confirm / reject a void,
-// download the signing report.
+// 意愿认证 by SMS code or by the live face through the camera), decline,
+// request / confirm / reject a void (same 意愿认证), download the signing report.
+// A flow whose party's identity was taken back says so (cancelled or 身份争议).
 import {
-  $, act, api, apiBlob, base64Blob, el, initHeader, offerDownload, readBase64, requireLogin, session, showPdf,
+  $, act, api, apiBlob, assuranceText, base64Blob, el, initHeader, offerDownload, requireLogin, session, showPdf,
 } from "./api.js";
+import { faceBox, isCameraError } from "./facecheck.js";
 
 const flowId = decodeURIComponent(location.pathname.split("/")[2] || "");
 const STATES = {
   draft: "草稿", waiting: "待签署", completed: "已生效", declined: "已拒签", expired: "已过期",
-  void_requested: "作废申请中", voided: "已作废",
+  void_requested: "作废申请中", voided: "已作废", cancelled: "已取消",
 };
+const FLOW_REASONS = { identity_disputed: "签署方身份存在争议" };
 const METHODS = { sms: "短信验证码", face: "人脸" };
 let flow = null;
 
@@ -55,51 +58,92 @@ const pad = signaturePad($("#pad"));
 $("#pad-clear").addEventListener("click", () => pad.clear());
 
 // -- 意愿认证: one pattern for signing and for voids ---------------------------------
-// begin(method) starts the action and answers {pending_id, willingness_id};
-// then the SMS code (a second submit) or the selfie proves willingness, and
-// finish(pending, grant) completes the action.
+// begin(method) starts the action and answers {pending_id, willingness_id, challenge};
+// then the SMS code (a second submit) or the live face (开始拍摄: the camera films
+// the challenge's head turns) proves willingness, and finish(pending, grant)
+// completes the action. A face try that fails takes a fresh challenge.
 
-const SPENT = new Set(["willingness_failed", "willingness_used", "pending_action_expired", "pending_action_used"]);
+const SPENT = new Set(["willingness_failed", "willingness_used", "willingness_expired", "pending_action_expired",
+  "pending_action_used", "certificate_changed", "face_willingness_locked"]);
+const RETRY = new Set(["liveness_failed", "face_mismatch", "liveness_challenge_used", "liveness_challenge_expired"]);
 
 function wireWillingness(form, begin, finish) {
   const codeField = form.querySelector("[data-code]");
-  const selfie = form.elements.selfie;
-  const reset = () => { form.pending = null; codeField.hidden = true; };
+  const faceField = form.querySelector("[data-face]");
+  const face = faceBox(faceField);
+  const slot = (name) => form.querySelector(`[data-error-for="${name}"]`);
+  const reset = () => { form.pending = null; codeField.hidden = true; face.hide(); };
   for (const radio of form.querySelectorAll('input[name="method"]')) {
-    radio.addEventListener("change", () => { selfie.hidden = form.elements.method.value !== "face"; reset(); });
+    radio.addEventListener("change", () => { faceField.hidden = form.elements.method.value !== "face"; reset(); });
   }
+
+  // The willingness check, once proved: the grant finishes the action.
+  const confirm = async (proof) => {
+    const pending = form.pending;
+    try {
+      const { grant } = await api("POST", `/willingness/${pending.willingness_id}/confirm`, proof);
+      reset();
+      await finish(pending, grant);
+    } catch (error) {
+      if (SPENT.has(error.reason)) reset();
+      else if (pending.method === "face" && RETRY.has(error.reason)) {
+        // the challenge is spent: a new one to perform (the check itself allows a few tries)
+        try {
+          face.show(await api("POST", `/willingness/${pending.willingness_id}/challenge`));
+        } catch (again) {
+          if (SPENT.has(again.reason)) reset();
+          throw again;
+        }
+        throw error;
+      }
+      throw error;
+    }
+  };
+
+  const run = (action, fallback) => act(form, async () => {
+    try {
+      await action();
+    } catch (error) {
+      if (error.reason !== "assurance_too_low") throw error;
+      slot("_form").replaceChildren(error.message, " ", el("a", { href: "/" }, "去重新人脸核身"));
+    }
+  }, fallback);
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    act(form, async () => {
-      const method = form.elements.method.value;
+    const method = form.elements.method.value;
+    run(async () => {
       if (!form.pending) {
-        if (method === "face" && !selfie.files[0]) {
-          form.querySelector('[data-error-for="selfie"]').textContent = "请上传本人自拍";
-          return;
-        }
         const started = await begin(method);
         if (!started) return;
         form.pending = { ...started, method };
         if (method === "sms") {
           codeField.hidden = false;
-          form.querySelector('[data-error-for="code"]').textContent = "验证码已发送到您的手机，请输入后再次提交";
+          slot("code").textContent = "验证码已发送到您的手机，请输入后再次提交";
           form.elements.code.focus();
           return;
         }
+        face.show(started.challenge); // the head turns to perform: 开始拍摄 films them
+        return;
       }
-      const pending = form.pending;
-      const proof = pending.method === "sms"
-        ? { code: form.elements.code.value.trim() } : { selfie: await readBase64(selfie.files[0]) };
-      try {
-        const { grant } = await api("POST", `/willingness/${pending.willingness_id}/confirm`, proof);
-        reset();
-        await finish(pending, grant);
-      } catch (error) {
-        if (SPENT.has(error.reason)) reset();
-        throw error;
-      }
-    }, form.elements.method.value === "sms" ? "code" : "selfie");
+      if (form.pending.method === "sms") { await confirm({ code: form.elements.code.value.trim() }); return; }
+      if (face.file) { await confirm({ selfie: await face.selfie() }); return; }
+      await capture();
+    }, method === "sms" ? "code" : "frames");
   });
+
+  const capture = async () => {
+    let frames;
+    try {
+      frames = await face.film();
+    } catch (error) {
+      if (!isCameraError(error)) throw error;
+      slot("frames").textContent = error.message; // the challenge still holds: try again
+      return;
+    }
+    await confirm({ frames });
+  };
+  face.onCapture(() => run(capture, "frames"));
 }
 
 wireWillingness($("#sign-form"), async (method) => {
@@ -160,19 +204,28 @@ function show(answer) {
   const next = flow.parties.find((p) => p.person_id === flow.next_person_id);
   document.title = `电子签 · ${flow.title}`;
   $("#title").textContent = flow.title;
-  $("#state").textContent = STATES[flow.state] || flow.state;
+  const disputed = flow.status === "disputed_identity" || flow.reason === "identity_disputed";
+  $("#state").textContent = (STATES[flow.state] || flow.state)
+    + (flow.state === "cancelled" && disputed ? "（签署方身份存在争议）" : "");
   $("#state").dataset.state = flow.state;
+  $("#dispute").hidden = flow.status !== "disputed_identity";
   const nextRole = flow.next_role || (next && next.role);
   $("#turn").textContent = flow.state !== "waiting" || !nextRole ? ""
     : next && next.person_id === me ? "轮到您签署" : `等待${nextRole}签署`;
   const detail = [];
   if (flow.state === "waiting") detail.push(`签署截止：${time(flow.expires_at)}`);
-  if (flow.reason) detail.push(`原因：${flow.reason}`);
+  if (flow.reason) detail.push(`原因：${FLOW_REASONS[flow.reason] || flow.reason}`);
+  if (flow.disputed_identity) {
+    detail.push(`${time(flow.disputed_identity.at)} 起，一位签署方的身份证号已由本人通过人脸核身认领，该方的签署身份存在争议`);
+  }
   $("#detail").textContent = detail.join("　");
   $("#parties").replaceChildren(...flow.parties.map((p) => el("li", { class: p.signed_at ? "signed" : "" },
     el("strong", {}, p.role), p.person_id === me ? "（您）" : "", " ",
-    p.signed_at ? `已签署 ${time(p.signed_at)}（${METHODS[p.willingness_method] || p.willingness_method}）` : "未签署")));
+    p.signed_at ? `已签署 ${time(p.signed_at)}（${METHODS[p.willingness_method] || p.willingness_method}）` : "未签署",
+    flow.disputed_identity?.person_id === p.person_id ? el("span", { class: "badge disputed" }, "身份争议") : null)));
   $("#sign").hidden = !(flow.state === "waiting" && next && next.person_id === me);
+  $("#required-level").textContent = flow.required_assurance
+    ? `本文件要求签署人认证等级：${assuranceText(flow.required_assurance)}` : "";
   $("#decline").hidden = !(flow.state === "waiting" && mine && !mine.signed_at);
   $("#void-request").hidden = !(flow.state === "completed" && mine);
   $("#void-answer").hidden = !(flow.state === "void_requested" && mine && flow.void_requested_by !== me);
