@@ -24,7 +24,7 @@ ACTIONS = (
     "registration", "login", "identity_check", "face_proof", "face_check", "liveness_check", "face_data_deleted",
     "phone_changed", "step_up", "sessions_revoked", "account_frozen", "identity_taken_back",
     "certificate_issued", "certificate_revoked",
-    "willingness_started", "willingness_checked", "face_willingness_locked", "sign_digest",
+    "willingness_started", "willingness_checked", "face_checks_locked", "sign_digest",
 )
 
 

@@ -13,7 +13,13 @@
    the authority's photo for the person's name and ID number. A match raises
    the person's assurance level, keeps the live face (sealed) for later face
    willingness checks, and is recorded as an :class:`IdentityProof`.
-4. A matched proof is a **step-up**: it unlocks one change of who can sign
+4. Failed face checks are counted **per person**, proofing and willingness
+   alike, under the person's row lock: WILLINGNESS.FACE_LOCK.MAX_FAILURES (5)
+   within WINDOW_SECONDS (15 minutes) lock the person's face checks for
+   LOCK_SECONDS (``RateLimited``, with Retry-After), and the lock is audited.
+   It stops fishing for a challenge a recording happens to perform, and
+   spending the authority's (paid) comparisons on someone else's face.
+5. A matched proof is a **step-up**: it unlocks one change of who can sign
    (a certificate, a phone change) within STEP_UP.WINDOW_SECONDS, spent by
    :meth:`Proofs.consume`. A session token alone can therefore replace no
    face, phone or certificate: each needs the authority to see the person's
@@ -29,8 +35,8 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.common.assurance import AssuranceLevel
-from services.common.clock import aware, now, utcnow
-from services.common.errors import Forbidden, InvalidInput, NotFound
+from services.common.clock import aware, iso, naive, now, utcnow
+from services.common.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from services.common.wire import decode_base64
 from services.identity import audit
 from services.identity.face_pool import FaceWorkers
@@ -183,6 +189,34 @@ class Proofs:
     def record_failed_capture(self, person: Person, capture: Capture) -> None:
         audit.record(self.session, "liveness_check", "failed", person_id=person.id, method=capture.method,
                      challenge_id=capture.challenge_id, reasons=list(capture.reasons))
+
+    # -- failures ------------------------------------------------------------------------------
+    def count_failure(self, person_id: str) -> None:
+        """One more failed face check of the person, under their row lock; the one
+        that reaches the limit locks their face checks and is audited. Not committed."""
+        person = self.people.get(person_id, lock=True)
+        moment = now()
+        if person.face_locked_until is not None and aware(person.face_locked_until) > moment:
+            return  # locked already: failures while locked do not extend it
+        lock = self.settings.face_lock
+        since = aware(person.face_failures_since)
+        if since is None or since + lock.window <= moment:
+            person.face_failures, person.face_failures_since = 1, naive(moment)
+        else:
+            person.face_failures += 1
+        if person.face_failures >= lock.max_failures:
+            person.face_locked_until = naive(moment + lock.lock)
+            audit.record(self.session, "face_checks_locked", "locked", person_id=person_id, actor="service",
+                         failures=person.face_failures, until=iso(person.face_locked_until))
+            self.metrics.inc("face_willingness_locks", "Persons whose face checks were locked")
+            person.face_failures, person.face_failures_since = 0, None
+
+    @staticmethod
+    def refuse_if_locked(person: Person, reason: str) -> None:
+        until = aware(person.face_locked_until)
+        moment = now()
+        if until is not None and until > moment:
+            raise RateLimited(reason, int((until - moment).total_seconds()) + 1)
 
     # -- step-up ------------------------------------------------------------------------------
     def consume(self, person_id: str, proof_id: str | None, purpose: str) -> IdentityProof:

@@ -197,7 +197,8 @@ class IdentityService(ServiceBase):
     @rpc
     def start_liveness(self, person_id: str) -> dict:
         """A liveness challenge for proofing (head turns to perform, single use, expiring)."""
-        self.people.usable(person_id)
+        person = self.people.usable(person_id)
+        self.proofs.refuse_if_locked(person, "face_proofing_locked")
         row = self.proofs.new_challenge(person_id, "proofing")
         self.db.commit()
         return self.proofs.challenge_answer(row)
@@ -211,16 +212,20 @@ class IdentityService(ServiceBase):
         development provider). Answers whether it matched, the level, and a
         ``proof_id`` to step up with (issue a certificate, change the phone)."""
         person = self.people.usable(person_id)
-        portrait = decode_base64(id_portrait, "id_portrait", self.settings.max_image_bytes) if id_portrait else None
         proofs = self.proofs
+        proofs.refuse_if_locked(person, "face_proofing_locked")
+        portrait = decode_base64(id_portrait, "id_portrait", self.settings.max_image_bytes) if id_portrait else None
         capture = proofs.capture(person_id, "proofing", challenge_id, frames, video, selfie)
         person = self.people.usable(person_id)
         if not capture.passed:
             proofs.record_failed_capture(person, capture)
+            proofs.count_failure(person_id)
             self.db.commit()
             return {"matched": False, "liveness_passed": False, "reasons": list(capture.reasons), "proof_id": None,
                     "assurance_level": person.assurance_level}
         proof, reasons = proofs.prove(person, capture, portrait)
+        if not proof.matched:
+            proofs.count_failure(person_id)
         frozen = None
         if proof.matched and person.status == "pending_takeover":
             frozen = take_back(self.people, person, parse_level(proof.level), self.certificates, self.sessions,

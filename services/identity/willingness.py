@@ -7,11 +7,11 @@ the live face against the proofed one, and issues a single-use grant bound to
 the person, the certificate serial and the digest (:mod:`.grants`);
 :meth:`Willingness.sign_digest` claims the grant and signs with the key.
 
-Face failures are counted **per person**, not per check, under the person's
-row lock: WILLINGNESS.FACE_LOCK.MAX_FAILURES (5) within WINDOW_SECONDS (15
-minutes) lock face willingness for LOCK_SECONDS (``RateLimited
-("face_willingness_locked")`` with Retry-After), and the lock is audited. A
-check also fails for good after WILLINGNESS.MAX_FACE_ATTEMPTS.
+Face failures are counted **per person**, not per check
+(:meth:`~services.identity.proofs.Proofs.count_failure`): 5 within 15 minutes
+lock face checks for 15 minutes (``RateLimited("face_willingness_locked")``
+with Retry-After), audited. A check also fails for good after
+WILLINGNESS.MAX_FACE_ATTEMPTS.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.common.clock import aware, iso, naive, now, utcnow
-from services.common.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from services.common.errors import Forbidden, InvalidInput, NotFound
 from services.common.wire import b64
 from services.identity import audit, certificates, grants
 from services.identity.faces import encoding_from_bytes, face_distance
-from services.identity.models import Person, SigningGrantRow, WillingnessCheck
+from services.identity.models import SigningGrantRow, WillingnessCheck
 from services.identity.people import People
 from services.identity.phone_codes import PhoneCodes
 from services.identity.proofs import Proofs
@@ -67,7 +67,7 @@ class Willingness:
             raise Forbidden("no_active_certificate")
         if method == "face":
             self.people.face(person)  # Forbidden("face_not_verified") if no proofed face is kept
-            self._refuse_if_locked(person)
+            self.proofs.refuse_if_locked(person, "face_willingness_locked")
         moment = utcnow()
         check = WillingnessCheck(
             id=str(uuid.uuid4()), person_id=person_id, certificate_serial=certificate.serial,
@@ -94,7 +94,7 @@ class Willingness:
         check = self._pending(willingness_id, person_id)
         if check.method != "face":
             raise InvalidInput("willingness_id", "face_method", "only a face check takes a liveness challenge")
-        self._refuse_if_locked(self.people.get(check.person_id))
+        self.proofs.refuse_if_locked(self.people.get(check.person_id), "face_willingness_locked")
         challenge = self.proofs.new_challenge(check.person_id, "willingness", check.id)
         check.liveness_challenge_id = challenge.id
         return self.proofs.challenge_answer(challenge)
@@ -154,7 +154,7 @@ class Willingness:
 
     def _confirm_face(self, check: WillingnessCheck, selfie, frames, video) -> float:
         person = self.people.get(check.person_id)
-        self._refuse_if_locked(person)
+        self.proofs.refuse_if_locked(person, "face_willingness_locked")
         live_frames = frames is not None or video is not None
         capture = self.proofs.capture(check.person_id, "willingness", check.liveness_challenge_id if live_frames else None,
                                       frames, video, selfie, willingness_id=check.id)
@@ -172,33 +172,8 @@ class Willingness:
         check.failed_attempts += 1
         if check.failed_attempts >= self.settings.max_face_attempts:
             check.status = "failed"
-        self._count_person_failure(check.person_id)
+        self.proofs.count_failure(check.person_id)
         self._refused(check, reason, score, reasons)
-
-    def _count_person_failure(self, person_id: str) -> None:
-        """One more face failure for the person, under their row lock; the one
-        that reaches the limit locks face willingness and is audited."""
-        person = self.people.get(person_id, lock=True)
-        moment = now()
-        if person.face_locked_until is not None and aware(person.face_locked_until) > moment:
-            return  # locked already: failures while locked do not extend it
-        lock = self.settings.face_lock
-        since = aware(person.face_failures_since)
-        if since is None or since + lock.window <= moment:
-            person.face_failures, person.face_failures_since = 1, naive(moment)
-        else:
-            person.face_failures += 1
-        if person.face_failures >= lock.max_failures:
-            person.face_locked_until = naive(moment + lock.lock)
-            audit.record(self.session, "face_willingness_locked", "locked", person_id=person_id, actor="service",
-                         failures=person.face_failures, until=iso(person.face_locked_until))
-            self.metrics.inc("face_willingness_locks", "Persons whose face willingness was locked")
-            person.face_failures, person.face_failures_since = 0, None
-
-    def _refuse_if_locked(self, person: Person) -> None:
-        until = aware(person.face_locked_until)
-        if until is not None and until > now():
-            raise RateLimited("face_willingness_locked", int((until - now()).total_seconds()) + 1)
 
     def _refused(self, check: WillingnessCheck, reason: str, score: float | None = None,
                  reasons: tuple[str, ...] = ()) -> None:

@@ -667,11 +667,28 @@ def test_face_willingness_failures_are_counted_per_person_and_lock(start_platfor
         rpc.identity.start_willingness(person_id=person, digest="cd" * 32, method="face")
     assert locked.value.reason == "face_willingness_locked" and 800 <= locked.value.retry_after <= 901
     trail = rpc.identity.audit_records(person_id=person)
-    assert [r["outcome"] for r in trail if r["action"] == "face_willingness_locked"] == ["locked"]
+    assert [r["outcome"] for r in trail if r["action"] == "face_checks_locked"] == ["locked"]
     mismatches = [r for r in trail if r["action"] == "willingness_checked" and r["outcome"] == "face_mismatch"]
     assert len(mismatches) >= 5
     # SMS willingness is not locked by face failures
     assert rpc.identity.start_willingness(person_id=person, digest="cd" * 32, method="sms")["willingness_id"]
+
+
+@needs_clip
+def test_failed_face_proofs_lock_the_persons_face_checks(platform):
+    """Fishing for a challenge a recording happens to perform (or spending the
+    authority's comparisons on someone else's face) stops after five failures."""
+    rpc = platform.rpc
+    person = platform.register("李四", ID_B, PHONE_B)["person_id"]  # the authority's photo of 李四 is not the performer
+    for attempt in range(5):
+        answer = platform.prove_live(person)
+        assert answer["liveness_passed"] and answer["reasons"] == ["face_mismatch"], (attempt, answer)
+    with pytest.raises(RateLimited) as locked:
+        rpc.identity.start_liveness(person_id=person)
+    assert locked.value.reason == "face_proofing_locked" and locked.value.retry_after > 800
+    trail = rpc.identity.audit_records(person_id=person)
+    assert [r["outcome"] for r in trail if r["action"] == "face_checks_locked"] == ["locked"]
+    assert [r["outcome"] for r in trail if r["action"] == "face_proof"] == ["face_mismatch"] * 5
 
 
 def test_sessions_are_recorded_listed_revoked_and_time_out(platform):

@@ -56,6 +56,7 @@ const REASONS = {
   liveness_failed: "活体检测未通过：请正对摄像头，按提示转头",
   face_mismatch: "人脸比对未通过：与您实名认证时的人脸不是同一人",
   face_willingness_locked: "人脸认证失败次数过多，已暂时锁定，可改用短信验证码",
+  face_proofing_locked: "人脸核身失败次数过多，已暂时锁定，请稍后再试",
   assurance_too_low: "您的证书认证等级低于本文件的要求：请回到首页重新人脸核身，领取新证书后再签署",
   no_active_certificate: "请先领取数字证书",
   certificate_revoked: "证书已吊销，请重新人脸核身并领取证书",
