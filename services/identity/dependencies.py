@@ -45,7 +45,7 @@ class ProofingProvider(DependencyProvider):
         pool = next(dep for dep in self.container.dependencies if isinstance(dep, face_pool.FacePool))
 
         def encode(image: bytes, field: str) -> bytes:
-            return pool.run(face_pool._encode, image, field)
+            return pool.run(face_pool.encode_image, image, field)
 
         self.provider = build_proofing(settings, encode, face_pool.face_settings_from(self.container.config)[0].threshold)
 

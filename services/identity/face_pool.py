@@ -8,13 +8,12 @@ worker processes), created on first use and shut down when the container
 stops. Each worker process loads the dlib models once (:func:`_init_worker`)
 and keeps them.
 
-Only plain values cross the process boundary: image bytes in, distances,
-decisions and encodings (as bytes) out. An ``InvalidInput`` raised in a worker
+Only plain values cross the process boundary: image bytes in, verdicts,
+encodings (as bytes) and the best frame out. An ``InvalidInput`` raised in a worker
 (no face, not an image ...) comes back as the same typed error.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from nameko.extensions import DependencyProvider
@@ -41,17 +40,7 @@ def _init_worker(face_settings: FaceSettings, liveness_settings: LivenessSetting
         pass
 
 
-def _compare(id_portrait: bytes, selfie: bytes) -> dict:
-    portrait = _faces.encode(id_portrait, "id_portrait")
-    live = _faces.encode(selfie, "selfie")
-    match = _faces.compare_encodings(portrait, live)
-    from services.identity.faces import encoding_to_bytes
-
-    return {"distance": match.distance, "threshold": match.threshold, "matched": match.matched,
-            "portrait_encoding": encoding_to_bytes(portrait)}
-
-
-def _encode(image: bytes, field: str) -> bytes:
+def encode_image(image: bytes, field: str) -> bytes:
     from services.identity.faces import encoding_to_bytes
 
     return encoding_to_bytes(_faces.encode(image, field))
@@ -89,14 +78,6 @@ def _check_liveness(actions: Sequence[str], frames: Sequence[bytes] | None, vide
 
 # --- in the service process ------------------------------------------------
 
-@dataclass(frozen=True)
-class FaceComparison:
-    distance: float
-    threshold: float
-    matched: bool
-    portrait_encoding: bytes  # personal data: seal before storing
-
-
 class FaceWorkers:
     """What a worker gets: blocking-looking calls that yield to the hub."""
 
@@ -111,11 +92,8 @@ class FaceWorkers:
     def liveness_settings(self) -> LivenessSettings:
         return self._pool.liveness_settings
 
-    def compare(self, id_portrait: bytes, selfie: bytes) -> FaceComparison:
-        return FaceComparison(**self._pool.run(_compare, id_portrait, selfie))
-
     def encode(self, image: bytes, field: str) -> bytes:
-        return self._pool.run(_encode, image, field)
+        return self._pool.run(encode_image, image, field)
 
     def check_liveness(self, challenge: Challenge, frames: Sequence[bytes] | None, video: bytes | None) -> dict:
         """``{passed, reasons, audit, encoding (bytes|None), best_frame (image bytes|None)}``."""

@@ -48,7 +48,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import eventlet
 from cryptography import x509
@@ -70,7 +70,10 @@ from services.common.errors import (
 )
 from services.common.lease import acquire, holder_id
 from services.common.offload import WorkerPoolProvider
-from services.common.outbox import utcnow
+from services.common.clock import aware as _aware
+from services.common.clock import naive as _naive
+from services.common.clock import now as _now
+from services.common.clock import utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.signing import flow as F
@@ -98,16 +101,6 @@ FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, event
 LEAF_EXTRA_FIELDS = ("assurance_level", "disputed_person_id", "dispute_reason")
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
-
-
-def _naive(value: datetime | None) -> datetime | None:
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value is not None else None
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _b64decode(value: str, field: str, max_bytes: int) -> bytes:

@@ -52,6 +52,8 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
         run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
         signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
         signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
+        # Object Lock is set when a bucket is made: a bucket of its own, whichever test made the plain one first
+        signing_config["S3"]["BUCKET"] += "-locked"
         signing_config.update(signing or {})
         signing_container = run_container(SigningService, signing_config)
         deadline = time.monotonic() + 60

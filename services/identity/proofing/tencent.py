@@ -66,8 +66,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo
 
-import requests
-import urllib3.exceptions
 from tencentcloud.common.credential import Credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -78,6 +76,7 @@ from tencentcloud.faceid.v20180301.faceid_client import FaceidClient
 from services.common.assurance import AssuranceLevel
 from services.common.config import SecretMissing, read_secret
 from services.common.errors import EsignError, InvalidInput, Unavailable
+from services.common.tencent_cloud import caused_by_timeout, is_vendor_answer, quiet_sdk_request_dumps
 from services.identity.proofing import (
     AUTHORITY,
     SIMILARITY,
@@ -96,7 +95,6 @@ DEFAULT_REGION = "ap-guangzhou"
 #: Tencent's own threshold for "same person" (Sim 0-100)
 TENCENT_SAME_PERSON_SIM = 70.0
 #: the SDK's logger; at DEBUG it writes whole requests (name, ID number, image)
-SDK_LOGGER = "tencentcloud_sdk_common"
 #: FaceID's day (and so its daily limit) follows Beijing time
 AUTHORITY_ZONE = ZoneInfo("Asia/Shanghai")
 
@@ -112,8 +110,6 @@ RATE_RETRY_AFTER = 5
 _CONFIG_KEYS = ("SECRET_ID", "SECRET_KEY", "REGION", "ENDPOINT", "SCHEME", "TIMEOUT_SECONDS", "MIN_SIM")
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+\Z")
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z")
-_TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-_SDK_FAILURES = {"ClientNetworkError", "ServerNetworkError"}
 
 
 # --- settings ----------------------------------------------------------------------------
@@ -353,50 +349,12 @@ class _Answer:
     sim: float | None = None
 
 
-class _NoRequestDumps(logging.Filter):
-    """Drops the SDK's DEBUG records, which print whole requests and answers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-def _quiet_sdk_request_dumps() -> None:
-    sdk_logger = logging.getLogger(SDK_LOGGER)
-    if not any(isinstance(f, _NoRequestDumps) for f in sdk_logger.filters):
-        sdk_logger.addFilter(_NoRequestDumps())
-
-
 def _client(settings: TencentFaceIdSettings) -> FaceidClient:
     http = HttpProfile(protocol=settings.scheme, endpoint=settings.endpoint, reqTimeout=settings.timeout_seconds)
     # ClientProfile's defaults are what we want: TC3-HMAC-SHA256, no region
     # breaker, NoopRetryer (a retry is the person's, after retry_after).
     return FaceidClient(Credential(settings.secret_id, settings.secret_key), settings.region,
                         ClientProfile(httpProfile=http))
-
-
-def _is_vendor_answer(exc: TencentCloudSDKException) -> bool:
-    """A ``Response.Error`` from FaceID carries its RequestId; the SDK's own
-    failures (``ClientNetworkError`` for requests' errors, ``ServerNetworkError``
-    for a non-200 status, a Python exception's name for an unparsable body) do not."""
-    return bool(exc.requestId) and bool(exc.code) and exc.code not in _SDK_FAILURES
-
-
-def _caused_by_timeout(exc: BaseException) -> bool:
-    """Whether a timeout lies under the SDK's wrapper: the SDK raises
-    ``ClientNetworkError`` while handling requests' Timeout, and a body read
-    that times out arrives as a ConnectionError around urllib3's ReadTimeoutError."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, _TIMEOUTS):
-            return True
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-        pending.extend(a for a in current.args if isinstance(a, BaseException))
-    return False
 
 
 # --- the provider ------------------------------------------------------------------------
@@ -411,7 +369,7 @@ class TencentFaceId:
         self.settings = settings
         self._clock = clock  # for retry_after only; the SDK stamps requests with the real time
         self._client = _client(settings)
-        _quiet_sdk_request_dumps()
+        quiet_sdk_request_dumps()
 
     def verify_identity(self, claimant: Claimant) -> IdentityCheck:
         request = models.IdCardVerificationRequest()
@@ -445,7 +403,7 @@ class TencentFaceId:
         try:
             response = call(request)
         except TencentCloudSDKException as exc:
-            if _is_vendor_answer(exc):
+            if is_vendor_answer(exc):
                 return _Answer(str(exc.code), exc.requestId)
             raise self._transport_error(action, exc) from None
         result = getattr(response, "Result", None)
@@ -456,7 +414,7 @@ class TencentFaceId:
         return _Answer(str(result), response.RequestId, float(sim) if sim is not None else None)
 
     def _transport_error(self, action: str, exc: TencentCloudSDKException) -> Unavailable:
-        if _caused_by_timeout(exc):
+        if caused_by_timeout(exc):
             log.warning("Tencent FaceID %s: no answer within %g s", action, self.settings.timeout_seconds)
             return Unavailable(AUTHORITY, "timeout", NETWORK_RETRY_AFTER)
         cause = exc.__context__

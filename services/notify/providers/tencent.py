@@ -44,14 +44,11 @@ not understand risks sending a person the same SMS several times.
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 from urllib.parse import urlsplit
 
-import requests
-import urllib3.exceptions
 from tencentcloud.common.credential import Credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
@@ -61,6 +58,7 @@ from tencentcloud.sms.v20210111.sms_client import SmsClient
 
 from services.common.errors import InvalidInput
 from services.common.masking import mask_phone
+from services.common.tencent_cloud import caused_by_timeout, is_vendor_answer, quiet_sdk_request_dumps
 from services.notify.providers import (
     PermanentSmsError,
     SendResult,
@@ -73,7 +71,6 @@ from services.notify.sms_templates import SmsTemplate
 DEFAULT_ENDPOINT = "https://sms.tencentcloudapi.com"
 VENDOR = "tencent"
 #: the SDK's logger; at DEBUG it writes whole requests (numbers, codes) - see _quiet_sdk_request_dumps
-SDK_LOGGER = "tencentcloud_sdk_common"
 
 _RETRY_AFTER = {
     "LimitExceeded.PhoneNumberThirtySecondLimit": 30.0,
@@ -83,8 +80,6 @@ _RETRY_AFTER = {
 _PERMANENT_DESPITE_PREFIX = {"InternalError.RequestTimeException"}
 _TRANSIENT_PREFIXES = ("InternalError", "RequestLimitExceeded")
 _LONG_DIGITS = re.compile(r"\+?[0-9]{7,}")
-_TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-_SDK_FAILURES = {"ClientNetworkError", "ServerNetworkError"}
 
 
 def classify_vendor_code(code: str, message: str = "") -> SmsDeliveryError:
@@ -159,38 +154,6 @@ def _client(settings: TencentSmsSettings) -> SmsClient:
     return _StatusKeepingSmsClient(credential, settings.region, ClientProfile(httpProfile=http))
 
 
-class _NoRequestDumps(logging.Filter):
-    """Drops the SDK's DEBUG records, which print whole requests and answers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.DEBUG
-
-
-def _quiet_sdk_request_dumps() -> None:
-    sdk_logger = logging.getLogger(SDK_LOGGER)
-    if not any(isinstance(f, _NoRequestDumps) for f in sdk_logger.filters):
-        sdk_logger.addFilter(_NoRequestDumps())
-
-
-def _caused_by_timeout(exc: BaseException) -> bool:
-    """Whether a timeout lies anywhere under the SDK's wrapper: the SDK turns
-    requests' errors into ``ClientNetworkError`` (the original stays the
-    context), and a body read that times out arrives as a ConnectionError
-    whose argument is urllib3's ReadTimeoutError."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, _TIMEOUTS):
-            return True
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-        pending.extend(a for a in current.args if isinstance(a, BaseException))
-    return False
-
-
 def _delivery_error(exc: TencentCloudSDKException) -> SmsDeliveryError:
     """Our error for anything the SDK raised (see the module table)."""
     if isinstance(exc, _HttpStatus):
@@ -200,9 +163,9 @@ def _delivery_error(exc: TencentCloudSDKException) -> SmsDeliveryError:
     # The vendor's error answers carry its RequestId; the SDK's own failures
     # (ClientNetworkError around requests' errors, a Python exception's name
     # for an unparsable body) do not, and keep the original as their context.
-    if exc.requestId and exc.code and exc.code not in _SDK_FAILURES:
+    if is_vendor_answer(exc):
         return classify_vendor_code(str(exc.code), str(exc.message or ""))
-    if _caused_by_timeout(exc):
+    if caused_by_timeout(exc):
         return TransientSmsError("timeout", "Tencent SMS did not answer in time")
     cause = exc.__context__
     if isinstance(cause, (ValueError, KeyError, TypeError)):
@@ -216,7 +179,7 @@ class TencentSmsProvider:
     def __init__(self, settings: TencentSmsSettings):
         self.settings = settings
         self._client = _client(settings)
-        _quiet_sdk_request_dumps()
+        quiet_sdk_request_dumps()
 
     def template_id_for(self, template: SmsTemplate) -> str:
         configured = self.settings.template_ids.get(template.id)
