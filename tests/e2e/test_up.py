@@ -84,6 +84,10 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         assert f"http://127.0.0.1:{gateway_port}" in text
         for name in SERVICES:
             assert f"http://127.0.0.1:{ports[name.upper() + '_METRICS_PORT']}/metrics" in text
+        # the embedded authority: a demo registry of synthetic people with photos, and how to join it
+        registry = data / "identity-registry" / "registry.yaml"
+        assert f"identity registry (the local authority): {registry}" in text
+        assert "演示甲  110101199001010015  (obama.jpg)" in text and "esign registry add" in text
         child_pids = [int(pid) for pid in re.findall(r"\(pid (\d+),", text)]
         assert len(child_pids) == 5
 
