@@ -31,6 +31,8 @@ marked disputed, once, with a ``flow_identity_disputed`` event.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
@@ -283,3 +285,13 @@ def reject_void(flow: Flow, person_id: str) -> Transition:
     _other_party(flow, person_id)
     back = replace(flow, state=FlowState.COMPLETED, void_requested_by=None, void_confirmed_by=(), reason=None)
     return Transition(back, (events.VOID_REJECTED,))
+
+
+def void_statement(flow_id: str, document_sha256: str, action: str, person_id: str, reason: str | None) -> str:
+    """The digest a person signs to request or confirm a void: SHA-256 of a
+    canonical JSON statement naming the flow, the document and the action
+    (``request_void`` or ``confirm_void``); the signature is the proof of consent."""
+    statement = json.dumps({"action": action, "document_sha256": document_sha256, "flow_id": flow_id,
+                            "person_id": person_id, "reason": reason}, sort_keys=True, ensure_ascii=False,
+                           separators=(",", ":"))
+    return hashlib.sha256(statement.encode("utf-8")).hexdigest()

@@ -1,0 +1,184 @@
+"""The flows' evidence: every flow event becomes a leaf of the evidence log
+(:mod:`.evidence_log`, RFC 9162 Merkle tree with signed checkpoints), and a
+flow's leaves are proven against a signed checkpoint.
+
+A leaf is appended by an event handler, not by the transaction that changed
+the flow: the event is in the outbox with the change (never one without the
+other), and the handler appends it once even when the broker delivers it
+twice (the leaf carries the event id). So a leaf follows its change by
+moments; :meth:`FlowEvidence.settled` waits for it.
+
+:class:`EvidenceEntrypoints` holds the service's entrypoints for the log,
+one handler per flow event written out (grep finds ``log_flow_voided``), the
+public proof RPCs and the checkpoint job. The signing service mixes it in.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+
+import eventlet
+from nameko.timer import timer
+
+from services.common import events
+from services.common.entrypoints import handles_event, rpc
+from services.common.errors import Unavailable
+from services.common.lease import acquire, holder_id
+from services.signing.checkpoint import Checkpoint, parse_note
+from services.signing.evidence_log import EvidenceLog, utc_timestamp
+
+#: every event of a flow; each is a leaf
+FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
+               events.FLOW_DECLINED, events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED,
+               events.FLOW_VOIDED, events.FLOW_CANCELLED, events.FLOW_IDENTITY_DISPUTED)
+#: fields of a flow event copied into its leaf when the event has them
+LEAF_EXTRA_FIELDS = ("assurance_level", "disputed_person_id", "dispute_reason", "reason")
+#: the event that put a flow in each ended state
+ENDING_EVENTS = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDED,
+                 "void_requested": events.VOID_REQUESTED, "declined": events.FLOW_DECLINED,
+                 "expired": events.FLOW_EXPIRED, "cancelled": events.FLOW_CANCELLED}
+EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last event to reach the log
+
+
+def leaf_of(event: dict) -> dict:
+    """The log record of a flow event (ids, hashes and words; no personal data)."""
+    data = event["data"]
+    record = {
+        "event_id": event["event_id"], "flow_id": data["flow_id"], "event_type": event["event_type"],
+        "document_hash": data.get("signed_pdf_sha256") or data.get("document_sha256"),
+        "party_id": data.get("actor_person_id"), "certificate_serial": data.get("certificate_serial"),
+        "willingness_method": data.get("willingness_method"),
+        "willingness_outcome": "passed" if data.get("willingness_method") else None,
+        "timestamp": utc_timestamp(datetime.fromisoformat(event["occurred_at"])),
+    }
+    # only where the event has them: leaves of events without them stay as they always were
+    record.update({name: data[name] for name in LEAF_EXTRA_FIELDS if data.get(name) is not None})
+    return record
+
+
+class FlowEvidence:
+    def __init__(self, log: EvidenceLog):
+        self.log = log
+
+    def append(self, event: dict) -> bool:
+        """Append a flow event's leaf once; False when it is in the log already."""
+        flow_id = event["data"]["flow_id"]
+        if any(json.loads(leaf.data).get("event_id") == event["event_id"] for leaf in self.log.flow_leaves(flow_id)):
+            return False  # a redelivered event
+        self.log.append(leaf_of(event))
+        return True
+
+    def of_flow(self, flow_id: str) -> dict:
+        """Every leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
+        checkpoint = self.log.checkpoint()
+        # the size the checkpoint signed, not the log's size a moment later
+        size = Checkpoint.from_body(parse_note(checkpoint).text).size
+        leaves = []
+        for leaf in self.log.flow_leaves(flow_id):
+            if leaf.index >= size:  # appended after the checkpoint was taken: proven by the next one
+                continue
+            proof = self.log.inclusion_proof(leaf.index, size)
+            leaves.append({"index": leaf.index, "leaf": leaf.data.decode("utf-8"), "proof": proof.to_dict()})
+        return {"checkpoint": checkpoint, "tree_size": size, "leaves": leaves, "log_public_key": self.log.public_key()}
+
+    def settled(self, flow_id: str, awaited: set[str], wait: float = EVIDENCE_WAIT_SECONDS) -> dict:
+        """The flow's evidence once the ``awaited`` events are in the log and
+        under a checkpoint; ``Unavailable`` after ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            evidence = self.of_flow(flow_id)
+            missing = awaited - {json.loads(leaf["leaf"]).get("event_type") for leaf in evidence["leaves"]}
+            if not missing:
+                return evidence
+            if time.monotonic() >= deadline:
+                raise Unavailable("evidence_log",
+                                  f"{', '.join(sorted(missing))} of this flow is not logged yet; ask again shortly")
+            eventlet.sleep(0.2)
+
+
+class EvidenceEntrypoints:
+    """The signing service's evidence-log entrypoints (mixed into the service;
+    ``self.ctx.log`` is its evidence log, ``self.flows`` its flow store)."""
+
+    _holder = holder_id()
+
+    @property
+    def evidence(self) -> FlowEvidence:
+        return FlowEvidence(self.ctx.log)
+
+    # -- every flow event becomes a leaf --------------------------------------------------
+    @handles_event("signing", events.FLOW_SENT)
+    def log_flow_sent(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.PARTY_JOINED)
+    def log_party_joined(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.PARTY_SIGNED)
+    def log_party_signed(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_COMPLETED)
+    def log_flow_completed(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_DECLINED)
+    def log_flow_declined(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_EXPIRED)
+    def log_flow_expired(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.VOID_REQUESTED)
+    def log_void_requested(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.VOID_REJECTED)
+    def log_void_rejected(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_VOIDED)
+    def log_flow_voided(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_CANCELLED)
+    def log_flow_cancelled(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.FLOW_IDENTITY_DISPUTED)
+    def log_flow_identity_disputed(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    # -- proofs anyone may ask for (the gateway serves them publicly) --------------------------
+    @rpc
+    def flow_evidence(self, flow_id: str) -> dict:
+        """Every log leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
+        self.flows.load(flow_id)
+        return self.evidence.of_flow(flow_id)
+
+    @rpc
+    def checkpoint(self) -> dict:
+        return {"checkpoint": self.ctx.log.checkpoint()}
+
+    @rpc
+    def log_public_key(self) -> dict:
+        return {"public_key": self.ctx.log.public_key()}
+
+    @rpc
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> dict:
+        return self.ctx.log.inclusion_proof(index, tree_size).to_dict()
+
+    @rpc
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
+        return self.ctx.log.consistency_proof(old_size, new_size).to_dict()
+
+    # -- the checkpoint job -------------------------------------------------------------------
+    @timer(interval=5)
+    def publish_checkpoint(self) -> None:
+        """Sign a checkpoint of the current tree every few seconds (one replica)."""
+        if acquire(self.db.session, "checkpoint", self._holder, timedelta(seconds=30)):
+            self.ctx.log.checkpoint()
+
