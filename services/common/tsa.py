@@ -8,13 +8,15 @@
   (``application/timestamp-query`` → ``application/timestamp-reply``) as a
   plain WSGI app the service can mount.
 * :class:`TsaClient` is pyHanko's HTTP time stamper with failures turned into
-  :class:`~services.common.errors.Unavailable` ('tsa'); there is deliberately no
-  fallback to the local clock: a signature without a trusted time is refused.
+  :class:`~services.common.errors.Unavailable` ('tsa', or the name the caller
+  gives: 'document_tsa' for an external authority of document time stamps);
+  there is deliberately no fallback to the local clock: a signature without a
+  trusted time is refused.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asn1crypto import cms, core, keys, tsp
 from asn1crypto import x509 as asn1_x509
@@ -44,6 +46,8 @@ class TsaSettings:
 
     url: str
     timeout_seconds: float = 10.0
+    #: (user, password) for HTTP basic authentication, when the authority asks for it
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
 
 
 def _to_asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
@@ -171,8 +175,10 @@ class TsaClient(RequestsHTTPTimeStamper):
     certificates and a dummy token (for size estimates) on this object.
     """
 
-    def __init__(self, settings: TsaSettings):
-        super().__init__(settings.url, timeout=settings.timeout_seconds)
+    def __init__(self, settings: TsaSettings, *, system: str = "tsa"):
+        super().__init__(settings.url, timeout=settings.timeout_seconds, auth=settings.basic_auth)
+        #: the name :class:`Unavailable` gives the authority, so a caller can tell which one failed
+        self.system = system
 
     async def async_timestamp(self, message_digest, md_algorithm) -> cms.ContentInfo:
         try:
@@ -181,9 +187,9 @@ class TsaClient(RequestsHTTPTimeStamper):
             imprint = tst_info["message_imprint"]["hashed_message"].native
         except (TimestampRequestError, OSError, ValueError, KeyError, TypeError) as exc:
             # requests' exceptions are OSErrors; asn1crypto raises ValueError on junk
-            raise Unavailable("tsa", f"time stamp request failed: {type(exc).__name__}") from exc
+            raise Unavailable(self.system, f"time stamp request failed: {type(exc).__name__}") from exc
         if imprint != message_digest:
-            raise Unavailable("tsa", "time stamp token covers a different digest than requested")
+            raise Unavailable(self.system, "time stamp token covers a different digest than requested")
         return token
 
 

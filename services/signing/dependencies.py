@@ -75,5 +75,20 @@ class SigningContextView:
     public_url: str
     settings: SigningSettings
 
+    # the document time stamp's authority (TSA.DOCUMENT_*): pdf_worker.finalize's keyword arguments
+    @property
+    def document_tsa_url(self) -> str:
+        """Empty: the platform TSA (``tsa_url``) stamps the document too."""
+        return self.settings.document_timestamp.url
+
+    @property
+    def document_tsa_roots_pem(self) -> tuple[str, ...]:
+        """Roots of the document TSA: for finalising, and for verifying time stamps."""
+        return self.settings.document_timestamp.roots_pem
+
+    @property
+    def document_tsa_auth(self) -> tuple[str, str] | None:
+        return self.settings.document_timestamp.basic_auth
+
 
 PENDING_TTL = timedelta(minutes=10)

@@ -1,13 +1,15 @@
-"""``esign verify FILE.pdf [--report REPORT.json] [--json]``: check a signed
-PDF and its signing report offline, trusting only the platform root
-certificate (RFC 5280 path validation) and the evidence log's public key
-(an Ed25519 C2SP signed-note verifier key).
+"""``esign verify FILE.pdf [--report REPORT.json] [--json] [--tsa-root PEM]``:
+check a signed PDF and its signing report offline, trusting only the platform
+root certificate (RFC 5280 path validation), the evidence log's public key
+(an Ed25519 C2SP signed-note verifier key) and, for time-stamps only, the root
+of an external time-stamp authority that made the document time-stamp.
 
 What is checked:
 
 * every PAdES signature and document time-stamp of the PDF, its RFC 3161
-  time-stamp and chain to the root, and that nothing was appended after the
-  last signature (:func:`services.signing.verification.verify_pdf`);
+  time-stamp and chain to the root (each line names the root reached, so two
+  independent time sources show as two roots), and that nothing was appended
+  after the last signature (:func:`services.signing.verification.verify_pdf`);
 * with a report: the platform's signed note over the report's canonical JSON;
   that the report names this file's SHA-256 as the final PDF; the signed
   checkpoint; every evidence leaf's RFC 9162 inclusion proof against that
@@ -105,15 +107,15 @@ class _Malformed(Exception):
     """The report lacks a field or has one of the wrong type (named by path)."""
 
 
-def load_roots(root_pems: Sequence[bytes]) -> list[x509.Certificate]:
-    """Every certificate of the PEM files given; at least one is required."""
+def load_roots(root_pems: Sequence[bytes], *, name: str = "root", required: bool = True) -> list[x509.Certificate]:
+    """Every certificate of the PEM files given; at least one unless not ``required``."""
     roots: list[x509.Certificate] = []
     for i, pem in enumerate(root_pems):
         try:
             roots += x509.load_pem_x509_certificates(pem)
         except ValueError:
-            raise InvalidInput(f"root[{i}]", "pem", "expected a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
-    if not roots:
+            raise InvalidInput(f"{name}[{i}]", "pem", "expected a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+    if required and not roots:
         raise InvalidInput("root", "required", "expected the platform root certificate, found none")
     return roots
 
@@ -129,7 +131,7 @@ def _pdf_checks(result: VerificationResult) -> list[Check]:
         held = f"{sig.signer}; intact, valid and trusted"
         held += f"; certificate states assurance {sig.assurance_level or 'none (issued before levels)'}"
         if sig.timestamp is not None:
-            held += f"; time-stamped {sig.timestamp.time} by {sig.timestamp.tsa}"
+            held += f"; time-stamped {sig.timestamp.time} by {sig.timestamp.tsa} (root {sig.timestamp.tsa_root})"
         checks.append(Check(
             f"PDF signature {sig.field_name}", sig.ok,
             "an intact, valid signature trusted up to the root, with a trusted time-stamp",
@@ -140,7 +142,7 @@ def _pdf_checks(result: VerificationResult) -> list[Check]:
         checks.append(Check(
             f"PDF document time-stamp {stamp.field_name}", stamp.ok,
             "an intact time-stamp from a trusted TSA",
-            "; ".join(stamp.problems) if stamp.problems else f"time-stamped {time} by {stamp.signer}",
+            "; ".join(stamp.problems) if stamp.problems else f"time-stamped {time} by {stamp.signer} (root {stamp.root})",
         ))
     if result.signatures or result.document_timestamps:
         checks.append(Check(
@@ -386,17 +388,21 @@ def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
 
 
 def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping[str, Any] | None = None,
-                   log_public_key: str | None = None, *, now=None) -> OfflineResult:
+                   log_public_key: str | None = None, *, now=None,
+                   tsa_root_pems: Sequence[bytes] = ()) -> OfflineResult:
     """Check ``pdf_bytes`` (and the signed ``report``, if given) with only the
-    root certificates and the log key. Raises ``InvalidInput`` for unusable
-    inputs (no root, a malformed key); a failed check is a result, not an error."""
+    root certificates and the log key; ``tsa_root_pems`` are roots trusted
+    for time-stamps only (an external document time-stamp authority's).
+    Raises ``InvalidInput`` for unusable inputs (no root, a malformed key); a
+    failed check is a result, not an error."""
     roots = load_roots(root_pems)
+    tsa_roots = load_roots(tsa_root_pems, name="tsa_root", required=False)
     verifier = NoteVerifier.from_key_string(log_public_key) if log_public_key else None
     pdf_sha256 = hashlib.sha256(pdf_bytes).hexdigest()
     checks: list[Check] = []
     warnings: list[str] = []
     try:
-        pdf_result = verify_pdf(pdf_bytes, roots, now=now)
+        pdf_result = verify_pdf(pdf_bytes, roots, timestamp_roots=tsa_roots, now=now)
     except InvalidInput as exc:
         pdf_result = None
         checks.append(Check("PDF file", False, "a readable PDF", exc.message))
@@ -421,6 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--root", metavar="PATH",
                         help=f"platform root certificate (PEM); default ${ROOT_ENV} or {DEFAULT_ROOT}")
+    parser.add_argument("--tsa-root", metavar="PATH", action="append", default=[],
+                        help="root certificate (PEM) of an external time-stamp authority, trusted for time "
+                             "stamps only (repeatable)")
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--log-key", metavar="KEY", help=f"log verifier key <name>+<id>+<key>; default ${LOG_KEY_ENV}")
     keys.add_argument("--log-key-file", metavar="PATH", help="file holding the log verifier key")
@@ -483,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise _UsageError(f"the report {args.report} is not JSON") from None
             if not key:
                 raise _UsageError(f"checking a report needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
-        result = verify_offline(pdf, [root], report, key)
+        tsa_roots = [_read(path, "time-stamp authority root") for path in args.tsa_root]
+        result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots)
     except (_UsageError, InvalidInput) as exc:
         print(f"esign verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,13 @@ valid. :meth:`DocumentSigner.finalize_lta` then raises the file to B-LTA: a
 DSS with certificates, OCSP responses and CRLs for every signer and TSA
 certificate, and a document time-stamp over all of it.
 
+The document time-stamp may come from a second, independent authority
+(``SignerSettings.document_tsa``: a commercial or national TSA chaining to its
+own root, given as ``document_tsa_roots``), so the document's time does not
+rest on the platform's word alone. Its chain is validated against those roots
+only, the signatures' chains against the platform roots only, and the
+revocation data of both lands in the DSS.
+
 Signing is two-phase so identity can bind a person's single-use grant to the
 exact bytes it will sign:
 
@@ -56,12 +63,8 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
-from pyhanko.sign.signers.pdf_signer import (
-    PdfTBSDocument,
-    PdfTimeStamper,
-    TimestampDSSContentSettings,
-)
-from pyhanko.sign.validation.dss import collect_validation_info
+from pyhanko.sign.signers.pdf_signer import PdfTBSDocument, PdfTimeStamper
+from pyhanko.sign.validation.dss import DocumentSecurityStore, collect_validation_info
 from pyhanko.stamp import StaticStampStyle
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import (
@@ -90,6 +93,8 @@ class SignerSettings:
     """Settings of the PAdES signer (frozen; from the service config)."""
 
     tsa: TsaSettings
+    #: the authority of the B-LTA document time-stamp; None: the platform TSA (``tsa``)
+    document_tsa: TsaSettings | None = None
     #: hex characters reserved for the CMS in /Contents (twice its DER size);
     #: signer + issuing CA + TSA token measured 4.1 KB DER, so 8 KB leaves room
     signature_reserved_hex: int = 16_384
@@ -260,8 +265,14 @@ def _run(coro):
 
 class DocumentSigner:
     """Signs documents for the signing service. Build one per process and keep
-    it: it holds the TSA client (which caches the TSA's certificates and a
-    size-estimation token) and the parsed trust roots."""
+    it: it holds the TSA client of signature time-stamps (which caches the
+    TSA's certificates and a size-estimation token) and the parsed trust roots.
+
+    ``trust_roots`` are the platform's: every signature and signature
+    time-stamp must chain to them. ``document_tsa_roots`` are those of
+    ``settings.document_tsa`` (empty: the platform's), trusted for the
+    document time-stamp's authority only.
+    """
 
     def __init__(
         self,
@@ -270,10 +281,12 @@ class DocumentSigner:
         *,
         time_stamper: TsaClient | None = None,
         fetcher_backend=None,
+        document_tsa_roots: Sequence[x509.Certificate] = (),
     ):
         self.settings = settings
         self.time_stamper = time_stamper or TsaClient(settings.tsa)
         self._trust_roots = [_asn1(c) for c in trust_roots]
+        self._document_tsa_roots = [_asn1(c) for c in document_tsa_roots] or self._trust_roots
         self._fetcher_backend = fetcher_backend or RequestsFetcherBackend(
             per_request_timeout=settings.revocation_timeout_seconds
         )
@@ -409,14 +422,15 @@ class DocumentSigner:
 
     # --- long-term validation ---------------------------------------------------
 
-    def revocation_context(self) -> ValidationContext:
-        """A fresh validation context that fetches OCSP/CRLs online.
+    def revocation_context(self, trust_roots: Sequence[asn1_x509.Certificate] | None = None) -> ValidationContext:
+        """A fresh validation context that fetches OCSP/CRLs online, trusting
+        ``trust_roots`` (default: the platform roots).
 
         Fresh per document on purpose: a context caches revocation answers,
         and a status cached for one document must not vouch for a later one.
         """
         return ValidationContext(
-            trust_roots=self._trust_roots,
+            trust_roots=self._trust_roots if trust_roots is None else list(trust_roots),
             allow_fetching=True,
             fetcher_backend=self._fetcher_backend,
             revocation_mode="hard-fail",
@@ -425,7 +439,14 @@ class DocumentSigner:
     def finalize_lta(self, pdf_bytes: bytes) -> bytes:
         """Raise every signature to PAdES B-LTA: one incremental update with a
         DSS (certificates, OCSP responses, CRLs for every signer and TSA
-        certificate) and a document time-stamp covering it."""
+        certificate, the document time-stamp authority's included) and a
+        document time-stamp covering it.
+
+        Raises :class:`Unavailable` ('tsa' or 'document_tsa': the authority
+        of the document time-stamp did not answer; 'revocation_info': an
+        OCSP/CRL server did not), :class:`Forbidden` for a revoked signer and
+        :class:`IntegrityError` for a chain that does not reach its roots.
+        """
         return _run(self._finalize_lta(pdf_bytes))
 
     async def _finalize_lta(self, pdf_bytes: bytes) -> bytes:
@@ -447,24 +468,53 @@ class DocumentSigner:
                 raise Unavailable("revocation_info", f"field {embedded.field_name}: {exc}") from exc
             except PathValidationError as exc:
                 raise IntegrityError("certificate_chain", f"field {embedded.field_name}: {exc}") from exc
+        document_context = (
+            context if self._document_tsa_roots is self._trust_roots
+            else self.revocation_context(self._document_tsa_roots)
+        )
+        stamper = self._document_time_stamper()
+        paths += await self._document_tsa_paths(stamper, document_context)
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
+        # DSS in the same revision as the time-stamp: no unsigned update
+        # trails the file, and the time-stamp covers the DSS (pyHanko's
+        # update_before_ts, written here because it takes a single context)
+        DocumentSecurityStore.supply_dss_in_writer(
+            writer,
+            sig_contents=None,
+            paths=paths,
+            # the DSS skips an answer it already holds (same DER)
+            ocsps=[*context.ocsps, *document_context.ocsps],
+            crls=[*context.crls, *document_context.crls],
+        )
         output = io.BytesIO()
-        try:
-            await PdfTimeStamper(self.time_stamper, field_name=self._timestamp_field_name(reader)).async_timestamp_pdf(
-                writer,
-                DIGEST_ALGORITHM,
-                validation_context=context,
-                validation_paths=paths,
-                output=output,
-                # DSS in the same revision as the time-stamp: no unsigned
-                # update trails the file, and the time-stamp covers the DSS
-                dss_settings=TimestampDSSContentSettings(update_before_ts=True, include_vri=False),
-            )
-        except InsufficientRevinfoError as exc:
-            raise Unavailable("revocation_info", f"time-stamp authority certificate: {exc}") from exc
-        except PathValidationError as exc:
-            raise IntegrityError("certificate_chain", f"time-stamp authority certificate: {exc}") from exc
+        await PdfTimeStamper(stamper, field_name=self._timestamp_field_name(reader)).async_timestamp_pdf(
+            writer, DIGEST_ALGORITHM, output=output
+        )
         return output.getvalue()
+
+    def _document_time_stamper(self) -> TsaClient:
+        """A client of the document time-stamp authority, fresh per document:
+        pyHanko takes the TSA certificate whose validation data goes into the
+        DSS from a client's first token and keeps it, and it must be the one
+        that stamps this document even if the authority renewed it since."""
+        if self.settings.document_tsa is not None:
+            return TsaClient(self.settings.document_tsa, system="document_tsa")
+        return TsaClient(self.settings.tsa)
+
+    @staticmethod
+    async def _document_tsa_paths(stamper: TsaClient, context: ValidationContext) -> list:
+        """Validation paths of the document time-stamp authority's certificate
+        (from a first token it issues, which pyHanko also uses to size the
+        signature hole), against its own roots, revocation data fetched."""
+        what = "document time-stamp authority certificate"
+        try:
+            return [path async for path in stamper.validation_paths(context)]
+        except InsufficientRevinfoError as exc:
+            raise Unavailable("revocation_info", f"{what}: {exc}") from exc
+        except PathBuildingError as exc:
+            raise IntegrityError("certificate_chain", f"{what}: no path to its trust roots") from exc
+        except PathValidationError as exc:
+            raise IntegrityError("certificate_chain", f"{what}: {exc}") from exc
 
     def _timestamp_field_name(self, reader: PdfFileReader) -> str:
         taken = {name for name, _, _ in fields.enumerate_sig_fields(reader, filled_status=None)}

@@ -3,8 +3,12 @@
 B-LTA finalisation and verification.
 
 Each worker process keeps one :class:`~services.signing.pades.DocumentSigner`
-per (TSA URL, trust roots) alive across calls, so key material is parsed and
-the TSA's certificates are fetched once, not per signature.
+per (TSA URL, trust roots, document TSA) alive across calls, so key material is
+parsed and the TSA's certificates are fetched once, not per signature.
+
+The document time-stamp of :func:`finalize` may come from a second authority
+(``document_tsa_url``, chaining to ``document_tsa_roots_pem``); verification
+then trusts those roots for time-stamps only (``tsa_roots_pem``).
 """
 from __future__ import annotations
 
@@ -20,12 +24,17 @@ from services.signing.verification import verify_pdf
 
 
 def _certs(pems: tuple[str, ...]) -> list[x509.Certificate]:
-    return [x509.load_pem_x509_certificate(pem.encode()) for pem in pems]
+    """Every certificate of ``pems`` (one PEM text may hold several)."""
+    return [cert for pem in pems for cert in x509.load_pem_x509_certificates(pem.encode())]
 
 
 @lru_cache(maxsize=4)
-def _signer(tsa_url: str, roots_pem: tuple[str, ...]) -> DocumentSigner:
-    return DocumentSigner(SignerSettings(tsa=TsaSettings(tsa_url)), _certs(roots_pem))
+def _signer(tsa_url: str, roots_pem: tuple[str, ...], document_tsa_url: str = "",
+            document_tsa_roots_pem: tuple[str, ...] = (),
+            document_tsa_auth: tuple[str, str] | None = None) -> DocumentSigner:
+    document_tsa = TsaSettings(document_tsa_url, basic_auth=document_tsa_auth) if document_tsa_url else None
+    return DocumentSigner(SignerSettings(tsa=TsaSettings(tsa_url), document_tsa=document_tsa), _certs(roots_pem),
+                          document_tsa_roots=_certs(document_tsa_roots_pem))
 
 
 def prepare(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, field_name: str, certificate_pem: str,
@@ -45,12 +54,24 @@ def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature
     return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared), signature)
 
 
-def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes) -> bytes:
-    return _signer(tsa_url, roots_pem).finalize_lta(pdf)
+def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, *, document_tsa_url: str = "",
+             document_tsa_roots_pem: tuple[str, ...] = (),
+             document_tsa_auth: tuple[str, str] | None = None) -> bytes:
+    """PAdES B-LTA. The document time-stamp comes from ``document_tsa_url``
+    (empty: the platform TSA at ``tsa_url``), whose certificate must chain to
+    ``document_tsa_roots_pem``; ``document_tsa_auth`` is (user, password) for
+    HTTP basic auth. Raises ``Unavailable('document_tsa')`` when that
+    authority does not answer (``Unavailable('tsa')`` for the platform's)."""
+    if not document_tsa_url:
+        return _signer(tsa_url, roots_pem).finalize_lta(pdf)
+    return _signer(tsa_url, roots_pem, document_tsa_url, tuple(document_tsa_roots_pem),
+                   tuple(document_tsa_auth) if document_tsa_auth else None).finalize_lta(pdf)
 
 
-def verify(roots_pem: tuple[str, ...], pdf: bytes) -> dict:
-    result = verify_pdf(pdf, _certs(roots_pem))
+def verify(roots_pem: tuple[str, ...], pdf: bytes, tsa_roots_pem: tuple[str, ...] = ()) -> dict:
+    """Verification report of ``pdf``; ``tsa_roots_pem`` are further roots
+    trusted for time-stamps only (an external document time-stamp authority's)."""
+    result = verify_pdf(pdf, _certs(roots_pem), timestamp_roots=_certs(tuple(tsa_roots_pem)))
     report = result.to_dict()
     report["ok"] = result.ok
     report["sha256"] = hashlib.sha256(pdf).hexdigest()
@@ -61,11 +82,13 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def report_signatures(roots_pem: tuple[str, ...], pdf: bytes, field_to_person: dict) -> list[dict]:
+def report_signatures(roots_pem: tuple[str, ...], pdf: bytes, field_to_person: dict,
+                      tsa_roots_pem: tuple[str, ...] = ()) -> list[dict]:
     """The report's signature entries (time, time-stamp, TSA) from the final PDF."""
     from services.signing.report import signature_entries
 
-    return signature_entries(verify_pdf(pdf, _certs(roots_pem)), field_to_person)
+    return signature_entries(verify_pdf(pdf, _certs(roots_pem), timestamp_roots=_certs(tuple(tsa_roots_pem))),
+                             field_to_person)
 
 
 def render_report(report: dict) -> bytes:

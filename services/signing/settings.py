@@ -3,17 +3,30 @@
 ``ASSURANCE.REQUIRED_LEVEL`` is the platform's minimum identity assurance
 (:mod:`services.common.assurance`) for every flow: a party signs, or consents
 to a void, only with a certificate stating at least the level its flow
-requires. A flow may require more, never less. A bad value raises
-:class:`~services.common.errors.InvalidInput` naming the setting, so a
-misconfigured replica stops at start-up instead of letting weaker identities
-sign.
+requires. A flow may require more, never less.
+
+``TSA.DOCUMENT_URL``, ``TSA.DOCUMENT_TRUST`` and ``TSA.DOCUMENT_AUTH`` name a
+second, independent RFC 3161 authority for the document time-stamp that makes
+a finished PDF PAdES B-LTA (:class:`DocumentTimestampSettings`); signature
+time-stamps stay with the platform TSA (``TSA.URL``).
+
+A bad value raises :class:`~services.common.errors.InvalidInput` naming the
+setting, so a misconfigured replica stops at start-up instead of letting
+weaker identities sign or finalising against the wrong authority.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from services.common.assurance import LEVELS, AssuranceLevel
+from services.common.config import REPO_ROOT, SecretMissing, read_secret
 from services.common.errors import InvalidInput
 
 #: without configuration, only people an authority proofed with a live face check may sign
@@ -21,20 +34,115 @@ DEFAULT_REQUIRED_LEVEL = AssuranceLevel.AUTHORITY_FACE_LIVENESS
 
 
 @dataclass(frozen=True)
+class DocumentTimestampSettings:
+    """The authority of the document time-stamp (a commercial or national
+    TSA chaining to its own root), so a document's time does not rest on the
+    platform's word alone.
+
+    ``url`` empty: the platform TSA stamps the document too (``roots_pem``,
+    if given, are still trusted for time-stamps when verifying, so files
+    stamped while an external authority was configured keep verifying).
+    """
+
+    url: str = ""
+    #: PEM of each root certificate the authority's certificate chains to; trusted for time-stamps only
+    roots_pem: tuple[str, ...] = ()
+    #: (user, password) for HTTP basic authentication; only over https
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, tsa: Mapping[str, Any]) -> "DocumentTimestampSettings":
+        url = str(tsa.get("DOCUMENT_URL") or "").strip()
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise InvalidInput("tsa.document_url", "url",
+                                   f"expected an http(s) URL of an RFC 3161 authority, found {url!r}")
+        trust = str(tsa.get("DOCUMENT_TRUST") or "").strip()
+        roots = _roots_pem(trust) if trust else ()
+        if url and not roots:
+            raise InvalidInput("tsa.document_trust", "required",
+                               "expected a PEM file of the document TSA's root certificate(s) with TSA.DOCUMENT_URL, "
+                               "found none")
+        return cls(url=url, roots_pem=roots, basic_auth=_basic_auth(tsa.get("DOCUMENT_AUTH"), url) if url else None)
+
+
+@dataclass(frozen=True)
 class SigningSettings:
     required_assurance: AssuranceLevel = DEFAULT_REQUIRED_LEVEL
+    document_timestamp: DocumentTimestampSettings = DocumentTimestampSettings()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "SigningSettings":
-        assurance = config.get("ASSURANCE") or {}
-        if not isinstance(assurance, Mapping):
-            raise InvalidInput("assurance", "type", "expected a mapping")
-        value = assurance.get("REQUIRED_LEVEL")
-        if value is None or value == "":
-            return cls()
+        return cls(
+            required_assurance=_required_level(_section(config, "ASSURANCE")),
+            document_timestamp=DocumentTimestampSettings.from_config(_section(config, "TSA")),
+        )
+
+
+def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = config.get(name) or {}
+    if not isinstance(section, Mapping):
+        raise InvalidInput(name.lower(), "type", "expected a mapping")
+    return section
+
+
+def _required_level(assurance: Mapping[str, Any]) -> AssuranceLevel:
+    value = assurance.get("REQUIRED_LEVEL")
+    if value is None or value == "":
+        return DEFAULT_REQUIRED_LEVEL
+    try:
+        return AssuranceLevel(value)
+    except ValueError:
+        raise InvalidInput("assurance.required_level", "allowed_values",
+                           f"expected one of {', '.join(LEVELS)}, found {value!r}") from None
+
+
+def _roots_pem(path_text: str) -> tuple[str, ...]:
+    path = Path(path_text)
+    if not path.is_absolute():
+        path = REPO_ROOT / path  # as secret files are
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput("tsa.document_trust", "file",
+                           f"expected a readable PEM file, cannot read {path}: {exc.strerror}") from None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise InvalidInput("tsa.document_trust", "pem",
+                           f"expected PEM certificates (-----BEGIN CERTIFICATE-----) in {path}") from None
+    return tuple(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
+
+
+def _secret_is_set(spec: Any) -> bool:
+    if not isinstance(spec, Mapping):
+        return False
+    return bool(spec.get("file")) or bool(spec.get("env") and os.environ.get(str(spec["env"])))
+
+
+def _basic_auth(auth: Any, url: str) -> tuple[str, str] | None:
+    if auth is None:
+        return None
+    if not isinstance(auth, Mapping):
+        raise InvalidInput("tsa.document_auth", "type", "expected a mapping {USER, PASSWORD} of secret specs")
+    specs = {"user": auth.get("USER"), "password": auth.get("PASSWORD")}
+    given = [name for name, spec in specs.items() if _secret_is_set(spec)]
+    if not given:
+        return None
+    if len(given) == 1:
+        raise InvalidInput("tsa.document_auth", "required",
+                           f"expected both a user and a password, found only the {given[0]}")
+    if urlsplit(url).scheme != "https":
+        # basic auth sends the password as it is: never over plain http
+        raise InvalidInput("tsa.document_auth", "https_required",
+                           "expected an https TSA.DOCUMENT_URL to send credentials to, found http")
+    values = {}
+    for name, spec in specs.items():
         try:
-            level = AssuranceLevel(value)
-        except ValueError:
-            raise InvalidInput("assurance.required_level", "allowed_values",
-                               f"expected one of {', '.join(LEVELS)}, found {value!r}") from None
-        return cls(required_assurance=level)
+            values[name] = read_secret(spec, f"document-tsa-{name}").decode("utf-8")
+        except SecretMissing as exc:
+            raise InvalidInput(f"tsa.document_auth.{name}", "secret_missing", str(exc)) from None
+        except UnicodeDecodeError:
+            raise InvalidInput(f"tsa.document_auth.{name}", "utf8", "expected UTF-8 text") from None
+    return values["user"], values["password"]

@@ -1,5 +1,6 @@
 """Verification of signed PDFs: PAdES signatures and document time-stamps
-(ETSI EN 319 142-1; ISO 32000-2 §12.8), offline with only the platform root.
+(ETSI EN 319 142-1; ISO 32000-2 §12.8), offline with only the platform root
+(and, for time-stamps, the roots of an external time-stamp authority).
 
 Revocation data comes from the file's DSS (written by
 :meth:`~services.signing.pades.DocumentSigner.finalize_lta`); nothing is
@@ -11,6 +12,13 @@ speaks about the signing time too, and certificates that expired after a
 time-stamped signature do not void it. Document time-stamps are judged at
 their own time; the newest one also needs its TSA certificate unexpired today
 (after that the archive time-stamp must be renewed).
+
+Party signatures must chain to ``trust_roots`` (the platform's). RFC 3161
+time-stamps may also chain to ``timestamp_roots``: the root of a second,
+independent authority (a commercial or national TSA) that made the document
+time-stamp, trusted for time-stamps only, never for a party's signature. Each
+check names the root its chain reached (``root``, ``TimestampCheck.tsa_root``),
+so a reader sees which time rests on whose word.
 
 Each signature also says the identity assurance level its signer certificate
 states (a certificate policy, :mod:`services.common.assurance`), None for a
@@ -63,6 +71,8 @@ class TimestampCheck:
     intact: bool
     valid: bool
     trusted: bool
+    #: subject of the root the TSA's certificate chains to; None: no path to a trusted root
+    tsa_root: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,6 +100,8 @@ class SignatureCheck:
     problems: tuple[str, ...] = ()
     #: the identity assurance level the signer certificate states; None: it states none (legacy)
     assurance_level: str | None = None
+    #: subject of the root the signer's (or TSA's) certificate chains to; None: no path to a trusted root
+    root: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -135,6 +147,14 @@ def _token_time(signed_data: cms.SignedData) -> dt.datetime | None:
     return content["content"].parsed["gen_time"].native
 
 
+def _root_of(status) -> str | None:
+    """Subject of the trust anchor pyHanko's path for ``status`` reached."""
+    path = getattr(status, "validation_path", None)
+    if path is None:
+        return None
+    return path.trust_anchor.authority.name.human_friendly
+
+
 def _assurance_level(certificate: asn1_x509.Certificate) -> str | None:
     level = level_of_certificate(x509.load_der_x509_certificate(certificate.dump()))
     return level.value if level is not None else None
@@ -152,18 +172,29 @@ def _signature_timestamp_time(embedded: EmbeddedPdfSignature) -> dt.datetime | N
 
 
 class PdfVerifier:
-    """Checks every signature and document time-stamp of a PDF."""
+    """Checks every signature and document time-stamp of a PDF: signers
+    against ``trust_roots``, time-stamp authorities against those and
+    ``timestamp_roots``."""
 
-    def __init__(self, trust_roots: Sequence[x509.Certificate | asn1_x509.Certificate], *, allow_fetching: bool = False):
+    def __init__(
+        self,
+        trust_roots: Sequence[x509.Certificate | asn1_x509.Certificate],
+        *,
+        timestamp_roots: Sequence[x509.Certificate | asn1_x509.Certificate] = (),
+        allow_fetching: bool = False,
+    ):
         self._trust_roots = [_asn1(c) for c in trust_roots]
+        self._timestamp_roots = [*self._trust_roots, *(_asn1(c) for c in timestamp_roots)]
         self._allow_fetching = allow_fetching
 
     def verify(self, pdf_bytes: bytes, *, now: dt.datetime | None = None) -> VerificationResult:
         return asyncio.run(self._verify(pdf_bytes, now))
 
-    def _context(self, dss: DocumentSecurityStore | None, moment: dt.datetime | None) -> ValidationContext:
+    def _context(
+        self, dss: DocumentSecurityStore | None, moment: dt.datetime | None, *, timestamps: bool = False
+    ) -> ValidationContext:
         kwargs = dict(
-            trust_roots=self._trust_roots,
+            trust_roots=self._timestamp_roots if timestamps else self._trust_roots,
             allow_fetching=self._allow_fetching,
             # requests, not aiohttp: plain sockets behave under eventlet's monkey-patching
             fetcher_backend=RequestsFetcherBackend() if self._allow_fetching else None,
@@ -217,7 +248,7 @@ class PdfVerifier:
             status = await async_validate_pdf_signature(
                 embedded,
                 signer_validation_context=self._context(dss, moment),
-                ts_validation_context=self._context(dss, moment),
+                ts_validation_context=self._context(dss, moment, timestamps=True),
             )
         except (SignatureValidationError, ValueError, PdfError) as exc:
             return _broken(embedded, "signature", f"cannot be validated: {exc}")
@@ -225,7 +256,7 @@ class PdfVerifier:
         timestamp = (
             TimestampCheck(
                 time=_iso(ts.timestamp), tsa=ts.signing_cert.subject.human_friendly,
-                intact=ts.intact, valid=ts.valid, trusted=ts.trusted,
+                intact=ts.intact, valid=ts.valid, trusted=ts.trusted, tsa_root=_root_of(ts),
             )
             if ts is not None
             else None
@@ -263,6 +294,7 @@ class PdfVerifier:
             covers_entire_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
             problems=tuple(problems),
             assurance_level=_assurance_level(embedded.signer_cert),
+            root=_root_of(status),
         )
 
     async def _check_document_timestamp(
@@ -270,7 +302,9 @@ class PdfVerifier:
     ) -> SignatureCheck:
         moment = _token_time(embedded.signed_data) or now
         try:
-            status = await async_validate_pdf_timestamp(embedded, validation_context=self._context(dss, moment))
+            status = await async_validate_pdf_timestamp(
+                embedded, validation_context=self._context(dss, moment, timestamps=True)
+            )
         except (SignatureValidationError, ValueError, PdfError) as exc:
             return _broken(embedded, "document_timestamp", f"cannot be validated: {exc}")
         level = status.modification_level
@@ -294,7 +328,7 @@ class PdfVerifier:
             signing_time=None,
             timestamp=TimestampCheck(
                 time=_iso(status.timestamp), tsa=status.signing_cert.subject.human_friendly,
-                intact=status.intact, valid=status.valid, trusted=status.trusted,
+                intact=status.intact, valid=status.valid, trusted=status.trusted, tsa_root=_root_of(status),
             ),
             certification=None,
             modification_level=level.name if level else None,
@@ -302,6 +336,7 @@ class PdfVerifier:
             coverage=status.coverage.name if status.coverage else None,
             covers_entire_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
             problems=tuple(problems),
+            root=_root_of(status),
         )
         return check
 
@@ -328,13 +363,17 @@ def verify_pdf(
     pdf_bytes: bytes,
     trust_roots: Sequence[x509.Certificate | asn1_x509.Certificate],
     *,
+    timestamp_roots: Sequence[x509.Certificate | asn1_x509.Certificate] = (),
     allow_fetching: bool = False,
     now: dt.datetime | None = None,
 ) -> VerificationResult:
     """Check every signature, time-stamp and chain of ``pdf_bytes`` against
-    ``trust_roots``; offline unless ``allow_fetching``. ``now`` lets a caller
-    (or a test) ask how the file will verify at a later date."""
-    return PdfVerifier(trust_roots, allow_fetching=allow_fetching).verify(pdf_bytes, now=now)
+    ``trust_roots`` (time-stamps also against ``timestamp_roots``); offline
+    unless ``allow_fetching``. ``now`` lets a caller (or a test) ask how the
+    file will verify at a later date."""
+    return PdfVerifier(trust_roots, timestamp_roots=timestamp_roots, allow_fetching=allow_fetching).verify(
+        pdf_bytes, now=now
+    )
 
 
 __all__ = ["PdfVerifier", "SignatureCheck", "TimestampCheck", "VerificationResult", "verify_pdf"]

@@ -89,8 +89,8 @@ class TestPki:
     def issue_person(self, common_name: str, extensions: tuple[x509.ExtensionType, ...] = ()) -> Issued:
         """Another person certificate like alice's, with ``extensions`` added
         (non-critical), e.g. ``assurance.policy_extension(level)``."""
-        issued = _issue(_name(common_name), _new_key(), self.issuing, ca=False, base_url=self.base_url,
-                        crl_of_issuer="issuing", ocsp=True, extensions=extensions)
+        issued = issue_certificate(_name(common_name), new_key(), self.issuing, ca=False, base_url=self.base_url,
+                                   crl_of_issuer="issuing", ocsp=True, extensions=extensions)
         self.persons.append(issued)
         return issued
 
@@ -108,22 +108,7 @@ class TestPki:
         issuer, revoked = (
             (self.root, self.revoked_by_root) if ca == "root" else (self.issuing, self.revoked_by_issuing)
         )
-        now = _utcnow()
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.certificate.subject)
-            .last_update(now - dt.timedelta(minutes=1))
-            .next_update(now + dt.timedelta(days=7))
-            .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
-            )
-        )
-        for serial, when in revoked.items():
-            builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
-            )
-        return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+        return signed_crl(issuer, revoked)
 
     def ocsp_response(self, request_der: bytes) -> bytes:
         """Answer an OCSP request for a certificate the issuing CA issued.
@@ -184,11 +169,31 @@ class TestPki:
         return [body]
 
 
-def _new_key() -> ec.EllipticCurvePrivateKey:
+def signed_crl(issuer: Issued, revoked: dict[int, dt.datetime]) -> bytes:
+    """DER CRL (RFC 5280 §5) of ``issuer`` listing ``revoked`` (serial → time), valid for a week."""
+    now = _utcnow()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer.certificate.subject)
+        .last_update(now - dt.timedelta(minutes=1))
+        .next_update(now + dt.timedelta(days=7))
+        .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
+    )
+    for serial, when in revoked.items():
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return builder.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _issue(
+def issue_certificate(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
     issuer: Issued | None,
@@ -264,15 +269,15 @@ def _issue(
 
 
 def build_pki(base_url: str) -> TestPki:
-    root_key = _new_key()
-    root = _issue(_name("Test Root CA"), root_key, None, ca=True, base_url=base_url,
-                  crl_of_issuer=None, ocsp=False, validity=dt.timedelta(days=3650))
-    issuing = _issue(_name("Test Issuing CA"), _new_key(), root, ca=True, base_url=base_url,
-                     crl_of_issuer="root", ocsp=False, validity=dt.timedelta(days=2920))
+    root_key = new_key()
+    root = issue_certificate(_name("Test Root CA"), root_key, None, ca=True, base_url=base_url,
+                             crl_of_issuer=None, ocsp=False, validity=dt.timedelta(days=3650))
+    issuing = issue_certificate(_name("Test Issuing CA"), new_key(), root, ca=True, base_url=base_url,
+                                crl_of_issuer="root", ocsp=False, validity=dt.timedelta(days=2920))
 
     def leaf(cn: str, **kw) -> Issued:
-        return _issue(_name(cn), _new_key(), issuing, ca=False, base_url=base_url,
-                      crl_of_issuer="issuing", ocsp=True, **kw)
+        return issue_certificate(_name(cn), new_key(), issuing, ca=False, base_url=base_url,
+                                 crl_of_issuer="issuing", ocsp=True, **kw)
 
     return TestPki(
         base_url=base_url,
@@ -282,8 +287,8 @@ def build_pki(base_url: str) -> TestPki:
         bob=leaf("Bob Li"),
         # a TSA certificate outlives the person certificates it time-stamps
         tsa=leaf("Test Platform TSA", eku_timestamping=True, validity=dt.timedelta(days=2190)),
-        ocsp_responder=_issue(_name("Test OCSP Responder"), _new_key(), issuing, ca=False, base_url=base_url,
-                              crl_of_issuer=None, ocsp=False, eku_ocsp_signing=True),
+        ocsp_responder=issue_certificate(_name("Test OCSP Responder"), new_key(), issuing, ca=False,
+                                         base_url=base_url, crl_of_issuer=None, ocsp=False, eku_ocsp_signing=True),
     )
 
 

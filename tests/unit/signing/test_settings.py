@@ -1,4 +1,4 @@
-"""The signing service's settings: the platform's minimum identity assurance."""
+"""The signing service's settings: the platform's minimum identity assurance and the document TSA."""
 from pathlib import Path
 
 import pytest
@@ -6,7 +6,7 @@ import yaml
 
 from services.common.assurance import AssuranceLevel
 from services.common.errors import InvalidInput
-from services.signing.settings import SigningSettings
+from services.signing.settings import DocumentTimestampSettings, SigningSettings
 
 CONFIG = Path(__file__).resolve().parents[3] / "services" / "signing" / "config.yaml"
 
@@ -38,4 +38,108 @@ def test_every_level_may_be_the_minimum(level):
 def test_a_bad_value_stops_the_service_naming_the_setting(config, field, rule):
     with pytest.raises(InvalidInput) as error:
         SigningSettings.from_config(config)
+    assert (error.value.field, error.value.rule) == (field, rule)
+
+
+# --- TSA.DOCUMENT_*: the authority of the document time stamp ------------------------------
+
+
+@pytest.fixture
+def roots_file(tmp_path):
+    """A PEM file of two root certificates, as a TSA vendor may ship its roots."""
+    from tests.support.pki import build_pki
+
+    path = tmp_path / "tsa-roots.pem"
+    path.write_bytes(build_pki("http://127.0.0.1:1").root.pem + build_pki("http://127.0.0.1:1").root.pem)
+    return path
+
+
+def test_without_configuration_the_platform_tsa_stamps_the_document():
+    settings = SigningSettings.from_config({"TSA": {"URL": "http://127.0.0.1:8000/tsa"}})
+    assert settings.document_timestamp == DocumentTimestampSettings()
+    assert settings.document_timestamp.url == "" and settings.document_timestamp.roots_pem == ()
+
+
+def test_the_config_file_names_the_document_tsa_settings():
+    text = CONFIG.read_text(encoding="utf-8")
+    assert "DOCUMENT_URL: ${ESIGN_DOCUMENT_TSA_URL:}" in text
+    assert "DOCUMENT_TRUST: ${ESIGN_DOCUMENT_TSA_ROOTS:}" in text
+    tsa = yaml.safe_load(text)["TSA"]
+    assert tsa["DOCUMENT_AUTH"]["USER"]["env"] == "ESIGN_DOCUMENT_TSA_USER"
+    assert tsa["DOCUMENT_AUTH"]["PASSWORD"]["env"] == "ESIGN_DOCUMENT_TSA_PASSWORD"
+
+
+def test_the_service_config_as_loaded_has_no_document_tsa(monkeypatch):
+    from services.common.config import load_config
+
+    for name in ("ESIGN_DOCUMENT_TSA_URL", "ESIGN_DOCUMENT_TSA_ROOTS", "ESIGN_DOCUMENT_TSA_USER",
+                 "ESIGN_DOCUMENT_TSA_PASSWORD", "ESIGN_DOCUMENT_TSA_USER_FILE", "ESIGN_DOCUMENT_TSA_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert SigningSettings.from_config(load_config(CONFIG)).document_timestamp == DocumentTimestampSettings()
+
+
+def test_an_external_document_tsa_with_its_roots(roots_file):
+    settings = SigningSettings.from_config(
+        {"TSA": {"DOCUMENT_URL": "http://tsa.example.cn/tsa", "DOCUMENT_TRUST": str(roots_file)}}
+    ).document_timestamp
+    assert settings.url == "http://tsa.example.cn/tsa"
+    assert len(settings.roots_pem) == 2 and all(p.startswith("-----BEGIN CERTIFICATE-----") for p in settings.roots_pem)
+    assert settings.basic_auth is None
+
+
+def test_roots_without_a_url_are_kept_for_verification(roots_file):
+    settings = DocumentTimestampSettings.from_config({"DOCUMENT_TRUST": str(roots_file)})
+    assert settings.url == "" and len(settings.roots_pem) == 2
+
+
+def test_basic_auth_comes_from_secrets_and_is_never_printed(roots_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_TSA_USER", "esign")
+    (tmp_path / "password").write_text("s3cret\n")
+    settings = DocumentTimestampSettings.from_config({
+        "DOCUMENT_URL": "https://tsa.example.cn/tsa", "DOCUMENT_TRUST": str(roots_file),
+        "DOCUMENT_AUTH": {"USER": {"env": "TEST_TSA_USER", "file": None},
+                          "PASSWORD": {"env": "TEST_TSA_PASSWORD", "file": str(tmp_path / "password")}},
+    })
+    assert settings.basic_auth == ("esign", "s3cret")
+    assert "s3cret" not in repr(settings)
+
+
+def test_unset_auth_secrets_mean_no_auth(roots_file, monkeypatch):
+    monkeypatch.delenv("TEST_TSA_USER", raising=False)
+    settings = DocumentTimestampSettings.from_config({
+        "DOCUMENT_URL": "https://tsa.example.cn/tsa", "DOCUMENT_TRUST": str(roots_file),
+        "DOCUMENT_AUTH": {"USER": {"env": "TEST_TSA_USER", "file": ""}, "PASSWORD": {"env": "TEST_TSA_USER"}},
+    })
+    assert settings.basic_auth is None
+
+
+@pytest.mark.parametrize("tsa, field, rule", [
+    ({"DOCUMENT_URL": "tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}"}, "tsa.document_url", "url"),
+    ({"DOCUMENT_URL": "ftp://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}"}, "tsa.document_url", "url"),
+    ({"DOCUMENT_URL": "http://tsa.example.cn/tsa"}, "tsa.document_trust", "required"),
+    ({"DOCUMENT_URL": "http://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{missing}"}, "tsa.document_trust", "file"),
+    ({"DOCUMENT_URL": "http://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{not_pem}"}, "tsa.document_trust", "pem"),
+    ({"DOCUMENT_URL": "https://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}",
+      "DOCUMENT_AUTH": {"USER": {"env": "TEST_TSA_USER"}}}, "tsa.document_auth", "required"),
+    ({"DOCUMENT_URL": "http://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}",
+      "DOCUMENT_AUTH": {"USER": {"env": "TEST_TSA_USER"}, "PASSWORD": {"env": "TEST_TSA_USER"}}},
+     "tsa.document_auth", "https_required"),
+    ({"DOCUMENT_URL": "https://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}",
+      "DOCUMENT_AUTH": {"USER": {"env": "TEST_TSA_USER"}, "PASSWORD": {"file": "{missing}"}}},
+     "tsa.document_auth.password", "secret_missing"),
+    ({"DOCUMENT_URL": "https://tsa.example.cn/tsa", "DOCUMENT_TRUST": "{roots}", "DOCUMENT_AUTH": "esign:s3cret"},
+     "tsa.document_auth", "type"),
+])
+def test_a_bad_document_tsa_setting_stops_the_service_naming_it(tsa, field, rule, roots_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TSA_USER", "esign")
+    (tmp_path / "not.pem").write_text("not a certificate")
+    paths = {"roots": roots_file, "missing": tmp_path / "missing.pem", "not_pem": tmp_path / "not.pem"}
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value.format(**paths) if isinstance(value, str) else value
+
+    with pytest.raises(InvalidInput) as error:
+        SigningSettings.from_config({"TSA": fill(tsa)})
     assert (error.value.field, error.value.rule) == (field, rule)
