@@ -428,8 +428,17 @@ def complete_action(pending_id: str, body: GrantIn, request: Request,
 
 @router.post("/verify", tags=["signing"])
 def verify(body: PdfIn, request: Request) -> dict:
-    """Check a signed PDF (like Tencent's VerifyPdf): every signature, time stamp and chain."""
+    """Check a signed PDF (like Tencent's VerifyPdf): every signature, time stamp
+    and chain, and whether the agreement is in force (``document_status``)."""
     return rpc(request).call("signing", "verify", pdf=body.pdf)
+
+
+@router.get("/documents/{sha256}/status", tags=["signing"])
+def document_status(sha256: str, request: Request) -> dict:
+    """Anyone holding a PDF may ask, by its SHA-256, whether the agreement is
+    in force (已生效, 已作废 with the reason …), with the evidence-log leaf that
+    set that status and its inclusion proof under a signed checkpoint."""
+    return rpc(request).call("signing", "document_status", sha256=sha256)
 
 
 # -- evidence log (public: anyone can check a proof) ------------------------------

@@ -107,6 +107,13 @@ class FlowStore:
             select(StoredObjectRow).where(StoredObjectRow.flow_id == flow_id).order_by(StoredObjectRow.id)
         ).scalars())
 
+    def document_version(self, sha256: str) -> StoredObjectRow | None:
+        """The PDF a flow produced with this hash (original, signed or final), if any."""
+        return self.db.session.execute(
+            select(StoredObjectRow).where(StoredObjectRow.sha256 == sha256,
+                                          StoredObjectRow.kind.in_(("original", "signed", "final")))
+            .order_by(StoredObjectRow.id.desc())).scalars().first()
+
     def current_pdf(self, row: FlowRow) -> bytes:
         obj = self.db.session.execute(
             select(StoredObjectRow).where(StoredObjectRow.flow_id == row.id,

@@ -64,7 +64,7 @@ from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
 from services.signing import flow as F
-from services.signing import pdf_worker
+from services.signing import pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FlowStoreProvider, to_domain
@@ -246,8 +246,14 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
                            base64.b64decode(signed["signature"]))
         transition = F.sign(flow, person_id, now())
         last = transition.flow.state is F.FlowState.COMPLETED
-        if last:  # PAdES B-LTA: revocation data for every certificate and a document time stamp
-            pdf = self.pdf.run(pdf_worker.finalize, self.ctx.tsa_url, roots, pdf)
+        if last:
+            # PAdES B-LTA: revocation data for every certificate and a document time stamp, from an
+            # external TSA when configured. If that TSA does not answer, nothing of this step is kept
+            # (Unavailable("document_tsa")): the grant is spent, so the person confirms willingness again.
+            pdf = self.pdf.run(pdf_worker.finalize, self.ctx.tsa_url, roots, pdf,
+                               document_tsa_url=self.ctx.document_tsa_url,
+                               document_tsa_roots_pem=self.ctx.document_tsa_roots_pem,
+                               document_tsa_auth=self.ctx.document_tsa_auth)
         stored = self.flows.store_pdf(flow_id, "final" if last else "signed", pdf)
         row.current_pdf_key, row.current_pdf_sha256 = stored.key, stored.sha256
         signer = parties[flow.current]
@@ -364,7 +370,8 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
         evidence = self.evidence.settled(flow_id, awaited)
         roots = self.ctx.platform.trust_roots(self.identity)
         signatures = self.pdf.run(pdf_worker.report_signatures, roots, self.flows.current_pdf(row),
-                                  {p.signature_field: p.person_id for p in parties})
+                                  {p.signature_field: p.person_id for p in parties},
+                                  tsa_roots_pem=self.ctx.document_tsa_roots_pem)
 
         def profile_of(party):  # how each identity was checked: the proof behind the certificate it signed with
             return self.identity.report_profile(person_id=party.person_id, serial=party.certificate_serial)
@@ -385,9 +392,29 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
     # -- verification ------------------------------------------------------------
     @rpc
     def verify(self, pdf: str) -> dict:
-        """Check every signature and time stamp of a PDF against the platform root."""
+        """Check every signature and time stamp of a PDF against the platform
+        root, and say whether the agreement is in force (``document_status``)."""
         data = _binary(pdf, "pdf", MAX_VERIFIED_PDF)
-        return self.pdf.run(pdf_worker.verify, self.ctx.platform.trust_roots(self.identity), data)
+        result = self.pdf.run(pdf_worker.verify, self.ctx.platform.trust_roots(self.identity), data,
+                              tsa_roots_pem=self.ctx.document_tsa_roots_pem)
+        result["document_status"] = self.document_status(hashlib.sha256(data).hexdigest())
+        return result
+
+    @rpc
+    def document_status(self, sha256: str) -> dict:
+        """The status of the flow that produced the PDF with this SHA-256 (any
+        version of it), with the leaf that set it and its inclusion proof under
+        the latest checkpoint (:mod:`.status`); ``known: false`` for a PDF the
+        platform never produced."""
+        if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
+            raise InvalidInput("sha256", "format", "expected a SHA-256 digest as 64 hex characters")
+        sha256 = sha256.lower()
+        version = self.flows.document_version(sha256)
+        if version is None:
+            return status.unknown(sha256)
+        row, parties = self.flows.load(version.flow_id)
+        return status.answer(sha256, version.kind, row.current_pdf_sha256 == sha256,
+                             self.flows.flow_dict(row, parties), self.evidence.of_flow(row.id))
 
     # -- revocations and disputes announced by identity ----------------------------------------
     @rpc

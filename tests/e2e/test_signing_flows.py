@@ -180,6 +180,32 @@ def test_receipt_voided_by_mutual_consent(stack):
     assert kinds[-2:] == ["void_requested", "flow_voided"]
     assert wait_for(lambda: [m for m in stack.sms() if m["template"] == "flow_voided"])
 
+    # /verify: the signatures are valid, and the agreement is not in force, provably
+    signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+    request = urllib.request.Request(stack.gateway_url + "/api/v1/verify", method="POST",
+                                     data=json.dumps({"pdf": b64(signed)}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        verdict = json.loads(answer.read())
+    assert verdict["ok"], verdict["problems"]
+    status = verdict["document_status"]
+    assert status["known"] and status["status"] == "voided" and status["in_force"] is False
+    assert status["status_text"].startswith("已作废，作废原因：押金已退还，双方确认于 20"), status["status_text"]
+    assert status["version"] == "final" and status["latest_version"] is True
+    leaf = json.loads(status["evidence"]["leaf"])
+    assert leaf["event_type"] == "flow_voided" and leaf["reason"] == "押金已退还" and leaf["flow_id"] == flow_id
+    # the status is proven: the leaf is in the tree the signed checkpoint commits to
+    from services.signing.checkpoint import NoteVerifier
+    from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
+
+    verify_checkpointed_inclusion(status["evidence"]["leaf"].encode(), InclusionProof.from_dict(status["evidence"]["proof"]),
+                                  status["evidence"]["checkpoint"],
+                                  NoteVerifier.from_key_string(stack.rpc.signing.log_public_key()["public_key"]))
+    # a PDF the platform never signed says so
+    with urllib.request.urlopen(f"{stack.gateway_url}/api/v1/documents/{'ab' * 32}/status", timeout=30) as answer:
+        assert json.loads(answer.read()) == {"known": False, "sha256": "ab" * 32,
+                                             "status_text": "本平台未签署过此文件（或文件在签署后被改动）"}
+
 
 def test_declined_and_expired_flows(stack):
     lender, borrower = people(stack)

@@ -24,10 +24,29 @@ function signatureCard(entry, index) {
     entry.problems && entry.problems.length ? el("ul", { class: "problems" }, entry.problems.map((p) => el("li", {}, p))) : null);
 }
 
+// Whether the agreement is in force: the flow's status from the evidence log, by the PDF's hash.
+function showStatus(status) {
+  if (!status) { $("#agreement").hidden = true; return; }
+  $("#agreement").hidden = false;
+  $("#agreement-status").textContent = `文件状态：${status.status_text}`;
+  $("#agreement-status").className = status.known && status.in_force ? "status ok" : "status bad";
+  const detail = [];
+  if (status.known) {
+    detail.push(`《${status.title}》，此文件为${status.version_text}${status.latest_version ? "" : "（已有更新的版本）"}。`);
+    if (status.evidence) detail.push(`状态记录在证据日志第 ${status.evidence.index} 条，可由签名检查点证明（树大小 ${status.evidence.tree_size}）。`);
+  }
+  $("#agreement-detail").textContent = detail.join("");
+}
+
 function show(result) {
   $("#result").hidden = false;
-  $("#verdict").textContent = result.ok ? "验证通过：文件签署有效" : "验证未通过";
-  $("#verdict").className = result.ok ? "ok" : "bad";
+  showStatus(result.document_status);
+  const status = result.document_status;
+  const notInForce = status && status.known && !status.in_force;
+  // valid signatures on an agreement that was voided (or never took effect) are not an agreement in force
+  $("#verdict").textContent = !result.ok ? "验证未通过"
+    : notInForce ? `签名有效，但文件当前状态为：${status.status_text}` : "验证通过：文件签署有效";
+  $("#verdict").className = result.ok && !notInForce ? "ok" : "bad";
   $("#problems").replaceChildren(...(result.problems || []).map((p) => el("li", {}, p)));
   $("#overall").replaceChildren(
     check("含签名", result.signatures.length > 0, `${result.signatures.length} 个`),
