@@ -196,6 +196,37 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
                 page.driver.quit()
 
 
+def test_the_verify_page_says_a_voided_receipt_is_void(stack, tmp_path):
+    """Valid signatures on an agreement the parties voided: /verify (no login)
+    says the signatures hold and the document is void, with the reason."""
+    import base64
+
+    payee, payer = people(stack)
+    rendered = stack.document("receipt", {
+        "initiator_role": "付款人", "payee": party(LENDER), "payer": party(BORROWER), "amount": "300",
+        "reason": "押金", "received_at": "2026-11-28T09:30:00", "remark": ""})
+    flow_id = stack.start(rendered, [(payer, "payer"), (payee, "payee")])["flow_id"]
+    stack.sign(flow_id, payer, phone=BORROWER[2])
+    stack.sign(flow_id, payee, phone=LENDER[2])
+    stack.void_action(stack.rpc.signing.request_void, payer, BORROWER[2], flow_id=flow_id, reason="押金已退还")
+    stack.void_action(stack.rpc.signing.confirm_void, payee, LENDER[2], flow_id=flow_id)
+    pdf = tmp_path / "receipt.pdf"
+    pdf.write_bytes(base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"]))
+    page = Page(browser(tmp_path / "downloads"), stack.gateway_url)
+    try:
+        page.open("/verify")
+        page.find("#pdf-file").send_keys(str(pdf))
+        page.click('#verify-form button[type="submit"]')
+        page.wait_visible("#result")
+        page.wait(lambda: page.text("#agreement-status"), "the document's status")
+        assert page.text("#verdict").startswith("签名有效，但文件当前状态为：已作废，作废原因：押金已退还，双方确认于 ")
+        assert page.text("#agreement-status").startswith("文件状态：已作废，作废原因：押金已退还，双方确认于 ")
+        assert "全部签署完成的最终版本" in page.text("#agreement-detail")
+        assert "证据日志" in page.text("#agreement-detail")
+    finally:
+        page.driver.quit()
+
+
 def test_a_missing_browser_fails_clearly(monkeypatch, tmp_path):
     """Without chromium the browser test must fail, never skip."""
     monkeypatch.setitem(browser.__globals__, "CHROMIUM", tmp_path / "no-chromium")
