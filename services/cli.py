@@ -8,6 +8,8 @@
   esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
+  esign witness init|add-log|key|run|status
+                           an independent witness that cosigns the evidence log's checkpoints
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
+    commands.add_parser("witness", help="cosign the evidence log's checkpoints (c2sp.org/tlog-witness)", add_help=False)
+
     registry = commands.add_parser("registry", help="the local identity registry (embedded authority)")
     registry_commands = registry.add_subparsers(dest="registry_command", required=True)
     add = registry_commands.add_parser("add", help="add a person and their reference (ID) photo")
@@ -69,6 +73,10 @@ def _main(argv: list[str] | None) -> int:
         from services.signing.offline_verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv and argv[0] == "witness":
+        from services.witness.cli import main as witness_main
+
+        return witness_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
         from services.common.platform import up as platform_up

@@ -83,9 +83,10 @@ class CheckpointOriginError(IntegrityError):
 # --- keys -------------------------------------------------------------------------
 
 
-def key_id(name: str, public_key: bytes) -> int:
-    """The C2SP key id of an Ed25519 key: SHA-256(name || 0x0A || 0x01 || key)[:4]."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ED25519_SIGNATURE_TYPE]) + public_key).digest()
+def key_id(name: str, public_key: bytes, signature_type: int = ED25519_SIGNATURE_TYPE) -> int:
+    """The C2SP key id of a key: SHA-256(name || 0x0A || type || key)[:4]; the type
+    is 0x01 for Ed25519 note signatures (c2sp.org/tlog-cosignature uses 0x04)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([signature_type]) + public_key).digest()
     return int.from_bytes(digest[:_KEY_ID_SIZE], "big")
 
 
@@ -99,6 +100,20 @@ def _b64decode(text: str, what: str, field_name: str) -> bytes:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         raise MalformedNoteError(f"expected standard base64 for the {what}", field_name) from None
+
+
+def decode_key_string(text: str, field_name: str = "verifier_key") -> tuple[str, int, bytes]:
+    """Split a verifier key ``<name>+<hex key id>+<base64(type || key)>`` into its
+    name, claimed key id and decoded bytes (type byte first), checking only the form;
+    the caller checks the type and that the id matches."""
+    name, sep1, rest = text.partition("+")
+    hex_id, sep2, encoded = rest.partition("+")
+    if not (sep1 and sep2):
+        raise MalformedNoteError("expected '<name>+<key id>+<key>'", field_name)
+    _check_key_name(name, field_name)
+    if not _HEX_KEY_ID.fullmatch(hex_id):
+        raise MalformedNoteError(f"expected an 8-digit lower-case hex key id, found {len(hex_id)} characters", field_name)
+    return name, int(hex_id, 16), _b64decode(encoded, "public key", field_name)
 
 
 def _public_bytes(public_key: Ed25519PublicKey) -> bytes:
@@ -121,14 +136,7 @@ class NoteVerifier:
     @classmethod
     def from_key_string(cls, text: str) -> "NoteVerifier":
         """Parse ``<name>+<hex key id>+<base64(0x01 || key)>``, checking the id."""
-        name, sep1, rest = text.partition("+")
-        hex_id, sep2, encoded = rest.partition("+")
-        if not (sep1 and sep2):
-            raise MalformedNoteError("expected '<name>+<key id>+<key>'", "verifier_key")
-        _check_key_name(name, "verifier_key")
-        if not _HEX_KEY_ID.fullmatch(hex_id):
-            raise MalformedNoteError(f"expected an 8-digit lower-case hex key id, found {len(hex_id)} characters", "verifier_key")
-        raw = _b64decode(encoded, "public key", "verifier_key")
+        name, claimed_id, raw = decode_key_string(text, "verifier_key")
         if len(raw) != 1 + _ED25519_KEY_SIZE or raw[0] != ED25519_SIGNATURE_TYPE:
             raise MalformedNoteError(
                 f"expected signature type 0x01 and a {_ED25519_KEY_SIZE}-byte Ed25519 key, "
@@ -136,8 +144,8 @@ class NoteVerifier:
                 "verifier_key",
             )
         wanted = key_id(name, raw[1:])
-        if int(hex_id, 16) != wanted:
-            raise MalformedNoteError(f"expected key id {wanted:08x} for this name and key, found {hex_id}", "verifier_key")
+        if claimed_id != wanted:
+            raise MalformedNoteError(f"expected key id {wanted:08x} for this name and key, found {claimed_id:08x}", "verifier_key")
         return cls(name, wanted, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
     def to_key_string(self) -> str:
@@ -267,19 +275,23 @@ def parse_note(message: str | bytes) -> Note:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise MalformedNoteError(f"expected at most {MAX_SIGNATURES} signatures, found {len(lines)}")
-    signatures = []
-    for number, line in enumerate(lines, start=1):
-        if not line.startswith(SIGNATURE_PREFIX):
-            raise MalformedNoteError(f"expected signature line {number} to start with an em dash and a space")
-        name, sep, encoded = line[len(SIGNATURE_PREFIX):].partition(" ")
-        if not sep:
-            raise MalformedNoteError(f"expected '<key name> <signature>' on signature line {number}")
-        _check_key_name(name, "note")
-        blob = _b64decode(encoded, f"signature on line {number}", "note")
-        if len(blob) <= _KEY_ID_SIZE:
-            raise MalformedNoteError(f"expected more than 4 signature bytes on line {number}, found {len(blob)}")
-        signatures.append(NoteSignature(name, int.from_bytes(blob[:_KEY_ID_SIZE], "big"), blob[_KEY_ID_SIZE:]))
+    signatures = [parse_signature_line(line, number) for number, line in enumerate(lines, start=1)]
     return Note(text, tuple(signatures))
+
+
+def parse_signature_line(line: str, number: int = 1) -> NoteSignature:
+    """One signature line ``— <key name> base64(key id || signature)``, without its
+    newline; ``number`` is its place in the note, for messages."""
+    if not line.startswith(SIGNATURE_PREFIX):
+        raise MalformedNoteError(f"expected signature line {number} to start with an em dash and a space")
+    name, sep, encoded = line[len(SIGNATURE_PREFIX):].partition(" ")
+    if not sep:
+        raise MalformedNoteError(f"expected '<key name> <signature>' on signature line {number}")
+    _check_key_name(name, "note")
+    blob = _b64decode(encoded, f"signature on line {number}", "note")
+    if len(blob) <= _KEY_ID_SIZE:
+        raise MalformedNoteError(f"expected more than 4 signature bytes on line {number}, found {len(blob)}")
+    return NoteSignature(name, int.from_bytes(blob[:_KEY_ID_SIZE], "big"), blob[_KEY_ID_SIZE:])
 
 
 def open_note(message: str | bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
