@@ -21,7 +21,7 @@ from nameko.extensions import DependencyProvider
 from nameko.events import EventHandler
 from nameko.rpc import Rpc
 from nameko.timer import Timer
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from services.common.errors import EsignError
 
@@ -38,6 +38,13 @@ def counter(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Co
     with _lock:
         if name not in _collectors:
             _collectors[name] = Counter(name, documentation, list(labelnames), registry=REGISTRY)
+        return _collectors[name]
+
+
+def gauge(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+    with _lock:
+        if name not in _collectors:
+            _collectors[name] = Gauge(name, documentation, list(labelnames), registry=REGISTRY)
         return _collectors[name]
 
 
@@ -97,6 +104,11 @@ class BusinessMetrics:
         names = ("service",) + tuple(sorted(labels))
         metric = counter(f"esign_{name}_total", documentation or name, names)
         metric.labels(service=self.service, **labels).inc(amount)
+
+    def set(self, name: str, value: float, documentation: str = "", **labels: str) -> None:
+        """A gauge's current value (``esign_<name>``)."""
+        names = ("service",) + tuple(sorted(labels))
+        gauge(f"esign_{name}", documentation or name, names).labels(service=self.service, **labels).set(value)
 
     def observe(self, name: str, value: float, documentation: str = "",
                 buckets: Sequence[float] = LATENCY_BUCKETS, **labels: str) -> None:

@@ -89,6 +89,8 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
                                     ports, log_path=logs / "seaweedfs.log")
             print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}) ...", flush=True)
             seaweed.start()
+        witnesses = _start_witnesses(data, env, logs)
+        children.extend((f"witness {w.url}", w.process) for w in witnesses)
         for service in SERVICES:
             log = open(logs / f"{service}.log", "ab")
             process = subprocess.Popen(
@@ -108,6 +110,8 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         for service in SERVICES:
             port = (load_config(service).get("METRICS") or {}).get("PORT")
             print(f"  metrics:  http://127.0.0.1:{port}/metrics   ({service})")
+        for witness in witnesses:
+            print(f"  witness:  {witness.url}  ({witness.key.split('+')[0]}, state {witness.state_dir})")
         print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}")
         for line in registry_lines:
             print("  " + line)
@@ -122,6 +126,33 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 0
     finally:
         _stop_all(children, seaweed)
+
+
+def _start_witnesses(data: Path, env: dict[str, str], logs: Path) -> list:
+    """Two witnesses of the evidence log on this machine (ESIGN_LOCAL_WITNESSES, default 2;
+    ports from ESIGN_WITNESS_PORT, default 8201), unless ESIGN_WITNESSES names real ones.
+    The signing service is told about them (ESIGN_WITNESSES) and needs all to cosign."""
+    import json
+
+    from services.signing.dependencies import load_keys
+    from services.witness.local import LocalWitness
+
+    count = int(env.get("ESIGN_LOCAL_WITNESSES", "2"))
+    if env.get("ESIGN_WITNESSES") or count <= 0:
+        return []
+    signing = load_config("signing")
+    signing["DATA_DIR"] = str(data)
+    log_signer = load_keys(signing).log_signer  # the same key file the signing service will read
+    first_port = int(env.get("ESIGN_WITNESS_PORT", "8201"))  # 0: any free ports
+    started = []
+    for n in range(1, count + 1):
+        started.append(LocalWitness.start(data / "witnesses" / f"w{n}", f"witness-{n}.esign.local", log_signer.name,
+                                          log_signer.verifier.to_key_string(), port=first_port and first_port + n - 1,
+                                          log_path=logs / f"witness-{n}.log", preexec_fn=_die_with_parent,
+                                          start_new_session=True))
+        print(f"started witness {n} (pid {started[-1].process.pid}, {started[-1].url})", flush=True)
+    env["ESIGN_WITNESSES"] = json.dumps([w.config_entry() for w in started])
+    return started
 
 
 def _demo_registry(data: Path) -> list[str]:

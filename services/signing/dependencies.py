@@ -10,10 +10,12 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import read_secret, secret_generation_dir
 from services.common.database import DatabaseProvider
+from services.common.metrics import BusinessMetrics
 from services.common.sealing import Keyring, keyring_from_secrets
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
 from services.signing.settings import SigningSettings
+from services.signing.witnesses import WitnessPolicy, Witnessing
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,22 @@ class SigningContext(DependencyProvider):
         self.platform = Platform()
         self.tsa_url = str((self.container.config.get("TSA") or {}).get("URL") or "")
         self.public_url = str(self.container.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.witness_policy = WitnessPolicy.from_config(self.container.config.get("WITNESSES"))
         self._log: EvidenceLog | None = None
+        self._witnessing: Witnessing | None = None
 
     def _evidence_log(self) -> EvidenceLog:
         if self._log is None:
             database = next(d for d in self.container.dependencies if isinstance(d, DatabaseProvider))
             self._log = EvidenceLog(SqlLogStore(database.db.sessionmaker), self.keys.log_signer)
+            self._witnessing = Witnessing(database.db.sessionmaker, self._log, self.witness_policy,
+                                          BusinessMetrics(self.container.service_name))
         return self._log
 
     def get_dependency(self, worker_ctx) -> "SigningContextView":
-        return SigningContextView(self.keys, self.platform, self._evidence_log(), self.tsa_url, self.public_url,
-                                  self.settings)
+        log = self._evidence_log()
+        return SigningContextView(self.keys, self.platform, log, self.tsa_url, self.public_url, self.settings,
+                                  self._witnessing)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class SigningContextView:
     tsa_url: str
     public_url: str
     settings: SigningSettings
+    witnesses: Witnessing
 
     # the document time stamp's authority (TSA.DOCUMENT_*): pdf_worker.finalize's keyword arguments
     @property

@@ -27,6 +27,7 @@ from services.common.errors import Unavailable
 from services.common.lease import acquire, holder_id
 from services.signing.checkpoint import Checkpoint, parse_note
 from services.signing.evidence_log import EvidenceLog, utc_timestamp
+from services.signing.witnesses import Witnessing
 
 #: every event of a flow; each is a leaf
 FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
@@ -58,8 +59,20 @@ def leaf_of(event: dict) -> dict:
 
 
 class FlowEvidence:
-    def __init__(self, log: EvidenceLog):
+    def __init__(self, log: EvidenceLog, witnesses: Witnessing | None = None):
         self.log = log
+        self.witnesses = witnesses
+
+    def checkpoint(self) -> str:
+        """The checkpoint of the current tree, with the witnesses' cosignatures
+        (asked for now if it has fewer than the policy's threshold)."""
+        note = self.log.checkpoint()
+        if self.witnesses is None:
+            return note
+        witnessed = self.witnesses.witnessed(note)
+        if len(parse_note(witnessed).signatures) - 1 < self.witnesses.policy.threshold:
+            witnessed = self.witnesses.cosign(note)
+        return witnessed
 
     def append(self, event: dict) -> bool:
         """Append a flow event's leaf once; False when it is in the log already."""
@@ -70,8 +83,9 @@ class FlowEvidence:
         return True
 
     def of_flow(self, flow_id: str) -> dict:
-        """Every leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
-        checkpoint = self.log.checkpoint()
+        """Every leaf of a flow with its inclusion proof against a fresh signed
+        (and, with witnesses configured, cosigned) checkpoint."""
+        checkpoint = self.checkpoint()
         # the size the checkpoint signed, not the log's size a moment later
         size = Checkpoint.from_body(parse_note(checkpoint).text).size
         leaves = []
@@ -105,7 +119,7 @@ class EvidenceEntrypoints:
 
     @property
     def evidence(self) -> FlowEvidence:
-        return FlowEvidence(self.ctx.log)
+        return FlowEvidence(self.ctx.log, self.ctx.witnesses)
 
     # -- every flow event becomes a leaf --------------------------------------------------
     @handles_event("signing", events.FLOW_SENT)
@@ -161,7 +175,21 @@ class EvidenceEntrypoints:
 
     @rpc
     def checkpoint(self) -> dict:
-        return {"checkpoint": self.ctx.log.checkpoint()}
+        """The latest checkpoint, with the cosignatures its witnesses gave."""
+        return {"checkpoint": self.ctx.witnesses.witnessed(self.ctx.log.checkpoint())}
+
+    @rpc
+    def witness_policy(self) -> dict:
+        """The witnesses whose cosignatures make a checkpoint witnessed (their
+        verifier keys), how many are needed, and what the log knows of each."""
+        heads = self.ctx.witnesses.heads()
+        policy = self.ctx.witnesses.policy
+        return {"threshold": policy.threshold, "witnesses": [
+            {"name": w.name, "url": w.url, "key": w.verifier.to_key_string(),
+             "cosigned_size": heads[w.name].size if w.name in heads else 0,
+             "cosigned_at": heads[w.name].cosigned_at.isoformat() if w.name in heads and heads[w.name].cosigned_at else None,
+             "last_error": heads[w.name].last_error if w.name in heads else None}
+            for w in policy.witnesses]}
 
     @rpc
     def log_public_key(self) -> dict:
@@ -178,7 +206,12 @@ class EvidenceEntrypoints:
     # -- the checkpoint job -------------------------------------------------------------------
     @timer(interval=5)
     def publish_checkpoint(self) -> None:
-        """Sign a checkpoint of the current tree every few seconds (one replica)."""
+        """Sign a checkpoint of the current tree every few seconds and have the
+        witnesses cosign it (one replica; a witness that fails is retried on the
+        next tick)."""
         if acquire(self.db.session, "checkpoint", self._holder, timedelta(seconds=30)):
-            self.ctx.log.checkpoint()
+            note = self.ctx.log.checkpoint()
+            self.metrics.set("log_checkpoint_size", Checkpoint.from_body(parse_note(note).text).size,
+                             "Tree size of the latest signed checkpoint")
+            self.ctx.witnesses.cosign(note)
 

@@ -58,6 +58,32 @@ class LogCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class LogCosignature(Base):
+    """A witness's cosignature (c2sp.org/tlog-cosignature, cosignature/v1) on the
+    checkpoint of one tree size, as the signature line it returned, verified
+    against the witness's configured key before it was kept."""
+
+    __tablename__ = "log_cosignatures"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)
+    line: Mapped[str] = mapped_column(Text, nullable=False)
+    cosigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class LogWitnessHead(Base):
+    """What the log knows of each witness: the size it last cosigned (the old
+    size of the next add-checkpoint), and how the last request went."""
+
+    __tablename__ = "log_witness_heads"
+
+    witness: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    cosigned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
 class RevokedCertificate(Base):
     """A certificate identity announced as revoked (``certificate_revoked``)."""
 

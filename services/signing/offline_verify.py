@@ -1,8 +1,9 @@
-"""``esign verify FILE.pdf [--report REPORT.json] [--json] [--tsa-root PEM]``:
-check a signed PDF and its signing report offline, trusting only the platform
-root certificate (RFC 5280 path validation), the evidence log's public key
-(an Ed25519 C2SP signed-note verifier key) and, for time-stamps only, the root
-of an external time-stamp authority that made the document time-stamp.
+"""``esign verify FILE.pdf [--report REPORT.json] [--json] [--tsa-root PEM]
+[--witness-key KEY ... --witness-threshold K]``: check a signed PDF and its
+signing report offline, trusting only the platform root certificate (RFC 5280
+path validation), the evidence log's public key (an Ed25519 C2SP signed-note
+verifier key), the keys of independent witnesses, and, for time-stamps only,
+the root of an external time-stamp authority that made the document time-stamp.
 
 What is checked:
 
@@ -12,7 +13,10 @@ What is checked:
   after the last signature (:func:`services.signing.verification.verify_pdf`);
 * with a report: the platform's signed note over the report's canonical JSON;
   that the report names this file's SHA-256 as the final PDF; the signed
-  checkpoint; every evidence leaf's RFC 9162 inclusion proof against that
+  checkpoint, and that at least K of the N configured witnesses cosigned it
+  (c2sp.org/tlog-cosignature; too few is "not witnessed", a failure: a log the
+  platform rewrote gets no cosignature from a witness that saw the old one);
+  every evidence leaf's RFC 9162 inclusion proof against that
   checkpoint; and that the leaves say what the report says (same flow, the
   report's fields, the ``prev_index`` chain unbroken from the flow's first
   event, the final event recorded with the final PDF's hash);
@@ -36,6 +40,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +48,11 @@ from cryptography import x509
 
 from services.common.assurance import LEVELS, AssuranceLevel
 from services.common.errors import EsignError, InvalidInput
-from services.signing.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from services.signing.checkpoint import Checkpoint, MalformedNoteError, NoteVerifier, open_checkpoint
 from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
 from services.signing.report import verify_report_signature
 from services.signing.verification import VerificationResult, verify_pdf
+from services.witness.cosignature import CosignatureVerifier, check_cosignatures
 
 ROOT_ENV = "ESIGN_ROOT_CERT"
 LOG_KEY_ENV = "ESIGN_LOG_KEY"
@@ -354,8 +360,30 @@ def _leaf_records(events: Sequence[Mapping[str, Any]]) -> list[dict]:
     return records
 
 
+def _witness_checks(note: str, witnesses: Sequence[CosignatureVerifier], threshold: int,
+                    warnings: list[str]) -> list[Check]:
+    """At least ``threshold`` of the configured witnesses cosigned the checkpoint
+    (c2sp.org/tlog-cosignature): only then is the log's checkpoint more than the
+    log's own word. Too few is "not witnessed", a failed check."""
+    if threshold <= 0:
+        warnings.append("no witness policy (threshold 0): the checkpoint rests on the log's own key alone")
+        return []
+    result = check_cosignatures(note, witnesses, threshold)
+    named = "; ".join(f"{name} at {_utc(ts)}" for name, ts in result.valid) or "none"
+    found = f"{len(result.valid)} of {result.configured} configured witnesses cosigned: {named}"
+    if result.problems:
+        found += f"; cosignatures that do not verify: {'; '.join(result.problems)}"
+    expected = f"cosignatures by at least {threshold} of the {result.configured} configured witnesses"
+    return [Check("witnesses" if result.witnessed else "witnesses: not witnessed", result.witnessed, expected, found)]
+
+
+def _utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
-                   pdf_result: VerificationResult | None, warnings: list[str]) -> list[Check]:
+                   pdf_result: VerificationResult | None, warnings: list[str],
+                   witnesses: Sequence[CosignatureVerifier] = (), threshold: int = 0) -> list[Check]:
     if not isinstance(signed, Mapping) or not isinstance(signed.get("report"), Mapping):
         return [Check("report", False, "a signed report {report, signature}", "no report object")]
     if verifier is None:
@@ -379,6 +407,7 @@ def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
         checkpoint_checks, checkpoint = _checkpoint(note, verifier, body)
         checks += checkpoint_checks
         if checkpoint is not None:
+            checks += _witness_checks(note, witnesses, threshold, warnings)
             checks += _inclusion_checks(events, note, verifier)
         checks += _content_checks(body, events)
         checks += _identity_checks(body, _leaf_records(events), pdf_result, warnings)
@@ -389,12 +418,19 @@ def _report_checks(pdf_sha256: str, signed: Any, verifier: NoteVerifier | None,
 
 def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping[str, Any] | None = None,
                    log_public_key: str | None = None, *, now=None,
-                   tsa_root_pems: Sequence[bytes] = ()) -> OfflineResult:
+                   tsa_root_pems: Sequence[bytes] = (), witness_keys: Sequence[str] = (),
+                   witness_threshold: int | None = None) -> OfflineResult:
     """Check ``pdf_bytes`` (and the signed ``report``, if given) with only the
-    root certificates and the log key; ``tsa_root_pems`` are roots trusted
-    for time-stamps only (an external document time-stamp authority's).
+    root certificates, the log key and the witnesses' keys; ``tsa_root_pems``
+    are roots trusted for time-stamps only (an external document time-stamp
+    authority's). The report's checkpoint must carry cosignatures by at least
+    ``witness_threshold`` (default: all) of ``witness_keys``.
     Raises ``InvalidInput`` for unusable inputs (no root, a malformed key); a
     failed check is a result, not an error."""
+    witnesses = [_witness_verifier(key, i) for i, key in enumerate(witness_keys)]
+    threshold = len(witnesses) if witness_threshold is None else witness_threshold
+    if not 0 <= threshold <= len(witnesses):
+        raise InvalidInput("witness_threshold", "range", f"expected 0 to {len(witnesses)} (the witness keys given)")
     roots = load_roots(root_pems)
     tsa_roots = load_roots(tsa_root_pems, name="tsa_root", required=False)
     verifier = NoteVerifier.from_key_string(log_public_key) if log_public_key else None
@@ -409,8 +445,15 @@ def verify_offline(pdf_bytes: bytes, root_pems: Sequence[bytes], report: Mapping
     else:
         checks += _pdf_checks(pdf_result)
     if report is not None:
-        checks += _report_checks(pdf_sha256, report, verifier, pdf_result, warnings)
+        checks += _report_checks(pdf_sha256, report, verifier, pdf_result, warnings, witnesses, threshold)
     return OfflineResult(pdf_sha256, tuple(checks), pdf_result.to_dict() if pdf_result else None, tuple(warnings))
+
+
+def _witness_verifier(key: str, position: int) -> CosignatureVerifier:
+    try:
+        return CosignatureVerifier.from_key_string(key)
+    except MalformedNoteError as exc:
+        raise InvalidInput(f"witness_key.{position}", "witness_key", exc.message) from None
 
 
 # --- command line -------------------------------------------------------------------
@@ -433,6 +476,11 @@ def _parser() -> argparse.ArgumentParser:
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--log-key", metavar="KEY", help=f"log verifier key <name>+<id>+<key>; default ${LOG_KEY_ENV}")
     keys.add_argument("--log-key-file", metavar="PATH", help="file holding the log verifier key")
+    parser.add_argument("--witness-key", metavar="KEY", action="append", default=None,
+                        help="a witness's verifier key <name>+<id>+<key> (repeatable); default: the witnesses "
+                             "of the signing configuration (ESIGN_WITNESSES)")
+    parser.add_argument("--witness-threshold", metavar="K", type=int, default=None,
+                        help="cosignatures needed (default: ESIGN_WITNESS_THRESHOLD, else all the keys given)")
     return parser
 
 
@@ -460,6 +508,18 @@ def _log_key(args: argparse.Namespace) -> str | None:
     if args.log_key_file:
         return _read(args.log_key_file, "log key file").decode("utf-8", "replace").strip()
     return args.log_key or os.environ.get(LOG_KEY_ENV) or None
+
+
+def _witness_policy(args: argparse.Namespace) -> tuple[list[str], int | None]:
+    """The witness keys and threshold: from the options, else the signing configuration's."""
+    if args.witness_key is not None:
+        return args.witness_key, args.witness_threshold
+    from services.common.config import load_config
+    from services.signing.witnesses import WitnessPolicy
+
+    policy = WitnessPolicy.from_config(load_config("signing").get("WITNESSES"))
+    threshold = args.witness_threshold if args.witness_threshold is not None else policy.threshold
+    return [w.verifier.to_key_string() for w in policy.witnesses], threshold
 
 
 def _human(path: str, result: OfflineResult) -> str:
@@ -493,7 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not key:
                 raise _UsageError(f"checking a report needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
         tsa_roots = [_read(path, "time-stamp authority root") for path in args.tsa_root]
-        result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots)
+        witness_keys, threshold = _witness_policy(args)
+        result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots, witness_keys=witness_keys,
+                                witness_threshold=threshold)
     except (_UsageError, InvalidInput) as exc:
         print(f"esign verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

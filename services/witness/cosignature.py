@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,6 +42,7 @@ from services.signing.checkpoint import (
     UnknownKeyError,
     decode_key_string,
     key_id,
+    parse_note,
     parse_signature_line,
 )
 
@@ -204,3 +206,37 @@ class CosignatureSigner:
 
     def __repr__(self) -> str:
         return f"CosignatureSigner({self.name!r}, key_id={self.key_id:08x})"
+
+
+@dataclass(frozen=True)
+class WitnessCheck:
+    """What a verifier concludes about a checkpoint's cosignatures under a policy."""
+
+    valid: tuple[tuple[str, int], ...]  # (witness name, cosignature time) of each verified cosignature
+    problems: tuple[str, ...]  # cosignatures by configured witnesses that do not verify
+    threshold: int
+    configured: int
+
+    @property
+    def witnessed(self) -> bool:
+        return len(self.valid) >= self.threshold and not self.problems
+
+
+def check_cosignatures(note: str, verifiers: Sequence[CosignatureVerifier], threshold: int) -> WitnessCheck:
+    """Which configured witnesses validly cosigned ``note`` (other signature lines are ignored, as the spec says)."""
+    parsed = parse_note(note)
+    known = {(v.name, v.key_id): v for v in verifiers}
+    valid, problems = [], []
+    for signature in parsed.signatures:
+        verifier = known.get((signature.name, signature.key_id))
+        if verifier is None:
+            continue
+        try:
+            cosignature = Cosignature.from_note_signature(signature)
+            verifier.verify(parsed.text, cosignature)
+        except Exception as exc:  # noqa: BLE001 - every failure is a problem to report, none a crash
+            problems.append(f"{signature.name}: {getattr(exc, 'reason', exc)}")
+            continue
+        if signature.name not in [name for name, _ in valid]:
+            valid.append((signature.name, cosignature.timestamp))
+    return WitnessCheck(tuple(valid), tuple(problems), threshold, len(verifiers))

@@ -17,7 +17,9 @@ from services.common.s3server import free_port
 from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
+from services.signing.dependencies import load_keys
 from services.signing.service import SigningService
+from services.witness.local import LocalWitness
 from tests.support import liveness_clip
 from tests.support.stack import REPO, Stack, write_stack_registry
 
@@ -26,9 +28,9 @@ from tests.support.stack import REPO, Stack, write_stack_registry
 def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
     """``stack_factory(identity={...}, signing={...}) -> Stack``: the whole
     platform with config overrides for identity and signing (once per test)."""
-    gateways = []
+    gateways, started_witnesses = [], []
 
-    def make(identity: dict | None = None, signing: dict | None = None) -> Stack:
+    def make(identity: dict | None = None, signing: dict | None = None, witnesses: int = 2) -> Stack:
         if not liveness_clip.available():
             pytest.skip("the test stack proves faces live with short_clip.mp4, which exists only in the shared "
                         "faces folder (ESIGN_FACES_DIR)")
@@ -55,6 +57,13 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
         # Object Lock is set when a bucket is made: a bucket of its own, whichever test made the plain one first
         signing_config["S3"]["BUCKET"] += "-locked"
         signing_config.update(signing or {})
+        # independent witnesses of the evidence log, each its own process, cosigning every checkpoint
+        log_signer = load_keys(signing_config).log_signer  # the key file the signing service will read
+        local = [LocalWitness.start(tmp_path / f"witness-{n}", f"witness-{n}.test", log_signer.name,
+                                    log_signer.verifier.to_key_string(), log_path=tmp_path / f"witness-{n}.log")
+                 for n in range(1, witnesses + 1)]
+        started_witnesses.extend(local)
+        signing_config.setdefault("WITNESSES", {"LIST": [w.config_entry() for w in local], "THRESHOLD": len(local)})
         signing_container = run_container(SigningService, signing_config)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -67,10 +76,13 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
         made = Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing_container.config)
         made.identity_container = identity_container
         made.identity_config, made.registry_file = identity_config, registry
+        made.witnesses = local
         made.restart_identity = lambda **overrides: run_container(IdentityService, dict(identity_config, **overrides))
         return made
 
     yield make
+    for witness in started_witnesses:
+        witness.stop()
     for gateway in gateways:
         gateway.terminate()
         gateway.wait(20)

@@ -140,8 +140,10 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     # `esign verify` on the command line, offline: exit 0, and 1 for the tampered file
     (tmp_path / "report.json").write_text(json.dumps(signed_report, ensure_ascii=False), "utf-8")
     (tmp_path / "root.pem").write_text(root_pem)
+    witness_keys = [w.key for w in stack.witnesses]
     command = [sys.executable, "-m", "services.cli", "verify", "--root", str(tmp_path / "root.pem"),
-               "--log-key", log_key, "--report", str(tmp_path / "report.json")]
+               "--log-key", log_key, "--report", str(tmp_path / "report.json"),
+               *[arg for key in witness_keys for arg in ("--witness-key", key)], "--witness-threshold", "2"]
     good = subprocess.run(command + [str(pdf)], cwd=REPO, capture_output=True, text=True)
     assert good.returncode == 0, good.stdout + good.stderr
     # who each signer is rests on the authority: the level, the provider and its request id, per party
@@ -149,6 +151,9 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     assert {c["assurance_level"] for c in checks} == {"authority_face_liveness"}
     assert {c["provider"] for c in checks} == {"registry"} and all(c["request_id"] for c in checks)
     assert good.stdout.count("authority_face_liveness") >= 2 and "self-declared" not in good.stdout
+    # the checkpoint is witnessed: both independent witnesses cosigned it, by name and time
+    assert "✓ witnesses: 2 of 2 configured witnesses cosigned: witness-1.test at 20" in good.stdout, good.stdout
+    assert "witness-2.test at 20" in good.stdout
     broken = subprocess.run(command + [str(bad)], cwd=REPO, capture_output=True, text=True)
     assert broken.returncode == 1, broken.stdout + broken.stderr
 

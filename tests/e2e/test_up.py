@@ -62,7 +62,7 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
     gateway_port = free_port()
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(gateway_port),
                ESIGN_S3_PORT=str(free_port()), ESIGN_PUBLIC_URL=f"http://127.0.0.1:{gateway_port}",
-               ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", **ports)
+               ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", ESIGN_WITNESS_PORT="0", **ports)
     for name in ("ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150"], cwd=REPO, env=env,
@@ -89,7 +89,9 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         assert f"identity registry (the local authority): {registry}" in text
         assert "演示甲  110101199001010015  (obama.jpg)" in text and "esign registry add" in text
         child_pids = [int(pid) for pid in re.findall(r"\(pid (\d+),", text)]
-        assert len(child_pids) == 5
+        assert len(child_pids) == 5 + 2  # the services and two witnesses of the evidence log
+        witness_urls = re.findall(r"witness:  (http://\S+)", text)
+        assert len(witness_urls) == 2
 
         status, body = get(f"http://127.0.0.1:{gateway_port}/healthz")
         assert status == 200, body
@@ -114,6 +116,15 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         _, gateway_metrics = get(f"http://127.0.0.1:{gateway_port}/metrics")
         assert metric_value(gateway_metrics, "esign_http_requests_total", route="/healthz") >= 2
         assert processes_mentioning(str(data))  # SeaweedFS and the services run with this data dir
+        # the signing service has both witnesses cosign its checkpoints (every 5 s)
+        def cosigned() -> int:
+            note = json.loads(get(f"http://127.0.0.1:{gateway_port}/api/v1/log/checkpoint")[1])["checkpoint"]
+            return sum(line.startswith("— witness-") for line in note.splitlines())
+
+        deadline = time.monotonic() + 30
+        while cosigned() < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert cosigned() == 2
     finally:
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

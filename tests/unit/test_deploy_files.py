@@ -369,7 +369,7 @@ def test_promql_metric_names_reads_selectors_not_functions_or_labels():
 
 def exported_metric_names() -> set[str]:
     """Every metric name the services register, read from their source."""
-    counters, histograms = set(), set()
+    counters, histograms, gauges = set(), set(), set()
     for path in (ROOT / "services").rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         counters.update(re.findall(r"\bcounter\(\s*[\"'](\w+)[\"']", source))
@@ -377,7 +377,12 @@ def exported_metric_names() -> set[str]:
         # BusinessMetrics: inc("sms", ...) registers esign_sms_total; observe("x", ...) esign_x
         counters.update(f"esign_{name}_total" for name in re.findall(r"\.inc\(\s*[\"'](\w+)[\"']", source))
         histograms.update(f"esign_{name}" for name in re.findall(r"\.observe\(\s*[\"'](\w+)[\"']", source))
-    names = set(counters) | {"up"}
+        # gauges: BusinessMetrics.set("x", ...) registers esign_x; gauge(...) and the witness's collectors
+        gauges.update(f"esign_{name}" for name in re.findall(r"\.set\(\s*[\"'](\w+)[\"']", source))
+        gauges.update(re.findall(r"\b(?:gauge|GaugeMetricFamily)\(\s*[\"'](\w+)[\"']", source))
+        counters.update(f"{name}_total" for name in
+                        re.findall(r"\b(?:Counter|CounterMetricFamily)\(\s*[\"'](\w+)[\"']", source))
+    names = set(counters) | set(gauges) | {"up"}
     for histogram in histograms:
         names |= {histogram + suffix for suffix in ("_bucket", "_sum", "_count")}
     return names
