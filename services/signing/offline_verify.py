@@ -39,7 +39,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,8 @@ class OfflineResult:
     pdf: Mapping[str, Any] | None
     #: what holds but should give a reader pause (a self-declared or disputed identity)
     warnings: tuple[str, ...] = ()
+    #: the agreement's status in words, when asked online (``--online``)
+    status: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,6 +108,7 @@ class OfflineResult:
         return {
             "ok": self.ok, "file_sha256": self.file_sha256, "problems": self.problems,
             "warnings": list(self.warnings), "checks": [asdict(check) for check in self.checks], "pdf": self.pdf,
+            "status": self.status,
         }
 
 
@@ -481,6 +484,9 @@ def _parser() -> argparse.ArgumentParser:
                              "of the signing configuration (ESIGN_WITNESSES)")
     parser.add_argument("--witness-threshold", metavar="K", type=int, default=None,
                         help="cosignatures needed (default: ESIGN_WITNESS_THRESHOLD, else all the keys given)")
+    parser.add_argument("--online", metavar="URL",
+                        help="also ask the platform at URL whether the agreement is in force, and check the "
+                             "answer's evidence-log proofs and witness cosignatures (esign verify --online)")
     return parser
 
 
@@ -510,6 +516,23 @@ def _log_key(args: argparse.Namespace) -> str | None:
     return args.log_key or os.environ.get(LOG_KEY_ENV) or None
 
 
+def _with_online_status(result: OfflineResult, url: str, key: str | None, witness_keys: list[str],
+                        threshold: int | None) -> OfflineResult:
+    """The offline result and the agreement's status, from ``url`` and checked (:mod:`.online_status`)."""
+    from services.signing.online_status import check_status, fetch_status
+
+    if not key:
+        raise _UsageError(f"checking the status needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
+    try:
+        answer = fetch_status(url, result.file_sha256)
+    except OSError as exc:
+        raise _UsageError(str(exc)) from None
+    wanted = len(witness_keys) if threshold is None else threshold
+    found, words = check_status(answer, result.file_sha256, key, witness_keys, wanted)
+    checks = tuple(Check(c.subject, c.ok, c.expected, c.found) for c in found)
+    return replace(result, checks=result.checks + checks, status=f"{words} (from {url}, checked above)")
+
+
 def _witness_policy(args: argparse.Namespace) -> tuple[list[str], int | None]:
     """The witness keys and threshold: from the options, else the signing configuration's."""
     if args.witness_key is not None:
@@ -527,6 +550,8 @@ def _human(path: str, result: OfflineResult) -> str:
     for check in result.checks:
         lines.append(f"  ✓ {check.subject}: {check.found}" if check.ok else f"  ✗ {check.sentence()}")
     lines += [f"  ⚠ WARNING: {warning}" for warning in result.warnings]
+    if result.status:
+        lines.append(f"  ► agreement status: {result.status}")
     failed = sum(not c.ok for c in result.checks)
     warned = f" ({len(result.warnings)} warnings)" if result.warnings else ""
     lines.append(f"OK: all {len(result.checks)} checks hold{warned}" if result.ok
@@ -556,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         witness_keys, threshold = _witness_policy(args)
         result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots, witness_keys=witness_keys,
                                 witness_threshold=threshold)
+        if args.online:
+            result = _with_online_status(result, args.online, key, witness_keys, threshold)
     except (_UsageError, InvalidInput) as exc:
         print(f"esign verify: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -47,7 +47,7 @@ import hashlib
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from nameko.rpc import RpcProxy
@@ -72,6 +72,7 @@ from services.signing.models import PendingAction, RevokedCertificate
 from services.signing.parties import IdentityDirectory, bind_parties, place_for
 from services.signing.report import sign_report
 from services.signing.report_assembly import REPORTABLE_STATES, assemble
+from services.witness.cosignature import check_cosignatures
 
 log = logging.getLogger(__name__)
 
@@ -413,8 +414,14 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
         if version is None:
             return status.unknown(sha256)
         row, parties = self.flows.load(version.flow_id)
+        evidence = self.evidence.of_flow(row.id)
+        policy = self.ctx.witnesses.policy
+        check = check_cosignatures(evidence["checkpoint"], policy.verifiers(), policy.threshold)
+        witnesses = {"witnessed": check.witnessed, "threshold": policy.threshold, "configured": check.configured,
+                     "cosigned": [{"name": name, "at": datetime.fromtimestamp(ts, timezone.utc).isoformat()}
+                                  for name, ts in check.valid]}
         return status.answer(sha256, version.kind, row.current_pdf_sha256 == sha256,
-                             self.flows.flow_dict(row, parties), self.evidence.of_flow(row.id))
+                             self.flows.flow_dict(row, parties), evidence, witnesses)
 
     # -- revocations and disputes announced by identity ----------------------------------------
     @rpc

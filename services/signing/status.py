@@ -61,13 +61,16 @@ def describe(flow: Mapping[str, Any], leaf: Mapping[str, Any] | None) -> str:
 
 
 def answer(sha256: str, kind: str, is_current: bool, flow: Mapping[str, Any],
-           evidence: Mapping[str, Any]) -> dict:
+           evidence: Mapping[str, Any], witnesses: Mapping[str, Any] | None = None) -> dict:
     """What ``document_status`` answers for a known hash: the flow's status in
-    words, which version of the document this is, and the status-setting leaf
-    (the flow's last leaf under the checkpoint) with its proof."""
+    words, which version of the document this is, the status-setting leaf
+    (the flow's last leaf under the checkpoint) and the leaf that produced this
+    file (its ``document_hash`` is the file's SHA-256), each with its proof."""
     leaves: Sequence[Mapping[str, Any]] = evidence.get("leaves") or ()
     last = leaves[-1] if leaves else None
     record = json.loads(last["leaf"]) if last else None
+    # the leaf that binds this very file to the flow: the event that produced it names its hash
+    made = next((leaf for leaf in leaves if json.loads(leaf["leaf"]).get("document_hash") == sha256), None)
     return {
         "known": True, "sha256": sha256, "flow_id": flow["flow_id"], "title": flow["title"],
         "state": flow["state"], "status": flow["status"], "status_text": describe(flow, record),
@@ -77,8 +80,12 @@ def answer(sha256: str, kind: str, is_current: bool, flow: Mapping[str, Any],
         "parties": [{"role": p["role"], "signed_at": p["signed_at"]} for p in flow["parties"]],
         "evidence": None if last is None else {
             "leaf": last["leaf"], "index": last["index"], "proof": last["proof"],
+            "document_leaf": None if made is None else {"leaf": made["leaf"], "index": made["index"],
+                                                        "proof": made["proof"]},
             "checkpoint": evidence["checkpoint"], "tree_size": evidence["tree_size"],
             "log_public_key": evidence["log_public_key"]},
+        # who besides the platform vouches for that checkpoint: the witnesses whose cosignatures verify
+        "witnesses": witnesses,
     }
 
 

@@ -206,6 +206,19 @@ def test_receipt_voided_by_mutual_consent(stack):
     verify_checkpointed_inclusion(status["evidence"]["leaf"].encode(), InclusionProof.from_dict(status["evidence"]["proof"]),
                                   status["evidence"]["checkpoint"],
                                   NoteVerifier.from_key_string(stack.rpc.signing.log_public_key()["public_key"]))
+    # esign verify --online: the same status, from the platform's answer checked against the log key and witnesses
+    pdf_path = Path(stack.tmp_path) / "voided.pdf"
+    pdf_path.write_bytes(signed)
+    root = Path(stack.tmp_path) / "root-voided.pem"
+    root.write_text(stack.rpc.identity.pki_certificates()["root_pem"])
+    online = subprocess.run(
+        [sys.executable, "-m", "services.cli", "verify", "--root", str(root), "--online", stack.gateway_url,
+         "--log-key", stack.rpc.signing.log_public_key()["public_key"],
+         *[arg for w in stack.witnesses for arg in ("--witness-key", w.key)], str(pdf_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert online.returncode == 0, online.stdout + online.stderr
+    assert "► agreement status: 已作废，作废原因：押金已退还，双方确认于 " in online.stdout
+    assert "✓ this file in the log" in online.stdout and "✓ witnesses: 2 of 2" in online.stdout
     # a PDF the platform never signed says so
     with urllib.request.urlopen(f"{stack.gateway_url}/api/v1/documents/{'ab' * 32}/status", timeout=30) as answer:
         assert json.loads(answer.read()) == {"known": False, "sha256": "ab" * 32,

@@ -223,6 +223,7 @@ def test_the_verify_page_says_a_voided_receipt_is_void(stack, tmp_path):
         assert page.text("#agreement-status").startswith("文件状态：已作废，作废原因：押金已退还，双方确认于 ")
         assert "全部签署完成的最终版本" in page.text("#agreement-detail")
         assert "证据日志" in page.text("#agreement-detail")
+        assert "已由 2 个独立见证人联署（witness-1.test、witness-2.test）" in page.text("#agreement-detail")
     finally:
         page.driver.quit()
 

@@ -34,6 +34,12 @@ function showStatus(status) {
   if (status.known) {
     detail.push(`《${status.title}》，此文件为${status.version_text}${status.latest_version ? "" : "（已有更新的版本）"}。`);
     if (status.evidence) detail.push(`状态记录在证据日志第 ${status.evidence.index} 条，可由签名检查点证明（树大小 ${status.evidence.tree_size}）。`);
+    const w = status.witnesses;
+    if (w && w.configured) {
+      detail.push(w.witnessed
+        ? `该检查点已由 ${w.cosigned.length} 个独立见证人联署（${w.cosigned.map((c) => c.name).join("、")}）。`
+        : `该检查点未经足够的独立见证人联署（${w.cosigned.length}/${w.threshold}），仅凭平台自身签名。`);
+    }
   }
   $("#agreement-detail").textContent = detail.join("");
 }
