@@ -468,3 +468,17 @@ def make_report(flow_id: str, request: Request, person_id: str = Depends(current
     """The signing report (签约报告) of a completed or voided flow: signed JSON and a PDF (base64)."""
     _party_view(request, flow_id, person_id)
     return rpc(request).call("signing", "report", flow_id=flow_id)
+
+
+@router.get("/flows/{flow_id}/evidence", tags=["signing"],
+            responses={200: {"content": {"application/zip": {}}, "description": "the evidence package (证据包)"}})
+def get_evidence_package(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
+    """The evidence package (证据包) of a completed or voided flow, for a party:
+    one ZIP with the signed PDF, the report, the certificates, CRLs and OCSP
+    answers, the log key, the cosigned checkpoint and the witness keys, under a
+    signed manifest. ``esign verify PACKAGE.zip`` checks it all offline."""
+    _party_view(request, flow_id, person_id)
+    answer = rpc(request).call("signing", "evidence_package", flow_id=flow_id)
+    return Response(base64.b64decode(answer["package"]), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{answer["filename"]}"',
+                             "X-Content-SHA256": answer["sha256"]})

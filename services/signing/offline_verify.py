@@ -465,10 +465,11 @@ def _witness_verifier(key: str, position: int) -> CosignatureVerifier:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="esign verify",
-        description="Verify a signed PDF (and its signing report) offline, with only the platform root "
-                    "certificate and the evidence log's public key.",
+        description="Verify a signed PDF (and its signing report), or a whole evidence package, offline, with "
+                    "only the platform root certificate, the evidence log's public key and the witnesses' keys. "
+                    "For a package, anchors not given are taken from the package, with a warning.",
     )
-    parser.add_argument("file", metavar="FILE", help="the signed PDF")
+    parser.add_argument("file", metavar="FILE", help="the signed PDF, or an evidence package (证据包, ZIP)")
     parser.add_argument("--report", metavar="REPORT.json", help="the signed report (签约报告) JSON")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--root", metavar="PATH",
@@ -567,22 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else EXIT_OK
     try:
         pdf = _read(args.file, "PDF")
-        root = _read(_root_path(args.root), "root certificate")
-        key = _log_key(args)
-        report = None
-        if args.report:
-            try:
-                report = json.loads(_read(args.report, "report"))
-            except ValueError:
-                raise _UsageError(f"the report {args.report} is not JSON") from None
-            if not key:
-                raise _UsageError(f"checking a report needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
-        tsa_roots = [_read(path, "time-stamp authority root") for path in args.tsa_root]
-        witness_keys, threshold = _witness_policy(args)
-        result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots, witness_keys=witness_keys,
-                                witness_threshold=threshold)
-        if args.online:
-            result = _with_online_status(result, args.online, key, witness_keys, threshold)
+        from services.signing.package_verify import is_package
+
+        if is_package(pdf):
+            result = _verify_package(pdf, args)
+        else:
+            result = _verify_pdf(pdf, args)
     except (_UsageError, InvalidInput) as exc:
         print(f"esign verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -591,6 +582,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(_human(args.file, result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _verify_package(data: bytes, args: argparse.Namespace) -> OfflineResult:
+    """``esign verify PACKAGE.zip``: anchors from the options or the environment, else the package's (warned)."""
+    from services.signing.package_verify import verify_package
+
+    if args.report:
+        raise _UsageError("an evidence package carries its own report: drop --report")
+    root_path = args.root or os.environ.get(ROOT_ENV)
+    roots = [_read(root_path, "root certificate")] if root_path else []
+    key = _log_key(args)
+    tsa_roots = [_read(path, "time-stamp authority root") for path in args.tsa_root] or None
+    result = verify_package(data, root_pems=roots, log_public_key=key, witness_keys=args.witness_key,
+                            witness_threshold=args.witness_threshold, tsa_root_pems=tsa_roots)
+    if args.online and result.pdf is not None:
+        keys = args.witness_key or []
+        result = _with_online_status(result, args.online, key, keys, args.witness_threshold)
+    return result
+
+
+def _verify_pdf(pdf: bytes, args: argparse.Namespace) -> OfflineResult:
+    """``esign verify FILE.pdf [--report REPORT.json]``."""
+    root = _read(_root_path(args.root), "root certificate")
+    key = _log_key(args)
+    report = None
+    if args.report:
+        try:
+            report = json.loads(_read(args.report, "report"))
+        except ValueError:
+            raise _UsageError(f"the report {args.report} is not JSON") from None
+        if not key:
+            raise _UsageError(f"checking a report needs the log public key: pass --log-key or set {LOG_KEY_ENV}")
+    tsa_roots = [_read(path, "time-stamp authority root") for path in args.tsa_root]
+    witness_keys, threshold = _witness_policy(args)
+    result = verify_offline(pdf, [root], report, key, tsa_root_pems=tsa_roots, witness_keys=witness_keys,
+                            witness_threshold=threshold)
+    if args.online:
+        result = _with_online_status(result, args.online, key, witness_keys, threshold)
+    return result
 
 
 if __name__ == "__main__":

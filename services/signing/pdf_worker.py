@@ -95,3 +95,22 @@ def render_report(report: dict) -> bytes:
     from services.signing.report import render_report_pdf
 
     return render_report_pdf(report)
+
+
+def validation_data(pdf: bytes) -> dict:
+    """The revocation data a B-LTA PDF carries (its DSS, ISO 32000-2 §12.8.4.3):
+    CRLs, OCSP responses and certificates as DER, for the evidence package."""
+    import io
+
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+    try:
+        dss = reader.root["/DSS"]
+    except KeyError:
+        return {"crls": [], "ocsps": [], "certs": []}
+
+    def streams(key: str) -> list[bytes]:
+        return [ref.get_object().data for ref in (dss.get(key) or [])]
+
+    return {"crls": streams("/CRLs"), "ocsps": streams("/OCSPs"), "certs": streams("/Certs")}

@@ -64,6 +64,7 @@ from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
 from services.signing import flow as F
+from services.signing import evidence_package as package
 from services.signing import pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
@@ -364,13 +365,24 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
         whose party's identity was disputed carries the dispute. A cancelled
         flow has no report: it never took effect, and parties who never signed
         have no certificate to show."""
+        signed, report_json, report_pdf, _ = self._signed_report(flow_id)
+        stored = [self.flows.store_object(flow_id, "report_json", report_json, "application/json"),
+                  self.flows.store_object(flow_id, "report_pdf", report_pdf, "application/pdf")]
+        self.db.commit()
+        self.metrics.inc("reports", "Signing reports made")
+        return {"report": signed, "report_pdf": pdf_worker.b64(report_pdf),
+                "report_json_sha256": stored[0].sha256, "report_pdf_sha256": stored[1].sha256}
+
+    def _signed_report(self, flow_id: str) -> tuple[dict, bytes, bytes, bytes]:
+        """The signed report (object, JSON, PDF) of a reportable flow, and the flow's signed PDF."""
         row, parties = self.flows.load(flow_id)
         if row.state not in REPORTABLE_STATES:
             raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
         awaited = {ENDING_EVENTS[row.state]} | ({events.FLOW_IDENTITY_DISPUTED} if row.disputed_at else set())
         evidence = self.evidence.settled(flow_id, awaited)
         roots = self.ctx.platform.trust_roots(self.identity)
-        signatures = self.pdf.run(pdf_worker.report_signatures, roots, self.flows.current_pdf(row),
+        document = self.flows.current_pdf(row)
+        signatures = self.pdf.run(pdf_worker.report_signatures, roots, document,
                                   {p.signature_field: p.person_id for p in parties},
                                   tsa_roots_pem=self.ctx.document_tsa_roots_pem)
 
@@ -382,13 +394,41 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
                          f"{self.ctx.public_url}/verify?flow={flow_id}")
         signed = sign_report(built, self.ctx.keys.log_signer)
         report_json = json.dumps(signed, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        report_pdf = self.pdf.run(pdf_worker.render_report, built)
-        stored = [self.flows.store_object(flow_id, "report_json", report_json, "application/json"),
-                  self.flows.store_object(flow_id, "report_pdf", report_pdf, "application/pdf")]
+        return signed, report_json, self.pdf.run(pdf_worker.render_report, built), document
+
+    @rpc
+    def evidence_package(self, flow_id: str) -> dict:
+        """The evidence package (证据包) of a completed or voided flow: one ZIP
+        with the signed PDF, the report (JSON and PDF), the CA certificates and
+        CRL, the revocation data the signatures were validated with, the log key,
+        the cosigned checkpoint and the witness keys, under a manifest signed
+        with the log key (:mod:`.evidence_package`). Kept in S3 like the report."""
+        signed, report_json, report_pdf, document = self._signed_report(flow_id)
+        pki = self.identity.pki_certificates()
+        crl = base64.b64decode(self.identity.crl()["crl_der"])
+        validation = self.pdf.run(pdf_worker.validation_data, document)
+        policy = self.ctx.witnesses.policy
+        files = {
+            "document.pdf": document, "report.json": report_json, "report.pdf": report_pdf,
+            "pki/root.pem": pki["root_pem"].encode(), "pki/issuing.pem": pki["issuing_pem"].encode(),
+            "pki/issuing.crl": crl,
+            "log/public-key.txt": (self.ctx.log.public_key() + "\n").encode(),
+            "log/checkpoint.txt": signed["report"]["evidence"]["checkpoint"].encode(),
+            "log/witnesses.json": package.witness_policy_file(
+                [{"name": w.name, "key": w.verifier.to_key_string()} for w in policy.witnesses], policy.threshold),
+            "说明.txt": package.README_ZH.encode(),
+        }
+        if self.ctx.document_tsa_roots_pem:
+            files["pki/tsa-roots.pem"] = "".join(self.ctx.document_tsa_roots_pem).encode()
+        for kind, items in (("crl", validation["crls"]), ("ocsp", validation["ocsps"])):
+            for i, der in enumerate(items, 1):
+                files[f"revocation/{kind}-{i}.der"] = der
+        data = package.build_package(flow_id, files, self.ctx.keys.log_signer, now())
+        stored = self.flows.store_object(flow_id, "evidence_package", data, "application/zip")
         self.db.commit()
-        self.metrics.inc("reports", "Signing reports made")
-        return {"report": signed, "report_pdf": pdf_worker.b64(report_pdf),
-                "report_json_sha256": stored[0].sha256, "report_pdf_sha256": stored[1].sha256}
+        self.metrics.inc("evidence_packages", "Evidence packages made")
+        return {"package": pdf_worker.b64(data), "sha256": stored.sha256, "size": stored.size,
+                "filename": f"evidence-{flow_id}.zip"}
 
     # -- verification ------------------------------------------------------------
     @rpc

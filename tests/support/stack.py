@@ -45,6 +45,8 @@ class Stack:
         self.outbox = outbox
         self.gateway_url = gateway_url
         self.tmp_path = tmp_path
+        #: each registered person's session token (person_id -> token), for the gateway over HTTP
+        self.tokens: dict[str, str] = {}
 
     def move_expiry_into_the_past(self, flow_id: str) -> None:
         from datetime import datetime, timedelta
@@ -78,8 +80,10 @@ class Stack:
         before = len(self.sms())
         challenge = self.rpc.identity.request_phone_code(phone=phone)["challenge_id"]
         self.rpc.identity.confirm_phone_code(challenge_id=challenge, code=self.latest_code(phone, "phone_code", before))
-        person_id = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
-                                               phone_challenge_id=challenge)["person_id"]
+        registered = self.rpc.identity.register(name=name, id_number=id_number, phone=phone,
+                                                phone_challenge_id=challenge)
+        person_id = registered["person_id"]
+        self.tokens[person_id] = registered["session"]["token"]  # the session registration opened
         liveness = self.rpc.identity.start_liveness(person_id=person_id)
         proof = self.rpc.identity.proof_face(person_id=person_id, challenge_id=liveness["challenge_id"],
                                              frames=live_frames(liveness["actions"]))
