@@ -6,7 +6,7 @@ camera is Chromium's fake device (tests/support/fake_camera.py), logs in and
 signs by face: the page shows the head turns to perform, the test has the
 stage clip's performer do them in front of the fake camera (B's registry
 photo is that performer), and the page films them. The page shows the IOU
-effective and the signing report downloads. Then, with the same two
+effective and the signing report and evidence package download. Then, with the same two
 sessions, 我的二维码: A shows a QR code as 收款人, B opens its link, fills the
 receipt and starts signing it. What the pages show is checked, and the flow's
 state over RPC. Registration over the pages is in test_web_camera.py."""
@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from services.signing.evidence_package import open_package
 from tests.support.browser import Page, browser, log_in, perform_challenge
 from tests.support.stack import BORROWER, LENDER, party, people
 
@@ -183,6 +184,12 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         b.wait(lambda: report.stat().st_size > 0 and not list(downloads.glob("*.crdownload")), "the download to end")
         assert report.read_bytes().startswith(b"%PDF")
         assert b.find("#report-links a").get_attribute("download") == report.name
+        # -- and the evidence package (证据包), whose signed manifest holds under the platform's log key
+        b.click('#evidence-form button[type="submit"]')
+        package = b.wait(lambda: next(iter(downloads.glob("证据包-*.zip")), None), "the evidence package download")
+        b.wait(lambda: package.stat().st_size > 0 and not list(downloads.glob("*.crdownload")), "the download to end")
+        opened = open_package(package.read_bytes(), stack.rpc.signing.log_public_key()["public_key"])
+        assert [c.subject for c in opened.checks if not c.ok] == [] and "document.pdf" in opened.files
 
         # A's page, reloaded, shows the same
         a.open(f"/flows/{flow_id}")

@@ -174,8 +174,8 @@ export async function api(method, path, body) {
   return (await request(method, path, body, "application/json")).json();
 }
 
-export async function apiBlob(path) {
-  return (await request("GET", path, undefined, "application/pdf")).blob();
+export async function apiBlob(path, accept = "application/pdf") {
+  return (await request("GET", path, undefined, accept)).blob();
 }
 
 // -- navigation ---------------------------------------------------------------

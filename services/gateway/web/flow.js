@@ -1,7 +1,8 @@
 // A signing flow (/flows/{id}, the link of the sign-request SMS): the document,
 // whose turn it is, and what this person may do now: sign (handwriting +
 // 意愿认证 by SMS code or by the live face through the camera), decline,
-// request / confirm / reject a void (same 意愿认证), download the signing report.
+// request / confirm / reject a void (same 意愿认证), download the signing report
+// and the evidence package (证据包, a ZIP that esign verify checks offline).
 // A flow whose party's identity was taken back says so (cancelled or 身份争议).
 import {
   $, act, api, apiBlob, assuranceText, base64Blob, el, initHeader, offerDownload, requireLogin, session, showPdf,
@@ -190,6 +191,15 @@ report.addEventListener("submit", (event) => {
     offerDownload(base64Blob(made.report_pdf, "application/pdf"), `${name}.pdf`, links, "签约报告 PDF");
     const json = new Blob([JSON.stringify(made.report, null, 2)], { type: "application/json" });
     links.append(" ", el("a", { href: URL.createObjectURL(json), download: `${name}.json`, class: "download" }, "签约报告 JSON（可离线验证）"));
+  });
+});
+
+const evidence = $("#evidence-form");
+evidence.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(evidence, async () => {
+    const zip = await apiBlob(`/flows/${flowId}/evidence`, "application/zip");
+    offerDownload(zip, `证据包-${flowId.slice(0, 8)}.zip`, $("#evidence-links"), "证据包 ZIP");
   });
 });
 
