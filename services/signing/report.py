@@ -80,9 +80,11 @@ REPORT_KIND = "esign.signing_report"
 NOTE_HEADER = "esign report v1"
 
 #: a clear resident ID number (18 characters, GB 11643-1999) or mainland
-#: mobile number inside any string; the same shapes services.common.logs redacts
+#: mobile number inside any string; the shapes services.common.logs redacts,
+#: bounded by letters as well as digits so that the digits of an identifier
+#: (a UUID's hex group such as ``a13912345678``) are not taken for one
 _CLEAR_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
-_CLEAR_PHONE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?1[3-9]\d{9}(?!\d)")
+_CLEAR_PHONE = re.compile(r"(?<![0-9A-Za-z])(?:\+?86[- ]?)?1[3-9]\d{9}(?![0-9A-Za-z])")
 #: keys whose values are cryptographic material or certificate serials, which
 #: may be long digit runs by chance; everything else is screened
 _NOT_PERSONAL_KEYS = frozenset({

@@ -20,6 +20,7 @@ from services.signing.report import (
     ReportSignatureError,
     build_report,
     render_report_pdf,
+    refuse_clear_personal_data,
     report_digest,
     sign_report,
     verify_report_signature,
@@ -372,3 +373,13 @@ def test_pdf_refuses_characters_the_fonts_cannot_draw(report):
     with pytest.raises(InvalidInput) as caught:
         render_report_pdf(other)
     assert caught.value.rule == "glyph_missing" and "U+F0000" in caught.value.message
+
+
+def test_identifiers_whose_hex_looks_like_a_phone_are_not_personal_data():
+    # CI once failed on a leaf whose event_id ended in a hex group like this one
+    refuse_clear_personal_data({"leaf": json.dumps({"event_id": "5f0e2c4a-9d1b-4c7e-8a2f-a13912345678"})})
+    refuse_clear_personal_data({"note": "request 0x13912345678b"})
+    for clear in ("13912345678", "电话13912345678", "+86 13912345678", "tel:13912345678"):
+        with pytest.raises(InvalidInput, match="clear_personal_data") as caught:
+            refuse_clear_personal_data({"leaf": json.dumps({"note": clear})})
+        assert "13912345678" not in str(caught.value)
