@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from services.signing import offline_verify
-from tests.support.stack import BORROWER, LENDER, REPO, party, people
+from tests.support.evidence import rezip
+from tests.support.stack import REPO, people, signed_iou
 
 pytestmark = pytest.mark.e2e
 
@@ -34,17 +35,6 @@ def download(stack, flow_id: str, token: str | None) -> tuple[int, bytes, Any]:
         return error.code, error.read(), error.headers
 
 
-def rezip(data: bytes, change) -> bytes:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        files = {info.filename: archive.read(info) for info in archive.infolist()}
-    change(files)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return out.getvalue()
-
-
 def verify_in_process(argv: list[str]) -> tuple[int, str]:
     """``esign verify`` itself (offline_verify.main), without a new interpreter per tampering."""
     out = io.StringIO()
@@ -55,13 +45,8 @@ def verify_in_process(argv: list[str]) -> tuple[int, str]:
 
 def test_the_evidence_package_of_an_iou_verifies_offline_and_names_any_tampered_file(stack, tmp_path):
     lender, borrower = people(stack)
-    iou = stack.document("iou", {
-        "initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "8000",
-        "purpose": "家庭装修", "annual_rate": "3.65", "start_date": "2026-12-01", "repayment_date": "2027-06-01",
-        "repayment_method": "一次性还本付息", "remark": ""})
-    flow_id = stack.start(iou, [(lender, "lender"), (borrower, "borrower")])["flow_id"]
-    stack.sign(flow_id, lender, phone=LENDER[2])
-    stack.sign(flow_id, borrower, phone=BORROWER[2])
+    flow_id = signed_iou(stack, lender, borrower, amount="8000", purpose="家庭装修", annual_rate="3.65",
+                         start_date="2026-12-01", repayment_date="2027-06-01")
 
     # only a party gets it
     assert download(stack, flow_id, None)[0] == 403  # no session

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from services.common.database import Database
 from services.signing.dependencies import load_keys
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
-from tests.support.stack import BORROWER, LENDER, REPO, party, people
+from tests.support.stack import BORROWER, LENDER, REPO, party, people, signed_iou
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,13 +62,8 @@ def rewrite_log(stack, changed_flow: str) -> None:
 
 def test_a_log_rewritten_behind_the_witnesses_back_is_not_witnessed(stack, tmp_path):
     lender, borrower = people(stack)
-    iou = stack.document("iou", {
-        "initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "6000",
-        "purpose": "生产经营需要", "annual_rate": "4", "start_date": "2026-11-01", "repayment_date": "2027-11-01",
-        "repayment_method": "一次性还本付息", "remark": ""})
-    flow_id = stack.start(iou, [(lender, "lender"), (borrower, "borrower")])["flow_id"]
-    stack.sign(flow_id, lender, phone=LENDER[2])
-    stack.sign(flow_id, borrower, phone=BORROWER[2])
+    flow_id = signed_iou(stack, lender, borrower, amount="6000", purpose="生产经营需要", annual_rate="4",
+                         repayment_date="2027-11-01")
     pdf = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
     honest = stack.rpc.signing.report(flow_id=flow_id)["report"]
     before = esign_verify(stack, tmp_path, "before", pdf, honest)

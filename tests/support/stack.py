@@ -153,3 +153,19 @@ def people(stack: Stack) -> tuple[str, str]:
 
 def party(values: dict) -> dict:
     return {"name": values[0], "id_number": values[1], "phone": values[2]}
+
+
+def iou_values(**changes) -> dict:
+    """An IOU's values between LENDER and BORROWER (a one-off repayment), with ``changes``."""
+    return dict({"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
+                 "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01",
+                 "repayment_date": "2026-12-01", "repayment_method": "一次性还本付息", "remark": ""}, **changes)
+
+
+def signed_iou(stack: Stack, lender: str, borrower: str, **changes) -> str:
+    """An IOU (``iou_values(**changes)``) both parties signed by SMS code: its flow id."""
+    flow_id = stack.start(stack.document("iou", iou_values(**changes)),
+                          [(lender, "lender"), (borrower, "borrower")])["flow_id"]
+    stack.sign(flow_id, lender, phone=LENDER[2])
+    stack.sign(flow_id, borrower, phone=BORROWER[2])
+    return flow_id

@@ -3,15 +3,14 @@ and every change, addition or removal named (services/signing/evidence_package.p
 The agreement inside is checked end to end in tests/e2e/test_evidence_package.py."""
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_package import MANIFEST, SIGNATURE, build_package, open_package
 from services.signing.package_verify import is_package, verify_package
+from tests.support.evidence import rezip
 
 FILES = {"document.pdf": b"%PDF-1.7 not really", "report.json": b"{}", "log/checkpoint.txt": b"cp\n",
          "说明.txt": "说明".encode()}
@@ -20,18 +19,6 @@ FILES = {"document.pdf": b"%PDF-1.7 not really", "report.json": b"{}", "log/chec
 @pytest.fixture(scope="module")
 def signer() -> NoteSigner:
     return NoteSigner.generate("esign.test/log")
-
-
-def _rezip(data: bytes, change) -> bytes:
-    """The package with ``change(files)`` applied to its name -> bytes mapping."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        files = {info.filename: archive.read(info) for info in archive.infolist()}
-    change(files)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, content in files.items():
-            archive.writestr(name, content)
-    return out.getvalue()
 
 
 def _failures(opened) -> list[str]:
@@ -55,7 +42,7 @@ def test_an_untouched_package_opens_with_every_file_checked(signer):
     (lambda f: f.__setitem__("说明.txt", b"changed"), "file 说明.txt"),
 ])
 def test_a_changed_added_or_removed_file_is_named(signer, change, named):
-    data = _rezip(build_package("flow-1", FILES, signer), change)
+    data = rezip(build_package("flow-1", FILES, signer), change)
     assert _failures(open_package(data, signer.verifier.to_key_string())) == [named]
 
 
@@ -66,7 +53,7 @@ def test_a_rewritten_manifest_fails_its_signature(signer):
         files[MANIFEST] = json.dumps(manifest).encode()
         files.pop("report.json")
 
-    data = _rezip(build_package("flow-1", FILES, signer), forge)
+    data = rezip(build_package("flow-1", FILES, signer), forge)
     assert _failures(open_package(data, signer.verifier.to_key_string())) == [f"file {MANIFEST}"]
 
 
@@ -84,7 +71,7 @@ def test_a_manifest_re_signed_with_another_key_fails_under_the_platform_key(sign
 ])
 def test_not_a_package_or_no_signature_is_a_failure_not_a_crash(signer, data, found):
     if data is None:
-        data = _rezip(build_package("flow-1", FILES, signer), lambda f: f.pop(SIGNATURE))
+        data = rezip(build_package("flow-1", FILES, signer), lambda f: f.pop(SIGNATURE))
     opened = open_package(data, signer.verifier.to_key_string())
     assert not opened.checks[0].ok and found in opened.checks[0].found
 
