@@ -8,6 +8,8 @@
   esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
+  esign broker definitions|apply
+                           the services' own broker users, each allowed only its RPCs and events
   esign witness init|add-log|key|run|status
                            an independent witness that cosigns the evidence log's checkpoints
 """
@@ -50,6 +52,8 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
+    commands.add_parser("broker", help="the services' broker users and permissions", add_help=False)
+
     commands.add_parser("witness", help="cosign the evidence log's checkpoints (c2sp.org/tlog-witness)", add_help=False)
 
     registry = commands.add_parser("registry", help="the local identity registry (embedded authority)")
@@ -73,6 +77,10 @@ def _main(argv: list[str] | None) -> int:
         from services.signing.offline_verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv and argv[0] == "broker":
+        from services.common.broker_access import main as broker_main
+
+        return broker_main(argv[1:])
     if argv and argv[0] == "witness":
         from services.witness.cli import main as witness_main
 

@@ -4,7 +4,11 @@ imports socket, threading or ssl (nameko's containers are eventlet greenthreads)
 Shared fixtures for tests that talk to real systems:
 
 - ``amqp_uri``: a RabbitMQ virtual host made for this test run and deleted
-  after it, so no message left by an earlier run can satisfy a test;
+  after it, so no message left by an earlier run can satisfy a test (as the
+  broker's administrator, guest, which the tests' own proxies use);
+- ``amqp_users``: on that vhost, one RabbitMQ user per service with the
+  permissions of services.common.broker_access, as deployed; every service a
+  test starts connects as its own user;
 - ``pg_url`` / ``db_url``: PostgreSQL on this machine (schemas made per test
   and dropped), and SQLite files, for tests parametrised over both;
 - ``s3``: a SeaweedFS started for the run on free ports with random keys;
@@ -45,6 +49,33 @@ def amqp_uri():
         _rabbitmqctl("delete_vhost", vhost)
     except subprocess.SubprocessError:
         pass
+
+
+@pytest.fixture(scope="session")
+def amqp_users(amqp_uri):
+    """``{service: AMQP URI}``: each service's own user on the run's vhost."""
+    from services.common import broker_access
+
+    vhost = amqp_uri.rsplit("/", 1)[1]
+    prefix = f"esign-test-{RUN_ID}-"
+    passwords = {service: secrets.token_urlsafe(16) for service in broker_access.CLIENTS}
+    broker_access.import_definitions(broker_access.definitions(vhost, passwords, prefix))
+    yield {service: broker_access.amqp_uri(amqp_uri, broker_access.user_name(service, prefix), password)
+           for service, password in passwords.items()}
+    for service in passwords:
+        try:
+            _rabbitmqctl("delete_user", broker_access.user_name(service, prefix))
+        except subprocess.SubprocessError:
+            pass
+
+
+@pytest.fixture
+def dispatch_as(amqp_uri, amqp_users):
+    """``dispatch_as(source)(source, event_type, payload)``: publish an event as the
+    service that owns it would (its broker user may publish only its own events)."""
+    from nameko.standalone.events import event_dispatcher
+
+    return lambda source: event_dispatcher({"AMQP_URI": amqp_users.get(source, amqp_uri)})
 
 
 class SchemaPool:
@@ -115,13 +146,14 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture
-def service_config(amqp_uri, pg_schemas, s3, tmp_path):
-    """``service_config(service, backend="postgresql", **overrides) -> dict``."""
+def service_config(amqp_uri, amqp_users, pg_schemas, s3, tmp_path):
+    """``service_config(service, backend="postgresql", **overrides) -> dict``; a
+    platform service connects to the broker as its own user."""
 
     def make(service: str, backend: str = "postgresql", **overrides):
         database = _database_settings(backend, service, pg_schemas, tmp_path)
         config = {
-            "AMQP_URI": amqp_uri,
+            "AMQP_URI": amqp_users.get(service, amqp_uri),
             "DATA_DIR": str(tmp_path / "data"),
             "max_workers": 10,
             "DATABASE": database,

@@ -34,6 +34,16 @@ _PASSTHROUGH = ("MalformedRequest", "ContainerBeingKilled")
 
 
 class EsignRpcConsumer(RpcConsumer):
+    def handle_message(self, body, message):
+        # nameko answers to ``reply_to``: a request without one made its responder raise
+        # KeyError in the consumer thread, which killed the whole service (any user allowed
+        # to publish one routing key could stop a service). No one to answer: drop it.
+        if not message.properties.get("reply_to"):
+            log.warning("RPC request to %s without reply_to dropped", message.delivery_info.get("routing_key"))
+            self.queue_consumer.ack_message(message)
+            return
+        super().handle_message(body, message)
+
     def get_provider_for_method(self, routing_key):
         service_name = self.container.service_name
         for provider in self._providers:

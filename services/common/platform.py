@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 2
 
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    try:
+        service_uris = broker_users(gateway_config["AMQP_URI"], data, env)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     env.setdefault("ESIGN_S3_ACCESS_KEY", "esign-" + _secret_text(data, "s3-access-key")[:16])
     env.setdefault("ESIGN_S3_SECRET_KEY", _secret_text(data, "s3-secret-key"))
     s3_port = int(os.environ.get("ESIGN_S3_PORT", "8333"))
@@ -94,7 +100,8 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         for service in SERVICES:
             log = open(logs / f"{service}.log", "ab")
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", service], cwd=REPO_ROOT, env=env,
+                [sys.executable, "-m", "services.cli", "run", service], cwd=REPO_ROOT,
+                env=dict(env, AMQP_URI=service_uris[service]),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent, start_new_session=True,
             )
@@ -126,6 +133,38 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 0
     finally:
         _stop_all(children, seaweed)
+
+
+def broker_users(admin_uri: str, data: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each service's own AMQP URI. ``ESIGN_BROKER_USERS``:
+
+    - ``rabbitmqctl`` (the default): make a RabbitMQ user per service (``esign-identity`` ...,
+      prefix ``ESIGN_BROKER_USER_PREFIX``) with the permissions of
+      :mod:`services.common.broker_access`, passwords generated under ``<data>/secrets``;
+    - ``shared``: every service uses ``AMQP_URI`` as given (development only: any
+      service, the gateway included, may then call any RPC).
+    """
+    from services.common import broker_access
+
+    mode = env.get("ESIGN_BROKER_USERS", "rabbitmqctl")
+    if mode == "shared":
+        print("ESIGN_BROKER_USERS=shared: every service uses one broker user and may call any RPC "
+              "(development only)", file=sys.stderr)
+        return {service: admin_uri for service in SERVICES}
+    if mode != "rabbitmqctl":
+        raise RuntimeError(f"ESIGN_BROKER_USERS: expected rabbitmqctl or shared, found {mode!r}")
+    prefix = env.get("ESIGN_BROKER_USER_PREFIX", "esign-")
+    vhost = urllib.parse.unquote(urllib.parse.urlsplit(admin_uri).path[1:]) or "/"
+    passwords = {service: _secret_text(data, f"amqp-{service}") for service in SERVICES}
+    try:
+        broker_access.import_definitions(broker_access.definitions(vhost, passwords, prefix))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"could not make the services' broker users with rabbitmqctl ({exc}); run this "
+                           f"where rabbitmqctl reaches the broker, or set ESIGN_BROKER_USERS=shared "
+                           f"(development only)") from None
+    print(f"broker users {prefix}<service> on vhost {vhost!r}: each service may call only its RPCs", flush=True)
+    return {service: broker_access.amqp_uri(admin_uri, broker_access.user_name(service, prefix), passwords[service])
+            for service in SERVICES}
 
 
 def _start_witnesses(data: Path, env: dict[str, str], logs: Path) -> list:

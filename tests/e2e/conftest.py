@@ -25,7 +25,7 @@ from tests.support.stack import REPO, Stack, write_stack_registry
 
 
 @pytest.fixture
-def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
+def stack_factory(service_config, run_container, rpc_proxy, amqp_users, tmp_path):
     """``stack_factory(identity={...}, signing={...}) -> Stack``: the whole
     platform with config overrides for identity and signing (once per test)."""
     gateways, started_witnesses = [], []
@@ -36,7 +36,7 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_uri, tmp_path):
                         "faces folder (ESIGN_FACES_DIR)")
         gateway_port = free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
-        env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_DATA_DIR=str(tmp_path / "gateway"),
+        env = dict(os.environ, AMQP_URI=amqp_users["gateway"], ESIGN_DATA_DIR=str(tmp_path / "gateway"),
                    ESIGN_GATEWAY_PORT=str(gateway_port), GATEWAY_METRICS_PORT=str(free_port()),
                    ESIGN_PUBLIC_URL=gateway_url)
         gateways.append(subprocess.Popen([sys.executable, "-m", "services.cli", "run", "gateway"], cwd=REPO, env=env,

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 import urllib.request
 from pathlib import Path
 
@@ -57,12 +58,15 @@ def processes_mentioning(marker: str) -> list[int]:
 
 
 def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
+    user_prefix = f"esign-up-{uuid.uuid4().hex[:8]}-"
+    vhost = amqp_uri.rsplit("/", 1)[1]
     data = tmp_path / "esign-data"
     ports = {f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES}
     gateway_port = free_port()
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(gateway_port),
                ESIGN_S3_PORT=str(free_port()), ESIGN_PUBLIC_URL=f"http://127.0.0.1:{gateway_port}",
-               ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", ESIGN_WITNESS_PORT="0", **ports)
+               ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", ESIGN_WITNESS_PORT="0",
+               ESIGN_BROKER_USER_PREFIX=user_prefix, **ports)
     for name in ("ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150"], cwd=REPO, env=env,
@@ -113,8 +117,10 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
             after = metric_value(metrics, "esign_entrypoint_calls_total", service=name,
                                  entrypoint="health", outcome="ok")
             assert after == before[name] + 1
-        _, gateway_metrics = get(f"http://127.0.0.1:{gateway_port}/metrics")
+        # the gateway's metrics are on its metrics port only, not on the public one
+        _, gateway_metrics = get(f"http://127.0.0.1:{ports['GATEWAY_METRICS_PORT']}/metrics")
         assert metric_value(gateway_metrics, "esign_http_requests_total", route="/healthz") >= 2
+        assert get(f"http://127.0.0.1:{gateway_port}/metrics")[0] == 404
         assert processes_mentioning(str(data))  # SeaweedFS and the services run with this data dir
         # the signing service has both witnesses cosign its checkpoints (every 5 s)
         def cosigned() -> int:
@@ -125,6 +131,12 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         while cosigned() < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert cosigned() == 2
+        # each service is connected to the broker as its own user, with only its own permissions
+        assert f"broker users {user_prefix}<service> on vhost '{vhost}'" in text
+        connected = subprocess.run(["rabbitmqctl", "-q", "list_connections", "user", "vhost"], capture_output=True,
+                                   text=True, check=True).stdout.split("\n")
+        users = {line.split("\t")[0] for line in connected if line.endswith("\t" + vhost)}
+        assert users == {user_prefix + name for name in SERVICES}, users
     finally:
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -133,6 +145,8 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
             up.kill()
             rest = ""
         output.append(rest or "")
+        for name in SERVICES:
+            subprocess.run(["rabbitmqctl", "-q", "delete_user", user_prefix + name], capture_output=True)
     assert up.returncode == 0, "".join(output)
     assert "stopped." in "".join(output)
     time.sleep(0.5)

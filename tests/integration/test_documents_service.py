@@ -15,7 +15,6 @@ import time
 import eventlet
 import pytest
 from nameko.rpc import rpc as nameko_rpc
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -335,12 +334,12 @@ def test_signing_locks_only_the_pdf_it_read_and_releases_a_flow_it_did_not_recor
                                  ended_flows=["flow-1"])["locked_by_flow"] == "flow-3"
 
 
-def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy):
+def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy, dispatch_as):
     docs = rpc_proxy.documents
     document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
     sha = docs.render(document_id=document_id)["pdf_sha256"]
     docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
-    dispatch = event_dispatcher(documents.config)
+    dispatch = dispatch_as("signing")
     # an older flow's end does not unlock what a newer flow holds
     dispatch("signing", events.FLOW_EXPIRED, envelope("signing", events.FLOW_EXPIRED,
                                                        {"flow_id": "flow-0", "document_id": document_id}))
@@ -353,12 +352,12 @@ def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy
     assert docs.get_document(document_id=document_id)["status"] == "draft"
 
 
-def test_a_flow_cancelled_by_an_identity_dispute_hands_the_document_back(documents, rpc_proxy):
+def test_a_flow_cancelled_by_an_identity_dispute_hands_the_document_back(documents, rpc_proxy, dispatch_as):
     docs = rpc_proxy.documents
     document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
     sha = docs.render(document_id=document_id)["pdf_sha256"]
     docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
-    dispatch = event_dispatcher(documents.config)
+    dispatch = dispatch_as("signing")
     cancelled = envelope("signing", events.FLOW_CANCELLED, {"flow_id": "flow-1", "document_id": document_id,
                                                             "reason": "identity_disputed"})
     dispatch("signing", events.FLOW_CANCELLED, cancelled)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(service_config, run_container, amqp_uri, tmp_path):
+def client(service_config, run_container, amqp_users, tmp_path):
     secrets_dir = tmp_path / "secrets"
     registry = write_registry(tmp_path / "registry", [("张三", "11010519491231002X", None)])
     run_container(IdentityService, service_config("identity", SECRETS={
@@ -27,7 +27,7 @@ def client(service_config, run_container, amqp_uri, tmp_path):
         PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)}))
     outbox = tmp_path / "outbox.jsonl"
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
-    app = create_app({"AMQP_URI": amqp_uri, "RPC_TIMEOUT": 20, "DATA_DIR": str(tmp_path / "gw"),
+    app = create_app({"AMQP_URI": amqp_users["gateway"], "RPC_TIMEOUT": 20, "DATA_DIR": str(tmp_path / "gw"),
                       "SECRETS": {"GENERATE_MISSING": True}})
     with TestClient(app) as test_client:
         yield test_client, outbox

@@ -482,14 +482,12 @@ def test_duplicate_id_number_or_phone_is_a_conflict(start_platform):
     assert reused.value.reason == "phone_registered"
 
 
-def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform):
+def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform, dispatch_as):
     """The CI failure of session 1: notify's ``sms_sent`` arrived while the code
     was being confirmed, and the handler wrote back the 'pending' it had read
     as 'delivered', so registration found the phone unconfirmed. A test
     transaction confirms the row and holds its lock while the receipt is
     handled; after it commits, the confirmation must still stand."""
-    from nameko.standalone.events import event_dispatcher
-
     from services.common import events
     from services.common.outbox import envelope
     from services.identity.models import OtpChallenge
@@ -503,7 +501,7 @@ def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform):
         # make it look undelivered again, as when the receipt is still on its way
         session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="pending"))
         session.commit()
-    dispatch = event_dispatcher(platform.identity_container.config)
+    dispatch = dispatch_as("notify")
     with platform.db.session() as holder:
         holder.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="confirmed"))
         dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT,

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import eventlet
 import pytest
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -91,7 +90,7 @@ def sms_total(**labels) -> float:
 class NotifyEnv:
     """Configs, containers and observations of one test's notify."""
 
-    def __init__(self, service_config, run_container, tmp_path: Path, backend: str = "postgresql"):
+    def __init__(self, service_config, run_container, tmp_path: Path, backend: str, amqp_users: dict, dispatch_as):
         self.run_container = run_container
         self.tmp_path = tmp_path
         self.outbox = tmp_path / "sms-outbox.jsonl"
@@ -110,8 +109,9 @@ class NotifyEnv:
                          "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1},
             IDENTITY={"RPC_TIMEOUT": 5},
         )
-        self.identity = run_container(IdentityStandIn, self.config)
-        self.dispatch = event_dispatcher(self.config)
+        # the stand-in answers as identity, with identity's broker user; events come from their owners
+        self.identity = run_container(IdentityStandIn, dict(self.config, AMQP_URI=amqp_users["identity"]))
+        self.dispatch = lambda source, *event: dispatch_as(source)(source, *event)
         database = self.config["DATABASE"]
         self.db = Database(database["URL"], database["SCHEMA"], "notify")
 
@@ -150,7 +150,7 @@ class NotifyEnv:
 
 
 @pytest.fixture
-def notify_env(service_config, run_container, tmp_path, request):
+def notify_env(service_config, run_container, tmp_path, request, amqp_users, dispatch_as):
     """Notify's test surroundings on PostgreSQL, or on SQLite (the embedded
     default) for a test marked ``@pytest.mark.parametrize("notify_env", ["sqlite"], indirect=True)``."""
     CONTACTS.clear()
@@ -158,7 +158,8 @@ def notify_env(service_config, run_container, tmp_path, request):
     OTP_LOOKUPS.clear()
     CONTACTS.update({LENDER: {"phone": PHONES[LENDER], "name": "王小明"},
                      BORROWER: {"phone": PHONES[BORROWER], "name": "李四"}})
-    env = NotifyEnv(service_config, run_container, tmp_path, getattr(request, "param", "postgresql"))
+    env = NotifyEnv(service_config, run_container, tmp_path, getattr(request, "param", "postgresql"), amqp_users,
+                    dispatch_as)
     yield env
     env.db.dispose()
 

@@ -130,12 +130,38 @@ def test_compose_required_secrets_fail_loudly_when_unset():
     services = load_compose()["services"]
     for name, key in [("identity", "ESIGN_KEK"), ("identity", "ESIGN_BLIND_INDEX_KEY"),
                       ("identity", "ESIGN_OTP_KEY"),
-                      ("postgres", "POSTGRES_PASSWORD"), ("rabbitmq", "RABBITMQ_DEFAULT_PASS"),
+                      ("postgres", "POSTGRES_PASSWORD"), ("broker-definitions", "ESIGN_BROKER_ADMIN_PASSWORD"),
                       ("grafana", "GF_SECURITY_ADMIN_PASSWORD"), ("documents", "ESIGN_S3_SECRET_KEY"),
                       ("documents", "DOCUMENTS_KEK"), ("documents", "ESIGN_INVITE_KEY"),
                       ("signing", "ESIGN_SIGNING_KEK"), ("signing", "ESIGN_LOG_SIGNING_KEY"),
                       ("notify", "NOTIFY_KEK"), ("notify", "NOTIFY_PHONE_INDEX_KEY")]:
         assert ":?" in environment(services[name])[key], f"{name}.{key} is not required"
+
+
+def test_compose_gives_each_service_its_own_broker_user_loaded_at_boot():
+    services = load_compose()["services"]
+    job = services["broker-definitions"]
+    job_env = environment(job)
+    for name in ESIGN_SERVICES:
+        uri = environment(services[name])["AMQP_URI"]
+        variable = f"RABBITMQ_{name.upper()}_PASSWORD"
+        assert uri.startswith(f"pyamqp://esign-{name}:${{{variable}:?"), uri
+        assert job_env[f"ESIGN_BROKER_PASSWORD_{name.upper()}"].startswith(f"${{{variable}:?")
+        # nobody else holds this service's broker password
+        others = [other for other, service in services.items()
+                  if other not in (name, "broker-definitions") and variable in json.dumps(service)]
+        assert others == [], (name, others)
+    assert job["command"][:2] == ["broker", "definitions"]
+    out = job["command"][job["command"].index("--out") + 1]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["depends_on"]["broker-definitions"]["condition"] == "service_completed_successfully"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in rabbitmq["volumes"]}
+    conf_source = mounts["/etc/rabbitmq/conf.d/20-esign.conf"]
+    conf = (ROOT / conf_source).read_text(encoding="utf-8")
+    loaded = re.search(r"^load_definitions\s*=\s*(\S+)", conf, re.MULTILINE).group(1)
+    job_volume = next(v.split(":")[0] for v in job["volumes"] if out.startswith(v.split(":")[1]))
+    assert mounts[str(Path(loaded).parent)] == job_volume  # RabbitMQ reads the file the job wrote
+    assert Path(loaded).name == Path(out).name
 
 
 def test_compose_mounts_monitoring_files_that_exist():
@@ -199,11 +225,31 @@ def test_k8s_deployment_has_resources_probes_and_secret_references(name):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == config_metrics_port(name)
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    for item in container.get("env", []):
+    env = {item["name"]: item for item in container.get("env", [])}
+    for item in env.values():
         # secrets only by reference: a literal value is allowed for non-secret names only
-        if SECRET_NAME.search(item["name"]) or item["name"] in ("AMQP_URI",) or item["name"].endswith("DATABASE_URL"):
+        if SECRET_NAME.search(item["name"]) or item["name"].endswith("DATABASE_URL"):
             assert "value" not in item and item["valueFrom"]["secretKeyRef"]["name"] == "esign-secrets", item
+    # its own broker user, with its own password (the only broker secret it sees)
+    assert env["AMQP_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == f"{name.upper()}_AMQP_PASSWORD"
+    assert env["AMQP_URI"]["value"] == f"pyamqp://esign-{name}:$(AMQP_PASSWORD)@$(ESIGN_AMQP_ADDRESS)/"
+    names = list(env)
+    assert names.index("AMQP_PASSWORD") < names.index("AMQP_URI") > names.index("ESIGN_AMQP_ADDRESS")
+    assert not [key for key in env if "AMQP_PASSWORD" in key and key != "AMQP_PASSWORD"]
     assert {"configMapRef": {"name": "esign-config"}} in container["envFrom"]
+
+
+def test_k8s_broker_users_job_applies_every_services_permissions():
+    job = k8s_object("Job", "broker-users")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["broker", "apply"] and "--management-url" in container["args"]
+    env = {item["name"]: item["valueFrom"] for item in container["env"]}
+    for name in ESIGN_SERVICES:
+        assert env[f"ESIGN_BROKER_PASSWORD_{name.upper()}"]["secretKeyRef"]["key"] == f"{name.upper()}_AMQP_PASSWORD"
+    assert env["ESIGN_BROKER_MANAGEMENT_PASSWORD"]["secretKeyRef"]["key"] == "BROKER_ADMIN_PASSWORD"
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    config = k8s_object("ConfigMap", "esign-config")["data"]
+    assert config["ESIGN_BROKER_MANAGEMENT_URL"].startswith("http") and ":" in config["ESIGN_AMQP_ADDRESS"]
 
 
 def test_k8s_gateway_is_ready_on_healthz_and_exposes_http():
@@ -269,7 +315,8 @@ def test_k8s_namespace_configmap_and_secret_template():
     assert [doc["metadata"]["name"] for _, doc in secrets] == ["esign-secrets"]
     path, secret = secrets[0]
     values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
-    assert {"ESIGN_KEK", "TENCENT_FACEID_SECRET_ID", "TENCENT_FACEID_SECRET_KEY", "AMQP_URI"} <= set(values)
+    assert {"ESIGN_KEK", "TENCENT_FACEID_SECRET_ID", "TENCENT_FACEID_SECRET_KEY", "BROKER_ADMIN_PASSWORD"} <= set(values)
+    assert {f"{name.upper()}_AMQP_PASSWORD" for name in ESIGN_SERVICES} <= set(values)
     assert all(value in ("", None) for value in values.values()), "the Secret template holds values"
     assert "kubectl" in path.read_text(encoding="utf-8") and "create secret" in path.read_text(encoding="utf-8")
     config = k8s_object("ConfigMap", "esign-config")["data"]
