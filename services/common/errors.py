@@ -51,6 +51,14 @@ class InvalidInput(EsignError):
         return {"code": self.code, "field": self.field, "rule": self.rule, "message": self.message}
 
 
+@deserialize_to_instance
+class PayloadTooLarge(InvalidInput):
+    """A request body over its route's limit (HTTP 413), refused before it is read whole."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
 @dataclass(frozen=True)
 class Violation:
     field: str  # dotted path: "remark", "lender.phone", "furnishings.2.count"

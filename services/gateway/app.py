@@ -13,13 +13,13 @@ from urllib.parse import unquote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from services.common.errors import EsignError, InvalidInput
 from services.common.metrics import counter, histogram
 from services.common.rpc_client import RpcClient
 from services.gateway.api import router as api_router
+from services.gateway.limits import EdgeLimits
 from services.gateway.web import router as web_router
 
 BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
@@ -47,6 +47,9 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         HTTP_REQUESTS.labels(route=path, method=request.method, status=str(response.status_code)).inc()
         HTTP_LATENCY.labels(route=path, method=request.method).observe(time.perf_counter() - started)
         return response
+
+    # outermost: sizes and rates are checked before anything reads or parses the body
+    app.add_middleware(EdgeLimits, config=config.get("LIMITS"))
 
     @app.exception_handler(EsignError)
     async def _typed_error(_request: Request, exc: EsignError):
@@ -135,10 +138,6 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         """The platform root certificate: the trust anchor for verifying signed PDFs."""
         return Response(app.state.rpc.call("identity", "pki_certificates")["root_pem"],
                         media_type="application/x-pem-file")
-
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.on_event("shutdown")
     def _close() -> None:

@@ -292,3 +292,8 @@ def test_every_reason_the_pages_meet_is_said_in_chinese():
     faces = _object_keys((WEB_DIR / "facecheck.js").read_text("utf-8"), "REASONS")
     assert {"static_frames", "no_motion", "challenge_not_performed", "identity_changed", "no_face",
             "multiple_faces", "mirrored_frames", "face_mismatch"} <= faces
+
+
+def test_metrics_are_not_served_on_the_public_port(http):
+    # they are on the gateway's metrics port (GATEWAY_METRICS_PORT), for Prometheus only
+    assert http.get("/metrics").status_code == 404
