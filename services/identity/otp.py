@@ -8,8 +8,13 @@ otherwise); binding purpose and subject means a code sent for one phone or
 one document digest is no good for another.
 
 Limits, all in :class:`OtpPolicy`: a code expires after 5 minutes, five wrong
-tries lock the subject for a configurable period (no verification and no new
-code meanwhile), and at most N codes are sent per subject in a sliding hour.
+tries lock that challenge for good, and at most N codes are sent per subject in
+a sliding hour. Whether a lock also holds back *new* codes for the subject
+depends on who can ask: for willingness (only the signed-in person can) it
+does, for a length of time; for phone codes (anyone can ask for any phone) it
+must not, or anyone could lock anyone out of logging in with five wrong guesses
+(:data:`PHONE_CONFIRMATION_POLICY`; wrong guesses are held back per client at
+the gateway instead).
 
 This module is pure: time is always passed in as ``now`` (an aware UTC
 ``datetime``), state is a frozen :class:`OtpRecord` the caller persists, and
@@ -41,9 +46,13 @@ class OtpPolicy:
     send_window: timedelta = timedelta(hours=1)
     # Stops a double-tap or a script from burning the hourly quota at once.
     min_resend_interval: timedelta = timedelta(seconds=60)
+    # A locked challenge also refuses new codes for its subject until ``lockout`` ends.
+    lockout_blocks_new_codes: bool = True
 
 
 DEFAULT_POLICY = OtpPolicy()
+#: anyone may ask for a code to any phone: a lock stays on the challenge it was earned on
+PHONE_CONFIRMATION_POLICY = OtpPolicy(lockout_blocks_new_codes=False)
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,7 @@ def check_send_allowed(
     """Refuse a new code while locked, too soon after the last one, or over
     the hourly quota. ``recent_sends`` are the send times for this subject
     (older ones are ignored, so the caller may pass a longer history)."""
-    if previous is not None and previous.is_locked(now):
+    if previous is not None and policy.lockout_blocks_new_codes and previous.is_locked(now):
         raise RateLimited("otp_locked", _seconds(previous.locked_until - now))
     window_start = now - policy.send_window
     in_window = sorted(t for t in recent_sends if window_start < t <= now)

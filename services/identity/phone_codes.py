@@ -58,8 +58,9 @@ class PhoneCodes:
             .order_by(OtpChallenge.created_at.desc())
         ).scalars().all()
         previous = record_of(history[0]) if history else None
+        policy = otp.PHONE_CONFIRMATION_POLICY if purpose == "phone_confirmation" else otp.DEFAULT_POLICY
         issued = otp.issue(self.keys.otp, purpose, subject, moment,
-                           recent_sends=[aware(row.created_at) for row in history], previous=previous)
+                           recent_sends=[aware(row.created_at) for row in history], previous=previous, policy=policy)
         challenge_id = str(uuid.uuid4())
         aad = associated_data("otp", challenge_id)
         row = OtpChallenge(

@@ -514,6 +514,24 @@ def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform, dispatch
         assert (row.status, row.code_sealed) == ("confirmed", None)
 
 
+def test_wrong_guesses_by_anyone_lock_that_code_not_the_phone(platform):
+    rpc = platform.rpc
+    person = platform.register("张三", ID_A, PHONE_A)["person_id"]
+    platform.allow_resend()
+    before = len(platform.sms())
+    stranger = rpc.identity.request_phone_code(phone=PHONE_A)["challenge_id"]  # anyone may ask
+    code = platform.code_for(PHONE_A, "phone_code", before)
+    wrong = "000000" if code != "000000" else "111111"
+    for _ in range(5):
+        with pytest.raises(Forbidden):
+            rpc.identity.confirm_phone_code(challenge_id=stranger, code=wrong)
+    with pytest.raises(Forbidden) as dead:  # that challenge is locked, even for the right code
+        rpc.identity.confirm_phone_code(challenge_id=stranger, code=code)
+    assert dead.value.reason == "otp_locked"
+    # the phone's owner asks for a new code a minute later (not half an hour) and logs in
+    assert rpc.identity.login(phone_challenge_id=platform.confirmed_phone(PHONE_A))["person_id"] == person
+
+
 def test_a_registered_person_logs_in_with_a_new_code_and_codes_are_rate_limited(platform):
     from services.identity.models import OtpChallenge
 

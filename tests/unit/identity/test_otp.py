@@ -145,6 +145,22 @@ def test_no_new_code_while_locked_and_one_after():
     assert again.record.wrong_attempts == 0 and again.record.locked_until is None
 
 
+def test_a_locked_phone_code_challenge_does_not_hold_back_the_next_code():
+    # anyone can ask for a code to any phone: five wrong guesses must not lock its owner out
+    issued = fresh()
+    record = issued.record
+    for _ in range(5):
+        record = otp.verify(SECRET, record, other_code(issued.code), T0, POLICY).record
+    assert record.is_locked(T0)
+    after_resend = T0 + otp.PHONE_CONFIRMATION_POLICY.min_resend_interval
+    fresh_code = otp.issue(SECRET, "phone_confirmation", "person-1", after_resend, recent_sends=[T0],
+                           previous=record, policy=otp.PHONE_CONFIRMATION_POLICY)
+    assert otp.verify(SECRET, fresh_code.record, fresh_code.code, after_resend,
+                      otp.PHONE_CONFIRMATION_POLICY).accepted
+    # the locked challenge itself stays dead, right code or not
+    assert not otp.verify(SECRET, record, issued.code, after_resend, otp.PHONE_CONFIRMATION_POLICY).accepted
+
+
 def test_send_quota_in_a_sliding_hour():
     sends = []
     now = T0
