@@ -13,7 +13,7 @@ state over RPC. Registration over the pages is in test_web_camera.py."""
 from __future__ import annotations
 
 from datetime import date, timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -71,6 +71,14 @@ def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> N
     # ... which B's logged-in tab follows, as it would right after logging in
     b.open(way_back)
     b.wait(lambda: b.driver.current_url == stack.gateway_url + invite, "the way back to the invite")
+    # the way back is a path on this site, however it is spelled (no open redirect)
+    for evil in ("/.//evil.example/x", "/./\\evil.example", "//evil.example", "/\\evil.example",
+                 "https://evil.example/"):
+        b.open("/?next=" + quote(evil, safe=""))
+        b.wait_visible("#ready")
+        assert urlsplit(b.driver.current_url).netloc == urlsplit(stack.gateway_url).netloc, evil
+    b.open(way_back)
+    b.wait(lambda: b.driver.current_url == stack.gateway_url + invite, "the way back to the invite, again")
     b.wait(lambda: "邀请" in b.text("#invite-info"), "who invites")
     assert b.text("#invite-info") == "王* 邀请您开具收据：对方为收款人，您为付款人。"  # A is 王䶮
 

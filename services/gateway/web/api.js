@@ -192,11 +192,15 @@ export function requireLogin() {
 }
 
 // Only a path (and query) on this site: never an open redirect to another origin.
+// The path is checked after the URL parser has normalised it ("/.//evil.example"
+// becomes "//evil.example", which a browser reads as another host), and the
+// answer is absolute on this origin, so no spelling of it can leave the site.
 export function nextPath() {
   const next = new URLSearchParams(location.search).get("next");
   if (!next || !/^\/(?![/\\])/.test(next)) return null;
   const url = new URL(next, location.origin);
-  return url.origin === location.origin ? url.pathname + url.search : null;
+  if (url.origin !== location.origin || /^[/\\]{2}/.test(url.pathname)) return null;
+  return location.origin + url.pathname + url.search;
 }
 
 // -- DOM -------------------------------------------------------------------------
