@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.common import events
@@ -26,7 +26,7 @@ from services.common.errors import InvalidInput
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.identity import audit, ca
 from services.identity.ca_store import CaMaterial
-from services.identity.models import Certificate
+from services.identity.models import Certificate, CrlNumber
 
 ACTIVE = "active"
 REVOKED = "revoked"
@@ -114,6 +114,34 @@ def status_lookup(session: Session, material: CaMaterial) -> ca.StatusLookup:
 def revoked(session: Session) -> list[ca.Revocation]:
     rows = session.execute(select(Certificate).where(Certificate.status == REVOKED)).scalars()
     return [revocation_of(row) for row in rows]
+
+
+#: how long an issued CRL is valid (its nextUpdate), and how long before that a new one is made
+CRL_VALIDITY = _dt.timedelta(days=1)
+CRL_REFRESH_BEFORE = _dt.timedelta(hours=6)
+
+
+def current_crl(session: Session, material: CaMaterial) -> bytes:
+    """The issuing CA's CRL (DER): the last one issued while it lists every revocation
+    and its nextUpdate is more than ``CRL_REFRESH_BEFORE`` away; otherwise a new one,
+    numbered by the database and kept. Not committed."""
+    moment = utcnow()
+    count = session.execute(select(func.count()).select_from(Certificate)
+                            .where(Certificate.status == REVOKED)).scalar_one()
+    latest = session.execute(select(CrlNumber).where(CrlNumber.der.is_not(None))
+                             .order_by(CrlNumber.id.desc()).limit(1)).scalars().first()
+    if (latest is not None and latest.revoked_count == count and latest.next_update is not None
+            and moment < latest.next_update - CRL_REFRESH_BEFORE):
+        return latest.der
+    number = CrlNumber(issued_at=moment)
+    session.add(number)
+    session.flush()
+    entries = revoked(session)
+    crl = ca.build_crl(material.issuing, entries, crl_number=number.id, next_update_in=CRL_VALIDITY)
+    number.der = ca.crl_to_der(crl)
+    number.next_update = naive(crl.next_update_utc)
+    number.revoked_count = len(entries)
+    return number.der
 
 
 class PersonCertificates:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: account states: ``pending_takeover`` holds an ID number another, weaker account has;
@@ -162,6 +162,11 @@ class CrlNumber(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     issued_at: Mapped[datetime] = mapped_column(DateTime)
+    #: the CRL itself, served until a revocation or its next_update draws near
+    der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    next_update: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: how many revoked certificates it lists: another revocation makes it stale
+    revoked_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class LivenessChallenge(Base):

@@ -48,7 +48,7 @@ from services.identity import audit, ca, certificates
 from services.identity.ca_store import CaProvider, build_delegated_ocsp_response
 from services.identity.dependencies import ProofingProvider, SettingsProvider
 from services.identity.face_pool import FacePool
-from services.identity.models import CrlNumber, IdentityProof, Person
+from services.identity.models import IdentityProof, Person
 from services.identity.people import People
 from services.identity.phone_codes import PURPOSES, PhoneCodes
 from services.identity.proofs import Proofs
@@ -337,20 +337,18 @@ class IdentityService(ServiceBase):
 
     @rpc
     def crl(self, ca_name: str = "issuing") -> dict:
-        """The DER CRL (base64) of the issuing CA, fresh and numbered from the
-        database; ``ca_name='root'`` gives the offline root's stored CRL."""
+        """The DER CRL (base64) of the issuing CA: the current one, kept until a
+        revocation or its nextUpdate draws near (then a new one, numbered by the
+        database); ``ca_name='root'`` gives the offline root's stored CRL."""
         if ca_name == "root":
             if self.authority.material.root_crl_der is None:
                 raise NotFound("crl", "root")
             return {"crl_der": b64(self.authority.material.root_crl_der)}
         if ca_name != "issuing":
             raise InvalidInput("ca_name", "allowed_values", "expected issuing or root")
-        number = CrlNumber(issued_at=utcnow())
-        self.db.session.add(number)
-        self.db.session.flush()
-        crl = ca.build_crl(self.authority.material.issuing, certificates.revoked(self.db.session), crl_number=number.id)
+        der = certificates.current_crl(self.db.session, self.authority.material)
         self.db.commit()
-        return {"crl_der": b64(ca.crl_to_der(crl))}
+        return {"crl_der": b64(der)}
 
     @rpc
     def ocsp(self, request_der: str) -> dict:

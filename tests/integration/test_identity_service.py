@@ -361,6 +361,39 @@ def test_self_declared_is_refused_unless_allowed(service_config):
 
 
 @needs_clip
+def test_the_crl_is_served_until_a_revocation_or_its_next_update_draws_near(platform):
+    from services.identity.certificates import CRL_REFRESH_BEFORE
+    from services.identity.models import CrlNumber
+
+    rpc = platform.rpc
+
+    def fetch():
+        crl = x509.load_der_x509_crl(base64.b64decode(rpc.identity.crl()["crl_der"]))
+        return crl, crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    def rows() -> int:
+        with platform.db.session() as session:
+            return session.query(CrlNumber).count()
+
+    first, number = fetch()
+    for _ in range(5):  # the same CRL, not a new signature and row per request
+        assert fetch()[1] == number
+    assert rows() == 1
+    person, issued = platform.certified("张三", ID_A, PHONE_A)
+    rpc.identity.revoke_certificate(person_id=person, reason="key_compromise")
+    after, revoked_number = fetch()  # a revocation makes a new one at once
+    assert revoked_number > number
+    assert after.get_revoked_certificate_by_serial_number(int(issued["serial"], 16)) is not None
+    assert fetch()[1] == revoked_number and rows() == 2
+    with platform.db.session() as session:  # its nextUpdate draws near
+        latest = session.get(CrlNumber, revoked_number)
+        latest.next_update = latest.issued_at + CRL_REFRESH_BEFORE
+        session.commit()
+    renewed, renewed_number = fetch()
+    assert renewed_number > revoked_number and renewed.next_update_utc >= after.next_update_utc
+    assert renewed.get_revoked_certificate_by_serial_number(int(issued["serial"], 16)) is not None
+
+
 def test_a_stolen_session_cannot_replace_the_face_issue_a_certificate_or_pass_face_willingness(start_platform):
     """A thief holds 张三's session token (and may upload files: the most
     permissive setting) but has another face (biden.jpg)."""
