@@ -15,10 +15,11 @@ bound to the worker's unit of work.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Callable
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from services.common import events
@@ -119,7 +120,7 @@ class FlowStore:
             select(StoredObjectRow).where(StoredObjectRow.flow_id == row.id,
                                           StoredObjectRow.sha256 == row.current_pdf_sha256)
             .order_by(StoredObjectRow.id.desc())).scalars().first()
-        return self.storage.get(obj.key, sha256=obj.sha256, version_id=obj.version_id)
+        return self.read_object(obj)
 
     def flow_dict(self, row: FlowRow, parties: list[FlowParty]) -> dict:
         return {
@@ -178,13 +179,38 @@ class FlowStore:
         self.db.session.add(row)
         return row
 
-    def store_object(self, flow_id: str, kind: str, data: bytes, content_type: str) -> StoredObjectRow:
-        """A report or other file of the flow, stored like a PDF."""
+    def store_object(self, flow_id: str, kind: str, data: bytes, content_type: str,
+                     state_key: str | None = None) -> StoredObjectRow:
+        """A report or other file of the flow, stored like a PDF; ``state_key`` says
+        which state of the flow it was made for (:meth:`state_key`)."""
         stored = self.storage.put(data, prefix="reports/", content_type=content_type)
         row = StoredObjectRow(flow_id=flow_id, kind=kind, key=stored.key, sha256=stored.sha256,
-                              version_id=stored.version_id, size=stored.size, created_at=utcnow())
+                              version_id=stored.version_id, size=stored.size, created_at=utcnow(),
+                              state_key=state_key)
         self.db.session.add(row)
         return row
+
+    @staticmethod
+    def state_key(row: FlowRow) -> str:
+        """Names one state of a flow: every transition and a dispute change it."""
+        return f"{row.state}@{row.updated_at.isoformat()}" + (f"/disputed@{row.disputed_at.isoformat()}"
+                                                             if row.disputed_at else "")
+
+    def kept_objects(self, flow_id: str, kinds: tuple[str, ...], state_key: str) -> dict | None:
+        """The newest stored object of each kind made for this state of the flow, or
+        None unless every kind has one."""
+        found = {}
+        for kind in kinds:
+            found[kind] = self.db.session.execute(
+                select(StoredObjectRow).where(StoredObjectRow.flow_id == flow_id, StoredObjectRow.kind == kind,
+                                              StoredObjectRow.state_key == state_key)
+                .order_by(StoredObjectRow.id.desc()).limit(1)).scalars().first()
+            if found[kind] is None:
+                return None
+        return found
+
+    def read_object(self, obj: StoredObjectRow) -> bytes:
+        return self.storage.get(obj.key, sha256=obj.sha256, version_id=obj.version_id)
 
     def apply(self, row: FlowRow, parties: list[FlowParty], transition: F.Transition, actor: str | None,
               extra: dict | None = None) -> None:
@@ -242,6 +268,21 @@ class FlowStore:
         if aware(pending.expires_at) <= now():
             raise Conflict("pending_action_expired")
         return pending
+
+    def forget_prepared(self, moment: datetime, keep_unused: timedelta = timedelta(days=1)) -> tuple[int, int]:
+        """Prepared PDFs are kept only while they can still be signed: cleared once the
+        action was used (the report keeps what it needs of a used action) or expired,
+        and unused actions deleted a day after they expired. Not committed.
+        Returns (prepared PDFs cleared, actions deleted)."""
+        at = naive(moment)
+        cleared = self.db.session.execute(
+            update(PendingAction).where(PendingAction.prepared.is_not(None),
+                                        (PendingAction.used_at.is_not(None)) | (PendingAction.expires_at <= at))
+            .values(prepared=None)).rowcount
+        deleted = self.db.session.execute(
+            delete(PendingAction).where(PendingAction.used_at.is_(None),
+                                        PendingAction.expires_at <= at - keep_unused)).rowcount
+        return cleared, deleted
 
     def used_actions(self, flow_id: str) -> list[PendingAction]:
         return list(self.db.session.execute(

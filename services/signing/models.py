@@ -188,3 +188,5 @@ class StoredObjectRow(Base):
     version_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: the state of the flow a report was made for (FlowStore.state_key): served again while it holds
+    state_key: Mapped[str | None] = mapped_column(String(120), nullable=True)

@@ -80,6 +80,8 @@ log = logging.getLogger(__name__)
 WILLINGNESS_METHODS = ("sms", "face")
 MAX_SIGNATURE_IMAGE = 512 * 1024
 MAX_VERIFIED_PDF = 50 * 1024 * 1024
+#: the report's files, kept per state of the flow
+REPORT_KINDS = ("report_json", "report_pdf")
 
 
 def certificate_level(certificate_pem: str) -> AssuranceLevel | None:
@@ -342,6 +344,8 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
         return self.run_expiry()
 
     def run_expiry(self, moment: datetime | None = None) -> int:
+        """Expire overdue flows and forget prepared signatures no one can use any more;
+        the number of flows expired."""
         moment = moment or now()
         overdue = self.flows.overdue(moment)
         for flow_id in overdue:
@@ -350,6 +354,11 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
             if flow.state in (F.FlowState.DRAFT, F.FlowState.WAITING) and moment >= flow.expires_at:
                 self.flows.apply(row, parties, F.expire(flow, moment), None)
             self.db.commit()
+        cleared, deleted = self.flows.forget_prepared(moment)
+        self.db.commit()
+        if cleared or deleted:
+            self.metrics.inc("prepared_signatures_forgotten", "Prepared signatures cleared or deleted",
+                             amount=cleared + deleted)
         return len(overdue)
 
     @rpc
@@ -360,28 +369,31 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
     # -- signing report (签约报告) ---------------------------------------------------
     @rpc
     def report(self, flow_id: str) -> dict:
-        """Build, sign (platform Ed25519 key, C2SP note) and store the signing
-        report of a completed or voided flow: JSON and a Chinese PDF. A flow
-        whose party's identity was disputed carries the dispute. A cancelled
-        flow has no report: it never took effect, and parties who never signed
-        have no certificate to show."""
-        signed, report_json, report_pdf, _ = self._signed_report(flow_id)
-        stored = [self.flows.store_object(flow_id, "report_json", report_json, "application/json"),
-                  self.flows.store_object(flow_id, "report_pdf", report_pdf, "application/pdf")]
-        self.db.commit()
-        self.metrics.inc("reports", "Signing reports made")
+        """The signed signing report of a completed or voided flow (platform Ed25519
+        key, C2SP note): JSON and a Chinese PDF. A flow whose party's identity was
+        disputed carries the dispute. Built and stored once per state of the flow,
+        then served as stored. A cancelled flow has no report: it never took effect,
+        and parties who never signed have no certificate to show."""
+        signed, report_json, report_pdf, _, stored = self._signed_report(flow_id)
         return {"report": signed, "report_pdf": pdf_worker.b64(report_pdf),
-                "report_json_sha256": stored[0].sha256, "report_pdf_sha256": stored[1].sha256}
+                "report_json_sha256": stored["report_json"].sha256, "report_pdf_sha256": stored["report_pdf"].sha256}
 
-    def _signed_report(self, flow_id: str) -> tuple[dict, bytes, bytes, bytes]:
-        """The signed report (object, JSON, PDF) of a reportable flow, and the flow's signed PDF."""
+    def _signed_report(self, flow_id: str) -> tuple[dict, bytes, bytes, bytes, dict]:
+        """The signed report (object, JSON, PDF) of a reportable flow, the flow's signed
+        PDF, and the stored report objects: those kept for the flow's current state,
+        or new ones built, stored and committed now."""
         row, parties = self.flows.load(flow_id)
         if row.state not in REPORTABLE_STATES:
             raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
+        document = self.flows.current_pdf(row)
+        state_key = self.flows.state_key(row)
+        kept = self.flows.kept_objects(flow_id, REPORT_KINDS, state_key)
+        if kept is not None:
+            report_json, report_pdf = (self.flows.read_object(kept[kind]) for kind in REPORT_KINDS)
+            return json.loads(report_json), report_json, report_pdf, document, kept
         awaited = {ENDING_EVENTS[row.state]} | ({events.FLOW_IDENTITY_DISPUTED} if row.disputed_at else set())
         evidence = self.evidence.settled(flow_id, awaited)
         roots = self.ctx.platform.trust_roots(self.identity)
-        document = self.flows.current_pdf(row)
         signatures = self.pdf.run(pdf_worker.report_signatures, roots, document,
                                   {p.signature_field: p.person_id for p in parties},
                                   tsa_roots_pem=self.ctx.document_tsa_roots_pem)
@@ -394,7 +406,14 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
                          f"{self.ctx.public_url}/verify?flow={flow_id}")
         signed = sign_report(built, self.ctx.keys.log_signer)
         report_json = json.dumps(signed, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        return signed, report_json, self.pdf.run(pdf_worker.render_report, built), document
+        report_pdf = self.pdf.run(pdf_worker.render_report, built)
+        stored = {"report_json": self.flows.store_object(flow_id, "report_json", report_json, "application/json",
+                                                          state_key=state_key),
+                  "report_pdf": self.flows.store_object(flow_id, "report_pdf", report_pdf, "application/pdf",
+                                                         state_key=state_key)}
+        self.db.commit()
+        self.metrics.inc("reports", "Signing reports made")
+        return signed, report_json, report_pdf, document, stored
 
     @rpc
     def evidence_package(self, flow_id: str) -> dict:
@@ -403,7 +422,7 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
         CRL, the revocation data the signatures were validated with, the log key,
         the cosigned checkpoint and the witness keys, under a manifest signed
         with the log key (:mod:`.evidence_package`). Kept in S3 like the report."""
-        signed, report_json, report_pdf, document = self._signed_report(flow_id)
+        signed, report_json, report_pdf, document, _ = self._signed_report(flow_id)
         pki = self.identity.pki_certificates()
         crl = base64.b64decode(self.identity.crl()["crl_der"])
         validation = self.pdf.run(pdf_worker.validation_data, document)

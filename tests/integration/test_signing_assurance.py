@@ -153,6 +153,7 @@ class Platform:
     registry: IdentityRegistry
     outbox: Path
     identity_config: dict
+    signing_config: dict
 
     def sms(self, template: str) -> list[dict]:
         if not self.outbox.exists():
@@ -186,9 +187,9 @@ def platform(pki_env, service_config, run_container, tmp_path):
     run_container(identity_stand_in(registry), identity_config)
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
-    run_container(SigningService, service_config("signing", TSA={"URL": pki_env.tsa_url},
-                                                 ASSURANCE={"REQUIRED_LEVEL": FACE.value}))
-    return Platform(registry, outbox, identity_config)
+    signing_config = service_config("signing", TSA={"URL": pki_env.tsa_url}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
+    run_container(SigningService, signing_config)
+    return Platform(registry, outbox, identity_config, signing_config)
 
 
 def rendered_iou(rpc_proxy) -> str:
@@ -277,6 +278,66 @@ def test_a_dispute_cancels_a_flow_being_signed(platform, rpc_proxy):
     assert no_report.value.reason.startswith("flow_cancelled")
     # the document may be sent again (to the right person)
     assert start(rpc_proxy, document_id)["state"] == "waiting"
+
+
+def test_a_report_is_built_once_per_flow_state_and_prepared_signatures_are_forgotten(platform, rpc_proxy):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from services.common.database import Database
+    from services.signing.models import PendingAction, StoredObjectRow
+
+    database = Database(platform.signing_config["DATABASE"]["URL"], platform.signing_config["DATABASE"]["SCHEMA"],
+                        "signing")
+    document_id = rendered_iou(rpc_proxy)
+    flow_id = start(rpc_proxy, document_id)["flow_id"]
+    png = base64.b64encode(handwritten_png()).decode()
+    abandoned = rpc_proxy.signing.prepare_signature(flow_id=flow_id, person_id="p-borrower", signature_image=png,
+                                                    method="sms")["pending_id"]  # never confirmed
+    sign(rpc_proxy, flow_id, "p-borrower")
+    sign(rpc_proxy, flow_id, "p-lender")
+
+    def reports() -> int:
+        with database.session() as session:
+            return session.execute(select(func.count()).select_from(StoredObjectRow).where(
+                StoredObjectRow.flow_id == flow_id, StoredObjectRow.kind == "report_json")).scalar_one()
+
+    first = rpc_proxy.signing.report(flow_id=flow_id)
+    for _ in range(3):  # served as stored: the same bytes, nothing built or stored again
+        assert rpc_proxy.signing.report(flow_id=flow_id) == first
+    assert reports() == 1
+    platform.dispute("p-lender")  # a new state of the flow: a new report, which says so
+    wait_for(lambda: rpc_proxy.signing.get_flow(flow_id=flow_id)["disputed_identity"])
+    wait_for(lambda: leaf_of(rpc_proxy, flow_id, "flow_identity_disputed"))
+    disputed = rpc_proxy.signing.report(flow_id=flow_id)
+    assert disputed["report_json_sha256"] != first["report_json_sha256"] and disputed["report"]["report"]["dispute"]
+    assert rpc_proxy.signing.report(flow_id=flow_id) == disputed and reports() == 2
+
+    def prepared() -> dict[str, bool]:
+        with database.session() as session:
+            rows = session.execute(select(PendingAction).where(PendingAction.flow_id == flow_id)).scalars()
+            return {row.id: row.prepared is not None for row in rows}
+
+    assert prepared()[abandoned] is True and len(prepared()) == 3
+    rpc_proxy.signing.expire_now()
+    kept = prepared()
+    assert [has for pid, has in kept.items() if pid != abandoned] == [False, False]  # used: the PDF is gone
+    assert kept[abandoned] is True  # still usable for ten minutes
+    with database.session() as session:
+        session.execute(update(PendingAction).where(PendingAction.id == abandoned)
+                        .values(expires_at=PendingAction.expires_at - timedelta(minutes=11)))
+        session.commit()
+    rpc_proxy.signing.expire_now()
+    assert prepared()[abandoned] is False
+    with database.session() as session:
+        session.execute(update(PendingAction).where(PendingAction.id == abandoned)
+                        .values(expires_at=PendingAction.expires_at - timedelta(days=1)))
+        session.commit()
+    rpc_proxy.signing.expire_now()
+    assert abandoned not in prepared() and len(prepared()) == 2  # the used ones stay for the report
+    assert rpc_proxy.signing.report(flow_id=flow_id) == disputed
+    database.dispose()
 
 
 def test_a_dispute_marks_a_completed_flow_and_its_report(platform, rpc_proxy, pki_env):
