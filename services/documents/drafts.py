@@ -109,6 +109,32 @@ def masked_parties(template: Template, values: dict) -> list[dict]:
     return parties
 
 
+def mask_persons(content: Any, values: dict, person_fields: Iterable[str]) -> Any:
+    """``content`` with the ID number and phone of each person in ``person_fields``
+    masked wherever they appear (the parties table, and any sentence that names them)."""
+    replacements = {}
+    for field in person_fields:
+        person = values.get(field) or {}
+        if person.get("id_number"):
+            replacements[person["id_number"]] = mask_id_number(person["id_number"])
+        if person.get("phone"):
+            replacements[person["phone"]] = mask_phone(person["phone"])
+    if not replacements:
+        return content
+    pattern = re.compile("|".join(re.escape(clear) for clear in sorted(replacements, key=len, reverse=True)))
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(lambda m: replacements[m.group(0)], item)
+        if isinstance(item, dict):
+            return {key: walk(value) for key, value in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(walk(value) for value in item)
+        return item
+
+    return walk(content)
+
+
 def parse_document_date(value: str | None) -> _dt.date | None:
     if value is None:
         return None

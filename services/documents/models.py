@@ -57,6 +57,9 @@ class Document(Base):
     owner_person_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     document_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     pdf_pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # added by documents_0003: person fields (JSON list) whose ID number and phone the
+    # PDF shows masked (the inviter of a receipt opened from a QR invite)
+    masked_persons: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Attachment(Base):

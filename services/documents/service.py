@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import datetime as _dt
 import logging
 import time
@@ -82,6 +83,10 @@ class DocumentsService(ServiceBase):
                      owner_person_id: str | None = None) -> dict:
         """A new draft of the newest version of ``template_id``. Values may be
         incomplete; each one given must keep its field's rules."""
+        return self._new_draft(template_id, values, initiator_role, owner_person_id)
+
+    def _new_draft(self, template_id: str, values: dict, initiator_role: str | None, owner_person_id: str | None,
+                   masked_persons: tuple[str, ...] = ()) -> dict:
         try:
             template = self.templates.get(template_id)
         except LookupError:
@@ -101,6 +106,7 @@ class DocumentsService(ServiceBase):
             content_sealed=drafts.seal_values(self.keys.keyring, document_id, normalised),
             initiator_role=self._initiator_role_id(template, normalised),
             owner_person_id=owner_person_id, created_at=now, updated_at=now,
+            masked_persons=json.dumps(list(masked_persons)) if masked_persons else None,
         )
         self.db.session.add(document)
         self.db.emit(events.DOCUMENT_CREATED, {"document_id": document_id, "template_id": template.id})
@@ -185,6 +191,7 @@ class DocumentsService(ServiceBase):
             values = drafts.with_attachments(
                 template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed), attachments)
             content = self._content(template, values, day, operation="render")
+            content = drafts.mask_persons(content, values, json.loads(document.masked_persons or "[]"))
             data = render_input(content, document_id, day)
             thumbnails = {a.sha256: a.thumbnail_key for a in attachments}
             for entry in data["attachments"]:
@@ -301,7 +308,10 @@ class DocumentsService(ServiceBase):
         """A receipt draft opened from a QR invite by ``owner_person_id``: the
         inviter on the invite's side and the owner on the other, both filled
         from their real-name records; the owner starts it. ``values`` holds
-        the other fields only (amount, reason, time, remark)."""
+        the other fields only (amount, reason, time, remark). The inviter agreed
+        to nothing yet: the PDF the owner previews and signs shows the inviter's
+        ID number and phone masked (signing still binds the inviter by the full
+        record, and the certificate and report name them)."""
         invite = read_invite(token, self.keys.invite_key, _dt.datetime.now(_dt.timezone.utc))
         if invite.person_id == owner_person_id:
             raise InvalidInput("invite", "own_invite", "this is your own QR code: send it to the other party")
@@ -314,8 +324,8 @@ class DocumentsService(ServiceBase):
         filled = dict(values)
         filled[inviter_role.person_field] = self.identity.party_details(person_id=invite.person_id)
         filled[owner_role.person_field] = self.identity.party_details(person_id=owner_person_id)
-        return self.create_draft(template_id=RECEIPT_TEMPLATE, values=filled,
-                                 initiator_role=owner_role.initiator_choice, owner_person_id=owner_person_id)
+        return self._new_draft(RECEIPT_TEMPLATE, filled, owner_role.initiator_choice, owner_person_id,
+                               masked_persons=(inviter_role.person_field,))
 
     # -- signing's lock ---------------------------------------------------------
     # Signing locks a document synchronously before it records a flow (there is

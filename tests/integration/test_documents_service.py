@@ -414,7 +414,7 @@ class StubIdentity:
         return {"person_id": person_id, "name_masked": mask_name(self.party_details(person_id)["name"])}
 
 
-def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config):
+def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config, tmp_path):
     run_container(StubIdentity, service_config("identity"))
     invite = rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payee", ttl_seconds=600)
     assert invite["url"].startswith("https://esign.test/receipts/new?invite=")
@@ -439,6 +439,12 @@ def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_contain
     content = rpc_proxy.documents.get_document_content(document_id=draft["document_id"])["values"]
     assert content["payee"] == StubIdentity.people["person-7"] and content["payer"] == StubIdentity.people["person-8"]
     assert content["initiator_role"] == "付款人" and draft["owner_person_id"] == "person-8"
+    # the scanner sees the inviter's ID number and phone masked in the PDF it previews and signs
+    rpc_proxy.documents.render(document_id=draft["document_id"])
+    text = pdf_text(base64.b64decode(rpc_proxy.documents.get_pdf(document_id=draft["document_id"])["pdf"]), tmp_path)
+    assert "11010519491231002X" not in text and "13800138000" not in text
+    assert "1101**********002X" in text and "138****8000" in text
+    assert "440524188001010014" in text  # the scanner's own record, in full
     with pytest.raises(InvalidInput) as own:
         rpc_proxy.documents.create_draft_from_invite(token=token, values=values, owner_person_id="person-7")
     assert (own.value.field, own.value.rule) == ("invite", "own_invite")
