@@ -12,16 +12,19 @@ called twice with the same name.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 from typing import Any, Sequence
 
 from nameko.extensions import DependencyProvider
 from nameko.events import EventHandler
 from nameko.rpc import Rpc
 from nameko.timer import Timer
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from services.common.errors import EsignError
 
@@ -68,13 +71,38 @@ ENTRYPOINT_LATENCY = histogram(
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Start the process's /metrics server once per port."""
+    """Start the process's server once per port: ``/metrics`` for Prometheus, and
+    ``/healthz`` for the liveness probe (503 when one of the process's worker pools
+    cannot work: its fresh workers keep dying)."""
     with _lock:
         if port in _server_ports:
             return
-        start_http_server(port, addr=addr)
+        server = make_server(addr, port, _probe_app(make_wsgi_app()), ThreadingWSGIServer,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name=f"metrics-{port}", daemon=True).start()
         _server_ports.add(port)
-    log.info("metrics on http://%s:%d/metrics", addr, port)
+    log.info("metrics on http://%s:%d/metrics, liveness on /healthz", addr, port)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line each
+        pass
+
+
+def _probe_app(metrics_app):
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)
+        from services.common.offload import pools_health  # offload counts with this module's counters
+
+        pools = pools_health()
+        healthy = all(state["ok"] for state in pools.values())
+        body = json.dumps({"status": "ok" if healthy else "degraded", "worker_pools": pools}).encode()
+        start_response("200 OK" if healthy else "503 Service Unavailable",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
 
 
 def entrypoint_kind(entrypoint) -> str:

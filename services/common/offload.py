@@ -10,12 +10,24 @@ wakes it; otherwise it polls (a blocking ``future.result()`` would stall the hub
 
 Functions must be importable module-level callables; an ``initializer`` can
 build per-process state once (a face engine, a signer with its TSA client).
+
+A pool heals: when a worker process dies (OOM, crash, ``kill -9``) the broken
+executor is replaced, so only the jobs running at that moment fail (as
+``Unavailable``, HTTP 503), and the next job runs on fresh workers. Every job has
+a deadline (``timeout``); a job past it has its workers killed and replaced. A
+pool whose fresh workers keep dying (a failing initializer, a missing font)
+reports itself unhealthy (:meth:`WorkerPool.health`), which the service's
+``health`` RPC and the process's ``/healthz`` probe show.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
+import time
+import weakref
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 import eventlet
@@ -23,16 +35,49 @@ from eventlet import patcher
 from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 
+from services.common.errors import Unavailable
+from services.common.metrics import counter
 
-class WorkerPool:
+log = logging.getLogger(__name__)
+
+POOL_REPLACEMENTS = counter("esign_worker_pool_replacements_total",
+                            "Worker pools replaced after a worker died or a job passed its deadline",
+                            ("pool", "reason"))
+#: a pool whose fresh workers failed this many times in a row cannot work
+UNHEALTHY_AFTER = 3
+_pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
+
+
+def pools_health() -> dict[str, dict]:
+    """Every live pool of this process, by name (for the ``/healthz`` probe)."""
+    return {pool.name: pool.health() for pool in list(_pools)}
+
+
+class ReportsPoolHealth:
+    """What a service's ``health`` RPC asks about its worker pools (a plain attribute
+    check would ask an RPC proxy, which answers any name)."""
+
+    name: str
+
+    def pool_health(self) -> dict:
+        raise NotImplementedError
+
+
+class WorkerPool(ReportsPoolHealth):
     def __init__(self, workers: int = 1, initializer: Callable | None = None, initargs: tuple = (),
-                 poll_interval: float = 0.005):
+                 poll_interval: float = 0.005, timeout: float = 120.0, name: str = "workers"):
         self.workers = workers
         self.initializer = initializer
         self.initargs = initargs
         self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.name = name
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.replacements = 0
+        self.consecutive_failures = 0
+        self.last_failure: str | None = None
+        _pools.add(self)
 
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -43,22 +88,73 @@ class WorkerPool:
                 )
             return self._executor
 
-    def run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` in a worker process; exceptions re-raise here."""
-        future = self._pool().submit(fn, *args, **kwargs)
+    def run(self, fn: Callable, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in a worker process; exceptions re-raise here.
+        ``Unavailable`` when its worker died or it ran past ``timeout`` seconds
+        (the pool's default deadline when None); the pool is whole again after."""
+        deadline = self.timeout if timeout is None else timeout
+        executor = self._pool()
+        try:
+            future = executor.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:  # a worker died while idle: the job never ran, so run it on fresh ones
+            self._replace(executor, "worker_died")
+            executor = self._pool()
+            future = executor.submit(fn, *args, **kwargs)
         if patcher.is_monkey_patched("thread"):
             # The executor's manager thread is then a greenthread of this hub:
             # its done-callback wakes the waiter at once (polling cost ~9 ms a
             # render over RPC, bench/render.py --rpc).
             done = Event()
             future.add_done_callback(lambda _future: done.send(None) if not done.ready() else None)
-            done.wait()
+            with eventlet.Timeout(deadline, False):
+                done.wait()
         else:
-            while not future.done():
+            ends = time.monotonic() + deadline
+            while not future.done() and time.monotonic() < ends:
                 eventlet.sleep(self.poll_interval)
-        return future.result()
+        if not future.done():
+            self._replace(executor, "timeout", kill=True)
+            raise Unavailable(self.name, f"timeout: the job ran past {deadline:g} s")
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            self._replace(executor, "worker_died")
+            raise Unavailable(self.name, "worker_died: a worker process ended during the job") from None
+        self.consecutive_failures = 0
+        return result
+
+    def _replace(self, executor: ProcessPoolExecutor, reason: str, kill: bool = False) -> None:
+        """Drop ``executor`` (the next job starts fresh workers); ``kill`` ends its processes."""
+        with self._lock:
+            if self._executor is not executor:
+                return  # another job has replaced it already
+            self._executor = None
+            self.replacements += 1
+            self.consecutive_failures += 1
+            self.last_failure = reason
+        POOL_REPLACEMENTS.labels(pool=self.name, reason=reason).inc()
+        log.warning("worker pool %s replaced (%s)", self.name, reason)
+        if kill:
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                try:
+                    process.kill()
+                except (OSError, AttributeError):
+                    pass
+        try:
+            executor.shutdown(wait=False, cancel_futures=True)
+        except Exception:  # a broken executor may complain; it is gone either way
+            pass
+
+    def pool_health(self) -> dict:
+        return self.health()
+
+    def health(self) -> dict:
+        """``ok`` unless fresh workers failed :data:`UNHEALTHY_AFTER` times in a row."""
+        return {"ok": self.consecutive_failures < UNHEALTHY_AFTER, "replacements": self.replacements,
+                "consecutive_failures": self.consecutive_failures, "last_failure": self.last_failure}
 
     def shutdown(self, wait: bool = True) -> None:
+        _pools.discard(self)
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
@@ -69,15 +165,20 @@ class WorkerPoolProvider(DependencyProvider):
     """nameko dependency owning one :class:`WorkerPool` per container; the
     processes start on first use and stop with the container."""
 
-    def __init__(self, workers_key: str, initializer: Callable | None = None, default_workers: int = 1):
+    def __init__(self, workers_key: str, initializer: Callable | None = None, default_workers: int = 1,
+                 timeout: float = 120.0):
         self.workers_key = workers_key
         self.initializer = initializer
         self.default_workers = default_workers
+        self.timeout = timeout
 
     def setup(self) -> None:
-        workers = int((self.container.config.get("WORKERS") or {}).get(self.workers_key, self.default_workers))
+        settings = self.container.config.get("WORKERS") or {}
+        workers = int(settings.get(self.workers_key, self.default_workers))
+        timeout = float(settings.get(f"{self.workers_key}_TIMEOUT", self.timeout))
         initargs = (self.container.config,) if self.initializer else ()
-        self.pool = WorkerPool(workers, self.initializer, initargs)
+        self.pool = WorkerPool(workers, self.initializer, initargs, timeout=timeout,
+                               name=f"{self.container.service_name}.{self.workers_key.lower()}")
 
     def stop(self) -> None:
         self.pool.shutdown()

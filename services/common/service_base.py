@@ -8,6 +8,7 @@ from services.common.database import DatabaseProvider
 from services.common.entrypoints import rpc
 from services.common.errors import EsignError
 from services.common.metrics import Metrics
+from services.common.offload import ReportsPoolHealth
 
 
 class ServiceBase:
@@ -23,6 +24,9 @@ class ServiceBase:
         store = getattr(self, "storage", None)
         if store is not None:
             checks["storage"] = _check(store.ping)
+        for value in list(vars(self).values()):  # worker pools: one whose fresh workers keep dying cannot work
+            if isinstance(value, ReportsPoolHealth):
+                checks[f"workers.{value.name}"] = value.pool_health()
         healthy = all(check["ok"] for check in checks.values())
         return {"service": self.name, "status": "ok" if healthy else "degraded", "checks": checks}
 

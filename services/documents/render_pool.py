@@ -58,10 +58,10 @@ def _warm_up() -> None:
 class RenderPool(WorkerPool):
     """The render workers (fonts loaded once per process); ``render``/``run``
     block only the calling greenthread. Besides rendering, attachments are
-    decoded and re-encoded here too (``sanitize_image``: up to 40 megapixels)."""
+    decoded and re-encoded here too (``sanitize_image``: up to 16 megapixels)."""
 
-    def __init__(self, workers: int):
-        super().__init__(max(1, int(workers)), initializer=_warm_up)
+    def __init__(self, workers: int, timeout: float = 120.0):
+        super().__init__(max(1, int(workers)), initializer=_warm_up, timeout=timeout, name="documents.render")
 
     def render(self, content: dict) -> RenderedPdf:
         return self.run(render_document, content)
@@ -72,7 +72,7 @@ class RenderPoolProvider(DependencyProvider):
 
     def setup(self) -> None:
         settings = self.container.config.get("RENDER") or {}
-        self.pool = RenderPool(int(settings.get("WORKERS") or 2))
+        self.pool = RenderPool(int(settings.get("WORKERS") or 2), float(settings.get("TIMEOUT") or 120))
 
     def stop(self) -> None:
         self.pool.shutdown(wait=True)

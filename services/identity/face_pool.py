@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from nameko.extensions import DependencyProvider
 
-from services.common.offload import WorkerPool
+from services.common.offload import ReportsPoolHealth, WorkerPool
 from services.identity.faces import DEFAULT_THRESHOLD, FaceSettings, ImageLimits
 from services.identity.liveness import Challenge, LivenessSettings
 
@@ -78,7 +78,7 @@ def _check_liveness(actions: Sequence[str], frames: Sequence[bytes] | None, vide
 
 # --- in the service process ------------------------------------------------
 
-class FaceWorkers:
+class FaceWorkers(ReportsPoolHealth):
     """What a worker gets: blocking-looking calls that yield to the hub."""
 
     def __init__(self, pool: "FacePool"):
@@ -91,6 +91,13 @@ class FaceWorkers:
     @property
     def liveness_settings(self) -> LivenessSettings:
         return self._pool.liveness_settings
+
+    @property
+    def name(self) -> str:
+        return self._pool.pool.name
+
+    def pool_health(self) -> dict:
+        return self._pool.pool.health()
 
     def encode(self, image: bytes, field: str) -> bytes:
         return self._pool.run(encode_image, image, field)
@@ -121,7 +128,8 @@ class FacePool(DependencyProvider):
 
     def setup(self) -> None:
         self.face_settings, self.liveness_settings, self.workers = face_settings_from(self.container.config)
-        self.pool = WorkerPool(self.workers, _init_worker, (self.face_settings, self.liveness_settings))
+        self.pool = WorkerPool(self.workers, _init_worker, (self.face_settings, self.liveness_settings),
+                               name="identity.faces")
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.pool.run(fn, *args)

@@ -454,6 +454,33 @@ def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_contain
     assert (typed.value.field, typed.value.rule) == ("values.payee", "from_invite")
 
 
+def test_a_render_worker_killed_mid_job_fails_that_render_only(documents, rpc_proxy, amqp_uri):
+    """Before: after a kill -9 of the render worker every later render answered
+    internal_error (BrokenProcessPool for ever) while health said ok."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from tests.support.workers import kill_when_busy, pool_of, worker_pids
+
+    document_id = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    rpc_proxy.documents.render(document_id=document_id)  # the worker is up
+    pool = pool_of(documents, "renderer")
+    workers = worker_pids(pool)
+
+    def render_in_flight():
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as own:  # one proxy per greenthread
+            return own.documents.render(document_id=document_id)
+
+    in_flight = eventlet.spawn(render_in_flight)
+    kill_when_busy(workers)  # mid-render, as the OOM killer would
+    with pytest.raises(Unavailable) as failed:
+        in_flight.wait()
+    assert failed.value.system == "documents.render" and "worker_died" in str(failed.value)
+    rendered = rpc_proxy.documents.render(document_id=document_id)  # fresh workers
+    assert len(rendered["pdf_sha256"]) == 64
+    checks = rpc_proxy.documents.health()["checks"]
+    assert checks["workers.documents.render"]["ok"] is True and checks["workers.documents.render"]["replacements"] == 1
+
+
 def test_an_s3_failure_during_render_leaves_no_pdf_referenced(documents_config, run_container, rpc_proxy, s3):
     config = documents_config()
     config["S3"] = dict(config["S3"], ENDPOINT="http://127.0.0.1:9", MAX_ATTEMPTS=1)  # nothing listens there

@@ -154,6 +154,7 @@ class Platform:
     outbox: Path
     identity_config: dict
     signing_config: dict
+    signing_container: object = None
 
     def sms(self, template: str) -> list[dict]:
         if not self.outbox.exists():
@@ -188,8 +189,8 @@ def platform(pki_env, service_config, run_container, tmp_path):
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
     signing_config = service_config("signing", TSA={"URL": pki_env.tsa_url}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
-    run_container(SigningService, signing_config)
-    return Platform(registry, outbox, identity_config, signing_config)
+    signing = run_container(SigningService, signing_config)
+    return Platform(registry, outbox, identity_config, signing_config, signing)
 
 
 def rendered_iou(rpc_proxy) -> str:
@@ -338,6 +339,33 @@ def test_a_report_is_built_once_per_flow_state_and_prepared_signatures_are_forgo
     assert abandoned not in prepared() and len(prepared()) == 2  # the used ones stay for the report
     assert rpc_proxy.signing.report(flow_id=flow_id) == disputed
     database.dispose()
+
+
+def test_a_pdf_worker_killed_mid_job_fails_that_call_only(platform, rpc_proxy, amqp_uri):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from services.common.errors import Unavailable
+    from tests.support.workers import kill_when_busy, pool_of, worker_pids
+
+    flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
+    sign(rpc_proxy, flow_id, "p-borrower")
+    sign(rpc_proxy, flow_id, "p-lender")
+    pdf = rpc_proxy.signing.get_signed_pdf(flow_id=flow_id)["pdf"]
+    assert rpc_proxy.signing.verify(pdf=pdf)["ok"] is True
+    pool = pool_of(platform.signing_container, "pdf")
+    workers = worker_pids(pool)
+
+    def verify_in_flight():
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as own:
+            return own.signing.verify(pdf=pdf)
+
+    in_flight = eventlet.spawn(verify_in_flight)
+    kill_when_busy(workers)  # mid-verification
+    with pytest.raises(Unavailable) as failed:
+        in_flight.wait()
+    assert failed.value.system == "signing.pdf" and "worker_died" in str(failed.value)
+    assert rpc_proxy.signing.verify(pdf=pdf)["ok"] is True  # fresh workers
+    assert rpc_proxy.signing.health()["checks"]["workers.signing.pdf"]["ok"] is True
 
 
 def test_a_dispute_marks_a_completed_flow_and_its_report(platform, rpc_proxy, pki_env):

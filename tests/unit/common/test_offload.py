@@ -1,0 +1,91 @@
+"""Worker pools heal: a worker killed mid-job fails that job only (Unavailable), a job
+past its deadline has its workers replaced, and a pool whose fresh workers keep dying
+says it cannot work. Real processes, real SIGKILL."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from services.common.errors import Unavailable
+from services.common.offload import UNHEALTHY_AFTER, WorkerPool, pools_health
+
+
+def slow_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def fail_to_start() -> None:
+    raise RuntimeError("no fonts here")
+
+
+def _workers(pool: WorkerPool) -> list[int]:
+    return [process.pid for process in pool._executor._processes.values()]
+
+
+@pytest.fixture
+def pool():
+    made = WorkerPool(1, timeout=20, name="test.pool")
+    yield made
+    made.shutdown(wait=False)
+
+
+def test_a_worker_killed_mid_job_fails_that_job_only(pool):
+    first = pool.run(pid)  # workers up
+    import eventlet
+
+    job = eventlet.spawn(pool.run, slow_pid, 5)
+    eventlet.sleep(0.5)  # the job is running in the worker
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(Unavailable) as failed:
+        job.wait()
+    assert "worker_died" in str(failed.value)
+    replaced = pool.run(pid)  # before: BrokenProcessPool for every later job
+    assert replaced != first
+    assert pool.health() == {"ok": True, "replacements": 1, "consecutive_failures": 0, "last_failure": "worker_died"}
+
+
+def test_a_worker_killed_while_idle_costs_no_job(pool):
+    first = pool.run(pid)
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.5)  # the executor notices
+    assert pool.run(pid) != first  # the job never ran on the broken pool: run on fresh workers
+
+
+def test_a_job_past_its_deadline_is_killed_and_the_pool_replaced(pool):
+    first = pool.run(pid)
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as late:
+        pool.run(slow_pid, 30, timeout=1.0)
+    assert "timeout" in str(late.value) and time.monotonic() - started < 5
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{first}") or _zombie(first)  # its worker was killed
+    assert pool.run(pid) != first
+
+
+def _zombie(process_id: int) -> bool:
+    try:
+        with open(f"/proc/{process_id}/stat") as stat:
+            return stat.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_pool_whose_workers_cannot_start_says_so():
+    broken = WorkerPool(1, initializer=fail_to_start, timeout=20, name="test.broken")
+    try:
+        for _ in range(UNHEALTHY_AFTER):
+            with pytest.raises(Unavailable):
+                broken.run(pid)
+        assert broken.health()["ok"] is False and broken.health()["consecutive_failures"] >= UNHEALTHY_AFTER
+        assert pools_health()["test.broken"]["ok"] is False
+    finally:
+        broken.shutdown(wait=False)
+    assert "test.broken" not in pools_health()  # a pool shut down is no longer reported
