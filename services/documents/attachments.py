@@ -31,9 +31,11 @@ MIME_TYPES = {JPEG: "image/jpeg", PNG: "image/png", WEBP: "image/webp"}
 @dataclass(frozen=True)
 class AttachmentPolicy:
     max_bytes: int = 10 * 1024 * 1024
-    #: 40 megapixels: above any phone camera, far below a bomb's size
-    max_pixels: int = 40_000_000
-    max_side: int = 12_000
+    #: 16 megapixels (a 4000x4000 photo of an IOU or a transfer record is plenty): one
+    #: RGBA copy is 64 MiB, and sanitising holds at most about three (peak RSS measured
+    #: in tests/unit/documents/test_attachment_memory.py)
+    max_pixels: int = 16_000_000
+    max_side: int = 8_000
     jpeg_quality: int = 90
     webp_quality: int = 90
     thumbnail_side: int = 320
@@ -80,8 +82,7 @@ def sanitize_image(data: bytes, field: str = "attachment", policy: AttachmentPol
     if kind is None:
         raise InvalidInput(field, "image_type", "expected a JPEG, PNG or WebP image (by content)")
 
-    image = _decode(data, kind, field, policy)
-    clean = _clean_pixels(image)
+    clean = _clean_pixels(_decode(data, kind, field, policy))
     stored = _encode(clean, kind, policy)
     return SanitizedImage(
         data=stored,
@@ -122,16 +123,21 @@ def _decode(data: bytes, kind: str, field: str, policy: AttachmentPolicy) -> Ima
 
 
 def _clean_pixels(image: Image.Image) -> Image.Image:
-    """Oriented pixels in L, RGB or RGBA, converted to sRGB, with no metadata."""
-    oriented = ImageOps.exif_transpose(image)
+    """Oriented pixels in L, RGB or RGBA, converted to sRGB, with no metadata.
+    Each step lets go of the image before it, so no more than two full-size
+    copies are alive at once."""
     icc = image.info.get("icc_profile")
-    if oriented.mode not in ("L", "RGB", "RGBA"):
-        has_alpha = "A" in oriented.mode or "transparency" in oriented.info
-        oriented = oriented.convert("RGBA" if has_alpha else "RGB")
-    if icc and oriented.mode in ("RGB", "RGBA"):
-        oriented = _to_srgb(oriented, icc)
-    # Rebuild from raw pixels: nothing of the original's info dict can follow.
-    return Image.frombytes(oriented.mode, oriented.size, oriented.tobytes())
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode not in ("L", "RGB", "RGBA"):
+        has_alpha = "A" in image.mode or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    if icc and image.mode in ("RGB", "RGBA"):
+        image = _to_srgb(image, icc)
+    # Pixels into a new image: nothing of the original's info dict can follow
+    # (one copy; tobytes + frombytes made two).
+    clean = Image.new(image.mode, image.size)
+    clean.paste(image)
+    return clean
 
 
 def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:
@@ -164,9 +170,11 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 
 def make_thumbnail(image: Image.Image, policy: AttachmentPolicy = DEFAULT_POLICY) -> bytes:
-    """Baseline JPEG, long side at most ``policy.thumbnail_side`` pixels."""
-    thumb = image.copy()
-    thumb.thumbnail((policy.thumbnail_side, policy.thumbnail_side), Image.Resampling.LANCZOS)
+    """Baseline JPEG, long side at most ``policy.thumbnail_side`` pixels (made
+    small at once, not from a full-size copy)."""
+    scale = min(1.0, policy.thumbnail_side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    thumb = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0) if scale < 1 else image.copy()
     if thumb.mode == "RGBA":
         thumb = _flatten(thumb)
     elif thumb.mode != "RGB":

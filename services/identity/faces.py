@@ -66,7 +66,7 @@ class ImageLimits:
     """What an uploaded face image may be."""
 
     max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 16_000_000  # as attachments: one RGB copy is 46 MiB
     min_side: int = 128
 
 

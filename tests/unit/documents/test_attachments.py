@@ -171,7 +171,7 @@ def test_decompression_bomb_is_refused_from_the_header():
     with pytest.raises(InvalidInput) as caught:
         sanitize_image(bomb)
     assert caught.value.rule == "max_pixels"
-    assert "at most 40000000 pixels" in caught.value.message
+    assert "at most 16000000 pixels" in caught.value.message
 
 
 def test_pixel_limit_follows_the_policy():
