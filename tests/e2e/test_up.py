@@ -136,7 +136,11 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         connected = subprocess.run(["rabbitmqctl", "-q", "list_connections", "user", "vhost"], capture_output=True,
                                    text=True, check=True).stdout.split("\n")
         users = {line.split("\t")[0] for line in connected if line.endswith("\t" + vhost)}
-        assert users == {user_prefix + name for name in SERVICES}, users
+        assert {user_prefix + name for name in SERVICES} <= users, users
+        for name, pid in re.findall(r"started (\w+) \(pid (\d+),", text):  # and no service logs in as another
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            uri = next(item for item in environ if item.startswith(b"AMQP_URI=")).decode()
+            assert uri.startswith(f"AMQP_URI=pyamqp://{user_prefix}{name}:"), name
     finally:
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
