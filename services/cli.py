@@ -8,6 +8,8 @@
   esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
+  esign keys rotate [--service S] [--check]
+                           re-wrap every sealed item under the active KEK (KEK rotation)
   esign broker definitions|apply
                            the services' own broker users, each allowed only its RPCs and events
   esign witness init|add-log|key|run|status
@@ -52,6 +54,8 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
+    commands.add_parser("keys", help="KEK rotation: re-wrap sealed items under the active KEK", add_help=False)
+
     commands.add_parser("broker", help="the services' broker users and permissions", add_help=False)
 
     commands.add_parser("witness", help="cosign the evidence log's checkpoints (c2sp.org/tlog-witness)", add_help=False)
@@ -77,6 +81,10 @@ def _main(argv: list[str] | None) -> int:
         from services.signing.offline_verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv and argv[0] == "keys":
+        from services.common.key_rotation import main as keys_main
+
+        return keys_main(argv[1:])
     if argv and argv[0] == "broker":
         from services.common.broker_access import main as broker_main
 

@@ -220,6 +220,16 @@ def keyring_from_secrets(secrets: Mapping, name: str, default_id: str, generate_
     spec = secrets.get("KEK") or {}
     active = str(spec.get("id") or default_id)
     keks = {active: read_secret(spec, name, generate_in=generate_in)}
-    for old in secrets.get("RETIRED_KEKS") or []:
+    retired = secrets.get("RETIRED_KEKS") or []
+    if isinstance(retired, str):  # from the environment: JSON
+        import json
+
+        try:
+            retired = json.loads(retired)
+        except ValueError:
+            raise ValueError("RETIRED_KEKS: expected JSON [{\"id\": …, \"env\": … or \"file\": …}]") from None
+    for old in retired:
+        if str(old.get("id")) == active:
+            raise ValueError(f"RETIRED_KEKS: {active!r} is the active KEK's id; give the new KEK a new id")
         keks[str(old["id"])] = read_secret(old, f"{name}-{old['id']}")
     return Keyring(keks, active=active)

@@ -868,3 +868,54 @@ def test_a_squatted_id_number_is_taken_back_by_an_authority_proof(start_platform
     with pytest.raises(Conflict) as held:
         platform.register("张三", ID_A, PHONE_C)
     assert held.value.reason == "id_number_registered"
+
+
+@needs_clip
+def test_kek_rotation_on_a_populated_database(start_platform, run_container, tmp_path):
+    """A new KEK: everything sealed (personal data, person keys, codes, the CA's key
+    files) re-wrapped under it by esign keys rotate; then identity runs without the
+    old one. Before: the key id was always kek-1 and a new ESIGN_KEK could not open
+    the CA keys."""
+    import copy
+    import os
+
+    from services.common.key_rotation import rotate_service
+
+    platform = start_platform()
+    rpc = platform.rpc
+    person, certificate = platform.certified("张三", ID_A, PHONE_A)
+    platform.register("李四", ID_B, PHONE_B)
+    old = platform.identity_container.config
+    new_kek = tmp_path / "secrets" / "kek-2"
+    new_kek.write_text("base64:" + base64.b64encode(os.urandom(32)).decode() + "\n")
+    rotating = copy.deepcopy(old)
+    rotating["SECRETS"]["KEK"] = {"id": "kek-2", "file": str(new_kek)}
+    rotating["SECRETS"]["RETIRED_KEKS"] = [{"id": "kek-1", **old["SECRETS"]["KEK"]}]
+
+    check = rotate_service("identity", rotating, dry_run=True)
+    assert set(check["by_key_id"]) == {"kek-1"} and check["rewrapped_files"] >= 4
+    done = rotate_service("identity", rotating)
+    assert done["rewrapped"]["persons.id_number_sealed"] == 2
+    assert done["rewrapped"]["certificates.private_key_sealed"] == 1
+    assert done["by_key_id"] == {"kek-2": sum(done["rewrapped"].values()) + done["rewrapped_files"]}
+    again = rotate_service("identity", rotating)  # idempotent
+    assert again["rewrapped"] == {} and again["rewrapped_files"] == 0
+
+    # the old KEK is gone: identity starts (CA keys open) and works with the new one alone
+    platform.identity_container.stop()
+    only_new = copy.deepcopy(rotating)
+    del only_new["SECRETS"]["RETIRED_KEKS"]
+    run_container(IdentityService, only_new)
+    assert rpc.identity.party_details(person_id=person)["id_number"] == ID_A
+    digest = hashlib.sha256(b"IOU after rotation").hexdigest()
+    before = len(platform.sms())
+    started = rpc.identity.start_willingness(person_id=person, digest=digest, method="sms", document_title="借条")
+    code = wait_for(lambda: [m for m in platform.sms()[before:] if m["template"] == "willingness_code"])[0]
+    grant = rpc.identity.confirm_willingness(willingness_id=started["willingness_id"],
+                                             code=code["params"]["code"])["grant"]
+    signed = rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest)  # the person key opens
+    _verify_signature(certificate["certificate_pem"], digest, signed["signature"])
+    rpc.identity.revoke_certificate(person_id=person, reason="key_compromise")  # the CA key signs a new CRL
+    crl = x509.load_der_x509_crl(base64.b64decode(rpc.identity.crl()["crl_der"]))
+    issuing = x509.load_pem_x509_certificate(rpc.identity.pki_certificates()["issuing_pem"].encode())
+    assert crl.is_signature_valid(issuing.public_key())
