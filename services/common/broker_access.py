@@ -81,7 +81,7 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
     "documents": frozenset({"identity.person_status", "identity.party_details"}),
     "signing": frozenset({
         "documents.get_document_content", "documents.get_pdf", "documents.lock_for_signing",
-        "documents.release_signing_lock",
+        "documents.release_signing_lock", "documents.signing_locks",
         "identity.current_certificate", "identity.start_willingness", "identity.sign_digest",
         "identity.report_profile", "identity.pki_certificates", "identity.crl", "identity.find_person",
         "identity.person_matches",

@@ -112,8 +112,13 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
-    """An engine whose connections see only ``schema`` on PostgreSQL."""
+#: how long a statement waits for a lock on PostgreSQL (SQLite waits busy_timeout)
+LOCK_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str, schema: str | None = None, lock_timeout_ms: int = LOCK_TIMEOUT_MS, **kwargs: Any) -> Engine:
+    """An engine whose connections see only ``schema`` on PostgreSQL, and wait at
+    most ``lock_timeout_ms`` for a lock."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
@@ -132,10 +137,12 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    connect_args = {}
+    # a worker waits at most LOCK_TIMEOUT for a row another holds (a crashed or stuck
+    # worker's locks must not hold up every other one): then Unavailable, retry later
+    options = [f"-clock_timeout={int(lock_timeout_ms)}"]
     if schema:
-        connect_args["options"] = f"-csearch_path={schema}"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+        options.append(f"-csearch_path={schema}")
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": " ".join(options)}, **kwargs)
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
@@ -164,6 +171,7 @@ def upgrade(engine: Engine, service: str, revision: str = "head", directory: Pat
     cfg.set_main_option("script_location", str(directory or migrations_dir(service)))
     with _migrate_lock, engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL lock_timeout = 0"))  # another replica's migration may take a while
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "migrate:" + service})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -172,13 +180,14 @@ def upgrade(engine: Engine, service: str, revision: str = "head", directory: Pat
 class Database:
     """Engine and session factory of one service's database."""
 
-    def __init__(self, url: str, schema: str | None, service: str, migrations: Path | None = None):
+    def __init__(self, url: str, schema: str | None, service: str, migrations: Path | None = None,
+                 lock_timeout_ms: int = LOCK_TIMEOUT_MS):
         self.migrations = migrations
         self.url = url
         self.schema = schema
         self.service = service
         ensure_schema(url, schema)
-        self.engine = make_engine(url, schema)
+        self.engine = make_engine(url, schema, lock_timeout_ms=lock_timeout_ms)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -186,7 +195,8 @@ class Database:
         settings = config.get("DATABASE") or {}
         migrations = settings.get("MIGRATIONS")  # another Alembic directory than services/<name>/migrations
         return cls(database_url(config, service), settings.get("SCHEMA") or service, service,
-                   Path(migrations) if migrations else None)
+                   Path(migrations) if migrations else None,
+                   int(settings.get("LOCK_TIMEOUT_MS") or LOCK_TIMEOUT_MS))
 
     def migrate(self) -> None:
         upgrade(self.engine, self.service, directory=self.migrations)

@@ -22,7 +22,7 @@ import uuid
 
 import eventlet
 from nameko.events import SERVICE_POOL, EventHandler
-from nameko.rpc import Rpc, RpcConsumer
+from nameko.rpc import Rpc, RpcConsumer, RpcProxy
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 
@@ -99,13 +99,22 @@ class EsignRpc(Rpc):
         return super().handle_result(message, worker_ctx, result, exc_info)
 
 
+#: PostgreSQL's lock_not_available and query_canceled: a lock wait ran out (LOCK_TIMEOUT)
+_BUSY_SQLSTATES = ("55P03", "57014")
+
+
 def to_typed_error(exc_info, where: str):
-    """Replace an unexpected exception by an InternalError with a reference."""
+    """Replace an unexpected exception by an InternalError with a reference; a
+    database lock wait that ran out is ``Unavailable`` (busy, retry shortly)."""
     if exc_info is None:
         return None
     exc = exc_info[1]
     if isinstance(exc, EsignError) or type(exc).__name__ in _PASSTHROUGH:
         return exc_info
+    if isinstance(exc, OperationalError) and getattr(getattr(exc, "orig", None), "pgcode", None) in _BUSY_SQLSTATES:
+        log.warning("%s: a database lock wait ran out", where)
+        busy = Unavailable("database", "busy: a lock wait ran out", retry_after=1)
+        return (Unavailable, busy, exc_info[2])
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected %s in %s (reference %s)", type(exc).__name__, where, reference,
               exc_info=exc_info)
@@ -168,3 +177,33 @@ def handles_event(source: str, event_type: str, db_attr: str = "db"):
                                            reliable_delivery=True)(wrapper)
 
     return decorator
+
+
+class BoundedRpcProxy(RpcProxy):
+    """nameko's ``RpcProxy`` waits for an answer for ever: a service that hangs
+    would hold its caller's worker (and any row lock it holds) as long. Calls
+    through this one wait at most ``RPC_TIMEOUT`` seconds (the caller's config,
+    default 30), then raise ``Unavailable(service, "timeout …")``; a late answer
+    is dropped by nameko's reply listener."""
+
+    def __init__(self, target_service: str, **options):
+        super().__init__(target_service, **options)
+
+    def get_dependency(self, worker_ctx):
+        timeout = float(self.container.config.get("RPC_TIMEOUT") or 30)
+        return _BoundedServiceProxy(super().get_dependency(worker_ctx), self.target_service, timeout)
+
+
+class _BoundedServiceProxy:
+    def __init__(self, proxy, service: str, timeout: float):
+        self._proxy, self._service, self._timeout = proxy, service, timeout
+
+    def __getattr__(self, method: str):
+        method_proxy = getattr(self._proxy, method)
+
+        def call(*args, **kwargs):
+            with eventlet.Timeout(self._timeout, False):
+                return method_proxy(*args, **kwargs)
+            raise Unavailable(self._service, f"timeout: no answer to {method} in {self._timeout:g} s")
+
+        return call

@@ -29,13 +29,12 @@ import time
 import uuid
 
 from nameko.dependency_providers import Config
-from nameko.rpc import RpcProxy
 from sqlalchemy import select
 
 from services.common import events
-from services.common.entrypoints import handles_event, rpc
+from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
-from services.common.outbox import utcnow
+from services.common.clock import iso, utcnow
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.documents import drafts
@@ -66,7 +65,7 @@ class DocumentsService(ServiceBase):
     templates = TemplatesProvider()
     keys = DocumentKeysProvider()
     renderer = RenderPoolProvider()
-    identity = RpcProxy("identity")
+    identity = BoundedRpcProxy("identity")
 
     # -- templates ----------------------------------------------------------
     @rpc
@@ -364,6 +363,19 @@ class DocumentsService(ServiceBase):
             self._unlock(document)
             self.db.commit()
         return {"document_id": document_id, "released": released}
+
+    @rpc
+    def signing_locks(self, older_than_seconds: int = 300, limit: int = 100) -> list[dict]:
+        """For signing's reconciler: documents locked for a flow more than
+        ``older_than_seconds`` ago (a flow that was never recorded leaves one)."""
+        if not 0 <= older_than_seconds <= 86_400 * 365 or not 1 <= limit <= 1000:
+            raise InvalidInput("older_than_seconds", "range", "expected 0..31536000 seconds and 1..1000 rows")
+        cutoff = utcnow() - _dt.timedelta(seconds=older_than_seconds)
+        rows = self.db.session.execute(
+            select(Document).where(Document.locked_by_flow.is_not(None), Document.locked_at <= cutoff)
+            .order_by(Document.locked_at).limit(limit)).scalars()
+        return [{"document_id": row.id, "flow_id": row.locked_by_flow, "locked_at": iso(row.locked_at)}
+                for row in rows]
 
     # -- events -----------------------------------------------------------------
     @handles_event("signing", events.FLOW_DECLINED)

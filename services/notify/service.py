@@ -82,12 +82,11 @@ from typing import Any, Callable, Iterable
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 from sqlalchemy.exc import IntegrityError
 
 from services.common import events
 from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir
-from services.common.entrypoints import handles_event, rpc
+from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import (
     Conflict,
     Forbidden,
@@ -172,8 +171,8 @@ class NotifyService(ServiceBase):
     sms = SmsChannelProvider()
     clock = Clock()
     lease = SchedulerLease()
-    identity = RpcProxy("identity")
-    documents = RpcProxy("documents")
+    identity = BoundedRpcProxy("identity")
+    documents = BoundedRpcProxy("documents")
 
     # -- RPC -----------------------------------------------------------------------
     @rpc

@@ -196,6 +196,9 @@ class FlowStore:
         return f"{row.state}@{row.updated_at.isoformat()}" + (f"/disputed@{row.disputed_at.isoformat()}"
                                                              if row.disputed_at else "")
 
+    def exists(self, flow_id: str) -> bool:
+        return self.db.session.get(FlowRow, flow_id) is not None
+
     def kept_objects(self, flow_id: str, kinds: tuple[str, ...], state_key: str) -> dict | None:
         """The newest stored object of each kind made for this state of the flow, or
         None unless every kind has one."""

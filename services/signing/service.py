@@ -50,13 +50,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
-from nameko.rpc import RpcProxy
 from nameko.timer import timer
 
 from services.common import events
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
-from services.common.entrypoints import handles_event, rpc
+from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput
 from services.common.lease import acquire
 from services.common.offload import WorkerPoolProvider
@@ -80,6 +79,8 @@ log = logging.getLogger(__name__)
 WILLINGNESS_METHODS = ("sms", "face")
 MAX_SIGNATURE_IMAGE = 512 * 1024
 MAX_VERIFIED_PDF = 50 * 1024 * 1024
+#: a document locked this long for a flow signing never recorded is released
+DOCUMENT_LOCK_GRACE_SECONDS = 300
 #: the report's files, kept per state of the flow
 REPORT_KINDS = ("report_json", "report_pdf")
 
@@ -102,8 +103,8 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
     ctx = SigningContext()
     flows = FlowStoreProvider()
     pdf = WorkerPoolProvider("PDF", default_workers=1)
-    identity = RpcProxy("identity")
-    documents = RpcProxy("documents")
+    identity = BoundedRpcProxy("identity")
+    documents = BoundedRpcProxy("documents")
 
     # -- starting ------------------------------------------------------------
     @rpc
@@ -360,6 +361,34 @@ class SigningService(EvidenceEntrypoints, ServiceBase):
             self.metrics.inc("prepared_signatures_forgotten", "Prepared signatures cleared or deleted",
                              amount=cleared + deleted)
         return len(overdue)
+
+    @timer(interval=60)
+    def reconcile_document_locks(self) -> int:
+        """Release documents locked for a flow that was never recorded (signing
+        stopped between documents' lock and its own commit); one replica at a time."""
+        if not acquire(self.db.session, "reconcile_document_locks", self._holder, timedelta(seconds=120)):
+            return 0
+        return self.run_lock_reconciliation(DOCUMENT_LOCK_GRACE_SECONDS)
+
+    def run_lock_reconciliation(self, older_than_seconds: int) -> int:
+        released = 0
+        for lock in self.documents.signing_locks(older_than_seconds=older_than_seconds):
+            if self.flows.exists(lock["flow_id"]):
+                continue
+            answer = self.documents.release_signing_lock(document_id=lock["document_id"], flow_id=lock["flow_id"])
+            if answer["released"]:
+                released += 1
+                log.warning("document %s was locked for flow %s, which was never recorded: released",
+                            lock["document_id"], lock["flow_id"])
+        if released:
+            self.metrics.inc("document_locks_released", "Document locks of flows never recorded, released",
+                             amount=released)
+        return released
+
+    @rpc
+    def reconcile_locks_now(self, older_than_seconds: int = 300) -> int:
+        """Operations: run the lock reconciler at once (it also runs every minute)."""
+        return self.run_lock_reconciliation(older_than_seconds)
 
     @rpc
     def expire_now(self) -> int:

@@ -414,6 +414,29 @@ class StubIdentity:
         return {"person_id": person_id, "name_masked": mask_name(self.party_details(person_id)["name"])}
 
 
+class StalledIdentity:
+    """identity hanging: it takes the call and never answers in time."""
+
+    name = "identity"
+
+    @nameko_rpc
+    def person_status(self, person_id):
+        eventlet.sleep(30)
+        return {"person_id": person_id, "name_masked": "王*"}
+
+
+def test_a_call_to_a_service_that_hangs_is_answered_unavailable_in_bounded_time(
+        documents_config, run_container, rpc_proxy, service_config):
+    run_container(DocumentsService, documents_config(RPC_TIMEOUT=1))
+    run_container(StalledIdentity, service_config("identity"))
+    token = token_from_url(rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payee")["url"])
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as hung:
+        rpc_proxy.documents.open_receipt_invite(token=token)  # asks identity for the inviter's masked name
+    assert hung.value.system == "identity" and "no answer to person_status in 1 s" in str(hung.value)
+    assert time.monotonic() - started < 5  # before: it waited for ever, holding the worker
+
+
 def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config, tmp_path):
     run_container(StubIdentity, service_config("identity"))
     invite = rpc_proxy.documents.make_receipt_invite(person_id="person-7", role="payee", ttl_seconds=600)

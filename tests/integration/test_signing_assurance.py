@@ -189,6 +189,7 @@ def platform(pki_env, service_config, run_container, tmp_path):
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
     signing_config = service_config("signing", TSA={"URL": pki_env.tsa_url}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
+    signing_config["DATABASE"]["LOCK_TIMEOUT_MS"] = 1000  # a worker waits at most this for a row lock
     signing = run_container(SigningService, signing_config)
     return Platform(registry, outbox, identity_config, signing_config, signing)
 
@@ -366,6 +367,48 @@ def test_a_pdf_worker_killed_mid_job_fails_that_call_only(platform, rpc_proxy, a
     assert failed.value.system == "signing.pdf" and "worker_died" in str(failed.value)
     assert rpc_proxy.signing.verify(pdf=pdf)["ok"] is True  # fresh workers
     assert rpc_proxy.signing.health()["checks"]["workers.signing.pdf"]["ok"] is True
+
+
+def test_a_document_locked_for_a_flow_that_was_never_recorded_is_released(platform, rpc_proxy):
+    """signing locks the document in documents, then records the flow: stopped in
+    between (SIGKILL), the document would stay locked for a flow that does not exist."""
+    orphan_doc = rendered_iou(rpc_proxy)
+    sha = rpc_proxy.documents.get_pdf(document_id=orphan_doc)["sha256"]
+    rpc_proxy.documents.lock_for_signing(document_id=orphan_doc, flow_id=str(uuid.uuid4()), pdf_sha256=sha)
+    live_doc = rendered_iou(rpc_proxy)
+    live = start(rpc_proxy, live_doc)["flow_id"]
+    assert rpc_proxy.documents.get_document(document_id=orphan_doc)["locked"] is True
+    assert rpc_proxy.signing.reconcile_locks_now(older_than_seconds=3600) == 0  # too recent: maybe in progress
+    assert rpc_proxy.signing.reconcile_locks_now(older_than_seconds=0) == 1
+    assert rpc_proxy.documents.get_document(document_id=orphan_doc)["locked"] is False
+    assert rpc_proxy.documents.get_document(document_id=live_doc)["locked"] is True  # its flow exists
+    assert start(rpc_proxy, orphan_doc)["status"] == "waiting"  # and the document can be signed again
+    assert rpc_proxy.signing.get_flow(flow_id=live)["status"] == "waiting"
+
+
+def test_a_worker_waits_for_a_row_lock_a_bounded_time(platform, rpc_proxy):
+    from sqlalchemy import text
+
+    from services.common.database import Database
+    from services.common.errors import Unavailable
+
+    flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
+    database = Database(platform.signing_config["DATABASE"]["URL"], platform.signing_config["DATABASE"]["SCHEMA"],
+                        "signing")
+    try:
+        with database.session() as holder:  # a stuck worker holding the flow's row
+            holder.execute(text("SELECT id FROM flows WHERE id = :id FOR UPDATE"), {"id": flow_id})
+            started = eventlet.hubs.get_hub().clock()
+            with pytest.raises(Unavailable) as busy:
+                rpc_proxy.signing.decline(flow_id=flow_id, person_id="p-lender", reason="不同意")
+            waited = eventlet.hubs.get_hub().clock() - started
+            holder.rollback()
+        assert busy.value.system == "database" and "busy" in str(busy.value) and busy.value.retry_after == 1
+        assert 0.9 <= waited < 5, waited  # LOCK_TIMEOUT_MS 1000, not for ever
+        declined = rpc_proxy.signing.decline(flow_id=flow_id, person_id="p-lender", reason="不同意")
+        assert declined["state"] == "declined"  # once the lock is gone
+    finally:
+        database.dispose()
 
 
 def test_a_dispute_marks_a_completed_flow_and_its_report(platform, rpc_proxy, pki_env):
