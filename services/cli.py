@@ -10,6 +10,8 @@
                            check a signed PDF (and its signing report) offline
   esign keys rotate [--service S] [--check]
                            re-wrap every sealed item under the active KEK (KEK rotation)
+  esign s3 identities --out FILE
+                           the S3 store's identities: documents and signing each only their bucket
   esign broker definitions|apply
                            the services' own broker users, each allowed only its RPCs and events
   esign witness init|add-log|key|run|status
@@ -56,6 +58,8 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("keys", help="KEK rotation: re-wrap sealed items under the active KEK", add_help=False)
 
+    commands.add_parser("s3", help="the S3 store's identities (SeaweedFS -s3.config)", add_help=False)
+
     commands.add_parser("broker", help="the services' broker users and permissions", add_help=False)
 
     commands.add_parser("witness", help="cosign the evidence log's checkpoints (c2sp.org/tlog-witness)", add_help=False)
@@ -85,6 +89,10 @@ def _main(argv: list[str] | None) -> int:
         from services.common.key_rotation import main as keys_main
 
         return keys_main(argv[1:])
+    if argv and argv[0] == "s3":
+        from services.common.s3server import main as s3_main
+
+        return s3_main(argv[1:])
     if argv and argv[0] == "broker":
         from services.common.broker_access import main as broker_main
 

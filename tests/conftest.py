@@ -134,12 +134,21 @@ def db_url_for(db_backend, pg_schemas, tmp_path):
     return make
 
 
+#: the buckets each storing service may use in this run (signing's Object Lock tests use a second one)
+S3_BUCKETS = {"documents": (f"esign-documents-{RUN_ID}",),
+              "signing": (f"esign-signing-{RUN_ID}", f"esign-signing-{RUN_ID}-locked")}
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
-    from services.common.s3server import SeaweedPorts, SeaweedServer
+    """SeaweedFS for the run: the administrator's keys (tests' own stores), and an
+    identity per storing service allowed only its buckets (S3_BUCKETS)."""
+    from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer
 
+    identities = {service: S3Identity(f"{service}-" + secrets.token_hex(6), secrets.token_hex(20), buckets)
+                  for service, buckets in S3_BUCKETS.items()}
     server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"), "test-" + secrets.token_hex(8),
-                           secrets.token_hex(20), SeaweedPorts.free())
+                           secrets.token_hex(20), SeaweedPorts.free(), identities=identities)
     server.start()
     yield server
     server.stop()
@@ -159,8 +168,10 @@ def service_config(amqp_uri, amqp_users, pg_schemas, s3, tmp_path):
             "DATABASE": database,
             "OUTBOX": {"RELAY_INTERVAL": 0.2},
             "METRICS": {"PORT": 0},
-            "S3": {"ENDPOINT": s3.endpoint, "ACCESS_KEY": s3.access_key, "SECRET_KEY": s3.secret_key,
-                   "BUCKET": f"esign-{service}-{RUN_ID}", "VERSIONING": service == "signing"},
+            "S3": {"ENDPOINT": s3.endpoint, "BUCKET": f"esign-{service}-{RUN_ID}", "VERSIONING": service == "signing",
+                   # a storing service uses its own S3 identity, allowed only its buckets
+                   "ACCESS_KEY": s3.identities[service].access_key if service in s3.identities else s3.access_key,
+                   "SECRET_KEY": s3.identities[service].secret_key if service in s3.identities else s3.secret_key},
             "SECRETS": {"GENERATE_MISSING": True},  # generated under DATA_DIR/secrets
         }
         config.update(overrides)

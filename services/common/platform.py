@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import REPO_ROOT, data_dir as config_data_dir, load_config, read_secret
-from services.common.s3server import SeaweedPorts, SeaweedServer, port_open
+from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer, port_open
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")
 _PR_SET_PDEATHSIG = 1
@@ -84,16 +84,19 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    s3_identities: dict[str, S3Identity] = {}
     try:
         if port_open(s3_port):
-            print(f"S3 port {s3_port} is already in use: using the server there "
+            print(f"S3 port {s3_port} is already in use: using the server there, with the keys given "
                   f"(set ESIGN_S3_PORT to start a fresh one)")
         else:
             ports = SeaweedPorts.free()  # its internal ports; only S3 is fixed
             ports.s3 = s3_port
+            s3_identities = _s3_identities(data, env)
             seaweed = SeaweedServer(data / "s3", env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"],
-                                    ports, log_path=logs / "seaweedfs.log")
-            print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}) ...", flush=True)
+                                    ports, log_path=logs / "seaweedfs.log", identities=s3_identities)
+            print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}; documents and signing each with keys "
+                  f"for their own bucket only) ...", flush=True)
             seaweed.start()
         witnesses = _start_witnesses(data, env, logs)
         children.extend((f"witness {w.url}", w.process) for w in witnesses)
@@ -101,7 +104,7 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
             log = open(logs / f"{service}.log", "ab")
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "run", service], cwd=REPO_ROOT,
-                env=dict(env, AMQP_URI=service_uris[service]),
+                env=_service_env(env, service, service_uris, s3_identities),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent, start_new_session=True,
             )
@@ -133,6 +136,27 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 0
     finally:
         _stop_all(children, seaweed)
+
+
+def _s3_identities(data: Path, env: dict[str, str]) -> dict[str, S3Identity]:
+    """documents' and signing's own S3 keys (generated under <data>/secrets), each
+    allowed only its bucket; the administrator's keys stay with esign up."""
+    identities = {}
+    for service, variable in (("documents", "DOCUMENTS_S3_BUCKET"), ("signing", "SIGNING_S3_BUCKET")):
+        bucket = env.get(variable) or str(load_config(service)["S3"]["BUCKET"])
+        identities[service] = S3Identity(f"esign-{service}-" + _secret_text(data, f"s3-{service}-access-key")[:12],
+                                         _secret_text(data, f"s3-{service}-secret-key"), (bucket,))
+    return identities
+
+
+def _service_env(env: dict[str, str], service: str, amqp_uris: dict[str, str],
+                 s3_identities: dict[str, S3Identity]) -> dict[str, str]:
+    """A service's environment: its own broker user, and its own S3 keys where it has some."""
+    own = dict(env, AMQP_URI=amqp_uris[service])
+    if service in s3_identities:
+        own["ESIGN_S3_ACCESS_KEY"] = s3_identities[service].access_key
+        own["ESIGN_S3_SECRET_KEY"] = s3_identities[service].secret_key
+    return own
 
 
 def broker_users(admin_uri: str, data: Path, env: dict[str, str]) -> dict[str, str]:

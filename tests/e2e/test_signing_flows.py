@@ -116,13 +116,17 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
 
     from services.common.storage import ObjectStore, S3Settings
 
-    store = ObjectStore(S3Settings.from_config(stack.signing_config))
+    from services.signing.dependencies import load_keys
+
+    store = ObjectStore(S3Settings.from_config(stack.signing_config), load_keys(stack.signing_config).keyring)
     key = "flows/" + hashlib.sha256(signed).hexdigest()
     head = store.client.head_object(Bucket=store.bucket, Key=key)
     assert head["ObjectLockMode"] == "COMPLIANCE" and head.get("VersionId")
     with pytest.raises(ClientError):
         store.client.delete_object(Bucket=store.bucket, Key=key, VersionId=head["VersionId"])
     assert store.get(key) == signed
+    raw = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    assert raw[:4] == b"ESL1" and b"%PDF" not in raw  # encrypted under signing's KEK before it left signing
 
     # the signing report (签约报告): signed JSON and PDF; checked offline together with the PDF
     made = stack.rpc.signing.report(flow_id=flow_id)

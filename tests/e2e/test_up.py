@@ -137,10 +137,15 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
                                    text=True, check=True).stdout.split("\n")
         users = {line.split("\t")[0] for line in connected if line.endswith("\t" + vhost)}
         assert {user_prefix + name for name in SERVICES} <= users, users
+        s3_keys = {}
         for name, pid in re.findall(r"started (\w+) \(pid (\d+),", text):  # and no service logs in as another
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            uri = next(item for item in environ if item.startswith(b"AMQP_URI=")).decode()
-            assert uri.startswith(f"AMQP_URI=pyamqp://{user_prefix}{name}:"), name
+            environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                           if b"=" in item)
+            assert environ[b"AMQP_URI"].decode().startswith(f"pyamqp://{user_prefix}{name}:"), name
+            s3_keys[name] = environ[b"ESIGN_S3_ACCESS_KEY"].decode()
+        # documents and signing each with S3 keys of their own (allowed only their bucket)
+        assert s3_keys["documents"].startswith("esign-documents-") and s3_keys["signing"].startswith("esign-signing-")
+        assert len({s3_keys["documents"], s3_keys["signing"], s3_keys["identity"]}) == 3
     finally:
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

@@ -255,8 +255,12 @@ def test_attachments_are_stored_in_s3_listed_and_drawn(documents, rpc_proxy, tmp
     added = rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="客厅")
     assert added["mime"] == "image/jpeg" and (added["width"], added["height"]) == (640, 480)
     assert added["field"] == "property_photos"
-    store = ObjectStore(S3Settings.from_config(documents.config))
-    stored = store.get("attachments/" + added["sha256"])  # verified against its hash
+    from services.documents.secrets import load_keys
+
+    store = ObjectStore(S3Settings.from_config(documents.config), load_keys(documents.config).keyring)
+    stored = store.get("attachments/" + added["sha256"])  # decrypted, and verified against its hash
+    raw = store.client.get_object(Bucket=store.bucket, Key="attachments/" + added["sha256"])["Body"].read()
+    assert raw[:4] == b"ESL1" and stored not in raw  # the store holds ciphertext only
     assert Image.open(io.BytesIO(stored)).size == (640, 480)
     again = rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="客厅")
     assert again["sha256"] == added["sha256"]  # the same image once

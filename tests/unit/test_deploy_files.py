@@ -94,10 +94,21 @@ def test_compose_storage_services_get_s3_settings():
         env = environment(services[name])
         assert env["ESIGN_S3_ENDPOINT"].startswith("http://s3:"), name
         assert services[name]["depends_on"]["s3"]["condition"] == "service_healthy"
-    s3_env = environment(services["s3"])
-    # SeaweedFS without keys accepts anonymous requests: both must be set, and be the services' keys.
-    assert s3_env["AWS_ACCESS_KEY_ID"].startswith("${ESIGN_S3_ACCESS_KEY")
-    assert s3_env["AWS_SECRET_ACCESS_KEY"].startswith("${ESIGN_S3_SECRET_KEY")
+    # SeaweedFS without keys accepts anonymous requests: it reads its identities from the
+    # file the s3-identities job writes, and documents and signing each have keys of their own
+    s3 = services["s3"]
+    config = next(arg for arg in s3["command"] if arg.startswith("-s3.config="))[len("-s3.config="):]
+    job = services["s3-identities"]
+    out = job["command"][job["command"].index("--out") + 1]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in s3["volumes"]}
+    job_volume = next(v.split(":")[0] for v in job["volumes"] if out.startswith(v.split(":")[1]))
+    assert mounts[config.rsplit("/", 1)[0]] == job_volume and config.rsplit("/", 1)[1] == out.rsplit("/", 1)[1]
+    assert s3["depends_on"]["s3-identities"]["condition"] == "service_completed_successfully"
+    for name in ("documents", "signing"):
+        env = environment(services[name])
+        assert env["ESIGN_S3_ACCESS_KEY"].startswith(f"${{{name.upper()}_S3_ACCESS_KEY:?")
+        assert env["ESIGN_S3_SECRET_KEY"].startswith(f"${{{name.upper()}_S3_SECRET_KEY:?")
+        assert environment(job)[f"{name.upper()}_S3_ACCESS_KEY"] == env["ESIGN_S3_ACCESS_KEY"]
 
 
 def test_compose_gateway_healthcheck_and_port():
@@ -322,6 +333,7 @@ def test_k8s_namespace_configmap_and_secret_template():
     config = k8s_object("ConfigMap", "esign-config")["data"]
     assert not [key for key in config if SECRET_NAME.search(key)], "secret-looking keys in the ConfigMap"
     assert config["ESIGN_GENERATE_SECRETS"] == "false" and config["ESIGN_METRICS_ADDRESS"] == "0.0.0.0"
+    assert int(config["SIGNING_OBJECT_LOCK_DAYS"]) >= 3650  # signed files kept under Object Lock
 
 
 def test_k8s_kustomization_lists_every_manifest_but_the_secret_template():
