@@ -48,10 +48,12 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_users, tmp_path
         identity_config.update(identity or {})
         identity_container = run_container(IdentityService, identity_config)
         # the test runs days of a person's messages in seconds: a per-minute budget sized for it
-        run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
-                                                    RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
-                                                                 "PER_PHONE_PER_DAY": 60}))
-        run_container(DocumentsService, service_config("documents", PUBLIC_URL=gateway_url))
+        notify_config = service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
+                                       RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
+                                                    "PER_PHONE_PER_DAY": 60})
+        run_container(NotifyService, notify_config)
+        documents_config = service_config("documents", PUBLIC_URL=gateway_url)
+        run_container(DocumentsService, documents_config)
         signing_config = service_config("signing", PUBLIC_URL=gateway_url, TSA={"URL": f"{gateway_url}/tsa"})
         signing_config["S3"]["OBJECT_LOCK_DAYS"] = 1  # signed files unchangeable (SeaweedFS supports Object Lock)
         # Object Lock is set when a bucket is made: a bucket of its own, whichever test made the plain one first
@@ -76,6 +78,7 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_users, tmp_path
         made = Stack(rpc_proxy, outbox, gateway_url, tmp_path, signing_container.config)
         made.identity_container = identity_container
         made.identity_config, made.registry_file = identity_config, registry
+        made.documents_config, made.notify_config = documents_config, notify_config
         made.witnesses = local
         made.restart_identity = lambda **overrides: run_container(IdentityService, dict(identity_config, **overrides))
         return made
