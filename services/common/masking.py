@@ -14,8 +14,13 @@ def mask_id_number(value: str) -> str:
 
 
 def mask_phone(value: str) -> str:
-    """Keep the first three and last four digits of a mobile number (138****1234)."""
-    digits = value[-11:] if len(value) >= 11 else value
+    """Keep the first three and last four digits of a mobile number (138****1234).
+
+    Spaces and hyphens, which people write numbers with (``+86 138-0013-8000``),
+    are dropped first: counted as characters they would shift the window and
+    show a middle digit."""
+    compact = value.replace(" ", "").replace("-", "")
+    digits = compact[-11:] if len(compact) >= 11 else compact
     if len(digits) < 7:
         return "*" * len(digits)
     return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]

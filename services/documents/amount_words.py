@@ -73,9 +73,13 @@ def _to_fen(amount: Decimal | int | str) -> int:
         raise ValueError("amount must be finite")
     if value < 0:
         raise ValueError("amount must not be negative")
-    if value != value.quantize(_FEN):
+    try:
+        fen = value.quantize(_FEN)
+    except InvalidOperation:  # past the 28 digits of the decimal context
+        raise ValueError("amount has too many digits to write exactly") from None
+    if value != fen:
         raise ValueError("amount must have at most two decimal places (fen)")
-    return int(value.quantize(_FEN) * 100)
+    return int(fen * 100)
 
 
 def _integer_words(n: int) -> str:

@@ -239,7 +239,9 @@ def parse_decimal(raw: object, what: str) -> Decimal:
     if isinstance(raw, bool):
         raise Rejected("type", f"expected {what}, found bool")
     if isinstance(raw, float):
-        raw = repr(raw)
+        # its shortest repr, read as a decimal: 1e-05 is 0.00001 (a precision
+        # error, not a type error), 1e+16 is a number (a max error)
+        raw = Decimal(repr(raw))
     if not isinstance(raw, (str, int, Decimal)):
         raise Rejected("type", f"expected {what}, found {type(raw).__name__}")
     text = raw.strip() if isinstance(raw, str) else raw
@@ -251,11 +253,17 @@ def parse_decimal(raw: object, what: str) -> Decimal:
         raise Rejected("type", f"expected {what}") from None
     if not value.is_finite():
         raise Rejected("type", f"expected a finite {what}")
+    if value.is_zero():
+        value = abs(value)  # "-0" is 0: a document must not say ¥-0.00 or -0%
     return value
 
 
 def _check_places(value: Decimal, places: int, what: str) -> None:
-    if value != value.quantize(Decimal(1).scaleb(-places)):
+    # From the digits, not by quantize: quantizing a number of more than 28
+    # digits (1e30, 31 typed digits) raises InvalidOperation.
+    _, digits, exponent = value.as_tuple()
+    beyond = -exponent - places  # digits written past the allowed places
+    if beyond > 0 and any(digits[-beyond:]):
         raise Rejected("precision", f"expected {what} with at most {places} decimal places")
 
 
@@ -272,9 +280,8 @@ class MoneyField(Field):
     def check(self, raw, path, ctx, out):
         value = parse_decimal(raw, "an amount in yuan")
         _check_places(value, 2, "an amount")
-        value = value.quantize(Decimal("0.01"))
-        _bound_check(value, self.min, self.max, format_money)
-        return value
+        _bound_check(value, self.min, self.max, format_money)  # before quantize, which fails past 28 digits
+        return value.quantize(Decimal("0.01"))
 
     def to_json(self, value):
         return f"{value:.2f}"
@@ -343,7 +350,10 @@ class IntField(Field):
 
     def check(self, raw, path, ctx, out):
         if isinstance(raw, str) and re.fullmatch(r"[0-9]+", raw.strip(), re.ASCII):
-            raw = int(raw.strip())
+            try:
+                raw = int(raw.strip())
+            except ValueError:  # more digits than Python converts (4300)
+                raise Rejected("max", f"expected a smaller number, found one of {len(raw.strip())} digits") from None
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise Rejected("type", f"expected a whole number, found {type(raw).__name__}")
         _bound_check(raw, self.min, self.max, str)
