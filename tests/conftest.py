@@ -57,6 +57,7 @@ def amqp_users(amqp_uri):
     from services.common import broker_access
 
     vhost = amqp_uri.rsplit("/", 1)[1]
+    _forget_users_of_gone_runs()
     prefix = f"esign-test-{RUN_ID}-"
     passwords = {service: secrets.token_urlsafe(16) for service in broker_access.CLIENTS}
     broker_access.import_definitions(broker_access.definitions(vhost, passwords, prefix))
@@ -67,6 +68,20 @@ def amqp_users(amqp_uri):
             _rabbitmqctl("delete_user", broker_access.user_name(service, prefix))
         except subprocess.SubprocessError:
             pass
+
+
+def _forget_users_of_gone_runs() -> None:
+    """Users an interrupted run left behind (its vhost is gone): deleted, so they do not pile up."""
+    listed = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, timeout=60)
+    users = subprocess.run(["rabbitmqctl", "-q", "list_users"], capture_output=True, text=True, timeout=60)
+    if listed.returncode or users.returncode:
+        return
+    vhosts = set(listed.stdout.split())
+    for line in users.stdout.splitlines():
+        name = line.split("\t")[0]
+        run = name[len("esign-test-"):].split("-")[0] if name.startswith("esign-test-") else None
+        if run and f"esign-test-{run}" not in vhosts:
+            subprocess.run(["rabbitmqctl", "-q", "delete_user", name], capture_output=True, timeout=60)
 
 
 @pytest.fixture
