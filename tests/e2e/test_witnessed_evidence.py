@@ -42,13 +42,15 @@ def esign_verify(stack, tmp_path, name: str, pdf: bytes, report: dict) -> subpro
 
 def rewrite_log(stack, changed_flow: str) -> None:
     """What a dishonest operator with the database and the log key can do:
-    rebuild the log with one leaf of ``changed_flow`` altered, and re-sign."""
+    rebuild the log with one leaf of ``changed_flow`` altered, and re-sign (the
+    reports kept from before the rewrite are dropped: they would give it away)."""
     cfg = stack.signing_config["DATABASE"]
     database = Database(cfg["URL"], cfg["SCHEMA"], "signing")
     with database.session() as session:
         rows = session.execute(text("SELECT leaf_data FROM log_leaves ORDER BY leaf_index")).scalars().all()
         for table in ("log_checkpoints", "log_nodes", "log_leaves", "log_head"):
             session.execute(text(f"DELETE FROM {table}"))
+        session.execute(text("DELETE FROM stored_objects WHERE kind IN ('report_json', 'report_pdf')"))
         session.commit()
     log = EvidenceLog(SqlLogStore(database.sessionmaker), load_keys(stack.signing_config).log_signer)
     for raw in rows:
