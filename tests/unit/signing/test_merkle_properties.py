@@ -37,6 +37,7 @@ from services.signing.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.unit.signing.test_merkle import rfc_k, rfc_leaf, rfc_node
 
 # Deterministic in CI, no example database written into the work tree.
 PROPERTY = settings(max_examples=25, deadline=None, database=None, derandomize=True)
@@ -46,21 +47,7 @@ MAX_LEAVES = 300
 # --- RFC 9162 §2.1, literally ----------------------------------------------------
 
 
-def rfc_leaf(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def rfc_node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def rfc_k(n: int) -> int:
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
-
-
+# rfc_leaf, rfc_node, rfc_k: imported, the literal transcription test_merkle.py checks against
 class Rfc:
     """MTH, PATH and PROOF of RFC 9162 over a list of leaf hashes, memoised on
     (begin, end) so that every proof of a 300-leaf tree stays cheap."""
