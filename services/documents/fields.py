@@ -19,7 +19,7 @@ import datetime as _dt
 import re
 import unicodedata
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, getcontext
 from typing import Any, ClassVar
 
 from services.common.errors import InvalidInput
@@ -255,7 +255,13 @@ def parse_decimal(raw: object, what: str) -> Decimal:
 
 
 def _check_places(value: Decimal, places: int, what: str) -> None:
-    if value != value.quantize(Decimal(1).scaleb(-places)):
+    try:
+        quantized = value.quantize(Decimal(1).scaleb(-places))
+    except InvalidOperation:
+        # more digits than decimal's context holds (28): far past any field's maximum, and not an InternalError
+        raise Rejected("max_digits", f"expected {what} of at most {getcontext().prec - places} digits "
+                                     "before the decimal point") from None
+    if value != quantized:
         raise Rejected("precision", f"expected {what} with at most {places} decimal places")
 
 
