@@ -1,7 +1,8 @@
 """nameko entrypoints with the platform's error contract.
 
 ``rpc``: validates the call before a worker runs. An unknown method, a missing
-or unexpected argument, or an argument of the wrong type is answered with
+or unexpected argument, an argument of the wrong type or with a NUL character
+(in a string anywhere in it: no database text holds one) is answered with
 :class:`~services.common.errors.InvalidInput` naming the field and the rule,
 never with a traceback. Unexpected failures inside a worker reach the caller
 as :class:`~services.common.errors.InternalError` carrying only a reference;
@@ -83,6 +84,9 @@ class EsignRpc(Rpc):
             if param.name not in named and param.default is inspect.Parameter.empty:
                 raise InvalidInput(param.name, "required", f"{param.name} is required")
         for name, value in named.items():
+            nul = _nul_at(value, name)
+            if nul is not None:
+                raise InvalidInput(nul, "nul_character", "expected text without NUL characters")
             adapter = self._adapters.get(name)
             if adapter is None:
                 continue
@@ -101,6 +105,28 @@ class EsignRpc(Rpc):
 
 #: PostgreSQL's lock_not_available and query_canceled: a lock wait ran out (LOCK_TIMEOUT)
 _BUSY_SQLSTATES = ("55P03", "57014")
+
+
+def _nul_at(value, path: str) -> str | None:
+    """Where a NUL character is in an argument (a string, or a key or string in
+    its dicts and lists), or None. PostgreSQL cannot store one in text (psycopg2
+    raises ValueError, which became an InternalError) and no input has one:
+    binary data travels as base64."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return path
+            found = _nul_at(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _nul_at(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 def to_typed_error(exc_info, where: str):

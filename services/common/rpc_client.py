@@ -2,8 +2,9 @@
 
 nameko's standalone proxy must not be shared between threads ("Second
 simultaneous read on fileno"), so each thread gets its own long-lived proxy.
-Typed errors come back as the same classes; a timeout or a lost broker
-connection becomes :class:`~services.common.errors.Unavailable`.
+Typed errors come back as the same classes; a timeout, a lost broker
+connection or a service the broker has no queue for becomes
+:class:`~services.common.errors.Unavailable`.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class RpcClient:
     def call(self, service: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``service.method(*args, **kwargs)``; positional-only names, so an RPC
         argument may itself be called ``method`` or ``service``."""
-        from nameko.exceptions import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout
+        from nameko.exceptions import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout, UnknownService
 
         try:
             return getattr(getattr(self._proxy(), service), method)(*args, **kwargs)
@@ -57,6 +58,9 @@ class RpcClient:
         except RpcTimeout:
             self._reset()  # a late reply must not be read as the next call's answer
             raise Unavailable(service, "timeout") from None
+        except UnknownService:
+            # no queue for the service on the broker: it has never run here, or its queue is gone
+            raise Unavailable(service, "unknown_service") from None
         except MethodNotFound:
             raise InvalidInput("method", "unknown_method", f"{service} has no RPC method {method!r}") from None
         except IncorrectSignature as exc:

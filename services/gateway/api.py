@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from services.common.errors import Forbidden, NotFound
+from services.gateway.responses import BODY, SESSION, binary, errors
 
 USER_AGENT_MAX = 200
 
@@ -53,6 +54,11 @@ def _user_agent(request: Request) -> str | None:
 def _session_answer(person: dict) -> dict:
     """identity's ``session`` answer as the API gives it: whose it is, the token, until when."""
     return dict(person["session"], person_id=person["person_id"])
+
+
+PDF = binary("application/pdf", "the PDF", {"X-Content-SHA256": "the PDF's SHA-256 (hex)"})
+EVIDENCE_HEADERS = {"Content-Disposition": "attachment; filename=\"evidence-<flow id>.zip\"",
+                    "X-Content-SHA256": "the package's SHA-256 (hex)"}
 
 
 def _pdf_response(answer: dict) -> Response:
@@ -163,18 +169,18 @@ class PdfIn(BaseModel):
 
 
 # -- identity ------------------------------------------------------------------
-@router.post("/phone-codes", tags=["identity"], status_code=201)
+@router.post("/phone-codes", tags=["identity"], status_code=201, responses=errors(BODY, 429))
 def request_phone_code(body: PhoneCodeRequest, request: Request) -> dict:
     """Send a 6-digit confirmation code to a phone (expires in 5 minutes)."""
     return rpc(request).call("identity", "request_phone_code", phone=body.phone, purpose=body.purpose)
 
 
-@router.post("/phone-codes/{challenge_id}/confirm", tags=["identity"])
+@router.post("/phone-codes/{challenge_id}/confirm", tags=["identity"], responses=errors(BODY, 403, 404, 429))
 def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation, request: Request) -> dict:
     return rpc(request).call("identity", "confirm_phone_code", challenge_id=challenge_id, code=body.code)
 
 
-@router.post("/persons", tags=["identity"], status_code=201)
+@router.post("/persons", tags=["identity"], status_code=201, responses=errors(BODY, 403, 404, 409))
 def register(body: Registration, request: Request) -> dict:
     """Real-name registration (实名认证) after the phone is confirmed: the
     authority checks that the name and ID number belong together. Answers the
@@ -183,7 +189,7 @@ def register(body: Registration, request: Request) -> dict:
     return dict(person, session=_session_answer(person))
 
 
-@router.post("/sessions", tags=["identity"], status_code=201)
+@router.post("/sessions", tags=["identity"], status_code=201, responses=errors(BODY, 403, 404))
 def login(body: Login, request: Request) -> dict:
     """Log in with a phone code confirmed just before; answers a session."""
     person = rpc(request).call("identity", "login", phone_challenge_id=body.phone_challenge_id,
@@ -191,45 +197,45 @@ def login(body: Login, request: Request) -> dict:
     return _session_answer(person)
 
 
-@router.post("/sessions/current/revoke", tags=["identity"])
+@router.post("/sessions/current/revoke", tags=["identity"], responses=errors(SESSION, 413))
 def logout(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
     """Log out: this session ends now."""
     return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session.session_id)
 
 
-@router.get("/me/sessions", tags=["identity"])
+@router.get("/me/sessions", tags=["identity"], responses=errors(SESSION))
 def my_sessions(request: Request, session: CurrentSession = Depends(current_session)) -> list:
     """Your sessions that have not ended (this one marked ``current``)."""
     return rpc(request).call("identity", "list_sessions", person_id=session.person_id,
                              current_session_id=session.session_id)
 
 
-@router.post("/me/sessions/{session_id}/revoke", tags=["identity"])
+@router.post("/me/sessions/{session_id}/revoke", tags=["identity"], responses=errors(SESSION, 404, 413, 422))
 def revoke_my_session(session_id: str, request: Request, session: CurrentSession = Depends(current_session)) -> dict:
     return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session_id)
 
 
-@router.post("/me/sessions/revoke-others", tags=["identity"])
+@router.post("/me/sessions/revoke-others", tags=["identity"], responses=errors(SESSION, 413))
 def revoke_other_sessions(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
     """End every session of yours but this one."""
     return rpc(request).call("identity", "revoke_other_sessions", person_id=session.person_id,
                              keep_session_id=session.session_id)
 
 
-@router.get("/me", tags=["identity"])
+@router.get("/me", tags=["identity"], responses=errors(SESSION))
 def me(request: Request, person_id: str = Depends(current_person)) -> dict:
     """Your real-name status (masked), assurance level and the next step:
     proofing, certificate or ready."""
     return rpc(request).call("identity", "person_status", person_id=person_id)
 
 
-@router.post("/me/liveness", tags=["identity"], status_code=201)
+@router.post("/me/liveness", tags=["identity"], status_code=201, responses=errors(SESSION, 413, 429))
 def start_liveness(request: Request, person_id: str = Depends(current_person)) -> dict:
     """A liveness challenge (head turns) for the face proof."""
     return rpc(request).call("identity", "start_liveness", person_id=person_id)
 
 
-@router.post("/me/face", tags=["identity"])
+@router.post("/me/face", tags=["identity"], responses=errors(SESSION, BODY, 404, 409, 429))
 def proof_face(body: FaceProof, request: Request, person_id: str = Depends(current_person)) -> dict:
     """Prove your face to the authority: the frames of a live capture answering
     the challenge. Answers whether it matched, your assurance level and, on a
@@ -237,20 +243,20 @@ def proof_face(body: FaceProof, request: Request, person_id: str = Depends(curre
     return rpc(request).call("identity", "proof_face", person_id=person_id, **body.model_dump())
 
 
-@router.post("/me/certificate", tags=["identity"], status_code=201)
+@router.post("/me/certificate", tags=["identity"], status_code=201, responses=errors(SESSION, BODY, 404))
 def issue_certificate(request: Request, body: StepUp | None = None, person_id: str = Depends(current_person)) -> dict:
     """Your signing certificate, stating your assurance level; a new one needs a fresh face proof."""
     return rpc(request).call("identity", "issue_certificate", person_id=person_id,
                              proof_id=body.proof_id if body is not None else None)
 
 
-@router.post("/me/phone", tags=["identity"])
+@router.post("/me/phone", tags=["identity"], responses=errors(SESSION, BODY, 404, 409))
 def change_phone(body: PhoneChange, request: Request, person_id: str = Depends(current_person)) -> dict:
     """Move to a new phone: its confirmed code and a fresh face proof."""
     return rpc(request).call("identity", "change_phone", person_id=person_id, **body.model_dump())
 
 
-@router.post("/willingness/{willingness_id}/confirm", tags=["identity"])
+@router.post("/willingness/{willingness_id}/confirm", tags=["identity"], responses=errors(SESSION, BODY, 404, 429))
 def confirm_willingness(willingness_id: str, body: WillingnessConfirmation, request: Request,
                         person_id: str = Depends(current_person)) -> dict:
     """Prove willingness (意愿认证) with the SMS code or a live face; answers a single-use grant."""
@@ -258,7 +264,8 @@ def confirm_willingness(willingness_id: str, body: WillingnessConfirmation, requ
                              person_id=person_id, **body.model_dump())
 
 
-@router.post("/willingness/{willingness_id}/challenge", tags=["identity"], status_code=201)
+@router.post("/willingness/{willingness_id}/challenge", tags=["identity"], status_code=201,
+             responses=errors(SESSION, 404, 413, 422, 429))
 def new_willingness_challenge(willingness_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     """A fresh liveness challenge for a face willingness check (after a failed attempt)."""
     return rpc(request).call("identity", "new_willingness_challenge", willingness_id=willingness_id,
@@ -266,12 +273,12 @@ def new_willingness_challenge(willingness_id: str, request: Request, person_id: 
 
 
 # -- documents -------------------------------------------------------------------
-@router.get("/templates", tags=["documents"])
+@router.get("/templates", tags=["documents"], responses=errors())
 def list_templates(request: Request) -> list:
     return rpc(request).call("documents", "list_templates")
 
 
-@router.post("/documents", tags=["documents"], status_code=201)
+@router.post("/documents", tags=["documents"], status_code=201, responses=errors(SESSION, BODY, 404))
 def create_document(body: DraftIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("documents", "create_draft", template_id=body.template_id, values=body.values,
                              initiator_role=body.initiator_role, owner_person_id=person_id)
@@ -286,14 +293,15 @@ def _own_document(request: Request, document_id: str, person_id: str) -> dict:
     return document
 
 
-@router.patch("/documents/{document_id}", tags=["documents"])
+@router.patch("/documents/{document_id}", tags=["documents"], responses=errors(SESSION, BODY, 404, 409))
 def update_document(document_id: str, body: DraftUpdate, request: Request,
                     person_id: str = Depends(current_person)) -> dict:
     _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "update_draft", document_id=document_id, values=body.values)
 
 
-@router.post("/documents/{document_id}/attachments", tags=["documents"], status_code=201)
+@router.post("/documents/{document_id}/attachments", tags=["documents"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409))
 def add_attachment(document_id: str, body: AttachmentIn, request: Request,
                    person_id: str = Depends(current_person)) -> dict:
     _own_document(request, document_id, person_id)
@@ -301,18 +309,19 @@ def add_attachment(document_id: str, body: AttachmentIn, request: Request,
                              label=body.label, field=body.field)
 
 
-@router.post("/documents/{document_id}/render", tags=["documents"])
+@router.post("/documents/{document_id}/render", tags=["documents"], responses=errors(SESSION, 404, 409, 413, 422))
 def render_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     _own_document(request, document_id, person_id)
     return rpc(request).call("documents", "render", document_id=document_id)
 
 
-@router.get("/documents/{document_id}", tags=["documents"])
+@router.get("/documents/{document_id}", tags=["documents"], responses=errors(SESSION, 404, 422))
 def get_document(document_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     return _own_document(request, document_id, person_id)
 
 
-@router.get("/documents/{document_id}/pdf", tags=["documents"])
+@router.get("/documents/{document_id}/pdf", tags=["documents"], response_class=Response,
+            responses={**PDF, **errors(SESSION, 404, 422)})
 def get_document_pdf(document_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
     """The rendered, unsigned PDF, for its maker to review before signing starts."""
     _own_document(request, document_id, person_id)
@@ -320,7 +329,7 @@ def get_document_pdf(document_id: str, request: Request, person_id: str = Depend
 
 
 # -- receipts from a QR invite (我的二维码) ---------------------------------------
-@router.get("/me/receipt-invite", tags=["documents"])
+@router.get("/me/receipt-invite", tags=["documents"], responses=errors(SESSION, 422))
 def my_receipt_invite(request: Request, role: str = "payee", ttl_seconds: int = 86400,
                       person_id: str = Depends(current_person)) -> dict:
     """Your QR code: whoever scans it opens a receipt with you as payee or payer."""
@@ -328,7 +337,7 @@ def my_receipt_invite(request: Request, role: str = "payee", ttl_seconds: int = 
                              ttl_seconds=ttl_seconds)
 
 
-@router.get("/receipt-invites/{token}", tags=["documents"])
+@router.get("/receipt-invites/{token}", tags=["documents"], responses=errors(SESSION, 422))
 def open_receipt_invite(token: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     """Who invites (masked name) and on which side of the receipt;
     ``own_invite`` when it is your own code (it is for the other party)."""
@@ -337,7 +346,8 @@ def open_receipt_invite(token: str, request: Request, person_id: str = Depends(c
     return opened
 
 
-@router.post("/receipt-invites/{token}/documents", tags=["documents"], status_code=201)
+@router.post("/receipt-invites/{token}/documents", tags=["documents"], status_code=201,
+             responses=errors(SESSION, BODY))
 def create_receipt_from_invite(token: str, body: DraftUpdate, request: Request,
                                person_id: str = Depends(current_person)) -> dict:
     """A receipt draft with the inviter and you filled from your real-name
@@ -347,7 +357,7 @@ def create_receipt_from_invite(token: str, body: DraftUpdate, request: Request,
 
 
 # -- signing ---------------------------------------------------------------------
-@router.post("/flows", tags=["signing"], status_code=201)
+@router.post("/flows", tags=["signing"], status_code=201, responses=errors(SESSION, BODY, 404, 409))
 def start_flow(body: FlowIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     """Start signing your rendered document. Give each party's role in
     signing order, yours first; signing binds each role to the person the
@@ -365,7 +375,7 @@ def _party_view(request: Request, flow_id: str, person_id: str) -> dict:
     return flow
 
 
-@router.post("/flows/{flow_id}/join", tags=["signing"])
+@router.post("/flows/{flow_id}/join", tags=["signing"], responses=errors(SESSION, 404, 409, 413, 422))
 def join_flow(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     """Take your place in a flow you were invited to (by SMS) before you
     registered: the document must name you (real name and ID number) for a
@@ -373,18 +383,20 @@ def join_flow(flow_id: str, request: Request, person_id: str = Depends(current_p
     return rpc(request).call("signing", "join_flow", flow_id=flow_id, person_id=person_id)
 
 
-@router.get("/flows/{flow_id}", tags=["signing"])
+@router.get("/flows/{flow_id}", tags=["signing"], responses=errors(SESSION, 404, 422))
 def get_flow(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     return _party_view(request, flow_id, person_id)
 
 
-@router.get("/flows/{flow_id}/pdf", tags=["signing"])
+@router.get("/flows/{flow_id}/pdf", tags=["signing"], response_class=Response,
+            responses={**PDF, **errors(SESSION, 404, 422)})
 def get_flow_pdf(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
     _party_view(request, flow_id, person_id)
     return _pdf_response(rpc(request).call("signing", "get_signed_pdf", flow_id=flow_id))
 
 
-@router.post("/flows/{flow_id}/signature", tags=["signing"], status_code=201)
+@router.post("/flows/{flow_id}/signature", tags=["signing"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409, 429))
 def prepare_signature(flow_id: str, body: SignatureIn, request: Request,
                       person_id: str = Depends(current_person)) -> dict:
     """Step 1 of signing: answers the willingness check to complete."""
@@ -392,48 +404,50 @@ def prepare_signature(flow_id: str, body: SignatureIn, request: Request,
                              signature_image=body.signature_image, method=body.method)
 
 
-@router.post("/flows/{flow_id}/sign", tags=["signing"])
+@router.post("/flows/{flow_id}/sign", tags=["signing"], responses=errors(SESSION, BODY, 404, 409))
 def sign(flow_id: str, body: SignIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "sign", flow_id=flow_id, person_id=person_id,
                              pending_id=body.pending_id, grant=body.grant)
 
 
-@router.post("/flows/{flow_id}/decline", tags=["signing"])
+@router.post("/flows/{flow_id}/decline", tags=["signing"], responses=errors(SESSION, BODY, 404, 409))
 def decline(flow_id: str, body: ReasonIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "decline", flow_id=flow_id, person_id=person_id, reason=body.reason)
 
 
-@router.post("/flows/{flow_id}/void-requests", tags=["signing"], status_code=201)
+@router.post("/flows/{flow_id}/void-requests", tags=["signing"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409, 429))
 def request_void(flow_id: str, body: ReasonIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "request_void", flow_id=flow_id, person_id=person_id,
                              reason=body.reason, method=body.method)
 
 
-@router.post("/flows/{flow_id}/void-confirmations", tags=["signing"], status_code=201)
+@router.post("/flows/{flow_id}/void-confirmations", tags=["signing"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409, 429))
 def confirm_void(flow_id: str, body: MethodIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "confirm_void", flow_id=flow_id, person_id=person_id, method=body.method)
 
 
-@router.post("/flows/{flow_id}/void-rejections", tags=["signing"])
+@router.post("/flows/{flow_id}/void-rejections", tags=["signing"], responses=errors(SESSION, 404, 409, 413, 422))
 def reject_void(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "reject_void", flow_id=flow_id, person_id=person_id)
 
 
-@router.post("/actions/{pending_id}/complete", tags=["signing"])
+@router.post("/actions/{pending_id}/complete", tags=["signing"], responses=errors(SESSION, BODY, 404, 409))
 def complete_action(pending_id: str, body: GrantIn, request: Request,
                     person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "complete_action", pending_id=pending_id, person_id=person_id,
                              grant=body.grant)
 
 
-@router.post("/verify", tags=["signing"])
+@router.post("/verify", tags=["signing"], responses=errors(BODY, 429))
 def verify(body: PdfIn, request: Request) -> dict:
     """Check a signed PDF (like Tencent's VerifyPdf): every signature, time stamp
     and chain, and whether the agreement is in force (``document_status``)."""
     return rpc(request).call("signing", "verify", pdf=body.pdf)
 
 
-@router.get("/documents/{sha256}/status", tags=["signing"])
+@router.get("/documents/{sha256}/status", tags=["signing"], responses=errors(422, 429))
 def document_status(sha256: str, request: Request) -> dict:
     """Anyone holding a PDF may ask, by its SHA-256, whether the agreement is
     in force (已生效, 已作废 with the reason …), with the evidence-log leaf that
@@ -442,36 +456,38 @@ def document_status(sha256: str, request: Request) -> dict:
 
 
 # -- evidence log (public: anyone can check a proof) ------------------------------
-@router.get("/log/checkpoint", tags=["evidence log"])
+@router.get("/log/checkpoint", tags=["evidence log"], responses=errors())
 def log_checkpoint(request: Request) -> dict:
     """The latest signed checkpoint (C2SP signed note) of the evidence log."""
     return rpc(request).call("signing", "checkpoint")
 
 
-@router.get("/log/public-key", tags=["evidence log"])
+@router.get("/log/public-key", tags=["evidence log"], responses=errors())
 def log_public_key(request: Request) -> dict:
     return rpc(request).call("signing", "log_public_key")
 
 
-@router.get("/log/inclusion/{index}", tags=["evidence log"])
+@router.get("/log/inclusion/{index}", tags=["evidence log"], responses=errors(404, 422))
 def log_inclusion(index: int, request: Request, tree_size: int | None = None) -> dict:
     return rpc(request).call("signing", "inclusion_proof", index=index, tree_size=tree_size)
 
 
-@router.get("/log/consistency", tags=["evidence log"])
+@router.get("/log/consistency", tags=["evidence log"], responses=errors(422))
 def log_consistency(old_size: int, request: Request, new_size: int | None = None) -> dict:
     return rpc(request).call("signing", "consistency_proof", old_size=old_size, new_size=new_size)
 
 
-@router.post("/flows/{flow_id}/report", tags=["signing"], status_code=201)
+@router.post("/flows/{flow_id}/report", tags=["signing"], status_code=201,
+             responses=errors(SESSION, 404, 409, 413, 422))
 def make_report(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
     """The signing report (签约报告) of a completed or voided flow: signed JSON and a PDF (base64)."""
     _party_view(request, flow_id, person_id)
     return rpc(request).call("signing", "report", flow_id=flow_id)
 
 
-@router.get("/flows/{flow_id}/evidence", tags=["signing"],
-            responses={200: {"content": {"application/zip": {}}, "description": "the evidence package (证据包)"}})
+@router.get("/flows/{flow_id}/evidence", tags=["signing"], response_class=Response,
+            responses={**binary("application/zip", "the evidence package (证据包)", EVIDENCE_HEADERS),
+                       **errors(SESSION, 404, 409, 422)})
 def get_evidence_package(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> Response:
     """The evidence package (证据包) of a completed or voided flow, for a party:
     one ZIP with the signed PDF, the report, the certificates, CRLs and OCSP

@@ -11,18 +11,27 @@ import base64
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.errors import EsignError, InvalidInput
 from services.common.metrics import counter, histogram
 from services.common.rpc_client import RpcClient
 from services.gateway.api import router as api_router
 from services.gateway.limits import EdgeLimits
+from services.gateway.responses import (
+    BODY, HealthReport, binary, errors, raw_body, without_default_validation_errors,
+)
 from services.gateway.web import router as web_router
 
 BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
+
+CRL = binary("application/pkix-crl", "a DER certificate revocation list (RFC 5280)")
+PEM = binary("application/x-pem-file", "a PEM certificate", text=True)
+OCSP = binary("application/ocsp-response", "a DER OCSP response (RFC 6960), signed by the delegated responder")
 
 HTTP_REQUESTS = counter("esign_http_requests_total", "Gateway HTTP requests",
                         ("route", "method", "status"))
@@ -57,6 +66,15 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         headers = {"Retry-After": str(retry_after)} if retry_after else None
         return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers a body it cannot read at all (JSON that is not UTF-8) with its own 400
+        # {"detail": ...}; it is invalid input like JSON that does not parse (422 json_invalid)
+        if exc.status_code == 400:
+            return JSONResponse(status_code=422, content={"error": InvalidInput(
+                "body", "json_invalid", "expected a JSON body in UTF-8").to_dict()})
+        return await http_exception_handler(request, exc)  # unknown paths (404) and methods (405)
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -65,7 +83,9 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
             "code": "invalid_input", "field": ".".join(loc) or "body",
             "rule": first.get("type", "invalid"), "message": first.get("msg", "invalid request")}})
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], response_model=None,
+             responses={200: {"model": HealthReport, "description": "every service answered ok"},
+                        503: {"model": HealthReport, "description": "some service did not (`degraded`)"}})
     def healthz() -> JSONResponse:
         """Calls every service's ``health`` RPC and reports each."""
 
@@ -84,29 +104,30 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         return JSONResponse(status_code=200 if healthy else 503,
                             content={"status": "ok" if healthy else "degraded", "services": results})
 
-    @app.get("/pki/crl", tags=["pki"])
+    @app.get("/pki/crl", tags=["pki"], response_class=Response, responses={**CRL, **errors()})
     def crl() -> Response:
         """The issuing CA's certificate revocation list (DER)."""
         answer = app.state.rpc.call("identity", "crl")
         return Response(base64.b64decode(answer["crl_der"]), media_type="application/pkix-crl")
 
-    @app.get("/pki/root.crl", tags=["pki"])
+    @app.get("/pki/root.crl", tags=["pki"], response_class=Response, responses={**CRL, **errors(404)})
     def root_crl() -> Response:
         """The offline root's CRL (DER): revocation data for the issuing CA."""
         answer = app.state.rpc.call("identity", "crl", ca_name="root")
         return Response(base64.b64decode(answer["crl_der"]), media_type="application/pkix-crl")
 
-    @app.get("/pki/issuing.pem", tags=["pki"])
+    @app.get("/pki/issuing.pem", tags=["pki"], response_class=Response, responses={**PEM, **errors()})
     def issuing_pem() -> Response:
         return Response(app.state.rpc.call("identity", "pki_certificates")["issuing_pem"],
                         media_type="application/x-pem-file")
 
-    @app.post("/pki/ocsp", tags=["pki"])
+    @app.post("/pki/ocsp", tags=["pki"], response_class=Response, responses={**OCSP, **errors(BODY, 429)},
+              openapi_extra=raw_body("application/ocsp-request", "a DER OCSP request (RFC 6960), 1..4096 bytes"))
     async def ocsp_post(request: Request) -> Response:
         body = await request.body()
         return await run_in_threadpool(_ocsp, body)
 
-    @app.get("/pki/ocsp/{encoded:path}", tags=["pki"])
+    @app.get("/pki/ocsp/{encoded:path}", tags=["pki"], response_class=Response, responses={**OCSP, **errors(422, 429)})
     def ocsp_get(encoded: str) -> Response:
         """RFC 6960 appendix A.1: the DER request, base64 then URL-encoded, in the path."""
         try:
@@ -121,7 +142,9 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         answer = app.state.rpc.call("identity", "ocsp", request_der=base64.b64encode(body).decode())
         return Response(base64.b64decode(answer["response_der"]), media_type="application/ocsp-response")
 
-    @app.post("/tsa", tags=["pki"])
+    @app.post("/tsa", tags=["pki"], response_class=Response,
+              responses={**binary("application/timestamp-reply", "a DER TimeStampResp (RFC 3161)"), **errors(BODY, 429)},
+              openapi_extra=raw_body("application/timestamp-query", "a DER TimeStampReq (RFC 3161), 1..4096 bytes"))
     async def timestamp(request: Request) -> Response:
         """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""
         if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/timestamp-query":
@@ -133,11 +156,21 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
                                          request_der=base64.b64encode(body).decode())
         return Response(base64.b64decode(answer["response_der"]), media_type="application/timestamp-reply")
 
-    @app.get("/pki/root.pem", tags=["pki"])
+    @app.get("/pki/root.pem", tags=["pki"], response_class=Response, responses={**PEM, **errors()})
     def root_pem() -> Response:
         """The platform root certificate: the trust anchor for verifying signed PDFs."""
         return Response(app.state.rpc.call("identity", "pki_certificates")["root_pem"],
                         media_type="application/x-pem-file")
+
+    fastapi_openapi = app.openapi
+
+    def openapi() -> dict:
+        """The schema as FastAPI makes it, less the 422 bodies the gateway never answers (made once)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = without_default_validation_errors(fastapi_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.on_event("shutdown")
     def _close() -> None:
