@@ -212,9 +212,6 @@ class BoundedRpcProxy(RpcProxy):
     default 30), then raise ``Unavailable(service, "timeout …")``; a late answer
     is dropped by nameko's reply listener."""
 
-    def __init__(self, target_service: str, **options):
-        super().__init__(target_service, **options)
-
     def get_dependency(self, worker_ctx):
         timeout = float(self.container.config.get("RPC_TIMEOUT") or 30)
         return _BoundedServiceProxy(super().get_dependency(worker_ctx), self.target_service, timeout)

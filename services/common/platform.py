@@ -151,11 +151,15 @@ def _s3_identities(data: Path, env: dict[str, str]) -> dict[str, S3Identity]:
 
 def _service_env(env: dict[str, str], service: str, amqp_uris: dict[str, str],
                  s3_identities: dict[str, S3Identity]) -> dict[str, str]:
-    """A service's environment: its own broker user, and its own S3 keys where it has some."""
+    """A service's environment: its own broker user, and its own S3 keys where it
+    stores files (the others get none: the administrator's keys stay with esign up)."""
     own = dict(env, AMQP_URI=amqp_uris[service])
     if service in s3_identities:
         own["ESIGN_S3_ACCESS_KEY"] = s3_identities[service].access_key
         own["ESIGN_S3_SECRET_KEY"] = s3_identities[service].secret_key
+    elif s3_identities:
+        own.pop("ESIGN_S3_ACCESS_KEY", None)
+        own.pop("ESIGN_S3_SECRET_KEY", None)
     return own
 
 
