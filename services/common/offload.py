@@ -46,6 +46,10 @@ POOL_REPLACEMENTS = counter("esign_worker_pool_replacements_total",
 #: a pool whose fresh workers failed this many times in a row cannot work
 UNHEALTHY_AFTER = 3
 _pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
+#: executors are made one at a time in a process: making one writes to multiprocessing's
+#: resource tracker pipe, and two greenthreads writing it at once is an error under
+#: eventlet ("Second simultaneous write on fileno", seen with several pools in one process)
+_MAKING = threading.Lock()
 
 
 def pools_health() -> dict[str, dict]:
@@ -80,7 +84,7 @@ class WorkerPool(ReportsPoolHealth):
         _pools.add(self)
 
     def _pool(self) -> ProcessPoolExecutor:
-        with self._lock:
+        with _MAKING, self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=multiprocessing.get_context("spawn"),
