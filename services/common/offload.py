@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import weakref
@@ -55,6 +56,23 @@ _MAKING = threading.Lock()
 def pools_health() -> dict[str, dict]:
     """Every live pool of this process, by name (for the ``/healthz`` probe)."""
     return {pool.name: pool.health() for pool in list(_pools)}
+
+
+def _cooperative_pipes(executor: ProcessPoolExecutor) -> None:
+    """Make the pipes this process writes jobs into and reads answers from non-blocking.
+
+    Under eventlet the executor's queue feeder and manager are greenthreads of the
+    one hub. Writing a job larger than a pipe's buffer (a PDF) into a *blocking*
+    pipe stops the whole hub until the worker reads it; if the worker is meanwhile
+    blocked writing a large answer, which only the (stopped) manager would read,
+    neither ever moves: the service freezes for good, health RPC included (seen
+    with five signatures prepared at once). Non-blocking, eventlet's green
+    ``os.write``/``os.read`` wait for the pipe cooperatively instead.
+    """
+    for connection in (getattr(getattr(executor, "_call_queue", None), "_writer", None),
+                       getattr(getattr(executor, "_result_queue", None), "_reader", None)):
+        if connection is not None:
+            os.set_blocking(connection.fileno(), False)
 
 
 class ReportsPoolHealth:
@@ -90,6 +108,8 @@ class WorkerPool(ReportsPoolHealth):
                     self.workers, mp_context=multiprocessing.get_context("spawn"),
                     initializer=self.initializer, initargs=self.initargs,
                 )
+                if patcher.is_monkey_patched("thread"):
+                    _cooperative_pipes(self._executor)
             return self._executor
 
     def run(self, fn: Callable, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
@@ -99,11 +119,11 @@ class WorkerPool(ReportsPoolHealth):
         deadline = self.timeout if timeout is None else timeout
         executor = self._pool()
         try:
-            future = executor.submit(fn, *args, **kwargs)
+            future = self._submit(executor, fn, args, kwargs)
         except BrokenProcessPool:  # a worker died while idle: the job never ran, so run it on fresh ones
             self._replace(executor, "worker_died")
             executor = self._pool()
-            future = executor.submit(fn, *args, **kwargs)
+            future = self._submit(executor, fn, args, kwargs)
         if patcher.is_monkey_patched("thread"):
             # The executor's manager thread is then a greenthread of this hub:
             # its done-callback wakes the waiter at once (polling cost ~9 ms a
@@ -126,6 +146,13 @@ class WorkerPool(ReportsPoolHealth):
             raise Unavailable(self.name, "worker_died: a worker process ended during the job") from None
         self.consecutive_failures = 0
         return result
+
+    @staticmethod
+    def _submit(executor: ProcessPoolExecutor, fn: Callable, args: tuple, kwargs: dict):
+        # one at a time: a submit may start a worker process, which writes to the resource
+        # tracker's pipe (the same race as making an executor, see _MAKING)
+        with _MAKING:
+            return executor.submit(fn, *args, **kwargs)
 
     def _replace(self, executor: ProcessPoolExecutor, reason: str, kill: bool = False) -> None:
         """Drop ``executor`` (the next job starts fresh workers); ``kill`` ends its processes."""

@@ -89,3 +89,41 @@ def test_a_pool_whose_workers_cannot_start_says_so():
     finally:
         broken.shutdown(wait=False)
     assert "test.broken" not in pools_health()  # a pool shut down is no longer reported
+
+
+#: a monkey-patched process (as every service is) giving one worker more large jobs than it can
+#: hold at once: every argument and every answer is bigger than a pipe's buffer (64 KiB)
+CONCURRENT_LARGE_JOBS = """
+import eventlet
+eventlet.monkey_patch()
+from services.common.offload import WorkerPool
+pool = WorkerPool(1, timeout=30, name="large")
+payload = b"x" * (1 << 20)
+pile = eventlet.GreenPile()
+for _ in range(5):
+    pile.spawn(pool.run, bytes, payload)
+print(sum(len(answer) for answer in pile), flush=True)
+import os
+for worker in pool._executor._processes.values():
+    worker.kill()
+os._exit(0)
+"""
+
+
+def test_concurrent_large_jobs_do_not_freeze_the_hub():
+    """Seen in the fault-injection suite: five signatures prepared at once froze signing for
+    good. The executor's queue feeder (a greenthread) wrote a job into a full blocking pipe,
+    which stopped the whole hub, so the manager could not read the worker's large answer, and
+    the worker, blocked writing it, never read the next job."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[3]
+    try:
+        done = subprocess.run([sys.executable, "-c", CONCURRENT_LARGE_JOBS], cwd=repo, capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("five concurrent 1 MiB jobs on one worker did not finish in 60 s: the hub froze")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(5 << 20)
