@@ -425,7 +425,7 @@ class StalledIdentity:
 
     @nameko_rpc
     def person_status(self, person_id):
-        eventlet.sleep(30)
+        eventlet.sleep(6)  # longer than the bound below; the container waits it out at teardown
         return {"person_id": person_id, "name_masked": "王*"}
 
 
@@ -438,7 +438,7 @@ def test_a_call_to_a_service_that_hangs_is_answered_unavailable_in_bounded_time(
     with pytest.raises(Unavailable) as hung:
         rpc_proxy.documents.open_receipt_invite(token=token)  # asks identity for the inviter's masked name
     assert hung.value.system == "identity" and "no answer to person_status in 1 s" in str(hung.value)
-    assert time.monotonic() - started < 5  # before: it waited for ever, holding the worker
+    assert time.monotonic() - started < 3  # before: it waited for ever, holding the worker
 
 
 def test_receipt_invites_are_signed_and_expire(documents, rpc_proxy, run_container, service_config, tmp_path):
