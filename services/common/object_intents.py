@@ -55,6 +55,7 @@ from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete,
 from sqlalchemy.orm import Session
 
 from services.common.clock import aware, naive, now, utcnow
+from services.common.database import writes_sqlite_elsewhere
 from services.common.entrypoints import rpc
 from services.common.errors import EsignError, InvalidInput, Unavailable
 from services.common.lease import acquire, holder_id
@@ -185,8 +186,12 @@ class ObjectIntents:
     # -- the steps of a put ------------------------------------------------------------
     def open(self, key: str, owner_id: str) -> str:
         """Step 1: record (and commit) the intent to put ``key``; its id."""
+        database = self._database()
+        if writes_sqlite_elsewhere(database.engine):
+            raise RuntimeError("an object is put before the worker's transaction writes: on SQLite the intent's "
+                               "own transaction would wait for the worker's")
         intent_id = str(uuid.uuid4())
-        with self._session() as session:
+        with database.session() as session:
             _lock_key(session, key)
             session.execute(insert(OBJECT_INTENTS).values(id=intent_id, object_key=key, owner_id=owner_id[:64],
                                                           created_at=utcnow()))
@@ -359,9 +364,13 @@ class ObjectReconciliation:
         return self._reconcile_objects(None).removed
 
     @rpc
-    def reconcile_objects_now(self, older_than_seconds: int = DEFAULT_GRACE_SECONDS) -> dict:
+    def reconcile_objects_now(self, older_than_seconds: int | None = None) -> dict:
         """Operations: run the object reconciler at once, taking back objects of
-        intents older than ``older_than_seconds``; what it did, counted."""
+        intents older than ``older_than_seconds`` (default: the configured grace
+        period; an intent younger may belong to a call still running); what it
+        did, counted."""
+        if older_than_seconds is None:
+            return self._reconcile_objects(None).to_dict()
         if not 0 <= older_than_seconds <= 86_400 * 365:
             raise InvalidInput("older_than_seconds", "range", "expected 0 to 31536000 seconds")
         return self._reconcile_objects(timedelta(seconds=older_than_seconds)).to_dict()

@@ -37,6 +37,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from nameko.extensions import DependencyProvider
 
+from services.common.database import DatabaseProvider
 from services.common.errors import IntegrityError, NotFound, Unavailable
 from services.common.object_intents import IntentSettings, IntentStore, ObjectIntents, ObjectReferences
 from services.common.sealing import MAGIC, Keyring, associated_data
@@ -324,8 +325,6 @@ class Storage(DependencyProvider):
         settings = S3Settings.from_config(config)
         self.store = ObjectStore(settings, keyring)
         if self.references is not None:
-            from services.common.database import DatabaseProvider
-
             self.database = next(d for d in self.container.dependencies if isinstance(d, DatabaseProvider))
             self.intents = ObjectIntents(self.store, lambda: self.database.db, self.references,
                                          IntentSettings.from_config(config, settings.object_lock_days))
