@@ -72,6 +72,16 @@ def _writer_lock(path: str) -> _WriterLock:
         return _writer_locks.setdefault(path, _WriterLock())
 
 
+def writes_sqlite_elsewhere(engine: Engine) -> bool:
+    """Whether this thread already writes ``engine``'s SQLite file through another
+    connection: a write on a second connection would wait for itself (until the
+    busy timeout) instead of for another writer. Always False on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return False
+    lock = _writer_locks.get(engine.url.database or ":memory:")
+    return lock is not None and lock._owner == threading.get_ident()
+
+
 def _serialise_writers(engine: Engine, path: str) -> None:
     lock = _writer_lock(path)
 

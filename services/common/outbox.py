@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 import eventlet
 from sqlalchemy import (
@@ -131,6 +131,18 @@ class UnitOfWork:
         self.publisher = publisher
         self.service = service
         self._pending: list[str] = []
+        self._before_commit: list[Callable[[Session], None]] = []
+        self._after_commit: list[Callable[[], None]] = []
+
+    def before_commit(self, hook: Callable[[Session], None]) -> None:
+        """Run ``hook(session)`` as the last step of the next commit's transaction;
+        if it raises, nothing commits."""
+        self._before_commit.append(hook)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` once the next commit succeeded: best effort (a failure is
+        logged), so only for work that something else finishes when it is lost."""
+        self._after_commit.append(hook)
 
     def emit(self, event_type: str, data: dict[str, Any]) -> str:
         """Record an event in the current transaction; returns its event id."""
@@ -150,19 +162,32 @@ class UnitOfWork:
         return event["event_id"]
 
     def commit(self) -> None:
-        """Commit, then publish the events this transaction emitted.
+        """Commit (with the :meth:`before_commit` steps), then publish the events
+        this transaction emitted, then run the :meth:`after_commit` steps.
 
         A publish failure is logged and left to the relay: the change is
         committed, so the event must (and will) go out later.
         """
+        before, self._before_commit = self._before_commit, []
+        after, self._after_commit = self._after_commit, []
+        for hook in before:
+            hook(self.session)
         self.session.commit()
         pending, self._pending = self._pending, []
-        for event_id in pending:
-            publish_one(self.session, self.publisher, event_id)
+        try:
+            for event_id in pending:
+                publish_one(self.session, self.publisher, event_id)
+        finally:
+            for hook in after:
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - committed already; what the hook did not do is finished later
+                    log.exception("after-commit step failed; its reconciler finishes it")
 
     def rollback(self) -> None:
         self.session.rollback()
         self._pending = []
+        self._before_commit, self._after_commit = [], []
 
     # -- idempotent event handling -------------------------------------
     def already_processed(self, event_id: str, handler: str) -> bool:

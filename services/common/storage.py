@@ -17,6 +17,11 @@ Failures of the store (unreachable, 5xx) are retried a bounded number of times
 by botocore and then raised as :class:`~services.common.errors.Unavailable`;
 a put either stored the whole object under its hash or raised, so callers can
 record the key only after a successful put and never reference a half-write.
+
+A put may lock the object in the same request (``retain_days``); services put
+through :mod:`services.common.object_intents` instead, which puts without
+retention and locks the version (:meth:`ObjectStore.retain`) only once a row
+refers to it, so an object no transaction kept can still be deleted.
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from nameko.extensions import DependencyProvider
 
+from services.common.database import DatabaseProvider
 from services.common.errors import IntegrityError, NotFound, Unavailable
+from services.common.object_intents import IntentSettings, IntentStore, ObjectIntents, ObjectReferences
 from services.common.sealing import MAGIC, Keyring, associated_data
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,10 @@ class S3Settings:
             object_lock_days=int(s3.get("OBJECT_LOCK_DAYS") or 0),
             max_attempts=int(s3.get("MAX_ATTEMPTS") or 3),
         )
+
+
+#: what S3 servers answer for a version without retention (AWS; SeaweedFS)
+_NO_RETENTION = ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError")
 
 
 def _unavailable(exc: Exception) -> Unavailable:
@@ -136,10 +147,22 @@ class ObjectStore:
             raise _unavailable(exc) from None
         self._ready = True
 
+    @property
+    def versioned(self) -> bool:
+        """Whether every put makes a new version (Object Lock implies versioning)."""
+        return bool(self.settings.versioning or self.settings.object_lock_days)
+
+    @staticmethod
+    def key_of(data: bytes, prefix: str = "") -> str:
+        """The key :meth:`put` stores ``data`` under: ``prefix`` + SHA-256 of the plaintext."""
+        return prefix + hashlib.sha256(data).hexdigest()
+
     def put(self, data: bytes, *, prefix: str = "", content_type: str = "application/octet-stream",
-            retain_days: int | None = None) -> StoredObject:
+            retain_days: int | None = None, metadata: dict[str, str] | None = None) -> StoredObject:
         """Store ``data`` under ``prefix + sha256``. S3 checks the SHA-256 on
-        arrival, so a truncated upload is refused rather than stored."""
+        arrival, so a truncated upload is refused rather than stored.
+        ``retain_days``: COMPLIANCE retention set by this same request (default
+        ``OBJECT_LOCK_DAYS``; 0: none). ``metadata``: S3 user metadata."""
         self.ensure_bucket()
         digest = hashlib.sha256(data).digest()
         key = prefix + digest.hex()
@@ -148,6 +171,8 @@ class ObjectStore:
             Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
             ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
         )
+        if metadata:
+            kwargs["Metadata"] = dict(metadata)
         days = self.settings.object_lock_days if retain_days is None else retain_days
         if days:
             kwargs["ObjectLockMode"] = "COMPLIANCE"
@@ -205,6 +230,69 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable(exc) from None
 
+    def retain(self, key: str, version_id: str | None, until: datetime) -> datetime:
+        """Lock one version in COMPLIANCE mode until at least ``until`` (S3 Object
+        Lock); the date it is locked until. A version already locked as long or
+        longer is left as it is: COMPLIANCE retention can be extended, never
+        shortened, so asking again (a retry, the reconciler) is harmless."""
+        current = self.retention(key, version_id)
+        if current is not None and current >= until:
+            return current
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
+                                  "Retention": {"Mode": "COMPLIANCE", "RetainUntilDate": until}}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            self.client.put_object_retention(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(exc) from None
+        return until
+
+    def retention(self, key: str, version_id: str | None = None) -> datetime | None:
+        """Until when a version is locked in COMPLIANCE mode; None when it is not."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            retention = self.client.get_object_retention(**kwargs).get("Retention") or {}
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in _NO_RETENTION:
+                return None
+            if code in ("404", "NoSuchKey", "NoSuchVersion", "NotFound"):
+                raise NotFound("object", key) from None
+            raise _unavailable(exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from None
+        if retention.get("Mode") != "COMPLIANCE" or retention.get("RetainUntilDate") is None:
+            return None
+        return retention["RetainUntilDate"].astimezone(timezone.utc)
+
+    def versions_with(self, key: str, name: str, value: str) -> list[str | None]:
+        """The versions of ``key`` whose user metadata ``name`` is ``value`` (None
+        stands for the object of an unversioned bucket): finds the version a put
+        made when the put's answer was lost."""
+        try:
+            if not self.versioned:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                return [None] if (head.get("Metadata") or {}).get(name) == value else []
+            found: list[str | None] = []
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key)
+            for page in pages:
+                for version in page.get("Versions") or ():
+                    if version["Key"] != key:
+                        continue
+                    head = self.client.head_object(Bucket=self.bucket, Key=key, VersionId=version["VersionId"])
+                    if (head.get("Metadata") or {}).get(name) == value:
+                        found.append(version["VersionId"])
+            return found
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+                return []
+            raise _unavailable(exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from None
+
     def ping(self) -> bool:
         try:
             self.client.head_bucket(Bucket=self.bucket)
@@ -219,15 +307,32 @@ class ObjectStore:
 
 class Storage(DependencyProvider):
     """nameko dependency handing workers the service's :class:`ObjectStore`,
-    encrypting with the keyring ``keyring_of(config)`` gives (the service's KEKs)."""
+    encrypting with the keyring ``keyring_of(config)`` gives (the service's KEKs).
 
-    def __init__(self, keyring_of=None):
+    With ``references`` (the columns of the service's tables that name its
+    objects), workers get an :class:`~services.common.object_intents.IntentStore`
+    instead: it reads the same way, and every put goes through an intent, so a
+    failure before the worker's commit leaves nothing behind for good."""
+
+    def __init__(self, keyring_of=None, references: ObjectReferences | None = None):
         self.keyring_of = keyring_of
+        self.references = references
+        self.intents: ObjectIntents | None = None
 
     def setup(self) -> None:
         config = self.container.config
         keyring = self.keyring_of(config) if self.keyring_of is not None else None
-        self.store = ObjectStore(S3Settings.from_config(config), keyring)
+        settings = S3Settings.from_config(config)
+        self.store = ObjectStore(settings, keyring)
+        if self.references is not None:
+            self.database = next(d for d in self.container.dependencies if isinstance(d, DatabaseProvider))
+            self.intents = ObjectIntents(self.store, lambda: self.database.db, self.references,
+                                         IntentSettings.from_config(config, settings.object_lock_days))
 
-    def get_dependency(self, worker_ctx) -> ObjectStore:
-        return self.store
+    def for_worker(self, worker_ctx) -> "ObjectStore | IntentStore":
+        if self.intents is None:
+            return self.store
+        return IntentStore(self.intents, lambda: self.database.units[worker_ctx])
+
+    def get_dependency(self, worker_ctx) -> "ObjectStore | IntentStore":
+        return self.for_worker(worker_ctx)

@@ -15,6 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.object_intents import ObjectReference, ObjectReferences
+
 
 class Base(DeclarativeBase):
     pass
@@ -82,3 +84,9 @@ class Attachment(Base):
     object_key: Mapped[str] = mapped_column(String(200))
     thumbnail_key: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+#: every column naming objects of the documents bucket, for the object reconciler
+#: (services/common/object_intents.py); the bucket keeps one object per key and locks none
+STORED_OBJECTS = ObjectReferences((ObjectReference(Document.pdf_key), ObjectReference(Attachment.object_key),
+                                   ObjectReference(Attachment.thumbnail_key)))

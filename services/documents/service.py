@@ -13,7 +13,10 @@ Rules kept here:
   a declined, expired or cancelled flow (``signing.flow_declined``/
   ``flow_expired``/``flow_cancelled``) hands it back;
 * files go to S3 before the row that references them, in one transaction
-  with the change, so a failure leaves nothing half-written referenced;
+  with the change, so a failure leaves nothing half-written referenced; each
+  put is recorded first as an intent (services/common/object_intents.py) that
+  the change's transaction settles, so the file of a change that never
+  committed is deleted by the object reconciler;
 * rendering and image decoding run in worker processes, off the eventlet hub;
 * the same document renders to the same bytes: its date is fixed at its first
   rendering (or given), its id is its own.
@@ -35,6 +38,7 @@ from services.common import events
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
 from services.common.clock import iso, utcnow
+from services.common.object_intents import ObjectReconciliation
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.documents import drafts
@@ -42,7 +46,7 @@ from services.documents.attachments import DEFAULT_POLICY, sanitize_image
 from services.documents.catalog import TemplatesProvider
 from services.documents.fields import Rejected, check_text
 from services.documents.invite import invite_qr_svg, make_invite, read_invite
-from services.documents.models import Attachment, Document
+from services.documents.models import STORED_OBJECTS, Attachment, Document
 from services.documents.render_pool import RenderPoolProvider
 from services.documents.secrets import DocumentKeysProvider, load_keys
 from services.documents.template import Template, render_input
@@ -58,10 +62,12 @@ ATTACHMENT_PREFIX = "attachments/"
 THUMBNAIL_PREFIX = "thumbnails/"
 
 
-class DocumentsService(ServiceBase):
+class DocumentsService(ObjectReconciliation, ServiceBase):
     name = "documents"
     config = Config()
-    storage = Storage(lambda config: load_keys(config).keyring)  # objects encrypted under the service's KEK
+    # objects encrypted under the service's KEK, put through intents (an object of a change that never
+    # committed is deleted by the reconciler)
+    storage = Storage(lambda config: load_keys(config).keyring, references=STORED_OBJECTS)
     templates = TemplatesProvider()
     keys = DocumentKeysProvider()
     renderer = RenderPoolProvider()
@@ -160,8 +166,9 @@ class DocumentsService(ServiceBase):
             return self._attachment_view(existing)
         if sum(1 for a in attachments if a.field == images.name) >= images.max_items:
             raise InvalidInput(images.name, "max_items", f"{images.name} holds at most {images.max_items} images")
-        stored = self.storage.put(clean.data, prefix=ATTACHMENT_PREFIX, content_type=clean.mime)
-        thumbnail = self.storage.put(clean.thumbnail_jpeg, prefix=THUMBNAIL_PREFIX, content_type="image/jpeg")
+        stored = self.storage.put(clean.data, owner_id=document_id, prefix=ATTACHMENT_PREFIX, content_type=clean.mime)
+        thumbnail = self.storage.put(clean.thumbnail_jpeg, owner_id=document_id, prefix=THUMBNAIL_PREFIX,
+                                     content_type="image/jpeg")
         attachment = Attachment(
             document_id=document_id, field=images.name, sha256=clean.sha256, label=label, mime=clean.mime,
             width=clean.width, height=clean.height, size=len(clean.data), object_key=stored.key,
@@ -200,7 +207,8 @@ class DocumentsService(ServiceBase):
                 rendered = self.renderer.render(data)
             except InvalidInput as exc:
                 raise InvalidInput(drafts.template_field_path(template, exc.field), exc.rule, exc.message) from None
-            stored = self.storage.put(rendered.pdf, prefix=PDF_PREFIX, content_type="application/pdf")
+            stored = self.storage.put(rendered.pdf, owner_id=document_id, prefix=PDF_PREFIX,
+                                      content_type="application/pdf")
             document.pdf_key = stored.key
             document.pdf_sha256 = stored.sha256
             document.pdf_pages = rendered.pages

@@ -6,8 +6,12 @@ it produced, in the signing database and S3, and the one way a flow changes.
 the same transaction (the outbox), so a state change and its events never
 part ways. A PDF goes to S3 *before* any row refers to it
 (:meth:`FlowStore.store_pdf`), so a failure midway leaves no row pointing at
-nothing; an object stored for a transaction that then fails is an unreferenced
-version, never a half-signed document.
+nothing, and through an intent (:mod:`services.common.object_intents`), so it
+leaves no object behind either: the object is put without Object Lock, the
+transaction that adds its row also settles the intent, and the version is
+locked (COMPLIANCE) only once that row is committed. An object stored for a
+transaction that then fails is deleted by the reconciler after a grace period;
+a committed one left unlocked by a crash is locked by it.
 
 The service's workers get a :class:`FlowStore` from :class:`FlowStoreProvider`,
 bound to the worker's unit of work.
@@ -29,7 +33,8 @@ from services.common.database import DatabaseProvider
 from services.common.errors import Conflict, Forbidden, NotFound
 from services.common.metrics import BusinessMetrics
 from services.common.outbox import UnitOfWork
-from services.common.storage import ObjectStore, Storage
+from services.common.object_intents import IntentStore
+from services.common.storage import Storage
 from services.signing import flow as F
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
 
@@ -60,7 +65,7 @@ class FlowStore:
     """A worker's flows: ``unit`` gives the worker's unit of work (session,
     emit, commit) when first needed."""
 
-    def __init__(self, unit: Callable[[], UnitOfWork], storage: ObjectStore, metrics: BusinessMetrics,
+    def __init__(self, unit: Callable[[], UnitOfWork], storage: IntentStore, metrics: BusinessMetrics,
                  public_url: str):
         self._unit = unit
         self.storage = storage
@@ -147,7 +152,8 @@ class FlowStore:
     def record(self, flow: F.Flow, title: str, repayment_date: str | None, initiator_person_id: str,
                pdf: bytes) -> tuple[FlowRow, list[FlowParty]]:
         """Store the flow's PDF, then the flow, its parties and its first events (not committed)."""
-        stored = self.storage.put(pdf, prefix="flows/", content_type="application/pdf")  # before any row refers to it
+        # before any row refers to it
+        stored = self.storage.put(pdf, owner_id=flow.id, prefix="flows/", content_type="application/pdf")
         row = FlowRow(id=flow.id, document_id=flow.document_id, document_sha256=flow.document_sha256, title=title,
                       state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,
                       expires_at=naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
@@ -172,8 +178,9 @@ class FlowStore:
 
     def store_pdf(self, flow_id: str, kind: str, data: bytes) -> StoredObjectRow:
         """Put the PDF in S3 first; the row that references it is added to the
-        current transaction only after the object is safely stored."""
-        stored = self.storage.put(data, prefix="flows/", content_type="application/pdf")
+        current transaction only after the object is safely stored (and its
+        intent is settled when that transaction commits)."""
+        stored = self.storage.put(data, owner_id=flow_id, prefix="flows/", content_type="application/pdf")
         row = StoredObjectRow(flow_id=flow_id, kind=kind, key=stored.key, sha256=stored.sha256,
                               version_id=stored.version_id, size=stored.size, created_at=utcnow())
         self.db.session.add(row)
@@ -183,7 +190,7 @@ class FlowStore:
                      state_key: str | None = None) -> StoredObjectRow:
         """A report or other file of the flow, stored like a PDF; ``state_key`` says
         which state of the flow it was made for (:meth:`state_key`)."""
-        stored = self.storage.put(data, prefix="reports/", content_type=content_type)
+        stored = self.storage.put(data, owner_id=flow_id, prefix="reports/", content_type=content_type)
         row = StoredObjectRow(flow_id=flow_id, kind=kind, key=stored.key, sha256=stored.sha256,
                               version_id=stored.version_id, size=stored.size, created_at=utcnow(),
                               state_key=state_key)
@@ -303,5 +310,5 @@ class FlowStoreProvider(DependencyProvider):
         self.public_url = str(self.container.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
 
     def get_dependency(self, worker_ctx) -> FlowStore:
-        return FlowStore(lambda: self.database.units[worker_ctx], self.storage.store,
+        return FlowStore(lambda: self.database.units[worker_ctx], self.storage.for_worker(worker_ctx),
                          BusinessMetrics(self.container.service_name), self.public_url)

@@ -5,6 +5,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.object_intents import LockRecord, ObjectReference, ObjectReferences
+
 
 class Base(DeclarativeBase):
     pass
@@ -190,3 +192,15 @@ class StoredObjectRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     #: the state of the flow a report was made for (FlowStore.state_key): served again while it holds
     state_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    #: until when S3 Object Lock (COMPLIANCE) keeps this version; None: not locked yet (just committed,
+    #: or the lock after the commit failed and the reconciler has not locked it yet)
+    retained_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+#: every column naming objects of the signing bucket (flows.current_pdf_key names one of these rows too),
+#: for the object reconciler (services/common/object_intents.py)
+STORED_OBJECTS = ObjectReferences(
+    (ObjectReference(StoredObjectRow.key, StoredObjectRow.version_id),),
+    locks=LockRecord(StoredObjectRow.key, StoredObjectRow.version_id, StoredObjectRow.created_at,
+                     StoredObjectRow.retained_until),
+)

@@ -58,6 +58,7 @@ from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput
 from services.common.lease import acquire
+from services.common.object_intents import ObjectReconciliation
 from services.common.offload import WorkerPoolProvider
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
@@ -68,7 +69,7 @@ from services.signing import pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FlowStoreProvider, to_domain
-from services.signing.models import PendingAction, RevokedCertificate
+from services.signing.models import STORED_OBJECTS, PendingAction, RevokedCertificate
 from services.signing.parties import IdentityDirectory, bind_parties, place_for
 from services.signing.report import sign_report
 from services.signing.report_assembly import REPORTABLE_STATES, assemble
@@ -97,9 +98,10 @@ def _binary(value: str, field: str, max_bytes: int) -> bytes:
     return data
 
 
-class SigningService(EvidenceEntrypoints, ServiceBase):
+class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
     name = "signing"
-    storage = Storage(lambda config: load_keys(config).keyring)  # objects encrypted under the service's KEK
+    # objects encrypted under the service's KEK; put through intents, locked once their row is committed
+    storage = Storage(lambda config: load_keys(config).keyring, references=STORED_OBJECTS)
     ctx = SigningContext()
     flows = FlowStoreProvider()
     pdf = WorkerPoolProvider("PDF", default_workers=1)

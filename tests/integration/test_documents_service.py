@@ -526,3 +526,58 @@ def test_an_s3_failure_during_render_leaves_no_pdf_referenced(documents_config, 
         assert (row.pdf_key, row.pdf_sha256) == (None, None)
     db.dispose()
     assert definition_sha256(load_templates().get("iou")) == document["template_sha256"]
+
+
+def test_a_render_failing_before_its_commit_leaves_no_pdf_behind(documents, rpc_proxy, monkeypatch):
+    """The PDF is stored, then the change does not commit (the database away, the
+    process stopped): the object reconciler deletes the file nothing refers to."""
+    from datetime import timedelta
+
+    from nameko.testing.services import entrypoint_hook
+
+    from services.common.object_intents import OBJECT_INTENTS
+    from services.common.outbox import UnitOfWork
+    from services.documents.secrets import load_keys
+
+    store = ObjectStore(S3Settings.from_config(documents.config), load_keys(documents.config).keyring)
+    db = database_of(documents)
+
+    def intents() -> list:
+        with db.session() as session:
+            return session.execute(select(OBJECT_INTENTS)).all()
+
+    document_id = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    emit = UnitOfWork.emit
+
+    def database_gone(self, event_type, data):  # after the PDF is stored, before the commit
+        if data.get("change") == "rendered":
+            raise Unavailable("database", "gone")
+        return emit(self, event_type, data)
+
+    monkeypatch.setattr(UnitOfWork, "emit", database_gone)
+    with pytest.raises(Unavailable):
+        rpc_proxy.documents.render(document_id=document_id)
+    monkeypatch.undo()
+    assert rpc_proxy.documents.get_document(document_id=document_id)["pdf_key"] is None
+    [intent] = intents()
+    assert intent.owner_id == document_id and intent.object_key.startswith("pdf/")
+    assert store.exists(intent.object_key)
+    assert rpc_proxy.documents.reconcile_objects_now() == \
+        {"removed": 0, "forgotten": 0, "locked": 0, "failed": 0}  # younger than the grace period: maybe running
+    with db.session() as session:  # ten minutes later, the reconciler's timer (one replica: a lease)
+        session.execute(OBJECT_INTENTS.update().values(created_at=OBJECT_INTENTS.c.created_at - timedelta(minutes=11)))
+        session.commit()
+    removed_before = metric("esign_orphan_objects_removed_total")
+    with entrypoint_hook(documents, "reconcile_objects") as reconcile:
+        assert reconcile() == 1
+    assert metric("esign_orphan_objects_removed_total") == removed_before + 1
+    assert not store.exists(intent.object_key) and intents() == []
+
+    rendered = rpc_proxy.documents.render(document_id=document_id)  # the same bytes again, committed this time
+    assert rendered["pdf_key"] == intent.object_key and intents() == []
+    added = rpc_proxy.documents.add_attachment(document_id=document_id, image=jpeg(), label="借条照片")
+    assert intents() == []  # the image and its thumbnail: both intents settled by the commit
+    assert rpc_proxy.documents.reconcile_objects_now(older_than_seconds=0)["removed"] == 0
+    assert store.get("attachments/" + added["sha256"])
+    assert store.exists(intent.object_key)
+    db.dispose()
