@@ -8,6 +8,13 @@ never with a traceback. Unexpected failures inside a worker reach the caller
 as :class:`~services.common.errors.InternalError` carrying only a reference;
 the details go to the service log under that reference.
 
+A worker that finishes after the broker connection was lost (a broker restart)
+cannot ack its message or send its answer on the dead channel. nameko lets that
+error kill the whole container while the process stays up, deaf for good (seen
+in tests/reliability). Here it is logged instead: the broker puts an unacked
+message back on its queue when the connection drops, and the consumer, once
+reconnected, delivers it again to a handler that is idempotent.
+
 ``handles_event``: an idempotent event handler. It records the event id in
 ``processed_events`` in the same transaction as the handler's own changes,
 so a redelivered event changes nothing twice; a transient failure (database
@@ -22,10 +29,14 @@ import typing
 import uuid
 
 import eventlet
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from amqp.exceptions import RecoverableConnectionError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.events import SERVICE_POOL, EventHandler
+from nameko.messaging import QueueConsumer
 from nameko.rpc import Rpc, RpcConsumer, RpcProxy
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from services.common.errors import EsignError, InternalError, InvalidInput, Unavailable
 
@@ -34,7 +45,40 @@ log = logging.getLogger(__name__)
 _PASSTHROUGH = ("MalformedRequest", "ContainerBeingKilled")
 
 
+#: what a lost broker connection raises on a message's channel
+CONNECTION_LOST = (ConnectionError, OSError, AmqpConnectionError, RecoverableConnectionError, KombuOperationalError)
+
+
+class SurvivingQueueConsumer(QueueConsumer):
+    """Acks and requeues on a connection that is gone are logged, not raised: the
+    broker has put the message back already (see the module's docstring)."""
+
+    def ack_message(self, message):
+        self._settle(super().ack_message, message, "ack")
+
+    def requeue_message(self, message):
+        self._settle(super().requeue_message, message, "requeue")
+
+    @staticmethod
+    def _settle(action, message, what: str) -> None:
+        try:
+            action(message)
+        except CONNECTION_LOST as exc:
+            log.warning("could not %s message %s (%s: broker connection lost); the broker delivers it again",
+                        what, message.delivery_info.get("routing_key"), type(exc).__name__)
+
+
 class EsignRpcConsumer(RpcConsumer):
+    queue_consumer = SurvivingQueueConsumer()
+
+    def handle_result(self, message, result, exc_info):
+        try:
+            return super().handle_result(message, result, exc_info)
+        except CONNECTION_LOST as exc:  # the answer could not be sent: the request comes again
+            log.warning("could not answer %s (%s: broker connection lost); the request is delivered again",
+                        message.delivery_info.get("routing_key"), type(exc).__name__)
+            return result, exc_info
+
     def handle_message(self, body, message):
         # nameko answers to ``reply_to``: a request without one made its responder raise
         # KeyError in the consumer thread, which killed the whole service (any user allowed
@@ -129,6 +173,23 @@ def _nul_at(value, path: str) -> str | None:
     return None
 
 
+#: the server went away or is starting: 57P01-57P03 (shut down, crashed, not accepting yet), 08xxx
+_AWAY_SQLSTATE_PREFIXES = ("57P01", "57P02", "57P03", "08")
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """A connection lost or refused (a PostgreSQL restart): the caller may try again."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "pgcode", None)
+    if code:
+        return code.startswith(_AWAY_SQLSTATE_PREFIXES)
+    # psycopg2 gives no code when there is no server to give one: closed, reset, refused
+    return isinstance(exc, OperationalError)
+
+
 def to_typed_error(exc_info, where: str):
     """Replace an unexpected exception by an InternalError with a reference; a
     database lock wait that ran out is ``Unavailable`` (busy, retry shortly)."""
@@ -141,6 +202,10 @@ def to_typed_error(exc_info, where: str):
         log.warning("%s: a database lock wait ran out", where)
         busy = Unavailable("database", "busy: a lock wait ran out", retry_after=1)
         return (Unavailable, busy, exc_info[2])
+    if _database_unreachable(exc):
+        log.warning("%s: the database is unreachable (%s)", where, type(getattr(exc, "orig", exc)).__name__)
+        away = Unavailable("database", "unreachable: try again shortly", retry_after=2)
+        return (Unavailable, away, exc_info[2])
     reference = uuid.uuid4().hex[:12]
     log.error("unexpected %s in %s (reference %s)", type(exc).__name__, where, reference,
               exc_info=exc_info)
@@ -159,6 +224,7 @@ class EsignEventHandler(EventHandler):
     event is retried instead of lost; other failures are acked and logged."""
 
     requeue_delay = 1.0
+    queue_consumer = SurvivingQueueConsumer()
 
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
         if exc_info is not None and isinstance(exc_info[1], TRANSIENT_ERRORS):

@@ -21,6 +21,7 @@ reports itself unhealthy (:meth:`WorkerPool.health`), which the service's
 """
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -56,6 +57,32 @@ _MAKING = threading.Lock()
 def pools_health() -> dict[str, dict]:
     """Every live pool of this process, by name (for the ``/healthz`` probe)."""
     return {pool.name: pool.health() for pool in list(_pools)}
+
+
+def _one_writer_to_the_resource_tracker() -> None:
+    """Under eventlet, every write to a pipe first waits for it to be writable, and two
+    greenthreads waiting on one pipe is an error ("Second simultaneous write on fileno").
+    multiprocessing's resource tracker pipe is written whenever a semaphore is made or
+    finalized (pools starting, stopping, garbage collected) and when a worker starts,
+    partly outside the tracker's own lock: one lock of ours around all of it (seen: a 500
+    from prepare_signature in a full run while another pool was being shut down)."""
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    if getattr(tracker, "_esign_serialized", False):
+        return
+    lock = threading.RLock()
+    send, ensure_running = tracker._send, tracker.ensure_running
+
+    def serialized(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with lock:
+                return fn(*args, **kwargs)
+        return call
+
+    tracker._send, tracker.ensure_running = serialized(send), serialized(ensure_running)
+    tracker._esign_serialized = True
 
 
 def _cooperative_pipes(executor: ProcessPoolExecutor) -> None:
@@ -102,6 +129,8 @@ class WorkerPool(ReportsPoolHealth):
         _pools.add(self)
 
     def _pool(self) -> ProcessPoolExecutor:
+        if patcher.is_monkey_patched("thread"):
+            _one_writer_to_the_resource_tracker()
         with _MAKING, self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(

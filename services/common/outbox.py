@@ -117,8 +117,12 @@ class OutboxPublisher:
             retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         )
 
+    #: a publish whose broker vanished mid-confirm can wait for ever; then it fails and is retried
+    TIMEOUT_SECONDS = 10
+
     def publish(self, event: dict[str, Any]) -> None:
-        self._publisher.publish(event, exchange=self.exchange, routing_key=event["event_type"])
+        with eventlet.Timeout(self.TIMEOUT_SECONDS, TimeoutError("publish: no confirm from the broker")):
+            self._publisher.publish(event, exchange=self.exchange, routing_key=event["event_type"])
 
 
 class UnitOfWork:

@@ -54,7 +54,22 @@ def run(name: str) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     runner.start()
     log.info("%s started", name)
-    stopping.wait()
+
+    def _watch():
+        # a container that died (an error nameko does not survive) leaves the process up
+        # but deaf: end it instead, so its supervisor (esign up, Kubernetes) starts a new one
+        try:
+            runner.wait()
+        except Exception as exc:  # the container's own error, logged by nameko
+            if not stopping.ready():
+                stopping.send(exc)
+
+    eventlet.spawn(_watch)
+    why = stopping.wait()
+    if isinstance(why, Exception):
+        log.critical("%s died (%s: %s); exiting so it is started again", name, type(why).__name__, why)
+        runner.kill()
+        return 1
     log.info("%s stopping", name)
     with eventlet.Timeout(15, False):
         runner.stop()

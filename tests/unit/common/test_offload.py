@@ -127,3 +127,41 @@ def test_concurrent_large_jobs_do_not_freeze_the_hub():
         pytest.fail("five concurrent 1 MiB jobs on one worker did not finish in 60 s: the hub froze")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == str(5 << 20)
+
+
+#: twenty greenthreads making and dropping multiprocessing locks, as pools starting and stopping do
+RESOURCE_TRACKER_CHURN = """
+import eventlet
+eventlet.monkey_patch()
+import multiprocessing
+from services.common import offload
+offload._one_writer_to_the_resource_tracker()
+context = multiprocessing.get_context("spawn")
+errors = []
+def churn():
+    for _ in range(20):
+        try:
+            lock = context.Lock()  # registers with the resource tracker; its finalizer unregisters
+            del lock
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        eventlet.sleep(0)
+pool = eventlet.GreenPool(20)
+for _ in range(20):
+    pool.spawn(churn)
+pool.waitall()
+print(len(errors), errors[:1])
+"""
+
+
+def test_greenthreads_never_write_the_resource_tracker_pipe_at_once():
+    """Without the lock, this churn gave 269 'Second simultaneous write' errors of 400 (a 500
+    from prepare_signature in a full run)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", RESOURCE_TRACKER_CHURN], cwd=Path(__file__).resolve().parents[3],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("0 "), done.stdout

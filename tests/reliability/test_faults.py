@@ -1,0 +1,493 @@
+"""Faults injected into a running platform, and what is left after recovery.
+
+The platform (tests/support/faults.py) runs every service as its own process
+on a RabbitMQ node and a PostgreSQL cluster of its own, so the test can
+restart them, and on SeaweedFS. Lender and borrower sign IOUs by SMS code the
+way a person does: prepare, read the code from the SMS outbox (matched to
+the willingness check through identity's and notify's own records), confirm,
+sign; after an error they look at the flow and press again.
+
+After each fault, every flow is checked (:func:`audit`):
+- it completed, or it is exactly where it was (no party half-signed: the
+  current PDF carries one signature per signed party, one stored PDF and one
+  evidence-log leaf per signature);
+- no event lost (every service's outbox published, every notice of every
+  flow sent) and none handled twice (no notice sent twice, no SMS the
+  delivery log does not know, no two SMS for one code);
+- no grant usable twice (every grant identity recorded as used is refused
+  when presented again).
+The counts go to ``ESIGN_RELIABILITY_RESULTS`` (a JSON file) when set, and
+docs/reliability.md shows them for a run.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import eventlet
+import pytest
+from eventlet import tpool
+from nameko.exceptions import RemoteError
+
+from tests.support.faults import SERVICES, ReconnectingRpc, ServiceProcesses, Unreachable, make_cluster
+from tests.support.stack import Stack, handwriting_png, iou_values, people
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
+
+RESULTS: dict[str, dict] = {}
+SEED = int(os.environ.get("ESIGN_FAULT_SEED", "20261206"))
+
+
+@dataclass
+class Cluster:
+    processes: ServiceProcesses
+    rpc: ReconnectingRpc
+    stack: Stack
+    lender: str
+    borrower: str
+    counts: Counter = field(default_factory=Counter)
+    grants: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def postgres(self):
+        return self.processes.postgres
+
+    @property
+    def rabbit(self):
+        return self.processes.rabbit
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_healthy(processes: ServiceProcesses, rpc: ReconnectingRpc, timeout: float = 120) -> None:
+    """Every service answers its health RPC with ok, and the gateway /healthz with 200."""
+    deadline = time.monotonic() + timeout
+    waiting = list(SERVICES)
+    while waiting and time.monotonic() < deadline:
+        for name, process in processes.processes.items():
+            assert process.poll() is None, f"{name} exited with {process.returncode}:\n{processes.log_tail(name)}"
+        service = waiting[0]
+        try:
+            if service == "gateway":
+                ok = _get(processes.gateway_url + "/healthz") == 200
+            else:
+                ok = rpc.call(service, "health")["status"] == "ok"
+        except (Unreachable, RemoteError):
+            ok = False
+        if ok:
+            waiting.pop(0)
+        else:
+            eventlet.sleep(0.3)
+    assert not waiting, f"not healthy after {timeout}s: {waiting}\n{processes.log_tail(waiting[0])}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    root = Path(tempfile.mkdtemp(prefix="esign-faults-"))
+    root.chmod(0o755)  # the broker and database run as their own users and need to reach their folders
+    rabbit = postgres = s3 = None
+    processes = rpc = supervisor = None
+    try:
+        rabbit, postgres, s3 = make_cluster(root)
+        processes = ServiceProcesses(root, rabbit, postgres, s3)
+        processes.configure()
+        processes.start_all()
+        supervisor = eventlet.spawn(processes.supervise)
+        rpc = ReconnectingRpc(rabbit.uri)
+        wait_healthy(processes, rpc, timeout=180)
+        stack = Stack(rpc, processes.sms_outbox, processes.gateway_url, root, signing_config={})
+        lender, borrower = people(stack)
+        yield Cluster(processes, rpc, stack, lender, borrower)
+    finally:
+        if supervisor is not None:
+            supervisor.kill()
+        if rpc is not None:
+            rpc.close()
+        if processes is not None:
+            processes.stop_all()
+        for part in (s3, postgres, rabbit):
+            if part is not None:
+                try:
+                    part.kill() if part is rabbit else part.stop()
+                except Exception:
+                    pass
+        target = os.environ.get("ESIGN_RELIABILITY_RESULTS")
+        if target and RESULTS:
+            Path(target).write_text(json.dumps(RESULTS, indent=2, ensure_ascii=False), "utf-8")
+        if os.environ.get("ESIGN_KEEP_FAULT_DIR"):
+            print(f"fault-injection platform kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# --- a person signing, as the web pages let them ------------------------------------------------------
+
+
+def code_for(cluster: Cluster, willingness_id: str, timeout: float = 60) -> str:
+    """The SMS code of one willingness check: identity's check names its code challenge, notify's
+    delivery log the vendor message that carried it, and the SMS outbox that message."""
+    pg = cluster.postgres
+
+    def find():
+        rows = pg.query("SELECT otp_challenge_id FROM identity.willingness_checks WHERE id = %s", willingness_id)
+        if not rows or not rows[0][0]:
+            return None
+        sent = pg.query("SELECT vendor_message_id FROM notify.sms_messages WHERE ref_type = 'otp' AND ref_id = %s "
+                        "AND vendor_message_id IS NOT NULL", rows[0][0])
+        if not sent:
+            return None
+        for message in cluster.processes.sms():
+            if message["message_id"] == sent[0][0]:
+                return message["params"]["code"]
+        return None
+
+    code = wait_for(_tolerant(find), timeout=timeout, interval=0.2)
+    if not code:
+        raise Unreachable(f"no SMS code for willingness {willingness_id} in {timeout}s")
+    return code
+
+
+def _tolerant(fn):
+    """While PostgreSQL restarts, looking finds nothing yet."""
+    def call():
+        try:
+            return fn()
+        except Exception:
+            return None
+    return call
+
+
+def flow_of(cluster: Cluster, flow_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return cluster.rpc.signing.get_flow(flow_id=flow_id)
+        except (Unreachable, RemoteError) as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow {flow_id} unreadable for {timeout}s: {exc}") from None
+            eventlet.sleep(0.5)
+
+
+def has_signed(flow: dict, person_id: str) -> bool:
+    return any(p["person_id"] == person_id and p["signed_at"] for p in flow["parties"])
+
+
+def sign_once(cluster: Cluster, flow_id: str, person_id: str, before_sign=None) -> dict:
+    rpc = cluster.rpc
+    pending = rpc.signing.prepare_signature(flow_id=flow_id, person_id=person_id, signature_image=handwriting_png(),
+                                            method="sms")
+    code = code_for(cluster, pending["willingness_id"])
+    grant = rpc.identity.confirm_willingness(willingness_id=pending["willingness_id"], code=code)["grant"]
+    cluster.grants.append((grant, person_id, pending["digest"]))
+    if before_sign is not None:
+        before_sign()
+    return rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
+
+
+def sign_until_done(cluster: Cluster, flow_id: str, person_id: str, attempts: int = 40) -> int:
+    """Sign, and after any error look at the flow and sign again if needed; the tries it took."""
+    for attempt in range(1, attempts + 1):
+        if has_signed(flow_of(cluster, flow_id), person_id):
+            return attempt - 1
+        try:
+            sign_once(cluster, flow_id, person_id)
+            cluster.counts["signatures"] += 1
+            return attempt
+        except Unreachable as exc:  # "<service>.<method>: ..." or "no SMS code ..."
+            cluster.counts["unanswered:" + str(exc).split(":")[0][:40]] += 1
+        except RemoteError as exc:
+            cluster.counts[f"error:{exc.exc_type}"] += 1
+        eventlet.sleep(0.5)
+    raise AssertionError(f"{person_id} could not sign {flow_id} in {attempts} tries: {dict(cluster.counts)}")
+
+
+def new_flow(cluster: Cluster) -> str:
+    for _ in range(60):
+        try:
+            rendered = cluster.stack.document("iou", iou_values())
+            return cluster.stack.start(rendered, [(cluster.lender, "lender"), (cluster.borrower, "borrower")])["flow_id"]
+        except (Unreachable, RemoteError):
+            eventlet.sleep(0.5)
+    raise AssertionError("no flow could be started")
+
+
+def drive(cluster: Cluster, flow_id: str) -> None:
+    sign_until_done(cluster, flow_id, cluster.lender)
+    sign_until_done(cluster, flow_id, cluster.borrower)
+
+
+# --- what is left -----------------------------------------------------------------------------------
+
+
+def signatures_in(pdf: bytes) -> int:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    from pyhanko.pdf_utils.generic import NameObject
+
+    return sum(1 for signature in PdfFileReader(io.BytesIO(pdf)).embedded_signatures  # not the document time stamp
+               if signature.sig_object.get("/Type") != NameObject("/DocTimeStamp"))
+
+
+def settle(cluster: Cluster, timeout: float = 240) -> tuple[dict, float]:
+    """Wait until every service's outbox is published: the rows still waiting per service,
+    and the seconds it took from the end of the scenario."""
+    pg = cluster.postgres
+    began = time.monotonic()
+
+    def waiting():
+        return {service: pg.query(f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL")[0][0]
+                for service in ("identity", "documents", "signing", "notify")}
+
+    def quiet():  # nothing waiting, twice, a relay round apart (notices still being sent add rows)
+        if any(waiting().values()):
+            return False
+        eventlet.sleep(2.5)
+        return not any(waiting().values())
+
+    wait_for(_tolerant(quiet), timeout=timeout, interval=0.3)
+    return waiting(), round(time.monotonic() - began, 1)
+
+
+def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, completed: bool = True) -> dict:
+    """Check and count what the faults left behind (see the module's docstring)."""
+    pg, rpc = cluster.postgres, cluster.rpc
+    unpublished, drained_after = settle(cluster)
+    expected_notices = {"sign_request": 2, "flow_completed": 2}  # each signer asked in turn; both told
+    states, half_signed, leaves_duplicated, notices_missing, notices_twice = Counter(), 0, 0, 0, 0
+    leaf_counts = Counter()
+    for flow_id in flows:
+        flow = flow_of(cluster, flow_id)
+        states[flow["state"]] += 1
+        signed = sum(1 for p in flow["parties"] if p["signed_at"])
+        pdf = base64.b64decode(rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+        stored = [o for o in flow["objects"] if o["kind"] in ("signed", "final")]
+        if signatures_in(pdf) != signed or len(stored) != signed:
+            half_signed += 1
+        leaves = [json.loads(bytes(row[0])) for row in
+                  pg.query("SELECT leaf_data FROM signing.log_leaves WHERE flow_id = %s", flow_id)]
+        # a record twice: the same content but for when it was logged and where it chains
+        kinds = Counter(json.dumps({k: v for k, v in leaf.items() if k not in ("timestamp", "prev_index")},
+                                   sort_keys=True) for leaf in leaves)
+        leaves_duplicated += sum(n - 1 for n in kinds.values() if n > 1)
+        leaf_counts[len(leaves)] += 1
+        if flow["state"] == "completed":
+            sent = Counter(m["template"] for m in wait_for(
+                lambda: _notices(cluster, flow_id, expected_notices), timeout=60))
+            notices_missing += sum(max(0, n - sent[t]) for t, n in expected_notices.items())
+            notices_twice += sum(max(0, sent[t] - n) for t, n in expected_notices.items())
+    # every SMS the outbox holds is one the delivery log recorded as that message, once
+    lines = cluster.processes.sms()
+    known = {row[0] for row in pg.query("SELECT vendor_message_id FROM notify.sms_messages "
+                                        "WHERE vendor_message_id IS NOT NULL")}
+    unknown_sms = sum(1 for m in lines if m["message_id"] not in known)
+    codes_twice = sum(n - 1 for n in Counter(
+        row[0] for row in pg.query("SELECT ref_id FROM notify.sms_messages WHERE ref_type = 'otp' AND status = 'sent'")
+    ).values() if n > 1)
+    sms_lines_twice = sum(n - 1 for n in Counter(m["message_id"] for m in lines).values() if n > 1)
+    grants_reused = grants_used = 0
+    for grant, person_id, digest in cluster.grants:
+        from hashlib import sha256
+
+        used = pg.query("SELECT used_at FROM identity.signing_grants WHERE token_hash = %s",
+                        sha256(grant.encode()).hexdigest())
+        if not used or used[0][0] is None:
+            continue
+        grants_used += 1
+        try:
+            rpc.identity.sign_digest(grant=grant, person_id=person_id, digest=digest)
+            grants_reused += 1
+        except RemoteError:
+            pass
+    result = {
+        "injected": injected, "flows": len(flows), "states": dict(states),
+        "signatures": cluster.counts["signatures"], "retries": {k: v for k, v in cluster.counts.items()
+                                                                 if k != "signatures"},
+        "half_signed_documents": half_signed, "evidence_leaves_duplicated": leaves_duplicated,
+        "leaves_per_flow": dict(leaf_counts), "events_unpublished": sum(unpublished.values()),
+        "outbox_drained_after_seconds": drained_after,
+        "notices_missing": notices_missing, "notices_sent_twice": notices_twice,
+        "sms_unknown_to_delivery_log": unknown_sms, "sms_written_twice": sms_lines_twice,
+        "codes_sent_twice": codes_twice, "grants_used": grants_used, "grants_usable_twice": grants_reused,
+        "service_processes_that_exited": dict(cluster.processes.restarted),
+    }
+    cluster.processes.restarted.clear()
+    RESULTS[scenario] = result
+    print(f"\n{scenario}: {json.dumps(result, ensure_ascii=False)}")
+    cluster.counts.clear()
+    cluster.grants.clear()
+    if completed:
+        assert states == {"completed": len(flows)}, result
+        assert len(leaf_counts) == 1, f"flows with different evidence: {result}"
+    assert half_signed == 0 and leaves_duplicated == 0, result
+    assert sum(unpublished.values()) == 0, result
+    assert notices_missing == 0 and notices_twice == 0, result
+    assert unknown_sms == 0 and sms_lines_twice == 0 and codes_twice == 0, result
+    assert grants_reused == 0, result
+    return result
+
+
+def _notices(cluster: Cluster, flow_id: str, expected: dict) -> list[dict]:
+    found = [m for m in cluster.processes.sms() if m["template"] in expected and flow_id in json.dumps(m["params"])]
+    return found if len(found) >= sum(expected.values()) else []
+
+
+def run_drivers(cluster: Cluster, flows: list[str]):
+    pool = eventlet.GreenPool(len(flows))
+    threads = [pool.spawn(drive, cluster, flow_id) for flow_id in flows]
+    return pool, threads
+
+
+def wait_for_signatures(cluster: Cluster, threads, count: int, timeout: float = 120) -> None:
+    def done():
+        for thread in threads:
+            if thread.dead:
+                thread.wait()  # a driver that failed says why
+        return cluster.counts["signatures"] >= count
+
+    assert wait_for(done, timeout=timeout), dict(cluster.counts)
+
+
+def join(threads, timeout: float = 300) -> None:
+    with eventlet.Timeout(timeout):
+        for thread in threads:
+            thread.wait()
+
+
+# --- the faults ---------------------------------------------------------------------------------------
+
+
+def test_rabbitmq_restarted_with_twenty_flows_in_progress(cluster):
+    flows = [new_flow(cluster) for _ in range(20)]
+    _pool, threads = run_drivers(cluster, flows)
+    wait_for_signatures(cluster, threads, 8)
+    in_flight = 40 - cluster.counts["signatures"]
+    away = tpool.execute(cluster.rabbit.restart)  # a clean stop of the node, then a start
+    join(threads)
+    audit(cluster, flows, "rabbitmq_restart", {
+        "fault": "RabbitMQ node stopped and started while 20 IOU flows were being signed",
+        "signatures_still_to_do_at_the_fault": in_flight, "broker_away_seconds": round(away, 1)})
+
+
+def test_rabbitmq_killed_with_flows_in_progress(cluster):
+    flows = [new_flow(cluster) for _ in range(10)]
+    _pool, threads = run_drivers(cluster, flows)
+    wait_for_signatures(cluster, threads, 4)
+    in_flight = 20 - cluster.counts["signatures"]
+    away = tpool.execute(cluster.rabbit.restart, True)  # SIGKILL of the node, then a start
+    join(threads)
+    audit(cluster, flows, "rabbitmq_sigkill", {
+        "fault": "RabbitMQ node SIGKILLed and started while 10 IOU flows were being signed",
+        "signatures_still_to_do_at_the_fault": in_flight, "broker_away_seconds": round(away, 1)})
+
+
+def test_postgresql_restarted_with_flows_in_progress(cluster):
+    flows = [new_flow(cluster) for _ in range(10)]
+    _pool, threads = run_drivers(cluster, flows)
+    wait_for_signatures(cluster, threads, 4)
+    in_flight = 20 - cluster.counts["signatures"]
+    away = tpool.execute(cluster.postgres.restart)  # 'immediate': no checkpoint, recovery from the WAL
+    join(threads)
+    audit(cluster, flows, "postgresql_restart", {
+        "fault": "PostgreSQL stopped in immediate mode (as a crash) and started while 10 flows were being signed",
+        "signatures_still_to_do_at_the_fault": in_flight, "database_away_seconds": round(away, 1)})
+
+
+def _unchanged(cluster: Cluster, flow_id: str, before: dict) -> None:
+    after = flow_of(cluster, flow_id)
+    assert (after["state"], after["current_pdf_sha256"], after["parties"], after["objects"]) == (
+        before["state"], before["current_pdf_sha256"], before["parties"], before["objects"])
+
+
+def test_s3_down_during_the_store_of_a_signed_pdf(cluster):
+    flow_id = new_flow(cluster)
+    sign_until_done(cluster, flow_id, cluster.lender)
+    before = flow_of(cluster, flow_id)
+    s3 = cluster.processes.s3
+    with pytest.raises(RemoteError) as refused:
+        sign_once(cluster, flow_id, cluster.borrower, before_sign=lambda: tpool.execute(s3.stop))
+    assert refused.value.exc_type == "Unavailable", refused.value
+    _unchanged(cluster, flow_id, before)
+    with pytest.raises(RemoteError) as render_refused:  # documents stores its rendered PDFs there too
+        cluster.stack.document("iou", iou_values())
+    assert render_refused.value.exc_type == "Unavailable", render_refused.value
+    tpool.execute(s3.start)
+    sign_until_done(cluster, flow_id, cluster.borrower)
+    audit(cluster, [flow_id], "s3_down", {
+        "fault": "SeaweedFS stopped after the borrower's willingness was confirmed, before the sign step "
+                 "stored the signed PDF; a render attempted while it was down; then started"})
+
+
+def test_tsa_down_during_a_sign_step(cluster):
+    flow_id = new_flow(cluster)
+    before = flow_of(cluster, flow_id)
+    processes = cluster.processes  # the platform's TSA is served by the gateway (/tsa)
+    with pytest.raises(RemoteError) as refused:
+        sign_once(cluster, flow_id, cluster.lender, before_sign=lambda: processes.kill("gateway"))
+    assert refused.value.exc_type == "Unavailable", refused.value
+    _unchanged(cluster, flow_id, before)
+    processes.start("gateway")
+    wait_healthy(cluster.processes, cluster.rpc)
+    drive(cluster, flow_id)
+    audit(cluster, [flow_id], "tsa_down", {
+        "fault": "the time-stamp authority (the gateway's /tsa) SIGKILLed after the lender's willingness "
+                 "was confirmed, before the sign step stamped the signature; then started"})
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_sigkilled_at_a_random_point_of_a_sign_step(cluster, service):
+    """The sign step (signing.sign: identity signs the digest with the grant, the TSA stamps,
+    S3 stores, the log appends) with ``service`` SIGKILLed at a random moment of it."""
+    chooser = random.Random(f"{SEED}:{service}")
+    flows = [new_flow(cluster) for _ in range(3)]
+    for flow_id in flows:
+        sign_until_done(cluster, flow_id, cluster.lender)
+    delays, outcomes = [], Counter()
+    for flow_id in flows:
+        delay = round(chooser.uniform(0.0, 0.5), 3)
+        delays.append(delay)
+
+        def kill_later():
+            eventlet.sleep(delay)
+            cluster.processes.kill(service)
+            cluster.processes.start(service)
+
+        killer = []
+        outcomes[_sign_and_tell(cluster, flow_id, cluster.borrower,
+                                before_sign=lambda: killer.append(eventlet.spawn(kill_later)))] += 1
+        killer[0].wait()
+        wait_healthy(cluster.processes, cluster.rpc)
+        sign_until_done(cluster, flow_id, cluster.borrower)
+    audit(cluster, flows, f"sigkill_{service}", {
+        "fault": f"{service} SIGKILLed (with its worker processes) during the borrower's sign step, "
+                 f"at a random moment after the step began (seed {SEED}), then started again",
+        "kill_delays_seconds": delays, "interrupted_sign_steps": dict(outcomes)})
+
+
+def _sign_and_tell(cluster: Cluster, flow_id: str, person_id: str, before_sign) -> str:
+    try:
+        sign_once(cluster, flow_id, person_id, before_sign=before_sign)
+        cluster.counts["signatures"] += 1
+        return "signed"
+    except Unreachable:
+        return "unanswered"
+    except RemoteError as exc:
+        return f"refused: {exc.exc_type}"

@@ -1,0 +1,65 @@
+"""What a service does when the broker or the database goes away under a worker
+(tests/reliability injects those faults into running processes; these pin the rules)."""
+from __future__ import annotations
+
+import psycopg2
+import pytest
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from services.common.entrypoints import SurvivingQueueConsumer, to_typed_error
+from services.common.errors import InternalError, Unavailable
+
+
+def _raised(exc: BaseException):
+    """The exc_info a worker hands over."""
+    import sys
+
+    try:
+        raise exc
+    except BaseException:
+        return sys.exc_info()
+
+
+class _Message:
+    delivery_info = {"routing_key": "signing.sign"}
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+        self.acked = False
+
+    def ack(self):
+        if self.error:
+            raise self.error
+        self.acked = True
+
+
+@pytest.mark.parametrize("orig", [psycopg2.OperationalError("server closed the connection unexpectedly"),
+                                  psycopg2.OperationalError("connection refused")])
+def test_a_database_that_went_away_is_unavailable_not_an_internal_error(orig):
+    typed = to_typed_error(_raised(OperationalError("SELECT 1", {}, orig)), "signing.sign")
+    assert typed[0] is Unavailable and typed[1].system == "database"
+    assert typed[1].retry_after
+
+
+def test_an_invalidated_connection_is_unavailable():
+    error = OperationalError("SELECT 1", {}, psycopg2.OperationalError("reset"), connection_invalidated=True)
+    assert to_typed_error(_raised(error), "signing.sign")[0] is Unavailable
+
+
+def test_a_broken_query_is_still_an_internal_error():
+    error = ProgrammingError("SELECT nonsense", {}, psycopg2.ProgrammingError("syntax error"))
+    typed = to_typed_error(_raised(error), "signing.sign")
+    assert typed[0] is InternalError
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError()])
+def test_an_ack_on_a_lost_connection_is_logged_not_raised(error, caplog):
+    """nameko let this kill the whole container while the process stayed up, deaf."""
+    message = _Message(error)
+    SurvivingQueueConsumer._settle(lambda m: m.ack(), message, "ack")
+    assert "broker connection lost" in caplog.text
+
+
+def test_other_ack_errors_still_raise():
+    with pytest.raises(ValueError):
+        SurvivingQueueConsumer._settle(lambda m: m.ack(), _Message(ValueError("bug")), "ack")
