@@ -272,5 +272,17 @@ class DatabaseProvider(DependencyProvider):
 
     def worker_teardown(self, worker_ctx) -> None:
         unit = self.units.pop(worker_ctx, None)
-        if unit is not None:
+        if unit is None:
+            return
+        try:
             unit.close()
+        except Exception as exc:  # noqa: BLE001 - an error here would kill the whole container
+            # closing rolls back; on a connection the database dropped (a restart) that fails, and
+            # nameko lets an error in a teardown end the container while the process stays up.
+            # The connection is discarded; the worker's answer was given already.
+            log.warning("%s: closing a worker's session failed (%s); its connection is discarded",
+                        self.container.service_name, type(exc).__name__)
+            try:
+                unit.session.invalidate()
+            except Exception:  # noqa: BLE001
+                pass

@@ -63,3 +63,30 @@ def test_an_ack_on_a_lost_connection_is_logged_not_raised(error, caplog):
 def test_other_ack_errors_still_raise():
     with pytest.raises(ValueError):
         SurvivingQueueConsumer._settle(lambda m: m.ack(), _Message(ValueError("bug")), "ack")
+
+
+def test_a_session_that_cannot_close_does_not_end_the_service(caplog):
+    """Seen in tests/reliability: PostgreSQL restarted, a worker's session rolled back on the dropped
+    connection in its teardown, and nameko ended the signing container over it."""
+    from types import SimpleNamespace
+
+    from services.common.database import DatabaseProvider
+
+    class DeadSession:
+        invalidated = False
+
+        def invalidate(self):
+            self.invalidated = True
+
+    class Unit:
+        session = DeadSession()
+
+        def close(self):
+            raise OperationalError("ROLLBACK", {}, psycopg2.OperationalError("server closed the connection"))
+
+    provider = DatabaseProvider()
+    provider.container = SimpleNamespace(service_name="signing")
+    provider.units["worker"] = Unit()
+    provider.worker_teardown("worker")
+    assert Unit.session.invalidated and "closing a worker's session failed" in caplog.text
+    assert provider.units == {}
