@@ -9,12 +9,34 @@ wraps their data key (:mod:`services.common.sealing`). Rotating is then:
    are sealed under the new KEK, old ones still open;
 2. ``esign keys rotate``: every sealed column of every table of the service's
    schema (any column named ``*_sealed``) and, for identity, every ``*.sealed``
-   key file of its CA directory, is re-wrapped under the active KEK. Only the
-   data key is re-wrapped: no plaintext is produced, no associated data needed;
-   rows go in batches, each committed; files are replaced atomically. Running
-   it again changes nothing;
-3. ``esign keys rotate --check`` counts items per key id: when none is left
-   under the old id, drop it from ``…_RETIRED_KEKS`` and destroy it.
+   key file of its CA directory, and, for documents and signing, every object of
+   their S3 bucket a row names (sealed client-side by
+   :class:`~services.common.storage.ObjectStore`), is re-wrapped under the
+   active KEK. Only the data key is re-wrapped: no plaintext is produced, no
+   associated data needed; rows go in batches, each committed; files are
+   replaced atomically. Running it again changes nothing;
+3. ``esign keys rotate --check`` (or ``--dry-run``) counts items per key id
+   (``by_key_id``, objects included; ``objects_by_key_id`` the objects alone):
+   when none is left under the old id, drop it from ``…_RETIRED_KEKS`` and
+   destroy it.
+
+An object is put back under the same (content-addressed) key as every put is,
+through an intent (:mod:`services.common.object_intents`), so stopping at any
+moment loses nothing: intent; put of the re-wrapped bytes without retention
+(the version learnt); one transaction pointing the rows that named the old
+version at the new one (signing: ``retained_until`` NULL) and settling the
+intent; then COMPLIANCE retention until the old version's retain-until (or the
+rows' creation plus ``OBJECT_LOCK_DAYS``). Stopped before the commit, the rows
+still name the old version and the reconciler deletes the unlocked new one;
+after it, the reconciler locks the new one. In documents' unversioned bucket
+the put replaces the object in place: the rows name the key, so the reconciler
+only forgets the intent, never deletes the object.
+
+Old versions in a versioned, Object-Locked bucket (signing's) cannot be
+deleted: they stay, sealed under the retired KEK, until their retention ends.
+Nothing names them any more; once the retired KEK is destroyed they are
+unreadable (crypto-shredding). Objects stored before encryption (no ``ESL1``)
+are left as they are and counted as ``(unsealed)``.
 """
 from __future__ import annotations
 
@@ -334,7 +356,7 @@ def rotate_service(service: str, config: dict, dry_run: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``esign keys rotate [--service S] [--check]``."""
+    """``esign keys rotate [--service S] [--check | --dry-run]``."""
     import argparse
     import json
 
