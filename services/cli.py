@@ -8,7 +8,7 @@
   esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline
-  esign keys rotate [--service S] [--check]
+  esign keys rotate [--service S] [--check | --dry-run]
                            re-wrap every sealed item under the active KEK (KEK rotation)
   esign s3 identities --out FILE
                            the S3 store's identities: documents and signing each only their bucket

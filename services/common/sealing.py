@@ -118,6 +118,25 @@ class SealedBlob:
         return cls(key_id=key_id, wrapped_key=wrapped, nonce=nonce, ciphertext=blob[pos + _NONCE_BYTES:])
 
 
+#: enough of a sealed blob's beginning to read its key id (:func:`sealed_key_id`)
+HEADER_BYTES = len(MAGIC) + 1 + 255
+
+
+def sealed_key_id(head: bytes) -> str | None:
+    """The KEK id a sealed blob names, from its first :data:`HEADER_BYTES` (or
+    more); None when the bytes are not sealed (no ``ESL1``)."""
+    head = bytes(head)
+    if head[:len(MAGIC)] != MAGIC or len(head) < len(MAGIC) + 1:
+        return None
+    end = len(MAGIC) + 1 + head[len(MAGIC)]
+    if len(head) < end:
+        raise IntegrityError(_WHAT, "truncated")
+    try:
+        return head[len(MAGIC) + 1:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise IntegrityError(_WHAT, "malformed key id") from None
+
+
 def to_text(blob: bytes) -> str:
     """JSON-safe form of a sealed blob (URL-safe base64, no padding)."""
     return base64.urlsafe_b64encode(blob).rstrip(b"=").decode("ascii")

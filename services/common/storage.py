@@ -207,6 +207,44 @@ class ObjectStore:
             raise IntegrityError(f"object {key}", f"sha256 expected {expected[:16]}…, found {actual[:16]}…")
         return data
 
+    def get_raw(self, key: str, version_id: str | None = None, length: int | None = None) -> tuple[bytes, str]:
+        """An object's stored bytes as they are (sealed: not opened, not checked)
+        and its content type; ``length``: only its first bytes (a sealed blob's
+        header names its KEK,
+        :func:`~services.common.sealing.sealed_key_id`). For KEK rotation."""
+        self.ensure_bucket()
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        if length is not None:
+            kwargs["Range"] = f"bytes=0-{max(length, 1) - 1}"
+        try:
+            response = self.client.get_object(**kwargs)
+            return response["Body"].read(), response.get("ContentType") or "application/octet-stream"
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NoSuchVersion", "NotFound"):
+                raise NotFound("object", key) from None
+            raise _unavailable(exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(exc) from None
+
+    def put_raw(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+                metadata: dict[str, str] | None = None) -> str | None:
+        """Store ``body`` as it is under ``key`` (the same content-addressed key
+        its plaintext has: a re-wrapped blob), without retention; the version
+        S3 made (None in an unversioned bucket, where it replaces the object)."""
+        self.ensure_bucket()
+        kwargs: dict[str, Any] = dict(
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(body).digest()).decode(),
+        )
+        if metadata:
+            kwargs["Metadata"] = dict(metadata)
+        try:
+            return self.client.put_object(**kwargs).get("VersionId")
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable(exc) from None
+
     def _aad(self, key: str) -> bytes:
         return associated_data("s3-object", self.bucket, key)
 

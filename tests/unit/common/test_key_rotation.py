@@ -71,3 +71,16 @@ def test_retired_keks_come_from_json_in_the_environment(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="expected JSON"):
         keyring_from_secrets(dict(secrets, RETIRED_KEKS="kek-1"), "kek", "kek-1")
     assert keyring_from_secrets(dict(secrets, RETIRED_KEKS=""), "kek", "kek-1").key_ids == {"kek-2"}
+
+
+def test_an_objects_key_id_is_read_from_its_first_bytes():
+    from services.common.errors import IntegrityError
+    from services.common.sealing import HEADER_BYTES, sealed_key_id
+
+    blob = Keyring({"kek-1": OLD}, "kek-1").seal(b"%PDF " * 200, b"s3")
+    assert sealed_key_id(blob[:HEADER_BYTES]) == "kek-1" and sealed_key_id(blob) == "kek-1"
+    assert sealed_key_id(b"%PDF-1.7 stored in clear") is None
+    with pytest.raises(IntegrityError):
+        sealed_key_id(blob[:6])
+    moved = Keyring({"kek-2": NEW, "kek-1": OLD}, "kek-2").rewrap(blob)
+    assert sealed_key_id(moved[:HEADER_BYTES]) == "kek-2"
