@@ -269,6 +269,24 @@ class ServiceProcesses:
         return [json.loads(line) for line in self.sms_outbox.read_text("utf-8").splitlines() if line.strip()]
 
 
+def _refused() -> tuple[type[BaseException], ...]:
+    from nameko.exceptions import RemoteError
+
+    from services.common.errors import EsignError
+
+    return (RemoteError, EsignError)
+
+
+#: a service's answer that refuses the call: nameko's RemoteError, or the platform's typed error
+#: itself once services.common.errors is imported (it registers its classes with nameko)
+REFUSED = _refused()
+
+
+def error_type(exc: BaseException) -> str:
+    """The name of the typed error a service answered with, however it arrived."""
+    return getattr(exc, "exc_type", None) or type(exc).__name__
+
+
 class Unreachable(Exception):
     """The call did not come back (broker away, service down, time-out): whether
     the service did it is unknown; the caller looks before doing it again."""
@@ -316,12 +334,10 @@ class ReconnectingRpc:
                 pass
 
     def call(self, service: str, method: str, /, **kwargs):
-        from nameko.exceptions import RemoteError
-
         try:
             with eventlet.Timeout(self.timeout + 5):
                 return getattr(getattr(self._proxy(), service), method)(**kwargs)
-        except RemoteError:
+        except REFUSED:
             raise
         except (Exception, eventlet.Timeout) as exc:
             self._drop()
