@@ -61,6 +61,18 @@ class IdentityRegistry:
     people: dict[str, Person] = field(default_factory=dict)
     willingness_started: list[str] = field(default_factory=list)
 
+    @classmethod
+    def lender_and_borrower(cls, pki) -> "IdentityRegistry":
+        """The IOU's two people, each with a certificate stating live-face assurance."""
+        registry = cls(pki)
+        registry.people = {
+            "p-lender": Person(LENDER["name"], "1101**********002X", LENDER["phone"], LIVENESS),
+            "p-borrower": Person(BORROWER["name"], "1101**********1239", BORROWER["phone"], LIVENESS),
+        }
+        for person_id, person in registry.people.items():
+            registry.certify(person_id, person.level)
+        return registry
+
     def certify(self, person_id: str, level: AssuranceLevel | None) -> Issued:
         """A new certificate for the person, stating ``level`` (None: a legacy one stating none)."""
         extensions = () if level is None else (policy_extension(level),)
@@ -176,13 +188,7 @@ class Platform:
 @pytest.fixture
 def platform(pki_env, service_config, run_container, tmp_path):
     """identity (the stand-in), documents, signing (platform minimum authority_face) and notify."""
-    registry = IdentityRegistry(pki_env.pki)
-    registry.people = {
-        "p-lender": Person(LENDER["name"], "1101**********002X", LENDER["phone"], LIVENESS),
-        "p-borrower": Person(BORROWER["name"], "1101**********1239", BORROWER["phone"], LIVENESS),
-    }
-    for person_id, person in registry.people.items():
-        registry.certify(person_id, person.level)
+    registry = IdentityRegistry.lender_and_borrower(pki_env.pki)
     outbox = tmp_path / "sms-outbox.jsonl"
     identity_config = service_config("identity")
     run_container(identity_stand_in(registry), identity_config)

@@ -21,16 +21,13 @@ from services.signing.models import StoredObjectRow
 from services.signing.service import SigningService
 from tests.integration.test_signing_assurance import (
     FACE,
-    LIVENESS,
     IdentityRegistry,
-    Person,
     identity_stand_in,
     rendered_iou,
     sign,
     start,
 )
 from tests.support.pki import start_signing_environment
-from tests.unit.documents.samples import BORROWER, LENDER
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +74,7 @@ class Signing:
 @pytest.fixture
 def signing(pki_env, service_config, run_container, tmp_path):
     """identity (the stand-in), documents, notify, and signing keeping its files locked for a day."""
-    registry = IdentityRegistry(pki_env.pki)
-    registry.people = {
-        "p-lender": Person(LENDER["name"], "1101**********002X", LENDER["phone"], LIVENESS),
-        "p-borrower": Person(BORROWER["name"], "1101**********1239", BORROWER["phone"], LIVENESS),
-    }
-    for person_id, person in registry.people.items():
-        registry.certify(person_id, person.level)
+    registry = IdentityRegistry.lender_and_borrower(pki_env.pki)
     run_container(identity_stand_in(registry), service_config("identity"))
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console",

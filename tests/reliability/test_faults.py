@@ -375,40 +375,33 @@ def join(threads, timeout: float = 300) -> None:
 # --- the faults ---------------------------------------------------------------------------------------
 
 
-def test_rabbitmq_restarted_with_twenty_flows_in_progress(cluster):
-    flows = [new_flow(cluster) for _ in range(20)]
-    _pool, threads = run_drivers(cluster, flows)
-    wait_for_signatures(cluster, threads, 8)
-    in_flight = 40 - cluster.counts["signatures"]
-    away = tpool.execute(cluster.rabbit.restart)  # a clean stop of the node, then a start
+def signing_through(cluster: Cluster, flows: int, fault, scenario: str, what: str, away: str) -> None:
+    """``flows`` IOU flows signed by both parties at once; ``fault()`` (returning the seconds
+    the part was away) once a fifth of the signatures are done; then the audit."""
+    made = [new_flow(cluster) for _ in range(flows)]
+    _pool, threads = run_drivers(cluster, made)
+    wait_for_signatures(cluster, threads, max(1, 2 * flows // 5))
+    in_flight = 2 * flows - cluster.counts["signatures"]
+    seconds = tpool.execute(fault)
     join(threads)
-    audit(cluster, flows, "rabbitmq_restart", {
-        "fault": "RabbitMQ node stopped and started while 20 IOU flows were being signed",
-        "signatures_still_to_do_at_the_fault": in_flight, "broker_away_seconds": round(away, 1)})
+    audit(cluster, made, scenario, {"fault": what, "signatures_still_to_do_at_the_fault": in_flight,
+                                     away: round(seconds, 1)})
+
+
+def test_rabbitmq_restarted_with_twenty_flows_in_progress(cluster):
+    signing_through(cluster, 20, cluster.rabbit.restart, "rabbitmq_restart",  # a clean stop, then a start
+                    "RabbitMQ node stopped and started while 20 IOU flows were being signed", "broker_away_seconds")
 
 
 def test_rabbitmq_killed_with_flows_in_progress(cluster):
-    flows = [new_flow(cluster) for _ in range(10)]
-    _pool, threads = run_drivers(cluster, flows)
-    wait_for_signatures(cluster, threads, 4)
-    in_flight = 20 - cluster.counts["signatures"]
-    away = tpool.execute(cluster.rabbit.restart, True)  # SIGKILL of the node, then a start
-    join(threads)
-    audit(cluster, flows, "rabbitmq_sigkill", {
-        "fault": "RabbitMQ node SIGKILLed and started while 10 IOU flows were being signed",
-        "signatures_still_to_do_at_the_fault": in_flight, "broker_away_seconds": round(away, 1)})
+    signing_through(cluster, 10, lambda: cluster.rabbit.restart(hard=True), "rabbitmq_sigkill",
+                    "RabbitMQ node SIGKILLed and started while 10 IOU flows were being signed", "broker_away_seconds")
 
 
 def test_postgresql_restarted_with_flows_in_progress(cluster):
-    flows = [new_flow(cluster) for _ in range(10)]
-    _pool, threads = run_drivers(cluster, flows)
-    wait_for_signatures(cluster, threads, 4)
-    in_flight = 20 - cluster.counts["signatures"]
-    away = tpool.execute(cluster.postgres.restart)  # 'immediate': no checkpoint, recovery from the WAL
-    join(threads)
-    audit(cluster, flows, "postgresql_restart", {
-        "fault": "PostgreSQL stopped in immediate mode (as a crash) and started while 10 flows were being signed",
-        "signatures_still_to_do_at_the_fault": in_flight, "database_away_seconds": round(away, 1)})
+    signing_through(cluster, 10, cluster.postgres.restart, "postgresql_restart",  # 'immediate': recovery from WAL
+                    "PostgreSQL stopped in immediate mode (as a crash) and started while 10 flows were being signed",
+                    "database_away_seconds")
 
 
 def _unchanged(cluster: Cluster, flow_id: str, before: dict) -> None:
