@@ -402,10 +402,15 @@ def test_rabbitmq_killed_with_flows_in_progress(cluster):
                     "RabbitMQ node SIGKILLed and started while 10 IOU flows were being signed", "broker_away_seconds")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open in #11: notify's at-least-once window. An SMS handed to the vendor just before PostgreSQL "
-    "crashed is not recorded (sms_unknown_to_delivery_log 1, seen in 1 of 4 full runs) and its message "
-    "is attempted again after its claim: the person may get that SMS twice"))
+#: open in #11: an SMS handed to the vendor just before notify's database or notify itself goes down is
+#: not recorded, and its message is attempted again after its claim: the person may get it twice
+#: (sms_unknown_to_delivery_log 1 after a PostgreSQL crash in 1 of 4 full runs; a notice sent twice
+#: after a SIGKILL of notify in 1 of 5). Expected to fail, not counted as passing, until it is closed.
+NOTIFY_AT_LEAST_ONCE = pytest.mark.xfail(strict=False, reason=(
+    "open in #11: notify's at-least-once window (an SMS sent but not recorded before a crash is sent again)"))
+
+
+@NOTIFY_AT_LEAST_ONCE
 def test_postgresql_restarted_with_flows_in_progress(cluster):
     signing_through(cluster, 10, cluster.postgres.restart, "postgresql_restart",  # 'immediate': recovery from WAL
                     "PostgreSQL stopped in immediate mode (as a crash) and started while 10 flows were being signed",
@@ -457,7 +462,8 @@ def test_tsa_down_during_a_sign_step(cluster):
                  "was confirmed, before the sign step stamped the signature; then started"})
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", [pytest.param(service, marks=NOTIFY_AT_LEAST_ONCE) if service == "notify"
+                                     else service for service in SERVICES])
 def test_service_sigkilled_at_a_random_point_of_a_sign_step(cluster, service):
     """The sign step (signing.sign: identity signs the digest with the grant, the TSA stamps,
     S3 stores, the log appends) with ``service`` SIGKILLed at a random moment of it."""
