@@ -23,6 +23,7 @@ import urllib3
 SDK_LOGGER = "tencentcloud_sdk_common"
 SDK_FAILURES = frozenset({"ClientNetworkError", "ServerNetworkError"})
 _TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+_CONNECT_TIMEOUTS = (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
 
 
 class _NoRequestDumps(logging.Filter):
@@ -38,8 +39,8 @@ def quiet_sdk_request_dumps() -> None:
         sdk_logger.addFilter(_NoRequestDumps())
 
 
-def caused_by_timeout(exc: BaseException) -> bool:
-    """Whether a timeout lies anywhere under the SDK's wrapper."""
+def _causes(exc: BaseException):
+    """``exc`` and everything under it: causes, contexts and wrapped exceptions in its args."""
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -47,11 +48,19 @@ def caused_by_timeout(exc: BaseException) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, _TIMEOUTS):
-            return True
+        yield current
         pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
         pending.extend(a for a in current.args if isinstance(a, BaseException))
-    return False
+
+
+def caused_by_timeout(exc: BaseException) -> bool:
+    """Whether a timeout lies anywhere under the SDK's wrapper."""
+    return any(isinstance(e, _TIMEOUTS) for e in _causes(exc))
+
+
+def caused_by_connect_timeout(exc: BaseException) -> bool:
+    """Whether that timeout came while connecting (then the request never went out)."""
+    return any(isinstance(e, _CONNECT_TIMEOUTS) for e in _causes(exc))
 
 
 def is_vendor_answer(exc) -> bool:

@@ -17,23 +17,46 @@ Lifecycle of a message (rules, in order):
    ``rate_limited`` (whoever asked may ask again later); a notice or
    reminder (owed to the person), or a refusal by the global limit, waits
    until the limiter's ``not_before``.
-   The attempt is counted and committed before the vendor is called.
+   The attempt is counted and the message marked ``sending`` (with
+   ``in_flight_since`` and a claim) and committed before the vendor is
+   called, with the message id as the vendor's ``reference``.
 3. Outcome: ``sent`` (vendor id kept, ``sms_sent``); a transient error gets
    ``next_attempt_at`` from :func:`~services.notify.retry.decide`
-   (exponential backoff, full jitter) until ``max_attempts``, then
-   ``given_up`` (``sms_given_up``); a permanent error is ``failed``
-   (``sms_failed``) and never retried. Every end wipes the sealed recipient.
+   (exponential backoff, full jitter) and is ``queued`` again until
+   ``max_attempts``, then ``given_up`` (``sms_given_up``); a permanent error
+   is ``failed`` (``sms_failed``) and never retried. Every end wipes the
+   sealed recipient.
 4. :meth:`DeliveryLog.retry_due` (the scheduler) claims due ``queued`` rows
    one by one with an atomic update and attempts them. A one-time code is
    asked of identity again at that moment (it is never stored here).
 
-Metrics: ``esign_sms_total{template,provider,outcome}`` with outcome
-``sent``, ``failed``, ``given_up``, ``retried``, ``rate_limited``, and
-``esign_sms_vendor_latency_seconds{provider}``.
+A handover in doubt is checked, never repeated blindly
+(:meth:`DeliveryLog.resolve_in_flight`, first in every scheduler tick). A
+message is left ``sending`` when its worker died, or its database went
+away, between the vendor call and the record of its outcome (found once its
+claim has run out), or when the vendor call timed out after the request
+went out (``maybe_accepted``). The provider is asked about the message's
+reference (:meth:`~services.notify.providers.SmsProvider.check`):
 
-A vendor that accepted a message whose outcome we failed to record (crash
-between the two) may get it again after the claim expires: delivery to the
-vendor is at least once, by necessity; everything before it is exactly once.
+* ``accepted``: it was handed over: ``sent``, with the vendor's id;
+* ``not_accepted``: it never was: ``queued`` again, attempted at once;
+* ``unknown``: asked again every ``in_flight_recheck_seconds`` until
+  ``in_flight_limit_seconds`` after the attempt, then :data:`WHEN_UNKNOWN`
+  decides by the template's category: a one-time code or a reminder ends
+  ``outcome_unknown`` (a code is stale by then and its person can ask for
+  another; a reminder is a courtesy), a notice is sent again (the person
+  it is owed to may otherwise never learn they are asked to sign: a second
+  copy is the lesser harm).
+
+The column ``recovery`` records how a doubt was settled (``vendor_accepted``,
+``vendor_not_accepted``, ``resent_outcome_unknown``, ``outcome_unknown``),
+with the vendor's detail in ``last_error`` for the last two.
+
+Metrics: ``esign_sms_total{template,provider,outcome}`` with outcome
+``sent``, ``failed``, ``given_up``, ``retried``, ``rate_limited``,
+``outcome_unknown``, and ``recovered_accepted`` / ``recovered_not_accepted``
+/ ``recovered_unknown`` for each check that settled a doubt;
+``esign_sms_vendor_latency_seconds{provider}``.
 """
 from __future__ import annotations
 
@@ -56,6 +79,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
 from services.common.outbox import UnitOfWork, utcnow
 from services.common.sealing import (
@@ -67,7 +91,7 @@ from services.common.sealing import (
 )
 from services.notify.clock import ClockSource, aware_utc, naive_utc
 from services.notify.models import SmsMessage
-from services.notify.providers import SmsProvider, TransientSmsError
+from services.notify.providers import Handover, HandoverState, SmsProvider, TransientSmsError
 from services.notify.rate_limit import SmsRateLimiter
 from services.notify.rate_store import SqlRateCounterStore, admit
 from services.notify.retry import Outcome, decide
@@ -76,8 +100,14 @@ from services.notify.sms_templates import SmsTemplateCatalog, TemplateCategory
 
 log = logging.getLogger(__name__)
 
-QUEUED, SENT, FAILED, RATE_LIMITED, GIVEN_UP = "queued", "sent", "failed", "rate_limited", "given_up"
-FINAL = (SENT, FAILED, RATE_LIMITED, GIVEN_UP)
+QUEUED, SENDING = "queued", "sending"
+SENT, FAILED, RATE_LIMITED, GIVEN_UP, OUTCOME_UNKNOWN = (
+    "sent", "failed", "rate_limited", "given_up", "outcome_unknown")
+FINAL = (SENT, FAILED, RATE_LIMITED, GIVEN_UP, OUTCOME_UNKNOWN)
+RESEND, GIVE_UP = "resend", "give_up"
+#: what becomes of a message whose handover the vendor still cannot confirm after the limit
+WHEN_UNKNOWN = {TemplateCategory.CODE: GIVE_UP, TemplateCategory.REMINDER: GIVE_UP,
+                TemplateCategory.NOTICE: RESEND}
 OTP = "otp"
 PER_PHONE_REASONS = ("phone_per_minute", "phone_per_hour", "phone_per_day")
 
@@ -169,24 +199,116 @@ class DeliveryLog:
             return self._defer(message, self.channel.settings.quiet_hours.next_allowed(now), "deferred.quiet_hours")
 
         message.attempts += 1
+        message.status = SENDING  # a crash from here on leaves it in doubt, to be checked, not resent
+        message.in_flight_since = utcnow()  # real time, as the claim and the vendor's reports
+        message.claimed_until = utcnow() + dt.timedelta(seconds=self.channel.settings.scheduler.claim_seconds)
         message.updated_at = naive_utc(now)
         self.unit.commit()  # the attempt is counted (and rate locks released) before the vendor call
 
         started = time.perf_counter()
         try:
-            result = self.channel.provider.send(phone, template, rendered.params, rendered.text)
+            result = self.channel.provider.send(phone, template, rendered.params, rendered.text, reference=message.id)
         except Exception as exc:  # noqa: BLE001 - retry.classify: anything not transient is permanent
             self._observe(started)
             if not isinstance(exc, EsignError) and not hasattr(exc, "code"):
                 # no traceback: its messages could carry the number; the type and message id locate it
                 log.error("SMS %s to %s: unexpected %s from the provider", message.id, message.phone_masked,
                           type(exc).__name__)
+            if getattr(exc, "maybe_accepted", False):
+                return self._in_doubt(message, _error_code(exc))
             return self._after_failure(message, exc, self.clock.now())
         self._observe(started)
+        failpoint("notify.sms_handed_over")  # the window a crash leaves in doubt (tests/reliability)
         message.vendor_message_id = result.vendor_message_id[:100]
         message.sent_at = naive_utc(self.clock.now())
         log.info("SMS %s (%s) sent to %s", message.id, message.template_id, message.phone_masked)
         return self._finish(message, SENT, None, events.SMS_SENT)
+
+    # -- handovers in doubt --------------------------------------------------------
+    def in_doubt_message_ids(self, limit: int) -> list[str]:
+        return list(self.session.execute(
+            select(SmsMessage.id)
+            .where(SmsMessage.status == SENDING,
+                   or_(SmsMessage.claimed_until.is_(None), SmsMessage.claimed_until < utcnow()))
+            .order_by(SmsMessage.in_flight_since)
+            .limit(limit)
+        ).scalars())
+
+    def resolve_in_flight(self, otp_lookup: OtpLookup | None, limit: int) -> int:
+        """Settle every message left ``sending`` whose claim ran out (see the
+        module rules); returns how many were checked with the vendor."""
+        checked = 0
+        for message_id in self.in_doubt_message_ids(limit):
+            message = self._claim(message_id, SENDING)
+            if message is None:
+                continue
+            checked += 1
+            try:
+                self._settle(message, otp_lookup)
+            except Exception:  # one broken message must not stop the others
+                self.unit.rollback()
+                log.exception("checking SMS %s with the vendor failed", message_id)
+        return checked
+
+    def _settle(self, message: SmsMessage, otp_lookup: OtpLookup | None) -> SmsMessage:
+        settings = self.channel.settings.scheduler
+        since = aware_utc(message.in_flight_since or message.updated_at)
+        try:
+            phone, _ = self._recipient(message, otp_lookup, for_check=True)
+        except (Forbidden, NotFound, InvalidInput, Unavailable, TransientSmsError) as exc:
+            handover = Handover(HandoverState.UNKNOWN, detail=_error_code(exc))
+        else:
+            handover = self.channel.provider.check(phone, message.id, since)
+        now = self.clock.now()
+        self._count(message, f"recovered_{handover.state.value}")
+        if handover.state is HandoverState.ACCEPTED:
+            message.vendor_message_id = (handover.vendor_message_id or "")[:100] or None
+            message.sent_at = naive_utc(handover.accepted_at or since)
+            message.recovery = "vendor_accepted"
+            log.info("SMS %s to %s: the vendor had it (%s); recorded as sent, not sent again",
+                     message.id, message.phone_masked, handover.detail or "accepted")
+            return self._finish(message, SENT, None, events.SMS_SENT)
+        if handover.state is HandoverState.NOT_ACCEPTED:
+            message.recovery = "vendor_not_accepted"
+            log.info("SMS %s to %s: the vendor never had it; attempting it again", message.id, message.phone_masked)
+            return self._requeue(message, now, handover.detail or "vendor_not_accepted")
+        waited = (aware_utc(utcnow()) - since).total_seconds()
+        if waited < settings.in_flight_limit_seconds:
+            message.claimed_until = utcnow() + dt.timedelta(seconds=settings.in_flight_recheck_seconds)
+            message.last_error = f"in_doubt.{handover.detail or 'unknown'}"[:200]
+            message.updated_at = naive_utc(now)
+            self.unit.commit()
+            return message
+        category = self.channel.catalog.get(message.template_id).category
+        detail = f"outcome_unknown.{handover.detail or 'unknown'}"
+        if WHEN_UNKNOWN[category] == RESEND:
+            message.recovery = "resent_outcome_unknown"
+            log.warning("SMS %s to %s: the vendor cannot say whether it had it after %.0f s; a %s is owed, "
+                        "so it is sent again", message.id, message.phone_masked, waited, category.value)
+            return self._requeue(message, now, detail)
+        message.recovery = "outcome_unknown"
+        log.warning("SMS %s to %s: the vendor cannot say whether it had it after %.0f s; not sent again (%s)",
+                    message.id, message.phone_masked, waited, category.value)
+        return self._finish(message, OUTCOME_UNKNOWN, detail, events.SMS_GIVEN_UP)
+
+    def _in_doubt(self, message: SmsMessage, code: str) -> SmsMessage:
+        """The vendor may have taken it (a read timeout): check it before anything else."""
+        message.claimed_until = utcnow() + dt.timedelta(seconds=self.channel.settings.scheduler.in_flight_recheck_seconds)
+        message.last_error = f"in_doubt.{code}"[:200]
+        message.updated_at = naive_utc(self.clock.now())
+        log.info("SMS %s to %s: %s after the request went out; to be checked with the vendor", message.id,
+                 message.phone_masked, code)
+        self.unit.commit()
+        return message
+
+    def _requeue(self, message: SmsMessage, now: dt.datetime, reason: str) -> SmsMessage:
+        message.status = QUEUED
+        message.next_attempt_at = naive_utc(now)
+        message.claimed_until = None
+        message.last_error = reason[:200]
+        message.updated_at = naive_utc(now)
+        self.unit.commit()
+        return message
 
     def due_message_ids(self, limit: int) -> list[str]:
         now = naive_utc(self.clock.now())
@@ -200,10 +322,13 @@ class DeliveryLog:
 
     def claim(self, message_id: str) -> SmsMessage | None:
         """Atomically take one queued message for an attempt; commits."""
+        return self._claim(message_id, QUEUED)
+
+    def _claim(self, message_id: str, status: str) -> SmsMessage | None:
         real_now = utcnow()
         claimed = self.session.execute(
             update(SmsMessage)
-            .where(SmsMessage.id == message_id, SmsMessage.status == QUEUED,
+            .where(SmsMessage.id == message_id, SmsMessage.status == status,
                    or_(SmsMessage.claimed_until.is_(None), SmsMessage.claimed_until < real_now))
             .values(claimed_until=real_now + dt.timedelta(seconds=self.channel.settings.scheduler.claim_seconds))
         ).rowcount
@@ -213,7 +338,9 @@ class DeliveryLog:
         return self.session.get(SmsMessage, message_id, populate_existing=True)
 
     def retry_due(self, otp_lookup: OtpLookup, limit: int) -> int:
-        """Attempt every due queued message (scheduler); returns how many were tried."""
+        """Settle handovers in doubt, then attempt every due queued message
+        (scheduler); returns how many were tried."""
+        self.resolve_in_flight(otp_lookup, limit)
         tried = 0
         for message_id in self.due_message_ids(limit):
             message = self.claim(message_id)
@@ -232,6 +359,7 @@ class DeliveryLog:
         decision = decide(self.channel.settings.retry, message.attempts, error, self.channel.rng)
         code = _error_code(error)
         if decision.outcome is Outcome.RETRY:
+            message.status = QUEUED
             message.next_attempt_at = naive_utc(now + dt.timedelta(seconds=decision.delay or 0.0))
             message.claimed_until = None
             message.last_error = code[:200]
@@ -285,8 +413,9 @@ class DeliveryLog:
         plain = json.dumps(value, ensure_ascii=False, sort_keys=True).encode("utf-8")
         return to_text(self.channel.keyring.seal(plain, associated_data("sms_recipient", message_id)))
 
-    def _recipient(self, message: SmsMessage, otp_lookup: OtpLookup | None) -> tuple[str, dict]:
-        if message.ref_type == OTP:
+    def _recipient(self, message: SmsMessage, otp_lookup: OtpLookup | None,
+                   for_check: bool = False) -> tuple[str, dict]:
+        if message.ref_type == OTP and not (for_check and message.recipient_sealed is not None):
             if otp_lookup is None or not message.ref_id:
                 raise NotFound("otp_challenge", message.ref_id or "")
             answer = otp_lookup(message.ref_id)  # the code is asked for again, never stored

@@ -27,10 +27,14 @@ class SmsMessage(Base):
     asks identity for the code again.
 
     Status: ``queued`` (waiting for an attempt at ``next_attempt_at``),
-    ``sent``, ``failed`` (permanent vendor error, not retried),
+    ``sending`` (handed to the vendor since ``in_flight_since``; if it stays
+    so past its claim, the handover is in doubt and is checked with the
+    vendor, see :mod:`services.notify.delivery`), ``sent``, ``failed`` (permanent vendor error, not retried),
     ``rate_limited`` (refused by a per-phone limit, not sent), ``given_up``
-    (transient errors used up every attempt). ``claimed_until`` marks an
-    attempt in progress, so two workers never attempt one message at once.
+    (transient errors used up every attempt), ``outcome_unknown`` (the vendor
+    could never say whether it had it; not sent again). ``claimed_until`` marks
+    an attempt in progress, so two workers never attempt one message at once.
+    ``recovery`` says how a handover in doubt was settled.
     """
 
     __tablename__ = "sms_messages"
@@ -54,6 +58,9 @@ class SmsMessage(Base):
     recipient_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # 0003: handovers in doubt
+    in_flight_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    recovery: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class Reminder(Base):

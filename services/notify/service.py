@@ -143,18 +143,37 @@ class SmsChannelProvider(DependencyProvider):
                 "sms_sdk_app_id": str(tencent.get("SDK_APP_ID") or ""),
                 "sign_name": sign_name,
             }
-            for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT"):
+            for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT", "REPORT_GRACE_SECONDS"):
                 if tencent.get(key) not in (None, ""):
-                    options[key.lower()] = float(tencent[key]) if "TIMEOUT" in key else str(tencent[key])
+                    options[key.lower()] = float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS")) else str(tencent[key])
+            if tencent.get("SESSION_CONTEXT_IN_REPORTS") not in (None, ""):
+                options["session_context_in_reports"] = _flag(tencent["SESSION_CONTEXT_IN_REPORTS"],
+                                                              "sms.tencent.session_context_in_reports")
             settings = {"provider": "tencent", "tencent": options}
         else:
             raise InvalidInput("sms.provider", "one_of", f"expected console or tencent, found {name!r}")
         keyring, phone_index = _load_keys(config)
-        self.channel = SmsChannel(catalog, build_provider(settings), name, keyring, phone_index,
-                                  NotifySettings.from_config(config), random.SystemRandom())
+        provider = build_provider(settings)
+        notify_settings = NotifySettings.from_config(config)
+        vendor = getattr(provider, "settings", None)
+        notify_settings.scheduler.require_outlasting(getattr(vendor, "connect_timeout", 0.0)
+                                                     + getattr(vendor, "read_timeout", 0.0))
+        self.channel = SmsChannel(catalog, provider, name, keyring, phone_index, notify_settings,
+                                  random.SystemRandom())
 
     def get_dependency(self, worker_ctx) -> SmsChannel:
         return self.channel
+
+
+def _flag(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise InvalidInput(field, "boolean", f"expected true or false, found {str(value)[:20]!r}")
 
 
 def _load_keys(config: dict) -> tuple[Keyring, BlindIndex]:
@@ -215,7 +234,7 @@ class NotifyService(ServiceBase):
             "status": message.status, "phone_masked": message.phone_masked, "attempts": message.attempts,
             "vendor_message_id": message.vendor_message_id, "last_error": message.last_error,
             "next_attempt_at": _iso(message.next_attempt_at), "created_at": _iso(message.created_at),
-            "sent_at": _iso(message.sent_at),
+            "sent_at": _iso(message.sent_at), "recovery": message.recovery,
         }
 
     # -- events --------------------------------------------------------------------

@@ -27,6 +27,15 @@ class SchedulerSettings:
     lease_seconds: float = 15.0  # a holder that stops renewing loses the job after this
     batch: int = 50              # messages and reminders handled per tick
     claim_seconds: float = 60.0  # one attempt may take this long before another may retry it
+    in_flight_recheck_seconds: float = 30.0  # a handover in doubt is checked with the vendor this often
+    in_flight_limit_seconds: float = 600.0   # ... until this long after its attempt (then WHEN_UNKNOWN)
+
+    def require_outlasting(self, vendor_call_seconds: float) -> None:
+        """A claim must outlast the longest vendor call twice over: one that ran
+        out while its call could still be answered would be checked too soon."""
+        if self.claim_seconds < 2 * vendor_call_seconds:
+            raise InvalidInput("retry.claim_seconds", "longer_than_vendor_calls",
+                               f"expected at least twice the vendor's timeouts ({2 * vendor_call_seconds:.0f} s)")
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,10 @@ class NotifySettings:
                 lease_seconds=_number(scheduler, "LEASE_SECONDS", 15.0, "scheduler.lease_seconds"),
                 batch=int(_number(scheduler, "BATCH", 50, "scheduler.batch")),
                 claim_seconds=_number(retry, "CLAIM_SECONDS", 60.0, "retry.claim_seconds"),
+                in_flight_recheck_seconds=_number(retry, "IN_FLIGHT_RECHECK_SECONDS", 30.0,
+                                                  "retry.in_flight_recheck_seconds"),
+                in_flight_limit_seconds=_number(retry, "IN_FLIGHT_LIMIT_SECONDS", 600.0,
+                                                "retry.in_flight_limit_seconds"),
             ),
             identity_timeout=_number(identity, "RPC_TIMEOUT", 10.0, "identity.rpc_timeout"),
         )

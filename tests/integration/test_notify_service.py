@@ -104,7 +104,8 @@ class NotifyEnv:
                      "GENERATE_MISSING": True},
             CLOCK={"OFFSET_FILE": str(self.clock.path)},
             SCHEDULER={"INTERVAL": 0.1, "LEASE_SECONDS": 2},
-            RETRY={"BASE_DELAY": 0.1, "MAX_DELAY": 0.3, "MAX_ATTEMPTS": 4, "CLAIM_SECONDS": 5},
+            RETRY={"BASE_DELAY": 0.1, "MAX_DELAY": 0.3, "MAX_ATTEMPTS": 4, "CLAIM_SECONDS": 5,
+                   "IN_FLIGHT_RECHECK_SECONDS": 0.5},
             RATE_LIMITS={"PER_PHONE_PER_MINUTE": 10, "PER_PHONE_PER_HOUR": 50, "PER_PHONE_PER_DAY": 100,
                          "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1},
             IDENTITY={"RPC_TIMEOUT": 5},
@@ -346,7 +347,7 @@ def tencent_config(env: NotifyEnv, vendor: FakeTencentSms) -> dict:
     return {"SMS": {"PROVIDER": "tencent", "SIGN_NAME": "电子签", "TENCENT": {
         "ENDPOINT": vendor.endpoint, "REGION": "ap-guangzhou", "SDK_APP_ID": vendor.sms_sdk_app_id,
         "SECRET_ID": {"file": str(secrets_dir / "id")}, "SECRET_KEY": {"file": str(secrets_dir / "key")},
-        "TEMPLATE_IDS": template_ids, "READ_TIMEOUT": 5}}}
+        "TEMPLATE_IDS": template_ids, "CONNECT_TIMEOUT": 1, "READ_TIMEOUT": 1.5}}}
 
 
 def test_tencent_vendor_500s_are_retried_until_sent(notify_env, tencent_vendor, rpc_proxy):
@@ -405,6 +406,25 @@ def test_tencent_permanent_error_is_not_retried_and_outages_give_up(notify_env, 
     assert [d["message_id"] for d in env.emitted(events.SMS_GIVEN_UP)] == [given_up["message_id"]]
     assert [d["message_id"] for d in env.emitted(events.SMS_FAILED)] == [answer["message_id"]]
     assert vendor.delivered == []
+
+
+def test_a_vendor_answer_lost_to_a_timeout_is_checked_with_the_vendor_not_sent_twice(
+        notify_env, tencent_vendor, rpc_proxy):
+    env, vendor = notify_env, tencent_vendor
+    env.start(**tencent_config(env, vendor))
+    vendor.script("13800138001", delay=2.5)  # longer than the read timeout; the vendor still takes it
+    answer = rpc_proxy.notify.send_sms(phone="13800138001", template="flow_voided",
+                                       params={"document_title": "借条"})
+    assert answer["status"] == "sending"  # in doubt: the request went out, its answer did not come back
+    status = wait_for(lambda: (s := rpc_proxy.notify.delivery_status(message_id=answer["message_id"]))
+                      ["status"] == "sent" and s, timeout=30)
+    assert len(vendor.delivered) == 1, "sent twice"
+    assert (status["recovery"], status["attempts"]) == ("vendor_accepted", 1)
+    assert status["vendor_message_id"] == vendor.delivered[0].serial_no
+    assert vendor.delivered[0].session_context == answer["message_id"]
+    pulls = [r for r in vendor.received if r.headers.get("X-TC-Action") == "PullSmsSendStatusByPhoneNumber"]
+    assert len(pulls) >= 1
+    assert [d["message_id"] for d in env.emitted(events.SMS_SENT)] == [answer["message_id"]]
 
 
 # --- reminders ---------------------------------------------------------------------------

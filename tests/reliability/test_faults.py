@@ -60,6 +60,8 @@ class Cluster:
     grants: list[tuple[str, str, str]] = field(default_factory=list)
     #: SMS outbox lines an earlier scenario already audited
     sms_seen: int = 0
+    #: handovers in doubt settled so far, by how (notify.sms_messages.recovery)
+    recoveries_seen: Counter = field(default_factory=Counter)
 
     @property
     def postgres(self):
@@ -250,8 +252,8 @@ def signatures_in(pdf: bytes) -> int:
 
 
 def settle(cluster: Cluster, timeout: float = 240) -> tuple[dict, float]:
-    """Wait until every service's outbox is published: the rows still waiting per service,
-    and the seconds it took from the end of the scenario."""
+    """Wait until every service's outbox is published and no SMS is in doubt: the rows still
+    waiting per service, and the seconds it took from the end of the scenario."""
     pg = cluster.postgres
     began = time.monotonic()
 
@@ -259,11 +261,14 @@ def settle(cluster: Cluster, timeout: float = 240) -> tuple[dict, float]:
         return {service: pg.query(f"SELECT count(*) FROM {service}.outbox WHERE published_at IS NULL")[0][0]
                 for service in ("identity", "documents", "signing", "notify")}
 
+    def in_doubt():  # SMS handed over before a crash: settled once their claim runs out
+        return pg.query("SELECT count(*) FROM notify.sms_messages WHERE status = 'sending'")[0][0]
+
     def quiet():  # nothing waiting, twice, a relay round apart (notices still being sent add rows)
-        if any(waiting().values()):
+        if any(waiting().values()) or in_doubt():
             return False
         eventlet.sleep(2.5)
-        return not any(waiting().values())
+        return not any(waiting().values()) and not in_doubt()
 
     wait_for(_tolerant(quiet), timeout=timeout, interval=0.3)
     return waiting(), round(time.monotonic() - began, 1)
@@ -307,6 +312,11 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
         row[0] for row in pg.query("SELECT ref_id FROM notify.sms_messages WHERE ref_type = 'otp' AND status = 'sent'")
     ).values() if n > 1)
     sms_lines_twice = sum(n - 1 for n in Counter(m["message_id"] for m in lines).values() if n > 1)
+    recoveries = Counter({row[0]: row[1] for row in pg.query(
+        "SELECT recovery, count(*) FROM notify.sms_messages WHERE recovery IS NOT NULL GROUP BY recovery")})
+    settled_in_doubt = dict(recoveries - cluster.recoveries_seen)  # this scenario's
+    cluster.recoveries_seen = recoveries
+    still_in_doubt = pg.query("SELECT count(*) FROM notify.sms_messages WHERE status = 'sending'")[0][0]
     grants_reused = grants_used = 0
     for grant, person_id, digest in cluster.grants:
         from hashlib import sha256
@@ -330,6 +340,7 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
         "outbox_drained_after_seconds": drained_after,
         "notices_missing": notices_missing, "notices_sent_twice": notices_twice,
         "sms_unknown_to_delivery_log": unknown_sms, "sms_written_twice": sms_lines_twice,
+        "sms_in_doubt_settled": settled_in_doubt, "sms_still_in_doubt": still_in_doubt,
         "codes_sent_twice": codes_twice, "grants_used": grants_used, "grants_usable_twice": grants_reused,
         "service_processes_that_exited": dict(cluster.processes.restarted),
     }
@@ -345,6 +356,7 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
     assert sum(unpublished.values()) == 0, result
     assert notices_missing == 0 and notices_twice == 0, result
     assert unknown_sms == 0 and sms_lines_twice == 0 and codes_twice == 0, result
+    assert "resent_outcome_unknown" not in settled_in_doubt, result  # the console vendor always knows
     assert grants_reused == 0, result
     return result
 
@@ -402,15 +414,6 @@ def test_rabbitmq_killed_with_flows_in_progress(cluster):
                     "RabbitMQ node SIGKILLed and started while 10 IOU flows were being signed", "broker_away_seconds")
 
 
-#: open in #11: an SMS handed to the vendor just before notify's database or notify itself goes down is
-#: not recorded, and its message is attempted again after its claim: the person may get it twice
-#: (sms_unknown_to_delivery_log 1 after a PostgreSQL crash in 1 of 4 full runs; a notice sent twice
-#: after a SIGKILL of notify in 1 of 5). Expected to fail, not counted as passing, until it is closed.
-NOTIFY_AT_LEAST_ONCE = pytest.mark.xfail(strict=False, reason=(
-    "open in #11: notify's at-least-once window (an SMS sent but not recorded before a crash is sent again)"))
-
-
-@NOTIFY_AT_LEAST_ONCE
 def test_postgresql_restarted_with_flows_in_progress(cluster):
     signing_through(cluster, 10, cluster.postgres.restart, "postgresql_restart",  # 'immediate': recovery from WAL
                     "PostgreSQL stopped in immediate mode (as a crash) and started while 10 flows were being signed",
@@ -462,8 +465,22 @@ def test_tsa_down_during_a_sign_step(cluster):
                  "was confirmed, before the sign step stamped the signature; then started"})
 
 
-@pytest.mark.parametrize("service", [pytest.param(service, marks=NOTIFY_AT_LEAST_ONCE) if service == "notify"
-                                     else service for service in SERVICES])
+def test_notify_killed_between_the_vendor_taking_an_sms_and_its_record(cluster):
+    """The narrowest window: the SMS vendor has the message, notify's record of it is not committed.
+    A failpoint kills notify exactly there (the first SMS of a flow); the restarted notify must find
+    the message with the vendor once the attempt's claim runs out, record it, and not send it again."""
+    armed = cluster.processes.arm("notify.sms_handed_over")
+    flow_id = new_flow(cluster)
+    drive(cluster, flow_id)
+    assert not armed.exists(), "no SMS passed the failpoint"
+    result = audit(cluster, [flow_id], "notify_killed_after_handover", {
+        "fault": "notify SIGKILLed by a failpoint right after the SMS vendor (the console outbox) took the "
+                 "flow's first SMS, before the delivery log recorded it; started again by its supervisor"})
+    assert result["service_processes_that_exited"] == {"notify": 1}, result
+    assert result["sms_in_doubt_settled"] == {"vendor_accepted": 1}, result
+
+
+@pytest.mark.parametrize("service", SERVICES)
 def test_service_sigkilled_at_a_random_point_of_a_sign_step(cluster, service):
     """The sign step (signing.sign: identity signs the digest with the grant, the TSA stamps,
     S3 stores, the log appends) with ``service`` SIGKILLed at a random moment of it."""

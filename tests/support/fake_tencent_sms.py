@@ -20,7 +20,15 @@ documents it, and answers in the vendor's shapes:
   ``FailedOperation.SignatureIncorrectOrUnapproved`` /
   ``FailedOperation.TemplateIncorrectOrUnapproved``;
 * tests can script answers per phone number: a send-status code, a top-level
-  error code, an HTTP status (e.g. 500), or a delay before answering.
+  error code, an HTTP status (e.g. 500), or a delay before answering (the
+  message is still taken, as the vendor would, when the client gave up);
+* ``PullSmsSendStatusByPhoneNumber`` answers with a delivery report
+  (``PullSmsSendStatusSet``: SerialNo, PhoneNumber, ReportStatus,
+  UserReceiveTime, SessionContext as sent) for every message delivered to
+  that number between ``BeginTime`` and ``EndTime``, ``Offset``/``Limit``
+  paged; ``reports_withheld`` holds them back (a carrier that reports late),
+  ``session_context_in_reports=False`` leaves SessionContext out (an account
+  without that feature), ``reports_error`` fails every pull with that code.
 
 Use as a context manager::
 
@@ -73,6 +81,8 @@ class DeliveredMessage:
     params: list[str]
     sign_name: str
     serial_no: str
+    session_context: str = ""
+    at: float = 0.0
 
 
 def _e164(phone: str) -> str:
@@ -89,6 +99,9 @@ class FakeTencentSms:
     templates: dict[str, int] | None = None
     clock: Callable[[], float] = time.time
     max_skew_seconds: int = 300
+    reports_withheld: bool = False
+    session_context_in_reports: bool = True
+    reports_error: str | None = None  # every report pull answers this error code
 
     received: list[ReceivedRequest] = field(default_factory=list)
     delivered: list[DeliveredMessage] = field(default_factory=list)
@@ -173,12 +186,14 @@ class FakeTencentSms:
         auth_problem = self._check_signature(method, path, lower, body)
         if auth_problem:
             return error(*auth_problem)
-        if lower.get("x-tc-action") != "SendSms":
+        if lower.get("x-tc-action") not in ("SendSms", "PullSmsSendStatusByPhoneNumber"):
             return error("InvalidAction", "The requested action does not exist.")
         if lower.get("x-tc-version") != "2021-01-11":
             return error("NoSuchVersion", "The requested version does not exist.")
         if not lower.get("x-tc-region"):
             return error("MissingParameter", "The request is missing a required parameter `Region`.")
+        if lower.get("x-tc-action") == "PullSmsSendStatusByPhoneNumber":
+            return self._reports(headers, body, request_id, error)
         try:
             request = json.loads(body.decode("utf-8"))
             phones = list(request["PhoneNumberSet"])
@@ -215,7 +230,8 @@ class FakeTencentSms:
             serial = f"2433:{random.getrandbits(64):020d}" if code == "Ok" else ""
             if code == "Ok":
                 with self._lock:
-                    self.delivered.append(DeliveredMessage(phone, template_id, params, request.get("SignName", ""), serial))
+                    self.delivered.append(DeliveredMessage(phone, template_id, params, request.get("SignName", ""), serial,
+                                                           str(request.get("SessionContext") or ""), self.clock()))
             statuses.append({
                 "SerialNo": serial, "PhoneNumber": phone, "Fee": 1 if code == "Ok" else 0,
                 "SessionContext": request.get("SessionContext", ""), "Code": code,
@@ -223,6 +239,30 @@ class FakeTencentSms:
             })
         self._record(headers, body, statuses[0]["Code"])
         return 200, {"Response": {"SendStatusSet": statuses, "RequestId": request_id}}
+
+    def _reports(self, headers, body, request_id, error) -> tuple[int, dict]:
+        try:
+            request = json.loads(body.decode("utf-8"))
+            phone, begin, end = str(request["PhoneNumber"]), int(request["BeginTime"]), int(request["EndTime"])
+            offset, limit = int(request.get("Offset", 0)), int(request["Limit"])
+        except (ValueError, KeyError, TypeError):
+            return error("MissingParameter", "BeginTime, EndTime, Limit and PhoneNumber are required")
+        if request.get("SmsSdkAppId") != self.sms_sdk_app_id:
+            return error("InvalidParameterValue.SdkAppIdNotExist", "SdkAppId not exist")
+        if not 0 < limit <= 100:
+            return error("InvalidParameterValue", "Limit must be between 1 and 100")
+        if self.reports_error:
+            return error(self.reports_error, "scripted failure")
+        with self._lock:
+            mine = [] if self.reports_withheld else [
+                m for m in self.delivered if m.phone == phone and begin <= int(m.at) <= end]
+        page = mine[offset:offset + limit]
+        self._record(headers, body, "Ok")
+        return 200, {"Response": {"PullSmsSendStatusSet": [{
+            "UserReceiveTime": int(m.at) + 1, "CountryCode": "86", "SubscriberNumber": m.phone[3:],
+            "PhoneNumber": m.phone, "SerialNo": m.serial_no, "ReportStatus": "SUCCESS",
+            "Description": "DELIVRD", "SessionContext": m.session_context if self.session_context_in_reports else "",
+        } for m in page], "RequestId": request_id}}
 
     def _check_signature(self, method: str, path: str, lower: dict[str, str], body: bytes) -> tuple[str, str] | None:
         refusal = verify_request(method=method, path=path, headers=lower, body=body, service="sms",

@@ -203,6 +203,9 @@ class ServiceProcesses:
                    # one lender and one borrower sign many IOUs in a few minutes
                    NOTIFY_RATE_PER_PHONE_PER_MINUTE="1000", NOTIFY_RATE_PER_PHONE_PER_HOUR="1000",
                    NOTIFY_RATE_PER_PHONE_PER_DAY="1000", NOTIFY_RATE_GLOBAL_LIMIT="1000",
+                   # a killed notify's attempt is taken as dead after 20 s (the console vendor answers at once)
+                   NOTIFY_RETRY_CLAIM_SECONDS="20",
+                   ESIGN_FAILPOINTS=f"notify.sms_handed_over={self.failpoint('notify.sms_handed_over')}",
                    SIGNING_OBJECT_LOCK_DAYS="1", SIGNING_S3_BUCKET="esign-signing-locked")
         for service in ("identity", "documents", "signing", "notify"):
             env[f"{service.upper()}_DATABASE_URL"] = self.postgres.url
@@ -262,6 +265,15 @@ class ServiceProcesses:
     def log_tail(self, service: str, lines: int = 40) -> str:
         path = self.root / f"{service}.log"
         return "\n".join(path.read_text("utf-8", "replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def failpoint(self, name: str) -> Path:
+        """The file that arms failpoint ``name`` (services/common/failpoints.py) while it exists."""
+        return self.root / f"failpoint-{name}"
+
+    def arm(self, name: str) -> Path:
+        path = self.failpoint(name)
+        path.touch()
+        return path
 
     def sms(self) -> list[dict]:
         if not self.sms_outbox.exists():

@@ -10,6 +10,16 @@ policy tells apart:
   template or sign name not approved, bad credentials, number on the
   vendor's do-not-disturb list.
 
+A message handed over may still be lost on our side: the process may die, or
+the database go away, between the vendor's "accepted" and our record of it;
+a read timeout leaves the same doubt. So every send carries ``reference``,
+our own message id, which the vendor keeps with the message, and
+:meth:`SmsProvider.check` asks the vendor afterwards whether it took the
+message with that reference: :class:`Handover` ``accepted`` (with its id),
+``not_accepted`` (the vendor is sure it never got it) or ``unknown``. The
+delivery log decides from that answer instead of sending blindly again
+(:mod:`services.notify.delivery`).
+
 Implementations: :mod:`.console` (development outbox file) and
 :mod:`.tencent` (Tencent Cloud SMS, API 2021-01-11). Which one runs is
 configuration (:func:`build_provider`), never ``if test:``.
@@ -18,6 +28,8 @@ Error messages carry vendor error codes and masked numbers only.
 """
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import re
 from dataclasses import dataclass
 from typing import Mapping, Protocol, runtime_checkable
@@ -35,6 +47,22 @@ class SendResult:
     provider: str
 
 
+class HandoverState(str, enum.Enum):
+    ACCEPTED = "accepted"          # the vendor has the message (it went out, or will)
+    NOT_ACCEPTED = "not_accepted"  # the vendor is sure it never got it: sending it is safe
+    UNKNOWN = "unknown"            # the vendor cannot tell (yet): sending it could be a second time
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A vendor's answer about one reference: did it take that message?"""
+
+    state: HandoverState
+    vendor_message_id: str | None = None
+    accepted_at: dt.datetime | None = None
+    detail: str = ""  # why unknown: a vendor error code, "no_report_yet"... (no numbers)
+
+
 class SmsDeliveryError(Exception):
     """A provider could not hand the message over. ``code`` is the vendor's
     error code (or ours, e.g. ``network``), ``reason`` a short description."""
@@ -50,11 +78,15 @@ class SmsDeliveryError(Exception):
 
 class TransientSmsError(SmsDeliveryError):
     """Try again later. ``retry_after`` (seconds) is the vendor's hint of
-    the earliest sensible retry, when it gives one."""
+    the earliest sensible retry, when it gives one. ``maybe_accepted``: the
+    request may have reached the vendor (it timed out waiting for the
+    answer), so the message must be checked with the vendor, not sent again."""
 
-    def __init__(self, code: str, reason: str = "", retry_after: float | None = None):
+    def __init__(self, code: str, reason: str = "", retry_after: float | None = None,
+                 maybe_accepted: bool = False):
         super().__init__(code, reason)
         self.retry_after = retry_after
+        self.maybe_accepted = maybe_accepted
 
 
 class PermanentSmsError(SmsDeliveryError):
@@ -65,11 +97,19 @@ class PermanentSmsError(SmsDeliveryError):
 class SmsProvider(Protocol):
     """Deliver one message. ``template`` says which vendor template to use,
     ``params`` are the rendered variable values (in the template's order),
-    ``text`` is the full body without sign name (what the person reads)."""
+    ``text`` is the full body without sign name (what the person reads),
+    ``reference`` our message id, kept by the vendor with the message."""
 
     name: str
 
-    def send(self, phone: str, template: SmsTemplate, params: Mapping[str, str], text: str) -> SendResult:
+    def send(self, phone: str, template: SmsTemplate, params: Mapping[str, str], text: str,
+             reference: str | None = None) -> SendResult:
+        ...
+
+    def check(self, phone: str, reference: str, since: dt.datetime) -> Handover:
+        """Whether the vendor took the message sent with ``reference`` to
+        ``phone`` at or after ``since`` (aware UTC). Never raises for the
+        vendor's failures: they are an ``unknown`` answer, with the reason."""
         ...
 
 
@@ -113,6 +153,8 @@ def build_provider(settings: Mapping[str, object]) -> SmsProvider:
 
 
 __all__ = [
+    "Handover",
+    "HandoverState",
     "SendResult",
     "SmsDeliveryError",
     "TransientSmsError",

@@ -40,10 +40,26 @@ any other HTTP 4xx                                          permanent
 ==========================================================  =========================
 
 Unknown codes are permanent on purpose: a retry loop around an answer we do
-not understand risks sending a person the same SMS several times.
+not understand risks sending a person the same SMS several times. For the
+same reason a read timeout (the request went out; the answer did not come
+back) is ``maybe_accepted``: the delivery log checks with the vendor before
+anything is sent again.
+
+Checking a handover (:meth:`TencentSmsProvider.check`): Tencent has no
+idempotency key, but ``SendSms`` takes a ``SessionContext`` that the vendor
+keeps with the message and returns in its delivery reports. Every send
+carries notify's message id there; ``PullSmsSendStatusByPhoneNumber`` (the
+number's reports since the attempt, 100 a page) finds the report that
+carries it: ``accepted``, with its ``SerialNo``. No report yet is
+``unknown``: carriers report late. Once ``report_grace_seconds`` have passed
+since the attempt, and the account is known to return SessionContext in
+its reports (``session_context_in_reports``, which Tencent enables on
+request), no report means ``not_accepted``; without that setting the answer
+stays ``unknown`` and the delivery log's policy for unknown outcomes decides.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
@@ -58,8 +74,15 @@ from tencentcloud.sms.v20210111.sms_client import SmsClient
 
 from services.common.errors import InvalidInput
 from services.common.masking import mask_phone
-from services.common.tencent_cloud import caused_by_timeout, is_vendor_answer, quiet_sdk_request_dumps
+from services.common.tencent_cloud import (
+    caused_by_connect_timeout,
+    caused_by_timeout,
+    is_vendor_answer,
+    quiet_sdk_request_dumps,
+)
 from services.notify.providers import (
+    Handover,
+    HandoverState,
     PermanentSmsError,
     SendResult,
     SmsDeliveryError,
@@ -107,6 +130,10 @@ class TencentSmsSettings:
     read_timeout: float = 10.0
     #: template id at Tencent per our template id; overrides the YAML placeholders
     template_ids: Mapping[str, str] = field(default_factory=dict)
+    #: Tencent returns SendSms's SessionContext in delivery reports for this account (enabled on request)
+    session_context_in_reports: bool = False
+    #: after this long without a delivery report, a message is taken as never accepted (with the above)
+    report_grace_seconds: float = 300.0
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> "TencentSmsSettings":
@@ -157,7 +184,7 @@ def _client(settings: TencentSmsSettings) -> SmsClient:
 def _delivery_error(exc: TencentCloudSDKException) -> SmsDeliveryError:
     """Our error for anything the SDK raised (see the module table)."""
     if isinstance(exc, _HttpStatus):
-        if exc.status >= 500 or exc.status == 429:
+        if exc.status >= 500 or exc.status == 429:  # the vendor answered: it did not take the message
             return TransientSmsError(exc.code, "Tencent SMS answered with an HTTP error")
         return PermanentSmsError(exc.code, "unexpected HTTP status from Tencent SMS")
     # The vendor's error answers carry its RequestId; the SDK's own failures
@@ -166,7 +193,9 @@ def _delivery_error(exc: TencentCloudSDKException) -> SmsDeliveryError:
     if is_vendor_answer(exc):
         return classify_vendor_code(str(exc.code), str(exc.message or ""))
     if caused_by_timeout(exc):
-        return TransientSmsError("timeout", "Tencent SMS did not answer in time")
+        # a connect timeout sent nothing; a read timeout may have been accepted
+        return TransientSmsError("timeout", "Tencent SMS did not answer in time",
+                                 maybe_accepted=not caused_by_connect_timeout(exc))
     cause = exc.__context__
     if isinstance(cause, (ValueError, KeyError, TypeError)):
         return TransientSmsError("bad_response", "Tencent SMS answer is not its JSON")
@@ -188,9 +217,12 @@ class TencentSmsProvider:
             raise PermanentSmsError("template_not_configured", f"no Tencent template id for {template.id}")
         return template_id
 
-    def send(self, phone: str, template: SmsTemplate, params: Mapping[str, str], text: str) -> SendResult:
+    def send(self, phone: str, template: SmsTemplate, params: Mapping[str, str], text: str,
+             reference: str | None = None) -> SendResult:
         e164 = mainland_e164(phone)
         request = models.SendSmsRequest()
+        if reference:
+            request.SessionContext = reference
         request.PhoneNumberSet = [e164]
         request.SmsSdkAppId = self.settings.sms_sdk_app_id
         request.SignName = self.settings.sign_name
@@ -201,6 +233,37 @@ class TencentSmsProvider:
         except TencentCloudSDKException as exc:  # SendSms wraps every failure in it
             raise _delivery_error(exc) from None
         return self._interpret(answer, e164)
+
+    def check(self, phone: str, reference: str, since: dt.datetime,
+              now: dt.datetime | None = None) -> Handover:
+        e164 = mainland_e164(phone)
+        now = now or dt.datetime.now(dt.timezone.utc)
+        request = models.PullSmsSendStatusByPhoneNumberRequest()
+        request.PhoneNumber = e164
+        request.SmsSdkAppId = self.settings.sms_sdk_app_id
+        request.BeginTime = int(since.timestamp()) - 60  # the vendor's clock may be behind ours
+        request.EndTime = int(now.timestamp()) + 60
+        request.Limit = 100
+        request.Offset = 0
+        while True:
+            try:
+                answer = self._client.PullSmsSendStatusByPhoneNumber(request)
+            except TencentCloudSDKException as exc:
+                return Handover(HandoverState.UNKNOWN, detail=_delivery_error(exc).code)
+            reports = answer.PullSmsSendStatusSet or []
+            for report in reports:
+                if report.SessionContext == reference:
+                    received = (dt.datetime.fromtimestamp(report.UserReceiveTime, dt.timezone.utc)
+                                if report.UserReceiveTime else None)
+                    return Handover(HandoverState.ACCEPTED, str(report.SerialNo or ""), received,
+                                    detail=str(report.ReportStatus or ""))
+            if len(reports) < request.Limit or request.Offset >= 900:
+                break
+            request.Offset += request.Limit
+        waited = (now - since).total_seconds()
+        if self.settings.session_context_in_reports and waited >= self.settings.report_grace_seconds:
+            return Handover(HandoverState.NOT_ACCEPTED, detail="no_report_after_grace")
+        return Handover(HandoverState.UNKNOWN, detail="no_report_yet")
 
     def _interpret(self, answer: models.SendSmsResponse, e164: str) -> SendResult:
         statuses = answer.SendStatusSet or []

@@ -100,3 +100,19 @@ def test_unknown_provider_or_setting_is_a_named_configuration_error(tmp_path):
     with pytest.raises(InvalidInput) as err:
         build_provider({"provider": "tencent", "tencent": {"secret_id": "a"}})
     assert (err.value.field, err.value.rule) == ("sms.tencent.secret_key", "required")
+
+
+def test_check_finds_a_message_by_its_reference_and_is_sure_of_one_it_never_wrote(tmp_path):
+    import datetime as dt
+
+    from services.notify.providers import HandoverState
+
+    provider = ConsoleSmsProvider(ConsoleSettings(outbox_path=str(tmp_path / "outbox.jsonl")))
+    since = dt.datetime.now(dt.timezone.utc)
+    assert provider.check("13812345678", "msg-1", since).state is HandoverState.NOT_ACCEPTED  # no file yet
+    message = CATALOG.render("phone_code", {"code": "042817", "minutes": "5"})
+    sent = provider.send("13812345678", message.template, message.params, message.text, reference="msg-1")
+    found = provider.check("13812345678", "msg-1", since)
+    assert (found.state, found.vendor_message_id) == (HandoverState.ACCEPTED, sent.vendor_message_id)
+    assert found.accepted_at is not None and found.accepted_at >= since
+    assert provider.check("13812345678", "msg-2", since).state is HandoverState.NOT_ACCEPTED

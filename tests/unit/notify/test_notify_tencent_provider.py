@@ -6,14 +6,22 @@ import time
 
 import pytest
 import requests
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from services.common.errors import InvalidInput
-from services.notify.providers import PermanentSmsError, SmsProvider, TransientSmsError, build_provider
+from services.notify.providers import (
+    HandoverState,
+    PermanentSmsError,
+    SmsProvider,
+    TransientSmsError,
+    build_provider,
+)
 from services.notify.providers.tencent import TencentSmsProvider, TencentSmsSettings
 from services.notify.retry import Outcome, RetryPolicy, deliver_with_retries
 from services.notify.sms_templates import SmsTemplateCatalog
 from tests.support.fake_tencent_sms import FakeTencentSms
 from tests.support.tencent_tc3 import tc3_expected_signature
+from tests.support.waiting import wait_for
 
 PHONE = "13812345678"
 CATALOG = SmsTemplateCatalog.load()
@@ -214,11 +222,86 @@ def test_answer_that_is_not_the_vendor_json_is_transient(vendor):
     assert err.value.code == "bad_response"
 
 
-def test_answer_slower_than_the_read_timeout_is_transient(vendor):
+def test_answer_slower_than_the_read_timeout_is_transient_and_maybe_accepted(vendor):
     vendor.script(PHONE, delay=1.5)
     with pytest.raises(TransientSmsError) as err:
         send_code(make_provider(vendor, read_timeout=0.3))
     assert err.value.code == "timeout"
+    assert err.value.maybe_accepted  # the request went out: it must be checked, not sent again
+    assert wait_for(lambda: len(vendor.delivered) == 1)  # and indeed the vendor took it
+
+
+@pytest.mark.parametrize("timeout, maybe", [(requests.ConnectTimeout, False), (requests.ReadTimeout, True)])
+def test_only_a_read_timeout_may_have_been_accepted(vendor, timeout, maybe):
+    provider = make_provider(vendor)
+
+    def as_the_sdk_raises_it(request):  # the SDK wraps requests' error, keeping it as the context
+        try:
+            raise timeout("timed out")
+        except requests.RequestException as exc:
+            raise TencentCloudSDKException("ClientNetworkError", str(exc))  # noqa: B904
+
+    provider._client.SendSms = as_the_sdk_raises_it
+    with pytest.raises(TransientSmsError) as err:
+        send_code(provider)
+    assert (err.value.code, err.value.maybe_accepted) == ("timeout", maybe)
+
+
+# --- checking a handover with the vendor's delivery reports -------------------------------
+
+def send_with_reference(provider, reference, phone=PHONE):
+    message = CATALOG.render("flow_voided", {"document_title": "借条"})
+    return provider.send(phone, message.template, message.params, message.text, reference=reference)
+
+
+def test_the_reference_goes_out_as_session_context_and_finds_its_report(vendor):
+    provider = make_provider(vendor)
+    since = dt.datetime.now(dt.timezone.utc)
+    other = send_with_reference(provider, "msg-other")
+    mine = send_with_reference(provider, "msg-mine")
+    assert [d.session_context for d in vendor.delivered] == ["msg-other", "msg-mine"]
+    handover = provider.check(PHONE, "msg-mine", since)
+    assert handover.state is HandoverState.ACCEPTED
+    assert handover.vendor_message_id == mine.vendor_message_id != other.vendor_message_id
+    assert handover.detail == "SUCCESS"
+    pull = [r for r in vendor.received if r.headers.get("X-TC-Action") == "PullSmsSendStatusByPhoneNumber"]
+    assert pull and pull[-1].json["PhoneNumber"] == "+8613812345678"
+
+
+def test_no_report_is_unknown_until_the_grace_when_reports_carry_the_context(vendor):
+    provider = make_provider(vendor, session_context_in_reports=True, report_grace_seconds=300)
+    since = dt.datetime.now(dt.timezone.utc)
+    send_with_reference(provider, "msg-someone-else")
+    assert provider.check(PHONE, "msg-never-sent", since).state is HandoverState.UNKNOWN
+    later = since + dt.timedelta(seconds=301)
+    answer = provider.check(PHONE, "msg-never-sent", since, now=later)
+    assert (answer.state, answer.detail) == (HandoverState.NOT_ACCEPTED, "no_report_after_grace")
+    # an account whose reports do not carry the context never concludes "not accepted"
+    blind = make_provider(vendor, session_context_in_reports=False)
+    assert blind.check(PHONE, "msg-never-sent", since, now=later).state is HandoverState.UNKNOWN
+
+
+def test_a_late_report_or_a_failing_pull_is_unknown(vendor):
+    provider = make_provider(vendor)
+    since = dt.datetime.now(dt.timezone.utc)
+    send_with_reference(provider, "msg-late")
+    vendor.reports_withheld = True
+    assert provider.check(PHONE, "msg-late", since).state is HandoverState.UNKNOWN
+    vendor.reports_withheld, vendor.reports_error = False, "InternalError.Timeout"
+    answer = provider.check(PHONE, "msg-late", since)
+    assert (answer.state, answer.detail) == (HandoverState.UNKNOWN, "InternalError.Timeout")
+    vendor.reports_error = None
+    assert provider.check(PHONE, "msg-late", since).state is HandoverState.ACCEPTED
+
+
+def test_reports_are_paged(vendor):
+    provider = make_provider(vendor)
+    since = dt.datetime.now(dt.timezone.utc)
+    for n in range(105):
+        send_with_reference(provider, f"msg-{n}")
+    assert provider.check(PHONE, "msg-104", since).state is HandoverState.ACCEPTED
+    offsets = [r.json["Offset"] for r in vendor.received if r.headers.get("X-TC-Action") == "PullSmsSendStatusByPhoneNumber"]
+    assert offsets == [0, 100]
 
 
 def test_vendor_unreachable_is_transient():
