@@ -5,19 +5,30 @@ like log n: from 10^3 to 10^6 leaves about 2x (log 10^6 / log 10^3), not 1000x.
 
     .venv/bin/python bench/evidence_log.py                      # memory to 10^6, SQL to 10^5
     .venv/bin/python bench/evidence_log.py --stores memory --max-exp 5
+    .venv/bin/python bench/evidence_log.py --stores postgresql --sql-max-exp 6 --concurrency 16,64
+    .venv/bin/python bench/evidence_log.py --tiny                # every path once, small, for CI
 
 For SQLite and PostgreSQL the append rate is measured on real appends (one
 transaction each, the head row locked); the rest of each size step is then
 bulk-loaded with the same rows an append would write (computed with the
 in-memory tree), so proof times at 10^5 do not wait on 10^5 transactions.
+
+On PostgreSQL, after the size steps, the batched path at each ``--concurrency``:
+that many threads sequence flow events (``EvidenceLog.sequence``, group
+commit) while an integrator in another process integrates them; reported are
+the sequencing rate (every append committed) and the integrated-through rate
+(until the last one is a leaf), beside the one-transaction-per-leaf append
+(``EvidenceLog.append``) at the same concurrency, measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -143,6 +154,78 @@ def run_sql(engine, sizes: list[int], samples: int, real_appends: int) -> list[t
     return measure(log, grow, sizes, samples)
 
 
+def run_threads(action: Callable[[int], object], count: int, concurrency: int) -> float:
+    """``action(i)`` for i in range(count) from ``concurrency`` threads; seconds taken."""
+    next_index = iter(range(count))
+    guard = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with guard:
+                i = next(next_index, None)
+            if i is None:
+                return
+            try:
+                action(i)
+            except BaseException as exc:  # reported after the run
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - start
+
+
+def integrator_process(url: str, schema: str, stop) -> None:
+    """Integrate until told to stop (another process: the appenders' GIL is not shared)."""
+    engine = create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+    log = EvidenceLog(SqlLogStore(sessionmaker(engine)), NoteSigner.generate("bench.esign/log"))
+    while not stop.is_set():
+        if not log.integrate_all():
+            time.sleep(0.005)
+    engine.dispose()
+
+
+def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: int, baseline_count: int) -> list[tuple]:
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    log = EvidenceLog(SqlLogStore(sessions), NoteSigner.generate("bench.esign/log"))
+    run = uuid.uuid4().hex[:8]
+    rows = []
+    for concurrency in concurrencies:
+        engine.pool.dispose()
+        engine.pool._pool.maxsize = concurrency + 2  # noqa: SLF001 - one connection per appender thread
+        base = log.size()
+        old_seconds = run_threads(lambda i: log.append(record(base + i)), baseline_count, concurrency)
+        old_rate = baseline_count / old_seconds
+
+        context = multiprocessing.get_context("spawn")
+        stop = context.Event()
+        integrator = context.Process(target=integrator_process, args=(url, schema, stop))
+        integrator.start()
+        base = log.size()
+        start = time.perf_counter()
+        sequenced_seconds = run_threads(
+            lambda i: log.sequence(dict(record(base + i), event_id=f"{run}-{concurrency}-{i}")), count, concurrency)
+        while log.size() < base + count:
+            time.sleep(0.002)
+        integrated_seconds = time.perf_counter() - start
+        stop.set()
+        integrator.join()
+        assert log.pending() == 0 and log.size() == base + count
+        row = (concurrency, old_rate, count / sequenced_seconds, count / integrated_seconds)
+        rows.append(row)
+        print(f"  {concurrency:>3d} appenders  one transaction per leaf {old_rate:8,.0f}/s   batched: sequenced "
+              f"{row[2]:8,.0f}/s, integrated through {row[3]:8,.0f}/s  (x{row[3] / old_rate:.1f})", flush=True)
+    return rows
+
+
 def sqlite_engine(path: str):
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
 
@@ -169,9 +252,19 @@ def main() -> None:
     parser.add_argument("--sql-max-exp", type=int, default=5, help="SQL stores up to 10^N leaves")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--real-appends", type=int, default=1000, help="real SQL appends per size step")
+    parser.add_argument("--concurrency", default="16,64", help="PostgreSQL batched appends: appender threads per run")
+    parser.add_argument("--batched-appends", type=int, default=20000, help="sequenced appends per concurrency")
+    parser.add_argument("--baseline-appends", type=int, default=500,
+                        help="one-transaction-per-leaf appends per concurrency (the baseline)")
+    parser.add_argument("--tiny", action="store_true", help="every path on tiny sizes, quickly (CI; no figures)")
     args = parser.parse_args()
+    if args.tiny:
+        args.max_exp, args.sql_max_exp, args.samples, args.real_appends = 3, 3, 20, 20
+        args.concurrency, args.batched_appends, args.baseline_appends = "4", 200, 20
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     stores = args.stores.split(",")
     results: dict[str, list[tuple]] = {}
+    batched: list[tuple] = []
 
     if "memory" in stores:
         print("memory store", flush=True)
@@ -192,6 +285,10 @@ def main() -> None:
         engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
         try:
             results["postgresql"] = run_sql(engine, sql_sizes, max(args.samples // 5, 50), args.real_appends)
+            if concurrencies:
+                print("PostgreSQL batched appends (sequence + integrate)", flush=True)
+                batched = run_batched(engine, PG_URL, schema, concurrencies, args.batched_appends,
+                                      args.baseline_appends)
         finally:
             engine.dispose()
             with admin.begin() as conn:
@@ -207,6 +304,12 @@ def main() -> None:
     for name, rows in results.items():
         if len(rows) > 1:
             ratio_line(name, rows)
+    if batched:
+        print()
+        print(f"{'appenders':>9} {'1 tx/leaf /s':>13} {'sequenced /s':>13} {'integrated /s':>14} {'ratio':>6}")
+        for concurrency, old_rate, sequenced, integrated in batched:
+            print(f"{concurrency:>9d} {old_rate:>13,.0f} {sequenced:>13,.0f} {integrated:>14,.0f} "
+                  f"{integrated / old_rate:>6.1f}")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ flow's leaves are proven against a signed checkpoint.
 
 A leaf is appended by an event handler, not by the transaction that changed
 the flow: the event is in the outbox with the change (never one without the
-other), and the handler appends it once even when the broker delivers it
-twice (the leaf carries the event id). So a leaf follows its change by
-moments; :meth:`FlowEvidence.settled` waits for it.
+other), and the handler *sequences* it (committed before the handler returns
+and the event is acknowledged) once even when the broker delivers it twice
+(the leaf carries the event id, unique in the queue). The integrator job puts
+sequenced events into the tree in batches. So a leaf follows its change by
+moments; :meth:`FlowEvidence.settled` waits for it, integrating meanwhile.
 
 :class:`EvidenceEntrypoints` holds the service's entrypoints for the log,
 one handler per flow event written out (grep finds ``log_flow_voided``), the
@@ -75,12 +77,10 @@ class FlowEvidence:
         return witnessed
 
     def append(self, event: dict) -> bool:
-        """Append a flow event's leaf once; False when it is in the log already."""
-        flow_id = event["data"]["flow_id"]
-        if any(json.loads(leaf.data).get("event_id") == event["event_id"] for leaf in self.log.flow_leaves(flow_id)):
-            return False  # a redelivered event
-        self.log.append(leaf_of(event))
-        return True
+        """Sequence a flow event's leaf, durably; False when it is queued
+        already (a redelivered event; one that is a leaf already is dropped
+        when integrated)."""
+        return self.log.sequence(leaf_of(event))
 
     def of_flow(self, flow_id: str) -> dict:
         """Every leaf of a flow with its inclusion proof against a fresh signed
@@ -108,7 +108,10 @@ class FlowEvidence:
             if time.monotonic() >= deadline:
                 raise Unavailable("evidence_log",
                                   f"{', '.join(sorted(missing))} of this flow is not logged yet; ask again shortly")
-            eventlet.sleep(0.2)
+            # sequenced but maybe not integrated: one batch now rather than wait for the job
+            # (integrators take turns on the head lock, so this is safe beside it)
+            if not self.log.integrate().taken:
+                eventlet.sleep(0.2)
 
 
 class EvidenceEntrypoints:
@@ -202,6 +205,17 @@ class EvidenceEntrypoints:
     @rpc
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
         return self.ctx.log.consistency_proof(old_size, new_size).to_dict()
+
+    # -- the integrator ---------------------------------------------------------------------
+    @timer(interval=0.5)
+    def integrate_log(self) -> None:
+        """Put sequenced flow events into the tree, in batches (one replica at
+        a time; integrators are serialised by the head lock anyway, the lease
+        only spares the others the wait)."""
+        if acquire(self.db.session, "log-integrator", self._holder, timedelta(seconds=30)):
+            self.ctx.log.integrate_all(budget=5.0)
+            self.metrics.set("log_sequenced_backlog", self.ctx.log.pending(),
+                             "Flow events sequenced but not yet integrated into the evidence log")
 
     # -- the checkpoint job -------------------------------------------------------------------
     @timer(interval=5)

@@ -24,6 +24,23 @@ Stores: :class:`MemoryLogStore` (tests, benchmarks) and :class:`SqlLogStore`
 (SQLAlchemy 2; PostgreSQL or SQLite). Both keep every perfect subtree hash, so
 appends cost O(log n) amortised O(1) hashes and each proof reads O(log n)
 stored nodes.
+
+Sequencing and integration (as Trillian and Tessera split them): a flow event
+is *sequenced* by :meth:`EvidenceLog.sequence` — one short durable INSERT into
+a queue, no lock on the tree's head, concurrent callers of a process sharing
+one transaction (:mod:`services.common.group_commit`) — and *integrated* later
+by :meth:`EvidenceLog.integrate`, which under the head lock takes a batch of
+sequenced records in order, chains each to its flow (``prev_index``), hashes
+the leaves and every subtree they complete in memory, and writes them with the
+new head in one transaction. A crash between the two loses nothing: the next
+integrator integrates the same records. The leaves and the tree are exactly
+those that appending the records one by one in that order would give.
+:meth:`EvidenceLog.append` still adds one record at once (sequenced and
+integrated in one transaction) for callers that need its index.
+
+A record's ``event_id`` (a flow event's id, when it has one) makes it a leaf
+at most once: a second one is not sequenced while the first waits, and is
+dropped by the integrator once the first is a leaf.
 """
 from __future__ import annotations
 
@@ -31,15 +48,17 @@ import base64
 import functools
 import json
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from sqlalchemy import Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.errors import IntegrityError, InvalidInput, NotFound
+from services.common.group_commit import GroupCommit
 from services.signing import merkle
 from services.signing.checkpoint import (
     Checkpoint,
@@ -49,7 +68,7 @@ from services.signing.checkpoint import (
     sign_checkpoint,
 )
 from services.signing.merkle import ConsistencyProofError, InclusionProofError, NodeId
-from services.signing.models import LogCheckpoint, LogHead, LogLeaf, LogNode
+from services.signing.models import LogCheckpoint, LogHead, LogLeaf, LogNode, LogSequenced
 
 RECORD_VERSION = 1
 REQUIRED_FIELDS = ("flow_id", "event_type", "timestamp")
@@ -64,11 +83,16 @@ OPTIONAL_FIELDS = (
 LOG_FIELDS = ("prev_index", "version")
 RECORD_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS + LOG_FIELDS
 MAX_FLOW_ID_LENGTH = 64
+MAX_EVENT_ID_LENGTH = 64
+#: sequenced records integrated per transaction
+INTEGRATION_BATCH = 2000
 #: integers beyond this lose precision in IEEE doubles, which JCS assumes
 MAX_SAFE_INTEGER = 2**53 - 1
 
 
 # --- canonical JSON (RFC 8785 subset) ---------------------------------------------
+
+_json_string = json.encoder.encode_basestring
 
 
 def canonical_json(value: Any) -> bytes:
@@ -100,9 +124,10 @@ def _canonical(value: Any, path: str) -> str:
             raise InvalidInput(path, "max_integer", f"expected an integer within ±{MAX_SAFE_INTEGER}, found one of {value.bit_length()} bits")
         return str(value)
     if isinstance(value, str):
-        # json.dumps escapes exactly '"', '\\' and U+0000..U+001F (\b \t \n \f \r
-        # short, others \u00xx lower-case), as RFC 8785 §3.2.2.2 requires
-        return json.dumps(value, ensure_ascii=False)
+        # what json.dumps(ensure_ascii=False) calls: it escapes exactly '"', '\\'
+        # and U+0000..U+001F (\b \t \n \f \r short, others \u00xx lower-case),
+        # as RFC 8785 §3.2.2.2 requires
+        return _json_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_canonical(item, f"{path}[{i}]") for i, item in enumerate(value)) + "]"
     if isinstance(value, Mapping):
@@ -110,7 +135,7 @@ def _canonical(value: Any, path: str) -> str:
             if not isinstance(key, str):
                 raise InvalidInput(path, "type", f"expected string keys, found {type(key).__name__}")
         keys = sorted(value, key=lambda k: _utf16_key(k, f"{path}.{k}"))
-        members = (json.dumps(k, ensure_ascii=False) + ":" + _canonical(value[k], f"{path}.{k}") for k in keys)
+        members = (_json_string(k) + ":" + _canonical(value[k], f"{path}.{k}") for k in keys)
         return "{" + ",".join(members) + "}"
     raise InvalidInput(path, "type", f"expected a string, integer, boolean, null, list or object, found {type(value).__name__}")
 
@@ -136,6 +161,11 @@ def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput("timestamp", "rfc3339", "expected an RFC 3339 date-time") from None
     if moment.tzinfo is None:
         raise InvalidInput("timestamp", "rfc3339", "expected a date-time with a UTC offset, found none")
+    event_id = record.get("event_id")
+    if event_id is not None and (not isinstance(event_id, str) or not event_id):
+        raise InvalidInput("event_id", "type", f"expected a non-empty string or none, found {type(event_id).__name__}")
+    if event_id is not None and len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise InvalidInput("event_id", "max_length", f"expected at most {MAX_EVENT_ID_LENGTH} characters, found {len(event_id)}")
     full = {name: None for name in OPTIONAL_FIELDS}
     full.update(record)
     return full
@@ -174,6 +204,27 @@ def _unb64(text: str, field_name: str) -> bytes:
 class LeafReceipt:
     index: int
     leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SequencedRecord:
+    """A record as sequenced: the caller's fields as canonical JSON (no
+    ``prev_index`` yet), waiting to be integrated into the tree."""
+
+    flow_id: str
+    event_id: str | None
+    record: bytes
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any], created_at: datetime) -> "SequencedRecord":
+        _check_record(record)
+        return cls(record["flow_id"], record.get("event_id"), canonical_json(record), created_at)
+
+    def leaf_data(self, prev_index: int | None) -> bytes:
+        # canonical JSON holds only strings, safe integers, booleans, null,
+        # lists and objects, so it parses back to the same value
+        return leaf_record(json.loads(self.record), prev_index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,18 +291,77 @@ def verify_checkpointed_inclusion(
     return checkpoint
 
 
+# --- integration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Integration:
+    """What one integration did: ``taken`` records left the queue, ``leaves``
+    were added (fewer when some were events logged already)."""
+
+    taken: int
+    leaves: list[StoredLeaf]
+
+
+def unlogged(records: Sequence[SequencedRecord], logged_event_ids: Iterable[str]) -> list[int]:
+    """Positions of ``records`` whose event is neither a leaf already nor
+    earlier in ``records`` (records without an event id are always kept)."""
+    seen = set(logged_event_ids)
+    kept = []
+    for position, record in enumerate(records):
+        if record.event_id is not None:
+            if record.event_id in seen:
+                continue
+            seen.add(record.event_id)
+        kept.append(position)
+    return kept
+
+
+def chain(size: int, records: Sequence[SequencedRecord], last_of_flow: Mapping[str, int | None]) -> list[StoredLeaf]:
+    """The leaves of ``records`` integrated in order from leaf index ``size``:
+    each chained to its flow's previous leaf, from ``last_of_flow`` (the tree's
+    last leaf of each flow) or earlier in the batch."""
+    last = dict(last_of_flow)
+    leaves = []
+    for offset, record in enumerate(records):
+        index = size + offset
+        data = record.leaf_data(last.get(record.flow_id))
+        leaves.append(StoredLeaf(index, record.flow_id, data, merkle.hash_leaf(data), record.created_at))
+        last[record.flow_id] = index
+    return leaves
+
+
 # --- stores -----------------------------------------------------------------------
 
 
 class LogStore(merkle.NodeReader, Protocol):
-    """Persistence of the log: leaves, subtree hashes and signed checkpoints."""
+    """Persistence of the log: sequenced records, leaves, subtree hashes and
+    signed checkpoints."""
 
     def size(self) -> int: ...
 
-    def append(self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime) -> StoredLeaf:
+    def append(
+        self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime, event_id: str | None = None
+    ) -> StoredLeaf:
         """Atomically, with appends serialised: find the flow's last leaf index,
         call ``build(prev_index)`` for the leaf bytes, store the leaf at the next
-        index with every subtree it completes."""
+        index with every subtree it completes. The leaf of ``event_id`` when
+        that event is a leaf already."""
+        ...
+
+    def sequence(self, records: Sequence[SequencedRecord]) -> list[bool]:
+        """Durably queue ``records`` for integration in one transaction; for
+        each, False when its event is queued already, or (as far as the store
+        can tell cheaply) a leaf already; then it is not queued again."""
+        ...
+
+    def integrate(self, limit: int) -> Integration:
+        """Move up to ``limit`` queued records, in order, into the tree in one
+        transaction, serialised with other integrators and appends."""
+        ...
+
+    def pending(self) -> int:
+        """How many records are sequenced but not integrated yet."""
         ...
 
     def leaf(self, index: int) -> StoredLeaf | None: ...
@@ -276,6 +386,7 @@ class MemoryLogStore:
         self._last_of_flow: dict[str, int] = {}
         self._flow_indices: dict[str, list[int]] = {}
         self._checkpoints: dict[int, str] = {}
+        self._event_leaf: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def size(self) -> int:
@@ -284,16 +395,42 @@ class MemoryLogStore:
     def nodes(self, ids: Iterable[NodeId]) -> dict[NodeId, bytes]:
         return self._tree.nodes(ids)
 
-    def append(self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime) -> StoredLeaf:
+    def append(
+        self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime, event_id: str | None = None
+    ) -> StoredLeaf:
         with self._lock:
+            if event_id in self._event_leaf:
+                return self._leaves[self._event_leaf[event_id]]
             data = build(self._last_of_flow.get(flow_id))
-            leaf_hash = merkle.hash_leaf(data)
-            index = self._tree.append_hash(leaf_hash)
-            leaf = StoredLeaf(index, flow_id, data, leaf_hash, created_at)
-            self._leaves.append(leaf)
-            self._last_of_flow[flow_id] = index
-            self._flow_indices.setdefault(flow_id, []).append(index)
-            return leaf
+            return self._add(StoredLeaf(self.size(), flow_id, data, merkle.hash_leaf(data), created_at), event_id)
+
+    def _add(self, leaf: StoredLeaf, event_id: str | None) -> StoredLeaf:
+        index = self._tree.append_hash(leaf.leaf_hash)
+        assert index == leaf.index
+        self._leaves.append(leaf)
+        self._last_of_flow[leaf.flow_id] = index
+        self._flow_indices.setdefault(leaf.flow_id, []).append(index)
+        if event_id is not None:
+            self._event_leaf[event_id] = index
+        return leaf
+
+    def sequence(self, records: Sequence[SequencedRecord]) -> list[bool]:
+        """Integrates at once: in memory, sequencing would buy nothing."""
+        with self._lock:
+            kept = unlogged(records, self._event_leaf)
+            fresh = [records[position] for position in kept]
+            for record, leaf in zip(fresh, chain(self.size(), fresh, self._last_of_flow)):
+                self._add(leaf, record.event_id)
+            new = [False] * len(records)
+            for position in kept:
+                new[position] = True
+            return new
+
+    def integrate(self, limit: int) -> Integration:
+        return Integration(0, [])
+
+    def pending(self) -> int:
+        return 0
 
     def leaf(self, index: int) -> StoredLeaf | None:
         return self._leaves[index] if 0 <= index < len(self._leaves) else None
@@ -315,14 +452,30 @@ class MemoryLogStore:
         return size, self._checkpoints[size]
 
 
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no offset; the log writes UTC
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _dialect_insert(session: Session):
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert
+
+
 class SqlLogStore:
     """The log in the service's database (tables in ``models.py``).
 
-    Appends lock the single ``log_head`` row: ``SELECT ... FOR UPDATE`` on
-    PostgreSQL; on SQLite the transaction's first statement is a write, which
-    takes the database's one write lock at once (a read first would let two
-    appenders see the same size). Either way, concurrent appenders in other
-    processes wait, then see the committed size.
+    Sequencing inserts into ``log_sequenced`` and locks nothing shared. Adding
+    leaves (integration, a synchronous append) locks the single ``log_head``
+    row: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the transaction's
+    first statement is a write, which takes the database's one write lock at
+    once (a read first would let two appenders see the same size). Either way,
+    concurrent integrators and appenders in other processes wait, then see the
+    committed size and the queue without what was just integrated.
     """
 
     LOG_ID = 1
@@ -401,9 +554,15 @@ class SqlLogStore:
             size = 0
         return int(size)
 
-    def append(self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime) -> StoredLeaf:
+    def append(
+        self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime, event_id: str | None = None
+    ) -> StoredLeaf:
         with self._transaction() as session:
             index = self._lock_head(session)
+            if event_id is not None:
+                logged = session.scalars(select(LogLeaf).where(LogLeaf.event_id == event_id).limit(1)).first()
+                if logged is not None:
+                    return self._leaf(logged)
             prev_index = session.scalar(
                 select(func.max(LogLeaf.leaf_index)).where(LogLeaf.flow_id == flow_id)
             )
@@ -412,7 +571,8 @@ class SqlLogStore:
             siblings = self._nodes(session, merkle.append_plan(index))
             session.execute(
                 insert(LogLeaf).values(
-                    leaf_index=index, flow_id=flow_id, leaf_data=data, leaf_hash=leaf_hash, created_at=created_at
+                    leaf_index=index, flow_id=flow_id, event_id=event_id, leaf_data=data, leaf_hash=leaf_hash,
+                    created_at=created_at,
                 )
             )
             session.execute(
@@ -425,12 +585,101 @@ class SqlLogStore:
             session.execute(update(LogHead).where(LogHead.log_id == self.LOG_ID).values(size=index + 1))
         return StoredLeaf(index, flow_id, data, leaf_hash, created_at)
 
+    # sequencing and integration
+
+    @staticmethod
+    def _logged_events(session: Session, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        return set(session.scalars(select(LogLeaf.event_id).where(LogLeaf.event_id.in_(event_ids))))
+
+    def sequence(self, records: Sequence[SequencedRecord]) -> list[bool]:
+        """One INSERT: an event already a leaf is not looked for here (the
+        integrator drops it), as that would cost every batch a round trip."""
+        with self._transaction() as session:
+            kept = unlogged(records, ())
+            rows = [
+                {"flow_id": r.flow_id, "event_id": r.event_id, "record": r.record, "created_at": r.created_at}
+                for r in (records[position] for position in kept)
+            ]
+            queued: set[str] = set()
+            if rows:
+                # a second copy of an event that another transaction queued is skipped, not an error
+                statement = (
+                    _dialect_insert(session)(LogSequenced.__table__)
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(LogSequenced.__table__.c.event_id)
+                )
+                queued = {event_id for event_id in session.execute(statement, rows).scalars() if event_id}
+        new = [False] * len(records)
+        for position in kept:
+            event_id = records[position].event_id
+            new[position] = event_id is None or event_id in queued
+        return new
+
+    def integrate(self, limit: int) -> Integration:
+        if limit < 1:
+            raise InvalidInput("limit", "min", f"expected at least 1 record per integration, found {limit}")
+        with self._transaction() as session:
+            size = self._lock_head(session)
+            rows = session.execute(
+                select(LogSequenced.seq, LogSequenced.flow_id, LogSequenced.event_id, LogSequenced.record,
+                       LogSequenced.created_at).order_by(LogSequenced.seq).limit(limit)
+            ).all()
+            if not rows:
+                return Integration(0, [])
+            records = [SequencedRecord(flow_id, event_id, bytes(record), _utc(created_at))
+                       for _seq, flow_id, event_id, record, created_at in rows]
+            fresh = [records[position] for position in
+                     unlogged(records, self._logged_events(session, [r.event_id for r in records if r.event_id]))]
+            leaves = chain(size, fresh, self._last_of_flows(session, {r.flow_id for r in fresh}))
+            if leaves:
+                right_edge = self._nodes(session, merkle.root_plan(size))
+                made = merkle.append_leaves(size, right_edge, [leaf.leaf_hash for leaf in leaves])
+                # Core tables: the ORM's bulk path costs more than the rows here
+                session.execute(insert(LogLeaf.__table__), [
+                    {"leaf_index": leaf.index, "flow_id": leaf.flow_id, "event_id": record.event_id,
+                     "leaf_data": leaf.data, "leaf_hash": leaf.leaf_hash, "created_at": leaf.created_at}
+                    for leaf, record in zip(leaves, fresh)
+                ])
+                session.execute(insert(LogNode.__table__), [
+                    {"level": level, "node_index": node_index, "hash": value} for (level, node_index), value in made
+                ])
+                session.execute(update(LogHead).where(LogHead.log_id == self.LOG_ID).values(size=size + len(leaves)))
+            # by seq, not "seq <= the batch's last": a lower seq committed
+            # after the batch was read is not in it and must stay queued
+            session.execute(delete(LogSequenced).where(LogSequenced.seq.in_([row[0] for row in rows])))
+        return Integration(len(rows), leaves)
+
+    @staticmethod
+    def _last_of_flows(session: Session, flows: set[str]) -> dict[str, int | None]:
+        """Each flow's last leaf index (None for a flow with no leaf yet)."""
+        if not flows:
+            return {}
+        if session.get_bind().dialect.name == "postgresql":
+            # one index probe per flow (max() reads the last entry of
+            # ix_log_leaves_flow); a GROUP BY would read every leaf of each flow
+            rows = session.execute(
+                text("SELECT f.flow_id, (SELECT max(leaf_index) FROM log_leaves WHERE flow_id = f.flow_id) "
+                     "FROM unnest(CAST(:flows AS varchar[])) AS f(flow_id)"),
+                {"flows": sorted(flows)},
+            )
+        else:
+            rows = session.execute(
+                select(LogLeaf.flow_id, func.max(LogLeaf.leaf_index))
+                .where(LogLeaf.flow_id.in_(sorted(flows))).group_by(LogLeaf.flow_id)
+            )
+        return {flow_id: (None if last is None else int(last)) for flow_id, last in rows}
+
+    def pending(self, cap: int = 1_000_000) -> int:
+        """Counted up to ``cap`` (a gauge need not count further)."""
+        with self._reading() as session:
+            queued = select(LogSequenced.seq).limit(cap).subquery()
+            return int(session.scalar(select(func.count()).select_from(queued)) or 0)
+
     @staticmethod
     def _leaf(row: LogLeaf) -> StoredLeaf:
-        created = row.created_at
-        if created.tzinfo is None:  # SQLite keeps no offset; the log writes UTC
-            created = created.replace(tzinfo=timezone.utc)
-        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash), created)
+        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash), _utc(row.created_at))
 
     def leaf(self, index: int) -> StoredLeaf | None:
         with self._reading() as session:
@@ -485,19 +734,52 @@ class EvidenceLog:
     ``signer`` (c2sp.org/tlog-checkpoint recommends they match).
     """
 
-    def __init__(self, store: LogStore, signer: NoteSigner, clock: Callable[[], datetime] = _now):
+    def __init__(self, store: LogStore, signer: NoteSigner, clock: Callable[[], datetime] = _now,
+                 sequencing_batch: int = 500):
         self.store = store
         self.signer = signer
         self.origin = signer.name
         self._clock = clock
+        self._sequencer: GroupCommit[SequencedRecord, bool] = GroupCommit(store.sequence, sequencing_batch)
 
     # appending
 
+    def sequence(self, record: Mapping[str, Any]) -> bool:
+        """Queue one flow event for the tree, durably (committed when this
+        returns); :meth:`integrate` makes it a leaf. False when its
+        ``event_id`` is queued already (or, in memory, a leaf); a redelivered
+        event that is a leaf already is dropped by the integrator."""
+        # checked and canonicalised here, so a bad record fails its own caller, not a batch
+        return self._sequencer.submit(SequencedRecord.of(record, self._clock().astimezone(timezone.utc)))
+
+    def integrate(self, limit: int = INTEGRATION_BATCH) -> Integration:
+        """Integrate up to ``limit`` sequenced records, in one transaction."""
+        return self.store.integrate(limit)
+
+    def integrate_all(self, limit: int = INTEGRATION_BATCH, budget: float | None = None) -> int:
+        """Integrate batches until the queue is empty (or ``budget`` seconds
+        have passed); how many leaves were added."""
+        deadline = None if budget is None else time.monotonic() + budget
+        added = 0
+        while True:
+            done = self.store.integrate(limit)
+            added += len(done.leaves)
+            if done.taken < limit or (deadline is not None and time.monotonic() >= deadline):
+                return added
+
+    def pending(self) -> int:
+        """Records sequenced and not yet integrated."""
+        return self.store.pending()
+
     def append(self, record: Mapping[str, Any]) -> LeafReceipt:
-        """Add one flow event; its ``prev_index`` links it to the flow's previous event."""
+        """Add one flow event at once, for a caller that needs its leaf index
+        (one transaction under the head lock: use :meth:`sequence` for rate);
+        its ``prev_index`` links it to the flow's previous event. The leaf
+        already holding its ``event_id``, if there is one."""
         _check_record(record)  # fail before taking the append lock
         created_at = self._clock().astimezone(timezone.utc)
-        leaf = self.store.append(record["flow_id"], lambda prev: leaf_record(record, prev), created_at)
+        leaf = self.store.append(record["flow_id"], lambda prev: leaf_record(record, prev), created_at,
+                                 record.get("event_id"))
         return LeafReceipt(leaf.index, leaf.leaf_hash)
 
     # reading

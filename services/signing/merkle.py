@@ -186,6 +186,24 @@ def completed_nodes(index: int, leaf_hash: bytes, left_siblings: Mapping[NodeId,
     return made
 
 
+def append_leaves(size: int, right_edge: Mapping[NodeId, bytes], leaf_hashes: Sequence[bytes]) -> list[tuple[NodeId, bytes]]:
+    """Every node made perfect by appending ``leaf_hashes`` at leaf ``size``
+    onwards, in order: what :func:`completed_nodes` gives for each leaf in turn.
+
+    ``right_edge`` holds the hashes of :func:`root_plan` ``(size)``, the perfect
+    subtrees of the tree so far; they are the only stored nodes a run of
+    appends can need (a batch of appends reads them once, then works in memory).
+    """
+    known = dict(right_edge)
+    made: list[tuple[NodeId, bytes]] = []
+    for offset, leaf_hash in enumerate(leaf_hashes):
+        index = size + offset
+        for node, value in completed_nodes(index, leaf_hash, {n: known[n] for n in append_plan(index)}):
+            known[node] = value
+            made.append((node, value))
+    return made
+
+
 # --- computing from a store ------------------------------------------------------
 
 

@@ -16,8 +16,9 @@ class Base(DeclarativeBase):
 
 
 class LogHead(Base):
-    """One row per log. Appenders lock it (SELECT ... FOR UPDATE) so leaves get
-    consecutive indices even with many replicas appending at once."""
+    """One row per log. Whoever adds leaves (the integrator, a synchronous
+    append) locks it (SELECT ... FOR UPDATE) so leaves get consecutive indices
+    even with many replicas at once."""
 
     __tablename__ = "log_head"
 
@@ -25,14 +26,38 @@ class LogHead(Base):
     size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
 
 
+class LogSequenced(Base):
+    """A record appended but not yet in the tree: sequencing is one short
+    INSERT that takes no lock on the head, and the integrator moves rows from
+    here into ``log_leaves`` in batches, in ``seq`` order, under the head lock.
+
+    ``record`` is the caller's record as canonical JSON without the log's own
+    fields (``prev_index`` is only known at integration). ``event_id`` is unique
+    so a redelivered flow event is sequenced once."""
+
+    __tablename__ = "log_sequenced"
+    __table_args__ = (Index("ux_log_sequenced_event", "event_id", unique=True),)
+
+    # INTEGER on SQLite, where only that type of primary key autoincrements
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    flow_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    record: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class LogLeaf(Base):
-    """A leaf: the canonical JSON record exactly as hashed (RFC 9162 leaf input)."""
+    """A leaf: the canonical JSON record exactly as hashed (RFC 9162 leaf input).
+    ``event_id`` repeats the record's, when it has one, so integration can
+    refuse a second leaf for one flow event."""
 
     __tablename__ = "log_leaves"
-    __table_args__ = (Index("ix_log_leaves_flow", "flow_id", "leaf_index"),)
+    __table_args__ = (Index("ix_log_leaves_flow", "flow_id", "leaf_index"),
+                      Index("ix_log_leaves_event", "event_id"))
 
     leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     flow_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     leaf_data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -97,7 +122,8 @@ class RevokedCertificate(Base):
     revoked_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-EVIDENCE_LOG_TABLES = (LogHead.__table__, LogLeaf.__table__, LogNode.__table__, LogCheckpoint.__table__)
+EVIDENCE_LOG_TABLES = (LogHead.__table__, LogSequenced.__table__, LogLeaf.__table__, LogNode.__table__,
+                       LogCheckpoint.__table__)
 
 
 # --- signing flows ---------------------------------------------------------

@@ -379,3 +379,141 @@ def test_appenders_in_several_processes_get_one_consistent_tree(request, tmp_pat
     assert log.root() == rfc_mth(hashes)
     for index in (0, 17, total - 1):
         verify_inclusion(leaves[index].data, index, total, log.inclusion_proof(index, total).hashes, log.root())
+
+
+# --- sequencing, then integrating in batches ---------------------------------------
+
+
+def flow_event(i: int, flows: str = "ABCDE") -> dict:
+    # flows interleave irregularly so batches cut through every flow's chain
+    return event_record(f"flow-{flows[(i * 7 + i // 3) % len(flows)]}", party_id=f"p{i}", event_id=f"ev-{i}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_log(request, signer):
+    engine = request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_db")[0]
+    return EvidenceLog(SqlLogStore(sessionmaker(engine)), signer, clock=lambda: FIXED_NOW)
+
+
+def reference_log(signer, count: int) -> EvidenceLog:
+    """The same records appended one by one, as the log did before batching."""
+    log = EvidenceLog(MemoryLogStore(), signer, clock=lambda: FIXED_NOW)
+    for i in range(count):
+        log.append(flow_event(i))
+    return log
+
+
+def test_batched_integration_gives_the_leaves_and_tree_of_one_by_one_appends(sql_log, signer):
+    for i in range(4):  # a tree that exists before batching began
+        sql_log.append(flow_event(i))
+    for i in range(4, 45):
+        assert sql_log.sequence(flow_event(i)) is True
+    assert sql_log.size() == 4 and sql_log.pending() == 41
+    taken = []
+    while (done := sql_log.integrate(limit=6)).taken:
+        taken.append(done.taken)
+        assert [leaf.index for leaf in done.leaves] == list(range(sql_log.size() - done.taken, sql_log.size()))
+    assert taken == [6] * 6 + [5] and sql_log.pending() == 0
+    reference = reference_log(signer, 45)
+    assert [sql_log.leaf(i).data for i in range(45)] == [reference.leaf(i).data for i in range(45)]
+    flows = [f"flow-{name}" for name in "ABCDE"]
+    chain_of = {flow: [leaf.record()["prev_index"] for leaf in sql_log.flow_leaves(flow)] for flow in flows}
+    assert chain_of == {flow: [None] + [leaf.index for leaf in reference.flow_leaves(flow)][:-1] for flow in flows}
+    assert all(len(chain) > 5 for chain in chain_of.values())
+    for size in range(1, 46):
+        assert sql_log.root(size) == reference.root(size)
+    # every stored subtree node, not only the ones the roots above read
+    nodes = [(level, index) for level in range(6) for index in range(45 >> level)]
+    assert sql_log.store.nodes(nodes) == reference.store.nodes(nodes)
+    assert sql_log.leaf(30).created_at == FIXED_NOW
+
+
+def test_a_redelivered_event_becomes_one_leaf(sql_log):
+    assert sql_log.sequence(flow_event(1)) is True
+    assert sql_log.sequence(flow_event(1)) is False  # queued already
+    assert sql_log.pending() == 1
+    sql_log.integrate()
+    # delivered again once it is a leaf: queued (not looked for), then dropped by the integrator
+    sql_log.sequence(flow_event(1))
+    sql_log.sequence(flow_event(2))
+    done = sql_log.integrate()
+    assert (done.taken, [leaf.record()["event_id"] for leaf in done.leaves]) == (2, ["ev-2"])
+    assert sql_log.size() == 2 and sql_log.pending() == 0
+    # a synchronous append of a logged event answers with its leaf
+    assert sql_log.append(flow_event(1)).index == 0 and sql_log.size() == 2
+
+
+def test_the_memory_store_integrates_as_it_sequences(signer):
+    log = EvidenceLog(MemoryLogStore(), signer, clock=lambda: FIXED_NOW)
+    assert [log.sequence(flow_event(i)) for i in (0, 1, 0)] == [True, True, False]
+    assert log.size() == 2 and log.pending() == 0 and log.integrate().taken == 0
+    assert log.root() == reference_log(signer, 2).root()
+
+
+def test_an_integration_that_fails_midway_keeps_the_queue(sqlite_db, signer, monkeypatch):
+    log = EvidenceLog(SqlLogStore(sessionmaker(sqlite_db[0])), signer, clock=lambda: FIXED_NOW)
+    for i in range(10):
+        log.sequence(flow_event(i))
+
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("the integrator died after writing the leaves")
+
+    monkeypatch.setattr(merkle, "append_leaves", crash)
+    with pytest.raises(RuntimeError):
+        log.integrate()
+    assert (log.size(), log.pending()) == (0, 10)
+    monkeypatch.undo()
+    assert log.integrate_all(limit=4) == 10
+    assert log.root() == reference_log(signer, 10).root()
+
+
+@pytest.mark.parametrize(
+    "change,field,rule",
+    [({"event_id": ""}, "event_id", "type"), ({"event_id": 7}, "event_id", "type"),
+     ({"event_id": "e" * 65}, "event_id", "max_length"), ({"prev_index": 1}, "prev_index", "log_managed")],
+)
+def test_bad_records_are_refused_before_they_are_sequenced(sql_log, change, field, rule):
+    with pytest.raises(InvalidInput) as caught:
+        sql_log.sequence(dict(flow_event(1), **change))
+    assert (caught.value.field, caught.value.rule) == (field, rule)
+    assert sql_log.pending() == 0
+
+
+def test_concurrent_sequencers_share_transactions_and_each_is_queued_once(sqlite_db, signer):
+    import threading
+
+    store = SqlLogStore(sessionmaker(sqlite_db[0]))
+    batches = []
+    sequence = store.sequence
+
+
+    def slow_sequence(records):
+        batches.append(len(records))
+        time.sleep(0.002)  # a commit's latency, cooperative under eventlet, so others queue meanwhile
+        return sequence(records)
+
+    store.sequence = slow_sequence
+    log = EvidenceLog(store, signer, clock=lambda: FIXED_NOW)
+    results: dict[int, bool] = {}
+    threads = [threading.Thread(target=lambda w=w: results.update(
+        {i: log.sequence(flow_event(i)) for i in range(w, 240, 8)})) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {i: True for i in range(240)} and sum(batches) == 240
+    assert max(batches) > 1, f"no two appends shared a transaction ({batches}); nothing was tested"
+    log.integrate_all()
+    assert sorted(leaf.record()["event_id"] for i in range(240) for leaf in [log.leaf(i)]) == \
+        sorted(f"ev-{i}" for i in range(240))
+
+
+def test_inclusion_proofs_are_at_most_ceil_log2_n_hashes_and_reach_it(signer):
+    import math
+
+    log = EvidenceLog(MemoryLogStore(), signer)
+    for n in range(1, 70):
+        log.append(flow_event(n))
+        lengths = [len(log.inclusion_proof(i, n).hashes) for i in range(n)]
+        assert max(lengths) == math.ceil(math.log2(n)), n
+        assert all(len(log.consistency_proof(m, n).hashes) <= math.ceil(math.log2(n)) + 1 for m in range(1, n))
