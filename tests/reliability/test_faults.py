@@ -26,10 +26,7 @@ import io
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +36,7 @@ import pytest
 from eventlet import tpool
 
 from tests.support.faults import (REFUSED, SERVICES, ReconnectingRpc, ServiceProcesses, Unreachable, error_type,
-                                  make_cluster)
+                                  deployed_platform, tolerant, wait_healthy, willingness_code)
 from tests.support.stack import Stack, handwriting_png, iou_values, people
 from tests.support.waiting import wait_for
 
@@ -72,112 +69,25 @@ class Cluster:
         return self.processes.rabbit
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
-def wait_healthy(processes: ServiceProcesses, rpc: ReconnectingRpc, timeout: float = 120) -> None:
-    """Every service answers its health RPC with ok, and the gateway /healthz with 200."""
-    deadline = time.monotonic() + timeout
-    waiting = list(SERVICES)
-    while waiting and time.monotonic() < deadline:
-        for name, process in processes.processes.items():
-            assert process.poll() is None, f"{name} exited with {process.returncode}:\n{processes.log_tail(name)}"
-        service = waiting[0]
-        try:
-            if service == "gateway":
-                ok = _get(processes.gateway_url + "/healthz") == 200
-            else:
-                ok = rpc.call(service, "health")["status"] == "ok"
-        except (Unreachable, *REFUSED):
-            ok = False
-        if ok:
-            waiting.pop(0)
-        else:
-            eventlet.sleep(0.3)
-    assert not waiting, f"not healthy after {timeout}s: {waiting}\n{processes.log_tail(waiting[0])}"
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    root = Path(tempfile.mkdtemp(prefix="esign-faults-"))
-    root.chmod(0o755)  # the broker and database run as their own users and need to reach their folders
-    rabbit = postgres = s3 = None
-    processes = rpc = supervisor = None
     try:
-        rabbit, postgres, s3 = make_cluster(root)
-        processes = ServiceProcesses(root, rabbit, postgres, s3)
-        processes.configure()
-        processes.start_all()
-        supervisor = eventlet.spawn(processes.supervise)
-        rpc = ReconnectingRpc(rabbit.uri)
-        wait_healthy(processes, rpc, timeout=180)
-        stack = Stack(rpc, processes.sms_outbox, processes.gateway_url, root, signing_config={})
-        lender, borrower = people(stack)
-        yield Cluster(processes, rpc, stack, lender, borrower)
+        with deployed_platform("esign-faults-", keep=bool(os.environ.get("ESIGN_KEEP_FAULT_DIR"))) as platform:
+            stack = Stack(platform.rpc, platform.processes.sms_outbox, platform.processes.gateway_url, platform.root,
+                          signing_config={})
+            lender, borrower = people(stack)
+            yield Cluster(platform.processes, platform.rpc, stack, lender, borrower)
     finally:
-        if supervisor is not None:
-            supervisor.kill()
-        if rpc is not None:
-            rpc.close()
-        if processes is not None:
-            processes.stop_all()
-        for part in (s3, postgres, rabbit):
-            if part is not None:
-                try:
-                    part.kill() if part is rabbit else part.stop()
-                except Exception:
-                    pass
         target = os.environ.get("ESIGN_RELIABILITY_RESULTS")
         if target and RESULTS:
             Path(target).write_text(json.dumps(RESULTS, indent=2, ensure_ascii=False), "utf-8")
-        if os.environ.get("ESIGN_KEEP_FAULT_DIR"):
-            print(f"fault-injection platform kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 # --- a person signing, as the web pages let them ------------------------------------------------------
 
 
 def code_for(cluster: Cluster, willingness_id: str, timeout: float = 60) -> str:
-    """The SMS code of one willingness check: identity's check names its code challenge, notify's
-    delivery log the vendor message that carried it, and the SMS outbox that message."""
-    pg = cluster.postgres
-
-    def find():
-        rows = pg.query("SELECT otp_challenge_id FROM identity.willingness_checks WHERE id = %s", willingness_id)
-        if not rows or not rows[0][0]:
-            return None
-        sent = pg.query("SELECT vendor_message_id FROM notify.sms_messages WHERE ref_type = 'otp' AND ref_id = %s "
-                        "AND vendor_message_id IS NOT NULL", rows[0][0])
-        if not sent:
-            return None
-        for message in cluster.processes.sms():
-            if message["message_id"] == sent[0][0]:
-                return message["params"]["code"]
-        return None
-
-    code = wait_for(_tolerant(find), timeout=timeout, interval=0.2)
-    if not code:
-        raise Unreachable(f"no SMS code for willingness {willingness_id} in {timeout}s")
-    return code
-
-
-def _tolerant(fn):
-    """While PostgreSQL restarts, looking finds nothing yet."""
-    def call():
-        try:
-            return fn()
-        except Exception:
-            return None
-    return call
+    return willingness_code(cluster.processes, willingness_id, timeout)
 
 
 def flow_of(cluster: Cluster, flow_id: str, timeout: float = 120) -> dict:
@@ -270,7 +180,7 @@ def settle(cluster: Cluster, timeout: float = 240) -> tuple[dict, float]:
         eventlet.sleep(2.5)
         return not any(waiting().values()) and not in_doubt()
 
-    wait_for(_tolerant(quiet), timeout=timeout, interval=0.3)
+    wait_for(tolerant(quiet), timeout=timeout, interval=0.3)
     return waiting(), round(time.monotonic() - began, 1)
 
 

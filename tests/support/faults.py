@@ -17,7 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ import eventlet
 
 from services.common.s3server import SeaweedPorts, SeaweedServer, free_port
 from tests.support.stack import REPO, write_stack_registry
+from tests.support.waiting import wait_for
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")
 
@@ -186,12 +191,14 @@ class ServiceProcesses:
     held: set = field(default_factory=set)
     #: processes that ended on their own and the supervisor started again, by service
     restarted: dict = field(default_factory=dict)
+    #: (name, id_number) of more people the registry vouches for (the performer's face), beyond the stack's
+    more_people: tuple = ()
 
     def configure(self) -> None:
         gateway_port = free_port()
         self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         self.sms_outbox = self.root / "sms.jsonl"
-        registry = write_stack_registry(self.root / "registry")
+        registry = write_stack_registry(self.root / "registry", self.more_people)
         env = dict(os.environ, PYTHONUNBUFFERED="1", AMQP_URI=self.rabbit.uri,
                    ESIGN_DATA_DIR=str(self.root / "data"), ESIGN_GATEWAY_PORT=str(gateway_port),
                    ESIGN_PUBLIC_URL=self.gateway_url, ESIGN_TSA_URL=f"{self.gateway_url}/tsa",
@@ -363,6 +370,119 @@ class ReconnectingRpc:
             except Exception:
                 pass
         self._proxies.clear()
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def wait_healthy(processes: ServiceProcesses, rpc: ReconnectingRpc, timeout: float = 120) -> None:
+    """Every service answers its health RPC with ok, and the gateway /healthz with 200."""
+    deadline = time.monotonic() + timeout
+    waiting = list(SERVICES)
+    while waiting and time.monotonic() < deadline:
+        for name, process in processes.processes.items():
+            assert process.poll() is None, f"{name} exited with {process.returncode}:\n{processes.log_tail(name)}"
+        service = waiting[0]
+        try:
+            if service == "gateway":
+                ok = _get(processes.gateway_url + "/healthz") == 200
+            else:
+                ok = rpc.call(service, "health")["status"] == "ok"
+        except (Unreachable, *REFUSED):
+            ok = False
+        if ok:
+            waiting.pop(0)
+        else:
+            eventlet.sleep(0.3)
+    assert not waiting, f"not healthy after {timeout}s: {waiting}\n{processes.log_tail(waiting[0])}"
+
+
+@dataclass
+class Deployed:
+    root: Path
+    processes: ServiceProcesses
+    rpc: ReconnectingRpc
+
+
+@contextmanager
+def deployed_platform(prefix: str, keep: bool = False, more_people: tuple = (), supervised: bool = True):
+    """The platform as deployed, on a broker, database and S3 of its own (see the module), healthy;
+    stopped and removed after (``keep``: its folder and logs stay). ``more_people``: (name,
+    id_number) the registry vouches for besides the stack's people; ``supervised``: exited
+    service processes are started again."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)  # the broker and database run as their own users and need to reach their folders
+    rabbit = postgres = s3 = None
+    processes = rpc = supervisor = None
+    try:
+        rabbit, postgres, s3 = make_cluster(root)
+        processes = ServiceProcesses(root, rabbit, postgres, s3, more_people=more_people)
+        processes.configure()
+        processes.start_all()
+        if supervised:
+            supervisor = eventlet.spawn(processes.supervise)
+        rpc = ReconnectingRpc(rabbit.uri)
+        wait_healthy(processes, rpc, timeout=180)
+        yield Deployed(root, processes, rpc)
+    finally:
+        if supervisor is not None:
+            supervisor.kill()
+        if rpc is not None:
+            rpc.close()
+        if processes is not None:
+            processes.stop_all()
+        for part in (s3, postgres, rabbit):
+            if part is not None:
+                try:
+                    part.kill() if part is rabbit else part.stop()
+                except Exception:
+                    pass
+        if keep:
+            print(f"platform kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def willingness_code(processes: ServiceProcesses, willingness_id: str, timeout: float = 60) -> str:
+    """The SMS code of one willingness check, as its person reads it: identity's check names its code
+    challenge, notify's delivery log the vendor message that carried it, the SMS outbox that message."""
+    pg = processes.postgres
+
+    def find():
+        rows = pg.query("SELECT otp_challenge_id FROM identity.willingness_checks WHERE id = %s", willingness_id)
+        if not rows or not rows[0][0]:
+            return None
+        sent = pg.query("SELECT vendor_message_id FROM notify.sms_messages WHERE ref_type = 'otp' AND ref_id = %s "
+                        "AND vendor_message_id IS NOT NULL", rows[0][0])
+        if not sent:
+            return None
+        for message in processes.sms():
+            if message["message_id"] == sent[0][0]:
+                return message["params"]["code"]
+        return None
+
+    code = wait_for(tolerant(find), timeout=timeout, interval=0.2)
+    if not code:
+        raise Unreachable(f"no SMS code for willingness {willingness_id} in {timeout}s")
+    return code
+
+
+def tolerant(fn):
+    """While PostgreSQL restarts, looking finds nothing yet."""
+    def call():
+        try:
+            return fn()
+        except Exception:
+            return None
+    return call
+
 
 
 def make_cluster(root: Path) -> tuple[PrivateRabbit, PrivatePostgres, SeaweedServer]:

@@ -140,11 +140,11 @@ def live_frames(actions) -> list[str]:
     return [b64(frame) for frame in liveness_clip.frames_for(actions)]
 
 
-def write_stack_registry(folder: Path) -> Path:
-    """The authority of the test stack: every test person, each with the
-    performer's photo (the one face tests can show live)."""
-    return write_registry(folder, [(name, id_number, PERFORMER) for name, id_number, _ in
-                                   (LENDER, BORROWER, UNREGISTERED)])
+def write_stack_registry(folder: Path, more: tuple = ()) -> Path:
+    """The authority of the test stack: every test person (and ``more``: (name, id_number)),
+    each with the performer's photo (the one face tests can show live)."""
+    return write_registry(folder, [(name, id_number, PERFORMER) for name, id_number, *_ in
+                                   (LENDER, BORROWER, UNREGISTERED, *more)])
 
 
 def people(stack: Stack) -> tuple[str, str]:

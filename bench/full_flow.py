@@ -1,0 +1,173 @@
+"""Complete IOU flows over HTTP under load, with Locust (bench/locustfile.py).
+
+Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep]
+
+The platform runs as deployed (bench/platform.py). ``--users`` pairs of
+registered people (one Locust user each, no think time) make, render, start
+and both sign IOUs over HTTP, SMS willingness included, for ``--seconds``.
+Locust runs headless in its own process; its statistics give flows/s and
+the flow's p50/p99 (the event ``IOU flow``), and every route's.
+
+After the run, the platform is audited, not trusted: every flow Locust saw
+complete is completed in signing's records; no SMS sent twice (an outbox
+reference twice, or a flow's notices more than once); the evidence log has
+every flow's events once each and no leaf missing (leaves = tree size);
+and a sample of signed PDFs is checked by pdfsig (poppler, NSS) and by
+pyHanko (the platform's own verify). Prints the figures and RSS of each
+process idle and under load.
+"""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.platform import SIGNATURE_IMAGE, bench_platform  # noqa: E402
+from bench.sign_step import new_iou, rss_mb, sign_step  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def locust(host: str, users: int, seconds: int, config: Path, out: Path, completed: Path) -> None:
+    env = dict(os.environ, ESIGN_BENCH_PEOPLE=str(config), ESIGN_BENCH_COMPLETED=str(completed))
+    command = [str(Path(sys.executable).parent / "locust"), "-f", str(HERE / "locustfile.py"), "--headless",
+               "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", host, "--csv", str(out),
+               "--only-summary", "--stop-timeout", "60"]
+    subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stats(prefix: Path) -> dict[str, dict]:
+    with open(f"{prefix}_stats.csv", newline="", encoding="utf-8") as f:
+        return {f"{row['Type']} {row['Name']}": row for row in csv.DictReader(f)}
+
+
+def pdfsig(pdf: bytes, root_pem: str, workdir: Path) -> str:
+    nss = workdir / "nss"
+    if not nss.exists():
+        nss.mkdir(parents=True)
+        (workdir / "root.pem").write_text(root_pem)
+        subprocess.run(["certutil", "-N", "--empty-password", "-d", f"sql:{nss}"], check=True, capture_output=True)
+        subprocess.run(["certutil", "-A", "-n", "esign-root", "-t", "C,C,C", "-i", str(workdir / "root.pem"),
+                        "-d", f"sql:{nss}"], check=True, capture_output=True)
+    path = workdir / "signed.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(path)], capture_output=True, text=True).stdout
+
+
+def audit(platform, completed: list[str], sample: int, workdir: Path) -> dict:
+    pg, rpc = platform.deployed.processes.postgres, platform.deployed.rpc
+    found = {}
+    if completed:
+        rows = pg.query("SELECT id, state FROM signing.flows WHERE id = ANY(%s)", completed)
+        found = dict(rows)
+    not_completed = [f for f in completed if found.get(f) != "completed"]
+    lines = platform.deployed.processes.sms()
+    references_twice = sum(n - 1 for n in Counter(m.get("reference") for m in lines if m.get("reference")).values()
+                           if n > 1)
+    notices = Counter((m["template"], m["params"].get("link", "")) for m in lines
+                      if m["template"] in ("sign_request", "flow_completed"))
+    notices_twice = sum(1 for (template, link), n in notices.items() if n > 2)  # one per party at most
+    leaves = pg.query("SELECT flow_id, leaf_data FROM signing.log_leaves WHERE flow_id = ANY(%s)", completed) \
+        if completed else []
+    per_flow = Counter(flow_id for flow_id, _ in leaves)
+    event_ids = Counter(json.loads(bytes(data))["event_id"] for _, data in leaves)
+    total_leaves = pg.query("SELECT count(*) FROM signing.log_leaves")[0][0]
+    tree_size = pg.query("SELECT coalesce(max(size), 0) FROM signing.log_head")[0][0]
+    root_pem = urllib.request.urlopen(platform.url + "/pki/root.pem", timeout=30).read().decode()
+    checked, pdfsig_ok, pyhanko_ok = 0, 0, 0
+    for flow_id in random.Random(5).sample(completed, min(sample, len(completed))):
+        pdf = base64.b64decode(rpc.signing.get_signed_pdf(flow_id=flow_id)["pdf"])
+        checked += 1
+        out = pdfsig(pdf, root_pem, workdir)
+        if out.count("Signature is Valid.") >= 2 and "Certificate is Trusted." in out:
+            pdfsig_ok += 1
+        report = rpc.signing.verify(pdf=base64.b64encode(pdf).decode())
+        if report.get("ok"):
+            pyhanko_ok += 1
+    return {
+        "flows_reported_completed": len(completed), "not_completed_in_signing": len(not_completed),
+        "sms_references_twice": references_twice, "flows_with_notices_twice": notices_twice,
+        "leaves_per_flow": dict(Counter(per_flow.values())), "flows_without_leaves": len(set(completed) - set(per_flow)),
+        "event_leaves_twice": sum(n - 1 for n in event_ids.values() if n > 1),
+        "leaves_missing_from_tree": tree_size - total_leaves if tree_size > total_leaves else 0,
+        "tree_size": tree_size, "leaves": total_leaves,
+        "pdfs_checked": checked, "pdfsig_valid": pdfsig_ok, "pyhanko_valid": pyhanko_ok,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=16, help="concurrent Locust users (pairs of people)")
+    parser.add_argument("--seconds", type=int, default=60, help="how long Locust runs")
+    parser.add_argument("--sample", type=int, default=5, help="signed PDFs checked by pdfsig and pyHanko")
+    parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
+    print(f"starting the platform and registering {2 * args.users} people ...", flush=True)
+    began = time.perf_counter()
+    with bench_platform(people=2 * args.users, keep=args.keep) as platform:
+        print(f"  ready in {time.perf_counter() - began:.0f} s", flush=True)
+        pids = platform.pids()
+        # warm-up: one complete flow, so worker processes and caches are up
+        lender, borrower = platform.people[0], platform.people[1]
+        flow_id = new_iou(platform, lender, borrower)
+        sign_step(platform, platform.http(lender), flow_id)
+        sign_step(platform, platform.http(borrower), flow_id)
+        rss_idle = {name: rss_mb(pid) for name, pid in pids.items()}
+        config = workdir / "people.json"
+        config.write_text(json.dumps({
+            "people": [vars(p) for p in platform.people], "outbox": str(platform.deployed.processes.sms_outbox),
+            "signature_image": SIGNATURE_IMAGE}, ensure_ascii=False), "utf-8")
+        completed_file = workdir / "completed.json"
+        peak = {name: 0.0 for name in pids}
+
+        def sample_rss() -> None:
+            while True:
+                for name, pid in pids.items():
+                    peak[name] = max(peak[name], rss_mb(pid))
+                eventlet.sleep(2)
+
+        sampler = eventlet.spawn(sample_rss)
+        started = time.perf_counter()
+        locust(platform.url, args.users, args.seconds, config, workdir / "locust", completed_file)
+        wall = time.perf_counter() - started
+        sampler.kill()
+        completed = json.loads(completed_file.read_text()) if completed_file.exists() else []
+        table = stats(workdir / "locust")
+        result = audit(platform, completed, args.sample, workdir)
+
+    flow_row = table.get("FLOW IOU flow", {})
+    flows_ok = int(flow_row.get("Request Count", 0)) - int(flow_row.get("Failure Count", 0))
+    print(f"\n{args.users} users, {args.seconds} s (locust ran {wall:.0f} s incl. ramp and stop), {os.cpu_count()} cores")
+    print(f"{'request':<40} {'count':>6} {'fail':>5} {'p50 ms':>8} {'p99 ms':>8} {'per s':>7}")
+    for name, row in sorted(table.items()):
+        if name.startswith("None Aggregated") or not row.get("Request Count"):
+            continue
+        print(f"{name:<40} {row['Request Count']:>6} {row['Failure Count']:>5} {row['50%']:>8} {row['99%']:>8} "
+              f"{float(row['Requests/s']):>7.2f}")
+    print(f"\ncomplete IOU flows: {flows_ok} ({flows_ok / args.seconds:.2f} flows/s over {args.seconds} s; target >= 5), "
+          f"failed {flow_row.get('Failure Count', '?')}, p50 {flow_row.get('50%', '?')} ms, p99 {flow_row.get('99%', '?')} ms")
+    print("audit:", json.dumps(result, ensure_ascii=False))
+    print("\nRSS (MB, with worker processes)   idle    peak under load")
+    for name in pids:
+        print(f"  {name:<30} {rss_idle[name]:7.0f} {peak[name]:9.0f}")
+
+
+if __name__ == "__main__":
+    main()

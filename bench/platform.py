@@ -1,0 +1,123 @@
+"""The platform as deployed, for the benchmarks that measure it over HTTP.
+
+Every service is its own process (``esign run <service>``) on a RabbitMQ
+node, a PostgreSQL cluster and a SeaweedFS of the benchmark's own (the
+fault-injection harness, tests/support/faults.py, starts them), so a run
+measures what a deployment on one machine does and leaves the machine's own
+broker and database alone. People are registered the way the tests register
+them (phone code, the registry vouching for name and ID number, a live face
+proof, a certificate), then act over HTTP with their session tokens.
+
+The caller must have run ``eventlet.monkey_patch()`` first.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import eventlet
+import requests
+
+from services.common.idnumber import check_character
+from tests.support.faults import Deployed, deployed_platform, willingness_code
+from tests.support.stack import Stack, handwriting_png
+
+API = "/api/v1"
+_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+_GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
+
+
+@dataclass(frozen=True)
+class Person:
+    person_id: str
+    name: str
+    id_number: str
+    phone: str
+    token: str
+
+
+def synthetic_people(count: int) -> list[tuple[str, str, str]]:
+    """``count`` distinct (name, ID number, phone): valid GB 11643 numbers, mainland mobiles."""
+    people = []
+    born = dt.date(1970, 1, 1)
+    for n in range(count):
+        name = _SURNAMES[n % len(_SURNAMES)] + _GIVEN[(n // len(_SURNAMES)) % len(_GIVEN)] + _GIVEN[n % len(_GIVEN)]
+        first17 = "110105" + (born + dt.timedelta(days=37 * n)).strftime("%Y%m%d") + f"{n % 1000:03d}"
+        people.append((name, first17 + check_character(first17), f"1860000{n:04d}"))
+    return people
+
+
+@dataclass
+class BenchPlatform:
+    deployed: Deployed
+    stack: Stack
+    people: list[Person]
+
+    @property
+    def url(self) -> str:
+        return self.deployed.processes.gateway_url
+
+    def code(self, willingness_id: str) -> str:
+        return willingness_code(self.deployed.processes, willingness_id)
+
+    def pids(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self.deployed.processes.processes.items()}
+
+    def http(self, person: Person) -> "Client":
+        return Client(self.url, person.token)
+
+
+@contextmanager
+def bench_platform(people: int = 2, keep: bool = False) -> Iterator[BenchPlatform]:
+    """The deployed platform with ``people`` registered people with certificates (in parallel, 4 at a time)."""
+    wanted = synthetic_people(people)
+    with deployed_platform("esign-bench-", keep=keep, more_people=tuple((n, i) for n, i, _ in wanted),
+                           supervised=False) as deployed:
+        stack = Stack(deployed.rpc, deployed.processes.sms_outbox, deployed.processes.gateway_url, deployed.root,
+                      signing_config={})
+
+        def register(entry) -> Person:
+            name, id_number, phone = entry
+            person_id = stack.person(name, id_number, phone)
+            return Person(person_id, name, id_number, phone, stack.tokens[person_id])
+
+        registered = list(eventlet.GreenPool(4).imap(register, wanted))
+        yield BenchPlatform(deployed, stack, registered)
+
+
+class Client:
+    """One person's HTTP client (keep-alive), as an app would hold it."""
+
+    def __init__(self, base: str, token: str):
+        self.base = base + API
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post(self, path: str, body: dict | None = None) -> dict:
+        answer = self.session.post(self.base + path, data=json.dumps(body or {}),
+                                   headers={"Content-Type": "application/json"}, timeout=60)
+        if answer.status_code >= 400:
+            raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:300]}")
+        return answer.json()
+
+    def get(self, path: str) -> dict:
+        answer = self.session.get(self.base + path, timeout=60)
+        if answer.status_code >= 400:
+            raise RuntimeError(f"GET {path}: {answer.status_code} {answer.text[:300]}")
+        return answer.json()
+
+
+def iou_between(lender: Person, borrower: Person, amount: str = "2000") -> dict:
+    """An IOU's values between two registered people (a one-off repayment)."""
+    def party(p: Person) -> dict:
+        return {"name": p.name, "id_number": p.id_number, "phone": p.phone}
+
+    return {"initiator_role": "出借方", "lender": party(lender), "borrower": party(borrower), "amount": amount,
+            "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2027-12-01",
+            "repayment_method": "一次性还本付息", "remark": ""}
+
+
+SIGNATURE_IMAGE = handwriting_png()
