@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep]
 
-The platform runs as deployed (bench/platform.py). ``--users`` pairs of
+The platform runs as deployed (bench/deployment.py). ``--users`` pairs of
 registered people (one Locust user each, no think time) make, render, start
 and both sign IOUs over HTTP, SMS willingness included, for ``--seconds``.
 Locust runs headless in its own process; its statistics give flows/s and
@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.platform import SIGNATURE_IMAGE, bench_platform  # noqa: E402
+from bench.deployment import SIGNATURE_IMAGE, bench_platform  # noqa: E402
 from bench.sign_step import new_iou, rss_mb, sign_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -72,6 +72,14 @@ def pdfsig(pdf: bytes, root_pem: str, workdir: Path) -> str:
 
 def audit(platform, completed: list[str], sample: int, workdir: Path) -> dict:
     pg, rpc = platform.deployed.processes.postgres, platform.deployed.rpc
+    # the load has stopped: wait for every event to be published and every flow event to be in the tree
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        waiting = sum(pg.query(f"SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL")[0][0]
+                      for s in ("identity", "documents", "signing", "notify"))
+        if waiting == 0 and pg.query("SELECT count(*) FROM signing.log_sequenced")[0][0] == 0:
+            break
+        time.sleep(0.5)
     found = {}
     if completed:
         rows = pg.query("SELECT id, state FROM signing.flows WHERE id = ANY(%s)", completed)

@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/sign_step.py [--runs 10] [--concurrency 16] [--per-signer 3]
                                            [--profile bench/results]
 
-The platform runs as deployed (bench/platform.py: every service its own
+The platform runs as deployed (bench/deployment.py: every service its own
 process on PostgreSQL, RabbitMQ and SeaweedFS of the run's own). The first
 signer of an IOU (no B-LTA; that is the last signer's extra) does, over HTTP
 with a session token:
@@ -38,7 +38,6 @@ import eventlet
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -50,7 +49,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.platform import SIGNATURE_IMAGE, BenchPlatform, Client, bench_platform, iou_between  # noqa: E402
+from bench.deployment import SIGNATURE_IMAGE, BenchPlatform, Client, bench_platform, iou_between  # noqa: E402
 from bench.timing import percentile, report  # noqa: E402
 
 
@@ -79,6 +78,28 @@ def sign_step(platform: BenchPlatform, client: Client, flow_id: str) -> tuple[fl
     signed = time.perf_counter() - started
     assert any(p["signed_at"] for p in flow["parties"]), flow
     return prepared, signed
+
+
+def _family(pid: int) -> list[int]:
+    """A process and its children (a service's worker processes)."""
+    try:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    except OSError:
+        children = []
+    return [pid] + [int(c) for c in children]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -158,21 +179,40 @@ class Floor:
 SIGNATURE_PNG = None  # the decoded image, set in main
 
 
-def _floor_worker(args) -> tuple[int, float]:
-    """One core's floor throughput: (steps, seconds)."""
-    pdf, field, s3, url, steps = args
-    global SIGNATURE_PNG
+def floor_worker(spec_path: str) -> None:
+    """One core's floor throughput (a process of its own): prints {"steps", "seconds"}."""
     import base64
+    import json
+
+    global SIGNATURE_PNG
+    spec = json.loads(Path(spec_path).read_text())
     SIGNATURE_PNG = base64.b64decode(SIGNATURE_IMAGE)
-    floor = Floor(pdf, field, s3, url)
+    floor = Floor(base64.b64decode(spec["pdf"]), spec["field"], spec["s3"], spec["url"])
     try:
         floor.step()  # warm-up
         started = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(spec["steps"]):
             floor.step()
-        return steps, time.perf_counter() - started
+        print(json.dumps({"steps": spec["steps"], "seconds": time.perf_counter() - started}))
     finally:
         floor.close()
+
+
+def floor_throughput(pdf: bytes, field: str, s3: dict, url: str, steps: int, processes: int) -> float:
+    """Steps per second of ``processes`` floor processes at once (one per core)."""
+    import base64
+    import json
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"pdf": base64.b64encode(pdf).decode(), "field": field, "s3": s3, "url": url, "steps": steps}, f)
+    try:
+        workers = [subprocess.Popen([sys.executable, "-W", "ignore", __file__, "--floor-worker", f.name],
+                                    stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+        results = [json.loads(w.communicate(timeout=900)[0].strip().splitlines()[-1]) for w in workers]
+    finally:
+        os.unlink(f.name)
+    return sum(r["steps"] for r in results) / max(r["seconds"] for r in results)
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -184,7 +224,11 @@ def main() -> None:
     parser.add_argument("--per-signer", type=int, default=3, help="flows each concurrent signer signs")
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs of the concurrent phase here")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
+    parser.add_argument("--floor-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_worker:
+        floor_worker(args.floor_worker)
+        return
     import base64
     global SIGNATURE_PNG
     SIGNATURE_PNG = base64.b64decode(SIGNATURE_IMAGE)
@@ -219,11 +263,12 @@ def main() -> None:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            for name in ("signing", "identity", "gateway"):
-                out = args.profile / f"sign_step_{name}.svg"
-                profilers.append(subprocess.Popen([spy, "record", "--subprocesses", "--rate", "200", "--nonblocking",
-                                                   "-o", str(out), "-p", str(pids[name])],
-                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            for name in ("signing", "identity", "gateway", "notify", "documents"):
+                for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):  # raw: collapsed stacks, for grep
+                    out = args.profile / f"sign_step_{name}.{suffix}"
+                    profilers.append(subprocess.Popen(
+                        [spy, "record", "--subprocesses", "--rate", "100", "--nonblocking", "--format", fmt,
+                         "-o", str(out), "-p", str(pids[name])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             eventlet.sleep(1.0)
         concurrent_steps: list[float] = []
         errors: list[str] = []
@@ -237,12 +282,14 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - counted and shown
                     errors.append(str(exc)[:200])
 
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         pool = eventlet.GreenPool(pairs)
         for i in range(pairs):
             pool.spawn(signer, i)
         pool.waitall()
         wall = time.perf_counter() - started
+        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         rss_load = {name: rss_mb(pid) for name, pid in pids.items()}
         for profiler in profilers:
             profiler.send_signal(2)  # SIGINT: py-spy writes the flame graph
@@ -273,9 +320,7 @@ def main() -> None:
         floor.close()
         cores = os.cpu_count() or 1
         per_core = max(2, (len(concurrent_steps) + cores - 1) // cores)
-        with multiprocessing.get_context("spawn").Pool(cores) as pool_:
-            results = pool_.map(_floor_worker, [(pdf, field, s3_args, url, per_core)] * cores)
-        floor_rate = sum(n for n, _ in results) / max(s for _, s in results)
+        floor_rate = floor_throughput(pdf, field, s3_args, url, per_core, cores)
 
     print(f"\nsign step of the first signer of an IOU, over HTTP, {args.runs} runs ({cores} cores)")
     report("prepare  POST /flows/{id}/signature", prepare_times, width=40)
@@ -292,9 +337,11 @@ def main() -> None:
           f"ratio {platform_rate / floor_rate:.2f}   (target >= 0.70)")
     for message in errors[:5]:
         print("  error:", message)
-    print("\nRSS (MB, with worker processes)   idle    under load")
+    print("\nper process (with its workers)   RSS idle MB  under load MB  CPU ms per signature  CPU % of one core")
     for name in pids:
-        print(f"  {name:<30} {rss_idle[name]:7.0f} {rss_load[name]:9.0f}")
+        per_signature = cpu_used[name] / max(1, len(concurrent_steps)) * 1000
+        print(f"  {name:<30} {rss_idle[name]:9.0f} {rss_load[name]:13.0f} {per_signature:19.0f} "
+              f"{cpu_used[name] / wall * 100:17.0f}")
     if args.profile:
         print(f"\nflame graphs in {args.profile}/sign_step_*.svg")
 

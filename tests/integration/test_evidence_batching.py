@@ -129,8 +129,12 @@ def test_many_concurrent_appenders_lose_and_duplicate_nothing(schema, tmp_path):
                 break
             time.sleep(0.01)
         Path(go).touch()
-        # a checkpoint while appenders and the integrator run: later trees must extend it
-        time.sleep(0.5)
+        # a checkpoint while appenders and the integrator run, as soon as a first batch (at most
+        # 200 of the 1,240) is in the tree: later trees must extend it
+        for _ in range(6000):
+            if log.size() > 0:
+                break
+            time.sleep(0.01)
         early = Checkpoint.from_body(parse_note(log.checkpoint()).text)
         results = [p.communicate(timeout=300) for p in appenders]
         assert [p.returncode for p in appenders] == [0] * workers, [r[1].decode()[-800:] for r in results]
