@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import eventlet
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from nameko.extensions import DependencyProvider
@@ -266,7 +267,8 @@ class DatabaseProvider(DependencyProvider):
     def get_dependency(self, worker_ctx):
         from services.common.outbox import UnitOfWork
 
-        unit = UnitOfWork(self.db.sessionmaker(), self.publisher, self.container.service_name)
+        unit = UnitOfWork(self.db.sessionmaker(), self.publisher, self.container.service_name,
+                          background=eventlet.spawn_n, sessions=self.db.sessionmaker)
         self.units[worker_ctx] = unit
         return unit
 

@@ -130,10 +130,16 @@ class UnitOfWork:
     a SQLAlchemy session (``.session``) and ``emit`` for events that must go
     out exactly when the session's changes commit."""
 
-    def __init__(self, session: Session, publisher: OutboxPublisher, service: str):
+    def __init__(self, session: Session, publisher: OutboxPublisher, service: str,
+                 background: Callable[..., Any] | None = None, sessions: Callable[[], Session] | None = None):
         self.session = session
         self.publisher = publisher
         self.service = service
+        #: with ``background`` (e.g. ``eventlet.spawn_n``) and ``sessions``, what follows a commit
+        #: (publishing its events, the after-commit steps) runs beside the caller, on a session of
+        #: its own, so an RPC answers without waiting for the broker's confirms
+        self._background = background if sessions is not None else None
+        self._sessions = sessions
         self._pending: list[str] = []
         self._before_commit: list[Callable[[Session], None]] = []
         self._after_commit: list[Callable[[], None]] = []
@@ -178,15 +184,31 @@ class UnitOfWork:
             hook(self.session)
         self.session.commit()
         pending, self._pending = self._pending, []
+        if self._background is not None and (pending or after):
+            self._background(self._follow_up, pending, after)
+            return
         try:
             for event_id in pending:
                 publish_one(self.session, self.publisher, event_id)
         finally:
-            for hook in after:
+            _run_after(after)
+
+    def _follow_up(self, pending: list[str], after: list[Callable[[], None]]) -> None:
+        """Publish a committed transaction's events and run its after-commit steps, beside
+        the worker that committed it. Anything not done here the relay (events) or the
+        reconcilers (after-commit steps) finish: the commit is what made them owed."""
+        try:
+            if pending:
+                session = self._sessions()
                 try:
-                    hook()
-                except Exception:  # noqa: BLE001 - committed already; what the hook did not do is finished later
-                    log.exception("after-commit step failed; its reconciler finishes it")
+                    for event_id in pending:
+                        publish_one(session, self.publisher, event_id)
+                finally:
+                    session.close()
+        except Exception as exc:  # noqa: BLE001 - committed already; the relay publishes it
+            log.warning("outbox: publishing after a commit failed (%s); the relay will", type(exc).__name__)
+        finally:
+            _run_after(after)
 
     def rollback(self) -> None:
         self.session.rollback()
@@ -209,6 +231,14 @@ class UnitOfWork:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _run_after(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - committed already; what the hook did not do is finished later
+            log.exception("after-commit step failed; its reconciler finishes it")
 
 
 def publish_one(session: Session, publisher: OutboxPublisher, event_id: str) -> bool:

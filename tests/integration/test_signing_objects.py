@@ -28,6 +28,7 @@ from tests.integration.test_signing_assurance import (
     start,
 )
 from tests.support.pki import start_signing_environment
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,8 @@ def signing(pki_env, service_config, run_container, tmp_path):
 def test_a_signature_failing_before_its_commit_leaves_no_file_and_committed_files_are_locked(
         signing, rpc_proxy, monkeypatch):
     flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
+    # locked once committed: by the step that follows the commit, beside the answer
+    assert wait_for(lambda: signing.objects(flow_id)[0].retained_until is not None)
     [original] = signing.objects(flow_id)
     assert original.kind == "original" and original.retained_until is not None
     assert signing.compliance_locked(original.key, original.version_id)
@@ -121,6 +124,7 @@ def test_a_signature_failing_before_its_commit_leaves_no_file_and_committed_file
     sign(rpc_proxy, flow_id, "p-borrower")
     assert sign(rpc_proxy, flow_id, "p-lender")["state"] == "completed"
     rpc_proxy.signing.report(flow_id=flow_id)
+    assert wait_for(lambda: all(o.retained_until is not None for o in signing.objects(flow_id)))
     stored = signing.objects(flow_id)
     assert [o.kind for o in stored] == ["original", "signed", "final", "report_json", "report_pdf"]
     assert all(o.retained_until is not None and signing.compliance_locked(o.key, o.version_id) for o in stored)
@@ -133,11 +137,16 @@ def test_a_signature_failing_before_its_commit_leaves_no_file_and_committed_file
 def test_a_file_committed_but_not_locked_is_locked_by_the_reconciler(signing, rpc_proxy, monkeypatch):
     flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
 
+    assert wait_for(lambda: signing.objects(flow_id)[0].retained_until is not None)  # the original's lock
+    refused = []
+
     def stopped(*args, **kwargs):  # the process stops right after the commit
+        refused.append(args)
         raise Unavailable("s3", "stopped")
 
     monkeypatch.setattr(ObjectIntents, "lock", stopped)
     signed = sign(rpc_proxy, flow_id, "p-borrower")
+    assert wait_for(lambda: refused)  # the lock that follows the commit was tried, and failed
     monkeypatch.undo()
     assert signed["parties"][0]["signed_at"] is not None  # the signature itself is committed
     [_, unlocked] = signing.objects(flow_id)
