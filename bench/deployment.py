@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,7 +24,7 @@ import eventlet
 import requests
 
 from services.common.idnumber import check_character
-from tests.support.faults import Deployed, deployed_platform, willingness_code
+from tests.support.faults import Deployed, deployed_platform
 from tests.support.stack import Stack, handwriting_png
 
 API = "/api/v1"
@@ -50,18 +52,65 @@ def synthetic_people(count: int) -> list[tuple[str, str, str]]:
     return people
 
 
+class OutboxCodes:
+    """The console SMS outbox read as it grows: each code by its vendor message id."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.codes: dict[str, str] = {}
+
+    def code_of(self, vendor_message_id: str) -> str | None:
+        if vendor_message_id not in self.codes:
+            self._read()
+        return self.codes.get(vendor_message_id)
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        end = data.rfind(b"\n") + 1
+        for raw in data[:end].splitlines():
+            if raw.strip():
+                message = json.loads(raw)
+                if "code" in message.get("params", {}):
+                    self.codes[message["message_id"]] = message["params"]["code"]
+        self.offset += end
+
+
 @dataclass
 class BenchPlatform:
     deployed: Deployed
     stack: Stack
     people: list[Person]
+    outbox: OutboxCodes = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.outbox = OutboxCodes(self.deployed.processes.sms_outbox)
 
     @property
     def url(self) -> str:
         return self.deployed.processes.gateway_url
 
-    def code(self, willingness_id: str) -> str:
-        return willingness_code(self.deployed.processes, willingness_id)
+    def code(self, willingness_id: str, timeout: float = 60) -> str:
+        """The SMS code of a willingness check, as its person reads it (identity's check names its
+        challenge, notify's delivery log the vendor message, the outbox that message's code). The
+        outbox is read as it grows, not parsed whole on every look (the harness must stay light)."""
+        pg = self.deployed.processes.postgres
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = pg.query("SELECT m.vendor_message_id FROM identity.willingness_checks w JOIN "
+                            "notify.sms_messages m ON m.ref_type = 'otp' AND m.ref_id = w.otp_challenge_id "
+                            "WHERE w.id = %s AND m.vendor_message_id IS NOT NULL", willingness_id)
+            if rows:
+                code = self.outbox.code_of(rows[0][0])
+                if code:
+                    return code
+            eventlet.sleep(0.05)
+        raise RuntimeError(f"no SMS code for willingness {willingness_id} in {timeout}s")
 
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self.deployed.processes.processes.items()}

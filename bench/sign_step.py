@@ -16,7 +16,11 @@ with a session token:
   pyHanko completes with an RFC 3161 time stamp, the PDF goes to S3, the flow
   moves on, its event is logged) - timed.
 
-Server time of the step = prepare + sign, p50 of ``--runs`` sequential steps.
+Server time of the step = prepare + sign, p50 of ``--runs`` sequential steps,
+``--pause`` seconds apart (a person does not sign two documents within a
+millisecond; without the pause, what follows one step's commit - its events
+published, its PDF locked - would be counted in the next step's prepare).
+The concurrent phase has no pause: its throughput counts all the work.
 
 Floor, in this process in the same run: the same IOU PDF (fetched from the
 platform) signed by direct calls - pyHanko prepare, an ECDSA sign with the
@@ -222,6 +226,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="sequential sign steps (p50 of these)")
     parser.add_argument("--concurrency", type=int, default=16, help="signers at once for throughput")
     parser.add_argument("--per-signer", type=int, default=3, help="flows each concurrent signer signs")
+    parser.add_argument("--pause", type=float, default=0.5,
+                        help="seconds between sequential steps (work that follows a commit runs beside the answer)")
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs of the concurrent phase here")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
     parser.add_argument("--floor-worker", help=argparse.SUPPRESS)
@@ -251,6 +257,7 @@ def main() -> None:
             sign_step(platform, client, flow_id)
         prepare_times, sign_times, steps = [], [], []
         for flow_id in flows[2:]:
+            eventlet.sleep(args.pause)  # a person between two documents: what follows a commit settles
             prepared, signed = sign_step(platform, client, flow_id)
             prepare_times.append(prepared)
             sign_times.append(signed)

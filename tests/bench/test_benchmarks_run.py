@@ -23,8 +23,7 @@ RUNS = [
     (["pades.py", "2"], "sign step / floor ratio"),
     (["render.py", "2"], "p50"),
     (["face_engine.py", "1"], "p50"),
-    (["evidence_log.py", "--stores", "memory,postgresql", "--max-exp", "3", "--sql-max-exp", "3",
-      "--samples", "5", "--real-appends", "20"], "inclusion p50"),
+    (["evidence_log.py", "--tiny"], "sequenced /s"),
     (["sign_step.py", "--runs", "1", "--concurrency", "1", "--per-signer", "1"], "ratio server time / floor"),
     (["full_flow.py", "--users", "1", "--seconds", "8", "--sample", "1"], "complete IOU flows"),
 ]
