@@ -28,6 +28,7 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -127,6 +128,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
+    try:
+        run(args, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args, workdir: Path) -> None:
     print(f"starting the platform and registering {2 * args.users} people ...", flush=True)
     began = time.perf_counter()
     with bench_platform(people=2 * args.users, keep=args.keep) as platform:

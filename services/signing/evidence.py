@@ -172,8 +172,11 @@ class EvidenceEntrypoints:
     # -- proofs anyone may ask for (the gateway serves them publicly) --------------------------
     @rpc
     def flow_evidence(self, flow_id: str) -> dict:
-        """Every log leaf of a flow with its inclusion proof against a fresh signed checkpoint."""
+        """Every log leaf of a flow with its inclusion proof against a fresh signed checkpoint
+        (events already sequenced are integrated first, so the answer is as fresh as it can be)."""
         self.flows.load(flow_id)
+        if self.ctx.log.pending():
+            self.ctx.log.integrate()
         return self.evidence.of_flow(flow_id)
 
     @rpc

@@ -131,9 +131,9 @@ def test_a_squatters_flows_are_cancelled_or_marked_when_the_real_person_takes_th
     assert not [m for m in stack.sms() if m["template"] == "flow_cancelled" and m["phone"] == SQUATTER_PHONE]
 
     # the evidence log records the dispute, and the report carries it
-    kinds = [json.loads(leaf["leaf"])["event_type"]
-             for leaf in stack.rpc.signing.flow_evidence(flow_id=finished["flow_id"])["leaves"]]
-    assert "flow_identity_disputed" in kinds
+    assert wait_for(lambda: "flow_identity_disputed" in [  # an event reaches the log moments after its change
+        json.loads(leaf["leaf"])["event_type"]
+        for leaf in stack.rpc.signing.flow_evidence(flow_id=finished["flow_id"])["leaves"]])
     report = wait_for(lambda: _report(stack, finished["flow_id"]))
     assert report["report"]["report"]["dispute"]["person_id"] == squatter
     signed = base64.b64decode(stack.rpc.signing.get_signed_pdf(flow_id=finished["flow_id"])["pdf"])

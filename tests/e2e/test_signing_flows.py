@@ -106,9 +106,14 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     assert "Signature is Valid." not in bad_text, bad_text
 
     # every flow event is in the evidence log, provable against a signed checkpoint
-    evidence = stack.rpc.signing.flow_evidence(flow_id=flow_id)
-    kinds = [json.loads(leaf["leaf"])["event_type"] for leaf in evidence["leaves"]]
-    assert kinds.count("party_signed") == 2 and "flow_completed" in kinds and kinds[0] == "flow_sent"
+    def complete_evidence() -> dict | None:  # an event reaches the log moments after its change
+        evidence = stack.rpc.signing.flow_evidence(flow_id=flow_id)
+        kinds = [json.loads(leaf["leaf"])["event_type"] for leaf in evidence["leaves"]]
+        done = kinds.count("party_signed") == 2 and "flow_completed" in kinds and kinds[0] == "flow_sent"
+        return evidence if done else None
+
+    evidence = wait_for(complete_evidence)
+    assert evidence, stack.rpc.signing.flow_evidence(flow_id=flow_id)
 
     # notify told each party: sign requests and the completed notice
     # the final PDF is kept under S3 Object Lock: its version cannot be deleted
@@ -185,8 +190,11 @@ def test_receipt_voided_by_mutual_consent(stack):
     assert voided["state"] == "voided"
     with pytest.raises(Conflict):  # final
         stack.rpc.signing.request_void(flow_id=flow_id, person_id=payee, reason="again", method="sms")
-    kinds = [json.loads(leaf["leaf"])["event_type"] for leaf in stack.rpc.signing.flow_evidence(flow_id=flow_id)["leaves"]]
-    assert kinds[-2:] == ["void_requested", "flow_voided"]
+    def kinds() -> list[str]:  # an event reaches the log moments after its change
+        return [json.loads(leaf["leaf"])["event_type"]
+                for leaf in stack.rpc.signing.flow_evidence(flow_id=flow_id)["leaves"]]
+
+    assert wait_for(lambda: kinds()[-2:] == ["void_requested", "flow_voided"]), kinds()
     assert wait_for(lambda: [m for m in stack.sms() if m["template"] == "flow_voided"])
 
     # /verify: the signatures are valid, and the agreement is not in force, provably
