@@ -23,6 +23,7 @@ from typing import Iterator
 import eventlet
 import requests
 
+from bench.outbox_tail import OutboxTail
 from services.common.idnumber import check_character
 from tests.support.faults import Deployed, deployed_platform
 from tests.support.stack import Stack, handwriting_png
@@ -53,32 +54,18 @@ def synthetic_people(count: int) -> list[tuple[str, str, str]]:
 
 
 class OutboxCodes:
-    """The console SMS outbox read as it grows: each code by its vendor message id."""
+    """Each code in the console SMS outbox by its vendor message id, read as the outbox grows."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
+        self.tail = OutboxTail(path)
         self.codes: dict[str, str] = {}
 
     def code_of(self, vendor_message_id: str) -> str | None:
         if vendor_message_id not in self.codes:
-            self._read()
-        return self.codes.get(vendor_message_id)
-
-    def _read(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n") + 1
-        for raw in data[:end].splitlines():
-            if raw.strip():
-                message = json.loads(raw)
+            for _, message in self.tail.new_messages():
                 if "code" in message.get("params", {}):
                     self.codes[message["message_id"]] = message["params"]["code"]
-        self.offset += end
+        return self.codes.get(vendor_message_id)
 
 
 @dataclass

@@ -181,9 +181,17 @@ def run(args, workdir: Path) -> None:
     print(f"\ncomplete IOU flows: {flows_ok} ({flows_ok / args.seconds:.2f} flows/s over {args.seconds} s; target >= 5), "
           f"failed {flow_row.get('Failure Count', '?')}, p50 {flow_row.get('50%', '?')} ms, p99 {flow_row.get('99%', '?')} ms")
     print("audit:", json.dumps(result, ensure_ascii=False))
+    broken = {k: result[k] for k in ("not_completed_in_signing", "sms_references_twice", "flows_with_notices_twice",
+                                     "flows_without_leaves", "event_leaves_twice", "leaves_missing_from_tree")
+              if result[k]}
+    if result["pdfsig_valid"] != result["pdfs_checked"] or result["pyhanko_valid"] != result["pdfs_checked"]:
+        broken["pdfs_invalid"] = result["pdfs_checked"] - min(result["pdfsig_valid"], result["pyhanko_valid"])
     print("\nRSS (MB, with worker processes)   idle    peak under load")
     for name in pids:
         print(f"  {name:<30} {rss_idle[name]:7.0f} {peak[name]:9.0f}")
+    if flows_ok == 0 or int(flow_row.get("Failure Count", 0)) or broken:
+        print(f"NOT CLEAN: {flows_ok} flows completed, {flow_row.get('Failure Count', '?')} failed, {broken}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

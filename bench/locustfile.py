@@ -29,6 +29,8 @@ from pathlib import Path
 import gevent
 from locust import HttpUser, constant, events, task
 
+from outbox_tail import OutboxTail  # bench/, beside this file
+
 _CONFIG = json.loads(Path(os.environ["ESIGN_BENCH_PEOPLE"]).read_text("utf-8"))
 _PEOPLE = _CONFIG["people"]
 _NEXT_PAIR = itertools.count()
@@ -36,19 +38,17 @@ _SIGNATURE = _CONFIG["signature_image"]
 
 
 class Outbox:
-    """The SMS outbox read as it grows: the latest willingness code per phone, with its line number."""
+    """The latest willingness code per phone, with its line number in the outbox."""
 
     def __init__(self, path: str):
-        self.path = Path(path)
-        self.offset = 0
-        self.lines = 0
+        self.tail = OutboxTail(path)
         self.codes: dict[str, tuple[int, str]] = {}
         self.lock = threading.Lock()
 
     def position(self) -> int:
         with self.lock:
             self._read()
-            return self.lines
+            return self.tail.lines
 
     def code_after(self, phone: str, line: int, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
@@ -62,21 +62,9 @@ class Outbox:
         raise RuntimeError(f"no willingness code for {phone[:3]}****{phone[-4:]} in {timeout}s")
 
     def _read(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        end = data.rfind(b"\n") + 1
-        for raw in data[:end].splitlines():
-            self.lines += 1
-            if not raw.strip():
-                continue
-            message = json.loads(raw)
+        for number, message in self.tail.new_messages():
             if message.get("template") == "willingness_code":
-                self.codes[message["phone"]] = (self.lines, message["params"]["code"])
-        self.offset += end
+                self.codes[message["phone"]] = (number, message["params"]["code"])
 
 
 OUTBOX = Outbox(_CONFIG["outbox"])
