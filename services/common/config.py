@@ -45,6 +45,22 @@ def _config_loader() -> type:
     return _loader
 
 
+def setting_flag(section: Any, key: str, default: bool, name: str) -> bool:
+    """A boolean setting as YAML or an environment variable gives it (true/false, yes/no, 1/0,
+    on/off; empty: ``default``); anything else stops the service, naming the setting ``name``."""
+    from services.common.errors import InvalidInput
+
+    value = section.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False if text else default
+    raise InvalidInput(name, "boolean", "expected true or false")
+
+
 def config_path(service: str) -> Path:
     return REPO_ROOT / "services" / service / "config.yaml"
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from services.common.assurance import AssuranceLevel
 from services.common.config import REPO_ROOT, data_dir
+from services.common.config import setting_flag
 from services.common.errors import InvalidInput
 from services.identity import ca, grants
 
@@ -87,7 +88,7 @@ class IdentitySettings:
         provider = str(proof.get("PROVIDER") or "registry")
         if provider not in PROVIDERS:
             raise InvalidInput("proofing.provider", "allowed_values", f"expected one of {', '.join(PROVIDERS)}")
-        allow_self = _flag(proof, "ALLOW_SELF_DECLARED", False, "proofing.allow_self_declared")
+        allow_self = setting_flag(proof, "ALLOW_SELF_DECLARED", False, "proofing.allow_self_declared")
         if provider == "self_declared" and not allow_self:
             raise InvalidInput("proofing.provider", "self_declared_not_allowed",
                                "self_declared identities are for development only: set PROOFING.ALLOW_SELF_DECLARED")
@@ -102,8 +103,8 @@ class IdentitySettings:
             proofing=ProofingSettings(provider=provider, allow_self_declared=allow_self, registry_file=registry_file,
                                       tencent=dict(proof.get("TENCENT") or {})),
             max_image_bytes=int(_number(faces, "MAX_IMAGE_BYTES", d.max_image_bytes, "faces.max_image_bytes")),
-            upload_allowed=_flag(faces, "ALLOW_UPLOAD", d.upload_allowed, "faces.allow_upload"),
-            liveness_required=_flag(live, "REQUIRED", d.liveness_required, "liveness.required"),
+            upload_allowed=setting_flag(faces, "ALLOW_UPLOAD", d.upload_allowed, "faces.allow_upload"),
+            liveness_required=setting_flag(live, "REQUIRED", d.liveness_required, "liveness.required"),
             liveness_ttl=_seconds(live, "CHALLENGE_TTL_SECONDS", d.liveness_ttl, "liveness.challenge_ttl_seconds"),
             willingness_ttl=_seconds(will, "TTL_SECONDS", d.willingness_ttl, "willingness.ttl_seconds"),
             grant_ttl=_seconds(will, "GRANT_TTL_SECONDS", d.grant_ttl, "willingness.grant_ttl_seconds"),
@@ -151,13 +152,3 @@ def _seconds(section: Mapping[str, Any], key: str, default: timedelta, name: str
     return timedelta(seconds=_number(section, key, default.total_seconds(), name))
 
 
-def _flag(section: Mapping[str, Any], key: str, default: bool, name: str) -> bool:
-    value = section.get(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False if text else default
-    raise InvalidInput(name, "boolean", "expected true or false")

@@ -85,7 +85,7 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.exc import IntegrityError
 
 from services.common import events
-from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir
+from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir, setting_flag
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import (
     Conflict,
@@ -146,9 +146,8 @@ class SmsChannelProvider(DependencyProvider):
             for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT", "REPORT_GRACE_SECONDS"):
                 if tencent.get(key) not in (None, ""):
                     options[key.lower()] = float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS")) else str(tencent[key])
-            if tencent.get("SESSION_CONTEXT_IN_REPORTS") not in (None, ""):
-                options["session_context_in_reports"] = _flag(tencent["SESSION_CONTEXT_IN_REPORTS"],
-                                                              "sms.tencent.session_context_in_reports")
+            options["session_context_in_reports"] = setting_flag(
+                tencent, "SESSION_CONTEXT_IN_REPORTS", False, "sms.tencent.session_context_in_reports")
             settings = {"provider": "tencent", "tencent": options}
         else:
             raise InvalidInput("sms.provider", "one_of", f"expected console or tencent, found {name!r}")
@@ -163,17 +162,6 @@ class SmsChannelProvider(DependencyProvider):
 
     def get_dependency(self, worker_ctx) -> SmsChannel:
         return self.channel
-
-
-def _flag(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "on"):
-        return True
-    if text in ("false", "no", "0", "off"):
-        return False
-    raise InvalidInput(field, "boolean", f"expected true or false, found {str(value)[:20]!r}")
 
 
 def _load_keys(config: dict) -> tuple[Keyring, BlindIndex]:
