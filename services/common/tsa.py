@@ -12,10 +12,15 @@
   gives: 'document_tsa' for an external authority of document time stamps);
   there is deliberately no fallback to the local clock: a signature without a
   trusted time is refused.
+* :class:`IssuedToken` hands pyHanko a token the platform TSA already issued
+  (identity stamps a signature in the same RPC that makes it, see
+  ``TimeStampAuthority.token``), after checking it covers the digest pyHanko
+  asks about: the sign step then has no HTTP round trip to a TSA.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+import os
 from dataclasses import dataclass, field
 
 from asn1crypto import cms, core, keys, tsp
@@ -25,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from pyhanko.sign.timestamps.api import TimeStamper as TimeStamper_
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
@@ -135,6 +141,19 @@ class TimeStampAuthority:
             ).dump()
         return self._stamper.request_tsa_response(request).dump()
 
+    def token(self, digest: bytes, algorithm: str = "sha256") -> bytes:
+        """DER ``TimeStampToken`` (a CMS ContentInfo) over ``digest``, as the
+        answer to a request for it would carry: for a caller in this process."""
+        if _DIGEST_SIZES.get(algorithm) != len(digest):
+            raise InvalidInput("digest", "length", f"expected a {algorithm} digest")
+        request = tsp.TimeStampReq({
+            "version": 1,
+            "message_imprint": {"hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest},
+            "nonce": core.Integer(int.from_bytes(os.urandom(8), "big")),
+            "cert_req": True,
+        })
+        return self._stamper.request_tsa_response(request)["time_stamp_token"].dump()
+
 
 class TimeStampApp:
     """WSGI app: POST ``application/timestamp-query`` → ``application/timestamp-reply``."""
@@ -193,7 +212,36 @@ class TsaClient(RequestsHTTPTimeStamper):
         return token
 
 
+class IssuedToken(TimeStamper_):
+    """pyHanko time stamper that answers with one token already issued.
+
+    The token must cover exactly the digest pyHanko asks to stamp (the
+    signature value's SHA-256); anything else is refused as
+    :class:`Unavailable`, as a TSA answering for a different digest is.
+    """
+
+    def __init__(self, token_der: bytes, *, system: str = "tsa"):
+        super().__init__(include_nonce=False)
+        self.system = system
+        try:
+            self._token = cms.ContentInfo.load(token_der)
+            tst_info = self._token["content"]["encap_content_info"]["content"].parsed
+            imprint = tst_info["message_imprint"]
+            self._covers = (imprint["hash_algorithm"]["algorithm"].native, imprint["hashed_message"].native)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise Unavailable(system, f"time stamp token unreadable: {type(exc).__name__}") from exc
+
+    async def async_timestamp(self, message_digest, md_algorithm) -> cms.ContentInfo:
+        if self._covers != (md_algorithm, message_digest):
+            raise Unavailable(self.system, "time stamp token covers a different digest than requested")
+        return self._token
+
+    async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
+        raise Unavailable(self.system, "an issued token answers only for its own digest")
+
+
 __all__ = [
+    "IssuedToken",
     "QUERY_CONTENT_TYPE",
     "REPLY_CONTENT_TYPE",
     "TimeStampApp",

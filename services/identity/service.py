@@ -28,6 +28,8 @@ RPC methods for other services only (never exposed by the gateway):
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import logging
 
@@ -39,7 +41,8 @@ from services.common import events
 from services.common.assurance import parse_level
 from services.common.clock import iso, utcnow
 from services.common.entrypoints import handles_event, rpc
-from services.common.errors import Forbidden, InvalidInput, NotFound
+from services.common.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
 from services.common.phone import normalise_phone
 from services.common.service_base import ServiceBase
@@ -486,12 +489,28 @@ class IdentityService(ServiceBase):
         return answer
 
     @rpc
-    def sign_digest(self, grant: str, person_id: str, digest: str) -> dict:
+    def sign_digest(self, grant: str, person_id: str, digest: str, timestamp: bool = False) -> dict:
         """ECDSA-sign ``digest`` (64 hex, SHA-256) with the person's key, only with
-        a valid grant of that person for that digest (:mod:`.willingness`)."""
+        a valid grant of that person for that digest (:mod:`.willingness`).
+
+        ``timestamp``: also stamp the signature with the platform TSA
+        (``timestamp_token``, base64 DER, over the SHA-256 of the signature
+        value, RFC 3161 as a CAdES signature time-stamp), so the signer needs
+        no second trip to the TSA. Stamped before the grant's use commits: if
+        the TSA fails, the grant is not spent."""
         certificate, signature = self.willingness.sign_digest(grant, person_id, digest)
+        answer = dict(self.certificates.answer(certificate), signature=signature)
+        if timestamp:
+            failpoint("identity.stamping_a_signature")
+            try:
+                token = self.authority.tsa.token(hashlib.sha256(base64.b64decode(signature)).digest())
+            except Exception as exc:  # the TSA key or its token: the grant stays unspent
+                self.db.session.rollback()
+                log.exception("the platform TSA could not stamp a signature")
+                raise Unavailable("tsa", f"time stamp failed: {type(exc).__name__}") from exc
+            answer["timestamp_token"] = b64(token)
         self.db.commit()
-        return dict(self.certificates.answer(certificate), signature=signature)
+        return answer
 
     # -- audit ---------------------------------------------------------------------------------------
     @rpc

@@ -77,7 +77,7 @@ from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBack
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
-from services.common.tsa import TsaClient, TsaSettings
+from services.common.tsa import IssuedToken, TsaClient, TsaSettings
 
 #: identity's remote signing operation, bound to one grant by the caller:
 #: SHA-256 digest in, DER-encoded ECDSA P-256 signature out
@@ -378,10 +378,12 @@ class DocumentSigner:
             # ISO 32000-1 §12.8.1: a certification signature must be the first one
             raise Conflict("a certification signature must be the document's first signature")
 
-    def complete(self, prepared: PreparedSignature, signature: bytes) -> bytes:
+    def complete(self, prepared: PreparedSignature, signature: bytes, timestamp_token: bytes | None = None) -> bytes:
         """Phase 2: embed identity's ``signature`` over ``digest_to_sign``
-        with a signature time-stamp (B-T). Raises :class:`Unavailable` if the
-        TSA fails; nothing is signed without a trusted time."""
+        with a signature time-stamp (B-T): ``timestamp_token`` when identity
+        stamped the signature as it made it, else one asked of the TSA.
+        Raises :class:`Unavailable` if the TSA fails or the token covers
+        anything but this signature; nothing is signed without a trusted time."""
         prepared.check_binding()
         public_key = x509.load_der_x509_certificate(prepared.certificate).public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
@@ -390,16 +392,17 @@ class DocumentSigner:
             public_key.verify(signature, prepared.digest_to_sign, ec.ECDSA(Prehashed(hashes.SHA256())))
         except (InvalidSignature, ValueError) as exc:
             raise IntegrityError("signature", "remote signature does not verify against the party certificate") from exc
-        return _run(self._complete(prepared, signature))
+        stamper = IssuedToken(timestamp_token) if timestamp_token is not None else self.time_stamper
+        return _run(self._complete(prepared, signature, stamper))
 
-    async def _complete(self, prepared: PreparedSignature, signature: bytes) -> bytes:
+    async def _complete(self, prepared: PreparedSignature, signature: bytes, stamper) -> bytes:
         certificate = asn1_x509.Certificate.load(prepared.certificate)
         chain = [asn1_x509.Certificate.load(c) for c in prepared.chain]
         signer = RemoteDigestSigner(certificate, chain, sign_digest=lambda _digest: signature)
         signed_data = await signer.async_sign_prescribed_attributes(
             DIGEST_ALGORITHM,
             cms.CMSAttributes.load(prepared.signed_attributes),
-            timestamper=self.time_stamper,
+            timestamper=stamper,
         )
         room = (prepared.reserved_region_end - prepared.reserved_region_start - 2) // 2
         if len(signed_data.dump()) > room:

@@ -50,8 +50,9 @@ def prepare(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, field_name: st
     return _signer(tsa_url, roots_pem).prepare(pdf, party).to_dict()
 
 
-def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature: bytes) -> bytes:
-    return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared), signature)
+def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature: bytes,
+             timestamp_token: bytes | None = None) -> bytes:
+    return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared), signature, timestamp_token)
 
 
 def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, *, document_tsa_url: str = "",

@@ -247,10 +247,13 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         # the level of the certificate that signs, as checked when the signature was prepared
         level = F.check_assurance(flow, level_of_certificate(
             x509.load_der_x509_certificate(base64.b64decode(prepared["certificate"]))))
-        signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
+        in_identity = self.ctx.settings.stamps_in_identity  # else pdf_worker asks the TSA at TSA.URL
+        stamp = {"timestamp": True} if in_identity else {}
+        signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest, **stamp)
         roots = self.ctx.platform.trust_roots(self.identity)
+        token = base64.b64decode(signed["timestamp_token"]) if in_identity else None
         pdf = self.pdf.run(pdf_worker.complete, self.ctx.tsa_url, roots, prepared,
-                           base64.b64decode(signed["signature"]))
+                           base64.b64decode(signed["signature"]), token)
         transition = F.sign(flow, person_id, now())
         last = transition.flow.state is F.FlowState.COMPLETED
         if last:

@@ -8,7 +8,9 @@ requires. A flow may require more, never less.
 ``TSA.DOCUMENT_URL``, ``TSA.DOCUMENT_TRUST`` and ``TSA.DOCUMENT_AUTH`` name a
 second, independent RFC 3161 authority for the document time-stamp that makes
 a finished PDF PAdES B-LTA (:class:`DocumentTimestampSettings`); signature
-time-stamps stay with the platform TSA (``TSA.URL``).
+time-stamps stay with the platform TSA: stamped by identity in the same RPC
+that signs (``TSA.SIGNATURE_STAMPS: identity``, the default), or asked of
+the authority at ``TSA.URL`` over HTTP (``url``).
 
 A bad value raises :class:`~services.common.errors.InvalidInput` naming the
 setting, so a misconfigured replica stops at start-up instead of letting
@@ -67,17 +69,40 @@ class DocumentTimestampSettings:
         return cls(url=url, roots_pem=roots, basic_auth=_basic_auth(tsa.get("DOCUMENT_AUTH"), url) if url else None)
 
 
+#: where a party's signature time-stamp comes from
+SIGNATURE_STAMPS = ("identity", "url")
+
+
 @dataclass(frozen=True)
 class SigningSettings:
     required_assurance: AssuranceLevel = DEFAULT_REQUIRED_LEVEL
     document_timestamp: DocumentTimestampSettings = DocumentTimestampSettings()
+    #: "identity": the platform TSA stamps each signature inside identity.sign_digest;
+    #: "url": the signer asks the RFC 3161 authority at TSA.URL
+    signature_stamps: str = "identity"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "SigningSettings":
+        tsa = _section(config, "TSA")
         return cls(
             required_assurance=_required_level(_section(config, "ASSURANCE")),
-            document_timestamp=DocumentTimestampSettings.from_config(_section(config, "TSA")),
+            document_timestamp=DocumentTimestampSettings.from_config(tsa),
+            signature_stamps=_signature_stamps(tsa),
         )
+
+    @property
+    def stamps_in_identity(self) -> bool:
+        return self.signature_stamps == "identity"
+
+
+def _signature_stamps(tsa: Mapping[str, Any]) -> str:
+    value = str(tsa.get("SIGNATURE_STAMPS") or "identity").strip().lower()
+    if value not in SIGNATURE_STAMPS:
+        raise InvalidInput("tsa.signature_stamps", "allowed_values",
+                           f"expected one of {', '.join(SIGNATURE_STAMPS)}, found {value!r}")
+    if value == "url" and not str(tsa.get("URL") or "").strip():
+        raise InvalidInput("tsa.url", "required", "expected the authority's URL with TSA.SIGNATURE_STAMPS: url")
+    return value
 
 
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -602,6 +602,65 @@ def _verify_signature(cert_pem: str, digest_hex: str, signature_b64: str) -> Non
                              ec.ECDSA(Prehashed(hashes.SHA256())))
 
 
+def _sms_grant(platform, person: str, phone: str, digest: str) -> str:
+    before = len(platform.sms())
+    started = platform.rpc.identity.start_willingness(person_id=person, digest=digest, method="sms",
+                                                      document_title="借条")
+    code = platform.code_for(phone, "willingness_code", before)
+    return platform.rpc.identity.confirm_willingness(willingness_id=started["willingness_id"], code=code)["grant"]
+
+
+@needs_clip
+def test_sign_digest_stamps_the_signature_before_spending_the_grant(start_platform, monkeypatch):
+    """With ``timestamp``, identity answers the platform TSA's token over the signature value; if the
+    TSA fails, the answer is Unavailable and the grant is not spent, so the person need not confirm again."""
+    from asn1crypto import cms
+
+    from services.common.errors import Unavailable
+    from services.common.tsa import TimeStampAuthority
+
+    platform = start_platform(FACES={"ALLOW_UPLOAD": True})
+    rpc = platform.rpc
+    person, _certificate = platform.certified("张三", ID_A, PHONE_A)
+    digest = hashlib.sha256(b"IOU stamped").hexdigest()
+    grant = _sms_grant(platform, person, PHONE_A, digest)
+
+    with pytest.raises(InvalidInput) as bad:
+        rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest, timestamp="yes")
+    assert (bad.value.field, bad.value.rule) == ("timestamp", "bool_type")  # checked by the entrypoint
+
+    def broken(self, digest, algorithm="sha256"):
+        raise OSError("the TSA key's token is gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TimeStampAuthority, "token", broken)
+        with pytest.raises(Unavailable) as down:
+            rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest, timestamp=True)
+    assert down.value.system == "tsa" and "OSError" in down.value.reason
+    assert "gone" not in str(down.value)  # the cause's text stays in the log
+
+    signed = rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest, timestamp=True)  # not spent
+    _verify_signature(signed["certificate_pem"], digest, signed["signature"])
+    token = cms.ContentInfo.load(base64.b64decode(signed["timestamp_token"]))
+    tst_info = token["content"]["encap_content_info"]["content"].parsed
+    assert tst_info["message_imprint"]["hashed_message"].native == hashlib.sha256(
+        base64.b64decode(signed["signature"])).digest()
+    tsa_pem = rpc.identity.pki_certificates()["tsa_pem"]
+    tsa_certificate = x509.load_pem_x509_certificate(tsa_pem.encode())
+    [signer_info] = token["content"]["signer_infos"]
+    assert signer_info["sid"].chosen["serial_number"].native == tsa_certificate.serial_number
+    tsa_certificate.public_key().verify(signer_info["signature"].native, signer_info["signed_attrs"].untag().dump(),
+                                        ec.ECDSA(hashes.SHA256()))
+    with pytest.raises(Forbidden) as replayed:
+        rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest, timestamp=True)
+    assert replayed.value.reason == "grant_replayed"
+    # without it, no token (the signer asks an outside TSA itself)
+    platform.allow_resend()
+    plain = rpc.identity.sign_digest(grant=_sms_grant(platform, person, PHONE_A, digest), person_id=person,
+                                     digest=digest)
+    assert "timestamp_token" not in plain
+
+
 @needs_clip
 def test_willingness_grants_sign_once_for_one_digest_and_person(start_platform):
     platform = start_platform(FACES={"ALLOW_UPLOAD": True})

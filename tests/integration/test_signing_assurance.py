@@ -194,7 +194,9 @@ def platform(pki_env, service_config, run_container, tmp_path):
     run_container(identity_stand_in(registry), identity_config)
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
-    signing_config = service_config("signing", TSA={"URL": pki_env.tsa_url}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
+    signing_config = service_config(
+        "signing",  # the stand-in identity signs but does not stamp: signing asks the test TSA
+        TSA={"URL": pki_env.tsa_url, "SIGNATURE_STAMPS": "url"}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
     signing_config["DATABASE"]["LOCK_TIMEOUT_MS"] = 1000  # a worker waits at most this for a row lock
     signing = run_container(SigningService, signing_config)
     return Platform(registry, outbox, identity_config, signing_config, signing)

@@ -80,7 +80,9 @@ def signing(pki_env, service_config, run_container, tmp_path):
     run_container(DocumentsService, service_config("documents"))
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console",
                                                                "OUTBOX_FILE": str(tmp_path / "sms.jsonl")}))
-    config = service_config("signing", TSA={"URL": pki_env.tsa_url}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
+    config = service_config(
+        "signing",  # the stand-in identity signs but does not stamp: signing asks the test TSA
+        TSA={"URL": pki_env.tsa_url, "SIGNATURE_STAMPS": "url"}, ASSURANCE={"REQUIRED_LEVEL": FACE.value})
     # Object Lock is chosen when a bucket is made: signing's second bucket is the locked one
     config["S3"] = dict(config["S3"], OBJECT_LOCK_DAYS=1, BUCKET=config["S3"]["BUCKET"] + "-locked")
     run_container(SigningService, config)

@@ -360,13 +360,17 @@ def test_s3_down_during_the_store_of_a_signed_pdf(cluster):
                  "stored the signed PDF; a render attempted while it was down; then started"})
 
 
-def test_tsa_down_during_a_sign_step(cluster):
+def test_tsa_down_before_the_document_time_stamp(cluster):
+    """The platform TSA over HTTP (the gateway's /tsa) stamps the finished document (PAdES B-LTA) when
+    no outside authority is configured. Killed before the last signature, that signature is refused
+    whole (Unavailable) and the flow left as it was; once the TSA is back, it signs."""
     flow_id = new_flow(cluster)
+    sign_until_done(cluster, flow_id, cluster.lender)
     before = flow_of(cluster, flow_id)
-    processes = cluster.processes  # the platform's TSA is served by the gateway (/tsa)
+    processes = cluster.processes
     try:
         with pytest.raises(REFUSED) as refused:
-            sign_once(cluster, flow_id, cluster.lender, before_sign=lambda: processes.kill("gateway"))
+            sign_once(cluster, flow_id, cluster.borrower, before_sign=lambda: processes.kill("gateway"))
         assert error_type(refused.value) == "Unavailable", refused.value
         _unchanged(cluster, flow_id, before)
     finally:
@@ -374,8 +378,23 @@ def test_tsa_down_during_a_sign_step(cluster):
     wait_healthy(cluster.processes, cluster.rpc)
     drive(cluster, flow_id)
     audit(cluster, [flow_id], "tsa_down", {
-        "fault": "the time-stamp authority (the gateway's /tsa) SIGKILLed after the lender's willingness "
-                 "was confirmed, before the sign step stamped the signature; then started"})
+        "fault": "the time-stamp authority of the document time stamp (the gateway's /tsa) SIGKILLed after "
+                 "the last signer's willingness was confirmed, before the sign step finalised the PDF; then "
+                 "started"})
+
+
+def test_identity_killed_while_stamping_a_signature(cluster):
+    """identity stamps each signature in the RPC that makes it (the platform TSA's key is identity's).
+    A failpoint kills identity between making the signature and stamping it, before the grant's use
+    commits: nothing of that step may be kept, and the signer gets through on a retry."""
+    armed = cluster.processes.arm("identity.stamping_a_signature")
+    flow_id = new_flow(cluster)
+    drive(cluster, flow_id)
+    assert not armed.exists(), "no signature passed the failpoint"
+    result = audit(cluster, [flow_id], "identity_killed_while_stamping", {
+        "fault": "identity SIGKILLed by a failpoint after signing the lender's digest, before the time "
+                 "stamp and the commit of the grant's use; started again by its supervisor"})
+    assert result["service_processes_that_exited"] == {"identity": 1}, result
 
 
 def test_notify_killed_between_the_vendor_taking_an_sms_and_its_record(cluster):

@@ -33,6 +33,8 @@ from tests.support.stack import REPO, write_stack_registry
 from tests.support.waiting import wait_for
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")
+#: the failpoints a test deployment can arm (services/common/failpoints.py)
+FAILPOINTS = ("notify.sms_handed_over", "identity.stamping_a_signature")
 
 
 def _run(command: list[str], *, env: dict | None = None, timeout: float = 90, user: str | None = None,
@@ -212,7 +214,7 @@ class ServiceProcesses:
                    NOTIFY_RATE_PER_PHONE_PER_DAY="1000", NOTIFY_RATE_GLOBAL_LIMIT="1000",
                    # a killed notify's attempt is taken as dead after 20 s (the console vendor answers at once)
                    NOTIFY_RETRY_CLAIM_SECONDS="20",
-                   ESIGN_FAILPOINTS=f"notify.sms_handed_over={self.failpoint('notify.sms_handed_over')}",
+                   ESIGN_FAILPOINTS=",".join(f"{name}={self.failpoint(name)}" for name in FAILPOINTS),
                    SIGNING_OBJECT_LOCK_DAYS="1", SIGNING_S3_BUCKET="esign-signing-locked")
         for service in ("identity", "documents", "signing", "notify"):
             env[f"{service.upper()}_DATABASE_URL"] = self.postgres.url

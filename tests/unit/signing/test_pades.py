@@ -338,3 +338,32 @@ def test_signed_attributes_carry_the_signing_certificate(env, flow):
     assert attrs["signing_certificate_v2"]["certs"][0]["cert_hash"].native == hashlib.sha256(env.pki.alice.der).digest()
     assert "signing_time" not in attrs  # PAdES puts the claimed time in /M, not in the CMS
     assert isinstance(embedded.signed_data, cms.SignedData)
+
+
+def test_a_token_issued_with_the_signature_is_the_signature_time_stamp(env, flow):
+    """identity's sign_digest stamps the signature as it makes it; complete embeds that token and asks
+    no TSA (this signer's TSA URL answers nothing), and pyHanko trusts the result as B-T."""
+    from services.common.tsa import TimeStampAuthority
+
+    pki = env.pki
+    authority = TimeStampAuthority(pki.tsa.certificate, pki.tsa.key, [pki.issuing.certificate])
+    offline = DocumentSigner(SignerSettings(tsa=TsaSettings("http://127.0.0.1:9/tsa", timeout_seconds=1)),
+                             [pki.root.certificate])
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = offline.prepare(flow["blank"], party)
+    signature = pki.alice.sign_digest(prepared.digest_to_sign)
+    signed = offline.complete(prepared, signature, authority.token(hashlib.sha256(signature).digest()))
+    from pyhanko_certvalidator import ValidationContext
+
+    [sig] = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    context = lambda: ValidationContext(trust_roots=[_root(env)], allow_fetching=True)  # noqa: E731
+    status = asyncio.run(async_validate_pdf_signature(sig, context(), context()))
+    assert status.intact and status.valid and status.trusted
+    assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+    assert status.timestamp_validity.timestamp >= status.signer_reported_dt  # the stamp came after signing
+
+    # a token over anything but this signature value is refused: nothing is signed with a borrowed time
+    other = authority.token(hashlib.sha256(b"another signature").digest())
+    with pytest.raises(Unavailable) as err:
+        offline.complete(prepared, signature, other)
+    assert "different digest" in err.value.reason

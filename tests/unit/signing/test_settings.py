@@ -143,3 +143,21 @@ def test_a_bad_document_tsa_setting_stops_the_service_naming_it(tsa, field, rule
     with pytest.raises(InvalidInput) as error:
         SigningSettings.from_config({"TSA": fill(tsa)})
     assert (error.value.field, error.value.rule) == (field, rule)
+
+
+def test_identity_stamps_signatures_unless_told_to_ask_the_url():
+    assert SigningSettings.from_config({}).stamps_in_identity
+    assert "SIGNATURE_STAMPS: ${ESIGN_TSA_SIGNATURE_STAMPS:identity}" in CONFIG.read_text(encoding="utf-8")
+    by_url = SigningSettings.from_config({"TSA": {"URL": "http://tsa.example/tsa", "SIGNATURE_STAMPS": "URL"}})
+    assert by_url.signature_stamps == "url" and not by_url.stamps_in_identity
+
+
+@pytest.mark.parametrize("tsa, field, rule", [
+    ({"SIGNATURE_STAMPS": "both"}, "tsa.signature_stamps", "allowed_values"),
+    ({"SIGNATURE_STAMPS": "url"}, "tsa.url", "required"),
+    ({"SIGNATURE_STAMPS": "url", "URL": "  "}, "tsa.url", "required"),
+])
+def test_a_bad_signature_stamps_setting_stops_the_service(tsa, field, rule):
+    with pytest.raises(InvalidInput) as err:
+        SigningSettings.from_config({"TSA": tsa})
+    assert (err.value.field, err.value.rule) == (field, rule)

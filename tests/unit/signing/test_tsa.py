@@ -13,7 +13,7 @@ from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
 from pyhanko_certvalidator import ValidationContext
 
 from services.common.errors import InvalidInput, Unavailable
-from services.common.tsa import TimeStampApp, TimeStampAuthority, TsaClient, TsaSettings
+from services.common.tsa import IssuedToken, TimeStampApp, TimeStampAuthority, TsaClient, TsaSettings
 from tests.support.pki import PkiHttpServer
 
 
@@ -168,3 +168,41 @@ def test_client_rejects_a_token_for_another_digest(authority):
         assert "different digest" in str(err.value)
     finally:
         server.stop()
+
+
+def test_a_token_issued_in_process_covers_the_digest_and_chains_to_the_root(env, authority):
+    """identity stamps a signature in the RPC that makes it: the same token an HTTP request would get."""
+    digest = hashlib.sha256(b"a signature value").digest()
+    token = cms.ContentInfo.load(authority.token(digest))
+    tst_info = token["content"]["encap_content_info"]["content"].parsed
+    assert tst_info["message_imprint"]["hashed_message"].native == digest
+    assert tst_info["message_imprint"]["hash_algorithm"]["algorithm"].native == "sha256"
+    assert tst_info["nonce"].native is not None
+    context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(env.pki.root.der)], allow_fetching=True,
+                                revocation_mode="hard-fail")
+    status = asyncio.run(
+        validate_tst_signed_data(token["content"], context, expected_tst_imprint=lambda _algorithm: digest))
+    assert status["intact"] and status["valid"] and status["validation_path"] is not None
+
+
+def test_a_token_is_issued_only_for_a_digest_of_the_named_length(authority):
+    with pytest.raises(InvalidInput) as err:
+        authority.token(b"\x00" * 20)
+    assert (err.value.field, err.value.rule) == ("digest", "length")
+
+
+def test_an_issued_token_answers_only_for_its_own_digest(authority):
+    digest = hashlib.sha256(b"the signature").digest()
+    stamper = IssuedToken(authority.token(digest))
+    assert asyncio.run(stamper.async_timestamp(digest, "sha256"))["content_type"].native == "signed_data"
+    with pytest.raises(Unavailable) as err:
+        asyncio.run(stamper.async_timestamp(hashlib.sha256(b"another signature").digest(), "sha256"))
+    assert err.value.system == "tsa" and "different digest" in err.value.reason
+    with pytest.raises(Unavailable):
+        asyncio.run(stamper.async_timestamp(digest, "sha512"))
+
+
+def test_an_unreadable_token_is_refused_before_signing():
+    with pytest.raises(Unavailable) as err:
+        IssuedToken(b"\x30\x03\x02\x01\x00")
+    assert err.value.system == "tsa"
