@@ -146,9 +146,13 @@ class SmsRateLimiter:
         if category in self.quiet_categories and self.quiet_hours.contains(now):
             return SendPermission(False, "quiet_hours", self.quiet_hours.next_allowed(now))
 
+        windows = self._windows(phone)
+        # one read per key, over its longest window; the shorter windows are counted from it
+        history = {key: self.store.events_since(key, now - period) for key, period in _longest(windows).items()}
         blocked: list[tuple[str, dt.datetime]] = []
-        for window in self._windows(phone):
-            events = self.store.events_since(window.key, now - window.period)
+        for window in windows:
+            since = now - window.period
+            events = [at for at in history[window.key] if at > since]
             if len(events) >= window.limit:
                 # The send that must leave the window before one more fits.
                 release = events[len(events) - window.limit] + window.period
@@ -166,10 +170,7 @@ class SmsRateLimiter:
         permission = self.check(phone, category, now)
         if permission.allowed:
             now = _aware(now, "now")
-            longest: dict[str, dt.timedelta] = {}
-            for window in self._windows(phone):
-                longest[window.key] = max(longest.get(window.key, dt.timedelta(0)), window.period)
-            for key, period in longest.items():
+            for key, period in _longest(self._windows(phone)).items():
                 self.store.forget_before(key, now - period)
                 self.store.record(key, now)
         return permission
@@ -183,6 +184,14 @@ class SmsRateLimiter:
             _Window("phone_per_day", phone_key, limits.per_phone_per_day, dt.timedelta(days=1)),
             _Window("global", "global", limits.global_limit, limits.global_period),
         ]
+
+
+def _longest(windows: list[_Window]) -> dict[str, dt.timedelta]:
+    """The longest period any window of each key looks back."""
+    longest: dict[str, dt.timedelta] = {}
+    for window in windows:
+        longest[window.key] = max(longest.get(window.key, dt.timedelta(0)), window.period)
+    return longest
 
 
 def _aware(value: dt.datetime, name: str) -> dt.datetime:

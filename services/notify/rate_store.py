@@ -11,8 +11,8 @@ see the last free slot. :func:`admit` therefore first locks one row per key
 (``sms_rate_keys``) in key order, then lets the limiter check and record,
 then commits:
 
-* PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING`` makes the row exist,
-  ``SELECT ... FOR UPDATE`` locks it until the commit;
+* PostgreSQL: ``INSERT ... ON CONFLICT DO UPDATE`` makes the row exist or
+  updates it, and either way holds its row lock until the commit;
 * SQLite: the insert's write lock serialises every writer of the file, and
   is taken before the first read, so the read sees the latest counts.
 
@@ -54,15 +54,15 @@ class SqlRateCounterStore:
         self.session.execute(delete(RateEvent).where(RateEvent.key == key, RateEvent.at < naive_utc(before)))
 
     def lock(self, keys: Sequence[str], now: dt.datetime) -> None:
-        """Lock one row per key, in key order (so two admissions cannot deadlock)."""
+        """Lock one row per key, in key order (so two admissions cannot deadlock): an upsert that
+        updates the row when it exists holds its row lock until the commit, as SELECT FOR UPDATE would,
+        in one statement per key."""
         dialect = self.session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         for key in sorted(set(keys)):
-            self.session.execute(
-                insert(RateKey).values(key=key, updated_at=naive_utc(now)).on_conflict_do_nothing(index_elements=["key"])
-            )
-            if dialect == "postgresql":
-                self.session.execute(select(RateKey.key).where(RateKey.key == key).with_for_update())
+            statement = insert(RateKey).values(key=key, updated_at=naive_utc(now))
+            self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
+                                                                 set_={"updated_at": statement.excluded.updated_at}))
 
 
 def admit(limiter: SmsRateLimiter, store: SqlRateCounterStore, phone: str, category: TemplateCategory,
