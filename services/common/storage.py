@@ -22,12 +22,20 @@ A put may lock the object in the same request (``retain_days``); services put
 through :mod:`services.common.object_intents` instead, which puts without
 retention and locks the version (:meth:`ObjectStore.retain`) only once a row
 refers to it, so an object no transaction kept can still be deleted.
+
+:class:`ContentCache` keeps, in memory, objects a process made or read
+(bounded, newest kept), by the SHA-256 it computed itself: a service that
+reads back what it just stored (signing, the PDF a signature step produced,
+for the next step) skips the round trip and the decryption. What it returns
+is by construction the content with that hash.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -82,6 +90,46 @@ class S3Settings:
             object_lock_days=int(s3.get("OBJECT_LOCK_DAYS") or 0),
             max_attempts=int(s3.get("MAX_ATTEMPTS") or 3),
         )
+
+
+class ContentCache:
+    """Contents by their SHA-256 (hex), least recently used dropped first once they
+    hold more than ``limit_bytes``; an object larger than a quarter of it is not kept."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = max(0, int(limit_bytes))
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def add(self, data: bytes) -> str:
+        """Keep ``data``; its SHA-256, computed here."""
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) * 4 > self.limit_bytes:
+            return digest
+        with self._lock:
+            if digest not in self._items:
+                self._items[digest] = bytes(data)
+                self._size += len(data)
+            self._items.move_to_end(digest)
+            while self._size > self.limit_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+        return digest
+
+    def get(self, sha256: str) -> bytes | None:
+        with self._lock:
+            data = self._items.get(sha256)
+            if data is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(sha256)
+            self.hits += 1
+            return data
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 #: what S3 servers answer for a version without retention (AWS; SeaweedFS)

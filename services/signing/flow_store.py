@@ -30,11 +30,11 @@ from services.common import events
 from services.common.assurance import AssuranceLevel
 from services.common.clock import aware, naive, now, utcnow
 from services.common.database import DatabaseProvider
-from services.common.errors import Conflict, Forbidden, NotFound
+from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.common.metrics import BusinessMetrics
 from services.common.outbox import UnitOfWork
 from services.common.object_intents import IntentStore
-from services.common.storage import Storage
+from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
 
@@ -66,11 +66,13 @@ class FlowStore:
     emit, commit) when first needed."""
 
     def __init__(self, unit: Callable[[], UnitOfWork], storage: IntentStore, metrics: BusinessMetrics,
-                 public_url: str):
+                 public_url: str, pdfs: ContentCache | None = None):
         self._unit = unit
         self.storage = storage
         self.metrics = metrics
         self.public_url = public_url
+        #: the PDFs this process stored or read, by hash: the next step of a flow reads its PDF from here
+        self.pdfs = pdfs if pdfs is not None else ContentCache(0)
 
     @property
     def db(self) -> UnitOfWork:
@@ -121,11 +123,18 @@ class FlowStore:
             .order_by(StoredObjectRow.id.desc())).scalars().first()
 
     def current_pdf(self, row: FlowRow) -> bytes:
+        """The flow's newest PDF: as this process stored or last read it (its hash is the row's),
+        else from S3, checked against the row's hash."""
+        cached = self.pdfs.get(row.current_pdf_sha256)
+        if cached is not None:
+            return cached
         obj = self.db.session.execute(
             select(StoredObjectRow).where(StoredObjectRow.flow_id == row.id,
                                           StoredObjectRow.sha256 == row.current_pdf_sha256)
             .order_by(StoredObjectRow.id.desc())).scalars().first()
-        return self.read_object(obj)
+        data = self.read_object(obj)
+        self.pdfs.add(data)
+        return data
 
     def flow_dict(self, row: FlowRow, parties: list[FlowParty]) -> dict:
         return {
@@ -154,6 +163,7 @@ class FlowStore:
         """Store the flow's PDF, then the flow, its parties and its first events (not committed)."""
         # before any row refers to it
         stored = self.storage.put(pdf, owner_id=flow.id, prefix="flows/", content_type="application/pdf")
+        self.pdfs.add(pdf)
         row = FlowRow(id=flow.id, document_id=flow.document_id, document_sha256=flow.document_sha256, title=title,
                       state=flow.state.value, current_index=0, initiator_person_id=initiator_person_id,
                       expires_at=naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
@@ -181,6 +191,7 @@ class FlowStore:
         current transaction only after the object is safely stored (and its
         intent is settled when that transaction commits)."""
         stored = self.storage.put(data, owner_id=flow_id, prefix="flows/", content_type="application/pdf")
+        self.pdfs.add(data)  # the next signer's step starts from it
         row = StoredObjectRow(flow_id=flow_id, kind=kind, key=stored.key, sha256=stored.sha256,
                               version_id=stored.version_id, size=stored.size, created_at=utcnow())
         self.db.session.add(row)
@@ -308,7 +319,16 @@ class FlowStoreProvider(DependencyProvider):
         self.database = next(d for d in dependencies if isinstance(d, DatabaseProvider))
         self.storage = next(d for d in dependencies if isinstance(d, Storage))
         self.public_url = str(self.container.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+        megabytes = (self.container.config.get("S3") or {}).get("PDF_CACHE_MB", 64)
+        try:
+            limit = int(megabytes) * 1024 * 1024
+        except (TypeError, ValueError):
+            raise InvalidInput("s3.pdf_cache_mb", "integer",
+                               f"expected a whole number of MB, found {megabytes!r}") from None
+        if limit < 0:
+            raise InvalidInput("s3.pdf_cache_mb", "minimum", f"expected 0 (off) or more, found {megabytes!r}")
+        self.pdfs = ContentCache(limit)
 
     def get_dependency(self, worker_ctx) -> FlowStore:
         return FlowStore(lambda: self.database.units[worker_ctx], self.storage.for_worker(worker_ctx),
-                         BusinessMetrics(self.container.service_name), self.public_url)
+                         BusinessMetrics(self.container.service_name), self.public_url, self.pdfs)

@@ -45,6 +45,7 @@ import hashlib
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
@@ -60,9 +61,8 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
-from pyhanko.sign.general import SigningError
+from pyhanko.sign.general import SigningError, as_signing_certificate_v2, simple_cms_attribute
 from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
-from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
 from pyhanko.sign.signers.pdf_signer import PdfTBSDocument, PdfTimeStamper
 from pyhanko.sign.validation.dss import DocumentSecurityStore, collect_validation_info
 from pyhanko.stamp import StaticStampStyle
@@ -223,6 +223,37 @@ class RemoteDigestSigner(signers.Signer):
         return self._sign_digest(hashlib.sha256(data).digest())
 
 
+#: the content-type attribute of every PAdES signature's signed attributes (id-data), DER
+_CONTENT_TYPE_DATA = simple_cms_attribute("content_type", "data").dump()
+
+
+@lru_cache(maxsize=1024)
+def _signing_certificate_v2(certificate_der: bytes) -> bytes:
+    """The ESS signing-certificate-v2 attribute naming this certificate (RFC 5035), DER; one per
+    certificate, so a person's next signature does not build it again."""
+    return simple_cms_attribute(
+        "signing_certificate_v2", as_signing_certificate_v2(asn1_x509.Certificate.load(certificate_der))).dump()
+
+
+def pades_signed_attributes(document_digest: bytes, certificate_der: bytes) -> bytes:
+    """DER of the signed attributes pyHanko gives a PAdES signature (content type, message
+    digest, signing-certificate-v2; no signing time, which PAdES keeps in the PDF), built from
+    parts made once: asn1crypto building them afresh was half of a signature's preparation.
+    A SET OF is DER-sorted by its members' encodings (X.690 §11.6); tests compare the bytes
+    with pyHanko's own ``signed_attrs``."""
+    members = sorted((_CONTENT_TYPE_DATA, simple_cms_attribute("message_digest", document_digest).dump(),
+                      _signing_certificate_v2(certificate_der)))
+    body = b"".join(members)
+    return b"\x31" + _der_length(len(body)) + body
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
@@ -346,13 +377,7 @@ class DocumentSigner:
             raise Conflict(f"cannot sign field {party.field_name}: {exc}") from exc
         except PdfError as exc:
             raise InvalidInput("pdf", "pdf_syntax", f"expected a readable PDF: {exc}") from exc
-        signed_attrs = await signer.signed_attrs(
-            prepared_digest.document_digest,
-            DIGEST_ALGORITHM,
-            attr_settings=PdfCMSSignedAttributes(signing_time=session.system_time),
-            use_pades=True,
-        )
-        signed_attrs_der = signed_attrs.dump()
+        signed_attrs_der = pades_signed_attributes(prepared_digest.document_digest, cert.dump())
         return PreparedSignature(
             field_name=party.field_name,
             input_sha256=hashlib.sha256(pdf_bytes).hexdigest(),

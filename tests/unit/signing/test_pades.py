@@ -367,3 +367,25 @@ def test_a_token_issued_with_the_signature_is_the_signature_time_stamp(env, flow
     with pytest.raises(Unavailable) as err:
         offline.complete(prepared, signature, other)
     assert "different digest" in err.value.reason
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_signed_attributes_are_the_bytes_pyhanko_makes(env, who):
+    """pades_signed_attributes builds the signed attributes from parts made once per certificate;
+    they must be exactly what pyHanko's own PAdES signer formats (content type, message digest,
+    signing-certificate-v2), DER-sorted."""
+    import datetime as dt
+
+    from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+
+    from services.signing.pades import RemoteDigestSigner, _asn1, pades_signed_attributes
+
+    person = getattr(env.pki, who)
+    certificate = _asn1(person.certificate)
+    signer = RemoteDigestSigner(certificate, [_asn1(c) for c in env.pki.chain], sign_digest=None)
+    for digest in (hashlib.sha256(b"a document").digest(), bytes(32), b"\xff" * 32):
+        theirs = asyncio.run(signer.signed_attrs(digest, "sha256", use_pades=True, attr_settings=PdfCMSSignedAttributes(
+            signing_time=dt.datetime.now(dt.timezone.utc))))
+        ours = pades_signed_attributes(digest, certificate.dump())
+        assert ours == theirs.dump()
+        assert cms.CMSAttributes.load(ours).dump(force=True) == ours  # canonical DER
