@@ -1,6 +1,6 @@
 """Complete IOU flows over HTTP under load, with Locust (bench/locustfile.py).
 
-Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep]
+Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep] [--profile bench/results]
 
 The platform runs as deployed (bench/deployment.py). ``--users`` pairs of
 registered people (one Locust user each, no think time) make, render, start
@@ -13,8 +13,10 @@ complete is completed in signing's records; no SMS sent twice (an outbox
 reference twice, or a flow's notices more than once); the evidence log has
 every flow's events once each and no leaf missing (leaves = tree size);
 and a sample of signed PDFs is checked by pdfsig (poppler, NSS) and by
-pyHanko (the platform's own verify). Prints the figures and RSS of each
-process idle and under load.
+pyHanko (the platform's own verify). Prints the figures, RSS of each
+process idle and under load, and where the machine's CPU went during the load:
+each service (with its worker processes), PostgreSQL, RabbitMQ, SeaweedFS,
+Locust itself, and the rest (the kernel), per completed flow.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -39,8 +42,9 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import profiling  # noqa: E402
 from bench.deployment import SIGNATURE_IMAGE, bench_platform  # noqa: E402
-from bench.sign_step import new_iou, rss_mb, sign_step  # noqa: E402
+from bench.sign_step import cpu_seconds, new_iou, rss_mb, sign_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,6 +55,32 @@ def locust(host: str, users: int, seconds: int, config: Path, out: Path, complet
                "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--host", host, "--csv", str(out),
                "--only-summary", "--stop-timeout", "60"]
     subprocess.run(command, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (every core; /proc/stat: user, nice, system,
+    irq, softirq; not idle, iowait, or steal, the time the hypervisor gave to other machines)."""
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def infrastructure_pids(processes) -> dict[str, int]:
+    """The platform's own PostgreSQL (postmaster; its backends are its children), RabbitMQ node and S3."""
+    found = {}
+    try:
+        found["postgresql"] = int((processes.postgres.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    if processes.rabbit.pid():
+        found["rabbitmq"] = processes.rabbit.pid()
+    if getattr(processes.s3, "process", None) is not None:
+        found["s3 (seaweedfs)"] = processes.s3.process.pid
+    return found
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def stats(prefix: Path) -> dict[str, dict]:
@@ -126,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="how long Locust runs")
     parser.add_argument("--sample", type=int, default=5, help="signed PDFs checked by pdfsig and pyHanko")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
+    parser.add_argument("--profile", type=Path, help="write py-spy flame graphs and collapsed stacks of the load here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
     try:
@@ -161,9 +192,18 @@ def run(args, workdir: Path) -> None:
                 eventlet.sleep(2)
 
         sampler = eventlet.spawn(sample_rss)
+        infra = infrastructure_pids(platform.deployed.processes)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **infra}.items()}
+        machine_before, locust_before = machine_cpu_seconds(), children_cpu_seconds()
+        profilers = profiling.start(args.profile, "full_flow", pids) if args.profile else []
         started = time.perf_counter()
         locust(platform.url, args.users, args.seconds, config, workdir / "locust", completed_file)
         wall = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in {**pids, **infra}.items()}
+        cpu["locust (the load)"] = children_cpu_seconds() - locust_before  # py-spy's counts once it is stopped
+        profiling.stop(profilers)
+        cpu["the rest (kernel, other processes" + (", py-spy)" if profilers else ")")] = (
+            machine_cpu_seconds() - machine_before) - sum(cpu.values())
         sampler.kill()
         completed = json.loads(completed_file.read_text()) if completed_file.exists() else []
         table = stats(workdir / "locust")
@@ -189,6 +229,12 @@ def run(args, workdir: Path) -> None:
     print("\nRSS (MB, with worker processes)   idle    peak under load")
     for name in pids:
         print(f"  {name:<30} {rss_idle[name]:7.0f} {peak[name]:9.0f}")
+    cores = os.cpu_count() or 1
+    print(f"\nCPU during the load ({wall:.0f} s, {cores} cores: {wall * cores:.0f} CPU s available)")
+    print(f"  {'':<44} {'CPU s':>7} {'% of the machine':>17} {'ms per flow':>12}")
+    for name, seconds in cpu.items():
+        print(f"  {name:<44} {seconds:7.1f} {seconds / (wall * cores) * 100:16.0f}% "
+              f"{seconds / max(1, flows_ok) * 1000:12.0f}")
     if flows_ok == 0 or int(flow_row.get("Failure Count", 0)) or broken:
         print(f"NOT CLEAN: {flows_ok} flows completed, {flow_row.get('Failure Count', '?')} failed, {broken}")
         sys.exit(1)

@@ -43,7 +43,6 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -53,6 +52,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import profiling  # noqa: E402
 from bench.deployment import SIGNATURE_IMAGE, BenchPlatform, Client, bench_platform, iou_between  # noqa: E402
 from bench.timing import percentile, report  # noqa: E402
 
@@ -266,17 +266,7 @@ def main() -> None:
         # concurrent signers, each on flows of its own
         work = {i: [new_iou(platform, lenders[i], borrowers[i]) for _ in range(args.per_signer)]
                 for i in range(pairs)}
-        profilers = []
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            for name in ("signing", "identity", "gateway", "notify", "documents"):
-                for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):  # raw: collapsed stacks, for grep
-                    out = args.profile / f"sign_step_{name}.{suffix}"
-                    profilers.append(subprocess.Popen(
-                        [spy, "record", "--subprocesses", "--rate", "100", "--nonblocking", "--format", fmt,
-                         "-o", str(out), "-p", str(pids[name])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            eventlet.sleep(1.0)
+        profilers = profiling.start(args.profile, "sign_step", pids) if args.profile else []
         concurrent_steps: list[float] = []
         errors: list[str] = []
 
@@ -298,13 +288,7 @@ def main() -> None:
         wall = time.perf_counter() - started
         cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         rss_load = {name: rss_mb(pid) for name, pid in pids.items()}
-        for profiler in profilers:
-            profiler.send_signal(2)  # SIGINT: py-spy writes the flame graph
-        for profiler in profilers:
-            try:
-                profiler.wait(60)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
+        profiling.stop(profilers)
         platform_rate = len(concurrent_steps) / wall
 
         # the floor, in the same run, against the same S3 and PostgreSQL

@@ -15,6 +15,12 @@ in tests/reliability). Here it is logged instead: the broker puts an unacked
 message back on its queue when the connection drops, and the consumer, once
 reconnected, delivers it again to a handler that is idempotent.
 
+RPC answers are published without publisher confirms (events keep theirs, in
+the outbox): an answer the broker loses is one its caller stops waiting for,
+confirmed or not, since the caller's reply queue lives only as long as its
+connection. A confirm costs the answering worker a round trip to the broker
+on every call.
+
 ``handles_event``: an idempotent event handler. It records the event id in
 ``processed_events`` in the same transaction as the handler's own changes,
 so a redelivered event changes nothing twice; a transient failure (database
@@ -34,7 +40,10 @@ from amqp.exceptions import RecoverableConnectionError
 from kombu.exceptions import OperationalError as KombuOperationalError
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.messaging import QueueConsumer
-from nameko.rpc import Rpc, RpcConsumer, RpcProxy
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY
+from nameko.constants import SERIALIZER_CONFIG_KEY
+from nameko.rpc import Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -68,16 +77,34 @@ class SurvivingQueueConsumer(QueueConsumer):
                         what, message.delivery_info.get("routing_key"), type(exc).__name__)
 
 
+class _AnswerPublisher(Publisher):
+    use_confirms = False  # see the module's docstring
+
+
+class _Responder(Responder):
+    publisher_cls = _AnswerPublisher
+
+
 class EsignRpcConsumer(RpcConsumer):
     queue_consumer = SurvivingQueueConsumer()
 
     def handle_result(self, message, result, exc_info):
         try:
-            return super().handle_result(message, result, exc_info)
+            return self._answer(message, result, exc_info)
         except CONNECTION_LOST as exc:  # the answer could not be sent: the request comes again
             log.warning("could not answer %s (%s: broker connection lost); the request is delivered again",
                         message.delivery_info.get("routing_key"), type(exc).__name__)
             return result, exc_info
+
+    def _answer(self, message, result, exc_info):
+        """nameko's RpcConsumer.handle_result, with an answer publisher that does not wait for confirms."""
+        config = self.container.config
+        responder = _Responder(config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
+                               config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
+                               ssl=config.get(AMQP_SSL_CONFIG_KEY), login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        result, exc_info = responder.send_response(result, exc_info)
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
 
     def handle_message(self, body, message):
         # nameko answers to ``reply_to``: a request without one made its responder raise

@@ -170,9 +170,8 @@ class IdentityService(ServiceBase):
     @rpc
     def session_person(self, token: str) -> dict:
         """For the gateway: the person and session a token stands for."""
-        row = self.sessions.resolve(token)
-        person = self.people.get(row.person_id)
-        if person.status == "frozen":
+        row, status = self.sessions.resolve(token)
+        if status == "frozen":
             raise Forbidden("account_frozen")
         self.db.commit()
         return {"person_id": row.person_id, "session_id": row.id}

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import aware, iso, now, utcnow
 from services.common.errors import Forbidden, NotFound
-from services.identity.models import SessionRow
+from services.identity.models import Person, SessionRow
 from services.identity.settings import SessionSettings
 
 USER_AGENT_MAX = 200
@@ -61,12 +61,15 @@ class Sessions:
         self.session.add(row)
         return OpenedSession(token, row)
 
-    def resolve(self, token: str) -> SessionRow:
-        """The live session of ``token``; its last use is recorded (at most once a minute)."""
-        row = self.session.execute(select(SessionRow).where(SessionRow.token_hash == token_hash(token))
-                                   ).scalar_one_or_none() if isinstance(token, str) and token else None
-        if row is None:
+    def resolve(self, token: str) -> tuple[SessionRow, str]:
+        """The live session of ``token`` and its person's account status, in one query; its last
+        use is recorded (at most once a minute)."""
+        found = self.session.execute(
+            select(SessionRow, Person.status).join(Person, Person.id == SessionRow.person_id)
+            .where(SessionRow.token_hash == token_hash(token))).first() if isinstance(token, str) and token else None
+        if found is None:
             raise Forbidden("session_invalid")
+        row, status = found
         if row.revoked_at is not None:
             raise Forbidden("session_revoked")
         moment = now()
@@ -75,7 +78,7 @@ class Sessions:
         if aware(row.last_used_at) + self.settings.touch_every <= moment:
             self.session.execute(update(SessionRow).where(SessionRow.id == row.id)
                                  .values(last_used_at=moment.replace(tzinfo=None)))
-        return row
+        return row, status
 
     def listing(self, person_id: str, current_id: str | None = None) -> list[dict]:
         """The person's sessions that have not ended, newest first."""

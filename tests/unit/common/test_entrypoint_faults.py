@@ -90,3 +90,39 @@ def test_a_session_that_cannot_close_does_not_end_the_service(caplog):
     provider.worker_teardown("worker")
     assert Unit.session.invalidated and "closing a worker's session failed" in caplog.text
     assert provider.units == {}
+
+
+def test_an_rpc_answer_is_published_without_waiting_for_a_confirm(monkeypatch):
+    """The answer's publisher asks for no confirms (its caller's reply queue dies with its connection,
+    so a confirm guards nothing); the answer still goes to reply_to with the correlation id, then the
+    request is acked."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import nameko.amqp.publish as publish
+
+    from services.common.entrypoints import EsignRpcConsumer
+
+    producers, published, acked = [], [], []
+
+    class Producer:
+        def publish(self, payload, **kwargs):
+            published.append((payload, kwargs))
+
+    @contextlib.contextmanager
+    def get_producer(amqp_uri, confirms=True, ssl=None, login_method=None, transport_options=None):
+        producers.append(confirms)
+        yield Producer()
+
+    monkeypatch.setattr(publish, "get_producer", get_producer)
+    consumer = EsignRpcConsumer()
+    consumer.container = SimpleNamespace(config={"AMQP_URI": "amqp://guest:guest@127.0.0.1:5672/"})
+    monkeypatch.setattr(EsignRpcConsumer, "queue_consumer", SimpleNamespace(ack_message=acked.append))
+    message = SimpleNamespace(properties={"content_type": "application/json", "reply_to": "rpc.reply-abc",
+                                          "correlation_id": "c-1"}, delivery_info={"routing_key": "identity.health"})
+    consumer.handle_result(message, {"ok": True}, None)
+    assert producers == [False]
+    [(payload, kwargs)] = published
+    assert payload == {"result": {"ok": True}, "error": None}
+    assert (kwargs["routing_key"], kwargs["correlation_id"]) == ("rpc.reply-abc", "c-1")
+    assert acked == [message]
