@@ -1,5 +1,6 @@
-"""Render time of documents on one core: p50 ms per document and pages per second;
-with ``--rpc``, also ``render()`` over RPC against the in-process floor.
+"""Render time of documents on one core: p50 ms per document and pages per second,
+against a bare-reportlab floor for the same content; with ``--rpc``, also
+``render()`` over RPC against the in-process render.
 
 Usage: .venv/bin/python bench/render.py [N] [--rpc]   (default N = 30 renders per document)
 
@@ -7,6 +8,18 @@ Renders a typical IOU (one page) and a long rental contract (several pages,
 with two attachment thumbnails) N times each, after one warm-up render that
 loads the fonts. Runs in one process on one thread, so the figures are for
 one core.
+
+The floor (issue #12, target 4) is the same content drawn by reportlab's
+canvas directly: every string the document shows (``DocumentContent.texts``,
+the parties, sections, amount, schedule, remark) in the same fonts and sizes,
+split into the same font runs, wrapped greedily by width, one line after
+another, the attachment thumbnails drawn as images, the same embedded font
+subsets, in as many A4 pages as it takes. No layout engine, no tables, no
+checks: what the PDF costs before the renderer decides where things go.
+``floor`` draws with the fonts registered as reportlab ships them; ``floor*``
+with the platform's registration, which reads the glyph table in place
+instead of copying it per PDF (services/common/fonts.py), so ``render /
+floor*`` is the layout's own share.
 
 ``--rpc`` then starts, in this process, a SeaweedFS on free ports and the
 documents service (SQLite in a temporary directory, RabbitMQ at ``AMQP_URI``
@@ -66,6 +79,79 @@ def timed(fn, runs: int) -> tuple[list[float], object]:
     return times, result
 
 
+def stock_faces(fonts) -> dict[str, str]:
+    """The platform's faces registered again as reportlab ships them (``stock-<name>``), without the
+    platform's in-place font tables (services/common/fonts.py): face name -> stock face name."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    names = {}
+    for loaded in fonts.faces:
+        name = "stock-" + loaded.face.name
+        font = TTFont(name, loaded.path, validate=0, subfontIndex=loaded.face.subfont_index)
+        font.face.name = name.encode()  # reportlab keeps one font per face name: this one must be its own
+        pdfmetrics.registerFont(font)
+        names[loaded.face.name] = name
+    return names
+
+
+def floor_pdf(content, fonts, size: float = 10.5, faces: dict[str, str] | None = None) -> bytes:
+    """The bare-reportlab floor: ``content``'s strings on a canvas (see the module docstring);
+    ``faces`` maps the platform's face names to others to draw with (the stock ones)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+    from reportlab.pdfgen.canvas import Canvas
+
+    out = io.BytesIO()
+    canvas = Canvas(out, pagesize=A4, invariant=1)
+    width, height = A4
+    left, right, top, bottom = 20 * mm, width - 20 * mm, height - 20 * mm, 20 * mm
+    leading = size * 1.55
+    y = top
+
+    def newline(space: float = leading) -> None:
+        nonlocal y
+        y -= space
+        if y < bottom:
+            canvas.showPage()
+            y = top - space
+
+    def draw(segments: list) -> None:  # one line: one drawString per font run on it
+        x = left
+        for face, text in segments:
+            canvas.setFont(face, size)
+            canvas.drawString(x, y, text)
+            x += stringWidth(text, face, size)
+
+    for _field, text in content.texts():
+        newline()
+        line, x = [], left
+        for face, run in fonts.runs(text):
+            face = (faces or {}).get(face, face)
+            piece = ""
+            for char in run:
+                advance = stringWidth(char, face, size)
+                if x + advance > right:
+                    draw(line + [(face, piece)] if piece else line)
+                    newline()
+                    line, piece, x = [], "", left
+                piece += char
+                x += advance
+            if piece:
+                line.append((face, piece))
+        draw(line)
+    for entry in content.attachments:
+        if entry.thumbnail_jpeg:
+            newline(28 * mm)
+            canvas.drawImage(ImageReader(io.BytesIO(entry.thumbnail_jpeg)), left, y, 28 * mm, 28 * mm,
+                             preserveAspectRatio=True)
+    canvas.showPage()
+    canvas.save()
+    return out.getvalue()
+
+
 def measure(name: str, content, runs: int) -> None:
     times, pdf = timed(lambda c=content: render_pdf(c), runs)
     pages = int(PdfFileReader(io.BytesIO(pdf)).root["/Pages"]["/Count"])
@@ -73,6 +159,16 @@ def measure(name: str, content, runs: int) -> None:
     print(f"{name:<10} pages={pages:<2} bytes={len(pdf):<7} p50={p50 * 1000:7.1f} ms/doc  "
           f"p90={sorted(times)[int(0.9 * (runs - 1))] * 1000:7.1f} ms  "
           f"{pages / p50:6.1f} pages/s  ({p50 * 1000 / pages:.1f} ms/page)")
+    fonts = default_font_stack()
+    stock = stock_faces(fonts)
+    for label, faces, what in (("floor", stock, "reportlab as shipped"),
+                               ("floor*", None, "with the platform's font tables")):
+        floor_times, floor = timed(lambda c=content, f=faces: floor_pdf(c, fonts, faces=f), runs)
+        floor_pages = int(PdfFileReader(io.BytesIO(floor)).root["/Pages"]["/Count"])
+        floor_p50 = statistics.median(floor_times)
+        print(f"  {label:<8} pages={floor_pages:<2} bytes={len(floor):<7} p50={floor_p50 * 1000:7.1f} ms/doc  "
+              f"(bare canvas, same strings and fonts; {what})   render / {label} = {p50 / floor_p50:.2f}"
+              + ("   (target <= 1.5)" if label == "floor" else ""))
 
 
 # ------------------------------------------------------------------ --rpc

@@ -165,6 +165,35 @@ def _search_dirs() -> tuple[str, ...]:
     return (override,) if override else SEARCH_DIRS
 
 
+class _TableView:
+    """A font table read where it lies in the font file's bytes: slicing it copies only the slice.
+    reportlab's subsetter takes the whole 'glyf' table (tens of MB for a CJK face) as a fresh copy
+    on every PDF, to read the few glyphs the document uses from it."""
+
+    def __init__(self, data: bytes, start: int, length: int):
+        self._view = memoryview(data)[start:start + length]
+
+    def __getitem__(self, index):
+        part = self._view[index]
+        return bytes(part) if isinstance(part, memoryview) else part
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+
+def _read_tables_in_place(face) -> None:
+    """Serve the face's 'glyf' table as a :class:`_TableView` (the others are small)."""
+    copy = face.get_table
+
+    def get_table(tag: str):
+        if tag != "glyf":
+            return copy(tag)
+        start, length = face.get_table_pos(tag)
+        return _TableView(face._ttf_data, start, length)
+
+    face.get_table = get_table
+
+
 def _find(filename: str, dirs: tuple[str, ...]) -> str | None:
     for directory in dirs:
         candidate = Path(directory) / filename
@@ -199,7 +228,9 @@ def load_font_stack(faces: tuple[FontFace, ...] = DEFAULT_FACES, dirs: tuple[str
         if not codepoints:
             continue
         # validate=0: checksums of a 20 MB font cost time and prove nothing here.
-        pdfmetrics.registerFont(ReportlabTTFont(face.name, path, validate=0, subfontIndex=face.subfont_index))
+        font = ReportlabTTFont(face.name, path, validate=0, subfontIndex=face.subfont_index)
+        _read_tables_in_place(font.face)
+        pdfmetrics.registerFont(font)
         loaded.append(LoadedFace(face, path, codepoints))
     if not loaded:
         packages = sorted({face.debian_package for face in faces})

@@ -21,7 +21,7 @@ LIMIT = 480  # seconds a tiny run may take, with the platform's start and people
 #: (script and tiny arguments, text its output must contain)
 RUNS = [
     (["pades.py", "2"], "sign step / floor ratio"),
-    (["render.py", "2"], "p50"),
+    (["render.py", "2"], "render / floor ="),
     (["face_engine.py", "1"], "median"),
     (["evidence_log.py", "--tiny"], "sequenced /s"),
     (["sign_step.py", "--runs", "1", "--concurrency", "1", "--per-signer", "1", "--pause", "0"],

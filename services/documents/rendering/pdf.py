@@ -25,6 +25,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfdoc import PDFText
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
     Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle,
@@ -126,8 +127,8 @@ class _Renderer:
         face = fonts.primary
         self.body = ParagraphStyle("body", fontName=face, fontSize=layout.body_size,
                                    leading=layout.body_size * 1.55, wordWrap="CJK")
-        self.cell = ParagraphStyle("cell", parent=self.body, leading=layout.body_size * 1.4)
-        self.cell_center = ParagraphStyle("cell_center", parent=self.cell, alignment=TA_CENTER)
+        self.cell_style = ParagraphStyle("cell", parent=self.body, leading=layout.body_size * 1.4)
+        self.cell_center = ParagraphStyle("cell_center", parent=self.cell_style, alignment=TA_CENTER)
         self.small = ParagraphStyle("small", parent=self.body, fontSize=layout.small_size,
                                     leading=layout.small_size * 1.4)
         self.heading = ParagraphStyle("heading", parent=self.body, fontSize=layout.heading_size,
@@ -150,9 +151,23 @@ class _Renderer:
     def para(self, text: str, style: ParagraphStyle | None = None) -> Paragraph:
         return Paragraph(self.markup(text), style or self.body)
 
+    def cell(self, text: str, width: float, style: ParagraphStyle | None = None):
+        """A table cell: the plain string when the primary face draws all of it on one line
+        within the column (the table draws it directly, aligned by the grid's ALIGN), else a
+        Paragraph that wraps and switches faces. Most cells (dates, amounts, names) are plain,
+        and a Paragraph per cell was most of a schedule's rendering time."""
+        style = style or self.cell_style
+        room = width - 12  # the table's left and right padding (6 points each, reportlab's default)
+        if ("\n" not in text and text.strip() == text and text
+                and all(face == self.fonts.primary for face, _ in self.fonts.runs(text))
+                and stringWidth(text, self.fonts.primary, style.fontSize) <= room):
+            return text
+        return self.para(text, style)
+
     # -- blocks --------------------------------------------------------------
 
-    def grid(self, data, col_widths, header: bool = False, repeat_rows: int = 0) -> Table:
+    def grid(self, data, col_widths, header: bool = False, repeat_rows: int = 0, centred: tuple = ()) -> Table:
+        """A table; ``centred``: ((col0, row0), (col1, row1)) ranges whose plain-string cells are centred."""
         table = Table(data, colWidths=col_widths, repeatRows=repeat_rows, hAlign="LEFT")
         commands = [
             # without it the Table sets Helvetica, an unembedded font, in the page resources
@@ -164,6 +179,7 @@ class _Renderer:
         ]
         if header:
             commands.append(("BACKGROUND", (0, 0), (-1, 0), colors.Color(0.9, 0.9, 0.9)))
+        commands += [("ALIGN", start, end, "CENTER") for start, end in centred]
         table.setStyle(TableStyle(commands))
         return table
 
@@ -176,19 +192,21 @@ class _Renderer:
         ]
 
     def parties(self) -> list:
-        rows = [[self.para(h, self.cell_center) for h in LABELS["party_columns"]]]
-        for p in self.content.parties:
-            rows.append([self.para(p.role, self.cell_center), self.para(p.name, self.cell),
-                         self.para(p.id_number, self.cell), self.para(p.phone, self.cell)])
         w = self.width
+        widths = [0.16 * w, 0.24 * w, 0.36 * w, 0.24 * w]
+        rows = [[self.cell(h, width, self.cell_center) for h, width in zip(LABELS["party_columns"], widths)]]
+        for p in self.content.parties:
+            rows.append([self.cell(value, width, style) for value, width, style in zip(
+                (p.role, p.name, p.id_number, p.phone), widths, (self.cell_center, None, None, None))])
         return [self.para(LABELS["parties_heading"], self.heading),
-                self.grid(rows, [0.16 * w, 0.24 * w, 0.36 * w, 0.24 * w], header=True)]
+                self.grid(rows, widths, header=True, centred=(((0, 0), (-1, 0)), ((0, 1), (0, -1))))]
 
     def section(self, section: Section) -> list:
         flowables = [self.para(section.heading, self.heading)]
         if section.rows:
-            rows = [[self.para(label, self.cell), self.para(value, self.cell)] for label, value in section.rows]
-            table = self.grid(rows, [0.3 * self.width, 0.7 * self.width])
+            widths = [0.3 * self.width, 0.7 * self.width]
+            rows = [[self.cell(label, widths[0]), self.cell(value, widths[1])] for label, value in section.rows]
+            table = self.grid(rows, widths)
             table.setStyle(TableStyle([("BACKGROUND", (0, 0), (0, -1), colors.Color(0.95, 0.95, 0.95))]))
             flowables.append(table)
         for text in section.paragraphs:
@@ -208,11 +226,12 @@ class _Renderer:
         return [Spacer(0, 4 * mm), box]
 
     def schedule(self, schedule: ScheduleTable) -> list:
-        header = [self.para(col, self.cell_center) for col in schedule.columns]
-        rows = [[self.para(cell, self.cell_center) for cell in row] for row in schedule.rows]
         width = self.width / len(schedule.columns)
+        header = [self.cell(col, width, self.cell_center) for col in schedule.columns]
+        rows = [[self.cell(cell, width, self.cell_center) for cell in row] for row in schedule.rows]
         flowables = [self.para(schedule.caption, self.heading),
-                     self.grid([header] + rows, [width] * len(schedule.columns), header=True, repeat_rows=1)]
+                     self.grid([header] + rows, [width] * len(schedule.columns), header=True, repeat_rows=1,
+                               centred=(((0, 0), (-1, -1)),))]
         if schedule.note:
             flowables += [Spacer(0, 1.5 * mm), self.para(schedule.note, self.small)]
         return flowables
@@ -233,11 +252,12 @@ class _Renderer:
     def attachments(self) -> list:
         if not self.content.attachments:
             return []
-        rows = [[self.para(h, self.cell_center) for h in LABELS["attachment_columns"]]]
+        rows = [[self.para(h, self.cell_center) for h in LABELS["attachment_columns"]]]  # few: kept as they were
         for entry in self.content.attachments:
             # split the hash in two so it wraps at a fixed place, not mid-column
             digest = entry.sha256[:32] + "\n" + entry.sha256[32:]
-            rows.append([self.thumbnail(entry), self.para(entry.label, self.cell), self.para(digest, self.small)])
+            rows.append([self.thumbnail(entry), self.para(entry.label, self.cell_style),
+                         self.para(digest, self.small)])
         w = self.width
         box = self.layout.thumbnail_box + 6
         return [self.para(LABELS["attachments"], self.heading),
