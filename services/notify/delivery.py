@@ -337,6 +337,13 @@ class DeliveryLog:
             return None
         return self.session.get(SmsMessage, message_id, populate_existing=True)
 
+    def forget_expired_sends(self) -> int:
+        """Rate-limit history no window looks back to any more (scheduler; not per send); commits."""
+        store = SqlRateCounterStore(self.session)
+        dropped = self.channel.limiter(store).forget_expired(self.clock.now())
+        self.unit.commit()
+        return dropped
+
     def retry_due(self, otp_lookup: OtpLookup, limit: int) -> int:
         """Settle handovers in doubt, then attempt every due queued message
         (scheduler); returns how many were tried."""

@@ -26,43 +26,53 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from services.common.errors import InvalidInput
 from services.notify.sms_templates import TemplateCategory
 
 CHINA_TZ = "Asia/Shanghai"
+#: the key every send counts under, and the prefix of each phone's (the phone itself, or its keyed hash)
+GLOBAL_KEY = "global"
+PHONE_KEY_PREFIX = "phone:"
 
 
 class RateCounterStore(Protocol):
-    """Timestamps of past sends per key."""
+    """Timestamps of past sends per key. One admission reads and writes once each."""
 
-    def events_since(self, key: str, since: dt.datetime) -> Sequence[dt.datetime]:
-        """Sends for ``key`` with time strictly after ``since``, oldest first."""
+    def history(self, since_by_key: Mapping[str, dt.datetime]) -> dict[str, Sequence[dt.datetime]]:
+        """For each key, its sends with time strictly after its ``since``, oldest first."""
 
-    def record(self, key: str, at: dt.datetime) -> None:
-        ...
+    def count(self, keys: Sequence[str], at: dt.datetime) -> None:
+        """One send at ``at`` under each of ``keys``."""
 
-    def forget_before(self, key: str, before: dt.datetime) -> None:
-        """Drop sends older than any window still needs (housekeeping)."""
+    def forget(self, global_before: dt.datetime, phones_before: dt.datetime) -> int:
+        """Housekeeping: drop sends no window can see any more (the global key's older than
+        ``global_before``, every other key's older than ``phones_before``); how many."""
 
 
 class InMemoryRateCounterStore:
     def __init__(self) -> None:
         self._events: dict[str, list[dt.datetime]] = defaultdict(list)
 
-    def events_since(self, key: str, since: dt.datetime) -> Sequence[dt.datetime]:
-        return [t for t in self._events.get(key, ()) if t > since]
+    def history(self, since_by_key: Mapping[str, dt.datetime]) -> dict[str, Sequence[dt.datetime]]:
+        return {key: [t for t in self._events.get(key, ()) if t > since] for key, since in since_by_key.items()}
 
-    def record(self, key: str, at: dt.datetime) -> None:
-        events = self._events[key]
-        events.append(at)
-        events.sort()
+    def count(self, keys: Sequence[str], at: dt.datetime) -> None:
+        for key in keys:
+            events = self._events[key]
+            events.append(at)
+            events.sort()
 
-    def forget_before(self, key: str, before: dt.datetime) -> None:
-        if key in self._events:
-            self._events[key] = [t for t in self._events[key] if t >= before]
+    def forget(self, global_before: dt.datetime, phones_before: dt.datetime) -> int:
+        dropped = 0
+        for key in list(self._events):
+            before = global_before if key == GLOBAL_KEY else phones_before
+            kept = [t for t in self._events[key] if t >= before]
+            dropped += len(self._events[key]) - len(kept)
+            self._events[key] = kept
+        return dropped
 
 
 @dataclass(frozen=True)
@@ -147,8 +157,8 @@ class SmsRateLimiter:
             return SendPermission(False, "quiet_hours", self.quiet_hours.next_allowed(now))
 
         windows = self._windows(phone)
-        # one read per key, over its longest window; the shorter windows are counted from it
-        history = {key: self.store.events_since(key, now - period) for key, period in _longest(windows).items()}
+        # one read for every key, each over its longest window; the shorter windows are counted from it
+        history = self.store.history({key: now - period for key, period in _longest(windows).items()})
         blocked: list[tuple[str, dt.datetime]] = []
         for window in windows:
             since = now - window.period
@@ -169,20 +179,23 @@ class SmsRateLimiter:
         """Check, and if allowed count the send (see the module note on locking)."""
         permission = self.check(phone, category, now)
         if permission.allowed:
-            now = _aware(now, "now")
-            for key, period in _longest(self._windows(phone)).items():
-                self.store.forget_before(key, now - period)
-                self.store.record(key, now)
+            self.store.count(list(_longest(self._windows(phone))), _aware(now, "now"))
         return permission
 
+    def forget_expired(self, now: dt.datetime) -> int:
+        """Drop the sends no window looks back to any more (run now and then, not per send)."""
+        now = _aware(now, "now")
+        longest_phone_window = dt.timedelta(days=1)  # phone_per_day, the longest per-phone window
+        return self.store.forget(now - self.limits.global_period, now - longest_phone_window)
+
     def _windows(self, phone: str) -> list[_Window]:
-        phone_key = "phone:" + self.phone_key(phone)
+        phone_key = PHONE_KEY_PREFIX + self.phone_key(phone)
         limits = self.limits
         return [
             _Window("phone_per_minute", phone_key, limits.per_phone_per_minute, dt.timedelta(minutes=1)),
             _Window("phone_per_hour", phone_key, limits.per_phone_per_hour, dt.timedelta(hours=1)),
             _Window("phone_per_day", phone_key, limits.per_phone_per_day, dt.timedelta(days=1)),
-            _Window("global", "global", limits.global_limit, limits.global_period),
+            _Window("global", GLOBAL_KEY, limits.global_limit, limits.global_period),
         ]
 
 

@@ -22,36 +22,40 @@ stored naive UTC.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.notify.clock import aware_utc, naive_utc
 from services.notify.models import RateEvent, RateKey
-from services.notify.rate_limit import SendPermission, SmsRateLimiter
+from services.notify.rate_limit import GLOBAL_KEY, PHONE_KEY_PREFIX, SendPermission, SmsRateLimiter
 from services.notify.sms_templates import TemplateCategory
-
-GLOBAL_KEY = "global"
 
 
 class SqlRateCounterStore:
     def __init__(self, session: Session):
         self.session = session
 
-    def events_since(self, key: str, since: dt.datetime) -> Sequence[dt.datetime]:
-        rows = self.session.execute(
-            select(RateEvent.at).where(RateEvent.key == key, RateEvent.at > naive_utc(since)).order_by(RateEvent.at)
-        ).scalars()
-        return [aware_utc(at) for at in rows]
+    def history(self, since_by_key: Mapping[str, dt.datetime]) -> dict[str, Sequence[dt.datetime]]:
+        """One query for every key (``ix_sms_rate_events_key_at`` serves each branch)."""
+        found: dict[str, list[dt.datetime]] = {key: [] for key in since_by_key}
+        if not since_by_key:
+            return found
+        wanted = or_(*(and_(RateEvent.key == key, RateEvent.at > naive_utc(since))
+                       for key, since in since_by_key.items()))
+        for key, at in self.session.execute(select(RateEvent.key, RateEvent.at).where(wanted).order_by(RateEvent.at)):
+            found[key].append(aware_utc(at))
+        return found
 
-    def record(self, key: str, at: dt.datetime) -> None:
-        self.session.add(RateEvent(key=key, at=naive_utc(at)))
-        self.session.flush()
+    def count(self, keys: Sequence[str], at: dt.datetime) -> None:
+        self.session.execute(insert(RateEvent.__table__), [{"key": key, "at": naive_utc(at)} for key in keys])
 
-    def forget_before(self, key: str, before: dt.datetime) -> None:
-        self.session.execute(delete(RateEvent).where(RateEvent.key == key, RateEvent.at < naive_utc(before)))
+    def forget(self, global_before: dt.datetime, phones_before: dt.datetime) -> int:
+        return self.session.execute(delete(RateEvent).where(or_(
+            and_(RateEvent.key == GLOBAL_KEY, RateEvent.at < naive_utc(global_before)),
+            and_(RateEvent.key != GLOBAL_KEY, RateEvent.at < naive_utc(phones_before))))).rowcount
 
     def lock(self, keys: Sequence[str], now: dt.datetime) -> None:
         """Lock one row per key, in key order (so two admissions cannot deadlock): an upsert that
@@ -69,5 +73,5 @@ def admit(limiter: SmsRateLimiter, store: SqlRateCounterStore, phone: str, categ
           now: dt.datetime) -> SendPermission:
     """Check and, if allowed, count one send to ``phone``, under the key locks.
     The caller commits (which releases the locks)."""
-    store.lock(["phone:" + limiter.phone_key(phone), GLOBAL_KEY], now)
+    store.lock([PHONE_KEY_PREFIX + limiter.phone_key(phone), GLOBAL_KEY], now)
     return limiter.acquire(phone, category, now)

@@ -288,11 +288,14 @@ class NotifyService(ServiceBase):
     # -- the scheduler ---------------------------------------------------------------
     @scheduled
     def run_scheduler(self) -> None:
-        """In the lease holder only: send due reminders, then retry due messages."""
+        """In the lease holder only: send due reminders, retry due messages, and drop
+        rate-limit history no window needs."""
         if not self.lease.held(self.db.session):
             return
         self._send_due_reminders()
-        self._delivery().retry_due(self._otp_message, self.sms.settings.scheduler.batch)
+        delivery = self._delivery()
+        delivery.retry_due(self._otp_message, self.sms.settings.scheduler.batch)
+        delivery.forget_expired_sends()
 
     # -- wiring ----------------------------------------------------------------------
     def _delivery(self) -> DeliveryLog:

@@ -65,6 +65,40 @@ def test_rate_counters_in_the_database_hold_the_limit_and_store_no_number(db):
     assert "global" in keys and not any("13800138000" in key for key in keys)
 
 
+def test_one_admission_reads_once_and_writes_once_and_old_sends_are_dropped_apart(db):
+    """Admitting a send counts it under the phone's key and the global key in one insert, after one
+    read of both histories; history no window looks back to is dropped by the scheduler's housekeeping
+    (forget_expired), not by each send, and what is dropped cannot change a decision."""
+    from sqlalchemy import event
+
+    now = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.timezone.utc)
+    statements = []
+    with db.session() as session:
+        store = SqlRateCounterStore(session)
+        limiter = _limiter(store)
+        for days_ago in (3, 2):  # sends the day window no longer sees
+            assert admit(limiter, store, "13800138000", TemplateCategory.NOTICE,
+                         now - dt.timedelta(days=days_ago)).allowed
+        session.commit()
+        listen = lambda *args: statements.append(args[2].split()[0].upper())  # noqa: E731
+        event.listen(session.get_bind(), "before_cursor_execute", listen)
+        try:
+            assert admit(limiter, store, "13800138000", TemplateCategory.NOTICE, now).allowed
+        finally:
+            event.remove(session.get_bind(), "before_cursor_execute", listen)
+        assert statements.count("SELECT") == 1 and statements.count("INSERT") == 3  # 2 key upserts + 1 insert
+        assert "DELETE" not in statements
+        session.commit()
+        assert session.query(RateEvent).count() == 6
+        assert limiter.forget_expired(now + dt.timedelta(seconds=5)) == 5  # 2 old phone rows, 3 global ones
+        session.commit()
+        kept = [(e.key.startswith("phone:"), e.at) for e in session.query(RateEvent)]
+        assert kept == [(True, now.replace(tzinfo=None))]
+        # the decisions are the same: one more send this minute fits the per-minute limit of 2, a third does not
+        assert admit(limiter, store, "13800138000", TemplateCategory.NOTICE, now + dt.timedelta(seconds=6)).allowed
+        assert not admit(limiter, store, "13800138000", TemplateCategory.NOTICE, now + dt.timedelta(seconds=7)).allowed
+
+
 def test_settings_come_from_config_with_checked_values():
     settings = NotifySettings.from_config({
         "RETRY": {"BASE_DELAY": 0.5, "MAX_ATTEMPTS": 3},
