@@ -58,15 +58,14 @@ class SqlRateCounterStore:
             and_(RateEvent.key != GLOBAL_KEY, RateEvent.at < naive_utc(phones_before))))).rowcount
 
     def lock(self, keys: Sequence[str], now: dt.datetime) -> None:
-        """Lock one row per key, in key order (so two admissions cannot deadlock): an upsert that
-        updates the row when it exists holds its row lock until the commit, as SELECT FOR UPDATE would,
-        in one statement per key."""
+        """Lock one row per key, in key order (so two admissions cannot deadlock), in one statement:
+        an upsert that updates the row when it exists holds its row lock until the commit, as
+        SELECT FOR UPDATE would; PostgreSQL takes the rows of one VALUES list in their order."""
         dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        for key in sorted(set(keys)):
-            statement = insert(RateKey).values(key=key, updated_at=naive_utc(now))
-            self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
-                                                                 set_={"updated_at": statement.excluded.updated_at}))
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert_(RateKey).values([{"key": key, "updated_at": naive_utc(now)} for key in sorted(set(keys))])
+        self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
+                                                             set_={"updated_at": statement.excluded.updated_at}))
 
 
 def admit(limiter: SmsRateLimiter, store: SqlRateCounterStore, phone: str, category: TemplateCategory,
