@@ -97,11 +97,30 @@ _json_string = json.encoder.encode_basestring
 
 def canonical_json(value: Any) -> bytes:
     """``value`` as RFC 8785 canonical JSON bytes (see the module docstring)."""
-    text = _canonical(value, "record")
+    if _flat_ascii_keyed(value):
+        # a flat record with ASCII keys (every flow event): json.dumps sorts ASCII keys in code-unit
+        # order and writes strings, integers, booleans and null as RFC 8785 does, in C
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    else:
+        text = _canonical(value, "record")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput("record", "utf8", "expected text encodable as UTF-8, found a lone surrogate") from None
+
+
+def _flat_ascii_keyed(value: Any) -> bool:
+    """A dict of ASCII string keys whose values are strings, safe integers, booleans or null."""
+    if type(value) is not dict:
+        return False
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if not (item is None or kind is str or kind is bool
+                or (kind is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER)):
+            return False
+    return True
 
 
 def _utf16_key(key: str, path: str) -> bytes:

@@ -381,3 +381,24 @@ def test_proofs_asked_outside_the_log_are_typed_refusals_and_the_rest_verify(siz
     else:
         proof = log.consistency_proof(old, new)
         verify_consistency(old, new, log.root(old), log.root(new), proof.hashes)
+
+
+_flat_values = st.one_of(st.none(), st.booleans(), st.text(),
+                         st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=12), _flat_values, max_size=12))
+def test_the_fast_path_for_flat_records_writes_the_same_bytes_as_the_general_one(record):
+    """canonical_json takes json.dumps for a flat record with ASCII keys; it must give exactly the
+    RFC 8785 bytes the general path gives, for any such record (control characters, quotes,
+    non-ASCII and lone-surrogate strings included: both refuse the last)."""
+    from services.signing.evidence_log import _canonical
+
+    try:
+        general = _canonical(record, "record").encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(InvalidInput):
+            canonical_json(record)
+        return
+    assert canonical_json(record) == general
