@@ -5,10 +5,13 @@ Two protections, both pure logic over injected state:
 * **Rate limits** (sliding windows): per phone number at most N messages in
   any minute, any hour and any 24 hours, and at most M messages overall in
   any ``global_period``. They stop a bug or an attacker (SMS pumping) from
-  flooding a phone or running up the vendor bill. They apply to every
-  category, one-time codes included. A window counts the sends with time
-  ``t > now - period``, so a slot frees exactly ``period`` after the send
-  that filled it; that moment is returned as ``not_before``.
+  flooding a phone or running up the vendor bill. One-time codes (login,
+  willingness) have a per-phone budget of their own (``code_per_phone_*``),
+  so notices and reminders, however many documents wait for a person, never
+  use up the code that person needs to sign; the global limit counts both.
+  A window counts the sends with time ``t > now - period``, so a slot frees
+  exactly ``period`` after the send that filled it; that moment is returned
+  as ``not_before``.
 * **Quiet hours** (default 21:00-08:00 Asia/Shanghai): messages of the quiet
   categories (reminders by default) wait until the quiet period ends. Codes
   and notices (answers to something the person just did) are exempt.
@@ -36,6 +39,8 @@ CHINA_TZ = "Asia/Shanghai"
 #: the key every send counts under, and the prefix of each phone's (the phone itself, or its keyed hash)
 GLOBAL_KEY = "global"
 PHONE_KEY_PREFIX = "phone:"
+#: a phone's one-time codes count under a key of their own
+CODE_KEY_SUFFIX = ":code"
 
 
 class RateCounterStore(Protocol):
@@ -77,14 +82,20 @@ class InMemoryRateCounterStore:
 
 @dataclass(frozen=True)
 class RateLimits:
+    #: notices and reminders to one phone
     per_phone_per_minute: int = 3
     per_phone_per_hour: int = 10
     per_phone_per_day: int = 20
     global_limit: int = 50
     global_period: dt.timedelta = dt.timedelta(seconds=1)
+    #: one-time codes to one phone, a budget of their own
+    code_per_phone_per_minute: int = 3
+    code_per_phone_per_hour: int = 10
+    code_per_phone_per_day: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("per_phone_per_minute", "per_phone_per_hour", "per_phone_per_day", "global_limit"):
+        for name in ("per_phone_per_minute", "per_phone_per_hour", "per_phone_per_day", "global_limit",
+                     "code_per_phone_per_minute", "code_per_phone_per_hour", "code_per_phone_per_day"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidInput(f"rate_limits.{name}", "positive_integer", f"expected an integer >= 1, found {value!r}")
@@ -156,7 +167,7 @@ class SmsRateLimiter:
         if category in self.quiet_categories and self.quiet_hours.contains(now):
             return SendPermission(False, "quiet_hours", self.quiet_hours.next_allowed(now))
 
-        windows = self._windows(phone)
+        windows = self._windows(phone, category)
         # one read for every key, each over its longest window; the shorter windows are counted from it
         history = self.store.history({key: now - period for key, period in _longest(windows).items()})
         blocked: list[tuple[str, dt.datetime]] = []
@@ -179,7 +190,7 @@ class SmsRateLimiter:
         """Check, and if allowed count the send (see the module note on locking)."""
         permission = self.check(phone, category, now)
         if permission.allowed:
-            self.store.count(list(_longest(self._windows(phone))), _aware(now, "now"))
+            self.store.count(self.keys(phone, category), _aware(now, "now"))
         return permission
 
     def forget_expired(self, now: dt.datetime) -> int:
@@ -188,13 +199,24 @@ class SmsRateLimiter:
         longest_phone_window = dt.timedelta(days=1)  # phone_per_day, the longest per-phone window
         return self.store.forget(now - self.limits.global_period, now - longest_phone_window)
 
-    def _windows(self, phone: str) -> list[_Window]:
-        phone_key = PHONE_KEY_PREFIX + self.phone_key(phone)
+    def keys(self, phone: str, category: TemplateCategory) -> list[str]:
+        """The keys a send of ``category`` to ``phone`` counts under (and is locked by)."""
+        return list(_longest(self._windows(phone, category)))
+
+    def _windows(self, phone: str, category: TemplateCategory) -> list[_Window]:
         limits = self.limits
+        phone_key = PHONE_KEY_PREFIX + self.phone_key(phone)
+        if category is TemplateCategory.CODE:
+            phone_key += CODE_KEY_SUFFIX
+            per_minute, per_hour, per_day = (limits.code_per_phone_per_minute, limits.code_per_phone_per_hour,
+                                             limits.code_per_phone_per_day)
+        else:
+            per_minute, per_hour, per_day = (limits.per_phone_per_minute, limits.per_phone_per_hour,
+                                             limits.per_phone_per_day)
         return [
-            _Window("phone_per_minute", phone_key, limits.per_phone_per_minute, dt.timedelta(minutes=1)),
-            _Window("phone_per_hour", phone_key, limits.per_phone_per_hour, dt.timedelta(hours=1)),
-            _Window("phone_per_day", phone_key, limits.per_phone_per_day, dt.timedelta(days=1)),
+            _Window("phone_per_minute", phone_key, per_minute, dt.timedelta(minutes=1)),
+            _Window("phone_per_hour", phone_key, per_hour, dt.timedelta(hours=1)),
+            _Window("phone_per_day", phone_key, per_day, dt.timedelta(days=1)),
             _Window("global", GLOBAL_KEY, limits.global_limit, limits.global_period),
         ]
 

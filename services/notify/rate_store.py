@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from services.notify.clock import aware_utc, naive_utc
 from services.notify.models import RateEvent, RateKey
-from services.notify.rate_limit import GLOBAL_KEY, PHONE_KEY_PREFIX, SendPermission, SmsRateLimiter
+from services.notify.rate_limit import GLOBAL_KEY, SendPermission, SmsRateLimiter
 from services.notify.sms_templates import TemplateCategory
 
 
@@ -72,5 +72,5 @@ def admit(limiter: SmsRateLimiter, store: SqlRateCounterStore, phone: str, categ
           now: dt.datetime) -> SendPermission:
     """Check and, if allowed, count one send to ``phone``, under the key locks.
     The caller commits (which releases the locks)."""
-    store.lock([PHONE_KEY_PREFIX + limiter.phone_key(phone), GLOBAL_KEY], now)
+    store.lock(limiter.keys(phone, category), now)
     return limiter.acquire(phone, category, now)

@@ -73,6 +73,9 @@ class NotifySettings:
                 global_limit=int(_number(limits, "GLOBAL_LIMIT", 50, "rate_limits.global_limit")),
                 global_period=dt.timedelta(seconds=_number(limits, "GLOBAL_PERIOD_SECONDS", 1.0,
                                                            "rate_limits.global_period_seconds")),
+                **{f"code_per_phone_per_{window}": int(_number(limits, f"CODE_PER_PHONE_PER_{window.upper()}", default,
+                                                               f"rate_limits.code_per_phone_per_{window}"))
+                   for window, default in (("minute", 3), ("hour", 10), ("day", 20))},
             ),
             quiet_hours=quiet_hours,
             reminders=ReminderPolicy(

@@ -327,6 +327,28 @@ def test_a_burst_over_rpc_is_held_to_the_per_minute_limit(notify_env, amqp_uri):
     assert "global" in keys and not any("13800138001" in key for key in keys)
 
 
+def test_a_person_with_notices_held_back_still_gets_the_code_to_sign(notify_env):
+    """Four documents waiting for the borrower fill the notices' per-minute budget (3 here); the
+    willingness code for signing one of them is not held back by them: codes have their own."""
+    env = notify_env
+    env.start(RATE_LIMITS={"PER_PHONE_PER_MINUTE": 3, "PER_PHONE_PER_HOUR": 50, "PER_PHONE_PER_DAY": 100,
+                           "CODE_PER_PHONE_PER_MINUTE": 3, "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1})
+    for n in range(4):
+        env.send_event(events.FLOW_SENT, flow_data(f"waiting-{n}", initiator_person_id=LENDER,
+                                                   next_person_id=BORROWER))
+    assert wait_for(lambda: len([m for m in env.messages() if m.template_id == "sign_request"]) == 4)
+    assert wait_for(lambda: len(env.lines("sign_request")) == 3)
+    held = wait_for(lambda: [m for m in env.messages() if m.template_id == "sign_request" and m.status == "queued"])
+    assert [m.last_error for m in held] == ["deferred.phone_per_minute"]
+
+    OTPS["willingness-1"] = {"phone": PHONES[BORROWER], "template": "willingness_code",
+                             "params": {"document_title": "借条", "code": "604211", "minutes": "5"}}
+    env.send_event(events.OTP_REQUESTED, {"challenge_id": "willingness-1"}, "identity")
+    [code] = wait_for(lambda: env.lines("willingness_code"))
+    assert (code["phone"], code["params"]["code"]) == (PHONES[BORROWER], "604211")
+    assert len(env.lines("sign_request")) == 3  # the fourth notice still waits for its minute
+
+
 # --- Tencent Cloud SMS against the local fake vendor -------------------------------------
 
 @pytest.fixture

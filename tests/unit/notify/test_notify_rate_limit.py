@@ -26,7 +26,7 @@ def limiter(**limits):
 
 def test_burst_to_one_phone_lets_exactly_the_per_minute_limit_through():
     rl = limiter(per_phone_per_minute=3, per_phone_per_hour=10, per_phone_per_day=20, global_limit=1000)
-    results = [rl.acquire(PHONE, CODE, MORNING) for _ in range(100)]
+    results = [rl.acquire(PHONE, NOTICE, MORNING) for _ in range(100)]
     assert sum(r.allowed for r in results) == 3
     denied = [r for r in results if not r.allowed]
     assert {r.reason for r in denied} == {"phone_per_minute"}
@@ -35,23 +35,23 @@ def test_burst_to_one_phone_lets_exactly_the_per_minute_limit_through():
 
 def test_a_slot_frees_exactly_one_period_after_the_send_that_filled_it():
     rl = limiter(per_phone_per_minute=1, global_limit=1000)
-    assert rl.acquire(PHONE, CODE, MORNING).allowed
-    assert not rl.acquire(PHONE, CODE, MORNING + dt.timedelta(seconds=59)).allowed
-    assert rl.acquire(PHONE, CODE, MORNING + dt.timedelta(seconds=60)).allowed
+    assert rl.acquire(PHONE, NOTICE, MORNING).allowed
+    assert not rl.acquire(PHONE, NOTICE, MORNING + dt.timedelta(seconds=59)).allowed
+    assert rl.acquire(PHONE, NOTICE, MORNING + dt.timedelta(seconds=60)).allowed
 
 
 def test_other_phones_are_not_affected_by_one_phones_limit():
     rl = limiter(per_phone_per_minute=1, global_limit=1000)
-    assert rl.acquire(PHONE, CODE, MORNING).allowed
-    assert not rl.acquire(PHONE, CODE, MORNING).allowed
-    assert rl.acquire("13900001111", CODE, MORNING).allowed
+    assert rl.acquire(PHONE, NOTICE, MORNING).allowed
+    assert not rl.acquire(PHONE, NOTICE, MORNING).allowed
+    assert rl.acquire("13900001111", NOTICE, MORNING).allowed
 
 
 def test_check_alone_counts_nothing():
     rl = limiter(per_phone_per_minute=1, global_limit=1000)
     for _ in range(5):
-        assert rl.check(PHONE, CODE, MORNING).allowed
-    assert rl.acquire(PHONE, CODE, MORNING).allowed
+        assert rl.check(PHONE, NOTICE, MORNING).allowed
+    assert rl.acquire(PHONE, NOTICE, MORNING).allowed
 
 
 def _count_in(times, end, period):
@@ -64,7 +64,7 @@ def test_sustained_attempts_never_exceed_minute_hour_or_day_limits():
     allowed = []
     for step in range(2 * 24 * 60 * 6):  # an attempt every 10 s for two days
         now = start + dt.timedelta(seconds=10 * step)
-        if rl.acquire(PHONE, CODE, now).allowed:
+        if rl.acquire(PHONE, NOTICE, now).allowed:
             allowed.append(now)
     for t in allowed:  # checked independently over every window ending at a send
         assert _count_in(allowed, t, dt.timedelta(minutes=1)) <= 3
@@ -157,3 +157,34 @@ def test_bad_limits_are_refused():
     with pytest.raises(InvalidInput) as err:
         RateLimits(per_phone_per_minute=0)
     assert err.value.field == "rate_limits.per_phone_per_minute"
+
+
+def test_codes_have_a_budget_of_their_own_that_notices_never_use_up():
+    """Four documents waiting for a person fill their notices' budget; the willingness code for the
+    fifth still goes (seen before: the code never came, and the confirm said the code was needed)."""
+    rl = limiter(per_phone_per_minute=4, per_phone_per_hour=10, per_phone_per_day=20, global_limit=1000,
+                 code_per_phone_per_minute=2, code_per_phone_per_hour=10, code_per_phone_per_day=20)
+    notices = [rl.acquire(PHONE, NOTICE, MORNING) for _ in range(5)]
+    assert [n.allowed for n in notices] == [True] * 4 + [False]
+    assert notices[-1].reason == "phone_per_minute"
+    assert rl.acquire(PHONE, CODE, MORNING).allowed  # not held back by the notices
+    assert rl.acquire(PHONE, CODE, MORNING).allowed
+    third = rl.acquire(PHONE, CODE, MORNING)  # codes are limited too, by their own budget
+    assert (third.allowed, third.reason, third.not_before) == (False, "phone_per_minute",
+                                                               MORNING + dt.timedelta(minutes=1))
+    assert not rl.acquire(PHONE, REMINDER, MORNING).allowed  # reminders share the notices' budget
+
+
+def test_the_global_limit_counts_codes_and_notices_together():
+    rl = limiter(global_limit=3, global_period=dt.timedelta(seconds=1))
+    assert rl.acquire(PHONE, NOTICE, MORNING).allowed
+    assert rl.acquire(PHONE, CODE, MORNING).allowed
+    assert rl.acquire("13900001111", NOTICE, MORNING).allowed
+    denied = rl.acquire("13900002222", CODE, MORNING)
+    assert (denied.allowed, denied.reason) == (False, "global")
+
+
+def test_a_bad_code_budget_is_refused_naming_the_setting():
+    with pytest.raises(InvalidInput) as err:
+        RateLimits(code_per_phone_per_hour=0)
+    assert err.value.field == "rate_limits.code_per_phone_per_hour"
