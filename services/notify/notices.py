@@ -10,7 +10,9 @@ through identity's ``contact``). Who gets what:
 ==================  ===================  =====================================
 event               template             recipients
 ==================  ===================  =====================================
-flow_sent           sign_request         ``next_person_id`` (initiator named)
+flow_sent           sign_request         ``next_person_id`` (initiator named),
+                                         unless that is the initiator, who is
+                                         signing the document they just sent
 flow_completed      flow_completed       every party (+ repayment reminders)
 void_requested      void_requested       every party but the requester
 flow_voided         flow_voided          every party (reminders cancelled)
@@ -133,6 +135,8 @@ def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
     if event_type == events.FLOW_SENT:
         next_person = _required(flow.next_person_id, "next_person_id")
         initiator = _required(flow.initiator_person_id, "initiator_person_id")
+        if next_person == initiator:  # they sent it and sign it now: no "X invites you to sign" from themselves
+            return ()
         return (_notice(next_person, "sign_request", {**title, "link": _link(flow)}, {"initiator": initiator}),)
     if event_type == events.FLOW_COMPLETED:
         return tuple(_notice(p, "flow_completed", {**title, "link": _link(flow)}) for p in everyone)

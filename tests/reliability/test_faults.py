@@ -191,7 +191,8 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
     """Check and count what the faults left behind (see the module's docstring)."""
     pg, rpc = cluster.postgres, cluster.rpc
     unpublished, drained_after = settle(cluster)
-    expected_notices = {"sign_request": 2, "flow_completed": 2}  # each signer asked in turn; both told
+    # the borrower asked to sign (the lender sent it and signs first: not asked); both told it is done
+    expected_notices = {"sign_request": 1, "flow_completed": 2}
     states, half_signed, leaves_duplicated, notices_missing, notices_twice = Counter(), 0, 0, 0, 0
     leaf_counts = Counter()
     for flow_id in flows:

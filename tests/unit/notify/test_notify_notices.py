@@ -23,6 +23,12 @@ def test_flow_sent_asks_the_next_party_naming_the_initiator():
     assert notice.persons == ("p-borrower", "p-lender")
 
 
+def test_the_initiator_is_not_asked_to_sign_what_they_just_sent():
+    """The initiator signs first, in the session that sent the document: no sign_request to them
+    (the next party, once they have signed, is asked as before)."""
+    assert notices_for(events.FLOW_SENT, flow(initiator_person_id="p-lender", next_person_id="p-lender")) == ()
+
+
 @pytest.mark.parametrize("event_type, template, extra, recipients", [
     (events.FLOW_COMPLETED, "flow_completed", {}, ["p-lender", "p-borrower"]),
     (events.VOID_REQUESTED, "void_requested", {"requester_person_id": "p-lender"}, ["p-borrower"]),
