@@ -73,7 +73,7 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
         "documents.make_receipt_invite", "documents.open_receipt_invite", "documents.create_draft_from_invite",
         # signing: flows, signatures, voids, reports, the evidence log, verification
         "signing.start_flow", "signing.get_flow", "signing.join_flow", "signing.prepare_signature",
-        "signing.sign", "signing.complete_action", "signing.decline", "signing.request_void",
+        "signing.sign", "signing.complete_action", "signing.decline", "signing.remind", "signing.request_void",
         "signing.confirm_void", "signing.reject_void", "signing.get_signed_pdf", "signing.report",
         "signing.evidence_package", "signing.verify", "signing.document_status", "signing.checkpoint",
         "signing.consistency_proof", "signing.inclusion_proof", "signing.log_public_key",
@@ -107,7 +107,7 @@ EVENT_SUBSCRIPTIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "notify": {
         "identity": frozenset({"otp_requested"}),
         "signing": frozenset({"flow_sent", "flow_completed", "void_requested", "flow_voided", "flow_declined",
-                              "flow_expired", "flow_cancelled"}),
+                              "flow_expired", "flow_cancelled", "sign_reminder"}),
     },
     "gateway": {},
 }

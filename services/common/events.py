@@ -34,6 +34,8 @@ FLOW_CANCELLED = "flow_cancelled"  # an unfinished flow ended because a party's 
 FLOW_IDENTITY_DISPUTED = "flow_identity_disputed"  # an ended flow marked: a party's identity was disputed
 DUE_SOON = "due_soon"
 DUE_TODAY = "due_today"
+#: 催签: a party asked that the one whose turn it is be reminded to sign (at most once a day a flow)
+SIGN_REMINDER = "sign_reminder"
 
 # notify
 SMS_SENT = "sms_sent"
@@ -46,6 +48,7 @@ KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
     "signing": (
         FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
         VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, FLOW_CANCELLED, FLOW_IDENTITY_DISPUTED, DUE_SOON, DUE_TODAY,
+        SIGN_REMINDER,
     ),
     "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),
 }

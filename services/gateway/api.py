@@ -410,6 +410,14 @@ def sign(flow_id: str, body: SignIn, request: Request, person_id: str = Depends(
                              pending_id=body.pending_id, grant=body.grant)
 
 
+@router.post("/flows/{flow_id}/reminders", tags=["signing"], status_code=201,
+             responses=errors(SESSION, 404, 409, 413, 422, 429))
+def remind(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """催签: send the party whose turn it is the sign request again (a party of the flow, at most
+    once a day; 429 with Retry-After before then)."""
+    return rpc(request).call("signing", "remind", flow_id=flow_id, person_id=person_id)
+
+
 @router.post("/flows/{flow_id}/decline", tags=["signing"], responses=errors(SESSION, BODY, 404, 409))
 def decline(flow_id: str, body: ReasonIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "decline", flow_id=flow_id, person_id=person_id, reason=body.reason)

@@ -13,6 +13,7 @@ event               template             recipients
 flow_sent           sign_request         ``next_person_id`` (initiator named),
                                          unless that is the initiator, who is
                                          signing the document they just sent
+sign_reminder       sign_request         ``next_person_id`` (催签: the requester named)
 flow_completed      flow_completed       every party (+ repayment reminders)
 void_requested      void_requested       every party but the requester
 flow_voided         flow_voided          every party (reminders cancelled)
@@ -138,6 +139,10 @@ def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
         if next_person == initiator:  # they sent it and sign it now: no "X invites you to sign" from themselves
             return ()
         return (_notice(next_person, "sign_request", {**title, "link": _link(flow)}, {"initiator": initiator}),)
+    if event_type == events.SIGN_REMINDER:
+        next_person = _required(flow.next_person_id, "next_person_id")
+        requester = _required(flow.requester_person_id, "requester_person_id")
+        return (_notice(next_person, "sign_request", {**title, "link": _link(flow)}, {"initiator": requester}),)
     if event_type == events.FLOW_COMPLETED:
         return tuple(_notice(p, "flow_completed", {**title, "link": _link(flow)}) for p in everyone)
     if event_type == events.VOID_REQUESTED:

@@ -250,6 +250,11 @@ class NotifyService(ServiceBase):
     def on_flow_sent(self, event: dict) -> None:
         self._notify_flow(event, events.FLOW_SENT)
 
+    @handles_event("signing", events.SIGN_REMINDER)
+    def on_sign_reminder(self, event: dict) -> None:
+        """催签: the sign request again, to the party whose turn it is."""
+        self._notify_flow(event, events.SIGN_REMINDER)
+
     @handles_event("signing", events.FLOW_COMPLETED)
     def on_flow_completed(self, event: dict) -> None:
         """Tell every party; plan repayment reminders when the flow has a repayment date."""

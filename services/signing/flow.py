@@ -204,6 +204,18 @@ def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
     return party
 
 
+def check_reminder(flow: Flow, person_id: str, now: datetime) -> Party:
+    """催签: the party whose turn it is, for another party of a waiting flow to have reminded."""
+    _require_state(flow, FlowState.WAITING)
+    if now >= flow.expires_at:
+        raise Conflict("flow_expired")
+    flow.party(person_id)  # Forbidden('not_a_party') for outsiders
+    party = flow.parties[flow.current]
+    if party.person_id == person_id:
+        raise Forbidden("your_turn")  # nobody reminds themselves: they sign
+    return party
+
+
 def sign(flow: Flow, person_id: str, now: datetime) -> Transition:
     check_turn(flow, person_id, now)
     parties = list(flow.parties)

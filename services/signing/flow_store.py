@@ -249,7 +249,7 @@ class FlowStore:
         row.updated_at = utcnow()
         for party_row, party in zip(parties, flow.parties):
             party_row.signed_at = naive(party.signed_at)
-        base = dict(self._payload(row, parties, flow, actor), link=f"{self.public_url}/flows/{row.id}")
+        base = self.event_data(row, parties, flow, actor)
         for event_type in transition.events:
             data = dict(base, **(extra or {}))
             if event_type == events.VOID_REQUESTED:
@@ -258,6 +258,10 @@ class FlowStore:
                 data["decliner_person_id"] = actor
             self.db.emit(event_type, data)
             self.metrics.inc("flow_events", "Signing flow events", event=event_type)
+
+    def event_data(self, row: FlowRow, parties: list[FlowParty], flow: F.Flow, actor: str | None) -> dict:
+        """What every flow event says about the flow, with the link to it."""
+        return dict(self._payload(row, parties, flow, actor), link=f"{self.public_url}/flows/{row.id}")
 
     @staticmethod
     def _payload(row: FlowRow, parties: list[FlowParty], flow: F.Flow, actor: str | None) -> dict:

@@ -159,6 +159,8 @@ class FlowRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the last 催签 (a reminder to the party whose turn it is), at most one a day
+    last_reminded_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # an assurance level (services/common/assurance.py); flows from before levels required none
     required_assurance: Mapped[str] = mapped_column(String(32), server_default="self_declared")
     # set once, when identity announced that a party's identity was disputed (identity_disputed)

@@ -56,7 +56,7 @@ from services.common import events
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
-from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput
+from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, RateLimited
 from services.common.lease import acquire
 from services.common.object_intents import ObjectReconciliation
 from services.common.offload import WorkerPoolProvider
@@ -84,6 +84,8 @@ MAX_VERIFIED_PDF = 50 * 1024 * 1024
 DOCUMENT_LOCK_GRACE_SECONDS = 300
 #: the report's files, kept per state of the flow
 REPORT_KINDS = ("report_json", "report_pdf")
+#: 催签 at most this often a flow
+REMIND_EVERY = timedelta(days=1)
 
 
 def certificate_level(certificate_pem: str) -> AssuranceLevel | None:
@@ -278,6 +280,26 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         self.db.commit()
         self.metrics.inc("signatures", "Party signatures", method=pending.method)
         return self.flows.flow_dict(row, parties)
+
+    # -- reminding (催签) -------------------------------------------------------
+    @rpc
+    def remind(self, flow_id: str, person_id: str) -> dict:
+        """催签: another party asks that the one whose turn it is be sent the sign request again,
+        at most once a day a flow (``RateLimited('reminded_today')`` with the seconds to wait)."""
+        row, parties = self.flows.load(flow_id, lock=True)
+        flow = to_domain(row, parties)
+        F.check_reminder(flow, person_id, now())
+        moment = utcnow()
+        if row.last_reminded_at is not None and row.last_reminded_at + REMIND_EVERY > moment:
+            wait = row.last_reminded_at + REMIND_EVERY - moment
+            raise RateLimited("reminded_today", retry_after=int(wait.total_seconds()) + 1)
+        row.last_reminded_at = moment
+        self.db.emit(events.SIGN_REMINDER, dict(self.flows.event_data(row, parties, flow, person_id),
+                                                requester_person_id=person_id))
+        self.db.commit()
+        return {"flow_id": flow_id, "reminded_person_id": flow.parties[flow.current].person_id,
+                "reminded_at": aware(moment).isoformat(),
+                "next_reminder_from": aware(moment + REMIND_EVERY).isoformat()}
 
     # -- declining and voiding ------------------------------------------------
     @rpc

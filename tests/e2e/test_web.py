@@ -20,6 +20,7 @@ import pytest
 from services.signing.evidence_package import open_package
 from tests.support.browser import Page, browser, log_in, perform_challenge
 from tests.support.stack import BORROWER, LENDER, party, people
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -158,8 +159,17 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         assert flow["parties"][0]["willingness_method"] == "sms"
 
         # -- B gets the SMS link and opens it in a fresh browser: login first, then back to the flow
-        sent = [m for m in stack.sms() if m["template"] == "sign_request" and m["phone"] == BORROWER[2]]
-        assert sent, "no sign_request SMS for the borrower"
+        sent = wait_for(lambda: [m for m in stack.sms() if m["template"] == "sign_request"
+                                 and m["phone"] == BORROWER[2]])
+        assert len(sent) == 1, "one sign_request SMS for the borrower"
+        # A reminds B (催签): a second sign request; a second reminder the same day is refused, saying so
+        a.wait_visible("#remind")
+        a.click('#remind-form button[type="submit"]')
+        a.wait(lambda: "已短信提醒对方签署" in a.text("#remind-done"), "the reminder to be sent")
+        assert wait_for(lambda: len([m for m in stack.sms() if m["template"] == "sign_request"
+                                     and m["phone"] == BORROWER[2]]) == 2)
+        a.click('#remind-form button[type="submit"]')
+        a.wait(lambda: "今天已催签过" in a.text('#remind-form [data-error-for="_form"]'), "the second to be refused")
         link = sent[-1]["params"]["link"]
         assert link == f"{stack.gateway_url}/flows/{flow_id}"
         camera = tmp_path / "camera-b.y4m"

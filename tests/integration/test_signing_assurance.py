@@ -453,3 +453,52 @@ def test_a_dispute_marks_a_completed_flow_and_its_report(platform, rpc_proxy, pk
     assert verified.ok, verified.problems
     assert any("was disputed" in warning for warning in verified.warnings)
     assert [s["assurance_level"] for s in verified.pdf["signatures"]] == ["authority_face_liveness"] * 2
+
+
+def test_a_party_reminds_the_next_signer_at_most_once_a_day(platform, rpc_proxy):
+    """催签 (the harness is this file's: identity stand-in, documents, notify, signing): a party asks
+    that the one whose turn it is be sent the sign request again; once a day a flow; nobody reminds
+    themselves, outsiders cannot, and an ended flow has no one to remind."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from services.common.database import Database
+    from services.common.errors import RateLimited
+    from services.common.phone import normalise_phone
+    from services.signing.models import FlowRow
+
+    flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]  # the borrower starts it and signs first
+    with pytest.raises(Forbidden) as own:
+        rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-borrower")
+    assert own.value.reason == "your_turn"
+    with pytest.raises(Forbidden) as outsider:
+        rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-someone-else")
+    assert outsider.value.reason == "not_a_party"
+
+    reminded = rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-lender")
+    assert reminded["reminded_person_id"] == "p-borrower"
+    [request] = wait_for(lambda: platform.sms("sign_request"))
+    assert request["phone"] == normalise_phone(BORROWER["phone"])
+    assert request["params"]["initiator"].startswith(LENDER["name"][0]) and "*" in request["params"]["initiator"]
+    assert flow_id in request["params"]["link"]
+
+    with pytest.raises(RateLimited) as again:
+        rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-lender")
+    assert again.value.reason == "reminded_today" and 86_000 < again.value.retry_after <= 86_401
+
+    database = Database(platform.signing_config["DATABASE"]["URL"], platform.signing_config["DATABASE"]["SCHEMA"],
+                        "signing")
+    try:  # a day later
+        with database.session() as session:
+            session.execute(update(FlowRow).where(FlowRow.id == flow_id)
+                            .values(last_reminded_at=FlowRow.last_reminded_at - timedelta(days=1, seconds=1)))
+            session.commit()
+    finally:
+        database.dispose()
+    sign(rpc_proxy, flow_id, "p-borrower")  # now the lender's turn: the borrower may remind them
+    assert rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-borrower")["reminded_person_id"] == "p-lender"
+    assert wait_for(lambda: [m for m in platform.sms("sign_request") if m["phone"] == normalise_phone(LENDER["phone"])])
+    sign(rpc_proxy, flow_id, "p-lender")
+    with pytest.raises(Conflict):
+        rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-borrower")

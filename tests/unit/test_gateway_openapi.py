@@ -80,6 +80,9 @@ CAN_RAISE: dict[tuple[str, str], set[type[typed.EsignError]]] = {
     ("post", "/api/v1/flows/{flow_id}/sign"): {typed.InvalidInput, typed.Forbidden, typed.NotFound, typed.Conflict},
     ("post", "/api/v1/flows/{flow_id}/decline"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
                                                   typed.Conflict},
+    # 催签: once a day a flow (RateLimited with the seconds to wait)
+    ("post", "/api/v1/flows/{flow_id}/reminders"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
+                                                    typed.Conflict, typed.RateLimited},
     ("post", "/api/v1/flows/{flow_id}/void-requests"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
                                                         typed.Conflict, typed.RateLimited},
     ("post", "/api/v1/flows/{flow_id}/void-confirmations"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,

@@ -66,6 +66,8 @@ const REASONS = {
   willingness_used: "意愿认证已使用，请重新签署",
   not_a_party: "您不是该文件的签署方",
   not_your_turn: "还没轮到您签署",
+  your_turn: "现在轮到您自己签署",
+  reminded_today: "今天已催签过，请明天再试",
   already_signed: "您已签署",
   flow_expired: "文件已过期",
   certificate_not_valid: "证书无效，请重新领取",

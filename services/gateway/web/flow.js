@@ -1,6 +1,7 @@
 // A signing flow (/flows/{id}, the link of the sign-request SMS): the document,
 // whose turn it is, and what this person may do now: sign (handwriting +
-// 意愿认证 by SMS code or by the live face through the camera), decline,
+// 意愿认证 by SMS code or by the live face through the camera), remind the
+// party whose turn it is (催签, once a day), decline,
 // request / confirm / reject a void (same 意愿认证), download the signing report
 // and the evidence package (证据包, a ZIP that esign verify checks offline).
 // A flow whose party's identity was taken back says so (cancelled or 身份争议).
@@ -175,6 +176,15 @@ $("#void-reject").addEventListener("click", () => act($("#void-confirm-form"), a
   show(await api("POST", `/flows/${flowId}/void-rejections`));
 }));
 
+const remind = $("#remind-form");
+remind.addEventListener("submit", (event) => {
+  event.preventDefault();
+  act(remind, async () => {
+    const done = await api("POST", `/flows/${flowId}/reminders`);
+    $("#remind-done").textContent = `已短信提醒对方签署；${time(done.next_reminder_from)} 后可再次催签`;
+  });
+});
+
 const decline = $("#decline-form");
 decline.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -237,6 +247,7 @@ function show(answer) {
   $("#required-level").textContent = flow.required_assurance
     ? `本文件要求签署人认证等级：${assuranceText(flow.required_assurance)}` : "";
   $("#decline").hidden = !(flow.state === "waiting" && mine && !mine.signed_at);
+  $("#remind").hidden = !(flow.state === "waiting" && mine && next && next.person_id !== me);
   $("#void-request").hidden = !(flow.state === "completed" && mine);
   $("#void-answer").hidden = !(flow.state === "void_requested" && mine && flow.void_requested_by !== me);
   $("#void-reason-shown").textContent = flow.reason ? `作废原因：${flow.reason}` : "";

@@ -23,6 +23,15 @@ def test_flow_sent_asks_the_next_party_naming_the_initiator():
     assert notice.persons == ("p-borrower", "p-lender")
 
 
+def test_a_sign_reminder_asks_the_next_party_naming_who_reminded():
+    (notice,) = notices_for(events.SIGN_REMINDER, flow(initiator_person_id="p-borrower", next_person_id="p-lender",
+                                                       requester_person_id="p-borrower"))
+    assert (notice.person_id, notice.template) == ("p-lender", "sign_request")
+    assert dict(notice.names) == {"initiator": "p-borrower"}
+    with pytest.raises(InvalidInput):  # who asked is part of the contract
+        notices_for(events.SIGN_REMINDER, flow(next_person_id="p-lender"))
+
+
 def test_the_initiator_is_not_asked_to_sign_what_they_just_sent():
     """The initiator signs first, in the session that sent the document: no sign_request to them
     (the next party, once they have signed, is asked as before)."""
