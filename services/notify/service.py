@@ -40,11 +40,11 @@ the title and link a text shows)::
       "document_title": str,               # required; at most 20 characters are shown
       "parties": [{"person_id": str, "role": str}, ...],   # required, every party; person_id null:
                                            # named but not registered yet (number from documents)
-      "link": "https://...",               # flow_sent, flow_completed, void_requested
+      "link": "https://...",               # flow_sent, sign_reminder, flow_completed, void_requested
       "initiator_person_id": str,          # flow_sent
-      "next_person_id": str,               # flow_sent: who is asked to sign now
-      "next_role": str,                    # flow_sent: their role (when next_person_id is null)
-      "requester_person_id": str,          # void_requested
+      "next_person_id": str,               # flow_sent, sign_reminder: who is asked to sign now
+      "next_role": str,                    # the same: their role (when next_person_id is null)
+      "requester_person_id": str,          # void_requested; sign_reminder: who asked (催签)
       "decliner_person_id": str,           # flow_declined
       "disputed_person_id": str,           # flow_cancelled: whose identity was disputed
       "repayment_date": "YYYY-MM-DD"       # flow_completed of an IOU: plans reminders
@@ -53,7 +53,9 @@ the title and link a text shows)::
 =================  ===============  ============================================
 event              template         to
 =================  ===============  ============================================
-flow_sent          sign_request     next_person_id
+flow_sent          sign_request     next_person_id, unless it is the initiator (who
+                                    sent the document and is signing it now)
+sign_reminder      sign_request     next_person_id (催签, the requester named)
 flow_completed     flow_completed   every party; plans due_soon/due_today
                                     reminders to every party if repayment_date
 void_requested     void_requested   every party but the requester
