@@ -127,7 +127,36 @@ def test_appearance_is_the_handwritten_image(flow):
     normal = field["/AP"]["/N"]
     images = _image_xobjects(normal)
     assert images, "the signature field's appearance should draw an image"
-    assert images[0]["/Width"] == 300 and images[0]["/Height"] == 100
+    # the 300 x 100 handwriting, with the signing time printed under it
+    assert images[0]["/Width"] == 300 and images[0]["/Height"] > 100
+
+
+def test_the_time_printed_under_a_signature_is_its_signing_time(env, signer, flow):
+    """签署时间 under the handwriting: the image keeps the handwriting's pixels on top and draws a
+    line of text below; the moment printed is the one the signature states as its signing time."""
+    import datetime as dt
+
+    from PIL import Image
+
+    from services.signing.pades import with_signing_time
+
+    handwriting = Image.open(io.BytesIO(handwritten_png())).convert("RGBA")
+    moment = dt.datetime(2026, 12, 6, 13, 25, 7, tzinfo=dt.timezone.utc)
+    captioned = with_signing_time(handwriting, moment)
+    assert captioned.width == handwriting.width and captioned.height > handwriting.height
+    assert list(captioned.crop((0, 0, *handwriting.size)).getdata()) == list(handwriting.getdata())
+    caption = captioned.crop((0, handwriting.height, captioned.width, captioned.height))
+    assert any(alpha > 0 for *_rgb, alpha in caption.getdata()), "the caption band holds the drawn text"
+    assert with_signing_time(handwriting, moment).tobytes() == captioned.tobytes()  # the same time, the same image
+    assert with_signing_time(handwriting, moment + dt.timedelta(minutes=1)).tobytes() != captioned.tobytes()
+
+    pki = env.pki
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True,
+                           signing_time=moment)
+    signed = signer.complete(prepared := signer.prepare(flow["blank"], party),
+                             pki.alice.sign_digest(prepared.digest_to_sign))
+    [embedded] = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    assert embedded.self_reported_timestamp == moment
 
 
 def _image_xobjects(stream) -> list:
