@@ -22,21 +22,23 @@ def worker_pids(pool: WorkerPool) -> list[int]:
     return [process.pid for process in (executor._processes or {}).values()] if executor else []
 
 
-def _cpu_ticks(pid: int) -> int:
+def _cpu_ticks(pid: int) -> tuple[int, str]:
+    """CPU ticks used so far (utime + stime), and the scheduler state (R: running)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    return int(fields[11]) + int(fields[12]), fields[0]
 
 
 def kill_when_busy(pids: list[int], timeout: float = 30.0) -> int:
-    """SIGKILL the first of ``pids`` to start using the CPU (a job has reached it and
-    is running), as an OOM kill mid-job would; returns the pid killed."""
-    baseline = {pid: _cpu_ticks(pid) for pid in pids}
+    """SIGKILL the first of ``pids`` to start a job (running, or its CPU time grown: ticks are
+    10 ms, longer than some jobs now take), as an OOM kill mid-job would; returns the pid killed."""
+    baseline = {pid: _cpu_ticks(pid)[0] for pid in pids}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for pid in pids:
-            if _cpu_ticks(pid) > baseline[pid]:
+            ticks, state = _cpu_ticks(pid)
+            if state == "R" or ticks > baseline[pid]:
                 os.kill(pid, signal.SIGKILL)
                 return pid
-        eventlet.sleep(0.002)
+        eventlet.sleep(0.001)
     raise AssertionError("no worker started a job")
