@@ -192,13 +192,18 @@ def join(flow: Flow, position: int, person_id: str, now: datetime) -> Transition
     return Transition(replace(flow, parties=tuple(parties)), (events.PARTY_JOINED,))
 
 
-def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
-    """The party whose turn it is, or the reason this person may not sign now."""
+def _turn(flow: Flow, person_id: str, now: datetime) -> Party:
+    """The party whose turn it is in a waiting, unexpired flow ``person_id`` is a party of."""
     _require_state(flow, FlowState.WAITING)
     if now >= flow.expires_at:
         raise Conflict("flow_expired")
     flow.party(person_id)  # Forbidden('not_a_party') for outsiders
-    party = flow.parties[flow.current]
+    return flow.parties[flow.current]
+
+
+def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
+    """The party whose turn it is, or the reason this person may not sign now."""
+    party = _turn(flow, person_id, now)
     if party.person_id != person_id:
         raise Forbidden("not_your_turn")
     return party
@@ -206,11 +211,7 @@ def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
 
 def check_reminder(flow: Flow, person_id: str, now: datetime) -> Party:
     """催签: the party whose turn it is, for another party of a waiting flow to have reminded."""
-    _require_state(flow, FlowState.WAITING)
-    if now >= flow.expires_at:
-        raise Conflict("flow_expired")
-    flow.party(person_id)  # Forbidden('not_a_party') for outsiders
-    party = flow.parties[flow.current]
+    party = _turn(flow, person_id, now)
     if party.person_id == person_id:
         raise Forbidden("your_turn")  # nobody reminds themselves: they sign
     return party

@@ -384,17 +384,22 @@ def test_tsa_down_before_the_document_time_stamp(cluster):
                  "started"})
 
 
+def killed_at(cluster: Cluster, failpoint: str, scenario: str, fault: str) -> dict:
+    """A flow signed through with ``failpoint`` armed (its process SIGKILLs itself there once); audited."""
+    armed = cluster.processes.arm(failpoint)
+    flow_id = new_flow(cluster)
+    drive(cluster, flow_id)
+    assert not armed.exists(), f"nothing passed the failpoint {failpoint}"
+    return audit(cluster, [flow_id], scenario, {"fault": fault})
+
+
 def test_identity_killed_while_stamping_a_signature(cluster):
     """identity stamps each signature in the RPC that makes it (the platform TSA's key is identity's).
     A failpoint kills identity between making the signature and stamping it, before the grant's use
     commits: nothing of that step may be kept, and the signer gets through on a retry."""
-    armed = cluster.processes.arm("identity.stamping_a_signature")
-    flow_id = new_flow(cluster)
-    drive(cluster, flow_id)
-    assert not armed.exists(), "no signature passed the failpoint"
-    result = audit(cluster, [flow_id], "identity_killed_while_stamping", {
-        "fault": "identity SIGKILLed by a failpoint after signing the lender's digest, before the time "
-                 "stamp and the commit of the grant's use; started again by its supervisor"})
+    result = killed_at(cluster, "identity.stamping_a_signature", "identity_killed_while_stamping",
+                       "identity SIGKILLed by a failpoint after signing the lender's digest, before the time "
+                       "stamp and the commit of the grant's use; started again by its supervisor")
     assert result["service_processes_that_exited"] == {"identity": 1}, result
 
 
@@ -402,13 +407,9 @@ def test_notify_killed_between_the_vendor_taking_an_sms_and_its_record(cluster):
     """The narrowest window: the SMS vendor has the message, notify's record of it is not committed.
     A failpoint kills notify exactly there (the first SMS of a flow); the restarted notify must find
     the message with the vendor once the attempt's claim runs out, record it, and not send it again."""
-    armed = cluster.processes.arm("notify.sms_handed_over")
-    flow_id = new_flow(cluster)
-    drive(cluster, flow_id)
-    assert not armed.exists(), "no SMS passed the failpoint"
-    result = audit(cluster, [flow_id], "notify_killed_after_handover", {
-        "fault": "notify SIGKILLed by a failpoint right after the SMS vendor (the console outbox) took the "
-                 "flow's first SMS, before the delivery log recorded it; started again by its supervisor"})
+    result = killed_at(cluster, "notify.sms_handed_over", "notify_killed_after_handover",
+                       "notify SIGKILLed by a failpoint right after the SMS vendor (the console outbox) took the "
+                       "flow's first SMS, before the delivery log recorded it; started again by its supervisor")
     assert result["service_processes_that_exited"] == {"notify": 1}, result
     assert result["sms_in_doubt_settled"] == {"vendor_accepted": 1}, result
 
