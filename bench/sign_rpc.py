@@ -117,7 +117,10 @@ def main(runs: int) -> None:
                                                   PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)})),
                          (NotifyService, config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
                                                 RATE_LIMITS={"PER_PHONE_PER_MINUTE": 1000, "PER_PHONE_PER_HOUR": 5000,
-                                                             "PER_PHONE_PER_DAY": 10000, "GLOBAL_LIMIT": 1000})),
+                                                             "PER_PHONE_PER_DAY": 10000, "GLOBAL_LIMIT": 1000,
+                                                             "CODE_PER_PHONE_PER_MINUTE": 1000,
+                                                             "CODE_PER_PHONE_PER_HOUR": 5000,
+                                                             "CODE_PER_PHONE_PER_DAY": 10000})),
                          (DocumentsService, config("documents")),
                          (SigningService, config("signing", PUBLIC_URL=gateway_url, TSA={"URL": gateway_url + "/tsa"}))):
             container = ServiceContainer(cls, cfg)

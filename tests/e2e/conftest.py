@@ -50,7 +50,8 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_users, tmp_path
         # the test runs days of a person's messages in seconds: a per-minute budget sized for it
         notify_config = service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
                                        RATE_LIMITS={"PER_PHONE_PER_MINUTE": 20, "PER_PHONE_PER_HOUR": 40,
-                                                    "PER_PHONE_PER_DAY": 60})
+                                                    "PER_PHONE_PER_DAY": 60, "CODE_PER_PHONE_PER_MINUTE": 20,
+                                                    "CODE_PER_PHONE_PER_HOUR": 40, "CODE_PER_PHONE_PER_DAY": 60})
         run_container(NotifyService, notify_config)
         documents_config = service_config("documents", PUBLIC_URL=gateway_url)
         run_container(DocumentsService, documents_config)

@@ -212,6 +212,9 @@ class ServiceProcesses:
                    # one lender and one borrower sign many IOUs in a few minutes
                    NOTIFY_RATE_PER_PHONE_PER_MINUTE="1000", NOTIFY_RATE_PER_PHONE_PER_HOUR="1000",
                    NOTIFY_RATE_PER_PHONE_PER_DAY="1000", NOTIFY_RATE_GLOBAL_LIMIT="1000",
+                   # and their willingness codes, which have a budget of their own
+                   NOTIFY_RATE_CODES_PER_PHONE_PER_MINUTE="1000", NOTIFY_RATE_CODES_PER_PHONE_PER_HOUR="1000",
+                   NOTIFY_RATE_CODES_PER_PHONE_PER_DAY="1000",
                    # a killed notify's attempt is taken as dead after 20 s (the console vendor answers at once)
                    NOTIFY_RETRY_CLAIM_SECONDS="20",
                    ESIGN_FAILPOINTS=",".join(f"{name}={self.failpoint(name)}" for name in FAILPOINTS),
