@@ -75,7 +75,7 @@ class NotifySettings:
                                                            "rate_limits.global_period_seconds")),
                 **{f"code_per_phone_per_{window}": int(_number(limits, f"CODE_PER_PHONE_PER_{window.upper()}", default,
                                                                f"rate_limits.code_per_phone_per_{window}"))
-                   for window, default in (("minute", 3), ("hour", 10), ("day", 20))},
+                   for window, default in (("minute", 5), ("hour", 10), ("day", 20))},
             ),
             quiet_hours=quiet_hours,
             reminders=ReminderPolicy(

@@ -113,7 +113,7 @@ def test_settings_come_from_config_with_checked_values():
         NotifySettings.from_config({"RATE_LIMITS": {"PER_PHONE_PER_MINUTE": -1}})
     assert error.value.field == "rate_limits.per_phone_per_minute"
     codes = NotifySettings.from_config({"RATE_LIMITS": {"CODE_PER_PHONE_PER_HOUR": 7}}).rate_limits
-    assert (codes.code_per_phone_per_minute, codes.code_per_phone_per_hour, codes.code_per_phone_per_day) == (3, 7, 20)
+    assert (codes.code_per_phone_per_minute, codes.code_per_phone_per_hour, codes.code_per_phone_per_day) == (5, 7, 20)
     with pytest.raises(InvalidInput) as error:
         NotifySettings.from_config({"RATE_LIMITS": {"CODE_PER_PHONE_PER_DAY": 0}})
     assert error.value.field == "rate_limits.code_per_phone_per_day"
