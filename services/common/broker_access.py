@@ -71,12 +71,13 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
         "documents.list_templates", "documents.create_draft", "documents.update_draft",
         "documents.get_document", "documents.get_pdf", "documents.render", "documents.add_attachment",
         "documents.make_receipt_invite", "documents.open_receipt_invite", "documents.create_draft_from_invite",
+        "documents.list_files",
         # signing: flows, signatures, voids, reports, the evidence log, verification
         "signing.start_flow", "signing.get_flow", "signing.join_flow", "signing.prepare_signature",
         "signing.sign", "signing.complete_action", "signing.decline", "signing.remind", "signing.request_void",
         "signing.confirm_void", "signing.reject_void", "signing.get_signed_pdf", "signing.report",
         "signing.evidence_package", "signing.verify", "signing.document_status", "signing.checkpoint",
-        "signing.consistency_proof", "signing.inclusion_proof", "signing.log_public_key",
+        "signing.consistency_proof", "signing.inclusion_proof", "signing.log_public_key", "signing.list_files",
     }),
     "documents": frozenset({"identity.person_status", "identity.party_details"}),
     "signing": frozenset({

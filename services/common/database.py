@@ -104,6 +104,16 @@ def _serialise_writers(engine: Engine, path: str) -> None:
         lock.drop(record.info)
 
 
+def dialect_insert(session: Session):
+    """The INSERT of the session's dialect (PostgreSQL or SQLite), which has
+    ``on_conflict_do_nothing`` and ``on_conflict_do_update``."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def database_url(config: dict[str, Any], service: str) -> str:
     """The service's database URL; an empty setting means the embedded
     SQLite file ``<DATA_DIR>/<service>.db``."""

@@ -49,32 +49,53 @@ class RpcClient:
     def call(self, service: str, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """``service.method(*args, **kwargs)``; positional-only names, so an RPC
         argument may itself be called ``method`` or ``service``."""
-        from nameko.exceptions import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout, UnknownService
-
         try:
             return getattr(getattr(self._proxy(), service), method)(*args, **kwargs)
-        except EsignError:
-            raise
-        except RpcTimeout:
+        except Exception as exc:
+            raise self._error(service, method, exc) from None
+
+    def call_all(self, *calls: tuple[str, str, dict[str, Any]]) -> list[Any]:
+        """Several RPCs ``(service, method, kwargs)`` at once: all sent, then
+        each answer awaited, so they take as long as the slowest. The first
+        failure (in the order given) is raised, as :meth:`call` would."""
+        replies = []
+        for service, method, kwargs in calls:
+            try:
+                replies.append(getattr(getattr(self._proxy(), service), method).call_async(**kwargs))
+            except Exception as exc:
+                raise self._error(service, method, exc) from None
+        answers = []
+        for (service, method, _), reply in zip(calls, replies):
+            try:
+                answers.append(reply.result())
+            except Exception as exc:
+                raise self._error(service, method, exc) from None
+        return answers
+
+    def _error(self, service: str, method: str, exc: Exception) -> Exception:
+        """What a failed call raises: a typed error as it came, anything else as
+        :class:`~services.common.errors.Unavailable` or ``InvalidInput``."""
+        from nameko.exceptions import IncorrectSignature, MethodNotFound, RemoteError, RpcTimeout, UnknownService
+
+        if isinstance(exc, EsignError):
+            return exc
+        if isinstance(exc, RpcTimeout):
             self._reset()  # a late reply must not be read as the next call's answer
-            raise Unavailable(service, "timeout") from None
-        except UnknownService:
+            return Unavailable(service, "timeout")
+        if isinstance(exc, UnknownService):
             # no queue for the service on the broker: it has never run here, or its queue is gone
-            raise Unavailable(service, "unknown_service") from None
-        except MethodNotFound:
-            raise InvalidInput("method", "unknown_method", f"{service} has no RPC method {method!r}") from None
-        except IncorrectSignature as exc:
-            raise InvalidInput("args", "signature", str(exc)) from None
-        except RemoteError as exc:
-            raise Unavailable(service, exc.exc_type or "remote error") from None
-        except (OSError, ConnectionError) as exc:
+            return Unavailable(service, "unknown_service")
+        if isinstance(exc, MethodNotFound):
+            return InvalidInput("method", "unknown_method", f"{service} has no RPC method {method!r}")
+        if isinstance(exc, IncorrectSignature):
+            return InvalidInput("args", "signature", str(exc))
+        if isinstance(exc, RemoteError):
+            return Unavailable(service, exc.exc_type or "remote error")
+        if isinstance(exc, (OSError, ConnectionError)) or type(exc).__module__.split(".")[0] in ("amqp", "kombu"):
+            # amqp/kombu connection errors have many types
             self._reset()
-            raise Unavailable(service, type(exc).__name__) from None
-        except Exception as exc:  # amqp/kombu connection errors have many types
-            if type(exc).__module__.split(".")[0] in ("amqp", "kombu"):
-                self._reset()
-                raise Unavailable(service, type(exc).__name__) from None
-            raise
+            return Unavailable(service, type(exc).__name__)
+        return exc
 
     def close(self) -> None:
         with self._lock:

@@ -33,9 +33,16 @@ class TemplateChanged(RuntimeError):
     """A template file changed under a version already recorded."""
 
 
+#: keys of a template file that say how lists show its documents, not what a document says: outside the
+#: recorded definition, so they can be added to a version already in use
+PRESENTATION_KEYS = frozenset({"summary"})
+
+
 def definition_json(template: Template) -> str:
-    """Canonical JSON of a template's definition (sorted keys, dates as ISO text)."""
-    return json.dumps(_plain(template.definition), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """Canonical JSON of a template's definition (sorted keys, dates as ISO text), without its
+    :data:`PRESENTATION_KEYS`."""
+    definition = {key: value for key, value in template.definition.items() if key not in PRESENTATION_KEYS}
+    return json.dumps(_plain(definition), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def definition_sha256(template: Template) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -41,6 +42,8 @@ class Document(Base):
     and are stored sealed; once a signing flow starts it is locked."""
 
     __tablename__ = "documents"
+    # 我的文件: a person's documents newest first (documents_0005)
+    __table_args__ = (Index("ix_documents_owner_updated", "owner_person_id", "updated_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     template_id: Mapped[str] = mapped_column(String(64))

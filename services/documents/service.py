@@ -34,14 +34,14 @@ import uuid
 from nameko.dependency_providers import Config
 from sqlalchemy import select
 
-from services.common import events
+from services.common import events, listing
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
 from services.common.clock import iso, utcnow
 from services.common.object_intents import ObjectReconciliation
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
-from services.documents import drafts
+from services.documents import drafts, my_files
 from services.documents.attachments import DEFAULT_POLICY, sanitize_image
 from services.documents.catalog import TemplatesProvider
 from services.documents.fields import Rejected, check_text
@@ -259,7 +259,17 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
             content, violations = None, [v.to_dict() for v in exc.violations]
         return {"document_id": document_id, "template_id": document.template_id,
                 "template_version": document.template_version, "status": document.status,
-                "values": values, "content": content, "violations": violations}
+                "values": values, "content": content, "violations": violations,
+                "summary": template.summary(values)}
+
+    @rpc
+    def list_files(self, person_id: str, limit: int = listing.DEFAULT_PAGE, statuses: list | None = None,
+                   template_id: str | None = None, q: str | None = None, before: dict | None = None) -> dict:
+        """我的文件: a page of the drafts ``person_id`` made and has not sent
+        for signing (status ``draft``; once sent, a document is signing's
+        flow), newest first (services/common/listing.py); ``{"items", "more"}``."""
+        query = listing.ListQuery.parse(person_id, limit, statuses, template_id, q, before)
+        return my_files.list_drafts(self.db.session, self.keys.keyring, self.templates, query)
 
     @rpc
     def party_contact(self, document_id: str, role: str) -> dict:

@@ -161,6 +161,7 @@ class Template:
         self.remark_field: str = spec.get("remark_field", str, "")
         if self.remark_field:
             self._need_field(spec, "remark_field", self.remark_field)
+        self.summary_fields: dict[str, str] = self._read_summary(spec)
         self.checks: tuple[CrossCheck, ...] = tuple(
             self._read_check(Spec(item, source, f"checks.{i}")) for i, item in enumerate(spec.get("checks", list, []))
         )
@@ -203,6 +204,31 @@ class Template:
         if required and not f.required:
             raise spec.error(key, f"field {name!r} must be required")
         return f
+
+    def _read_summary(self, spec: Spec) -> dict[str, str]:
+        """``summary``: which field is the document's amount and which its due
+        date, for lists of documents (我的文件); either may be absent."""
+        s = Spec(spec.get("summary", dict, {}), spec.source, "summary")
+        fields = {}
+        for key, kind in (("amount", MoneyField), ("due_date", DateField)):
+            name = s.get(key, str, "")
+            if name:
+                self._need_field(s, key, name, kind)
+                fields[key] = name
+        s.finish()
+        return fields
+
+    def summary(self, values: dict) -> dict[str, Any]:
+        """What a list of documents shows of one (``values`` as stored): the
+        amount and due date the template names (None when it names none or
+        the draft has none yet) and each party's real name as entered."""
+        return {
+            "amount": values.get(self.summary_fields["amount"]) if "amount" in self.summary_fields else None,
+            "due_date": values.get(self.summary_fields["due_date"]) if "due_date" in self.summary_fields else None,
+            "parties": [{"role": role.id, "label": role.label,
+                         "name": (values.get(role.person_field) or {}).get("name") or None}
+                        for role in self.roles],
+        }
 
     def _read_roles(self, spec: Spec) -> tuple[Role, ...]:
         initiator = self._need_field(spec, "initiator_field", self.initiator_field, EnumField, required=True)

@@ -14,11 +14,13 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from services.common import listing
 from services.common.errors import Forbidden, NotFound
+from services.gateway import my_files
 from services.gateway.responses import BODY, SESSION, binary, errors
 
 USER_AGENT_MAX = 200
@@ -326,6 +328,26 @@ def get_document_pdf(document_id: str, request: Request, person_id: str = Depend
     """The rendered, unsigned PDF, for its maker to review before signing starts."""
     _own_document(request, document_id, person_id)
     return _pdf_response(rpc(request).call("documents", "get_pdf", document_id=document_id))
+
+
+# -- 我的文件 --------------------------------------------------------------------------
+@router.get("/me/files", tags=["documents"], responses=errors(SESSION, 422))
+def my_files_page(
+    request: Request, person_id: str = Depends(current_person),
+    status: list[str] | None = Query(None, description="one or more of " + ", ".join(listing.STATUSES)
+                                     + " (repeated, or comma-separated)"),
+    template: str | None = Query(None, description="a template id: iou, receipt, rental ..."),
+    q: str | None = Query(None, description="part of the title or of a counterparty's name"),
+    cursor: str | None = Query(None, description="the next_cursor of the previous page"),
+    limit: str | None = Query(None, description=f"items per page, 1 to {listing.MAX_PAGE} (default "
+                                                f"{listing.DEFAULT_PAGE})"),
+) -> dict:
+    """我的文件: everything you made or are a party to, newest first: your
+    drafts and the flows you sign in, each with its status as you see it
+    (``to_sign``: your turn; ``waiting_others``: the other party's), your
+    role, the counterparty (masked), the amount and due date where the
+    template has them. ``next_cursor`` is null on the last page."""
+    return my_files.page(rpc(request), my_files.parse(person_id, request.query_params))
 
 
 # -- receipts from a QR invite (我的二维码) ---------------------------------------

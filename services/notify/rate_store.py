@@ -25,9 +25,9 @@ import datetime as dt
 from typing import Mapping, Sequence
 
 from sqlalchemy import and_, delete, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from services.common.database import dialect_insert
 from services.notify.clock import aware_utc, naive_utc
 from services.notify.models import RateEvent, RateKey
 from services.notify.rate_limit import GLOBAL_KEY, SendPermission, SmsRateLimiter
@@ -61,9 +61,7 @@ class SqlRateCounterStore:
         """Lock one row per key, in key order (so two admissions cannot deadlock), in one statement:
         an upsert that updates the row when it exists holds its row lock until the commit, as
         SELECT FOR UPDATE would; PostgreSQL takes the rows of one VALUES list in their order."""
-        dialect = self.session.get_bind().dialect.name
-        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert_(RateKey).values([{"key": key, "updated_at": naive_utc(now)} for key in sorted(set(keys))])
+        statement = dialect_insert(self.session)(RateKey).values([{"key": key, "updated_at": naive_utc(now)} for key in sorted(set(keys))])
         self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
                                                              set_={"updated_at": statement.excluded.updated_at}))
 

@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common.database import dialect_insert
 from services.common.errors import IntegrityError, InvalidInput, NotFound
 from services.common.group_commit import GroupCommit
 from services.signing import merkle
@@ -476,15 +477,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
-def _dialect_insert(session: Session):
-    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert
-
-
 class SqlLogStore:
     """The log in the service's database (tables in ``models.py``).
 
@@ -625,7 +617,7 @@ class SqlLogStore:
             if rows:
                 # a second copy of an event that another transaction queued is skipped, not an error
                 statement = (
-                    _dialect_insert(session)(LogSequenced.__table__)
+                    dialect_insert(session)(LogSequenced.__table__)
                     .on_conflict_do_nothing(index_elements=["event_id"])
                     .returning(LogSequenced.__table__.c.event_id)
                 )

@@ -36,6 +36,7 @@ from services.common.outbox import UnitOfWork
 from services.common.object_intents import IntentStore
 from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
+from services.signing import my_files
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
 
 
@@ -159,8 +160,10 @@ class FlowStore:
 
     # -- writing -----------------------------------------------------------------------
     def record(self, flow: F.Flow, title: str, repayment_date: str | None, initiator_person_id: str,
-               pdf: bytes) -> tuple[FlowRow, list[FlowParty]]:
-        """Store the flow's PDF, then the flow, its parties and its first events (not committed)."""
+               pdf: bytes, template_id: str | None = None,
+               summary_sealed: str | None = None) -> tuple[FlowRow, list[FlowParty]]:
+        """Store the flow's PDF, then the flow, its parties and its first events (not committed);
+        ``template_id`` and ``summary_sealed`` are what 我的文件 shows of it (:mod:`.my_files`)."""
         # before any row refers to it
         stored = self.storage.put(pdf, owner_id=flow.id, prefix="flows/", content_type="application/pdf")
         self.pdfs.add(pdf)
@@ -169,6 +172,7 @@ class FlowStore:
                       expires_at=naive(flow.expires_at), repayment_date=repayment_date, void_confirmed_by="[]",
                       required_assurance=flow.required_assurance.value,
                       current_pdf_key=stored.key, current_pdf_sha256=flow.document_sha256,
+                      template_id=template_id, summary_sealed=summary_sealed,
                       created_at=utcnow(), updated_at=utcnow())
         party_rows = [FlowParty(flow_id=flow.id, position=i, person_id=p.person_id, role=p.role,
                                 signature_field=p.signature_field) for i, p in enumerate(flow.parties)]
@@ -235,7 +239,8 @@ class FlowStore:
 
     def apply(self, row: FlowRow, parties: list[FlowParty], transition: F.Transition, actor: str | None,
               extra: dict | None = None) -> None:
-        """Write the new flow state and its events into the current transaction."""
+        """Write the new flow state, its parties' index rows (我的文件) and its
+        events into the current transaction."""
         flow = transition.flow
         row.state = flow.state.value
         row.current_index = flow.current
@@ -249,6 +254,7 @@ class FlowStore:
         row.updated_at = utcnow()
         for party_row, party in zip(parties, flow.parties):
             party_row.signed_at = naive(party.signed_at)
+        my_files.write_index(self.db.session, row, parties)
         base = self.event_data(row, parties, flow, actor)
         for event_type in transition.events:
             data = dict(base, **(extra or {}))

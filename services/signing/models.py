@@ -167,6 +167,10 @@ class FlowRow(Base):
     disputed_person_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     disputed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dispute_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # what 我的文件 shows of the flow, as the document said when the flow started (signing_0012; None before)
+    template_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the amount, due date and parties' names (services/signing/my_files.py), sealed: personal data
+    summary_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class FlowParty(Base):
@@ -183,6 +187,25 @@ class FlowParty(Base):
     willingness_method: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # the level the signing certificate stated (none stated: self_declared); None until signed
     assurance_level: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class PartyIndexRow(Base):
+    """我的文件's index of flows by party: one row for each person bound to a
+    flow, with the flow's status as that person sees it (待我签署 or 待对方签署
+    …), kept in the transaction of every change of the flow
+    (:meth:`services.signing.flow_store.FlowStore.apply`). A person's page is
+    one range of ``ix_party_index_person``, newest first."""
+
+    __tablename__ = "party_index"
+    __table_args__ = (Index("ix_party_index_person", "person_id", "updated_at", "flow_id"),)
+
+    person_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20))
+    #: the flow's updated_at: the list's order
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class PendingAction(Base):

@@ -52,7 +52,7 @@ from datetime import datetime, timedelta, timezone
 from cryptography import x509
 from nameko.timer import timer
 
-from services.common import events
+from services.common import events, listing
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
@@ -65,7 +65,7 @@ from services.common.storage import Storage
 from services.common.wire import decode_base64
 from services.signing import flow as F
 from services.signing import evidence_package as package
-from services.signing import pdf_worker, status
+from services.signing import my_files, pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FlowStoreProvider, to_domain
@@ -149,7 +149,9 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         self.documents.lock_for_signing(document_id=document_id, flow_id=flow.id, pdf_sha256=sha,
                                         ended_flows=self.flows.ended_flows_of(document_id))
         try:
-            row, party_rows = self.flows.record(flow, title, repayment_date, initiator_person_id, pdf)
+            summary = my_files.seal_summary(self.ctx.keys.keyring, flow.id, my_files.summary_of(content))
+            row, party_rows = self.flows.record(flow, title, repayment_date, initiator_person_id, pdf,
+                                                content.get("template_id"), summary)
             self.db.commit()
             return self.flows.flow_dict(row, party_rows)
         except BaseException:
@@ -164,6 +166,15 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
     def get_flow(self, flow_id: str) -> dict:
         row, parties = self.flows.load(flow_id)
         return self.flows.flow_dict(row, parties)
+
+    @rpc
+    def list_files(self, person_id: str, limit: int = listing.DEFAULT_PAGE, statuses: list | None = None,
+                   template_id: str | None = None, q: str | None = None, before: dict | None = None) -> dict:
+        """我的文件: a page of the flows ``person_id`` is a party to, newest
+        first (services/common/listing.py: the filters, ``before`` the last
+        key of the previous page); ``{"items", "more"}``."""
+        query = listing.ListQuery.parse(person_id, limit, statuses, template_id, q, before)
+        return my_files.list_files(self.db.session, self.ctx.keys.keyring, query)
 
     @rpc
     def join_flow(self, flow_id: str, person_id: str) -> dict:

@@ -27,10 +27,15 @@ def _modules(package: str):
 
 def calls_in_code(package: str) -> set[str]:
     """``service.method`` for every RPC the package's code makes: ``self.identity.x(...)``,
-    ``identity.x(...)`` on a proxy, and ``rpc.call("identity", "x", ...)``."""
+    ``identity.x(...)`` on a proxy, ``rpc.call("identity", "x", ...)``, and the
+    ``("identity", "x", kwargs)`` tuples ``rpc.call_all`` takes."""
     found = set()
     for _path, tree in _modules(package):
         for node in ast.walk(tree):
+            if isinstance(node, ast.Tuple) and len(node.elts) == 3 and all(
+                    isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.elts[:2]) \
+                    and node.elts[0].value in B.RPC_SERVERS:
+                found.add(f"{node.elts[0].value}.{node.elts[1].value}")
             if not isinstance(node, ast.Call):
                 continue
             func = node.func

@@ -67,6 +67,7 @@ CAN_RAISE: dict[tuple[str, str], set[type[typed.EsignError]]] = {
                                                          typed.Conflict},
     ("get", "/api/v1/documents/{document_id}/pdf"): {typed.InvalidInput, typed.Forbidden, typed.NotFound},
     ("get", "/api/v1/me/receipt-invite"): {typed.InvalidInput, typed.Forbidden},
+    ("get", "/api/v1/me/files"): {typed.InvalidInput, typed.Forbidden},
     # a signed token, not looked up: a bad one is invite_invalid (403), not 404
     ("get", "/api/v1/receipt-invites/{token}"): {typed.InvalidInput, typed.Forbidden},
     ("post", "/api/v1/receipt-invites/{token}/documents"): {typed.InvalidInput, typed.Forbidden},
@@ -141,6 +142,8 @@ class StubRpc:
             raise self.error
         if method in ("list_templates", "list_sessions"):
             return []
+        if method == "list_files":
+            return {"items": [], "more": False}
         if method == "get_flow":
             return {"flow_id": "f-1", "parties": [{"person_id": PERSON}]}
         if method == "health":
@@ -150,6 +153,9 @@ class StubRpc:
                 "crl_der": der, "response_der": der, "pdf": der, "package": der, "sha256": "0" * 64,
                 "filename": "evidence-f-1.zip", "issuing_pem": "-----BEGIN CERTIFICATE-----\n",
                 "root_pem": "-----BEGIN CERTIFICATE-----\n"}
+
+    def call_all(self, *calls):
+        return [self.call(service, method, **kwargs) for service, method, kwargs in calls]
 
     def close(self):
         pass

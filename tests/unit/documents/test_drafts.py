@@ -20,7 +20,7 @@ from services.documents.secrets import load_keys
 from services.documents.template import TEMPLATES_DIR, load_templates
 from services.documents.validation import ValidationFailed
 
-from .samples import BORROWER, HASH_A, LENDER, iou_values
+from .samples import BORROWER, HASH_A, LENDER, TODAY, iou_values
 
 KEYRING = Keyring({"k1": b"\x01" * 32}, active="k1")
 
@@ -110,3 +110,26 @@ def test_a_template_version_is_recorded_once_and_may_not_change(tmp_path):
     with db.session() as session, pytest.raises(TemplateChanged, match="iou v1"):
         record_templates(session, load_templates(templates))
     db.dispose()
+
+
+def test_what_lists_show_of_a_template_may_be_added_to_a_recorded_version(tmp_path):
+    """``summary`` says how 我的文件 shows a document, not what it says: it is
+    outside the recorded definition, so adding it to iou.v1 changes no hash."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    iou = templates / "iou.v1.yaml"
+    without = iou.read_text(encoding="utf-8").replace("summary: {amount: amount, due_date: repayment_date}\n", "")
+    assert without != iou.read_text(encoding="utf-8")
+    iou.write_text(without, encoding="utf-8")
+    assert definition_sha256(load_templates(templates).get("iou")) == definition_sha256(load_templates().get("iou"))
+    assert load_templates(templates).get("iou").summary(iou_values())["amount"] is None
+
+
+def test_a_template_summary_names_its_amount_due_date_and_parties(catalog):
+    summary = catalog.get("iou").summary(catalog.get("iou").validate(iou_values(), TODAY))
+    assert summary == {"amount": "10005.00", "due_date": "2026-04-15",
+                       "parties": [{"role": "lender", "label": "出借人", "name": LENDER["name"]},
+                                   {"role": "borrower", "label": "借款人", "name": BORROWER["name"]}]}
+    receipt = catalog.get("receipt").summary({})
+    assert receipt["amount"] is None and receipt["due_date"] is None and [p["name"] for p in receipt["parties"]] == [
+        None, None]
