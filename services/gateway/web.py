@@ -72,6 +72,7 @@ PAGES = {  # a page's file in web/ (its <main> content): its title and script
     "receipt.html": PageSpec("扫码开收据", "receipt.js"),
     "flow.html": PageSpec("签署文件", "flow.js"),
     "verify.html": PageSpec("验证文件", "verify.js"),
+    "files.html": PageSpec("我的文件", "files.js"),
 }
 
 # {{name}}; alone on its line, it takes a block of lines, indented like itself
@@ -142,6 +143,13 @@ def receipt_from_invite_page() -> Response:
 def flow_page(flow_id: str) -> Response:
     """The link the sign-request SMS carries: view, sign, decline, void, report."""
     return _page("flow.html")
+
+
+@router.get("/files")
+def files_page() -> Response:
+    """我的文件: everything the person made or is a party to, found by status,
+    type, title or the counterparty's name."""
+    return _page("files.html")
 
 
 @router.get("/verify")

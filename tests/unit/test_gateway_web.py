@@ -15,7 +15,7 @@ from services.gateway.web import PAGES as PAGE_FILES
 from services.gateway.web import WEB_DIR, page_html
 
 PAGES = {"/": "index.html", "/new": "new.html", "/flows/3f1c2a9e-0000-4000-8000-000000000001": "flow.html",
-         "/verify": "verify.html", "/receipts/new?invite=eyJ2IjoxfQ.c2ln": "receipt.html"}
+         "/verify": "verify.html", "/receipts/new?invite=eyJ2IjoxfQ.c2ln": "receipt.html", "/files": "files.html"}
 
 
 class NoRpc:

@@ -6,7 +6,7 @@
 import { $, act, api, apiBlob, el, readBase64, showPdf } from "./api.js";
 
 const UNITS = { money: "元", rate: "%" };
-const state = { template: null, readers: [], imageFields: [], documentId: null, order: [], create: null };
+const state = { template: null, readers: [], imageFields: [], documentId: null, order: [], create: null, resumed: false };
 
 // -- one builder per field type: each returns [element, read()] -------------------
 // read() answers the JSON value, or undefined when the person left it empty.
@@ -119,7 +119,7 @@ const createDraft = (template, values) => api("POST", "/documents", { template_i
 // answers the new draft (default: POST /documents).
 export function editDocument(template, { omit = [], create = createDraft } = {}) {
   wire();
-  Object.assign(state, { template, readers: [], imageFields: [], documentId: null, order: [], create });
+  Object.assign(state, { template, readers: [], imageFields: [], documentId: null, order: [], create, resumed: false });
   $("#template-title").textContent = template.title;
   $("#template-description").textContent = template.description || "";
   const fields = $("#fields");
@@ -135,6 +135,16 @@ export function editDocument(template, { omit = [], create = createDraft } = {})
   }
   $("#document-form").hidden = false;
   $("#preview").hidden = true;
+}
+
+// Goes on with a saved draft (我的文件): `document` is GET /documents/{id}. Its values
+// are not shown again (the form starts empty): what is filled in now is merged into
+// them, and an empty field keeps what was saved. A rendered draft shows its preview.
+export function resumeDocument(template, document) {
+  editDocument(template);
+  Object.assign(state, { documentId: document.document_id, resumed: true });
+  $("#template-description").textContent = "继续编辑草稿：已保存的内容不在表单中显示，只需填写要补充或修改的项，留空的项保持不变。";
+  if (document.status === "rendered") preview(document);
 }
 
 // -- draft, render, preview, start ------------------------------------------------------
@@ -192,7 +202,8 @@ function wire() {
     event.preventDefault();
     act(form, async () => {
       if (state.documentId) {
-        await api("PATCH", `/documents/${state.documentId}`, { values: values(true) });
+        // a resumed draft's empty fields keep their saved values; otherwise the form is the whole draft
+        await api("PATCH", `/documents/${state.documentId}`, { values: values(!state.resumed) });
       } else {
         state.documentId = (await state.create(state.template, values(false))).document_id;
       }

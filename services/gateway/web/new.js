@@ -1,7 +1,8 @@
 // New document: a template chosen from GET /templates, then the document
 // editor (editor.js): its form, draft → render → PDF preview → start the flow.
+// With ?document=<id> (a draft from 我的文件), that draft is taken up again.
 import { $, api, el, initHeader, requireLogin } from "./api.js";
-import { editDocument } from "./editor.js";
+import { editDocument, resumeDocument } from "./editor.js";
 
 async function main() {
   initHeader();
@@ -16,6 +17,13 @@ async function main() {
         editDocument(t);
       },
     }, el("strong", {}, t.title), el("small", {}, t.description || ""))));
+    const draftId = new URLSearchParams(location.search).get("document");
+    if (draftId) {
+      const draft = await api("GET", `/documents/${encodeURIComponent(draftId)}`);
+      const template = templates.find((t) => t.id === draft.template_id);
+      document.querySelector(`#templates .choice[data-template="${template.id}"]`).setAttribute("aria-checked", "true");
+      resumeDocument(template, draft);
+    }
   } catch (error) {
     $("#templates-error").textContent = error.message;
   }
