@@ -36,6 +36,14 @@ DUE_SOON = "due_soon"
 DUE_TODAY = "due_today"
 #: 催签: a party asked that the one whose turn it is be reminded to sign (at most once a day a flow)
 SIGN_REMINDER = "sign_reminder"
+# the life of a signed IOU (services/signing/loan.py); each names the IOU's flow (flow_id) and the
+# statement's own signed flow (statement_flow_id: a 还款确认书 or a 借款展期协议)
+#: the lender confirmed a repayment; principal is still outstanding
+LOAN_REPAYMENT_RECORDED = "loan_repayment_recorded"
+#: the parties agreed a new repayment date (repayment_date; previous_repayment_date) and perhaps rate
+LOAN_EXTENDED = "loan_extended"
+#: the lender confirmed the repayment that settled the loan: its reminders end
+LOAN_REPAID = "loan_repaid"
 
 # notify
 SMS_SENT = "sms_sent"
@@ -48,7 +56,7 @@ KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
     "signing": (
         FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
         VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, FLOW_CANCELLED, FLOW_IDENTITY_DISPUTED, DUE_SOON, DUE_TODAY,
-        SIGN_REMINDER,
+        SIGN_REMINDER, LOAN_REPAYMENT_RECORDED, LOAN_EXTENDED, LOAN_REPAID,
     ),
     "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),
 }
