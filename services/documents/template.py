@@ -55,7 +55,7 @@ from services.documents.fields import (
     format_rate,
     read_field,
 )
-from services.documents.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
+from services.common.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
 from services.documents.validation import PersonCheckers, ValidationFailed, Violation
 
 TEMPLATES_DIR = Path(__file__).with_name("data") / "templates"

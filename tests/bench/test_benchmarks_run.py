@@ -27,6 +27,7 @@ RUNS = [
     (["sign_step.py", "--runs", "1", "--concurrency", "1", "--per-signer", "1", "--pause", "0"],
      "ratio server time / floor"),
     (["full_flow.py", "--users", "1", "--seconds", "8", "--sample", "1"], "complete IOU flows"),
+    (["my_files.py", "--drafts", "3", "--flows", "3", "--runs", "2"], "page 1 of a person with 6 documents"),
 ]
 
 

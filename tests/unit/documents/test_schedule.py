@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.documents.schedule import (
+from services.common.schedule import (
     DayCount,
     RepaymentMethod,
     add_months,
