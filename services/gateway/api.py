@@ -2,11 +2,17 @@
 takes the acting person from the session (never from the body), calls one
 service over RPC and returns its answer. Business rules live in the services.
 
-Sessions: ``Authorization: Bearer <token>``, an opaque token identity
-issues at registration or login and records server-side
-(services/identity/sessions.py): every request asks identity whose session
-it is, so a logout, a revoked session, an idle or too old one, or a frozen
-account is refused at once (403 ``session_*`` / ``account_frozen``).
+Sessions: an opaque token identity issues at registration or login and
+records server-side (services/identity/sessions.py). API clients send it as
+``Authorization: Bearer <token>`` (the JSON answer of login and registration
+carries it); the web pages never see it: those two answers also set it as an
+HttpOnly cookie, which every tab of the browser sends (services/gateway/
+session_cookie.py: its flags, and the Origin check, 403 ``csrf_origin``, on
+the state-changing requests it authenticates). A bearer header wins over the
+cookie. Every request asks identity whose session it is, so a logout, a
+revoked session, an idle or too old one, or a frozen account is refused at
+once (403 ``session_*`` / ``account_frozen``; a cookie naming it is cleared in
+that answer).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from services.common import listing
 from services.common.errors import Forbidden, NotFound
 from services.gateway import my_files
 from services.gateway.responses import BODY, SESSION, binary, errors
+from services.gateway.session_cookie import SessionCookie
 
 USER_AGENT_MAX = 200
 
@@ -32,17 +39,35 @@ def rpc(request: Request):
     return request.app.state.rpc
 
 
+def session_cookie(request: Request) -> SessionCookie:
+    return request.app.state.session_cookie
+
+
 @dataclass(frozen=True)
 class CurrentSession:
     person_id: str
     session_id: str
+    from_cookie: bool  # the web pages' cookie, not a bearer header, named it
 
 
 def current_session(request: Request, authorization: str | None = Header(default=None)) -> CurrentSession:
-    if not authorization or not authorization.startswith("Bearer "):
+    """The session of a bearer header or, without one, of the web pages' cookie
+    (a state change it authenticates must come from a page of this site)."""
+    cookie = session_cookie(request)
+    if authorization and authorization.startswith("Bearer "):
+        token, from_cookie = authorization[len("Bearer "):], False
+    elif token := cookie.token(request):
+        cookie.check_state_change(request)
+        from_cookie = True
+    else:
         raise Forbidden("session_required")
-    answer = rpc(request).call("identity", "session_person", token=authorization[len("Bearer "):])
-    return CurrentSession(answer["person_id"], answer["session_id"])
+    try:
+        answer = rpc(request).call("identity", "session_person", token=token)
+    except Forbidden:
+        if from_cookie:  # the cookie names a session that has ended: the 403 clears it (app.py)
+            request.state.clear_session_cookie = True
+        raise
+    return CurrentSession(answer["person_id"], answer["session_id"], from_cookie)
 
 
 def current_person(session: CurrentSession = Depends(current_session)) -> str:
@@ -183,26 +208,35 @@ def confirm_phone_code(challenge_id: str, body: PhoneCodeConfirmation, request: 
 
 
 @router.post("/persons", tags=["identity"], status_code=201, responses=errors(BODY, 403, 404, 409))
-def register(body: Registration, request: Request) -> dict:
+def register(body: Registration, request: Request, response: Response) -> dict:
     """Real-name registration (实名认证) after the phone is confirmed: the
     authority checks that the name and ID number belong together. Answers the
-    person (masked) and a session."""
+    person (masked) and a session (also set as the web pages' cookie)."""
+    session_cookie(request).check_login(request)
     person = rpc(request).call("identity", "register", user_agent=_user_agent(request), **body.model_dump())
+    session_cookie(request).give(response, request, person["session"])
     return dict(person, session=_session_answer(person))
 
 
 @router.post("/sessions", tags=["identity"], status_code=201, responses=errors(BODY, 403, 404))
-def login(body: Login, request: Request) -> dict:
-    """Log in with a phone code confirmed just before; answers a session."""
+def login(body: Login, request: Request, response: Response) -> dict:
+    """Log in with a phone code confirmed just before; answers a session (also
+    set as the web pages' cookie)."""
+    session_cookie(request).check_login(request)
     person = rpc(request).call("identity", "login", phone_challenge_id=body.phone_challenge_id,
                                user_agent=_user_agent(request))
+    session_cookie(request).give(response, request, person["session"])
     return _session_answer(person)
 
 
 @router.post("/sessions/current/revoke", tags=["identity"], responses=errors(SESSION, 413))
-def logout(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
-    """Log out: this session ends now."""
-    return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session.session_id)
+def logout(request: Request, response: Response, session: CurrentSession = Depends(current_session)) -> dict:
+    """Log out: this session ends now (and the cookie that named it is cleared)."""
+    ended = rpc(request).call("identity", "revoke_session", person_id=session.person_id,
+                              session_id=session.session_id)
+    if session.from_cookie:
+        session_cookie(request).clear(response, request)
+    return ended
 
 
 @router.get("/me/sessions", tags=["identity"], responses=errors(SESSION))

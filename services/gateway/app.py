@@ -25,6 +25,7 @@ from services.gateway.limits import EdgeLimits
 from services.gateway.responses import (
     BODY, HealthReport, binary, errors, raw_body, without_default_validation_errors,
 )
+from services.gateway.session_cookie import SessionCookie
 from services.gateway.web import router as web_router
 
 BACKEND_SERVICES = ("identity", "documents", "signing", "notify")
@@ -42,6 +43,7 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
     app = FastAPI(title="esign gateway", version="0.1.0",
                   description="Electronic signatures for IOUs, receipts and contracts.")
     app.state.config = config
+    app.state.session_cookie = SessionCookie.from_config(config)
     app.state.rpc = rpc or RpcClient(config["AMQP_URI"], float(config.get("RPC_TIMEOUT", 30)))
     app.include_router(api_router)
     app.include_router(web_router)
@@ -61,10 +63,13 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
     app.add_middleware(EdgeLimits, config=config.get("LIMITS"))
 
     @app.exception_handler(EsignError)
-    async def _typed_error(_request: Request, exc: EsignError):
+    async def _typed_error(request: Request, exc: EsignError):
         retry_after = getattr(exc, "retry_after", None)
         headers = {"Retry-After": str(retry_after)} if retry_after else None
-        return JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers)
+        answer = JSONResponse(status_code=exc.http_status, content={"error": exc.to_dict()}, headers=headers)
+        if getattr(request.state, "clear_session_cookie", False):  # set by api.current_session
+            app.state.session_cookie.clear(answer, request)
+        return answer
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

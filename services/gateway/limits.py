@@ -103,7 +103,8 @@ class TokenBuckets:
                 del self._buckets[key]
 
 
-def _networks(values: Iterable[str] | str | None) -> tuple:
+def networks(values: Iterable[str] | str | None) -> tuple:
+    """CIDRs from the config (a comma-separated string or a list) as IP networks."""
     if isinstance(values, str):
         values = [v for v in values.split(",") if v.strip()]
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values or ())
@@ -117,8 +118,8 @@ class EdgeLimits:
         self.app = app
         self.default_body_limit = int(config.get("DEFAULT_BODY_BYTES") or DEFAULT_BODY_LIMIT)
         self.body_limits = [(re.compile(pattern + r"/?\Z"), limit) for pattern, limit in BODY_LIMITS]
-        self.trusted_proxies = _networks(config.get("TRUSTED_PROXIES"))
-        self.exempt = _networks(config.get("RATE_EXEMPT"))
+        self.trusted_proxies = networks(config.get("TRUSTED_PROXIES"))
+        self.exempt = networks(config.get("RATE_EXEMPT"))
         rates = dict(DEFAULT_RATES)
         for group, value in (config.get("RATES") or {}).items():
             if group not in RATE_GROUPS:
@@ -135,8 +136,7 @@ class EdgeLimits:
 
     def client_ip(self, scope) -> str:
         peer = (scope.get("client") or ("",))[0]
-        address = _address(peer)
-        if address is None or not any(address in net for net in self.trusted_proxies):
+        if not peer_in(scope, self.trusted_proxies):
             return peer
         forwarded = []
         for name, value in scope.get("headers") or ():
@@ -210,6 +210,12 @@ class EdgeLimits:
 
 def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge("body", "max_bytes", f"expected a body of at most {limit} bytes")
+
+
+def peer_in(scope, among: tuple) -> bool:
+    """Whether the TCP peer of an ASGI ``scope`` has an address in the networks ``among``."""
+    address = _address((scope.get("client") or ("",))[0])
+    return address is not None and any(address in net for net in among)
 
 
 def _address(text: str):

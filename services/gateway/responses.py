@@ -72,9 +72,11 @@ _RETRY_AFTER = {"Retry-After": {"description": "seconds until a new try may succ
 #: status -> (description, extra members of the OpenAPI response object)
 ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     403: ("Refused (`forbidden`); `message` is the reason. A route that needs a session answers this, never 401, "
-          "without an `Authorization: Bearer` token or with one that is no longer valid (`session_required`, "
-          "`session_invalid`, `session_expired`, `session_revoked`, `account_frozen`); otherwise the person may not "
-          "do this (`not_a_party`, `step_up_required`, `otp_wrong`, ...).", {}),
+          "without an `Authorization: Bearer` token (or the web pages' session cookie) or with one that is no "
+          "longer valid (`session_required`, `session_invalid`, `session_expired`, `session_revoked`, "
+          "`account_frozen`); a state change that the cookie authenticates, from a page of another origin "
+          "(`csrf_origin`); otherwise the person may not do this (`not_a_party`, `step_up_required`, "
+          "`otp_wrong`, ...).", {}),
     404: ("Not found (`not_found`): `entity` and `id` say what; someone else's document or flow is not found "
           "either.", {}),
     409: ("Conflicts with the current state (`conflict`): `message` is the reason (`document_locked`, "

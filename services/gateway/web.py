@@ -1,7 +1,9 @@
 """The web pages (Chinese UI): five HTML pages and their static CSS and
 JavaScript modules from ``services/gateway/web/``. The pages hold no business
-rules and no secrets; they call the ``/api/v1`` JSON API with the session
-token the browser keeps in sessionStorage.
+rules and no secrets; they call the ``/api/v1`` JSON API, which knows them by
+the session cookie (HttpOnly: no script of theirs reads it; every tab shares
+it; services/gateway/session_cookie.py) and tells them who is logged in
+(``GET /me``).
 
 Each page is composed once, on first use, from ``layout.html`` (head, header
 bar, ``<main>``) and the page's file, which holds only its ``<main>`` content:

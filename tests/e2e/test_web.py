@@ -9,7 +9,9 @@ photo is that performer), and the page films them. The page shows the IOU
 effective and the signing report and evidence package download. Then, with the same two
 sessions, 我的二维码: A shows a QR code as 收款人, B opens its link, fills the
 receipt and starts signing it. What the pages show is checked, and the flow's
-state over RPC. Registration over the pages is in test_web_camera.py."""
+state over RPC. The session is a cookie the browser's tabs share: A's new tab
+is logged in, and a browser without one is sent to log in. Registration over
+the pages is in test_web_camera.py."""
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -40,7 +42,7 @@ def preview_and_start(page: Page, order: list[str]) -> None:
     page.wait(lambda: "/flows/" in page.driver.current_url, "the flow page")
 
 
-def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> None:
+def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str, tmp_path) -> None:
     """A (logged in) shows 我的二维码 as 收款人; B (logged in) opens its link: a
     receipt with both people filled from their real-name records, B as 付款人."""
     a.open("/")
@@ -61,15 +63,18 @@ def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str) -> N
     b.wait(lambda: b.text('#invite [data-error-for="invite"]'), "the bad invite's error")
     assert b.text('#invite [data-error-for="invite"]') == "二维码无效，请让对方重新生成" and not b.visible("#document-form")
 
-    # a tab without a session goes to log in, keeping the way back (invite included) ...
-    b.driver.switch_to.new_window("tab")  # sessionStorage is per tab: this one has none
-    b.open(invite)
-    b.wait(lambda: "/?next=" in b.driver.current_url, "the login redirect")
-    way_back = b.driver.current_url
+    # a browser without a session goes to log in, keeping the way back (invite included) ...
+    # (another browser: every tab of B's shares B's session cookie)
+    stranger = Page(browser(tmp_path / "downloads-stranger"), stack.gateway_url)
+    try:
+        stranger.open(invite)
+        stranger.wait(lambda: "/?next=" in stranger.driver.current_url, "the login redirect")
+        way_back = stranger.driver.current_url
+        assert stranger.session_cookie() is None
+    finally:
+        stranger.driver.quit()
     assert parse_qs(urlsplit(way_back).query)["next"] == [invite]
-    b.driver.close()
-    b.driver.switch_to.window(b.driver.window_handles[0])
-    # ... which B's logged-in tab follows, as it would right after logging in
+    # ... which B, logged in, follows, as it would right after logging in
     b.open(way_back)
     b.wait(lambda: b.driver.current_url == stack.gateway_url + invite, "the way back to the invite")
     # the way back is a path on this site, however it is spelled (no open redirect)
@@ -112,7 +117,21 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         log_in(a, stack, LENDER[2])
         a.wait_visible("#ready")
         assert "实名认证已完成" in a.text("#status")
-        assert a.driver.execute_script("return sessionStorage.getItem('esign.person')") == lender
+        # the session is an HttpOnly cookie (no script reads it) that every tab shares:
+        # a new tab at the start page is logged in, and the page's GET /me says as whom
+        cookie = a.session_cookie()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+        assert not cookie["secure"]  # the stack's gateway is plain HTTP on this machine
+        assert a.driver.execute_script("return document.cookie") == ""
+        first_tab = a.driver.current_window_handle
+        a.driver.switch_to.new_window("tab")
+        a.open("/")
+        a.wait_visible("#ready")
+        assert "实名认证已完成" in a.text("#status") and a.visible("#logout")
+        status, me = a.api_get("/me")
+        assert status == 200 and me["person_id"] == lender, (status, me)
+        a.driver.close()
+        a.driver.switch_to.window(first_tab)
 
         # -- the IOU form, generated from the template
         a.open("/new")
@@ -214,7 +233,7 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         a.wait(lambda: a.text("#state") == "已生效", "A to see the IOU effective")
 
         # -- then a receipt from A's QR code, in the same two sessions
-        receipt_from_a_qr_code(a, b, stack, payee=lender, payer=borrower)
+        receipt_from_a_qr_code(a, b, stack, payee=lender, payer=borrower, tmp_path=tmp_path)
     finally:
         for page in (a, b):
             if page is not None:

@@ -9,8 +9,9 @@ told no head turn was seen, with no proof made; then performs the head turns
 the page asks for, takes the certificate and sees their level in words. They
 sign a document by face the same way (a held-up photo refused first, then a
 fresh challenge performed), end their other device's session from 登录设备
-(that device's tab is sent to log in, told why), and log out: the old token
-is refused (403 session_revoked) over HTTP.
+(that device's browser is sent to log in, told why), and log out: the logout
+clears the session cookie, and its token is refused (403 session_revoked)
+over HTTP.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import urllib.request
 import pytest
 
 from services.common.errors import Forbidden
+from services.gateway.session_cookie import COOKIE
 from tests.support.browser import Page, browser, perform_challenge
 from tests.support.stack import BORROWER, LENDER, party
 
@@ -83,8 +85,8 @@ def test_register_prove_the_face_live_sign_by_face_and_log_out(stack, tmp_path):
         assert page.text("#status") == "已登录。下一步：人脸核身。"
         assert "权威库" in page.text("#face") and "转头" in page.text("#face")
         assert not page.visible("#face [data-upload]") and not page.visible("#face [data-no-camera]")
-        person_id = page.driver.execute_script("return sessionStorage.getItem('esign.person')")
-        token = page.driver.execute_script("return sessionStorage.getItem('esign.token')")
+        token = page.session_cookie()["value"]  # the session the registration set (HttpOnly: WebDriver reads it)
+        person_id = page.api_get("/me")[1]["person_id"]
         assert stack.rpc.identity.person_status(person_id=person_id)["next_step"] == "proofing"
 
         # -- a photo held up to the camera: no head turn, no proof
@@ -135,38 +137,35 @@ def test_register_prove_the_face_live_sign_by_face_and_log_out(stack, tmp_path):
         assert signed["parties"][0]["willingness_method"] == "face" and signed["parties"][0]["signed_at"]
         assert signed["parties"][0]["assurance_level"] == "authority_face_liveness"
 
-        # -- 登录设备: another device (a session made over RPC, used in a second tab), ended from here
+        # -- 登录设备: another device (a session made over RPC, its cookie in a second browser), ended from here
         other = session_over_rpc(stack, LENDER[2])
-        first_tab = page.driver.current_window_handle
-        page.driver.switch_to.new_window("tab")  # sessionStorage is per tab
-        page.open("/")
-        page.driver.execute_script("sessionStorage.setItem('esign.token', arguments[0]);"
-                                   "sessionStorage.setItem('esign.person', arguments[1]);", other, person_id)
-        page.open("/")
-        page.wait_visible("#ready")
-        other_tab = page.driver.current_window_handle
-        page.driver.switch_to.window(first_tab)
-        page.open("/")
-        page.wait(lambda: "iPhone" in page.text("#device-list"), "the other device in 登录设备")
-        page.click("#revoke-others")
-        page.wait(lambda: page.text("#devices-done") == "已退出其他 1 台设备。", "the other device to be logged out")
-        page.wait(lambda: "iPhone" not in page.text("#device-list"), "the list without the other device")
-        assert http_status(stack, other) == (403, {"error": {"code": "forbidden", "message": "session_revoked"}})
-        assert http_status(stack, token)[0] == 200
-        # the other tab, on its next request, is logged out and says why
-        page.driver.switch_to.window(other_tab)
-        page.open("/")
-        page.wait_visible("#login-form")
-        assert page.text("#status") == "您已退出登录（或已在其他设备上被退出），请重新登录"
-        assert page.driver.execute_script("return sessionStorage.getItem('esign.token')") is None
-        page.driver.close()
-        page.driver.switch_to.window(first_tab)
+        device = Page(browser(tmp_path / "downloads-other"), stack.gateway_url)
+        try:
+            device.open("/verify")  # a page of the site, for the cookie's origin
+            device.driver.add_cookie({"name": COOKIE, "value": other, "path": "/", "httpOnly": True,
+                                      "sameSite": "Strict"})
+            device.open("/")
+            device.wait_visible("#ready")
+            page.open("/")
+            page.wait(lambda: "iPhone" in page.text("#device-list"), "the other device in 登录设备")
+            page.click("#revoke-others")
+            page.wait(lambda: page.text("#devices-done") == "已退出其他 1 台设备。", "the other device to be logged out")
+            page.wait(lambda: "iPhone" not in page.text("#device-list"), "the list without the other device")
+            assert http_status(stack, other) == (403, {"error": {"code": "forbidden", "message": "session_revoked"}})
+            assert http_status(stack, token)[0] == 200
+            # the other device, on its next request, is logged out and says why; the 403 cleared its cookie
+            device.open("/")
+            device.wait_visible("#login-form")
+            assert device.text("#status") == "您已退出登录（或已在其他设备上被退出），请重新登录"
+            assert device.session_cookie() is None
+        finally:
+            device.driver.quit()
 
         # -- 退出登录: this session ends at identity, not only in the tab
         page.click("#logout")
         page.wait(lambda: page.visible("#login-form") and page.driver.current_url == stack.gateway_url + "/",
                   "the login page after logging out")
-        assert page.driver.execute_script("return sessionStorage.getItem('esign.token')") is None
+        assert page.session_cookie() is None  # the logout's answer cleared it
         assert not page.visible("#logout")
         assert http_status(stack, token) == (403, {"error": {"code": "forbidden", "message": "session_revoked"}})
     finally:

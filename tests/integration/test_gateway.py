@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
+from services.gateway.session_cookie import COOKIE
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from tests.support.registry import write_registry
@@ -96,6 +97,9 @@ def test_sessions_over_http_are_listed_and_end_at_logout(client):
     assert registered.status_code == 201, registered.text
     first = registered.json()["session"]
     assert registered.json()["assurance_level"] == "authority_two_element"
+    # the registration also set the web pages' cookie: the same session, without a header
+    assert http.cookies[COOKIE] == first["token"]
+    assert http.get("/api/v1/me").json()["person_id"] == registered.json()["person_id"]
     a = {"Authorization": "Bearer " + first["token"]}
     me = http.get("/api/v1/me", headers=a).json()
     assert me["next_step"] == "proofing" and me["assurance_level"] == "authority_two_element"
@@ -109,3 +113,6 @@ def test_sessions_over_http_are_listed_and_end_at_logout(client):
     assert logout.status_code == 200 and logout.json()["revoked"] is True
     after = http.get("/api/v1/me", headers=a)
     assert after.status_code == 403 and after.json()["error"]["message"] == "session_revoked"
+    # the cookie names that session too: refused all the same, and cleared
+    by_cookie = http.get("/api/v1/me")
+    assert by_cookie.json()["error"]["message"] == "session_revoked" and COOKIE not in http.cookies

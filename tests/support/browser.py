@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services.gateway.session_cookie import COOKIE
 from tests.support import fake_camera
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -73,6 +74,18 @@ class Page:
             return self.find(css).is_displayed()
         except NoSuchElementException:
             return False
+
+    def session_cookie(self) -> dict | None:
+        """The session cookie as the browser keeps it (WebDriver sees HttpOnly cookies; scripts do not)."""
+        return self.driver.get_cookie(COOKIE)
+
+    def api_get(self, path: str) -> tuple[int, dict]:
+        """GET ``/api/v1<path>`` from the page, as its scripts do (this site's origin, the browser's
+        cookie): the status and the JSON answer."""
+        return tuple(self.driver.execute_async_script(
+            "const [path, done] = arguments;"
+            "fetch('/api/v1' + path).then(async (r) => done([r.status, await r.json()]),"
+            " (error) => done([0, {error: String(error)}]));", path))
 
     def state(self) -> str:
         console = "\n".join(f"  {entry['level']}: {entry['message']}" for entry in self.driver.get_log("browser"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import pytest
 from fastapi.routing import APIRoute
@@ -149,7 +150,8 @@ class StubRpc:
         if method == "health":
             return {"service": service, "status": "ok", "checks": {}}
         der = base64.b64encode(b"\x30\x00").decode()
-        return {"owner_person_id": PERSON, "person_id": PERSON, "session": {"session_id": "s-1", "token": TOKEN},
+        return {"owner_person_id": PERSON, "person_id": PERSON,
+                "session": {"session_id": "s-1", "token": TOKEN, "expires_at": "2030-01-01T00:00:00+00:00"},
                 "crl_der": der, "response_der": der, "pdf": der, "package": der, "sha256": "0" * 64,
                 "filename": "evidence-f-1.zip", "issuing_pem": "-----BEGIN CERTIFICATE-----\n",
                 "root_pem": "-----BEGIN CERTIFICATE-----\n"}
@@ -171,7 +173,10 @@ def gateway(tmp_path_factory):
     app = create_app({"AMQP_URI": "memory://", "DATA_DIR": str(tmp_path_factory.mktemp("gw")),
                       "LIMITS": {"RATE_EXEMPT": "127.0.0.0/8", "TRUSTED_PROXIES": "127.0.0.1/32", "RATES": rates}},
                      rpc=rpc)
-    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000)) as http:
+    # an API client: a bearer token, and no cookie kept (the login route's session cookie
+    # would otherwise stand in for the token a request leaves out)
+    with TestClient(app, raise_server_exceptions=False, client=("127.0.0.1", 50000),
+                    cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[]))) as http:
         yield app, http, rpc
 
 

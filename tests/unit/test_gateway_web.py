@@ -268,6 +268,15 @@ def test_the_header_logs_out():
     assert ">退出登录</button>" in page_html("index.html").decode("utf-8")
 
 
+def test_the_pages_keep_no_session_token():
+    """The session is the gateway's HttpOnly cookie (services/gateway/session_cookie.py),
+    which every tab shares: no script stores, reads or sends a token."""
+    for script in WEB_DIR.glob("*.js"):
+        text = script.read_text("utf-8")
+        for word in ("Authorization", "Bearer", "esign.token", "document.cookie"):
+            assert word not in text, f"{script.name}: {word}"
+
+
 def _object_keys(script: str, name: str) -> set[str]:
     body = re.search(rf"const {name} = \{{(.*?)\n\}};", script, re.S)
     assert body, name
@@ -282,7 +291,7 @@ def test_every_reason_the_pages_meet_is_said_in_chinese():
     assert {"session_required", "session_revoked", "session_expired", "session_invalid", "account_frozen",
             "account_pending", "step_up_required", "step_up_expired", "step_up_used", "step_up_level_too_low",
             "liveness_challenge_used", "liveness_challenge_expired", "liveness_failed", "face_mismatch",
-            "face_willingness_locked", "assurance_too_low", "phone_challenge_used"} <= reasons
+            "face_willingness_locked", "assurance_too_low", "phone_challenge_used", "csrf_origin"} <= reasons
     assert not {r for r in reasons if r.startswith("token_")}
     assert not reasons & {"reverification_required", "liveness_not_passed"}
     assert {"authority_mismatch", "authority_no_record", "authority_invalid_id", "authority_invalid_name",

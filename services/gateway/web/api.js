@@ -1,22 +1,16 @@
-// The pages' one shared module: the /api/v1 client, the session kept in
-// sessionStorage, and showing an API error next to the field it names.
+// The pages' one shared module: the /api/v1 client, who is logged in, and
+// showing an API error next to the field it names.
+//
+// The session is a cookie the gateway sets at login and registration: HttpOnly,
+// so no script here reads it (nor one injected into a page), and shared by every
+// tab of the browser. The pages send it with each request (fetch's default,
+// same-origin credentials) and learn who is logged in from GET /me.
 
-const TOKEN = "esign.token";
-const PERSON = "esign.person";
-const ENDED_REASON = "esign.ended"; // why the last session ended, for the login page to say
+const ENDED_REASON = "esign.ended"; // why the last session ended, for the login page to say (this tab's)
 
 export const session = {
-  get token() { return sessionStorage.getItem(TOKEN); },
-  get personId() { return sessionStorage.getItem(PERSON); },
-  save(answer) {
-    sessionStorage.setItem(TOKEN, answer.token);
-    sessionStorage.setItem(PERSON, answer.person_id);
-    sessionStorage.removeItem(ENDED_REASON);
-  },
-  clear() {
-    sessionStorage.removeItem(TOKEN);
-    sessionStorage.removeItem(PERSON);
-  },
+  // A session began (login, registration): why the last one ended is old news.
+  started() { sessionStorage.removeItem(ENDED_REASON); },
   // Why the last session ended (said once), or null.
   takeEndedReason() {
     const reason = sessionStorage.getItem(ENDED_REASON);
@@ -79,6 +73,7 @@ const REASONS = {
   invite_invalid: "二维码无效，请让对方重新生成",
   invite_expired: "二维码已过期，请让对方重新生成",
   "person not found: for this phone": "该手机号尚未注册，请先注册",
+  csrf_origin: "请求来源不被允许，请从本站页面操作",
   unavailable: "服务暂时不可用，请稍后再试",
 };
 
@@ -143,17 +138,18 @@ export class ApiError extends Error {
   }
 }
 
-// The session ended (logout, another device, idle, too old, frozen account): logged out.
+// Not logged in: no session (session_required), or it ended (logout, another
+// device, idle, too old, frozen account; the gateway cleared its cookie).
 const ENDED = /^(session_(required|revoked|expired|invalid)|account_frozen)$/;
 
-function loginExpired(error) {
-  return error.status === 403 && ENDED.test(error.reason || "");
+export function loggedOut(error) {
+  return error instanceof ApiError && error.status === 403 && ENDED.test(error.reason || "");
 }
 
-async function request(method, path, body, accept) {
+// `toLogin`: a refusal for want of a session sends the browser to log in.
+async function request(method, path, body, accept, toLogin = true) {
   const headers = { Accept: accept };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (session.token) headers.Authorization = `Bearer ${session.token}`;
   const answer = await fetch(`/api/v1${path}`, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -161,11 +157,10 @@ async function request(method, path, body, accept) {
     let error = { code: "http_" + answer.status, message: `请求失败（${answer.status}）` };
     try { error = (await answer.json()).error || error; } catch { /* not JSON */ }
     const failure = new ApiError(answer.status, error);
-    if (loginExpired(failure)) {
-      const had = Boolean(session.token);
-      session.clear();
-      if (had) sessionStorage.setItem(ENDED_REASON, failure.message);
-      goToLogin();
+    if (loggedOut(failure)) {
+      // any reason but session_required means the browser had a session that has ended: say why
+      if (failure.reason !== "session_required") sessionStorage.setItem(ENDED_REASON, failure.message);
+      if (toLogin) goToLogin();
     }
     throw failure;
   }
@@ -188,9 +183,22 @@ export function goToLogin() {
   location.assign("/?next=" + encodeURIComponent(location.pathname + location.search));
 }
 
-export function requireLogin() {
-  if (!session.token) { goToLogin(); return false; }
-  return true;
+// Who is logged in (GET /me: the person's status), or null when nobody is;
+// it sends nobody to log in (a page anyone may use asks it too).
+export async function whoIsLoggedIn() {
+  try {
+    return await (await request("GET", "/me", undefined, "application/json", false)).json();
+  } catch (error) {
+    if (loggedOut(error)) return null;
+    throw error;
+  }
+}
+
+// A page for logged-in people: who is logged in, or null once the browser is on its way to log in.
+export async function requireLogin() {
+  const me = await whoIsLoggedIn();
+  if (!me) goToLogin();
+  return me;
 }
 
 // Only a path (and query) on this site: never an open redirect to another origin.
@@ -311,19 +319,26 @@ export function showPdf(blob, frame) {
 }
 
 // The header every page shares: 退出登录 when logged in. Logging out ends the
-// session at identity first; one that has ended already is logged out all the same.
-export function initHeader() {
+// session at identity, whose answer clears the cookie (as does the 403 for a
+// session that has ended already). No script can drop the cookie itself, so
+// while the gateway cannot be reached the session holds and the button says so.
+export function initHeader(loggedIn) {
   const out = $("#logout");
   if (!out) return;
-  out.hidden = !session.token;
+  out.hidden = !loggedIn;
   if (out.dataset.wired) return;
   out.dataset.wired = "yes";
   out.addEventListener("click", async () => {
     out.disabled = true;
     try {
-      if (session.token) await api("POST", "/sessions/current/revoke");
-    } catch { /* ended already, or offline: this tab forgets it either way */ }
-    session.clear();
+      await api("POST", "/sessions/current/revoke");
+    } catch (error) {
+      if (!loggedOut(error)) { // not "ended already": offline, or a service away
+        out.textContent = "退出失败，请重试";
+        out.disabled = false;
+        return;
+      }
+    }
     location.assign("/");
   });
 }

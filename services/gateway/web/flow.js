@@ -6,7 +6,7 @@
 // and the evidence package (证据包, a ZIP that esign verify checks offline).
 // A flow whose party's identity was taken back says so (cancelled or 身份争议).
 import {
-  $, act, api, apiBlob, assuranceText, base64Blob, el, initHeader, offerDownload, requireLogin, session, showPdf,
+  $, act, api, apiBlob, assuranceText, base64Blob, el, initHeader, offerDownload, requireLogin, showPdf,
 } from "./api.js";
 import { faceBox, isCameraError } from "./facecheck.js";
 
@@ -18,6 +18,7 @@ const STATES = {
 const FLOW_REASONS = { identity_disputed: "签署方身份存在争议" };
 const METHODS = { sms: "短信验证码", face: "人脸" };
 let flow = null;
+let myId = null; // the logged-in person (GET /me)
 
 // -- the handwriting pad (pointer events: finger, pen or mouse) -----------------------
 
@@ -219,7 +220,7 @@ function time(iso) { return iso ? new Date(iso).toLocaleString("zh-CN", { hour12
 
 function show(answer) {
   flow = answer;
-  const me = session.personId;
+  const me = myId;
   const mine = flow.parties.find((p) => p.person_id === me);
   const next = flow.parties.find((p) => p.person_id === flow.next_person_id);
   document.title = `电子签 · ${flow.title}`;
@@ -272,9 +273,12 @@ async function openFlow() {
 }
 
 async function main() {
-  initHeader();
-  if (!requireLogin()) return;
+  initHeader(false);
   try {
+    const person = await requireLogin();
+    if (!person) return;
+    initHeader(true);
+    myId = person.person_id;
     show(await openFlow());
     await loadPdf();
   } catch (error) {

@@ -5,9 +5,10 @@ import { $, api, el, initHeader, requireLogin } from "./api.js";
 import { editDocument, resumeDocument } from "./editor.js";
 
 async function main() {
-  initHeader();
-  if (!requireLogin()) return;
+  initHeader(false);
   try {
+    if (!await requireLogin()) return;
+    initHeader(true);
     const templates = await api("GET", "/templates");
     $("#templates").replaceChildren(...templates.map((t) => el("button", {
       type: "button", role: "radio", "aria-checked": "false", class: "choice", dataset: { template: t.id },

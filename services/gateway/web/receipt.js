@@ -6,15 +6,16 @@ import { $, api, initHeader, localTime, requireLogin, showError } from "./api.js
 import { editDocument } from "./editor.js";
 
 async function main() {
-  initHeader();
+  initHeader(false);
   const token = new URLSearchParams(location.search).get("invite");
   if (!token) {
     $("#invite-info").textContent = "链接不完整：请重新扫描对方的二维码。";
     return;
   }
-  if (!requireLogin()) return; // login comes back here, the invite included
   const path = `/receipt-invites/${encodeURIComponent(token)}`;
   try {
+    if (!await requireLogin()) return; // login comes back here, the invite included
+    initHeader(true);
     const invite = await api("GET", path);
     if (invite.own_invite) {
       $("#invite-info").textContent = "这是您自己的二维码：请让对方扫描它来开具收据。";

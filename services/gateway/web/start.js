@@ -2,7 +2,7 @@
 // then the real-name steps: 人脸核身 (a live head-turn capture compared with the
 // authority's ID photo), then the signing certificate; once ready, 我的二维码
 // and the devices logged in.
-import { $, act, api, assuranceText, el, initHeader, localTime, nextPath, session } from "./api.js";
+import { $, act, api, assuranceText, el, initHeader, localTime, loggedOut, nextPath, session } from "./api.js";
 import { cameraSupported } from "./camera.js";
 import { failureMessage, faceBox, isCameraError } from "./facecheck.js";
 
@@ -33,7 +33,7 @@ function show(stage) {
   $("#ready").hidden = stage !== "ready";
   $("#qr").hidden = stage !== "ready";
   $("#devices").hidden = stage !== "ready";
-  initHeader();
+  initHeader(stage !== "phone");
 }
 
 async function ready(certificate) {
@@ -69,14 +69,15 @@ function showCertificate() {
     : "人脸核身已通过。领取您本人的签名证书后即可签署文件。";
 }
 
-// Where the person stands: GET /me reads it and changes nothing.
+// Whether anyone is logged in (the session cookie, which this page cannot read)
+// and where they stand: GET /me reads it and changes nothing.
 async function probe() {
   try {
     me = await api("GET", "/me");
   } catch (error) {
-    if (!session.token) { showLogin(error.message); return; }
-    showFace();
-    $('#face-form [data-error-for="_form"]').textContent = error.message;
+    // not logged in, or the session ended (api.js kept why, for showLogin to say); or
+    // the gateway could not tell (offline, a service away), which the login step says
+    showLogin(loggedOut(error) ? null : error.message);
     return;
   }
   if (me.next_step === "frozen") show("frozen");
@@ -143,7 +144,8 @@ const login = $("#login-form");
 wireCodeButton(login);
 onSubmit(login, async () => {
   const challenge = await confirmedChallenge(login);
-  session.save(await api("POST", "/sessions", { phone_challenge_id: challenge }));
+  await api("POST", "/sessions", { phone_challenge_id: challenge }); // the answer's cookie is the session
+  session.started();
   await probe();
 }, "code");
 
@@ -151,13 +153,13 @@ const register = $("#register-form");
 wireCodeButton(register);
 onSubmit(register, async () => {
   const challenge = await confirmedChallenge(register);
-  const person = await api("POST", "/persons", {
+  await api("POST", "/persons", { // the answer's cookie is the session
     name: register.elements.name.value.trim(),
     id_number: register.elements.id_number.value.trim(),
     phone: register.elements.phone.value.trim(),
     phone_challenge_id: challenge,
   });
-  session.save(person.session);
+  session.started();
   await probe();
 }, "code");
 
@@ -292,4 +294,4 @@ for (const button of qr.querySelectorAll("[data-role]")) {
   }));
 }
 
-if (session.token) probe(); else showLogin();
+probe();

@@ -1,6 +1,6 @@
 // Verify a signed PDF: POST /verify, then every check of every signature and
 // document time-stamp, and the overall result.
-import { $, act, api, el, initHeader, readBase64 } from "./api.js";
+import { $, act, api, el, initHeader, readBase64, whoIsLoggedIn } from "./api.js";
 
 const form = $("#verify-form");
 
@@ -72,4 +72,5 @@ form.addEventListener("submit", (event) => {
   });
 });
 
-initHeader();
+// anyone may verify: 退出登录 only for someone logged in, and nobody is sent to log in
+whoIsLoggedIn().then((person) => initHeader(Boolean(person)), () => initHeader(false));
