@@ -68,8 +68,14 @@ async function load(more) {
 }
 
 async function main() {
-  initHeader();
-  if (!requireLogin()) return;
+  initHeader(false);
+  try {
+    if (!await requireLogin()) return;
+  } catch (error) {
+    $("#files-error").textContent = error.message;
+    return;
+  }
+  initHeader(true);
   $("#files-status").append(...Object.entries(STATUS_TEXT).map(([value, text]) => el("option", { value }, text)));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
