@@ -28,8 +28,12 @@ def list_drafts(session: Session, keyring: Keyring, templates: Templates, query:
     if not query.wants("draft"):
         return {"items": [], "more": False}
 
+    # a statement (还款确认书 …) is made and sent at once: signing lists it; one whose render failed is not a draft
+    statements = sorted({template.id for template in templates.catalog if template.statement})
+
     def fetch(after, limit):
         statement = select(Document).where(Document.owner_person_id == query.person_id,
+                                           Document.template_id.notin_(statements),
                                            Document.locked_at.is_(None), Document.status.in_(DRAFT_STATUSES),
                                            before_clause(Document.updated_at, Document.id, after))
         if query.template_id is not None:

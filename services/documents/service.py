@@ -79,7 +79,8 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         """The newest version of every template, as a form needs it."""
         latest = {}
         for template in self.templates.catalog:
-            latest[template.id] = template  # the catalog iterates by (id, version)
+            if not template.statement:  # those the platform makes (create_statement)
+                latest[template.id] = template  # the catalog iterates by (id, version)
         return [dict(t.describe(), sha256=self.templates.sha256(t)) for t in latest.values()]
 
     # -- drafts ---------------------------------------------------------------
@@ -90,12 +91,30 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         incomplete; each one given must keep its field's rules."""
         return self._new_draft(template_id, values, initiator_role, owner_person_id)
 
-    def _new_draft(self, template_id: str, values: dict, initiator_role: str | None, owner_person_id: str | None,
-                   masked_persons: tuple[str, ...] = ()) -> dict:
+    @rpc
+    def create_statement(self, template_id: str, values: dict, owner_person_id: str) -> dict:
+        """For signing only (never exposed by the gateway): a statement about a
+        signed document (a 还款确认书, a 借款展期协议: ``statement: true``
+        templates) made and rendered at once, as ``render`` answers. Every rule
+        of its template holds, the rate cap of an extension's date included."""
         try:
             template = self.templates.get(template_id)
         except LookupError:
             raise NotFound("template", template_id) from None
+        if not template.statement:
+            raise InvalidInput("template_id", "statement_template", "expected a template the platform makes")
+        draft = self._new_draft(template_id, values, None, owner_person_id, statement=True)
+        return self.render(document_id=draft["document_id"])
+
+    def _new_draft(self, template_id: str, values: dict, initiator_role: str | None, owner_person_id: str | None,
+                   masked_persons: tuple[str, ...] = (), statement: bool = False) -> dict:
+        try:
+            template = self.templates.get(template_id)
+        except LookupError:
+            raise NotFound("template", template_id) from None
+        if template.statement and not statement:
+            raise InvalidInput("template_id", "made_by_platform",
+                               f"{template.title} is made by the platform from a signed document, not as a draft")
         if owner_person_id is not None and not 0 < len(owner_person_id) <= 64:
             raise InvalidInput("owner_person_id", "max_length", "expected 1 to 64 characters")
         values = dict(values)

@@ -162,6 +162,9 @@ class Template:
         if self.remark_field:
             self._need_field(spec, "remark_field", self.remark_field)
         self.summary_fields: dict[str, str] = self._read_summary(spec)
+        #: made by the platform about another signed document (a 还款确认书, a 借款展期协议), never
+        #: offered in the editor nor made with create_draft: documents' create_statement makes it
+        self.statement: bool = spec.get("statement", bool, False)
         self.checks: tuple[CrossCheck, ...] = tuple(
             self._read_check(Spec(item, source, f"checks.{i}")) for i, item in enumerate(spec.get("checks", list, []))
         )
@@ -221,14 +224,26 @@ class Template:
     def summary(self, values: dict) -> dict[str, Any]:
         """What a list of documents shows of one (``values`` as stored): the
         amount and due date the template names (None when it names none or
-        the draft has none yet) and each party's real name as entered."""
+        the draft has none yet) and each party's real name as entered; and,
+        for a loan (a template with a repayment schedule, complete), its
+        terms (``loan``: what signing computes repayments and extensions from)."""
         return {
             "amount": values.get(self.summary_fields["amount"]) if "amount" in self.summary_fields else None,
             "due_date": values.get(self.summary_fields["due_date"]) if "due_date" in self.summary_fields else None,
             "parties": [{"role": role.id, "label": role.label,
                          "name": (values.get(role.person_field) or {}).get("name") or None}
                         for role in self.roles],
+            "loan": self._loan_terms(values),
         }
+
+    def _loan_terms(self, values: dict) -> dict[str, str] | None:
+        schedule = next((c for c in self.computed.values() if c.kind == "repayment_schedule"), None)
+        if schedule is None or any(values.get(name) in (None, "") for name in schedule.sources.values()):
+            return None
+        source = schedule.sources
+        return {"principal": values[source["principal"]], "annual_rate": values[source["rate"]],
+                "start_date": values[source["start"]], "due_date": values[source["end"]],
+                "method": schedule.methods[values[source["method"]]], "day_count": schedule.day_count}
 
     def _read_roles(self, spec: Spec) -> tuple[Role, ...]:
         initiator = self._need_field(spec, "initiator_field", self.initiator_field, EnumField, required=True)

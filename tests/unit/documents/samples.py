@@ -117,8 +117,45 @@ def employment_values(**changes):
     return values
 
 
+def repayment_values(**changes):
+    """A 还款确认书 as signing makes it (the figures are signing's: services/signing/loan.py)."""
+    values = {
+        "initiator_role": "出借方",
+        "lender": dict(LENDER),
+        "borrower": dict(BORROWER),
+        "iou_reference": "借条（2026年1月31日签署完成，文件 SHA-256 0123456789abcdef…）",
+        "amount": "3000",
+        "repaid_on": "2026-11-20",
+        "method": "微信转账",
+        "interest_part": "87.50",
+        "principal_part": "2912.50",
+        "principal_after": "7092.50",
+    }
+    values.update(changes)
+    return values
+
+
+def extension_values(**changes):
+    """A 借款展期协议 as signing makes it, agreed on TODAY."""
+    values = {
+        "initiator_role": "借款方",
+        "lender": dict(LENDER),
+        "borrower": dict(BORROWER),
+        "iou_reference": "借条（2026年1月31日签署完成，文件 SHA-256 0123456789abcdef…）",
+        "principal_outstanding": "7092.50",
+        "original_repayment_date": "2026-12-15",
+        "agreed_on": TODAY.isoformat(),
+        "repayment_date": "2027-03-15",
+        "annual_rate": "3.65",
+    }
+    values.update(changes)
+    return values
+
+
 VALID = {
     "iou": iou_values,
+    "iou_repayment": repayment_values,
+    "iou_extension": extension_values,
     "receipt": receipt_values,
     "iou_contract": iou_contract_values,
     "rental": rental_values,

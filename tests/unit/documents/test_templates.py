@@ -5,13 +5,15 @@ import pytest
 
 from services.common.errors import InvalidInput
 from services.documents.template import TEMPLATES_DIR
-from services.documents.validation import PersonCheckers
+from services.documents.validation import PersonCheckers, ValidationFailed
 
 from .samples import BORROWER, HASH_A, HASH_B, LENDER, TODAY, VALID, employment_values, iou_values, receipt_values
 
 
-def test_catalog_has_the_five_templates(catalog):
-    assert {t.id for t in catalog} == {"iou", "receipt", "iou_contract", "rental", "employment"}
+def test_catalog_has_the_five_templates_and_two_statements(catalog):
+    assert {t.id for t in catalog} == {"iou", "receipt", "iou_contract", "rental", "employment", "iou_repayment",
+                                       "iou_extension"}
+    assert {t.id for t in catalog if t.statement} == {"iou_repayment", "iou_extension"}
     assert catalog.get("iou").version == 1
     assert catalog.get("iou", 1).title == "借条"
     with pytest.raises(LookupError):
@@ -25,7 +27,8 @@ def test_valid_input_gives_json_content(catalog, template_id):
     text = json.dumps(content, ensure_ascii=False)  # plain JSON, no Decimals or dates
     assert "{" not in "".join(p for s in content["sections"] for p in s["paragraphs"])  # every placeholder filled
     assert content["title"] == template.title
-    assert [p["name"] for p in content["parties"]] == [LENDER["name"], BORROWER["name"]]
+    # a 还款确认书 is signed by the lender alone
+    assert [p["name"] for p in content["parties"]] == [LENDER["name"], BORROWER["name"]][:len(template.roles)]
     assert all(p["signature_field"].startswith("sig_") for p in content["parties"])
     assert [s["field"] for s in content["signatures"]] == [p["signature_field"] for p in content["parties"]]
     assert sum(p["initiator"] for p in content["parties"]) == 1
@@ -216,3 +219,22 @@ def test_render_input_has_the_renderer_json_form(catalog, template_id):
     assert model.amount_words == content["amount"]["words"]
     assert (model.schedule is not None) == (content["schedule"] is not None)
     assert [a.sha256 for a in model.attachments] == [a["sha256"] for a in content["attachments"]]
+
+
+def test_a_statement_keeps_its_templates_rules(catalog):
+    """The figures of a 还款确认书 and a 借款展期协议 are signing's, but their
+    templates still refuse what no such statement may say."""
+    from .samples import extension_values, repayment_values
+
+    def violations(template_id, values):
+        with pytest.raises(ValidationFailed) as refused:
+            catalog.get(template_id).validate(values, TODAY)
+        return {(v.field, v.rule) for v in refused.value.violations}
+
+    assert ("repaid_on", "max") in violations("iou_repayment", repayment_values(repaid_on="2026-11-29"))
+    # an extension is agreed today, to a later date, at a rate under the cap of today
+    assert ("agreed_on", "min") in violations("iou_extension", extension_values(agreed_on="2026-11-27"))
+    assert ("repayment_date", "after") in violations("iou_extension", extension_values(repayment_date="2026-12-01"))
+    assert ("annual_rate", "rate_cap") in violations("iou_extension", extension_values(annual_rate="12.5"))
+    content = catalog.get("iou_extension").content(extension_values(), TODAY)
+    assert [p["label"] for p in content["parties"]] == ["出借人", "借款人"]
