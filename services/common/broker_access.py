@@ -78,10 +78,11 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
         "signing.confirm_void", "signing.reject_void", "signing.get_signed_pdf", "signing.report",
         "signing.evidence_package", "signing.verify", "signing.document_status", "signing.checkpoint",
         "signing.consistency_proof", "signing.inclusion_proof", "signing.log_public_key", "signing.list_files",
+        "signing.loan", "signing.confirm_repayment", "signing.propose_extension",
     }),
     "documents": frozenset({"identity.person_status", "identity.party_details"}),
     "signing": frozenset({
-        "documents.get_document_content", "documents.get_pdf", "documents.lock_for_signing",
+        "documents.get_document_content", "documents.get_pdf", "documents.lock_for_signing", "documents.create_statement",
         "documents.release_signing_lock", "documents.signing_locks",
         "identity.current_certificate", "identity.start_willingness", "identity.sign_digest",
         "identity.report_profile", "identity.pki_certificates", "identity.crl", "identity.find_person",
@@ -94,6 +95,7 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
 _FLOW_EVENTS_LOGGED = frozenset({
     "flow_sent", "party_joined", "party_signed", "flow_completed", "flow_declined", "flow_expired",
     "void_requested", "void_rejected", "flow_voided", "flow_cancelled", "flow_identity_disputed",
+    "loan_repayment_recorded", "loan_extended", "loan_repaid",
 })
 
 #: Who handles which events: ``{subscriber: {source: event types}}``.

@@ -3,7 +3,11 @@ time zones; PostgreSQL columns are ``timestamp without time zone``), aware
 everywhere else, ISO 8601 with an offset on the wire."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+#: the day of a document, a repayment or a reminder is a day in China
+CHINA = ZoneInfo("Asia/Shanghai")
 
 
 def now() -> datetime:
@@ -29,3 +33,8 @@ def naive(value: datetime | None) -> datetime | None:
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 with the UTC offset, for RPC answers and events."""
     return aware(value).isoformat() if value is not None else None
+
+
+def today_in_china(moment: datetime | None = None) -> date:
+    """The calendar day in China at ``moment`` (default now)."""
+    return (moment or now()).astimezone(CHINA).date()

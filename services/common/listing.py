@@ -44,6 +44,9 @@ STATUSES = (
     "expired",         # 已过期
     "cancelled",       # 已撤销 (a party's identity was disputed while it was being signed)
     "disputed",        # 身份争议 (an ended flow a dispute marked)
+    "part_repaid",     # 部分还款: a signed IOU some of which the lender confirmed repaid
+    "repaid",          # 已还清
+    "overdue",         # 已逾期: a signed IOU past its repayment date, not repaid (a matter of the day)
 )
 
 Row = TypeVar("Row")

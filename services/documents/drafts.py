@@ -18,7 +18,6 @@ import datetime as _dt
 import json
 import re
 from typing import Any, Iterable
-from zoneinfo import ZoneInfo
 
 from services.common.errors import InvalidInput
 from services.common.masking import mask_id_number, mask_name, mask_phone
@@ -27,12 +26,7 @@ from services.documents.fields import ImagesField
 from services.documents.template import Template
 from services.documents.validation import ValidationFailed, Violation
 
-CHINA = ZoneInfo("Asia/Shanghai")
 _PARTY_PATH = re.compile(r"parties\[(\d+)\]\.(name|id_number|phone)")
-
-
-def today_in_china(now: _dt.datetime | None = None) -> _dt.date:
-    return (now or _dt.datetime.now(_dt.timezone.utc)).astimezone(CHINA).date()
 
 
 def seal_values(keyring: Keyring, document_id: str, values: dict) -> str:

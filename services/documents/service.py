@@ -37,7 +37,7 @@ from sqlalchemy import select
 from services.common import events, listing
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
-from services.common.clock import iso, utcnow
+from services.common.clock import iso, today_in_china, utcnow
 from services.common.object_intents import ObjectReconciliation
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
@@ -121,7 +121,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         if initiator_role is not None:
             values[template.initiator_field] = self._initiator_choice(template, initiator_role, values)
         drafts.refuse_image_values(template, values)
-        normalised = self._validate(template, values, drafts.today_in_china(), complete=False, operation="create")
+        normalised = self._validate(template, values, today_in_china(), complete=False, operation="create")
         document_id = str(uuid.uuid4())
         now = utcnow()
         document = Document(
@@ -150,7 +150,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         stored = drafts.open_values(self.keys.keyring, document_id, document.content_sealed)
         merged = drafts.merge_values(stored, values)
         normalised = self._validate(template, drafts.with_attachments(template, merged, attachments),
-                                    drafts.today_in_china(), complete=False, operation="update")
+                                    today_in_china(), complete=False, operation="update")
         normalised = drafts.without_images(template, normalised)
         if normalised != stored:
             document.content_sealed = drafts.seal_values(self.keys.keyring, document_id, normalised)
@@ -211,7 +211,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         template = self._template_of(document)
         outcome = "internal_error"
         try:
-            day = drafts.parse_document_date(document_date) or document.document_date or drafts.today_in_china()
+            day = drafts.parse_document_date(document_date) or document.document_date or today_in_china()
             attachments = self._attachments(document_id)
             values = drafts.with_attachments(
                 template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed), attachments)
@@ -271,7 +271,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         values = drafts.with_attachments(
             template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed),
             self._attachments(document_id))
-        day = document.document_date or drafts.today_in_china()
+        day = document.document_date or today_in_china()
         try:
             content, violations = template.content(values, day), []
         except ValidationFailed as exc:

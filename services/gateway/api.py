@@ -187,6 +187,18 @@ class MethodIn(BaseModel):
     method: str = "sms"
 
 
+class RepaymentIn(BaseModel):
+    amount: str = Field(..., description="yuan, at most to the fen: 1500 or 1500.50")
+    date: str = Field(..., description="the day it was received, YYYY-MM-DD (not a future day)")
+    method: str = Field(..., description="银行转账, 微信转账, 支付宝转账, 现金 or 其他")
+
+
+class ExtensionIn(BaseModel):
+    repayment_date: str = Field(..., description="the new repayment date, YYYY-MM-DD, after today and the current one")
+    annual_rate: str | None = Field(None, description="the rate a year from the current repayment date on, in "
+                                                      "percent (3.65); default the rate in force")
+
+
 class GrantIn(BaseModel):
     grant: str
 
@@ -425,9 +437,15 @@ def start_flow(body: FlowIn, request: Request, person_id: str = Depends(current_
 
 
 def _party_view(request: Request, flow_id: str, person_id: str) -> dict:
+    """The flow, if the session's person is a party, or a party of the IOU a
+    statement (还款确认书, 借款展期协议) is about: the borrower reads the
+    repayments the lender confirmed."""
     flow = rpc(request).call("signing", "get_flow", flow_id=flow_id)
     if person_id not in {p["person_id"] for p in flow["parties"]}:
-        raise Forbidden("not_a_party")
+        parent = flow.get("parent_flow_id")
+        if not parent or person_id not in {p["person_id"] for p in
+                                           rpc(request).call("signing", "get_flow", flow_id=parent)["parties"]}:
+            raise Forbidden("not_a_party")
     return flow
 
 
@@ -464,6 +482,42 @@ def prepare_signature(flow_id: str, body: SignatureIn, request: Request,
 def sign(flow_id: str, body: SignIn, request: Request, person_id: str = Depends(current_person)) -> dict:
     return rpc(request).call("signing", "sign", flow_id=flow_id, person_id=person_id,
                              pending_id=body.pending_id, grant=body.grant)
+
+
+# -- a signed IOU's life: 还款确认, 展期 -------------------------------------------------------
+@router.get("/flows/{flow_id}/loan", tags=["signing"], responses=errors(SESSION, 404, 409, 422))
+def get_loan(flow_id: str, request: Request, person_id: str = Depends(current_person)) -> dict:
+    """Where a signed IOU stands today: principal and interest outstanding,
+    each repayment as applied (interest first), each extension, the
+    repayment date in force, and the statement being signed, if any
+    (409 not_a_loan for a document without a repayment schedule)."""
+    _party_view(request, flow_id, person_id)
+    return rpc(request).call("signing", "loan", flow_id=flow_id)
+
+
+@router.post("/flows/{flow_id}/repayments", tags=["signing"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409))
+def confirm_repayment(flow_id: str, body: RepaymentIn, request: Request,
+                      person_id: str = Depends(current_person)) -> dict:
+    """还款确认, by the lender only: answers the flow of a 还款确认书 stating
+    the repayment and how it was applied, for the lender to sign
+    (``/signature`` then ``/sign`` on that flow, with willingness). It takes
+    effect with that signature. Refused: above what is owed on that day, a
+    future day, by the borrower (403 lender_only), on a voided IOU, or while
+    another statement is being signed (409 statement_pending)."""
+    return rpc(request).call("signing", "confirm_repayment", flow_id=flow_id, person_id=person_id,
+                             amount=body.amount, date=body.date, method=body.method)
+
+
+@router.post("/flows/{flow_id}/extensions", tags=["signing"], status_code=201,
+             responses=errors(SESSION, BODY, 404, 409))
+def propose_extension(flow_id: str, body: ExtensionIn, request: Request,
+                      person_id: str = Depends(current_person)) -> dict:
+    """展期, by either party: answers the flow of a 借款展期协议; the proposer
+    signs it first and the other party accepts by signing it. The rate must be
+    under the legal cap on the day (422 rate_cap)."""
+    return rpc(request).call("signing", "propose_extension", flow_id=flow_id, person_id=person_id,
+                             repayment_date=body.repayment_date, annual_rate=body.annual_rate)
 
 
 @router.post("/flows/{flow_id}/reminders", tags=["signing"], status_code=201,

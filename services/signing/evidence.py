@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import datetime, timedelta
+from typing import Mapping
 
 import eventlet
 from nameko.timer import timer
@@ -34,9 +36,12 @@ from services.signing.witnesses import Witnessing
 #: every event of a flow; each is a leaf
 FLOW_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
                events.FLOW_DECLINED, events.FLOW_EXPIRED, events.VOID_REQUESTED, events.VOID_REJECTED,
-               events.FLOW_VOIDED, events.FLOW_CANCELLED, events.FLOW_IDENTITY_DISPUTED)
-#: fields of a flow event copied into its leaf when the event has them
-LEAF_EXTRA_FIELDS = ("assurance_level", "disputed_person_id", "dispute_reason", "reason")
+               events.FLOW_VOIDED, events.FLOW_CANCELLED, events.FLOW_IDENTITY_DISPUTED,
+               events.LOAN_REPAYMENT_RECORDED, events.LOAN_EXTENDED, events.LOAN_REPAID)
+#: fields of a flow event copied into its leaf when the event has them (a statement about a signed IOU
+#: names its own flow and signed PDF: services/signing/loans.py)
+LEAF_EXTRA_FIELDS = ("assurance_level", "disputed_person_id", "dispute_reason", "reason", "statement_flow_id",
+                     "statement_sha256")
 #: the event that put a flow in each ended state
 ENDING_EVENTS = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDED,
                  "void_requested": events.VOID_REQUESTED, "declined": events.FLOW_DECLINED,
@@ -96,13 +101,14 @@ class FlowEvidence:
             leaves.append({"index": leaf.index, "leaf": leaf.data.decode("utf-8"), "proof": proof.to_dict()})
         return {"checkpoint": checkpoint, "tree_size": size, "leaves": leaves, "log_public_key": self.log.public_key()}
 
-    def settled(self, flow_id: str, awaited: set[str], wait: float = EVIDENCE_WAIT_SECONDS) -> dict:
-        """The flow's evidence once the ``awaited`` events are in the log and
-        under a checkpoint; ``Unavailable`` after ``wait`` seconds."""
+    def settled(self, flow_id: str, awaited: Mapping[str, int], wait: float = EVIDENCE_WAIT_SECONDS) -> dict:
+        """The flow's evidence once the ``awaited`` events (type → how many) are
+        in the log and under a checkpoint; ``Unavailable`` after ``wait`` seconds."""
         deadline = time.monotonic() + wait
         while True:
             evidence = self.of_flow(flow_id)
-            missing = awaited - {json.loads(leaf["leaf"]).get("event_type") for leaf in evidence["leaves"]}
+            logged = Counter(json.loads(leaf["leaf"]).get("event_type") for leaf in evidence["leaves"])
+            missing = {event for event, count in awaited.items() if logged[event] < count}
             if not missing:
                 return evidence
             if time.monotonic() >= deadline:
@@ -167,6 +173,18 @@ class EvidenceEntrypoints:
 
     @handles_event("signing", events.FLOW_IDENTITY_DISPUTED)
     def log_flow_identity_disputed(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED)
+    def log_loan_repayment_recorded(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.LOAN_REPAID)
+    def log_loan_repaid(self, event: dict) -> None:
+        self.evidence.append(event)
+
+    @handles_event("signing", events.LOAN_EXTENDED)
+    def log_loan_extended(self, event: dict) -> None:
         self.evidence.append(event)
 
     # -- proofs anyone may ask for (the gateway serves them publicly) --------------------------

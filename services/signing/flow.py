@@ -112,11 +112,12 @@ class Transition:
 
 def new_flow(flow_id: str, document_id: str, document_sha256: str, parties: list[Party],
              expires_at: datetime, now: datetime,
-             required_assurance: AssuranceLevel = AssuranceLevel.SELF_DECLARED) -> Flow:
-    """A draft flow. The initiator is the first party; at least two parties,
+             required_assurance: AssuranceLevel = AssuranceLevel.SELF_DECLARED, min_parties: int = 2) -> Flow:
+    """A draft flow. The initiator is the first party; at least two parties
+    (``min_parties`` 1: a statement its maker alone signs, a 还款确认书),
     each person and each signature field once."""
-    if len(parties) < 2:
-        raise InvalidInput("parties", "min_items", f"expected at least 2 parties, found {len(parties)}")
+    if len(parties) < min_parties:
+        raise InvalidInput("parties", "min_items", f"expected at least {min_parties} parties, found {len(parties)}")
     if parties[0].person_id is None:
         raise InvalidInput("parties.0.person_id", "required", "the initiator is a registered person")
     people = [p.person_id for p in parties if p.person_id is not None]
@@ -168,6 +169,20 @@ def _reason(reason: str) -> str:
     if len(text) > MAX_REASON_CHARS:
         raise InvalidInput("reason", "max_chars", f"reason too long: {len(text)} > {MAX_REASON_CHARS}")
     return text
+
+
+#: what a statement about a signed IOU changes (services/signing/loans.py), as events of the IOU's flow
+LOAN_EVENTS = frozenset({events.LOAN_REPAYMENT_RECORDED, events.LOAN_EXTENDED, events.LOAN_REPAID})
+
+
+def loan_event(flow: Flow, event: str) -> Transition:
+    """A statement about a signed IOU (a repayment, an extension) took effect:
+    the IOU stays as it is (completed, or completed with a void asked for)
+    and the event records the change."""
+    if event not in LOAN_EVENTS:
+        raise ValueError(f"not a loan event: {event}")
+    _require_state(flow, FlowState.COMPLETED, FlowState.VOID_REQUESTED)
+    return Transition(flow, (event,))
 
 
 def send(flow: Flow, now: datetime) -> Transition:

@@ -147,6 +147,7 @@ class FlowStore:
             "document_sha256": row.document_sha256, "current_pdf_sha256": row.current_pdf_sha256,
             "expires_at": aware(row.expires_at).isoformat(), "reason": row.reason,
             "void_requested_by": row.void_requested_by, "repayment_date": row.repayment_date,
+            "loan_state": row.loan_state, "parent_flow_id": row.parent_flow_id, "statement": row.statement,
             "next_person_id": row.state == "waiting" and parties[row.current_index].person_id or None,
             "next_role": parties[row.current_index].role if row.state == "waiting" else None,
             "parties": [{"person_id": p.person_id, "role": p.role, "signature_field": p.signature_field,

@@ -171,6 +171,12 @@ class FlowRow(Base):
     template_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the amount, due date and parties' names (services/signing/my_files.py), sealed: personal data
     summary_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a signed IOU's life (services/signing/loans.py, signing_0012): a statement about a signed flow (a
+    # 还款确认书, a 借款展期协议) is a flow of its own, naming that flow and what it states
+    parent_flow_id: Mapped[str | None] = mapped_column(String(36), index=True, nullable=True)
+    statement: Mapped[str | None] = mapped_column(String(16), nullable=True)  # repayment | extension
+    #: a completed loan's standing: active, part_repaid or repaid (None: not a loan, or not completed)
+    loan_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class FlowParty(Base):

@@ -515,6 +515,7 @@ EVENT_WORDS = {
     "flow_sent": "发起签约", "party_joined": "签署方加入", "party_signed": "一方签署", "flow_completed": "签约完成", "flow_declined": "拒签",
     "flow_expired": "过期", "void_requested": "申请作废", "void_rejected": "拒绝作废", "flow_voided": "作废",
     "flow_cancelled": "平台取消", "flow_identity_disputed": "身份争议标记",
+    "loan_repayment_recorded": "确认还款", "loan_repaid": "确认还清", "loan_extended": "展期",
 }
 
 

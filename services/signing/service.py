@@ -69,6 +69,7 @@ from services.signing import my_files, pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FlowStoreProvider, to_domain
+from services.signing.loans import LoanEntrypoints
 from services.signing.models import STORED_OBJECTS, PendingAction, RevokedCertificate
 from services.signing.parties import IdentityDirectory, bind_parties, place_for
 from services.signing.report import sign_report
@@ -100,7 +101,7 @@ def _binary(value: str, field: str, max_bytes: int) -> bytes:
     return data
 
 
-class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
+class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
     name = "signing"
     # objects encrypted under the service's KEK; put through intents, locked once their row is committed
     storage = Storage(lambda config: load_keys(config).keyring, references=STORED_OBJECTS)
@@ -132,28 +133,42 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         if content.get("status") not in ("rendered", "locked") or not named:
             raise InvalidInput("document_id", "not_rendered", "render the document before signing starts")
         domain_parties = bind_parties(parties, named, initiator_person_id, IdentityDirectory(self.identity))
+        repayment_date = _repayment_date(repayment_date, content.get("values") or {})
+        title = (title or rendered.get("title") or "文件")[:100]  # the template's title, as get_document says
+        row, party_rows = self._start_signing(content, domain_parties, initiator_person_id, level,
+                                             timedelta(hours=expires_in_hours), title, repayment_date)
+        return self.flows.flow_dict(row, party_rows)
+
+    def _start_signing(self, content: dict, parties: list[F.Party], initiator_person_id: str, level,
+                      lasts: timedelta, title: str, repayment_date: str | None, *, min_parties: int = 2,
+                      parent_flow_id: str | None = None, statement: dict | None = None):
+        """Record and commit the flow of a rendered document (``content``: documents'
+        ``get_document_content``), its PDF locked for it; released again if the flow is
+        not recorded after all. ``statement``: what a statement about ``parent_flow_id``
+        states (services/signing/loans.py), kept in its sealed summary."""
+        document_id = content["document_id"]
         if self.flows.live_flow_of(document_id) is not None:
             raise Conflict("document_in_flow")
-        repayment_date = _repayment_date(repayment_date, content.get("values") or {})
         fetched = self.documents.get_pdf(document_id=document_id)
         pdf = base64.b64decode(fetched["pdf"])
         sha = hashlib.sha256(pdf).hexdigest()
         if sha != fetched["sha256"]:
             raise IntegrityError(f"document {document_id}", "PDF hash differs from the recorded one")
         moment = now()
-        flow = F.new_flow(str(uuid.uuid4()), document_id, sha, domain_parties,
-                          moment + timedelta(hours=expires_in_hours), moment, level)
-        title = (title or rendered.get("title") or "文件")[:100]  # the template's title, as get_document says
+        flow = F.new_flow(str(uuid.uuid4()), document_id, sha, parties, moment + lasts, moment, level, min_parties)
         # read-only from here, if it is still the PDF just read (an edit since is a Conflict); released
         # again if the flow is not recorded after all
         self.documents.lock_for_signing(document_id=document_id, flow_id=flow.id, pdf_sha256=sha,
                                         ended_flows=self.flows.ended_flows_of(document_id))
         try:
-            summary = my_files.seal_summary(self.ctx.keys.keyring, flow.id, my_files.summary_of(content))
+            summary = dict(my_files.summary_of(content), **({"statement": statement} if statement else {}))
+            sealed = my_files.seal_summary(self.ctx.keys.keyring, flow.id, summary)
             row, party_rows = self.flows.record(flow, title, repayment_date, initiator_person_id, pdf,
-                                                content.get("template_id"), summary)
+                                                content.get("template_id"), sealed)
+            if parent_flow_id is not None:
+                row.parent_flow_id, row.statement = parent_flow_id, statement["kind"]
             self.db.commit()
-            return self.flows.flow_dict(row, party_rows)
+            return row, party_rows
         except BaseException:
             self.db.rollback()
             try:
@@ -287,7 +302,10 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         self.flows.apply(row, parties, transition, person_id, {
             "certificate_serial": signer.certificate_serial, "willingness_method": pending.method,
             "signed_pdf_sha256": stored.sha256, "assurance_level": level.value,
+            **(self.loan_on_completion(row) if last else {}),
         })
+        if last and row.parent_flow_id is not None:
+            self.settle_statement(row, person_id)  # a 还款确认书 or 借款展期协议 takes effect with it
         self.db.commit()
         self.metrics.inc("signatures", "Party signatures", method=pending.method)
         return self.flows.flow_dict(row, parties)
@@ -458,7 +476,8 @@ class SigningService(EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
         if kept is not None:
             report_json, report_pdf = (self.flows.read_object(kept[kind]) for kind in REPORT_KINDS)
             return json.loads(report_json), report_json, report_pdf, document, kept
-        awaited = {ENDING_EVENTS[row.state]} | ({events.FLOW_IDENTITY_DISPUTED} if row.disputed_at else set())
+        awaited = {ENDING_EVENTS[row.state]: 1, **({events.FLOW_IDENTITY_DISPUTED: 1} if row.disputed_at else {}),
+                   **self.loan_events_made(row)}  # every repayment and extension of an IOU, logged
         evidence = self.evidence.settled(flow_id, awaited)
         roots = self.ctx.platform.trust_roots(self.identity)
         signatures = self.pdf.run(pdf_worker.report_signatures, roots, document,

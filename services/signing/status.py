@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
+from services.signing.flow import LOAN_EVENTS
+
 CHINA = ZoneInfo("Asia/Shanghai")
 
 #: how each state reads in the pages (the flow's ``status``, so a disputed flow reads as disputed)
@@ -67,7 +69,9 @@ def answer(sha256: str, kind: str, is_current: bool, flow: Mapping[str, Any],
     (the flow's last leaf under the checkpoint) and the leaf that produced this
     file (its ``document_hash`` is the file's SHA-256), each with its proof."""
     leaves: Sequence[Mapping[str, Any]] = evidence.get("leaves") or ()
-    last = leaves[-1] if leaves else None
+    # the leaf that set the status: a repayment or an extension of a signed IOU changes no status
+    last = next((leaf for leaf in reversed(leaves)
+                 if json.loads(leaf["leaf"]).get("event_type") not in LOAN_EVENTS), None)
     record = json.loads(last["leaf"]) if last else None
     # the leaf that binds this very file to the flow: the event that produced it names its hash
     made = next((leaf for leaf in leaves if json.loads(leaf["leaf"]).get("document_hash") == sha256), None)

@@ -82,6 +82,12 @@ CAN_RAISE: dict[tuple[str, str], set[type[typed.EsignError]]] = {
     ("post", "/api/v1/flows/{flow_id}/sign"): {typed.InvalidInput, typed.Forbidden, typed.NotFound, typed.Conflict},
     ("post", "/api/v1/flows/{flow_id}/decline"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
                                                   typed.Conflict},
+    # a signed IOU's life (loans.py): statements refused by rule, by state, or to the borrower
+    ("get", "/api/v1/flows/{flow_id}/loan"): {typed.InvalidInput, typed.Forbidden, typed.NotFound, typed.Conflict},
+    ("post", "/api/v1/flows/{flow_id}/repayments"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
+                                                     typed.Conflict},
+    ("post", "/api/v1/flows/{flow_id}/extensions"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
+                                                     typed.Conflict},
     # 催签: once a day a flow (RateLimited with the seconds to wait)
     ("post", "/api/v1/flows/{flow_id}/reminders"): {typed.InvalidInput, typed.Forbidden, typed.NotFound,
                                                     typed.Conflict, typed.RateLimited},

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from services.common.clock import today_in_china
 from services.common.database import Database
 from services.common.errors import IntegrityError, InvalidInput
 from services.common.sealing import Keyring
@@ -73,7 +74,7 @@ def test_renderer_paths_become_template_fields(catalog):
 
 
 def test_document_dates():
-    assert drafts.today_in_china(dt.datetime(2026, 11, 28, 17, 0, tzinfo=dt.timezone.utc)) == dt.date(2026, 11, 29)
+    assert today_in_china(dt.datetime(2026, 11, 28, 17, 0, tzinfo=dt.timezone.utc)) == dt.date(2026, 11, 29)
     assert drafts.parse_document_date("2026-11-20") == dt.date(2026, 11, 20)
     assert drafts.parse_document_date(None) is None
     with pytest.raises(InvalidInput) as bad:

@@ -1,4 +1,6 @@
-"""我的文件: an index of flows by party, and what a list shows of a flow.
+"""我的文件: an index of flows by party, and what a list shows of a flow; and
+a signed IOU's life: statements (还款确认书, 借款展期协议) are flows naming the
+IOU's flow, which keeps the loan's standing.
 
 The index is filled for the flows already there from ``flow_parties`` and
 ``flows`` (their status as each party sees it, as
@@ -20,6 +22,10 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("flows", sa.Column("template_id", sa.String(64), nullable=True))
     op.add_column("flows", sa.Column("summary_sealed", sa.Text(), nullable=True))
+    op.add_column("flows", sa.Column("parent_flow_id", sa.String(36), nullable=True))
+    op.add_column("flows", sa.Column("statement", sa.String(16), nullable=True))
+    op.add_column("flows", sa.Column("loan_state", sa.String(16), nullable=True))
+    op.create_index("ix_flows_parent_flow_id", "flows", ["parent_flow_id"])
     op.create_table(
         "party_index",
         sa.Column("person_id", sa.String(36), primary_key=True),
@@ -49,6 +55,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_party_index_person", "party_index")
     op.drop_table("party_index")
+    op.drop_index("ix_flows_parent_flow_id", "flows")
     with op.batch_alter_table("flows") as batch:
+        batch.drop_column("loan_state")
+        batch.drop_column("statement")
+        batch.drop_column("parent_flow_id")
         batch.drop_column("summary_sealed")
         batch.drop_column("template_id")
