@@ -364,7 +364,8 @@ def tencent_config(env: NotifyEnv, vendor: FakeTencentSms) -> dict:
     (secrets_dir / "key").write_text(vendor.secret_key)
     template_ids = {name: str(1000 + index) for index, name in enumerate(
         ["phone_code", "willingness_code", "sign_request", "flow_completed", "due_soon", "due_today",
-         "void_requested", "flow_voided", "flow_declined", "flow_expired", "flow_cancelled"])}
+         "void_requested", "flow_voided", "flow_declined", "flow_expired", "flow_cancelled",
+         "overdue", "interest_due", "loan_extended", "repayment_recorded", "loan_repaid"])}
     vendor.templates = {"1000": 2, "1007": 1, "1009": 1}  # phone_code, flow_voided, flow_expired
     return {"SMS": {"PROVIDER": "tencent", "SIGN_NAME": "电子签", "TENCENT": {
         "ENDPOINT": vendor.endpoint, "REGION": "ap-guangzhou", "SDK_APP_ID": vendor.sms_sdk_app_id,
