@@ -456,13 +456,25 @@ def _iou_due_in(days: int) -> dt.date:
     return dt.datetime.now(CHINA).date() + dt.timedelta(days=days)
 
 
+#: reminders of an IOU due in 10 days, per party: due_soon, due_today and five weekly overdue ones
+PER_PARTY = 7
+
+
+def statuses(reminders: list[Reminder]) -> dict[str, list[str]]:
+    """Each kind's statuses, sorted."""
+    found: dict[str, list[str]] = {}
+    for reminder in reminders:
+        found.setdefault(reminder.kind, []).append(reminder.status)
+    return {kind: sorted(values) for kind, values in found.items()}
+
+
 def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
     env = notify_env
     env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-1", repayment_date=due.isoformat()))
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-2", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-1")) == 4 and len(env.reminders("iou-2")) == 4)
+    assert wait_for(lambda: [len(env.reminders(f)) for f in ("iou-1", "iou-2")] == [2 * PER_PARTY] * 2)
     env.send_event(events.FLOW_VOIDED, flow_data("iou-2"))
     assert wait_for(lambda: {r.status for r in env.reminders("iou-2")} == {"cancelled"})
     assert wait_for(lambda: len(env.lines("flow_voided")) == 2)
@@ -484,8 +496,9 @@ def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
     assert recipients(lines) == sorted(PHONES.values())
     wait_for_calls("run_scheduler", 5)
     assert len(env.lines("due_soon")) == 2 and len(env.lines("due_today")) == 2  # only iou-1's, once each
-    reminders = env.reminders("iou-1")
-    assert {r.status for r in reminders} == {"sent"} and all(r.message_id for r in reminders)
+    assert statuses(env.reminders("iou-1")) == {"due_soon": ["sent"] * 2, "due_today": ["sent"] * 2,
+                                                "overdue": ["scheduled"] * 10}
+    assert all(r.message_id for r in env.reminders("iou-1") if r.status == "sent")
 
 
 def test_reminders_wait_out_quiet_hours(notify_env):
@@ -493,7 +506,7 @@ def test_reminders_wait_out_quiet_hours(notify_env):
     env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-q", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-q")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-q")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 22))  # due since 09:00, but it is night
     wait_for_calls("run_scheduler", 5)
     assert env.lines("due_soon") == []
@@ -502,7 +515,8 @@ def test_reminders_wait_out_quiet_hours(notify_env):
     env.move_clock_to(china_time(due, 10))
     assert wait_for(lambda: len(env.lines("due_today")) == 2)
     assert env.lines("due_soon") == []
-    assert sorted(r.status for r in env.reminders("iou-q")) == ["expired", "expired", "sent", "sent"]
+    assert statuses(env.reminders("iou-q")) == {"due_soon": ["expired"] * 2, "due_today": ["sent"] * 2,
+                                                "overdue": ["scheduled"] * 10}
 
 
 @pytest.mark.parametrize("notify_env", ["postgresql", "sqlite"], indirect=True)
@@ -511,7 +525,7 @@ def test_two_replicas_send_a_due_reminder_once_and_a_crashed_holder_is_replaced(
     replicas = [env.start(), env.start()]
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-r", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-r")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-r")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 10))
     assert wait_for(lambda: len(env.lines("due_soon")) == 2)
     wait_for_calls("run_scheduler", 10)
@@ -542,7 +556,7 @@ def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env
     first = env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-d", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-d")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-d")) == 2 * PER_PARTY)
     first.stop()
 
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 15))
@@ -557,6 +571,6 @@ def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env
 
     env.move_clock_to(china_time(due + dt.timedelta(days=1), 10))  # down over the whole repayment day
     env.start()
-    assert wait_for(lambda: {r.kind: r.status for r in env.reminders("iou-d")} == {
-        "due_soon": "sent", "due_today": "expired"})
+    assert wait_for(lambda: statuses(env.reminders("iou-d")) == {
+        "due_soon": ["sent"] * 2, "due_today": ["expired"] * 2, "overdue": ["scheduled"] * 8 + ["sent"] * 2})
     assert env.lines("due_today") == []
