@@ -110,7 +110,8 @@ EVENT_SUBSCRIPTIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "notify": {
         "identity": frozenset({"otp_requested"}),
         "signing": frozenset({"flow_sent", "flow_completed", "void_requested", "flow_voided", "flow_declined",
-                              "flow_expired", "flow_cancelled", "sign_reminder"}),
+                              "flow_expired", "flow_cancelled", "sign_reminder",
+                              "loan_extended", "loan_repayment_recorded", "loan_repaid"}),
     },
     "gateway": {},
 }

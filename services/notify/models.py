@@ -67,14 +67,22 @@ class Reminder(Base):
     """A scheduled repayment reminder of one flow to one party.
 
     Status: ``scheduled`` -> ``sent`` (its message is in the delivery log,
-    ``message_id``), or ``cancelled`` (flow voided), ``expired`` (the day it
+    ``message_id``), or ``cancelled`` (flow voided, loan repaid or extended;
+    an extension may set it back to ``scheduled``), ``expired`` (the day it
     speaks about ended before it could go) or ``failed`` (identity knows no
     such person). ``params`` holds the template values (JSON: document title,
     due date, days), never a phone number: the number is asked of identity
-    when the reminder is due."""
+    when the reminder is due.
+
+    One reminder of a kind per flow, person and day (0004): a flow has several
+    ``overdue`` and ``interest_due`` reminders. ``expires_at``, the end of the
+    day a reminder speaks about, names that day; ``send_at`` could not, as a
+    ``due_today`` planned on the day goes at once, at a different moment each
+    time it is planned."""
 
     __tablename__ = "reminders"
-    __table_args__ = (UniqueConstraint("flow_id", "person_id", "kind", name="uq_reminders_flow_person_kind"),)
+    __table_args__ = (UniqueConstraint("flow_id", "person_id", "kind", "expires_at",
+                                       name="uq_reminders_flow_person_kind_day"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     flow_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -21,6 +21,11 @@ flow_declined       flow_declined        every party but the decliner
 flow_expired        flow_expired         every party
 flow_cancelled      flow_cancelled       every party but the one whose
                                          identity was disputed
+loan_extended       loan_extended        every party (the new repayment date;
+                                         reminders planned anew)
+loan_repayment_     repayment_recorded   every party but the lender who
+recorded                                 confirmed it (``actor_person_id``)
+loan_repaid         loan_repaid          every party (reminders cancelled)
 ==================  ===================  =====================================
 
 Pure: no database, no RPC.
@@ -31,10 +36,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from services.common import events
 from services.common.errors import InvalidInput
+from services.notify.reminders import LoanTerms, RepaymentMethod
 
 #: ids are opaque, but bounded and printable (they go into dedupe keys and logs)
 _ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
@@ -43,6 +49,8 @@ _ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
 #: recipient key of a party the document names who has not registered yet:
 #: their number comes from the document (documents.party_contact), by role
 NAMED_PARTY = "named:"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ class FlowEvent:
     requester_person_id: str | None = None
     decliner_person_id: str | None = None
     disputed_person_id: str | None = None
+    actor_person_id: str | None = None
     repayment_date: dt.date | None = None
+    loan: LoanTerms | None = None
 
     @property
     def person_ids(self) -> tuple[str, ...]:
@@ -93,12 +103,6 @@ class FlowEvent:
         if link is not None and not isinstance(link, str):
             raise InvalidInput("data.link", "type", "expected a URL")
         repayment = data.get("repayment_date")
-        repayment_date = None
-        if repayment is not None:
-            try:
-                repayment_date = dt.date.fromisoformat(str(repayment))
-            except ValueError:
-                raise InvalidInput("data.repayment_date", "date_format", "expected YYYY-MM-DD") from None
         return cls(
             flow_id=_id(data.get("flow_id"), "data.flow_id"),
             document_title=title.strip(),
@@ -110,7 +114,9 @@ class FlowEvent:
             requester_person_id=_optional_id(data, "requester_person_id"),
             decliner_person_id=_optional_id(data, "decliner_person_id"),
             disputed_person_id=_optional_id(data, "disputed_person_id"),
-            repayment_date=repayment_date,
+            actor_person_id=_optional_id(data, "actor_person_id"),
+            repayment_date=None if repayment is None else _date(repayment, "data.repayment_date"),
+            loan=_loan(data.get("loan")),
         )
 
 
@@ -160,6 +166,14 @@ def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
         # the frozen account's holder is not the person the others signed with: they are not told
         disputed = _required(flow.disputed_person_id, "disputed_person_id")
         return tuple(_notice(p, "flow_cancelled", title) for p in everyone if p != disputed)
+    if event_type == events.LOAN_EXTENDED:
+        new_date = _required(flow.repayment_date, "repayment_date")
+        return tuple(_notice(p, "loan_extended", {**title, "due_date": new_date.isoformat()}) for p in everyone)
+    if event_type == events.LOAN_REPAYMENT_RECORDED:
+        lender = _required(flow.actor_person_id, "actor_person_id")  # who confirmed the repayment needs no SMS
+        return tuple(_notice(p, "repayment_recorded", {**title, "link": _link(flow)}) for p in everyone if p != lender)
+    if event_type == events.LOAN_REPAID:
+        return tuple(_notice(p, "loan_repaid", title) for p in everyone)
     raise InvalidInput("event_type", "one_of", f"notify sends nothing for {event_type!r}")
 
 
@@ -171,7 +185,7 @@ def _link(flow: FlowEvent) -> str:
     return _required(flow.link, "link")
 
 
-def _required(value: str | None, name: str) -> str:
+def _required(value: T | None, name: str) -> T:
     if not value:
         raise InvalidInput(f"data.{name}", "required", f"this event needs {name}")
     return value
@@ -181,6 +195,30 @@ def _id(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidInput(field_name, "id_format", "expected an id of 1-64 characters A-Z a-z 0-9 . _ : -")
     return value
+
+
+def _date(value: Any, field_name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(field_name, "date_format", "expected YYYY-MM-DD") from None
+
+
+def _loan(value: Any) -> LoanTerms | None:
+    """``loan`` of an IOU's flow_completed and loan_extended; statement flows have none."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput("data.loan", "type", "expected {method, interest_dates}")
+    try:
+        method = RepaymentMethod(value.get("method"))
+    except ValueError:
+        raise InvalidInput("data.loan.method", "one_of",
+                           f"expected one of {[m.value for m in RepaymentMethod]}") from None
+    dates = value.get("interest_dates") or []
+    if not isinstance(dates, list):
+        raise InvalidInput("data.loan.interest_dates", "type", "expected a list of YYYY-MM-DD")
+    return LoanTerms(method, tuple(_date(day, f"data.loan.interest_dates[{index}]") for index, day in enumerate(dates)))
 
 
 def _named_role(role: Any) -> str | None:

@@ -1,14 +1,20 @@
 """The stored reminder schedule: planned reminders of completed flows.
 
 :func:`schedule` stores what :func:`~services.notify.reminders.plan_reminders`
-planned, one row per (flow, person, kind) - the unique key makes planning
-the same flow twice harmless. :func:`cancel` drops a voided flow's pending
-reminders. The scheduler takes :func:`due` reminders and moves each one with
-:func:`mark_sent` - an atomic ``scheduled -> sent`` update in the same
-transaction as its message row, so a reminder is handed to the delivery log
-exactly once even if a void or a second scheduler races it. Reminders whose
-day has ended (``expires_at``) are marked ``expired`` instead: after downtime
-the scheduler catches up on what is still meaningful and nothing else.
+planned, one row per (flow, person, kind, day) - the day being
+``expires_at``, the end of the day a reminder speaks about - so planning
+the same flow twice is harmless. :func:`cancel` drops a flow's pending
+reminders (voided, repaid, extended). An extension then plans anew: a new
+reminder for a day that already has a cancelled one of its kind (an
+interest date the extension keeps, an overdue week the new date shares)
+takes that row back to ``scheduled`` with the new plan's times and values;
+a row sent or expired stays as it is. The scheduler takes :func:`due`
+reminders and moves each one with :func:`mark_sent` - an atomic
+``scheduled -> sent`` update in the same transaction as its message row, so
+a reminder is handed to the delivery log exactly once even if a void or a
+second scheduler races it. Reminders whose day has ended (``expires_at``)
+are marked ``expired`` instead: after downtime the scheduler catches up on
+what is still meaningful and nothing else.
 """
 from __future__ import annotations
 
@@ -29,23 +35,30 @@ SCHEDULED, SENT, CANCELLED, EXPIRED, FAILED = "scheduled", "sent", "cancelled", 
 
 def schedule(session: Session, flow_id: str, person_ids: Iterable[str], document_title: str,
              planned: Iterable[PlannedReminder], now: dt.datetime) -> int:
-    """Store the planned reminders for every person (not committed); returns how many are new."""
+    """Store the planned reminders for every person (not committed); returns how many are new
+    or scheduled again."""
     added = 0
     planned = tuple(planned)
     for person_id in person_ids:
         for reminder in planned:
-            exists = session.execute(
-                select(Reminder.id).where(Reminder.flow_id == flow_id, Reminder.person_id == person_id,
-                                          Reminder.kind == reminder.kind.value)
-            ).first()
-            if exists:
+            expires_at = naive_utc(reminder.expires_at)
+            params = json.dumps({"document_title": document_title, **reminder.params}, ensure_ascii=False)
+            existing = session.execute(
+                select(Reminder).where(Reminder.flow_id == flow_id, Reminder.person_id == person_id,
+                                       Reminder.kind == reminder.kind.value, Reminder.expires_at == expires_at)
+            ).scalar_one_or_none()
+            if existing is None:
+                session.add(Reminder(
+                    id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, kind=reminder.kind.value,
+                    send_at=naive_utc(reminder.send_at), expires_at=expires_at, status=SCHEDULED, params=params,
+                    created_at=naive_utc(now), updated_at=naive_utc(now),
+                ))
+            elif existing.status == CANCELLED:
+                # a cancelled reminder never had a message: only its times and values change
+                existing.status, existing.send_at, existing.params = SCHEDULED, naive_utc(reminder.send_at), params
+                existing.updated_at = naive_utc(now)
+            else:
                 continue
-            session.add(Reminder(
-                id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, kind=reminder.kind.value,
-                send_at=naive_utc(reminder.send_at), expires_at=naive_utc(reminder.expires_at), status=SCHEDULED,
-                params=json.dumps({"document_title": document_title, **reminder.params}, ensure_ascii=False),
-                created_at=naive_utc(now), updated_at=naive_utc(now),
-            ))
             added += 1
     session.flush()
     return added

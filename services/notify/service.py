@@ -40,15 +40,25 @@ the title and link a text shows)::
       "document_title": str,               # required; at most 20 characters are shown
       "parties": [{"person_id": str, "role": str}, ...],   # required, every party; person_id null:
                                            # named but not registered yet (number from documents)
-      "link": "https://...",               # flow_sent, sign_reminder, flow_completed, void_requested
+      "link": "https://...",               # flow_sent, sign_reminder, flow_completed, void_requested,
+                                           # loan_repayment_recorded
       "initiator_person_id": str,          # flow_sent
       "next_person_id": str,               # flow_sent, sign_reminder: who is asked to sign now
       "next_role": str,                    # the same: their role (when next_person_id is null)
       "requester_person_id": str,          # void_requested; sign_reminder: who asked (催签)
       "decliner_person_id": str,           # flow_declined
       "disputed_person_id": str,           # flow_cancelled: whose identity was disputed
-      "repayment_date": "YYYY-MM-DD"       # flow_completed of an IOU: plans reminders
+      "actor_person_id": str,              # loan_repayment_recorded: the lender who confirmed it
+      "repayment_date": "YYYY-MM-DD",      # flow_completed of an IOU: plans reminders (null for a
+                                           # statement flow: 还款确认书, 借款展期协议); loan_extended:
+                                           # the new date
+      "loan": {"method": "lump_sum" | "monthly_interest",   # flow_completed of an IOU, loan_extended;
+               "interest_dates": ["YYYY-MM-DD", ...]}       # optional: interest reminders if monthly
     }
+
+The loan events (``loan_*``) name the IOU's flow in ``flow_id`` and its
+parties; they also carry ``statement_flow_id`` and (loan_extended)
+``previous_repayment_date``, which notify does not need.
 
 =================  ===============  ============================================
 event              template         to
@@ -56,14 +66,23 @@ event              template         to
 flow_sent          sign_request     next_person_id, unless it is the initiator (who
                                     sent the document and is signing it now)
 sign_reminder      sign_request     next_person_id (催签, the requester named)
-flow_completed     flow_completed   every party; plans due_soon/due_today
-                                    reminders to every party if repayment_date
+flow_completed     flow_completed   every party; plans reminders to every party
+                                    if repayment_date (:mod:`.reminders`:
+                                    interest_due, due_soon, due_today, overdue)
 void_requested     void_requested   every party but the requester
 flow_voided        flow_voided      every party; cancels the flow's reminders
 flow_declined      flow_declined    every party but the decliner
 flow_expired       flow_expired     every party
 flow_cancelled     flow_cancelled   every party but the one whose identity was
                                     disputed (identity froze that account)
+loan_extended      loan_extended    every party; cancels the flow's reminders not
+                                    yet sent and plans them anew from the new
+                                    repayment_date (a cancelled one whose day
+                                    comes again is scheduled again)
+loan_repayment_    repayment_       every party but actor_person_id (the lender);
+recorded           recorded         reminders stay: principal is still owed
+loan_repaid        loan_repaid      every party; cancels the flow's reminders not
+                                    yet sent, overdue ones too
 =================  ===============  ============================================
 
 Events emitted: ``sms_sent``, ``sms_failed`` (also for ``rate_limited``),
@@ -72,10 +91,12 @@ Events emitted: ``sms_sent``, ``sms_failed`` (also for ``rate_limited``),
 ``rpc``).
 
 The scheduler (:mod:`.scheduler`) runs in the replica holding the lease:
-it sends due reminders and retries due messages (:mod:`.delivery`).
+it sends due reminders (never in quiet hours, never after the day they
+speak about) and retries due messages (:mod:`.delivery`).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import uuid
@@ -261,14 +282,7 @@ class NotifyService(ServiceBase):
     @handles_event("signing", events.FLOW_COMPLETED)
     def on_flow_completed(self, event: dict) -> None:
         """Tell every party; plan repayment reminders when the flow has a repayment date."""
-        def plan(flow: FlowEvent) -> None:
-            if flow.repayment_date is None:
-                return
-            now = self.clock.now()
-            planned = plan_reminders(flow.repayment_date, now, self.sms.settings.reminders)
-            reminder_book.schedule(self.db.session, flow.flow_id, flow.person_ids, flow.document_title, planned, now)
-
-        self._notify_flow(event, events.FLOW_COMPLETED, plan)
+        self._notify_flow(event, events.FLOW_COMPLETED, lambda flow: self._plan_reminders(flow, self.clock.now()))
 
     @handles_event("signing", events.VOID_REQUESTED)
     def on_void_requested(self, event: dict) -> None:
@@ -278,6 +292,28 @@ class NotifyService(ServiceBase):
     def on_flow_voided(self, event: dict) -> None:
         """Tell every party and cancel the flow's pending reminders."""
         self._notify_flow(event, events.FLOW_VOIDED,
+                          lambda flow: reminder_book.cancel(self.db.session, flow.flow_id, self.clock.now()))
+
+    @handles_event("signing", events.LOAN_EXTENDED)
+    def on_loan_extended(self, event: dict) -> None:
+        """Tell every party the new repayment date; the reminders not yet sent give way to
+        those of the new date."""
+        def plan_again(flow: FlowEvent) -> None:
+            now = self.clock.now()
+            reminder_book.cancel(self.db.session, flow.flow_id, now)
+            self._plan_reminders(flow, now)
+
+        self._notify_flow(event, events.LOAN_EXTENDED, plan_again)
+
+    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED)
+    def on_loan_repayment_recorded(self, event: dict) -> None:
+        """A part repayment: tell the parties but the lender; principal is still owed, so the reminders stay."""
+        self._notify_flow(event, events.LOAN_REPAYMENT_RECORDED)
+
+    @handles_event("signing", events.LOAN_REPAID)
+    def on_loan_repaid(self, event: dict) -> None:
+        """The loan is settled: tell every party and cancel the reminders not yet sent, overdue ones too."""
+        self._notify_flow(event, events.LOAN_REPAID,
                           lambda flow: reminder_book.cancel(self.db.session, flow.flow_id, self.clock.now()))
 
     @handles_event("signing", events.FLOW_DECLINED)
@@ -352,6 +388,13 @@ class NotifyService(ServiceBase):
         self.db.commit()
         for message, phone, params in pending:
             delivery.deliver(message, phone, params)
+
+    def _plan_reminders(self, flow: FlowEvent, now: dt.datetime) -> None:
+        """Store an IOU's reminders (not committed); a statement flow has no repayment date and plans none."""
+        if flow.repayment_date is None:
+            return
+        planned = plan_reminders(flow.repayment_date, now, self.sms.settings.reminders, flow.loan)
+        reminder_book.schedule(self.db.session, flow.flow_id, flow.person_ids, flow.document_title, planned, now)
 
     def _send_due_reminders(self) -> None:
         now = self.clock.now()

@@ -80,6 +80,7 @@ class NotifySettings:
             quiet_hours=quiet_hours,
             reminders=ReminderPolicy(
                 due_soon_days=int(_number(reminders, "DUE_SOON_DAYS", 3, "reminders.due_soon_days")),
+                interest_due_days=int(_number(reminders, "INTEREST_DUE_DAYS", 3, "reminders.interest_due_days")),
                 send_time=_time(reminders, "SEND_TIME", dt.time(9, 0), "reminders.send_time"),
                 timezone=str(reminders.get("TIMEZONE") or quiet_hours.timezone),
                 quiet_hours=quiet_hours,

@@ -72,3 +72,46 @@ def test_signing_0006_keeps_waiting_flows_signable_and_frees_cancelled_documents
     with pytest.raises(IntegrityError), database.engine.begin() as conn:
         conn.execute(insert, dict(id="third", doc="d1", sha="a" * 64, state="waiting"))  # but one live flow only
     database.dispose()
+
+
+def test_notify_0004_lets_a_flow_have_several_reminders_of_a_kind_and_a_downgrade_keeps_the_latest(db_url_for):
+    """Before 0004 a flow had one reminder per person and kind; now one per day (``expires_at``), so the
+    weekly overdue reminders fit. The old schema holds one per kind again: a downgrade keeps the latest."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from services.common.database import migrations_dir, upgrade
+
+    url, schema = db_url_for("notify")
+    database = Database(url, schema, "notify")
+    upgrade(database.engine, "notify", "notify_0003")
+    insert = text("INSERT INTO reminders (id, flow_id, person_id, kind, send_at, expires_at, status, params, "
+                  "created_at, updated_at) VALUES (:id, 'iou', 'p1', :kind, :send_at, :expires_at, :status, '{}', "
+                  "'2027-01-01 00:00:00', '2027-01-01 00:00:00')")
+
+    def row(id, kind, day, status):  # 09:00 in China, expiring at the end of that day (naive UTC)
+        day = dt.datetime.fromisoformat(day)
+        return dict(id=id, kind=kind, send_at=day + dt.timedelta(hours=1), expires_at=day + dt.timedelta(hours=16),
+                    status=status)
+    with database.engine.begin() as conn:
+        conn.execute(insert, row("soon-old", "due_soon", "2027-03-12", "cancelled"))
+    database.migrate()
+    with database.engine.begin() as conn:
+        conn.execute(insert, row("soon-new", "due_soon", "2027-03-19", "scheduled"))
+        for week, day in enumerate(("2027-03-16", "2027-03-23")):
+            conn.execute(insert, row(f"overdue-{week}", "overdue", day, "scheduled"))
+    with pytest.raises(IntegrityError), database.engine.begin() as conn:  # but one a day
+        conn.execute(insert, row("overdue-again", "overdue", "2027-03-23", "scheduled"))
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir("notify")))
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "notify_0003")
+    with database.engine.begin() as conn:
+        assert conn.execute(text("SELECT id FROM reminders")).scalars().all() == ["soon-new"]
+    database.dispose()

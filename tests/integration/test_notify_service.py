@@ -2,7 +2,8 @@
 one SMS each, the Tencent adapter retries a failing vendor (a local fake that
 checks TC3-HMAC-SHA256 signatures itself), rate limits hold under a burst,
 reminders fire on the right days of a moved clock, once, across replicas and
-restarts, and not after a void.
+restarts, and not after a void; an IOU's extension plans them anew and its
+repayment ends them.
 
 Identity is stood in for by :class:`IdentityStandIn` (defined here): it
 implements the two RPCs notify calls, ``contact`` and ``otp_message``.
@@ -364,7 +365,8 @@ def tencent_config(env: NotifyEnv, vendor: FakeTencentSms) -> dict:
     (secrets_dir / "key").write_text(vendor.secret_key)
     template_ids = {name: str(1000 + index) for index, name in enumerate(
         ["phone_code", "willingness_code", "sign_request", "flow_completed", "due_soon", "due_today",
-         "void_requested", "flow_voided", "flow_declined", "flow_expired", "flow_cancelled"])}
+         "void_requested", "flow_voided", "flow_declined", "flow_expired", "flow_cancelled",
+         "overdue", "interest_due", "loan_extended", "repayment_recorded", "loan_repaid"])}
     vendor.templates = {"1000": 2, "1007": 1, "1009": 1}  # phone_code, flow_voided, flow_expired
     return {"SMS": {"PROVIDER": "tencent", "SIGN_NAME": "电子签", "TENCENT": {
         "ENDPOINT": vendor.endpoint, "REGION": "ap-guangzhou", "SDK_APP_ID": vendor.sms_sdk_app_id,
@@ -455,13 +457,25 @@ def _iou_due_in(days: int) -> dt.date:
     return dt.datetime.now(CHINA).date() + dt.timedelta(days=days)
 
 
+#: reminders of an IOU due in 10 days, per party: due_soon, due_today and five weekly overdue ones
+PER_PARTY = 7
+
+
+def statuses(reminders: list[Reminder]) -> dict[str, list[str]]:
+    """Each kind's statuses, sorted."""
+    found: dict[str, list[str]] = {}
+    for reminder in reminders:
+        found.setdefault(reminder.kind, []).append(reminder.status)
+    return {kind: sorted(values) for kind, values in found.items()}
+
+
 def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
     env = notify_env
     env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-1", repayment_date=due.isoformat()))
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-2", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-1")) == 4 and len(env.reminders("iou-2")) == 4)
+    assert wait_for(lambda: [len(env.reminders(f)) for f in ("iou-1", "iou-2")] == [2 * PER_PARTY] * 2)
     env.send_event(events.FLOW_VOIDED, flow_data("iou-2"))
     assert wait_for(lambda: {r.status for r in env.reminders("iou-2")} == {"cancelled"})
     assert wait_for(lambda: len(env.lines("flow_voided")) == 2)
@@ -483,8 +497,9 @@ def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
     assert recipients(lines) == sorted(PHONES.values())
     wait_for_calls("run_scheduler", 5)
     assert len(env.lines("due_soon")) == 2 and len(env.lines("due_today")) == 2  # only iou-1's, once each
-    reminders = env.reminders("iou-1")
-    assert {r.status for r in reminders} == {"sent"} and all(r.message_id for r in reminders)
+    assert statuses(env.reminders("iou-1")) == {"due_soon": ["sent"] * 2, "due_today": ["sent"] * 2,
+                                                "overdue": ["scheduled"] * 10}
+    assert all(r.message_id for r in env.reminders("iou-1") if r.status == "sent")
 
 
 def test_reminders_wait_out_quiet_hours(notify_env):
@@ -492,7 +507,7 @@ def test_reminders_wait_out_quiet_hours(notify_env):
     env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-q", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-q")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-q")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 22))  # due since 09:00, but it is night
     wait_for_calls("run_scheduler", 5)
     assert env.lines("due_soon") == []
@@ -501,7 +516,8 @@ def test_reminders_wait_out_quiet_hours(notify_env):
     env.move_clock_to(china_time(due, 10))
     assert wait_for(lambda: len(env.lines("due_today")) == 2)
     assert env.lines("due_soon") == []
-    assert sorted(r.status for r in env.reminders("iou-q")) == ["expired", "expired", "sent", "sent"]
+    assert statuses(env.reminders("iou-q")) == {"due_soon": ["expired"] * 2, "due_today": ["sent"] * 2,
+                                                "overdue": ["scheduled"] * 10}
 
 
 @pytest.mark.parametrize("notify_env", ["postgresql", "sqlite"], indirect=True)
@@ -510,7 +526,7 @@ def test_two_replicas_send_a_due_reminder_once_and_a_crashed_holder_is_replaced(
     replicas = [env.start(), env.start()]
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-r", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-r")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-r")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 10))
     assert wait_for(lambda: len(env.lines("due_soon")) == 2)
     wait_for_calls("run_scheduler", 10)
@@ -541,7 +557,7 @@ def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env
     first = env.start()
     due = _iou_due_in(10)
     env.send_event(events.FLOW_COMPLETED, flow_data("iou-d", repayment_date=due.isoformat()))
-    assert wait_for(lambda: len(env.reminders("iou-d")) == 4)
+    assert wait_for(lambda: len(env.reminders("iou-d")) == 2 * PER_PARTY)
     first.stop()
 
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 15))
@@ -556,6 +572,96 @@ def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env
 
     env.move_clock_to(china_time(due + dt.timedelta(days=1), 10))  # down over the whole repayment day
     env.start()
-    assert wait_for(lambda: {r.kind: r.status for r in env.reminders("iou-d")} == {
-        "due_soon": "sent", "due_today": "expired"})
+    assert wait_for(lambda: statuses(env.reminders("iou-d")) == {
+        "due_soon": ["sent"] * 2, "due_today": ["expired"] * 2, "overdue": ["scheduled"] * 8 + ["sent"] * 2})
     assert env.lines("due_today") == []
+
+
+# --- a signed IOU's life: extensions, repayments ----------------------------------------------
+
+def shown(day: dt.date) -> str:
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def monthly_iou(due: dt.date, months: int) -> dict:
+    """``loan`` of a monthly-interest IOU: interest every 30 days up to the repayment date."""
+    dates = [due - dt.timedelta(days=30 * n) for n in range(months - 1, -1, -1)]
+    return {"method": "monthly_interest", "interest_dates": [day.isoformat() for day in dates]}
+
+
+def test_an_extension_cancels_what_was_planned_and_plans_again_from_the_new_date(notify_env):
+    env = notify_env
+    env.start()
+    due = _iou_due_in(100)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-m", repayment_date=due.isoformat(), loan=monthly_iou(due, 4)))
+    env.send_event(events.FLOW_COMPLETED, flow_data("statement-1", repayment_date=None))  # a 还款确认书: no reminders
+    assert wait_for(lambda: len(env.lines("flow_completed")) == 4)
+    # per party: interest 3 days before the three interest dates ahead of the repayment date, then the usual
+    assert wait_for(lambda: statuses(env.reminders("iou-m")) == {
+        "interest_due": ["scheduled"] * 6, "due_soon": ["scheduled"] * 2, "due_today": ["scheduled"] * 2,
+        "overdue": ["scheduled"] * 10})
+    assert env.reminders("statement-1") == []
+    interest_before = {r.id for r in env.reminders("iou-m") if r.kind == "interest_due"}
+
+    new_due = due + dt.timedelta(days=30)
+    env.send_event(events.LOAN_EXTENDED, flow_data(
+        "iou-m", repayment_date=new_due.isoformat(), previous_repayment_date=due.isoformat(),
+        statement_flow_id="statement-2", actor_person_id=LENDER, loan=monthly_iou(new_due, 5)))
+    lines = wait_for(lambda: len(env.lines("loan_extended")) == 2 and env.lines("loan_extended"))
+    assert recipients(lines) == sorted(PHONES.values())
+    assert lines[0]["text"] == f"【电子签】《借条》已展期，新的还款日为{shown(new_due)}。"
+
+    reminders = env.reminders("iou-m")
+    assert statuses(reminders) == {
+        "interest_due": ["scheduled"] * 8,  # the old date is an interest date now
+        "due_soon": ["cancelled"] * 2 + ["scheduled"] * 2, "due_today": ["cancelled"] * 2 + ["scheduled"] * 2,
+        "overdue": ["cancelled"] * 10 + ["scheduled"] * 10}
+    scheduled = [r for r in reminders if r.status == "scheduled"]
+    assert interest_before <= {r.id for r in scheduled}  # the interest days it kept: cancelled, scheduled again
+    china_day = {r.kind: r.expires_at.replace(tzinfo=dt.timezone.utc).astimezone(CHINA).date() - dt.timedelta(days=1)
+                 for r in sorted(scheduled, key=lambda r: r.send_at)}  # each kind's last day
+    assert china_day == {"interest_due": due - dt.timedelta(days=3), "due_soon": new_due - dt.timedelta(days=3),
+                         "due_today": new_due, "overdue": new_due + dt.timedelta(days=29)}
+    assert {json.loads(r.params)["due_date"] for r in scheduled if r.kind != "interest_due"} == {new_due.isoformat()}
+
+
+def test_a_part_repayment_tells_the_borrower_and_the_repayment_that_settles_it_ends_the_reminders(notify_env):
+    env = notify_env
+    env.start()
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-p", repayment_date=due.isoformat(),
+                                                    loan={"method": "lump_sum", "interest_dates": []}))
+    assert wait_for(lambda: len(env.reminders("iou-p")) == 2 * PER_PARTY)
+
+    env.send_event(events.LOAN_REPAYMENT_RECORDED, flow_data("iou-p", repayment_date=due.isoformat(),
+                                                             statement_flow_id="receipt-1", actor_person_id=LENDER))
+    [line] = wait_for(lambda: env.lines("repayment_recorded"))
+    assert line["phone"] == PHONES[BORROWER]  # the lender confirmed it: no SMS to them
+    assert line["text"] == "【电子签】《借条》：出借人已确认收到您的一笔还款，查看：https://esign.example.cn/f/iou-p"
+    assert {r.status for r in env.reminders("iou-p")} == {"scheduled"}
+
+    env.send_event(events.LOAN_REPAID, flow_data("iou-p", repayment_date=due.isoformat(),
+                                                 statement_flow_id="receipt-2", actor_person_id=LENDER))
+    lines = wait_for(lambda: len(env.lines("loan_repaid")) == 2 and env.lines("loan_repaid"))
+    assert recipients(lines) == sorted(PHONES.values())
+    assert lines[0]["text"] == "【电子签】《借条》的借款已全部还清，感谢您守约。"
+    assert {r.status for r in env.reminders("iou-p")} == {"cancelled"}
+    env.move_clock_to(china_time(due + dt.timedelta(days=1), 10))
+    wait_for_calls("run_scheduler", 5)
+    assert env.lines("overdue") == [] and len(env.lines()) == 2 + 1 + 2
+
+
+def test_an_overdue_reminder_due_by_a_moved_clock_is_sent_with_its_text_and_a_stale_one_is_dropped(notify_env):
+    env = notify_env
+    env.start()
+    due = _iou_due_in(10)
+    env.send_event(events.FLOW_COMPLETED, flow_data("iou-o", repayment_date=due.isoformat()))
+    assert wait_for(lambda: len(env.reminders("iou-o")) == 2 * PER_PARTY)
+
+    env.move_clock_to(china_time(due + dt.timedelta(days=8), 10))  # the second week's; the first week's day is over
+    lines = wait_for(lambda: len(env.lines("overdue")) >= 2 and env.lines("overdue"))
+    assert recipients(lines) == sorted(PHONES.values())
+    assert lines[0]["text"] == f"【电子签】《借条》约定的还款日{shown(due)}已过，借款尚未还清，请尽快履行。"
+    wait_for_calls("run_scheduler", 5)
+    assert len(env.lines("overdue")) == 2
+    assert statuses(env.reminders("iou-o"))["overdue"] == ["expired"] * 2 + ["scheduled"] * 6 + ["sent"] * 2

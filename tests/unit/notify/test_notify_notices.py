@@ -6,6 +6,7 @@ import pytest
 from services.common import events
 from services.common.errors import InvalidInput
 from services.notify.notices import NAMED_PARTY, FlowEvent, notices_for
+from services.notify.reminders import LoanTerms, RepaymentMethod
 
 PARTIES = [{"person_id": "p-lender", "role": "lender"}, {"person_id": "p-borrower", "role": "borrower"}]
 
@@ -45,6 +46,9 @@ def test_the_initiator_is_not_asked_to_sign_what_they_just_sent():
     (events.FLOW_DECLINED, "flow_declined", {"decliner_person_id": "p-borrower"}, ["p-lender"]),
     (events.FLOW_EXPIRED, "flow_expired", {}, ["p-lender", "p-borrower"]),
     (events.FLOW_CANCELLED, "flow_cancelled", {"disputed_person_id": "p-borrower"}, ["p-lender"]),
+    (events.LOAN_EXTENDED, "loan_extended", {"repayment_date": "2027-09-15"}, ["p-lender", "p-borrower"]),
+    (events.LOAN_REPAYMENT_RECORDED, "repayment_recorded", {"actor_person_id": "p-lender"}, ["p-borrower"]),
+    (events.LOAN_REPAID, "loan_repaid", {"actor_person_id": "p-lender"}, ["p-lender", "p-borrower"]),
 ])
 def test_each_event_reaches_the_parties_it_concerns(event_type, template, extra, recipients):
     notices = notices_for(event_type, flow(**extra))
@@ -56,6 +60,30 @@ def test_repayment_date_is_read_as_a_date():
     assert flow(repayment_date="2026-03-01").repayment_date == dt.date(2026, 3, 1)
 
 
+def test_the_loan_terms_are_read_and_a_statement_flow_has_none():
+    monthly = flow(repayment_date="2027-06-15", loan={"method": "monthly_interest",
+                                                      "interest_dates": ["2027-02-15", "2027-03-15"]})
+    assert monthly.loan == LoanTerms(RepaymentMethod.MONTHLY_INTEREST, (dt.date(2027, 2, 15), dt.date(2027, 3, 15)))
+    assert flow(repayment_date="2027-06-15", loan={"method": "lump_sum", "interest_dates": []}).loan == \
+        LoanTerms(RepaymentMethod.LUMP_SUM)
+    statement = flow(repayment_date=None)
+    assert (statement.repayment_date, statement.loan) == (None, None)
+
+
+def test_the_loan_notices_carry_the_new_date_and_the_link():
+    notices = notices_for(events.LOAN_EXTENDED, flow(repayment_date="2027-09-15", previous_repayment_date="2027-06-15",
+                                                     statement_flow_id="f2"))
+    assert {tuple(n.params.items()) for n in notices} == {(("document_title", "借条"), ("due_date", "2027-09-15"))}
+    (recorded,) = notices_for(events.LOAN_REPAYMENT_RECORDED, flow(actor_person_id="p-lender"))
+    assert dict(recorded.params) == {"document_title": "借条", "link": "https://e.cn/f/f1"}
+    with pytest.raises(InvalidInput) as error:  # without the new date there is nothing to tell
+        notices_for(events.LOAN_EXTENDED, flow())
+    assert error.value.field == "data.repayment_date"
+    with pytest.raises(InvalidInput) as error:  # without the lender notify could not leave them out
+        notices_for(events.LOAN_REPAYMENT_RECORDED, flow())
+    assert error.value.field == "data.actor_person_id"
+
+
 @pytest.mark.parametrize("payload, field", [
     ({"document_title": "借条", "parties": PARTIES}, "data.flow_id"),
     ({"flow_id": "f1", "parties": PARTIES}, "data.document_title"),
@@ -63,6 +91,13 @@ def test_repayment_date_is_read_as_a_date():
     ({"flow_id": "f1", "document_title": "借条", "parties": [{"person_id": "has space"}]}, "data.parties[0].person_id"),
     ({"flow_id": "x" * 65, "document_title": "借条", "parties": PARTIES}, "data.flow_id"),
     ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES, "repayment_date": "soon"}, "data.repayment_date"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES, "loan": "monthly"}, "data.loan"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES, "loan": {"method": "weekly"}}, "data.loan.method"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES,
+      "loan": {"method": "monthly_interest", "interest_dates": "2027-02-15"}}, "data.loan.interest_dates"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES,
+      "loan": {"method": "monthly_interest", "interest_dates": ["2027-02-15", "Feb"]}}, "data.loan.interest_dates[1]"),
+    ({"flow_id": "f1", "document_title": "借条", "parties": PARTIES, "actor_person_id": "a b"}, "data.actor_person_id"),
 ])
 def test_contract_breaches_name_the_field(payload, field):
     with pytest.raises(InvalidInput) as error:

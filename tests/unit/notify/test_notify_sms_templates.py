@@ -20,6 +20,11 @@ REQUIRED = {
     "flow_completed": TemplateCategory.NOTICE,
     "due_soon": TemplateCategory.REMINDER,
     "due_today": TemplateCategory.REMINDER,
+    "overdue": TemplateCategory.REMINDER,
+    "interest_due": TemplateCategory.REMINDER,
+    "loan_extended": TemplateCategory.NOTICE,
+    "repayment_recorded": TemplateCategory.NOTICE,
+    "loan_repaid": TemplateCategory.NOTICE,
     "void_requested": TemplateCategory.NOTICE,
     "flow_voided": TemplateCategory.NOTICE,
     "flow_declined": TemplateCategory.NOTICE,
@@ -170,6 +175,18 @@ def test_flow_cancelled_names_nobody_and_reads_as_submitted_for_approval(catalog
     assert vendor_template_text(template) == "《{1}》因签署方身份存在争议，已由平台取消，本次签署流程已结束。"
     assert catalog.render("flow_cancelled", {"document_title": "借条"}).text == \
         "《借条》因签署方身份存在争议，已由平台取消，本次签署流程已结束。"
+
+
+@pytest.mark.parametrize("template_id, params, text", [
+    ("overdue", {"due_date": "2027-06-15"}, "《借条》约定的还款日2027年6月15日已过，借款尚未还清，请尽快履行。"),
+    ("interest_due", {"due_date": "2027-02-15", "days": "3"},
+     "《借条》下一期利息应于2027年2月15日支付，还有3天，请按约定履行。"),
+    ("loan_extended", {"due_date": "2027-09-15"}, "《借条》已展期，新的还款日为2027年9月15日。"),
+    ("repayment_recorded", {"link": SAMPLE["link"]}, f"《借条》：出借人已确认收到您的一笔还款，查看：{SAMPLE['link']}"),
+    ("loan_repaid", {}, "《借条》的借款已全部还清，感谢您守约。"),
+])
+def test_the_texts_of_a_signed_ious_life_read_as_submitted_for_approval(catalog, template_id, params, text):
+    assert catalog.render(template_id, {"document_title": "借条", **params}).text == text
 
 
 def test_vendor_ids_start_unconfigured_and_configuration_overrides_them(catalog):
