@@ -227,7 +227,8 @@ function show(answer) {
   $("#title").textContent = flow.title;
   const disputed = flow.status === "disputed_identity" || flow.reason === "identity_disputed";
   $("#state").textContent = (STATES[flow.state] || flow.state)
-    + (flow.state === "cancelled" && disputed ? "（签署方身份存在争议）" : "");
+    + (flow.state === "cancelled" && disputed ? "（签署方身份存在争议）" : "")
+    + (flow.loan_state === "repaid" ? "（已还清）" : flow.loan_state === "part_repaid" ? "（部分还款）" : "");
   $("#state").dataset.state = flow.state;
   $("#dispute").hidden = flow.status !== "disputed_identity";
   const nextRole = flow.next_role || (next && next.role);
@@ -255,6 +256,71 @@ function show(answer) {
   $("#report").hidden = !["completed", "voided", "void_requested"].includes(flow.state);
 }
 
+// -- a signed IOU's life: where it stands, its statements, 还款确认 and 展期 -------------------
+
+const LOAN_STATES = { active: "未还清", part_repaid: "部分还款", repaid: "已还清" };
+const STATEMENTS = { repayment: "还款确认书", extension: "借款展期协议" };
+const yuan = (amount) => `¥${amount}`;
+
+function statementLink(flowIdOf, text) { return el("a", { href: `/flows/${flowIdOf}` }, text); }
+
+function showLoan(loan) {
+  $("#loan").hidden = false;
+  const late = loan.overdue ? "（已逾期）" : "";
+  $("#loan-summary").textContent = `${LOAN_STATES[loan.state] || loan.state}：未还本金 ${yuan(loan.principal_outstanding)}，`
+    + `应付利息 ${yuan(loan.interest_owed)}，还款日 ${loan.repayment_date}${late}`;
+  $("#loan-detail").textContent = `借款本金 ${yuan(loan.principal)}，年利率 ${loan.annual_rate}%，起息日 ${loan.start_date}，`
+    + `已还合计 ${yuan(loan.repaid_total)}（截至 ${loan.as_of}）`;
+  const history = [
+    ...loan.repayments.map((r) => [r.date, el("li", {}, `${r.date} 收到还款 ${yuan(r.amount)}（${r.method}），抵充利息 `
+      + `${yuan(r.interest)}、本金 ${yuan(r.principal)}，剩余本金 ${yuan(r.principal_after)} `,
+    statementLink(r.statement_flow_id, "还款确认书"))]),
+    ...loan.extensions.map((x) => [x.agreed_on, el("li", {}, `${x.agreed_on} 展期至 ${x.repayment_date}`
+      + (x.annual_rate !== null ? `，年利率 ${x.annual_rate}%` : "") + " ", statementLink(x.statement_flow_id, "借款展期协议"))]),
+  ].sort((a, b) => a[0].localeCompare(b[0])).map(([, item]) => item);
+  $("#loan-history").replaceChildren(...history);
+  const pending = loan.pending_statement;
+  $("#loan-pending").hidden = !pending;
+  if (pending) {
+    $("#loan-pending").replaceChildren(`${STATEMENTS[pending.statement] || pending.title}签署中：`,
+      statementLink(pending.flow_id, "查看并签署"));
+  }
+  const open = loan.state !== "repaid" && !pending && flow.state === "completed";
+  $("#repay").hidden = !(open && loan.lender_person_id === myId);
+  $("#extend").hidden = !open;
+  if (!$("#repay-date").value) $("#repay-date").value = loan.as_of;
+}
+
+async function loadLoan() {
+  if (flow.parent_flow_id) {
+    const about = await api("GET", `/flows/${flow.parent_flow_id}`);
+    $("#statement-of").hidden = false;
+    $("#statement-text").replaceChildren(`本文件是关于`, statementLink(about.flow_id, `《${about.title}》`),
+      `的${STATEMENTS[flow.statement] || "补充文件"}：签署完成后对原文件生效，原文件本身不变。`);
+  }
+  if (flow.loan_state) showLoan(await api("GET", `/flows/${flowId}/loan`));
+}
+
+function wireLoan() {
+  const statement = (form, path, body) => act(form, async () => {
+    const made = await api("POST", `/flows/${flowId}/${path}`, body());
+    location.assign(`/flows/${made.flow_id}`);
+  });
+  $("#repay-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    statement($("#repay-form"), "repayments", () => ({
+      amount: $("#repay-amount").value.trim(), date: $("#repay-date").value, method: $("#repay-method").value,
+    }));
+  });
+  $("#extend-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const rate = $("#extend-rate").value.trim();
+    statement($("#extend-form"), "extensions", () => ({
+      repayment_date: $("#extend-date").value, ...(rate ? { annual_rate: rate } : {}),
+    }));
+  });
+}
+
 async function loadPdf() {
   const pdf = await apiBlob(`/flows/${flowId}/pdf`);
   showPdf(pdf, $("#pdf"));
@@ -280,6 +346,8 @@ async function main() {
     initHeader(true);
     myId = person.person_id;
     show(await openFlow());
+    wireLoan();
+    await loadLoan();
     await loadPdf();
   } catch (error) {
     $("#flow-error").textContent = error.message;
