@@ -5,7 +5,8 @@ accepts. Each statement is its own signed PDF (pyHanko-verified offline with
 its report), each becomes a leaf of the IOU's flow in the evidence log under
 a witnessed checkpoint, 我的文件 follows (completed → part_repaid → repaid),
 and notify's reminders move with the extension and end with the repayment.
-The refusals the issue lists answer by field and rule."""
+The refusals the issue lists answer by field and rule, and a void by mutual
+consent ends it as before."""
 from __future__ import annotations
 
 import base64
@@ -156,5 +157,11 @@ def test_two_part_repayment_and_an_extension_each_signed_logged_and_followed(sta
         leaf = next(json.loads(e["leaf"]) for e in report["evidence"]["events"]
                     if json.loads(e["leaf"]).get("statement_flow_id") == statement["flow_id"])
         assert leaf["statement_sha256"] == own["document"]["final_pdf_sha256"]
-    # a void by mutual consent is still possible, as before
-    assert lender.json("GET", f"/flows/{flow_id}")["state"] == "completed"
+    # a void by mutual consent stays as it is; a voided IOU takes no statement
+    stack.void_action(stack.rpc.signing.request_void, lender_id, LENDER[2], flow_id=flow_id, reason="双方另行结清")
+    stack.void_action(stack.rpc.signing.confirm_void, borrower_id, BORROWER[2], flow_id=flow_id)
+    assert refused(lender, repayments, {"amount": "1", "date": today.isoformat(), "method": "现金"})[
+        "message"] == "flow_voided"
+    assert refused(borrower, extensions, {"repayment_date": (new_due + timedelta(days=9)).isoformat()})[
+        "message"] == "flow_voided"
+    assert my_status(borrower, flow_id) == "voided"
