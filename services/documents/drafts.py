@@ -15,13 +15,12 @@ nameko and the database.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import re
 from typing import Any, Iterable
 
 from services.common.errors import InvalidInput
 from services.common.masking import mask_id_number, mask_name, mask_phone
-from services.common.sealing import Keyring, associated_data, from_text, to_text
+from services.common.sealing import Keyring, open_json, seal_json
 from services.documents.fields import ImagesField
 from services.documents.template import Template
 from services.documents.validation import ValidationFailed, Violation
@@ -30,14 +29,11 @@ _PARTY_PATH = re.compile(r"parties\[(\d+)\]\.(name|id_number|phone)")
 
 
 def seal_values(keyring: Keyring, document_id: str, values: dict) -> str:
-    plain = json.dumps(values, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return to_text(keyring.seal(plain, associated_data("documents", "values", document_id)))
+    return seal_json(keyring, values, "documents", "values", document_id)
 
 
 def open_values(keyring: Keyring, document_id: str, sealed: str | None) -> dict:
-    if not sealed:
-        return {}
-    return json.loads(keyring.open(from_text(sealed), associated_data("documents", "values", document_id)))
+    return open_json(keyring, sealed, "documents", "values", document_id)
 
 
 def image_fields(template: Template) -> list[str]:

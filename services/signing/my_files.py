@@ -15,7 +15,6 @@ never stored in clear.
 """
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 from sqlalchemy import and_, false, func, not_, or_, select
@@ -25,7 +24,7 @@ from services.common.clock import today_in_china
 from services.common.database import dialect_insert
 from services.common.listing import ListQuery, before_clause, collect, key
 from services.common.masking import mask_name
-from services.common.sealing import Keyring, associated_data, from_text, to_text
+from services.common.sealing import Keyring, open_json, seal_json
 from services.signing.loan import ACTIVE, PART_REPAID, REPAID
 from services.signing.models import FlowParty, FlowRow, PartyIndexRow
 
@@ -85,14 +84,11 @@ def summary_of(document: dict) -> dict:
 
 
 def seal_summary(keyring: Keyring, flow_id: str, summary: dict) -> str:
-    plain = json.dumps(summary, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return to_text(keyring.seal(plain, associated_data("signing", "flow_summary", flow_id)))
+    return seal_json(keyring, summary, "signing", "flow_summary", flow_id)
 
 
 def open_summary(keyring: Keyring, flow_id: str, sealed: str | None) -> dict:
-    if not sealed:
-        return {}
-    return json.loads(keyring.open(from_text(sealed), associated_data("signing", "flow_summary", flow_id)))
+    return open_json(keyring, sealed, "signing", "flow_summary", flow_id)
 
 
 def list_files(session: Session, keyring: Keyring, query: ListQuery) -> dict:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from services.signing.evidence_package import open_package
-from tests.support.browser import Page, browser, log_in, perform_challenge
+from tests.support.browser import Page, browser, log_in, perform_challenge, sign_by_sms
 from tests.support.stack import BORROWER, LENDER, party, people
 from tests.support.waiting import wait_for
 
@@ -164,12 +164,7 @@ def test_iou_then_qr_receipt_in_two_browsers(stack, tmp_path):  # noqa: F811  (t
         a.wait_visible("#sign")
         assert a.text("#turn") == "轮到您签署"
         assert a.text("#state") == "待签署"
-        a.draw_signature()
-        before = len(stack.sms())
-        a.click('#sign-form button[type="submit"]')
-        a.wait_visible("#sign-code")
-        a.type("#sign-code", stack.latest_code(LENDER[2], "willingness_code", before))
-        a.click('#sign-form button[type="submit"]')
+        sign_by_sms(a, stack, LENDER[2])
         a.wait(lambda: a.text("#turn") == "等待借款人签署", "A's signature to count")
         assert not a.visible("#sign")
         assert "已签署" in a.text("#parties").splitlines()[0]

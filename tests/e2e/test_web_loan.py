@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.clock import today_in_china
-from tests.support.browser import Page, browser, log_in
+from tests.support.browser import Page, browser, log_in, sign_by_sms
 from tests.support.stack import BORROWER, LENDER, people, signed_iou
 
 pytestmark = pytest.mark.e2e
@@ -37,13 +37,7 @@ def test_the_lender_confirms_a_repayment_on_the_iou_page(stack, tmp_path):
         a.wait(lambda: "/flows/" in a.driver.current_url and flow_id not in a.driver.current_url, "the statement")
         a.wait_visible("#statement-of")
         assert "的还款确认书" in a.text("#statement-text")
-        a.wait_visible("#sign")
-        a.draw_signature()
-        before = len(stack.sms())
-        a.click('#sign-form button[type="submit"]')
-        a.wait_visible("#sign-code")
-        a.type("#sign-code", stack.latest_code(LENDER[2], "willingness_code", before))
-        a.click('#sign-form button[type="submit"]')
+        sign_by_sms(a, stack, LENDER[2])
         a.wait(lambda: a.text("#state") == "已生效", "the statement to be signed")
         a.click("#statement-text a")
         a.wait(lambda: a.driver.current_url.endswith(f"/flows/{flow_id}"), "back to the IOU")

@@ -135,6 +135,18 @@ class Page:
 ACTION_WORDS = {"turn_left": "向左转头", "turn_right": "向右转头"}
 
 
+def sign_by_sms(page: Page, stack, phone: str) -> None:
+    """The flow page's sign step as a person does it: a handwritten signature on
+    the canvas, 确认签署, the willingness code from the SMS to ``phone``, 确认签署."""
+    page.wait_visible("#sign")
+    page.draw_signature()
+    before = len(stack.sms())
+    page.click('#sign-form button[type="submit"]')
+    page.wait_visible("#sign-code")
+    page.type("#sign-code", stack.latest_code(phone, "willingness_code", before))
+    page.click('#sign-form button[type="submit"]')
+
+
 def perform_challenge(page: Page, root: str, camera: Path, previous: str | None = None, still: bool = False) -> str:
     """The person in front of the camera: read the head turns the page under
     ``root`` asks for (a challenge other than ``previous``), have the performer

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
 from services.common.listing import ListQuery
 from services.common.sealing import Keyring
@@ -15,6 +13,7 @@ from services.documents import drafts
 from services.documents.catalog import Templates
 from services.documents.models import Base, Document
 from services.documents.my_files import list_drafts
+from tests.support.sqlite import sqlite_session
 
 from .samples import TODAY, iou_values, receipt_values
 
@@ -24,10 +23,7 @@ START = datetime(2026, 12, 1, 8, 0)
 
 @pytest.fixture
 def session():
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
+    yield from sqlite_session(Base.metadata)
 
 
 def add(session, catalog, n: int, owner: str, template_id: str = "iou", values: dict | None = None,

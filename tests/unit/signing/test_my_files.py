@@ -8,13 +8,12 @@ import os
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
 from services.common.listing import SEARCH_CHUNK, ListQuery
 from services.common.sealing import Keyring
 from services.signing import my_files
 from services.signing.models import Base, FlowParty, FlowRow
+from tests.support.sqlite import sqlite_session
 
 KEYRING = Keyring({"kek-1": os.urandom(32)}, "kek-1")
 START = datetime(2026, 12, 1, 8, 0)
@@ -23,10 +22,7 @@ LENDER, BORROWER, STRANGER = "person-lender", "person-borrower", "person-strange
 
 @pytest.fixture
 def session():
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
+    yield from sqlite_session(Base.metadata)
 
 
 def add_flow(session, n: int, persons=(LENDER, BORROWER), names=("王䶮", "李𠮷"), state="waiting", current=0,
