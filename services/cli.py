@@ -103,7 +103,7 @@ def _main(argv: list[str] | None) -> int:
         return witness_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
-        from services.common.platform import up as platform_up
+        from services.common.launcher import up as platform_up
 
         return platform_up(data_dir=args.data_dir, timeout=args.timeout)
     if args.command == "run":

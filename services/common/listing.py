@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import and_, or_, true
 
+from services.common.clock import aware, naive
 from services.common.errors import InvalidInput
 
 DEFAULT_PAGE = 20
@@ -106,7 +107,7 @@ def _optional_text(field: str, value: object, limit: int) -> str | None:
 def key(at: datetime, record_id: str) -> dict:
     """A record's place in the order, as RPC carries it (the time always to the
     microsecond, so keys of any service compare as text)."""
-    return {"at": _utc(at).isoformat(timespec="microseconds"), "id": record_id}
+    return {"at": aware(at).astimezone(timezone.utc).isoformat(timespec="microseconds"), "id": record_id}
 
 
 def parse_key(value: object) -> tuple[datetime, str] | None:
@@ -124,12 +125,7 @@ def parse_key(value: object) -> tuple[datetime, str] | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise InvalidInput("before.at", "datetime", "expected an ISO 8601 time with its offset")
-    return moment.astimezone(timezone.utc).replace(tzinfo=None), record_id
-
-
-def _utc(moment: datetime) -> datetime:
-    # stored naive in UTC
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return naive(moment), record_id
 
 
 def before_clause(at_column, id_column, before: tuple[datetime, str] | None):

@@ -24,7 +24,6 @@ Rules kept here:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import datetime as _dt
 import logging
@@ -41,6 +40,7 @@ from services.common.clock import iso, today_in_china, utcnow
 from services.common.object_intents import ObjectReconciliation
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
+from services.common.wire import decode_base64
 from services.documents import drafts, my_files
 from services.documents.attachments import DEFAULT_POLICY, sanitize_image
 from services.documents.catalog import TemplatesProvider
@@ -165,12 +165,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         """Attach one image (base64 JPEG/PNG/WebP, checked by content, EXIF
         stripped) to an image field (default: the template's first). The image
         and its thumbnail are stored in S3 before the row listing them."""
-        if len(image) > (DEFAULT_POLICY.max_bytes * 4) // 3 + 4:
-            raise InvalidInput("image", "max_size", f"more than {DEFAULT_POLICY.max_bytes} bytes")
-        try:
-            data = base64.b64decode(image, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidInput("image", "base64", "expected standard base64 text") from None
+        data = decode_base64(image, "image", DEFAULT_POLICY.max_bytes)
         document = self._editable(document_id)
         template = self._template_of(document)
         images = drafts.images_field_for(template, field)

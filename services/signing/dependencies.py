@@ -29,7 +29,7 @@ def load_keys(config: dict) -> SigningKeys:
     generate = secret_generation_dir(config)
     keyring = keyring_from_secrets(secrets, "signing-kek", "kek-1", generate)
     seed = read_secret(secrets.get("LOG_KEY"), "evidence-log-key", generate_in=generate)
-    origin = str((config.get("EVIDENCE_LOG") or {}).get("ORIGIN") or "esign.local/evidence-log")
+    origin = SigningSettings.from_config(config).log_origin
     return SigningKeys(keyring, NoteSigner(origin, Ed25519PrivateKey.from_private_bytes(seed[:32])))
 
 
@@ -53,8 +53,8 @@ class SigningContext(DependencyProvider):
         self.settings = SigningSettings.from_config(self.container.config)  # a bad value stops the start here
         self.keys = load_keys(self.container.config)
         self.platform = Platform()
-        self.tsa_url = str((self.container.config.get("TSA") or {}).get("URL") or "")
-        self.public_url = str(self.container.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.tsa_url = self.settings.tsa_url
+        self.public_url = self.settings.public_url
         self.witness_policy = WitnessPolicy.from_config(self.container.config.get("WITNESSES"))
         self._log: EvidenceLog | None = None
         self._witnessing: Witnessing | None = None

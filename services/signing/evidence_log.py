@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common.clock import aware  # SQLite keeps no offset; the log writes UTC
 from services.common.database import dialect_insert
 from services.common.errors import IntegrityError, InvalidInput, NotFound
 from services.common.group_commit import GroupCommit
@@ -472,11 +473,6 @@ class MemoryLogStore:
         return size, self._checkpoints[size]
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite keeps no offset; the log writes UTC
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
-
-
 class SqlLogStore:
     """The log in the service's database (tables in ``models.py``).
 
@@ -639,7 +635,7 @@ class SqlLogStore:
             ).all()
             if not rows:
                 return Integration(0, [])
-            records = [SequencedRecord(flow_id, event_id, bytes(record), _utc(created_at))
+            records = [SequencedRecord(flow_id, event_id, bytes(record), aware(created_at))
                        for _seq, flow_id, event_id, record, created_at in rows]
             fresh = [records[position] for position in
                      unlogged(records, self._logged_events(session, [r.event_id for r in records if r.event_id]))]
@@ -690,7 +686,7 @@ class SqlLogStore:
 
     @staticmethod
     def _leaf(row: LogLeaf) -> StoredLeaf:
-        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash), _utc(row.created_at))
+        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash), aware(row.created_at))
 
     def leaf(self, index: int) -> StoredLeaf | None:
         with self._reading() as session:

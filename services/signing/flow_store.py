@@ -30,7 +30,7 @@ from services.common import events
 from services.common.assurance import AssuranceLevel
 from services.common.clock import aware, naive, now, utcnow
 from services.common.database import DatabaseProvider
-from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound
+from services.common.errors import Conflict, Forbidden, NotFound
 from services.common.metrics import BusinessMetrics
 from services.common.outbox import UnitOfWork
 from services.common.object_intents import IntentStore
@@ -38,6 +38,7 @@ from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
 from services.signing import my_files
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
+from services.signing.settings import SigningSettings
 
 
 def to_domain(row: FlowRow, parties: list[FlowParty]) -> F.Flow:
@@ -329,16 +330,9 @@ class FlowStoreProvider(DependencyProvider):
         dependencies = self.container.dependencies
         self.database = next(d for d in dependencies if isinstance(d, DatabaseProvider))
         self.storage = next(d for d in dependencies if isinstance(d, Storage))
-        self.public_url = str(self.container.config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
-        megabytes = (self.container.config.get("S3") or {}).get("PDF_CACHE_MB", 64)
-        try:
-            limit = int(megabytes) * 1024 * 1024
-        except (TypeError, ValueError):
-            raise InvalidInput("s3.pdf_cache_mb", "integer",
-                               f"expected a whole number of MB, found {megabytes!r}") from None
-        if limit < 0:
-            raise InvalidInput("s3.pdf_cache_mb", "minimum", f"expected 0 (off) or more, found {megabytes!r}")
-        self.pdfs = ContentCache(limit)
+        settings = SigningSettings.from_config(self.container.config)
+        self.public_url = settings.public_url
+        self.pdfs = ContentCache(settings.pdf_cache_bytes)
 
     def get_dependency(self, worker_ctx) -> FlowStore:
         return FlowStore(lambda: self.database.units[worker_ctx], self.storage.for_worker(worker_ctx),

@@ -12,6 +12,12 @@ time-stamps stay with the platform TSA: stamped by identity in the same RPC
 that signs (``TSA.SIGNATURE_STAMPS: identity``, the default), or asked of
 the authority at ``TSA.URL`` over HTTP (``url``).
 
+``PUBLIC_URL`` is where people and the platform reach the gateway (the
+links in events, the signing report's verify link); ``TSA.URL`` the
+platform TSA over HTTP; ``S3.PDF_CACHE_MB`` how much of the flows' PDFs a
+process keeps in memory by hash (0: none); ``EVIDENCE_LOG.ORIGIN`` the
+evidence log's name in its checkpoints (C2SP signed note origin).
+
 A bad value raises :class:`~services.common.errors.InvalidInput` naming the
 setting, so a misconfigured replica stops at start-up instead of letting
 weaker identities sign or finalising against the wrong authority.
@@ -73,6 +79,11 @@ class DocumentTimestampSettings:
 SIGNATURE_STAMPS = ("identity", "url")
 
 
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_LOG_ORIGIN = "esign.local/evidence-log"
+DEFAULT_PDF_CACHE_MB = 64
+
+
 @dataclass(frozen=True)
 class SigningSettings:
     required_assurance: AssuranceLevel = DEFAULT_REQUIRED_LEVEL
@@ -80,6 +91,10 @@ class SigningSettings:
     #: "identity": the platform TSA stamps each signature inside identity.sign_digest;
     #: "url": the signer asks the RFC 3161 authority at TSA.URL
     signature_stamps: str = "identity"
+    public_url: str = DEFAULT_PUBLIC_URL  # no trailing slash
+    tsa_url: str = ""
+    pdf_cache_bytes: int = DEFAULT_PDF_CACHE_MB * 1024 * 1024
+    log_origin: str = DEFAULT_LOG_ORIGIN
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "SigningSettings":
@@ -88,6 +103,10 @@ class SigningSettings:
             required_assurance=_required_level(_section(config, "ASSURANCE")),
             document_timestamp=DocumentTimestampSettings.from_config(tsa),
             signature_stamps=_signature_stamps(tsa),
+            public_url=_http_url(config.get("PUBLIC_URL") or DEFAULT_PUBLIC_URL, "public_url"),
+            tsa_url=_http_url(tsa.get("URL"), "tsa.url") if str(tsa.get("URL") or "").strip() else "",
+            pdf_cache_bytes=_cache_bytes(_section(config, "S3").get("PDF_CACHE_MB", DEFAULT_PDF_CACHE_MB)),
+            log_origin=_log_origin(_section(config, "EVIDENCE_LOG").get("ORIGIN") or DEFAULT_LOG_ORIGIN),
         )
 
     @property
@@ -103,6 +122,28 @@ def _signature_stamps(tsa: Mapping[str, Any]) -> str:
     if value == "url" and not str(tsa.get("URL") or "").strip():
         raise InvalidInput("tsa.url", "required", "expected the authority's URL with TSA.SIGNATURE_STAMPS: url")
     return value
+
+
+def _http_url(value: Any, key: str) -> str:
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(key, "url", f"expected an http(s) URL, found {url!r}")
+    return url
+
+
+def _cache_bytes(megabytes: Any) -> int:
+    if isinstance(megabytes, bool) or not isinstance(megabytes, (int, str)) or not str(megabytes).strip().isdigit():
+        raise InvalidInput("s3.pdf_cache_mb", "integer", f"expected a whole number of MB ≥ 0 (0: off), found {megabytes!r}")
+    return int(megabytes) * 1024 * 1024
+
+
+def _log_origin(value: Any) -> str:
+    origin = str(value)
+    # a signed note's first line: printable, no spaces (c2sp.org/signed-note)
+    if not origin or any(c.isspace() or not c.isprintable() for c in origin):
+        raise InvalidInput("evidence_log.origin", "origin", f"expected a log name without spaces, found {origin!r}")
+    return origin
 
 
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:

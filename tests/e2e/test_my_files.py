@@ -5,11 +5,13 @@ step, by the counterparty's name, and open its signed PDF from there."""
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.stack import BORROWER, LENDER, Http, iou_values, people
+from services.common.clock import today_in_china
+from tests.support.stack import BORROWER, LENDER, Http, iou_values, people, signed_iou
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +29,14 @@ def test_each_party_finds_the_iou_with_its_status_at_every_step(stack):
     lender_id, borrower_id = people(stack)
     lender, borrower = Http(stack, stack.tokens[lender_id]), Http(stack, stack.tokens[borrower_id])
 
-    draft = lender.json("POST", "/documents", {"template_id": "iou", "values": iou_values(amount="3000")}, expect=201)
+    due = (today_in_china() + timedelta(days=30)).isoformat()
+    draft = lender.json("POST", "/documents", {"template_id": "iou", "values": iou_values(amount="3000",
+                                                                                       repayment_date=due)},
+                        expect=201)
     item = only(lender)
     assert (item["kind"], item["id"], item["status"], item["my_role"]) == ("document", draft["document_id"], "draft",
                                                                           "出借人")
-    assert item["amount"] == "3000.00" and item["due_date"] == "2026-12-01"
+    assert item["amount"] == "3000.00" and item["due_date"] == due
     assert item["counterparties"] == [{"role": "借款人", "name": BORROWER[0][0] + "*"}]
     assert files(borrower)["items"] == []  # a draft is its maker's alone
 
@@ -69,3 +74,9 @@ def test_each_party_finds_the_iou_with_its_status_at_every_step(stack):
     assert files(lender, limit=1, cursor=page["next_cursor"])["items"][0]["id"] == flow_id
     status, body, _ = borrower.call("GET", f"/me/files?limit=1&cursor={page['next_cursor']}")
     assert status == 422 and b"other_person" in body
+
+    # an IOU past its repayment date and not repaid is overdue, for both, and found so
+    late = signed_iou(stack, lender_id, borrower_id, repayment_date=(today_in_china() - timedelta(days=1)).isoformat())
+    assert only(borrower, status="overdue")["id"] == late and only(lender, status="overdue")["id"] == late
+    assert late not in {i["id"] for i in files(borrower, status="completed")["items"]}
+    assert flow_id in {i["id"] for i in files(borrower, status="completed")["items"]}

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 
 import pytest
 
+from services.common.clock import today_in_china
 from tests.support.browser import Page, browser, log_in
 from tests.support.stack import BORROWER, LENDER, UNREGISTERED, Http, iou_values, party, people, signed_iou
 
@@ -18,7 +20,8 @@ pytestmark = pytest.mark.e2e
 
 def test_find_the_iou_by_the_counterpartys_name_open_it_and_download_it(stack, tmp_path):
     lender, borrower = people(stack)
-    flow_id = signed_iou(stack, lender, borrower, amount="8800")
+    due = (today_in_china() + timedelta(days=30)).isoformat()  # not overdue: 已生效
+    flow_id = signed_iou(stack, lender, borrower, amount="8800", repayment_date=due)
     # a draft of the lender's with someone else, newer than the IOU
     draft = Http(stack, stack.tokens[lender]).json("POST", "/documents", {
         "template_id": "iou", "values": iou_values(borrower=party(UNREGISTERED), amount="120")}, expect=201)

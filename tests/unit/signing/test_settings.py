@@ -1,4 +1,6 @@
-"""The signing service's settings: the platform's minimum identity assurance and the document TSA."""
+"""The signing service's settings: the platform's minimum identity assurance, the document TSA, the
+addresses, the PDF cache and the log's name, each refused by name when wrong."""
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
@@ -34,11 +36,31 @@ def test_every_level_may_be_the_minimum(level):
     ({"ASSURANCE": {"REQUIRED_LEVEL": "face"}}, "assurance.required_level", "allowed_values"),
     ({"ASSURANCE": {"REQUIRED_LEVEL": "AUTHORITY_FACE"}}, "assurance.required_level", "allowed_values"),
     ({"ASSURANCE": "authority_face"}, "assurance", "type"),
+    ({"PUBLIC_URL": "esign.example"}, "public_url", "url"),
+    ({"PUBLIC_URL": "ftp://esign.example"}, "public_url", "url"),
+    ({"TSA": {"URL": "localhost:8000/tsa"}}, "tsa.url", "url"),
+    ({"S3": {"PDF_CACHE_MB": "-1"}}, "s3.pdf_cache_mb", "integer"),
+    ({"S3": {"PDF_CACHE_MB": "64MB"}}, "s3.pdf_cache_mb", "integer"),
+    ({"S3": {"PDF_CACHE_MB": True}}, "s3.pdf_cache_mb", "integer"),
+    ({"S3": ["PDF_CACHE_MB"]}, "s3", "type"),
+    ({"EVIDENCE_LOG": {"ORIGIN": "esign evidence log"}}, "evidence_log.origin", "origin"),
 ])
 def test_a_bad_value_stops_the_service_naming_the_setting(config, field, rule):
     with pytest.raises(InvalidInput) as error:
         SigningSettings.from_config(config)
     assert (error.value.field, error.value.rule) == (field, rule)
+
+
+def test_addresses_cache_and_log_name_are_read_once_with_their_defaults():
+    default = SigningSettings.from_config({})
+    assert (default.public_url, default.tsa_url, default.pdf_cache_bytes, default.log_origin) == (
+        "http://127.0.0.1:8000", "", 64 * 1024 * 1024, "esign.local/evidence-log")
+    given = SigningSettings.from_config({"PUBLIC_URL": "https://esign.example/", "TSA": {"URL": "http://tsa:8000/"},
+                                         "S3": {"PDF_CACHE_MB": "0"}, "EVIDENCE_LOG": {"ORIGIN": "esign.example/log"}})
+    assert (given.public_url, given.tsa_url, given.pdf_cache_bytes, given.log_origin) == (
+        "https://esign.example", "http://tsa:8000", 0, "esign.example/log")
+    with pytest.raises(FrozenInstanceError):
+        given.public_url = "http://elsewhere"
 
 
 # --- TSA.DOCUMENT_*: the authority of the document time stamp ------------------------------
