@@ -19,8 +19,9 @@ from typing import Any, Callable, Sequence
 from nameko.extensions import DependencyProvider
 
 from services.common.offload import ReportsPoolHealth, WorkerPool
-from services.identity.faces import DEFAULT_THRESHOLD, FaceSettings, ImageLimits
+from services.identity.faces import FaceSettings, ImageLimits
 from services.identity.liveness import Challenge, LivenessSettings
+from services.identity.settings import IdentitySettings
 
 # --- inside a worker process ----------------------------------------------
 
@@ -108,18 +109,14 @@ class FaceWorkers(ReportsPoolHealth):
 
 
 def face_settings_from(config: dict) -> tuple[FaceSettings, LivenessSettings, int]:
-    faces = config.get("FACES") or {}
-    face_settings = FaceSettings(
-        threshold=float(faces.get("THRESHOLD", DEFAULT_THRESHOLD)),
-        image=ImageLimits(max_bytes=int(faces.get("MAX_IMAGE_BYTES", ImageLimits.max_bytes))),
-        min_face_px=int(faces.get("MIN_FACE_PX", FaceSettings.min_face_px)),
-        model_instances=1,  # one request at a time per worker process
-    )
-    live = config.get("LIVENESS") or {}
-    liveness_settings = LivenessSettings(face=face_settings,
-                                         mirrored_input=bool(live.get("MIRRORED_INPUT", False)))
-    workers = max(1, min(int(faces.get("WORKERS", 1)), 2))
-    return face_settings, liveness_settings, workers
+    """The face and liveness settings of the worker processes, from identity's settings
+    (services/identity/settings.py: a wrong value stops the service at start, named)."""
+    settings = IdentitySettings.from_config(config)
+    face_settings = FaceSettings(threshold=settings.face_threshold, image=ImageLimits(max_bytes=settings.max_image_bytes),
+                                 min_face_px=settings.min_face_px,
+                                 model_instances=1)  # one request at a time per worker process
+    return face_settings, LivenessSettings(face=face_settings, mirrored_input=settings.mirrored_input), \
+        settings.face_workers
 
 
 class FacePool(DependencyProvider):

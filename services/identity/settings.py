@@ -17,6 +17,7 @@ from services.common.config import REPO_ROOT, data_dir
 from services.common.config import setting_flag
 from services.common.errors import InvalidInput
 from services.identity import ca, grants
+from services.identity.faces import DEFAULT_THRESHOLD
 
 PROVIDERS = ("registry", "tencent_faceid", "self_declared")
 
@@ -55,6 +56,10 @@ class IdentitySettings:
 
     proofing: ProofingSettings = field(default_factory=ProofingSettings)
     max_image_bytes: int = 10 * 1024 * 1024  # FACES.MAX_IMAGE_BYTES
+    face_threshold: float = DEFAULT_THRESHOLD  # FACES.THRESHOLD: the largest face distance that is a match
+    min_face_px: int = 80  # FACES.MIN_FACE_PX
+    face_workers: int = 1  # FACES.WORKERS: face worker processes, 1 or 2
+    mirrored_input: bool = False  # LIVENESS.MIRRORED_INPUT: the capture is mirrored (left and right swapped)
     #: a selfie file may stand in for a live capture (FACES.ALLOW_UPLOAD); proofs are then authority_face
     upload_allowed: bool = False
     liveness_required: bool = True  # LIVENESS.REQUIRED: proofing and face willingness need a live capture
@@ -103,6 +108,10 @@ class IdentitySettings:
             proofing=ProofingSettings(provider=provider, allow_self_declared=allow_self, registry_file=registry_file,
                                       tencent=dict(proof.get("TENCENT") or {})),
             max_image_bytes=int(_number(faces, "MAX_IMAGE_BYTES", d.max_image_bytes, "faces.max_image_bytes")),
+            face_threshold=_fraction(faces, "THRESHOLD", d.face_threshold, "faces.threshold"),
+            min_face_px=int(_number(faces, "MIN_FACE_PX", d.min_face_px, "faces.min_face_px")),
+            face_workers=_workers(faces),
+            mirrored_input=setting_flag(live, "MIRRORED_INPUT", d.mirrored_input, "liveness.mirrored_input"),
             upload_allowed=setting_flag(faces, "ALLOW_UPLOAD", d.upload_allowed, "faces.allow_upload"),
             liveness_required=setting_flag(live, "REQUIRED", d.liveness_required, "liveness.required"),
             liveness_ttl=_seconds(live, "CHALLENGE_TTL_SECONDS", d.liveness_ttl, "liveness.challenge_ttl_seconds"),
@@ -146,6 +155,20 @@ def _number(section: Mapping[str, Any], key: str, default: float, name: str) -> 
     if number <= 0:
         raise InvalidInput(name, "positive", "expected a number above 0")
     return number
+
+
+def _fraction(section: Mapping[str, Any], key: str, default: float, name: str) -> float:
+    value = _number(section, key, default, name)
+    if not value < 1:
+        raise InvalidInput(name, "range", "expected a number between 0 and 1")
+    return value
+
+
+def _workers(faces: Mapping[str, Any]) -> int:
+    value = _number(faces, "WORKERS", 1, "faces.workers")
+    if value not in (1, 2):  # each holds the face models (about 100 MB); a third buys nothing on 2 cores
+        raise InvalidInput("faces.workers", "range", "expected 1 or 2")
+    return int(value)
 
 
 def _seconds(section: Mapping[str, Any], key: str, default: timedelta, name: str) -> timedelta:

@@ -35,6 +35,11 @@ def test_the_step_up_level_follows_the_provider_and_liveness(tmp_path):
     ({"SESSIONS": {"IDLE_SECONDS": "-5"}}, "sessions.idle_seconds", "positive"),
     ({"WILLINGNESS": {"FACE_LOCK": {"MAX_FAILURES": "many"}}}, "willingness.face_lock.max_failures", "number"),
     ({"STEP_UP": "soon"}, "step_up", "mapping"),
+    ({"FACES": {"THRESHOLD": "0,6"}}, "faces.threshold", "number"),
+    ({"FACES": {"THRESHOLD": "1.2"}}, "faces.threshold", "range"),
+    ({"FACES": {"WORKERS": "3"}}, "faces.workers", "range"),
+    ({"FACES": {"MIN_FACE_PX": "big"}}, "faces.min_face_px", "number"),
+    ({"LIVENESS": {"MIRRORED_INPUT": "ja"}}, "liveness.mirrored_input", "boolean"),
 ])
 def test_bad_settings_are_named(config, field, rule, tmp_path):
     with pytest.raises(InvalidInput) as error:
@@ -53,3 +58,12 @@ def test_bad_settings_are_named(config, field, rule, tmp_path):
 ])
 def test_who_may_take_an_id_number_back(level, holder, wins):
     assert can_take_back(AssuranceLevel(level), AssuranceLevel(holder)) is wins
+
+
+def test_the_face_workers_get_the_checked_settings(tmp_path):
+    from services.identity.face_pool import face_settings_from
+
+    faces, liveness, workers = face_settings_from({"DATA_DIR": str(tmp_path), "FACES": {
+        "THRESHOLD": "0.55", "WORKERS": "2", "MIN_FACE_PX": "90"}, "LIVENESS": {"MIRRORED_INPUT": "true"}})
+    assert (faces.threshold, faces.min_face_px, workers, liveness.mirrored_input) == (0.55, 90, 2, True)
+    assert liveness.face is faces
