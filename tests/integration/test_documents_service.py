@@ -54,6 +54,10 @@ def sample(template_id: str, **changes) -> dict:
     return {k: v for k, v in VALID[template_id](**changes).items() if k not in IMAGE_FIELDS}
 
 
+#: the templates only the platform makes, with the dates their samples need on the real day
+STATEMENTS = {"iou_repayment": {}, "iou_extension": {"agreed_on": "today", "repayment_date": "today+90d"}}
+
+
 def jpeg(colour=(200, 30, 30), size=(640, 480)) -> str:
     out = io.BytesIO()
     Image.new("RGB", size, colour).save(out, "JPEG")
@@ -106,7 +110,8 @@ def test_templates_are_listed_and_recorded(documents, rpc_proxy):
     with db.session() as session:
         rows = {(r.id, r.version): r for r in session.execute(select(TemplateRecord)).scalars()}
     db.dispose()
-    assert set(rows) == {(t, 1) for t in listed}
+    # the statements the platform makes (还款确认书, 借款展期协议) are recorded, never offered
+    assert set(rows) == {(t, 1) for t in listed} | {("iou_repayment", 1), ("iou_extension", 1)}
     assert rows[("iou", 1)].sha256 == listed["iou"]["sha256"]
     assert json.loads(rows[("iou", 1)].definition)["title"] == "借条"
 
@@ -128,7 +133,7 @@ def test_a_changed_template_file_under_the_same_version_is_refused(documents_con
     assert "receipt v1" in str(refused.value) and "receipt.v2.yaml" in str(refused.value)
 
 
-@pytest.mark.parametrize("template_id", sorted(VALID))
+@pytest.mark.parametrize("template_id", sorted(set(VALID) - set(STATEMENTS)))
 def test_every_template_creates_and_renders(template_id, documents, rpc_proxy):
     before = metric("esign_documents_created_total", template=template_id)
     created = rpc_proxy.documents.create_draft(template_id=template_id, values=sample(template_id),
@@ -144,6 +149,29 @@ def test_every_template_creates_and_renders(template_id, documents, rpc_proxy):
     document = rpc_proxy.documents.get_document(document_id=created["document_id"])
     assert document["status"] == "rendered" and document["pdf_sha256"] == rendered["pdf_sha256"]
     assert document["locked"] is False and document["owner_person_id"] == "person-1"
+
+
+@pytest.mark.parametrize("template_id", sorted(STATEMENTS))
+def test_a_statement_is_made_and_rendered_at_once_and_only_so(template_id, documents, rpc_proxy):
+    """还款确认书 and 借款展期协议: signing makes them (create_statement), not people (create_draft)."""
+    from datetime import timedelta
+
+    from services.common.clock import today_in_china
+
+    today = today_in_china()
+    days = {"today": today, "today+90d": today + timedelta(days=90)}
+    values = sample(template_id, **{k: days[v].isoformat() for k, v in STATEMENTS[template_id].items()})
+    with pytest.raises(InvalidInput) as refused:
+        rpc_proxy.documents.create_draft(template_id=template_id, values=values, owner_person_id="person-1")
+    assert (refused.value.field, refused.value.rule) == ("template_id", "made_by_platform")
+    rendered = rpc_proxy.documents.create_statement(template_id=template_id, values=values, owner_person_id="person-1")
+    assert rendered["pages"] >= 1 and len(rendered["pdf_sha256"]) == 64
+    roles = {"iou_repayment": ["lender"], "iou_extension": ["lender", "borrower"]}[template_id]
+    assert [p["role"] for p in rendered["parties"]] == roles  # a 还款确认书 is the lender's alone
+    assert rpc_proxy.documents.get_document(document_id=rendered["document_id"])["status"] == "rendered"
+    with pytest.raises(InvalidInput) as refused:
+        rpc_proxy.documents.create_statement(template_id="iou", values=sample("iou"), owner_person_id="person-1")
+    assert refused.value.rule == "statement_template"
 
 
 def test_iou_pdf_shows_parties_amount_words_and_schedule_and_is_reproducible(documents, rpc_proxy, tmp_path):
