@@ -32,8 +32,6 @@ VOID_REJECTED = "void_rejected"
 FLOW_VOIDED = "flow_voided"
 FLOW_CANCELLED = "flow_cancelled"  # an unfinished flow ended because a party's identity was disputed
 FLOW_IDENTITY_DISPUTED = "flow_identity_disputed"  # an ended flow marked: a party's identity was disputed
-DUE_SOON = "due_soon"
-DUE_TODAY = "due_today"
 #: 催签: a party asked that the one whose turn it is be reminded to sign (at most once a day a flow)
 SIGN_REMINDER = "sign_reminder"
 # the life of a signed IOU (services/signing/loan.py); each names the IOU's flow (flow_id) and the
@@ -55,8 +53,8 @@ KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
     "documents": (DOCUMENT_CREATED, DOCUMENT_UPDATED, DOCUMENT_LOCKED),
     "signing": (
         FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
-        VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, FLOW_CANCELLED, FLOW_IDENTITY_DISPUTED, DUE_SOON, DUE_TODAY,
-        SIGN_REMINDER, LOAN_REPAYMENT_RECORDED, LOAN_EXTENDED, LOAN_REPAID,
+        VOID_REQUESTED, VOID_REJECTED, FLOW_VOIDED, FLOW_CANCELLED, FLOW_IDENTITY_DISPUTED, SIGN_REMINDER,
+        LOAN_REPAYMENT_RECORDED, LOAN_EXTENDED, LOAN_REPAID,
     ),
     "notify": (SMS_SENT, SMS_FAILED, SMS_GIVEN_UP),
 }
