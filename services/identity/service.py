@@ -233,7 +233,8 @@ class IdentityService(ServiceBase):
             frozen = take_back(self.people, person, parse_level(proof.level), self.certificates, self.sessions,
                                self.db.emit)
         elif proof.matched:
-            self.db.emit(events.PERSON_VERIFIED, {"person_id": person.id, "assurance_level": person.assurance_level})
+            self.db.emit(events.PERSON_VERIFIED,
+                         events.PersonVerified(person_id=person.id, assurance_level=person.assurance_level))
         self.db.commit()
         if frozen is not None:
             log.warning("ID number %s taken back from person %s by person %s", person.id_masked, frozen.id, person.id)

@@ -299,11 +299,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         signer.willingness_method = pending.method
         signer.assurance_level = level.value
         pending.used_at = utcnow()
-        self.flows.apply(row, parties, transition, person_id, {
-            "certificate_serial": signer.certificate_serial, "willingness_method": pending.method,
-            "signed_pdf_sha256": stored.sha256, "assurance_level": level.value,
-            **(self.loan_on_completion(row) if last else {}),
-        })
+        self.flows.apply(row, parties, transition, person_id, certificate_serial=signer.certificate_serial,
+                         willingness_method=pending.method, signed_pdf_sha256=stored.sha256,
+                         assurance_level=level.value, **({"loan": self.loan_on_completion(row)} if last else {}))
         if last and row.parent_flow_id is not None:
             self.settle_statement(row, person_id)  # a 还款确认书 or 借款展期协议 takes effect with it
         self.db.commit()
@@ -323,8 +321,8 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             wait = row.last_reminded_at + REMIND_EVERY - moment
             raise RateLimited("reminded_today", retry_after=int(wait.total_seconds()) + 1)
         row.last_reminded_at = moment
-        self.db.emit(events.SIGN_REMINDER, dict(self.flows.event_data(row, parties, flow, person_id),
-                                                requester_person_id=person_id))
+        self.db.emit(events.SIGN_REMINDER, self.flows.event_payload(events.SIGN_REMINDER, row, parties, flow,
+                                                                    person_id, requester_person_id=person_id))
         self.db.commit()
         return {"flow_id": flow_id, "reminded_person_id": flow.parties[flow.current].person_id,
                 "reminded_at": aware(moment).isoformat(),
@@ -377,11 +375,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             transition = F.confirm_void(flow, person_id, now())
         signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
         pending.used_at = utcnow()
-        self.flows.apply(row, parties, transition, person_id, {
-            "willingness_method": pending.method, "statement_digest": pending.digest,
-            "statement_signature": signed["signature"],
-            "certificate_serial": signed.get("serial") or signed.get("certificate_serial"),
-        })
+        self.flows.apply(row, parties, transition, person_id, willingness_method=pending.method,
+                         statement_digest=pending.digest, statement_signature=signed["signature"],
+                         certificate_serial=signed.get("serial") or signed.get("certificate_serial"))
         self.db.commit()
         return self.flows.flow_dict(row, parties)
 
@@ -610,8 +606,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             row, parties = self.flows.load(flow_id, lock=True)
             transition = F.dispute_identity(to_domain(row, parties), person_id, reason, moment)
             if transition.events:
-                self.flows.apply(row, parties, transition, None,
-                                 {"disputed_person_id": person_id, "dispute_reason": reason})
+                self.flows.apply(row, parties, transition, None, disputed_person_id=person_id, dispute_reason=reason)
         if flow_ids:
             log.info("identity of %s disputed: %d flows cancelled or marked", person_id, len(flow_ids))
 

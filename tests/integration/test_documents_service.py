@@ -550,10 +550,10 @@ def test_a_render_failing_before_its_commit_leaves_no_pdf_behind(documents, rpc_
     document_id = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))["document_id"]
     emit = UnitOfWork.emit
 
-    def database_gone(self, event_type, data):  # after the PDF is stored, before the commit
-        if data.get("change") == "rendered":
+    def database_gone(self, event_type, payload):  # after the PDF is stored, before the commit
+        if event_type == events.DOCUMENT_UPDATED and payload.change == "rendered":
             raise Unavailable("database", "gone")
-        return emit(self, event_type, data)
+        return emit(self, event_type, payload)
 
     monkeypatch.setattr(UnitOfWork, "emit", database_gone)
     with pytest.raises(Unavailable):
