@@ -419,28 +419,29 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
     def on_flow_declined(self, event: dict) -> None:
         """A declined flow hands the document back to its maker: it may be
         corrected and sent again (the declined flow keeps its own copy)."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_DECLINED)
 
     @handles_event("signing", events.FLOW_EXPIRED)
     def on_flow_expired(self, event: dict) -> None:
         """Likewise when nobody signed in time."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_EXPIRED)
 
     @handles_event("signing", events.FLOW_CANCELLED)
     def on_flow_cancelled(self, event: dict) -> None:
         """Likewise when the platform cancelled the flow because a party's
         identity was disputed: the maker may send it again to the right person."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_CANCELLED)
 
-    def _unlock_after(self, event: dict) -> None:
-        data = event["data"]
-        document_id, flow_id = data.get("document_id"), data.get("flow_id")
-        if not isinstance(document_id, str) or not isinstance(flow_id, str):
+    def _unlock_after(self, event: dict, event_type: str) -> None:
+        try:
+            ended = events.parse(event_type, event["data"])
+        except InvalidInput as exc:  # it names no lock to release
+            log.error("signing.%s %s ignored: %s", event_type, event.get("event_id"), exc)
             return
-        document = self.db.session.get(Document, document_id, with_for_update=True)
-        if document is not None and document.locked_by_flow == flow_id:  # not if a newer flow holds it
+        document = self.db.session.get(Document, ended.document_id, with_for_update=True)
+        if document is not None and document.locked_by_flow == ended.flow_id:  # not if a newer flow holds it
             self._unlock(document)
-            self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document_id, change="unlocked"))
+            self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document.id, change="unlocked"))
 
     @staticmethod
     def _unlock(document: Document) -> None:

@@ -126,7 +126,7 @@ from services.notify import reminder_book
 from services.notify.clock import Clock, aware_utc
 from services.notify.delivery import OTP, DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
-from services.notify.notices import NAMED_PARTY, FlowEvent, notices_for
+from services.notify.notices import NAMED_PARTY, FlowFacts, notices_for
 from services.notify.providers import build_provider
 from services.notify.reminders import plan_reminders
 from services.notify.scheduler import SchedulerLease, scheduled
@@ -254,7 +254,7 @@ class NotifyService(ServiceBase):
     def on_otp_requested(self, event: dict) -> None:
         """Deliver a phone or willingness code. The event carries only the
         challenge id; the phone and code are fetched from identity over RPC."""
-        challenge_id = str(event["data"]["challenge_id"])
+        challenge_id = events.parse(events.OTP_REQUESTED, event["data"]).challenge_id
         dedupe_key = f"otp:{challenge_id}"
         delivery = self._delivery()
         if delivery.find(dedupe_key):
@@ -298,7 +298,7 @@ class NotifyService(ServiceBase):
     def on_loan_extended(self, event: dict) -> None:
         """Tell every party the new repayment date; the reminders not yet sent give way to
         those of the new date."""
-        def plan_again(flow: FlowEvent) -> None:
+        def plan_again(flow: FlowFacts) -> None:
             now = self.clock.now()
             reminder_book.cancel(self.db.session, flow.flow_id, now)
             self._plan_reminders(flow, now)
@@ -350,13 +350,13 @@ class NotifyService(ServiceBase):
     def _delivery(self) -> DeliveryLog:
         return DeliveryLog(self.db, self.sms, self.clock, self.metrics)
 
-    def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowEvent], Any] | None = None) -> None:
+    def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowFacts], Any] | None = None) -> None:
         """Gather contacts, record every message and ``also`` in one commit, then deliver.
 
         Contacts are fetched before anything is committed: if identity does not
         answer, the event goes back to the queue with nothing half-done."""
         try:
-            flow = FlowEvent.from_payload(event.get("data"))
+            flow = FlowFacts.of(events.parse(event_type, event.get("data")))
             notices = notices_for(event_type, flow)
         except InvalidInput as exc:  # a contract breach no retry can mend
             log.error("signing.%s %s breaks the payload contract: %s", event_type, event.get("event_id"), exc)
@@ -389,7 +389,7 @@ class NotifyService(ServiceBase):
         for message, phone, params in pending:
             delivery.deliver(message, phone, params)
 
-    def _plan_reminders(self, flow: FlowEvent, now: dt.datetime) -> None:
+    def _plan_reminders(self, flow: FlowFacts, now: dt.datetime) -> None:
         """Store an IOU's reminders (not committed); a statement flow has no repayment date and plans none."""
         if flow.repayment_date is None:
             return

@@ -574,10 +574,10 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     def on_certificate_revoked(self, event: dict) -> None:
         """Remember revoked serials so a pending flow refuses to sign with them
         even before the next CRL is fetched."""
-        data = event["data"]
-        self._remember_revoked(data["serial"], data.get("person_id"), data.get("reason"))
+        revoked = events.parse(events.CERTIFICATE_REVOKED, event["data"])
+        self._remember_revoked(revoked.serial, revoked.person_id, revoked.reason)
 
-    def _remember_revoked(self, serial: str, person_id: str | None, reason: str | None) -> None:
+    def _remember_revoked(self, serial: str, person_id: str, reason: str) -> None:
         if self.db.session.get(RevokedCertificate, serial) is None:
             self.db.session.add(RevokedCertificate(serial=serial, person_id=person_id, reason=reason,
                                                    revoked_at=utcnow()))
@@ -589,16 +589,19 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         that held it: cancel that account's unfinished flows, mark its ended
         ones (:func:`services.signing.flow.dispute_identity`), each with its
         event, all in one transaction with the processed-event mark."""
-        data = event["data"]
-        person_id = data.get("person_id")
-        if not isinstance(person_id, str) or not person_id:
+        try:
+            disputed = events.parse(events.IDENTITY_DISPUTED, event["data"])
+        except InvalidInput as exc:
+            log.error("identity_disputed %s ignored: %s", event.get("event_id"), exc)
+            return
+        person_id = disputed.person_id
+        if not person_id:
             log.error("identity_disputed %s without a person_id ignored", event.get("event_id"))
             return
-        given = data.get("reason")
-        reason = given[:64] if isinstance(given, str) and given.strip() else F.IDENTITY_DISPUTED  # a listed word
+        reason = disputed.reason[:64] if disputed.reason.strip() else F.IDENTITY_DISPUTED  # a listed word
         # the certificate_revoked events follow on their own; refuse the serials already
-        for serial in data.get("revoked_serials") or ():
-            if isinstance(serial, str) and serial:
+        for serial in disputed.revoked_serials:
+            if serial:
                 self._remember_revoked(serial, person_id, "identity_disputed")
         flow_ids = self.flows.flows_of_person(person_id)
         moment = now()
