@@ -32,13 +32,10 @@ included (``flow_identity_disputed``; ``get_flow`` then answers ``status``
 ``disputed_identity``, and its report carries the dispute). See
 :func:`services.signing.flow.dispute_identity`.
 
-Events (payloads carry ids, never personal data)::
-
-    {flow_id, document_id, document_title, document_sha256, parties: [{person_id, role}],
-     initiator_person_id, next_person_id, actor_person_id, repayment_date, reason,
-     certificate_serial, willingness_method,
-     assurance_level,                          # party_signed (and the event after it)
-     disputed_person_id, dispute_reason}       # flow_cancelled, flow_identity_disputed
+Events: a flow's go out with its change (:meth:`.flow_store.FlowStore.apply`);
+each event's payload is its type in :data:`services.common.events.PAYLOADS`,
+a :class:`~services.common.events.FlowEvent` (ids, hashes and words, never
+personal data).
 """
 from __future__ import annotations
 
