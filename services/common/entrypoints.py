@@ -164,10 +164,7 @@ class EsignRpc(Rpc):
             try:
                 adapter.validate_python(value, strict=True)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(part) for part in first.get("loc", ()))
-                field = f"{name}.{loc}" if loc else name
-                raise InvalidInput(field, str(first.get("type", "type")), str(first.get("msg", "wrong type")))
+                raise InvalidInput.first_of(exc.errors(), name) from None
 
     def handle_result(self, message, worker_ctx, result, exc_info):
         exc_info = to_typed_error(exc_info, f"{self.container.service_name}.{self.method_name}")

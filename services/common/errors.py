@@ -50,6 +50,16 @@ class InvalidInput(EsignError):
     def to_dict(self) -> dict:
         return {"code": self.code, "field": self.field, "rule": self.rule, "message": self.message}
 
+    @classmethod
+    def first_of(cls, errors: list[dict], field: str) -> "InvalidInput":
+        """The first of pydantic's ``ValidationError.errors()`` for the value ``field``:
+        the field is ``field.<location>`` (``data.parties.0.role``), the rule pydantic's
+        error type (``missing``, ``string_type``, ``extra_forbidden``)."""
+        first = errors[0]
+        location = ".".join(str(part) for part in first.get("loc", ()))
+        return cls(f"{field}.{location}" if location else field, str(first.get("type", "type")),
+                   str(first.get("msg", "wrong type")))
+
 
 @deserialize_to_instance
 class PayloadTooLarge(InvalidInput):

@@ -13,6 +13,8 @@ Envelope of every event::
 
     {"event_id": uuid, "event_type": str, "source": service,
      "occurred_at": ISO-8601 UTC, "data": {...}}
+
+``data`` is the event's payload (:mod:`services.common.events`).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from services.common.clock import utcnow  # noqa: F401 - re-exported: callers import it from here
-from services.common.events import KNOWN_EVENTS
+from services.common.events import KNOWN_EVENTS, EventPayload, data_of
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +156,13 @@ class UnitOfWork:
         logged), so only for work that something else finishes when it is lost."""
         self._after_commit.append(hook)
 
-    def emit(self, event_type: str, data: dict[str, Any]) -> str:
-        """Record an event in the current transaction; returns its event id."""
+    def emit(self, event_type: str, payload: EventPayload) -> str:
+        """Record an event in the current transaction; returns its event id. ``payload``
+        is of the type the event declares (:data:`~services.common.events.PAYLOADS`), or
+        :class:`~services.common.events.PayloadMismatch`: no member the type lacks goes out."""
         if event_type not in KNOWN_EVENTS.get(self.service, ()):
             raise ValueError(f"{self.service} does not emit {event_type!r}")
-        event = envelope(self.service, event_type, data)
+        event = envelope(self.service, event_type, data_of(event_type, payload))
         self.session.execute(
             OUTBOX.insert().values(
                 event_id=event["event_id"],

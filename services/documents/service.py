@@ -133,7 +133,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
             masked_persons=json.dumps(list(masked_persons)) if masked_persons else None,
         )
         self.db.session.add(document)
-        self.db.emit(events.DOCUMENT_CREATED, {"document_id": document_id, "template_id": template.id})
+        self.db.emit(events.DOCUMENT_CREATED, events.DocumentCreated(document_id=document_id, template_id=template.id))
         self.db.commit()
         self.metrics.inc("documents_created", "Documents created by template", template=template.id)
         return self._summary(document, template, normalised, [])
@@ -156,7 +156,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
             document.content_sealed = drafts.seal_values(self.keys.keyring, document_id, normalised)
             document.initiator_role = self._initiator_role_id(template, normalised)
             self._changed(document)
-            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "values"})
+            self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document_id, change="values"))
         self.db.commit()
         return self._summary(document, template, normalised, attachments)
 
@@ -190,7 +190,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         )
         self.db.session.add(attachment)
         self._changed(document)
-        self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "attachment"})
+        self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document_id, change="attachment"))
         self.db.commit()
         self.metrics.inc("document_attachments", "Images attached to documents", template=template.id)
         return self._attachment_view(attachment)
@@ -229,7 +229,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
             document.document_date = day
             document.status = "rendered"
             document.updated_at = utcnow()
-            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "rendered"})
+            self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document_id, change="rendered"))
             self.db.commit()
             outcome = "ok"
         except EsignError as exc:
@@ -381,7 +381,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         document.locked_at = utcnow()
         document.locked_by_flow = flow_id
         document.status = "locked"
-        self.db.emit(events.DOCUMENT_LOCKED, {"document_id": document_id, "flow_id": flow_id})
+        self.db.emit(events.DOCUMENT_LOCKED, events.DocumentLocked(document_id=document_id, flow_id=flow_id))
         self.db.commit()
         return {"document_id": document_id, "locked_by_flow": flow_id}
 
@@ -414,28 +414,29 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
     def on_flow_declined(self, event: dict) -> None:
         """A declined flow hands the document back to its maker: it may be
         corrected and sent again (the declined flow keeps its own copy)."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_DECLINED)
 
     @handles_event("signing", events.FLOW_EXPIRED)
     def on_flow_expired(self, event: dict) -> None:
         """Likewise when nobody signed in time."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_EXPIRED)
 
     @handles_event("signing", events.FLOW_CANCELLED)
     def on_flow_cancelled(self, event: dict) -> None:
         """Likewise when the platform cancelled the flow because a party's
         identity was disputed: the maker may send it again to the right person."""
-        self._unlock_after(event)
+        self._unlock_after(event, events.FLOW_CANCELLED)
 
-    def _unlock_after(self, event: dict) -> None:
-        data = event["data"]
-        document_id, flow_id = data.get("document_id"), data.get("flow_id")
-        if not isinstance(document_id, str) or not isinstance(flow_id, str):
+    def _unlock_after(self, event: dict, event_type: str) -> None:
+        try:
+            ended = events.parse(event_type, event["data"])
+        except InvalidInput as exc:  # it names no lock to release
+            log.error("signing.%s %s ignored: %s", event_type, event.get("event_id"), exc)
             return
-        document = self.db.session.get(Document, document_id, with_for_update=True)
-        if document is not None and document.locked_by_flow == flow_id:  # not if a newer flow holds it
+        document = self.db.session.get(Document, ended.document_id, with_for_update=True)
+        if document is not None and document.locked_by_flow == ended.flow_id:  # not if a newer flow holds it
             self._unlock(document)
-            self.db.emit(events.DOCUMENT_UPDATED, {"document_id": document_id, "change": "unlocked"})
+            self.db.emit(events.DOCUMENT_UPDATED, events.DocumentUpdated(document_id=document.id, change="unlocked"))
 
     @staticmethod
     def _unlock(document: Document) -> None:

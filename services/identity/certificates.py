@@ -177,7 +177,7 @@ class PersonCertificates:
         audit.record(self.session, "certificate_issued", "ok", person_id=person_id, serial=issued.serial,
                      key_id=issued.key_id, replaces=current.serial if current else None, level=level.value,
                      proof_id=proof_id)
-        self.emit(events.CERTIFICATE_ISSUED, {"person_id": person_id, "serial": issued.serial})
+        self.emit(events.CERTIFICATE_ISSUED, events.CertificateIssued(person_id=person_id, serial=issued.serial))
         self.metrics.inc("certificates_issued", "Person certificates issued", level=level.value)
         return row
 
@@ -187,7 +187,8 @@ class PersonCertificates:
         row.revocation_reason = reason
         audit.record(self.session, "certificate_revoked", reason, person_id=row.person_id, actor=actor,
                      serial=row.serial)
-        self.emit(events.CERTIFICATE_REVOKED, {"serial": row.serial, "person_id": row.person_id, "reason": reason})
+        self.emit(events.CERTIFICATE_REVOKED,
+                  events.CertificateRevoked(serial=row.serial, person_id=row.person_id, reason=reason))
         self.metrics.inc("certificates_revoked", "Person certificates revoked", reason=reason)
 
     def revoke_all(self, person_id: str, reason: str, actor: str) -> list[str]:

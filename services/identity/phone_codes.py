@@ -41,7 +41,7 @@ def record_of(row: OtpChallenge) -> otp.OtpRecord:
 
 
 class PhoneCodes:
-    def __init__(self, session: Session, keys: IdentityKeys, emit: Callable[[str, dict], str]):
+    def __init__(self, session: Session, keys: IdentityKeys, emit: Callable[[str, events.EventPayload], str]):
         self.session = session
         self.keys = keys
         self.emit = emit
@@ -73,7 +73,7 @@ class PhoneCodes:
             expires_at=naive(issued.record.expires_at),
         )
         self.session.add(row)
-        self.emit(events.OTP_REQUESTED, {"challenge_id": challenge_id, "purpose": purpose})
+        self.emit(events.OTP_REQUESTED, events.OtpRequested(challenge_id=challenge_id, purpose=purpose))
         return row
 
     def message(self, challenge_id: str) -> dict:

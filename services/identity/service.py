@@ -136,9 +136,13 @@ class IdentityService(ServiceBase):
     @handles_event("notify", events.SMS_SENT)
     def on_sms_sent(self, event: dict) -> None:
         """The code reached the SMS vendor: drop the sealed copy kept for delivery."""
-        data = event["data"]
-        if data.get("ref_type") == "otp" and isinstance(data.get("ref_id"), str):
-            self.codes.delivered(data["ref_id"])
+        try:
+            sent = events.parse(events.SMS_SENT, event["data"])
+        except InvalidInput as exc:
+            log.error("sms_sent %s ignored: %s", event.get("event_id"), exc)
+            return
+        if sent.ref_type == "otp" and sent.ref_id is not None:
+            self.codes.delivered(sent.ref_id)
 
     # -- registration, login, sessions ----------------------------------------------------
     @rpc
@@ -233,7 +237,8 @@ class IdentityService(ServiceBase):
             frozen = take_back(self.people, person, parse_level(proof.level), self.certificates, self.sessions,
                                self.db.emit)
         elif proof.matched:
-            self.db.emit(events.PERSON_VERIFIED, {"person_id": person.id, "assurance_level": person.assurance_level})
+            self.db.emit(events.PERSON_VERIFIED,
+                         events.PersonVerified(person_id=person.id, assurance_level=person.assurance_level))
         self.db.commit()
         if frozen is not None:
             log.warning("ID number %s taken back from person %s by person %s", person.id_masked, frozen.id, person.id)

@@ -39,7 +39,7 @@ def can_take_back(level: AssuranceLevel, holder_level: AssuranceLevel) -> bool:
 
 
 def take_back(people: People, person: Person, level: AssuranceLevel, certificates: PersonCertificates,
-              sessions: Sessions, emit: Callable[[str, dict], str]) -> Person | None:
+              sessions: Sessions, emit: Callable[[str, events.EventPayload], str]) -> Person | None:
     """Make ``person`` (pending) the active holder of its ID number after a
     proof at ``level``; answers the frozen former holder, if there was one."""
     session = people.session
@@ -56,8 +56,8 @@ def take_back(people: People, person: Person, level: AssuranceLevel, certificate
                      replaced_by=person.id, revoked_serials=revoked, sessions_ended=ended)
         audit.record(session, "identity_taken_back", "ok", person_id=person.id, actor="service",
                      frozen_person=holder.id, level=level.value)
-        emit(events.IDENTITY_DISPUTED, {"person_id": holder.id, "replaced_by_person_id": person.id,
-                                        "revoked_serials": revoked, "reason": REASON})
+        emit(events.IDENTITY_DISPUTED, events.IdentityDisputed(
+            person_id=holder.id, replaced_by_person_id=person.id, revoked_serials=tuple(revoked), reason=REASON))
     else:
         holder = None
     person.status = ACTIVE

@@ -390,11 +390,9 @@ class DeliveryLog:
         message.next_attempt_at = None
         message.claimed_until = None
         message.updated_at = naive_utc(self.clock.now())
-        data = {"message_id": message.id, "template": message.template_id,
-                "ref_type": message.ref_type, "ref_id": message.ref_id}
-        if error:
-            data["error"] = error
-        self.unit.emit(event_type, data)
+        self.unit.emit(event_type, events.SmsOutcome(message_id=message.id, template=message.template_id,
+                                                     ref_type=message.ref_type, ref_id=message.ref_id,
+                                                     error=error or None))
         self._count(message, status)
         self.unit.commit()
         return message

@@ -1,8 +1,9 @@
 """Which SMS a signing event asks for, and to whom.
 
 The signing service's events name persons and documents by id; this module
-reads such a payload into a :class:`FlowEvent` (checking the contract
-described in :mod:`services.notify.service`) and turns it into
+reads such a payload (a :class:`services.common.events.FlowEvent`) into
+:class:`FlowFacts` (with notify's own rules: ids fit a dedupe key, a party not
+registered yet is reached by role, dates are dates) and turns it into
 :class:`Notice` values: a recipient (a person id), a template, the template
 values the event gives, and the values that are a person's name (resolved
 through identity's ``contact``). Who gets what:
@@ -60,63 +61,59 @@ class FlowParty:
 
 
 @dataclass(frozen=True)
-class FlowEvent:
+class FlowFacts:
+    """What notify reads of a flow event's payload. The members only some
+    events' types declare (``requester_person_id``, ``loan`` …) are read by
+    name: None where the event's type has no such member."""
+
     flow_id: str
     document_title: str
     parties: tuple[FlowParty, ...]
-    document_id: str | None = None
-    link: str | None = None
-    initiator_person_id: str | None = None
-    next_person_id: str | None = None
-    requester_person_id: str | None = None
-    decliner_person_id: str | None = None
-    disputed_person_id: str | None = None
-    actor_person_id: str | None = None
-    repayment_date: dt.date | None = None
-    loan: LoanTerms | None = None
+    document_id: str
+    link: str
+    initiator_person_id: str
+    next_person_id: str | None
+    requester_person_id: str | None
+    decliner_person_id: str | None
+    disputed_person_id: str | None
+    actor_person_id: str | None
+    repayment_date: dt.date | None
+    loan: LoanTerms | None
 
     @property
     def person_ids(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p.person_id for p in self.parties))
 
     @classmethod
-    def from_payload(cls, data: Any) -> "FlowEvent":
-        if not isinstance(data, Mapping):
-            raise InvalidInput("data", "type", "expected the event's data mapping")
-        raw_parties = data.get("parties")
-        if not isinstance(raw_parties, list) or not raw_parties:
+    def of(cls, event: events.FlowEvent) -> "FlowFacts":
+        """``InvalidInput`` naming the member when an id breaks notify's rule (:data:`_ID`),
+        the title is blank, there are no parties or a date is not YYYY-MM-DD."""
+        if not event.parties:
             raise InvalidInput("data.parties", "required", "expected a non-empty list of {person_id, role}")
         parties = []
-        for index, party in enumerate(raw_parties):
-            if not isinstance(party, Mapping):
-                raise InvalidInput(f"data.parties[{index}]", "type", "expected {person_id, role}")
-            role = party.get("role")
-            if party.get("person_id") is None and isinstance(role, str) and role:
-                parties.append(FlowParty(NAMED_PARTY + role, role))
+        for index, party in enumerate(event.parties):
+            if party.person_id is None and party.role:
+                parties.append(FlowParty(NAMED_PARTY + party.role, party.role))
                 continue
-            parties.append(FlowParty(_id(party.get("person_id"), f"data.parties[{index}].person_id"),
-                                     str(role or "")))
-        title = data.get("document_title")
-        if not isinstance(title, str) or not title.strip():
+            parties.append(FlowParty(_id(party.person_id, f"data.parties.{index}.person_id"), party.role))
+        if not event.document_title.strip():
             raise InvalidInput("data.document_title", "required", "expected the document title")
-        link = data.get("link")
-        if link is not None and not isinstance(link, str):
-            raise InvalidInput("data.link", "type", "expected a URL")
-        repayment = data.get("repayment_date")
+        members = dict(event)
         return cls(
-            flow_id=_id(data.get("flow_id"), "data.flow_id"),
-            document_title=title.strip(),
+            flow_id=_id(event.flow_id, "data.flow_id"),
+            document_title=event.document_title.strip(),
             parties=tuple(parties),
-            document_id=_optional_id(data, "document_id"),
-            link=link,
-            initiator_person_id=_optional_id(data, "initiator_person_id"),
-            next_person_id=_optional_id(data, "next_person_id") or _named_role(data.get("next_role")),
-            requester_person_id=_optional_id(data, "requester_person_id"),
-            decliner_person_id=_optional_id(data, "decliner_person_id"),
-            disputed_person_id=_optional_id(data, "disputed_person_id"),
-            actor_person_id=_optional_id(data, "actor_person_id"),
-            repayment_date=None if repayment is None else _date(repayment, "data.repayment_date"),
-            loan=_loan(data.get("loan")),
+            document_id=_id(event.document_id, "data.document_id"),
+            link=event.link,
+            initiator_person_id=_id(event.initiator_person_id, "data.initiator_person_id"),
+            next_person_id=_optional_id(event.next_person_id, "next_person_id") or _named_role(event.next_role),
+            requester_person_id=_optional_id(members.get("requester_person_id"), "requester_person_id"),
+            decliner_person_id=_optional_id(members.get("decliner_person_id"), "decliner_person_id"),
+            disputed_person_id=_optional_id(members.get("disputed_person_id"), "disputed_person_id"),
+            actor_person_id=_optional_id(event.actor_person_id, "actor_person_id"),
+            repayment_date=None if event.repayment_date is None else _date(event.repayment_date,
+                                                                           "data.repayment_date"),
+            loan=_loan(members.get("loan")),
         )
 
 
@@ -135,13 +132,13 @@ class Notice:
         return (self.person_id, *self.names.values())
 
 
-def notices_for(event_type: str, flow: FlowEvent) -> tuple[Notice, ...]:
+def notices_for(event_type: str, flow: FlowFacts) -> tuple[Notice, ...]:
     """The notices ``event_type`` asks for (see the module table)."""
     title = {"document_title": flow.document_title}
     everyone = flow.person_ids
     if event_type == events.FLOW_SENT:
         next_person = _required(flow.next_person_id, "next_person_id")
-        initiator = _required(flow.initiator_person_id, "initiator_person_id")
+        initiator = flow.initiator_person_id
         if next_person == initiator:  # they sent it and sign it now: no "X invites you to sign" from themselves
             return ()
         return (_notice(next_person, "sign_request", {**title, "link": _link(flow)}, {"initiator": initiator}),)
@@ -181,7 +178,7 @@ def _notice(person_id: str, template: str, params: Mapping[str, str], names: Map
     return Notice(person_id, template, MappingProxyType(dict(params)), MappingProxyType(dict(names or {})))
 
 
-def _link(flow: FlowEvent) -> str:
+def _link(flow: FlowFacts) -> str:
     return _required(flow.link, "link")
 
 
@@ -204,27 +201,22 @@ def _date(value: Any, field_name: str) -> dt.date:
         raise InvalidInput(field_name, "date_format", "expected YYYY-MM-DD") from None
 
 
-def _loan(value: Any) -> LoanTerms | None:
+def _loan(schedule: events.InterestSchedule | None) -> LoanTerms | None:
     """``loan`` of an IOU's flow_completed and loan_extended; statement flows have none."""
-    if value is None:
+    if schedule is None:
         return None
-    if not isinstance(value, Mapping):
-        raise InvalidInput("data.loan", "type", "expected {method, interest_dates}")
     try:
-        method = RepaymentMethod(value.get("method"))
+        method = RepaymentMethod(schedule.method)
     except ValueError:
         raise InvalidInput("data.loan.method", "one_of",
                            f"expected one of {[m.value for m in RepaymentMethod]}") from None
-    dates = value.get("interest_dates") or []
-    if not isinstance(dates, list):
-        raise InvalidInput("data.loan.interest_dates", "type", "expected a list of YYYY-MM-DD")
-    return LoanTerms(method, tuple(_date(day, f"data.loan.interest_dates[{index}]") for index, day in enumerate(dates)))
+    return LoanTerms(method, tuple(_date(day, f"data.loan.interest_dates.{index}")
+                                   for index, day in enumerate(schedule.interest_dates)))
 
 
-def _named_role(role: Any) -> str | None:
-    return NAMED_PARTY + role if isinstance(role, str) and role else None
+def _named_role(role: str | None) -> str | None:
+    return NAMED_PARTY + role if role else None
 
 
-def _optional_id(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
+def _optional_id(value: str | None, name: str) -> str | None:
     return None if value is None else _id(value, f"data.{name}")

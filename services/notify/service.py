@@ -29,36 +29,19 @@ Events handled (each idempotent by event id, and by a dedupe key per event,
 template and recipient)
 =======================
 
-``identity.otp_requested`` ``{challenge_id, ...}``: the code SMS.
+Each event's payload is its type in :data:`services.common.events.PAYLOADS`;
+one that is not (or breaks notify's own rules below) is logged and dropped.
 
-``signing.*``: the payload the signing service must send (ids only, plus
-the title and link a text shows)::
+``identity.otp_requested`` (:class:`~services.common.events.OtpRequested`):
+the code SMS; the number and code come from identity.
 
-    {
-      "flow_id": str,                      # required, <= 64 chars [A-Za-z0-9._:-]
-      "document_id": str,
-      "document_title": str,               # required; at most 20 characters are shown
-      "parties": [{"person_id": str, "role": str}, ...],   # required, every party; person_id null:
-                                           # named but not registered yet (number from documents)
-      "link": "https://...",               # flow_sent, sign_reminder, flow_completed, void_requested,
-                                           # loan_repayment_recorded
-      "initiator_person_id": str,          # flow_sent
-      "next_person_id": str,               # flow_sent, sign_reminder: who is asked to sign now
-      "next_role": str,                    # the same: their role (when next_person_id is null)
-      "requester_person_id": str,          # void_requested; sign_reminder: who asked (催签)
-      "decliner_person_id": str,           # flow_declined
-      "disputed_person_id": str,           # flow_cancelled: whose identity was disputed
-      "actor_person_id": str,              # loan_repayment_recorded: the lender who confirmed it
-      "repayment_date": "YYYY-MM-DD",      # flow_completed of an IOU: plans reminders (null for a
-                                           # statement flow: 还款确认书, 借款展期协议); loan_extended:
-                                           # the new date
-      "loan": {"method": "lump_sum" | "monthly_interest",   # flow_completed of an IOU, loan_extended;
-               "interest_dates": ["YYYY-MM-DD", ...]}       # optional: interest reminders if monthly
-    }
-
-The loan events (``loan_*``) name the IOU's flow in ``flow_id`` and its
-parties; they also carry ``statement_flow_id`` and (loan_extended)
-``previous_repayment_date``, which notify does not need.
+``signing.*`` (a :class:`~services.common.events.FlowEvent` each, read into
+:class:`.notices.FlowFacts`): ids fit a dedupe key (1-64 characters
+``[A-Za-z0-9._:-]``); a party with a null ``person_id`` is named by the
+document but not registered yet, and reached at the number documents gives
+its role; at most 20 characters of the title are shown; ``repayment_date``
+(null for a statement's flow: 还款确认书, 借款展期协议) and ``loan`` plan an
+IOU's reminders. The loan events (``loan_*``) name the IOU's flow.
 
 =================  ===============  ============================================
 event              template         to
@@ -86,9 +69,7 @@ loan_repaid        loan_repaid      every party; cancels the flow's reminders no
 =================  ===============  ============================================
 
 Events emitted: ``sms_sent``, ``sms_failed`` (also for ``rate_limited``),
-``sms_given_up``; data ``{message_id, template, ref_type, ref_id[, error]}``
-(``ref_type`` ``otp`` with the challenge id, ``flow`` with the flow id, or
-``rpc``).
+``sms_given_up``, each with a :class:`~services.common.events.SmsOutcome`.
 
 The scheduler (:mod:`.scheduler`) runs in the replica holding the lease:
 it sends due reminders (never in quiet hours, never after the day they
@@ -126,7 +107,7 @@ from services.notify import reminder_book
 from services.notify.clock import Clock, aware_utc
 from services.notify.delivery import OTP, DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
-from services.notify.notices import NAMED_PARTY, FlowEvent, notices_for
+from services.notify.notices import NAMED_PARTY, FlowFacts, notices_for
 from services.notify.providers import build_provider
 from services.notify.reminders import plan_reminders
 from services.notify.scheduler import SchedulerLease, scheduled
@@ -254,7 +235,7 @@ class NotifyService(ServiceBase):
     def on_otp_requested(self, event: dict) -> None:
         """Deliver a phone or willingness code. The event carries only the
         challenge id; the phone and code are fetched from identity over RPC."""
-        challenge_id = str(event["data"]["challenge_id"])
+        challenge_id = events.parse(events.OTP_REQUESTED, event["data"]).challenge_id
         dedupe_key = f"otp:{challenge_id}"
         delivery = self._delivery()
         if delivery.find(dedupe_key):
@@ -298,7 +279,7 @@ class NotifyService(ServiceBase):
     def on_loan_extended(self, event: dict) -> None:
         """Tell every party the new repayment date; the reminders not yet sent give way to
         those of the new date."""
-        def plan_again(flow: FlowEvent) -> None:
+        def plan_again(flow: FlowFacts) -> None:
             now = self.clock.now()
             reminder_book.cancel(self.db.session, flow.flow_id, now)
             self._plan_reminders(flow, now)
@@ -350,13 +331,13 @@ class NotifyService(ServiceBase):
     def _delivery(self) -> DeliveryLog:
         return DeliveryLog(self.db, self.sms, self.clock, self.metrics)
 
-    def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowEvent], Any] | None = None) -> None:
+    def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowFacts], Any] | None = None) -> None:
         """Gather contacts, record every message and ``also`` in one commit, then deliver.
 
         Contacts are fetched before anything is committed: if identity does not
         answer, the event goes back to the queue with nothing half-done."""
         try:
-            flow = FlowEvent.from_payload(event.get("data"))
+            flow = FlowFacts.of(events.parse(event_type, event.get("data")))
             notices = notices_for(event_type, flow)
         except InvalidInput as exc:  # a contract breach no retry can mend
             log.error("signing.%s %s breaks the payload contract: %s", event_type, event.get("event_id"), exc)
@@ -389,7 +370,7 @@ class NotifyService(ServiceBase):
         for message, phone, params in pending:
             delivery.deliver(message, phone, params)
 
-    def _plan_reminders(self, flow: FlowEvent, now: dt.datetime) -> None:
+    def _plan_reminders(self, flow: FlowFacts, now: dt.datetime) -> None:
         """Store an IOU's reminders (not committed); a statement flow has no repayment date and plans none."""
         if flow.repayment_date is None:
             return

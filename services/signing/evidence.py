@@ -50,18 +50,21 @@ EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last eve
 
 
 def leaf_of(event: dict) -> dict:
-    """The log record of a flow event (ids, hashes and words; no personal data)."""
-    data = event["data"]
+    """The log record of a flow event (ids, hashes and words; no personal data); an
+    event whose data is not its payload type (services/common/events.py) is refused
+    (``InvalidInput``). Members only some events' types declare are read by name."""
+    payload = events.parse(event["event_type"], event["data"])
+    members = dict(payload)
     record = {
-        "event_id": event["event_id"], "flow_id": data["flow_id"], "event_type": event["event_type"],
-        "document_hash": data.get("signed_pdf_sha256") or data.get("document_sha256"),
-        "party_id": data.get("actor_person_id"), "certificate_serial": data.get("certificate_serial"),
-        "willingness_method": data.get("willingness_method"),
-        "willingness_outcome": "passed" if data.get("willingness_method") else None,
+        "event_id": event["event_id"], "flow_id": payload.flow_id, "event_type": event["event_type"],
+        "document_hash": members.get("signed_pdf_sha256") or payload.document_sha256,
+        "party_id": payload.actor_person_id, "certificate_serial": members.get("certificate_serial"),
+        "willingness_method": members.get("willingness_method"),
+        "willingness_outcome": "passed" if members.get("willingness_method") else None,
         "timestamp": utc_timestamp(datetime.fromisoformat(event["occurred_at"])),
     }
     # only where the event has them: leaves of events without them stay as they always were
-    record.update({name: data[name] for name in LEAF_EXTRA_FIELDS if data.get(name) is not None})
+    record.update({name: members[name] for name in LEAF_EXTRA_FIELDS if members.get(name) is not None})
     return record
 
 

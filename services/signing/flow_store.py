@@ -41,6 +41,10 @@ from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObj
 from services.signing.settings import SigningSettings
 
 
+#: the member an event names its actor by, besides ``actor_person_id``
+ACTOR_MEMBERS = {events.VOID_REQUESTED: "requester_person_id", events.FLOW_DECLINED: "decliner_person_id"}
+
+
 def to_domain(row: FlowRow, parties: list[FlowParty]) -> F.Flow:
     """The pure flow a stored flow is."""
     return F.Flow(
@@ -240,9 +244,10 @@ class FlowStore:
         return self.storage.get(obj.key, sha256=obj.sha256, version_id=obj.version_id)
 
     def apply(self, row: FlowRow, parties: list[FlowParty], transition: F.Transition, actor: str | None,
-              extra: dict | None = None) -> None:
+              **members) -> None:
         """Write the new flow state, its parties' index rows (我的文件) and its
-        events into the current transaction."""
+        events into the current transaction; ``members``: those of the
+        transition's events beyond what every flow event says (:meth:`event_payload`)."""
         flow = transition.flow
         row.state = flow.state.value
         row.current_index = flow.current
@@ -257,33 +262,25 @@ class FlowStore:
         for party_row, party in zip(parties, flow.parties):
             party_row.signed_at = naive(party.signed_at)
         my_files.write_index(self.db.session, row, parties)
-        base = self.event_data(row, parties, flow, actor)
         for event_type in transition.events:
-            data = dict(base, **(extra or {}))
-            if event_type == events.VOID_REQUESTED:
-                data["requester_person_id"] = actor
-            elif event_type == events.FLOW_DECLINED:
-                data["decliner_person_id"] = actor
-            self.db.emit(event_type, data)
+            named = {ACTOR_MEMBERS[event_type]: actor} if event_type in ACTOR_MEMBERS else {}
+            self.db.emit(event_type, self.event_payload(event_type, row, parties, flow, actor, **members, **named))
             self.metrics.inc("flow_events", "Signing flow events", event=event_type)
 
-    def event_data(self, row: FlowRow, parties: list[FlowParty], flow: F.Flow, actor: str | None) -> dict:
-        """What every flow event says about the flow, with the link to it."""
-        return dict(self._payload(row, parties, flow, actor), link=f"{self.public_url}/flows/{row.id}")
-
-    @staticmethod
-    def _payload(row: FlowRow, parties: list[FlowParty], flow: F.Flow, actor: str | None) -> dict:
+    def event_payload(self, event_type: str, row: FlowRow, parties: list[FlowParty], flow: F.Flow,
+                      actor: str | None, **members) -> events.FlowEvent:
+        """The payload of a flow event: what every flow event says about the flow, with the
+        link to it, and ``members``, which the event's type must declare
+        (:data:`services.common.events.PAYLOADS`)."""
         current = flow.current_party
-        return {
-            "flow_id": row.id, "document_id": row.document_id, "document_title": row.title,
-            "document_sha256": row.document_sha256,
-            "parties": [{"person_id": p.person_id, "role": p.role} for p in parties],
-            "initiator_person_id": row.initiator_person_id,
-            "next_person_id": current.person_id if current else None,
-            "next_role": current.role if current else None,
-            "actor_person_id": actor, "repayment_date": row.repayment_date, "reason": flow.reason,
-            "state": flow.state.value,
-        }
+        return events.PAYLOADS[event_type](
+            flow_id=row.id, document_id=row.document_id, document_title=row.title,
+            document_sha256=row.document_sha256,
+            parties=tuple(events.Party(person_id=p.person_id, role=p.role) for p in parties),
+            initiator_person_id=row.initiator_person_id,
+            next_person_id=current.person_id if current else None, next_role=current.role if current else None,
+            actor_person_id=actor, repayment_date=row.repayment_date, reason=flow.reason, state=flow.state.value,
+            link=f"{self.public_url}/flows/{row.id}", **members)
 
     # -- pending actions (a signature or a void consent between its two steps) -----------
     def add_pending(self, pending: PendingAction) -> None:

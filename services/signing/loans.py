@@ -139,28 +139,28 @@ class LoanEntrypoints:
         summary, terms, statements = self._loan_of(row)
         before = row.repayment_date
         position = L.position(terms, statements, today_in_china())
-        extra = {"statement_flow_id": statement_row.id, "statement_sha256": statement_row.current_pdf_sha256}
+        statement = {"statement_flow_id": statement_row.id, "statement_sha256": statement_row.current_pdf_sha256}
         if statement_row.statement == "extension":
             row.repayment_date = position.due.isoformat()
             event = events.LOAN_EXTENDED
-            extra.update(previous_repayment_date=before, loan=self._reminder_terms(terms, position.due))
+            statement.update(previous_repayment_date=before, loan=self._interest_schedule(terms, position.due))
         else:
             event = events.LOAN_REPAID if position.state == L.REPAID else events.LOAN_REPAYMENT_RECORDED
         row.loan_state = position.state
-        self.flows.apply(row, parties, F.loan_event(to_domain(row, parties), event), actor, extra)
+        self.flows.apply(row, parties, F.loan_event(to_domain(row, parties), event), actor, **statement)
 
-    def loan_on_completion(self, row: FlowRow) -> dict:
+    def loan_on_completion(self, row: FlowRow) -> events.InterestSchedule | None:
         """An IOU's last signature: its loan starts (``loan_state`` active), and
-        flow_completed tells notify how its interest falls due. ``{}`` for
+        flow_completed tells notify how its interest falls due. None for
         anything else."""
         if row.parent_flow_id is not None:
-            return {}
+            return None
         loan = my_files.open_summary(self.ctx.keys.keyring, row.id, row.summary_sealed).get("loan")
         if not loan:
-            return {}
+            return None
         row.loan_state = L.ACTIVE
         terms = L.Terms.from_summary(loan)
-        return {"loan": self._reminder_terms(terms, terms.due)}
+        return self._interest_schedule(terms, terms.due)
 
     def loan_events_made(self, row: FlowRow) -> dict[str, int]:
         """How many events of each loan type the IOU's statements made (its report waits for their leaves)."""
@@ -180,8 +180,9 @@ class LoanEntrypoints:
 
     # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
-    def _reminder_terms(terms: L.Terms, due: _dt.date) -> dict:
-        return {"method": terms.method.value, "interest_dates": [d.isoformat() for d in terms.interest_dates(due)]}
+    def _interest_schedule(terms: L.Terms, due: _dt.date) -> events.InterestSchedule:
+        return events.InterestSchedule(method=terms.method.value,
+                                       interest_dates=tuple(d.isoformat() for d in terms.interest_dates(due)))
 
     def _loan_of(self, row: FlowRow) -> tuple[dict, L.Terms, list]:
         keyring = self.ctx.keys.keyring

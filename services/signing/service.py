@@ -32,13 +32,10 @@ included (``flow_identity_disputed``; ``get_flow`` then answers ``status``
 ``disputed_identity``, and its report carries the dispute). See
 :func:`services.signing.flow.dispute_identity`.
 
-Events (payloads carry ids, never personal data)::
-
-    {flow_id, document_id, document_title, document_sha256, parties: [{person_id, role}],
-     initiator_person_id, next_person_id, actor_person_id, repayment_date, reason,
-     certificate_serial, willingness_method,
-     assurance_level,                          # party_signed (and the event after it)
-     disputed_person_id, dispute_reason}       # flow_cancelled, flow_identity_disputed
+Events: a flow's go out with its change (:meth:`.flow_store.FlowStore.apply`);
+each event's payload is its type in :data:`services.common.events.PAYLOADS`,
+a :class:`~services.common.events.FlowEvent` (ids, hashes and words, never
+personal data).
 """
 from __future__ import annotations
 
@@ -299,11 +296,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         signer.willingness_method = pending.method
         signer.assurance_level = level.value
         pending.used_at = utcnow()
-        self.flows.apply(row, parties, transition, person_id, {
-            "certificate_serial": signer.certificate_serial, "willingness_method": pending.method,
-            "signed_pdf_sha256": stored.sha256, "assurance_level": level.value,
-            **(self.loan_on_completion(row) if last else {}),
-        })
+        self.flows.apply(row, parties, transition, person_id, certificate_serial=signer.certificate_serial,
+                         willingness_method=pending.method, signed_pdf_sha256=stored.sha256,
+                         assurance_level=level.value, **({"loan": self.loan_on_completion(row)} if last else {}))
         if last and row.parent_flow_id is not None:
             self.settle_statement(row, person_id)  # a 还款确认书 or 借款展期协议 takes effect with it
         self.db.commit()
@@ -323,8 +318,8 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             wait = row.last_reminded_at + REMIND_EVERY - moment
             raise RateLimited("reminded_today", retry_after=int(wait.total_seconds()) + 1)
         row.last_reminded_at = moment
-        self.db.emit(events.SIGN_REMINDER, dict(self.flows.event_data(row, parties, flow, person_id),
-                                                requester_person_id=person_id))
+        self.db.emit(events.SIGN_REMINDER, self.flows.event_payload(events.SIGN_REMINDER, row, parties, flow,
+                                                                    person_id, requester_person_id=person_id))
         self.db.commit()
         return {"flow_id": flow_id, "reminded_person_id": flow.parties[flow.current].person_id,
                 "reminded_at": aware(moment).isoformat(),
@@ -377,11 +372,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             transition = F.confirm_void(flow, person_id, now())
         signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest)
         pending.used_at = utcnow()
-        self.flows.apply(row, parties, transition, person_id, {
-            "willingness_method": pending.method, "statement_digest": pending.digest,
-            "statement_signature": signed["signature"],
-            "certificate_serial": signed.get("serial") or signed.get("certificate_serial"),
-        })
+        self.flows.apply(row, parties, transition, person_id, willingness_method=pending.method,
+                         statement_digest=pending.digest, statement_signature=signed["signature"],
+                         certificate_serial=signed.get("serial") or signed.get("certificate_serial"))
         self.db.commit()
         return self.flows.flow_dict(row, parties)
 
@@ -578,10 +571,10 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     def on_certificate_revoked(self, event: dict) -> None:
         """Remember revoked serials so a pending flow refuses to sign with them
         even before the next CRL is fetched."""
-        data = event["data"]
-        self._remember_revoked(data["serial"], data.get("person_id"), data.get("reason"))
+        revoked = events.parse(events.CERTIFICATE_REVOKED, event["data"])
+        self._remember_revoked(revoked.serial, revoked.person_id, revoked.reason)
 
-    def _remember_revoked(self, serial: str, person_id: str | None, reason: str | None) -> None:
+    def _remember_revoked(self, serial: str, person_id: str, reason: str) -> None:
         if self.db.session.get(RevokedCertificate, serial) is None:
             self.db.session.add(RevokedCertificate(serial=serial, person_id=person_id, reason=reason,
                                                    revoked_at=utcnow()))
@@ -593,16 +586,19 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         that held it: cancel that account's unfinished flows, mark its ended
         ones (:func:`services.signing.flow.dispute_identity`), each with its
         event, all in one transaction with the processed-event mark."""
-        data = event["data"]
-        person_id = data.get("person_id")
-        if not isinstance(person_id, str) or not person_id:
+        try:
+            disputed = events.parse(events.IDENTITY_DISPUTED, event["data"])
+        except InvalidInput as exc:
+            log.error("identity_disputed %s ignored: %s", event.get("event_id"), exc)
+            return
+        person_id = disputed.person_id
+        if not person_id:
             log.error("identity_disputed %s without a person_id ignored", event.get("event_id"))
             return
-        given = data.get("reason")
-        reason = given[:64] if isinstance(given, str) and given.strip() else F.IDENTITY_DISPUTED  # a listed word
+        reason = disputed.reason[:64] if disputed.reason.strip() else F.IDENTITY_DISPUTED  # a listed word
         # the certificate_revoked events follow on their own; refuse the serials already
-        for serial in data.get("revoked_serials") or ():
-            if isinstance(serial, str) and serial:
+        for serial in disputed.revoked_serials:
+            if serial:
                 self._remember_revoked(serial, person_id, "identity_disputed")
         flow_ids = self.flows.flows_of_person(person_id)
         moment = now()
@@ -610,8 +606,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             row, parties = self.flows.load(flow_id, lock=True)
             transition = F.dispute_identity(to_domain(row, parties), person_id, reason, moment)
             if transition.events:
-                self.flows.apply(row, parties, transition, None,
-                                 {"disputed_person_id": person_id, "dispute_reason": reason})
+                self.flows.apply(row, parties, transition, None, disputed_person_id=person_id, dispute_reason=reason)
         if flow_ids:
             log.info("identity of %s disputed: %d flows cancelled or marked", person_id, len(flow_ids))
 

@@ -41,11 +41,14 @@ from services.documents.models import Document, TemplateRecord
 from services.documents.service import DocumentsService
 from services.documents.template import TEMPLATES_DIR, load_templates
 from services.documents.validation import ValidationFailed
+from tests.support.flow_events import flow_event
 from tests.support.waiting import wait_for
 from tests.unit.documents.samples import BORROWER, LENDER, VALID
 
 pytestmark = pytest.mark.integration
 
+#: the parties of the flows whose events are handed to documents
+PARTIES = [("p-lender", "出借人"), ("p-borrower", "借款人")]
 IMAGE_FIELDS = {"images", "property_photos", "facility_photos", "ownership_proof", "attachments"}
 
 
@@ -373,12 +376,13 @@ def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy
     docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
     dispatch = dispatch_as("signing")
     # an older flow's end does not unlock what a newer flow holds
-    dispatch("signing", events.FLOW_EXPIRED, envelope("signing", events.FLOW_EXPIRED,
-                                                       {"flow_id": "flow-0", "document_id": document_id}))
+    expired = flow_event(events.FLOW_EXPIRED, "flow-0", PARTIES, document_id=document_id)
+    dispatch("signing", events.FLOW_EXPIRED, envelope("signing", events.FLOW_EXPIRED, expired))
     eventlet.sleep(1.0)  # handled in milliseconds
     assert docs.get_document(document_id=document_id)["locked"] is True
-    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED,
-                                                        {"flow_id": "flow-1", "document_id": document_id}))
+    declined = flow_event(events.FLOW_DECLINED, "flow-1", PARTIES, document_id=document_id,
+                          decliner_person_id="p-borrower", reason="金额不对")
+    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED, declined))
     assert wait_for(lambda: not docs.get_document(document_id=document_id)["locked"])
     docs.update_draft(document_id=document_id, values={"remark": "金额已改"})  # corrected, to be sent again
     assert docs.get_document(document_id=document_id)["status"] == "draft"
@@ -390,8 +394,9 @@ def test_a_flow_cancelled_by_an_identity_dispute_hands_the_document_back(documen
     sha = docs.render(document_id=document_id)["pdf_sha256"]
     docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=sha)
     dispatch = dispatch_as("signing")
-    cancelled = envelope("signing", events.FLOW_CANCELLED, {"flow_id": "flow-1", "document_id": document_id,
-                                                            "reason": "identity_disputed"})
+    cancelled = envelope("signing", events.FLOW_CANCELLED, flow_event(
+        events.FLOW_CANCELLED, "flow-1", PARTIES, document_id=document_id, reason="identity_disputed",
+        disputed_person_id="p-borrower"))
     dispatch("signing", events.FLOW_CANCELLED, cancelled)
     assert wait_for(lambda: not docs.get_document(document_id=document_id)["locked"])
     assert docs.get_document(document_id=document_id)["status"] == "rendered"
@@ -578,10 +583,10 @@ def test_a_render_failing_before_its_commit_leaves_no_pdf_behind(documents, rpc_
     document_id = rpc_proxy.documents.create_draft(template_id="iou", values=sample("iou"))["document_id"]
     emit = UnitOfWork.emit
 
-    def database_gone(self, event_type, data):  # after the PDF is stored, before the commit
-        if data.get("change") == "rendered":
+    def database_gone(self, event_type, payload):  # after the PDF is stored, before the commit
+        if event_type == events.DOCUMENT_UPDATED and payload.change == "rendered":
             raise Unavailable("database", "gone")
-        return emit(self, event_type, data)
+        return emit(self, event_type, payload)
 
     monkeypatch.setattr(UnitOfWork, "emit", database_gone)
     with pytest.raises(Unavailable):

@@ -537,8 +537,8 @@ def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform, dispatch
     dispatch = dispatch_as("notify")
     with platform.db.session() as holder:
         holder.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="confirmed"))
-        dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT,
-                                                      {"ref_type": "otp", "ref_id": challenge}))
+        dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT, events.SmsOutcome(
+            message_id="m-again", template="phone_code", ref_type="otp", ref_id=challenge).to_data()))
         eventlet.sleep(1.0)  # the handler reads the row, then waits for this lock
         holder.commit()
     eventlet.sleep(1.0)

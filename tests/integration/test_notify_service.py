@@ -33,6 +33,7 @@ from services.notify.models import Reminder, SmsMessage
 from services.notify.scheduler import SCHEDULER_LEASE, SchedulerLease
 from services.notify.service import NotifyService
 from tests.support.fake_tencent_sms import FakeTencentSms
+from tests.support.flow_events import flow_event
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -126,6 +127,10 @@ class NotifyEnv:
         lines = [json.loads(line) for line in self.outbox.read_text(encoding="utf-8").splitlines() if line.strip()]
         return [line for line in lines if template is None or line["template"] == template]
 
+    def send_flow_event(self, event_type: str, flow_id: str, **members) -> dict:
+        """A flow event of the lender and the borrower, as signing sends it."""
+        return self.send_event(event_type, flow_data(event_type, flow_id, **members))
+
     def send_event(self, event_type: str, data: dict, source: str = "signing") -> dict:
         event = envelope(source, event_type, data)
         self.dispatch(source, event_type, event)
@@ -166,10 +171,9 @@ def notify_env(service_config, run_container, tmp_path, request, amqp_users, dis
     env.db.dispose()
 
 
-def flow_data(flow_id: str, **extra) -> dict:
-    return {"flow_id": flow_id, "document_id": "doc-" + flow_id, "document_title": "借条",
-            "parties": [{"person_id": LENDER, "role": "lender"}, {"person_id": BORROWER, "role": "borrower"}],
-            "link": f"https://esign.example.cn/f/{flow_id}", **extra}
+def flow_data(event_type: str, flow_id: str, **members) -> dict:
+    return flow_event(event_type, flow_id, [(LENDER, "lender"), (BORROWER, "borrower")],
+                      **{"link": f"https://esign.example.cn/f/{flow_id}", **members})
 
 
 def recipients(lines: list[dict]) -> list[str]:
@@ -188,18 +192,20 @@ def test_each_event_sends_one_message_of_its_template_to_the_right_numbers(notif
     OTPS["challenge-1"] = {"phone": "13700137003", "template": "phone_code",
                            "params": {"code": "482913", "minutes": "5"}}
     cases = [
-        (events.OTP_REQUESTED, {"challenge_id": "challenge-1"}, "phone_code", ["13700137003"], "identity"),
-        (events.FLOW_SENT, flow_data("f1", initiator_person_id=LENDER, next_person_id=BORROWER),
+        (events.OTP_REQUESTED, {"challenge_id": "challenge-1", "purpose": "phone_confirmation"}, "phone_code",
+         ["13700137003"], "identity"),
+        (events.FLOW_SENT, flow_data(events.FLOW_SENT, "f1", next_person_id=BORROWER),
          "sign_request", [PHONES[BORROWER]], "signing"),
-        (events.FLOW_COMPLETED, flow_data("f1"), "flow_completed", sorted(PHONES.values()), "signing"),
-        (events.VOID_REQUESTED, flow_data("f1", requester_person_id=LENDER), "void_requested",
+        (events.FLOW_COMPLETED, flow_data(events.FLOW_COMPLETED, "f1"), "flow_completed", sorted(PHONES.values()),
+         "signing"),
+        (events.VOID_REQUESTED, flow_data(events.VOID_REQUESTED, "f1", requester_person_id=LENDER), "void_requested",
          [PHONES[BORROWER]], "signing"),
-        (events.FLOW_VOIDED, flow_data("f1"), "flow_voided", sorted(PHONES.values()), "signing"),
-        (events.FLOW_DECLINED, flow_data("f2", decliner_person_id=BORROWER), "flow_declined",
+        (events.FLOW_VOIDED, flow_data(events.FLOW_VOIDED, "f1"), "flow_voided", sorted(PHONES.values()), "signing"),
+        (events.FLOW_DECLINED, flow_data(events.FLOW_DECLINED, "f2", decliner_person_id=BORROWER), "flow_declined",
          [PHONES[LENDER]], "signing"),
-        (events.FLOW_EXPIRED, flow_data("f3"), "flow_expired", sorted(PHONES.values()), "signing"),
-        (events.FLOW_CANCELLED, flow_data("f4", disputed_person_id=BORROWER, reason="identity_disputed"),
-         "flow_cancelled", [PHONES[LENDER]], "signing"),
+        (events.FLOW_EXPIRED, flow_data(events.FLOW_EXPIRED, "f3"), "flow_expired", sorted(PHONES.values()), "signing"),
+        (events.FLOW_CANCELLED, flow_data(events.FLOW_CANCELLED, "f4", disputed_person_id=BORROWER,
+                                          reason="identity_disputed"), "flow_cancelled", [PHONES[LENDER]], "signing"),
     ]
     sent_events = []
     for event_type, data, template, numbers, source in cases:
@@ -246,7 +252,7 @@ def test_an_unknown_person_or_a_broken_payload_sends_nothing(notify_env):
     env = notify_env
     env.start()
     since = calls("on_flow_sent")
-    env.send_event(events.FLOW_SENT, flow_data("f9", initiator_person_id=LENDER, next_person_id="nobody"))
+    env.send_flow_event(events.FLOW_SENT, "f9", next_person_id="nobody")
     env.send_event(events.FLOW_SENT, {"flow_id": "f9"})  # no parties, no title
     wait_for_calls("on_flow_sent", 2, since=since)
     assert env.lines() == [] and env.messages() == []
@@ -335,8 +341,7 @@ def test_a_person_with_notices_held_back_still_gets_the_code_to_sign(notify_env)
     env.start(RATE_LIMITS={"PER_PHONE_PER_MINUTE": 3, "PER_PHONE_PER_HOUR": 50, "PER_PHONE_PER_DAY": 100,
                            "CODE_PER_PHONE_PER_MINUTE": 3, "GLOBAL_LIMIT": 100, "GLOBAL_PERIOD_SECONDS": 1})
     for n in range(4):
-        env.send_event(events.FLOW_SENT, flow_data(f"waiting-{n}", initiator_person_id=LENDER,
-                                                   next_person_id=BORROWER))
+        env.send_flow_event(events.FLOW_SENT, f"waiting-{n}", next_person_id=BORROWER)
     assert wait_for(lambda: len([m for m in env.messages() if m.template_id == "sign_request"]) == 4)
     assert wait_for(lambda: len(env.lines("sign_request")) == 3)
     held = wait_for(lambda: [m for m in env.messages() if m.template_id == "sign_request" and m.status == "queued"])
@@ -344,7 +349,7 @@ def test_a_person_with_notices_held_back_still_gets_the_code_to_sign(notify_env)
 
     OTPS["willingness-1"] = {"phone": PHONES[BORROWER], "template": "willingness_code",
                              "params": {"document_title": "借条", "code": "604211", "minutes": "5"}}
-    env.send_event(events.OTP_REQUESTED, {"challenge_id": "willingness-1"}, "identity")
+    env.send_event(events.OTP_REQUESTED, {"challenge_id": "willingness-1", "purpose": "willingness"}, "identity")
     [code] = wait_for(lambda: env.lines("willingness_code"))
     assert (code["phone"], code["params"]["code"]) == (PHONES[BORROWER], "604211")
     assert len(env.lines("sign_request")) == 3  # the fourth notice still waits for its minute
@@ -400,7 +405,8 @@ def test_tencent_vendor_500s_are_retried_until_sent(notify_env, tencent_vendor, 
     OTPS["challenge-r"] = {"phone": "13700137003", "template": "phone_code",
                            "params": {"code": "551203", "minutes": "5"}}
     vendor.script("13700137003", http_status=502)
-    env.send_event(events.OTP_REQUESTED, {"challenge_id": "challenge-r"}, source="identity")
+    env.send_event(events.OTP_REQUESTED, {"challenge_id": "challenge-r", "purpose": "phone_confirmation"},
+                   source="identity")
     assert wait_for(lambda: len(vendor.delivered) == 2)
     assert (vendor.delivered[1].template_id, vendor.delivered[1].params) == ("1000", ["551203", "5"])
     assert OTP_LOOKUPS == ["challenge-r", "challenge-r"]
@@ -473,10 +479,10 @@ def test_reminders_fire_on_the_right_days_once_and_not_after_a_void(notify_env):
     env = notify_env
     env.start()
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-1", repayment_date=due.isoformat()))
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-2", repayment_date=due.isoformat()))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-1", repayment_date=due.isoformat())
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-2", repayment_date=due.isoformat())
     assert wait_for(lambda: [len(env.reminders(f)) for f in ("iou-1", "iou-2")] == [2 * PER_PARTY] * 2)
-    env.send_event(events.FLOW_VOIDED, flow_data("iou-2"))
+    env.send_flow_event(events.FLOW_VOIDED, "iou-2")
     assert wait_for(lambda: {r.status for r in env.reminders("iou-2")} == {"cancelled"})
     assert wait_for(lambda: len(env.lines("flow_voided")) == 2)
 
@@ -506,7 +512,7 @@ def test_reminders_wait_out_quiet_hours(notify_env):
     env = notify_env
     env.start()
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-q", repayment_date=due.isoformat()))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-q", repayment_date=due.isoformat())
     assert wait_for(lambda: len(env.reminders("iou-q")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 22))  # due since 09:00, but it is night
     wait_for_calls("run_scheduler", 5)
@@ -525,7 +531,7 @@ def test_two_replicas_send_a_due_reminder_once_and_a_crashed_holder_is_replaced(
     env = notify_env
     replicas = [env.start(), env.start()]
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-r", repayment_date=due.isoformat()))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-r", repayment_date=due.isoformat())
     assert wait_for(lambda: len(env.reminders("iou-r")) == 2 * PER_PARTY)
     env.move_clock_to(china_time(due - dt.timedelta(days=3), 10))
     assert wait_for(lambda: len(env.lines("due_soon")) == 2)
@@ -556,7 +562,7 @@ def test_a_reminder_due_while_notify_was_down_is_sent_once_on_restart(notify_env
     env = notify_env
     first = env.start()
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-d", repayment_date=due.isoformat()))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-d", repayment_date=due.isoformat())
     assert wait_for(lambda: len(env.reminders("iou-d")) == 2 * PER_PARTY)
     first.stop()
 
@@ -593,8 +599,8 @@ def test_an_extension_cancels_what_was_planned_and_plans_again_from_the_new_date
     env = notify_env
     env.start()
     due = _iou_due_in(100)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-m", repayment_date=due.isoformat(), loan=monthly_iou(due, 4)))
-    env.send_event(events.FLOW_COMPLETED, flow_data("statement-1", repayment_date=None))  # a 还款确认书: no reminders
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-m", repayment_date=due.isoformat(), loan=monthly_iou(due, 4))
+    env.send_flow_event(events.FLOW_COMPLETED, "statement-1", repayment_date=None)  # a 还款确认书: no reminders
     assert wait_for(lambda: len(env.lines("flow_completed")) == 4)
     # per party: interest 3 days before the three interest dates ahead of the repayment date, then the usual
     assert wait_for(lambda: statuses(env.reminders("iou-m")) == {
@@ -604,9 +610,9 @@ def test_an_extension_cancels_what_was_planned_and_plans_again_from_the_new_date
     interest_before = {r.id for r in env.reminders("iou-m") if r.kind == "interest_due"}
 
     new_due = due + dt.timedelta(days=30)
-    env.send_event(events.LOAN_EXTENDED, flow_data(
-        "iou-m", repayment_date=new_due.isoformat(), previous_repayment_date=due.isoformat(),
-        statement_flow_id="statement-2", actor_person_id=LENDER, loan=monthly_iou(new_due, 5)))
+    env.send_flow_event(
+        events.LOAN_EXTENDED, "iou-m", repayment_date=new_due.isoformat(), previous_repayment_date=due.isoformat(),
+        statement_flow_id="statement-2", actor_person_id=LENDER, loan=monthly_iou(new_due, 5))
     lines = wait_for(lambda: len(env.lines("loan_extended")) == 2 and env.lines("loan_extended"))
     assert recipients(lines) == sorted(PHONES.values())
     assert lines[0]["text"] == f"【电子签】《借条》已展期，新的还款日为{shown(new_due)}。"
@@ -629,19 +635,19 @@ def test_a_part_repayment_tells_the_borrower_and_the_repayment_that_settles_it_e
     env = notify_env
     env.start()
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-p", repayment_date=due.isoformat(),
-                                                    loan={"method": "lump_sum", "interest_dates": []}))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-p", repayment_date=due.isoformat(),
+                        loan={"method": "lump_sum", "interest_dates": []})
     assert wait_for(lambda: len(env.reminders("iou-p")) == 2 * PER_PARTY)
 
-    env.send_event(events.LOAN_REPAYMENT_RECORDED, flow_data("iou-p", repayment_date=due.isoformat(),
-                                                             statement_flow_id="receipt-1", actor_person_id=LENDER))
+    env.send_flow_event(events.LOAN_REPAYMENT_RECORDED, "iou-p", repayment_date=due.isoformat(),
+                        statement_flow_id="receipt-1", actor_person_id=LENDER)
     [line] = wait_for(lambda: env.lines("repayment_recorded"))
     assert line["phone"] == PHONES[BORROWER]  # the lender confirmed it: no SMS to them
     assert line["text"] == "【电子签】《借条》：出借人已确认收到您的一笔还款，查看：https://esign.example.cn/f/iou-p"
     assert {r.status for r in env.reminders("iou-p")} == {"scheduled"}
 
-    env.send_event(events.LOAN_REPAID, flow_data("iou-p", repayment_date=due.isoformat(),
-                                                 statement_flow_id="receipt-2", actor_person_id=LENDER))
+    env.send_flow_event(events.LOAN_REPAID, "iou-p", repayment_date=due.isoformat(),
+                        statement_flow_id="receipt-2", actor_person_id=LENDER)
     lines = wait_for(lambda: len(env.lines("loan_repaid")) == 2 and env.lines("loan_repaid"))
     assert recipients(lines) == sorted(PHONES.values())
     assert lines[0]["text"] == "【电子签】《借条》的借款已全部还清，感谢您守约。"
@@ -655,7 +661,7 @@ def test_an_overdue_reminder_due_by_a_moved_clock_is_sent_with_its_text_and_a_st
     env = notify_env
     env.start()
     due = _iou_due_in(10)
-    env.send_event(events.FLOW_COMPLETED, flow_data("iou-o", repayment_date=due.isoformat()))
+    env.send_flow_event(events.FLOW_COMPLETED, "iou-o", repayment_date=due.isoformat())
     assert wait_for(lambda: len(env.reminders("iou-o")) == 2 * PER_PARTY)
 
     env.move_clock_to(china_time(due + dt.timedelta(days=8), 10))  # the second week's; the first week's day is over

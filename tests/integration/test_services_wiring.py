@@ -17,6 +17,7 @@ from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from services.signing.service import SigningService
+from tests.support.flow_events import flow_event
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -117,6 +118,7 @@ def test_documents_hand_a_document_back_when_signing_is_declined(platform, rpc_p
     rpc_proxy.documents.lock_for_signing(document_id=document_id, flow_id="f1", pdf_sha256="a" * 64)
     assert rpc_proxy.documents.get_document(document_id=document_id)["locked"] is True
     dispatch = event_dispatcher(containers["signing"].config)
-    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED,
-                                                        {"flow_id": "f1", "document_id": document_id}))
+    declined = flow_event(events.FLOW_DECLINED, "f1", [("p1", "出借人"), ("p2", "借款人")], document_id=document_id,
+                          decliner_person_id="p2", reason="金额不对")
+    dispatch("signing", events.FLOW_DECLINED, envelope("signing", events.FLOW_DECLINED, declined))
     assert wait_for(lambda: rpc_proxy.documents.get_document(document_id=document_id)["locked"] is False)

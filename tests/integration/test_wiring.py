@@ -21,7 +21,14 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.integration
 
 MIGRATIONS = str(Path(__file__).parent / "wiring_migrations")
-events.register_events("wiring_producer", "thing_made")
+
+
+class ThingMade(events.EventPayload):
+    thing_id: str
+    value: int
+
+
+events.register_events("wiring_producer", {"thing_made": ThingMade})
 
 
 class Producer(ServiceBase):
@@ -31,7 +38,7 @@ class Producer(ServiceBase):
     def make(self, value: int, fail_after_emit: bool = False) -> str:
         thing_id = str(uuid.uuid4())
         self.db.session.execute(text("INSERT INTO things (id, value) VALUES (:id, :v)"), {"id": thing_id, "v": value})
-        self.db.emit("thing_made", {"thing_id": thing_id, "value": value})
+        self.db.emit("thing_made", ThingMade(thing_id=thing_id, value=value))
         if fail_after_emit:
             raise Conflict("refused after the event was emitted")
         self.db.commit()
@@ -52,7 +59,7 @@ class Consumer(ServiceBase):
     @handles_event("wiring_producer", "thing_made")
     def on_thing_made(self, event: dict) -> None:
         self.db.session.execute(text("INSERT INTO received (event_id, value) VALUES (:e, :v)"),
-                                {"e": event["event_id"], "v": event["data"]["value"]})
+                                {"e": event["event_id"], "v": events.parse("thing_made", event["data"]).value})
 
     @rpc
     def received(self) -> list[list]:
