@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from services.common.errors import Forbidden, InvalidInput, RateLimited
+from services.common.reasons import Reason
 
 MIN_SECRET_BYTES = 32
 
@@ -134,15 +135,15 @@ def check_send_allowed(
     the hourly quota. ``recent_sends`` are the send times for this subject
     (older ones are ignored, so the caller may pass a longer history)."""
     if previous is not None and policy.lockout_blocks_new_codes and previous.is_locked(now):
-        raise RateLimited("otp_locked", _seconds(previous.locked_until - now))
+        raise RateLimited(Reason.OTP_LOCKED, _seconds(previous.locked_until - now))
     window_start = now - policy.send_window
     in_window = sorted(t for t in recent_sends if window_start < t <= now)
     if in_window and now - in_window[-1] < policy.min_resend_interval:
-        raise RateLimited("otp_resend_too_soon", _seconds(in_window[-1] + policy.min_resend_interval - now))
+        raise RateLimited(Reason.OTP_RESEND_TOO_SOON, _seconds(in_window[-1] + policy.min_resend_interval - now))
     if len(in_window) >= policy.max_sends_per_window:
         # the oldest send in the window leaves it first
         oldest = in_window[len(in_window) - policy.max_sends_per_window]
-        raise RateLimited("otp_send_limit", _seconds(oldest + policy.send_window - now))
+        raise RateLimited(Reason.OTP_SEND_LIMIT, _seconds(oldest + policy.send_window - now))
 
 
 def _seconds(delta: timedelta) -> int:

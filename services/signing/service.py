@@ -60,6 +60,7 @@ from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidI
 from services.common.lease import acquire
 from services.common.object_intents import ObjectReconciliation
 from services.common.offload import WorkerPoolProvider
+from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
@@ -148,7 +149,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         states (services/signing/loans.py), kept in its sealed summary."""
         document_id = content["document_id"]
         if self.flows.live_flow_of(document_id) is not None:
-            raise Conflict("document_in_flow")
+            raise Conflict(Reason.DOCUMENT_IN_FLOW)
         fetched = self.documents.get_pdf(document_id=document_id)
         pdf = base64.b64decode(fetched["pdf"])
         sha = hashlib.sha256(pdf).hexdigest()
@@ -201,11 +202,11 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             return self.flows.flow_dict(row, parties)
         open_places = [(p.position, p.role) for p in parties if p.person_id is None]
         if not open_places:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
         named = (self.documents.get_document_content(document_id=row.document_id).get("content") or {}).get("parties")
         position = place_for(open_places, named or (), person_id, IdentityDirectory(self.identity))
         if position is None:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
         transition = F.join(to_domain(row, parties), position, person_id, now())
         parties[position].person_id = person_id
         self.flows.apply(row, parties, transition, person_id)
@@ -231,9 +232,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         party = F.check_turn(flow, person_id, now())
         certificate = self.identity.current_certificate(person_id=person_id)
         if certificate["status"] != "good":
-            raise Forbidden("certificate_not_valid")
+            raise Forbidden(Reason.CERTIFICATE_NOT_VALID)
         if self.db.session.get(RevokedCertificate, certificate["serial"]) is not None:
-            raise Forbidden("certificate_revoked")
+            raise Forbidden(Reason.CERTIFICATE_REVOKED)
         F.check_assurance(flow, certificate_level(certificate["certificate_pem"]))  # before any PDF work
         roots = self.ctx.platform.trust_roots(self.identity)
         prepared = self.pdf.run(
@@ -265,13 +266,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         """Step 3 of a signature: identity signs with the grant; the flow moves on."""
         pending = self.flows.claim_pending(pending_id, person_id, ("sign",))
         if pending.flow_id != flow_id:
-            raise Forbidden("not_your_action")
+            raise Forbidden(Reason.NOT_YOUR_ACTION)
         row, parties = self.flows.load(flow_id, lock=True)
         flow = to_domain(row, parties)
         F.check_turn(flow, person_id, now())
         prepared = json.loads(pending.prepared)
         if prepared["input_sha256"] != row.current_pdf_sha256:
-            raise Conflict("document_changed_since_prepare")
+            raise Conflict(Reason.DOCUMENT_CHANGED_SINCE_PREPARE)
         # the level of the certificate that signs, as checked when the signature was prepared
         level = F.check_assurance(flow, level_of_certificate(
             x509.load_der_x509_certificate(base64.b64decode(prepared["certificate"]))))
@@ -321,7 +322,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         moment = utcnow()
         if row.last_reminded_at is not None and row.last_reminded_at + REMIND_EVERY > moment:
             wait = row.last_reminded_at + REMIND_EVERY - moment
-            raise RateLimited("reminded_today", retry_after=int(wait.total_seconds()) + 1)
+            raise RateLimited(Reason.REMINDED_TODAY, retry_after=int(wait.total_seconds()) + 1)
         row.last_reminded_at = moment
         self.db.emit(events.SIGN_REMINDER, dict(self.flows.event_data(row, parties, flow, person_id),
                                                 requester_person_id=person_id))
