@@ -4,8 +4,10 @@ in the gateway's answers (``message``) and in the web pages. Detail that
 varies (which states were expected, which signature field) goes in the
 error's optional ``message``, not in the reason.
 
-A service of another version may send a reason not listed here across RPC:
-rebuilding the error keeps it, with an :class:`UnlistedReason` warning.
+A reason that is not listed is a bug where it is raised, and the tests fail
+on it (:class:`UnlistedReason` is an error there, see pyproject.toml); a
+service of another version may still send one across RPC, so rebuilding the
+error only warns.
 """
 from __future__ import annotations
 

@@ -98,10 +98,24 @@ class OtpVerification:
     def accepted(self) -> bool:
         return self.outcome is OtpOutcome.ACCEPTED
 
+    @property
+    def refusal(self) -> Reason:
+        """The reason a code that was not accepted is refused with."""
+        return REFUSALS[self.outcome]
+
     def require_accepted(self) -> None:
-        """Raise :class:`Forbidden` (reason ``otp_<outcome>``) unless accepted."""
+        """Raise :class:`Forbidden` (:attr:`refusal`) unless accepted."""
         if not self.accepted:
-            raise Forbidden(f"otp_{self.outcome.value}")
+            raise Forbidden(self.refusal)
+
+
+#: the reason of each outcome but acceptance
+REFUSALS = {
+    OtpOutcome.WRONG_CODE: Reason.OTP_WRONG_CODE,
+    OtpOutcome.EXPIRED: Reason.OTP_EXPIRED,
+    OtpOutcome.LOCKED: Reason.OTP_LOCKED,
+    OtpOutcome.ALREADY_USED: Reason.OTP_ALREADY_USED,
+}
 
 
 class OtpSecret:

@@ -125,7 +125,7 @@ class Willingness:
         if check.method == "sms":
             result = self.codes.check(check.otp_challenge_id, code)
             if not result.accepted:
-                self._refused(check, f"otp_{result.outcome.value}")
+                self._refused(check, result.refusal)
         else:
             score = self._confirm_face(check, selfie, frames, video)
         current = certificates.active_certificate(self.session, check.person_id)

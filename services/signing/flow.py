@@ -157,10 +157,31 @@ def check_assurance(flow: Flow, level: AssuranceLevel | None) -> AssuranceLevel:
     return stated
 
 
+#: the reason of a refusal for the state a flow is in
+STATE_REASONS = {
+    FlowState.DRAFT: Reason.FLOW_DRAFT,
+    FlowState.WAITING: Reason.FLOW_WAITING,
+    FlowState.COMPLETED: Reason.FLOW_COMPLETED,
+    FlowState.DECLINED: Reason.FLOW_DECLINED,
+    FlowState.EXPIRED: Reason.FLOW_EXPIRED,
+    FlowState.VOID_REQUESTED: Reason.FLOW_VOID_REQUESTED,
+    FlowState.VOIDED: Reason.FLOW_VOIDED,
+    FlowState.CANCELLED: Reason.FLOW_CANCELLED,
+}
+
+
+def state_conflict(state: FlowState | str, *expected: FlowState | str) -> Conflict:
+    """The refusal of an action that needs a flow in one of the ``expected``
+    states: the reason names the state it is in, the message those it needs
+    (in the order of :class:`FlowState`, whatever the order given)."""
+    needed = {FlowState(s) for s in expected}
+    names = " or ".join(s.value for s in FlowState if s in needed)
+    return Conflict(STATE_REASONS[FlowState(state)], f"expected {names}")
+
+
 def _require_state(flow: Flow, *allowed: FlowState) -> None:
     if flow.state not in allowed:
-        names = " or ".join(state.value for state in allowed)
-        raise Conflict(f"flow_{flow.state.value}: expected {names}")
+        raise state_conflict(flow.state, *allowed)
 
 
 def _reason(reason: str) -> str:

@@ -202,7 +202,7 @@ class LoanEntrypoints:
         if row.parent_flow_id is not None:
             raise Conflict(Reason.NOT_A_LOAN)
         if row.state != F.FlowState.COMPLETED.value:
-            raise Conflict(f"flow_{row.state}")
+            raise F.state_conflict(row.state, F.FlowState.COMPLETED)
         if row.disputed_at is not None:
             raise Conflict(Reason.IDENTITY_DISPUTED)
         summary, terms, statements = self._loan_of(row)

@@ -470,7 +470,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         or new ones built, stored and committed now."""
         row, parties = self.flows.load(flow_id)
         if row.state not in REPORTABLE_STATES:
-            raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
+            raise F.state_conflict(row.state, *REPORTABLE_STATES)
         document = self.flows.current_pdf(row)
         state_key = self.flows.state_key(row)
         kept = self.flows.kept_objects(flow_id, REPORT_KINDS, state_key)
