@@ -1,6 +1,8 @@
 """Every reason a ``Forbidden``, ``RateLimited`` or ``Conflict`` can name
 (services/common/errors.py): a short stable id, the same on every service,
-in the gateway's answers (``message``) and in the web pages. Detail that
+in the gateway's answers (``message``) and in the web pages, which say each
+one in Chinese (services/gateway/web/api.js ``REASONS``;
+tests/unit/test_gateway_web.py holds the two lists equal). Detail that
 varies (which states were expected, which signature field) goes in the
 error's optional ``message``, not in the reason.
 

@@ -1,6 +1,7 @@
 """Refusals name listed reasons (services/common/reasons.py): the errors keep
 them across RPC, an unlisted one fails the tests, and the reasons a service
-makes from a state, an outcome or a group are all listed."""
+makes from a state, an outcome or a group are all listed. That the web pages
+say each in Chinese is tests/unit/test_gateway_web.py's."""
 from __future__ import annotations
 
 import pytest
