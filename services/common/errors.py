@@ -7,6 +7,8 @@ class back (not a ``RemoteError``) and can tell them apart with ``except``.
 Their constructor arguments are plain strings, because nameko rebuilds the
 exception on the caller's side from ``exc.args``. Messages never carry
 secrets or personal data: callers pass field names and rules, not values.
+A refusal (``Forbidden``, ``RateLimited``, ``Conflict``) names a listed
+:class:`~services.common.reasons.Reason`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nameko.exceptions import deserialize_to_instance
+
+from services.common.reasons import Reason, listed
 
 
 class EsignError(Exception):
@@ -124,14 +128,22 @@ class NotFound(EsignError):
 
 
 class _ReasonError(EsignError):
-    """An error whose only argument is a short stable reason (``otp_locked``)."""
+    """A refusal: ``reason`` is a listed :class:`Reason` (``otp_locked``),
+    the same on every service and in the web pages; ``message`` is optional
+    English detail for logs and API clients (the states a flow was expected
+    to be in), never personal data."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: Reason | str, message: str = ""):
+        super().__init__(reason, message)
+        self.reason = listed(reason)
+        self.message = message
 
     def __str__(self) -> str:
-        return self.reason
+        return f"{self.reason}: {self.message}" if self.message else self.reason
+
+    def to_dict(self) -> dict:
+        # ``message`` answers the reason, as it always has: pages and API clients tell refusals apart by it
+        return {"code": self.code, "message": str(self.reason), **({"detail": self.message} if self.message else {})}
 
 
 @deserialize_to_instance
@@ -152,15 +164,15 @@ class RateLimited(Forbidden):
     code = "rate_limited"
     http_status = 429
 
-    def __init__(self, reason: str, retry_after: int | str | None = None):
+    def __init__(self, reason: Reason | str, retry_after: int | str | None = None):
         # nameko sends exception arguments as strings: "60", or "None"
         seconds = int(retry_after) if retry_after not in (None, "None", "") else None
-        EsignError.__init__(self, reason, seconds)
-        self.reason = reason
+        super().__init__(reason)
+        self.args = (reason, seconds)  # what nameko sends to rebuild it
         self.retry_after = seconds
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.reason, "retry_after": self.retry_after}
+        return dict(super().to_dict(), retry_after=self.retry_after)
 
 
 @deserialize_to_instance

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from services.common.errors import Forbidden, InvalidInput
+from services.common.reasons import Reason
 
 MIN_KEY_BYTES = 32
 MAX_TOKEN_LENGTH = 1024
@@ -47,19 +48,19 @@ def read_token(token: str, key: bytes, context: bytes, now: datetime | None = No
     """The payload of a genuine, unexpired token; Forbidden otherwise."""
     _check_key(key)
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
-        raise Forbidden("token_malformed")
+        raise Forbidden(Reason.TOKEN_MALFORMED)
     body_text, mac_text = token.split(".")
     try:
         body, mac = _b64decode(body_text), _b64decode(mac_text)
     except (binascii.Error, ValueError):
-        raise Forbidden("token_malformed") from None
+        raise Forbidden(Reason.TOKEN_MALFORMED) from None
     if not hmac.compare_digest(mac, hmac.new(key, context + body, hashlib.sha256).digest()):
-        raise Forbidden("token_bad_signature")
+        raise Forbidden(Reason.TOKEN_BAD_SIGNATURE)
     try:
         payload = json.loads(body)
         expires = int(payload["exp"])
     except (ValueError, KeyError, TypeError):
-        raise Forbidden("token_malformed") from None
+        raise Forbidden(Reason.TOKEN_MALFORMED) from None
     if (now or datetime.now(timezone.utc)).timestamp() >= expires:
-        raise Forbidden("token_expired")
+        raise Forbidden(Reason.TOKEN_EXPIRED)
     return payload

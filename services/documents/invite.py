@@ -21,13 +21,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import segno
 
 from services.common.errors import Forbidden, InvalidInput
+from services.common.reasons import Reason
 from services.common.tokens import read_token, sign_token
 
 TOKEN_VERSION = 1
 MAC_CONTEXT = b"esign/receipt-invite/v1\x00"
 QUERY_PARAMETER = "invite"
-INVITE_INVALID = "invite_invalid"  # malformed, forged, or made with another key
-INVITE_EXPIRED = "invite_expired"
 #: 收款人 payee, 付款人 payer: the side of the receipt the inviting person takes
 ROLES = {"payee": "收款人", "payer": "付款人"}
 PERSON_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -74,7 +73,7 @@ def token_from_url(url: str) -> str:
     """The token in an invite link; ``Forbidden`` if there is none."""
     values = parse_qs(urlsplit(url).query).get(QUERY_PARAMETER, [])
     if len(values) != 1:
-        raise Forbidden(INVITE_INVALID)
+        raise Forbidden(Reason.INVITE_INVALID)
     return values[0]
 
 
@@ -87,10 +86,10 @@ def read_invite(token: str, key: bytes, now: datetime.datetime) -> Invite:
         fields = read_token(token, key, MAC_CONTEXT, now)  # MAC first, then expiry (services/common/tokens.py)
     except Forbidden as exc:
         # the invite's own reasons: a token_* reason means a session problem to a web page
-        raise Forbidden(INVITE_EXPIRED if exc.reason == "token_expired" else INVITE_INVALID) from exc
+        raise Forbidden(Reason.INVITE_EXPIRED if exc.reason == Reason.TOKEN_EXPIRED else Reason.INVITE_INVALID) from exc
     version, person_id, role, expires = fields.get("v"), fields.get("p"), fields.get("r"), fields.get("exp")
     if version != TOKEN_VERSION or role not in ROLES or not isinstance(person_id, str) or not isinstance(expires, int):
-        raise Forbidden(INVITE_INVALID)
+        raise Forbidden(Reason.INVITE_INVALID)
     return Invite(person_id, role, datetime.datetime.fromtimestamp(expires, datetime.timezone.utc))
 
 

@@ -38,6 +38,7 @@ from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
 from services.common.clock import iso, today_in_china, utcnow
 from services.common.object_intents import ObjectReconciliation
+from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
@@ -375,9 +376,9 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         if document.locked_by_flow == flow_id:
             return {"document_id": document_id, "locked_by_flow": flow_id}
         if document.locked_at is not None and document.locked_by_flow not in (ended_flows or []):
-            raise Conflict("document_in_flow")
+            raise Conflict(Reason.DOCUMENT_IN_FLOW)
         if document.pdf_sha256 is None or document.pdf_sha256 != pdf_sha256:
-            raise Conflict("document_changed")
+            raise Conflict(Reason.DOCUMENT_CHANGED)
         document.locked_at = utcnow()
         document.locked_by_flow = flow_id
         document.status = "locked"
@@ -455,7 +456,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         """The document, row-locked against a concurrent lock_for_signing; refused once locked."""
         document = self._document(document_id, for_update=True)
         if document.locked_at is not None:
-            raise Conflict("document_locked")
+            raise Conflict(Reason.DOCUMENT_LOCKED)
         return document
 
     def _template_of(self, document: Document) -> Template:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from services.common import listing
 from services.common.errors import Forbidden, NotFound
+from services.common.reasons import Reason
 from services.gateway import my_files
 from services.gateway.responses import BODY, SESSION, binary, errors
 from services.gateway.session_cookie import SessionCookie
@@ -60,7 +61,7 @@ def current_session(request: Request, authorization: str | None = Header(default
         cookie.check_state_change(request)
         from_cookie = True
     else:
-        raise Forbidden("session_required")
+        raise Forbidden(Reason.SESSION_REQUIRED)
     try:
         answer = rpc(request).call("identity", "session_person", token=token)
     except Forbidden:
@@ -445,7 +446,7 @@ def _party_view(request: Request, flow_id: str, person_id: str) -> dict:
         parent = flow.get("parent_flow_id")
         if not parent or person_id not in {p["person_id"] for p in
                                            rpc(request).call("signing", "get_flow", flow_id=parent)["parties"]}:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
     return flow
 
 

@@ -31,6 +31,7 @@ from typing import Any, Iterable
 
 from services.common.errors import PayloadTooLarge, RateLimited
 from services.common.metrics import counter
+from services.common.reasons import Reason
 
 EDGE_REFUSALS = counter("esign_http_edge_refusals_total", "Requests refused at the edge before any work",
                         ("reason", "group"))
@@ -63,6 +64,8 @@ RATE_GROUPS: dict[str, tuple[str, str]] = {
     "tsa": (r"/tsa", "POST"),
     "ocsp": (r"/pki/ocsp(/.*)?", "*"),
 }
+#: the reason a group's 429 names (a group without a listed reason stops the gateway at import)
+RATE_REASONS: dict[str, Reason] = {group: Reason(f"too_many_requests_{group}") for group in RATE_GROUPS}
 DEFAULT_RATES: dict[str, Rate] = {
     "phone_codes": Rate(per_minute=10, burst=5),
     "verify": Rate(per_minute=20, burst=10),
@@ -204,7 +207,7 @@ class EdgeLimits:
                 if wait <= 0:
                     return None
                 EDGE_REFUSALS.labels(reason="rate_limited", group=group).inc()
-                return RateLimited(f"too_many_requests_{group}", retry_after=max(1, math.ceil(wait)))
+                return RateLimited(RATE_REASONS[group], retry_after=max(1, math.ceil(wait)))
         return None
 
 

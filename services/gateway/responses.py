@@ -50,6 +50,8 @@ class ErrorDetail(BaseModel):
     code: ErrorCode = Field(..., description="stable, machine-readable: which typed error")
     message: str = Field(..., description="the reason (forbidden, conflict, rate_limited: a short stable id "
                                           "such as session_required or otp_resend_too_soon)")
+    detail: str | None = Field(None, description="forbidden, conflict: English detail of the reason, when there "
+                                                 "is some (the states a flow had to be in, the signature field)")
     field: str | None = Field(None, description="invalid_input, payload_too_large: the input that broke a rule")
     rule: str | None = Field(None, description="invalid_input, payload_too_large: the rule it broke")
     violations: list[ErrorViolation] | None = Field(None, description="invalid_input from a form: every rule broken")
@@ -80,7 +82,8 @@ ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     404: ("Not found (`not_found`): `entity` and `id` say what; someone else's document or flow is not found "
           "either.", {}),
     409: ("Conflicts with the current state (`conflict`): `message` is the reason (`document_locked`, "
-          "`phone_registered`, `flow_expired`, ...).", {}),
+          "`phone_registered`, `flow_expired`, ...; a flow in another state than the action needs: "
+          "`flow_<state>`, with the states it needs in `detail`).", {}),
     413: ("Body over the route's limit (`payload_too_large`), refused at the edge before it is read.", {}),
     422: ("Invalid input (`invalid_input`): `field` and `rule` name the input and the rule it broke, `message` "
           "what was expected; `violations` lists every broken rule of a form. A body that is not JSON (in UTF-8) "

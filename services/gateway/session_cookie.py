@@ -58,6 +58,7 @@ from fastapi import Request, Response
 
 from services.common.clock import now
 from services.common.errors import Forbidden
+from services.common.reasons import Reason
 from services.gateway.limits import networks, peer_in
 
 COOKIE = "esign_session"
@@ -129,7 +130,7 @@ class SessionCookie:
         if stated is None:
             stated = request.headers.get("referer")
         if stated is None or origin_of(stated) not in self.own_origins(request):
-            raise Forbidden("csrf_origin")
+            raise Forbidden(Reason.CSRF_ORIGIN)
 
     def check_state_change(self, request: Request) -> None:
         """The CSRF check for a request the cookie authenticates: state changes only."""

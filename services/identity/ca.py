@@ -41,6 +41,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.common.assurance import AssuranceLevel, policy_extension
 from services.common.errors import Conflict, InvalidInput
+from services.common.reasons import Reason
 from services.common.sealing import Keyring
 
 ROOT_CERT_FILE = "root.pem"
@@ -220,7 +221,7 @@ def init_root(
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / ROOT_CERT_FILE, folder / ROOT_KEY_FILE
     if cert_path.exists() or key_path.exists():
-        raise Conflict("a root CA already exists in this directory")
+        raise Conflict(Reason.CA_EXISTS, "a root CA already exists in this directory")
     root = create_root(subject, now)
     key_pem = root.private_key.private_bytes(
         serialization.Encoding.PEM,

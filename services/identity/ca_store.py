@@ -44,6 +44,7 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
+from services.common.reasons import Reason
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.identity import ca
 from services.common.tsa import TimeStampAuthority
@@ -336,4 +337,4 @@ class CaAccess:
 
 def conflict_if_exists(directory: Path) -> None:
     if has_issuing_ca(directory):
-        raise Conflict("an issuing CA already exists in this directory")
+        raise Conflict(Reason.CA_EXISTS, "an issuing CA already exists in this directory")

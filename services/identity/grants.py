@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from services.common.errors import Forbidden, InvalidInput
+from services.common.reasons import Reason
 
 DEFAULT_TTL = timedelta(seconds=120)
 METHODS = ("sms", "face")
@@ -118,21 +119,21 @@ def check_grant(
     if stored is None or not isinstance(presented_token, str) or not hmac.compare_digest(
         stored.token_hash.encode("ascii"), token_hash(presented_token).encode("ascii")
     ):
-        raise Forbidden("grant_unknown")
+        raise Forbidden(Reason.GRANT_UNKNOWN)
     if stored.person_id != person_id:
-        raise Forbidden("grant_foreign_person")
+        raise Forbidden(Reason.GRANT_FOREIGN_PERSON)
     if certificate_serial is not None and stored.certificate_serial != certificate_serial:
-        raise Forbidden("grant_certificate_mismatch")
+        raise Forbidden(Reason.GRANT_CERTIFICATE_MISMATCH)
     if stored.used_at is not None:
-        raise Forbidden("grant_replayed")
+        raise Forbidden(Reason.GRANT_REPLAYED)
     if now >= stored.expires_at:
-        raise Forbidden("grant_expired")
+        raise Forbidden(Reason.GRANT_EXPIRED)
     try:
         presented_digest = normalise_digest(digest)
     except InvalidInput:
-        raise Forbidden("grant_digest_mismatch") from None
+        raise Forbidden(Reason.GRANT_DIGEST_MISMATCH) from None
     if not hmac.compare_digest(stored.document_digest, presented_digest):
-        raise Forbidden("grant_digest_mismatch")
+        raise Forbidden(Reason.GRANT_DIGEST_MISMATCH)
     return replace(stored, used_at=now)
 
 

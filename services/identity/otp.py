@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Sequence
 
 from services.common.errors import Forbidden, InvalidInput, RateLimited
+from services.common.reasons import Reason
 
 MIN_SECRET_BYTES = 32
 
@@ -97,10 +98,24 @@ class OtpVerification:
     def accepted(self) -> bool:
         return self.outcome is OtpOutcome.ACCEPTED
 
+    @property
+    def refusal(self) -> Reason:
+        """The reason a code that was not accepted is refused with."""
+        return REFUSALS[self.outcome]
+
     def require_accepted(self) -> None:
-        """Raise :class:`Forbidden` (reason ``otp_<outcome>``) unless accepted."""
+        """Raise :class:`Forbidden` (:attr:`refusal`) unless accepted."""
         if not self.accepted:
-            raise Forbidden(f"otp_{self.outcome.value}")
+            raise Forbidden(self.refusal)
+
+
+#: the reason of each outcome but acceptance
+REFUSALS = {
+    OtpOutcome.WRONG_CODE: Reason.OTP_WRONG_CODE,
+    OtpOutcome.EXPIRED: Reason.OTP_EXPIRED,
+    OtpOutcome.LOCKED: Reason.OTP_LOCKED,
+    OtpOutcome.ALREADY_USED: Reason.OTP_ALREADY_USED,
+}
 
 
 class OtpSecret:
@@ -134,15 +149,15 @@ def check_send_allowed(
     the hourly quota. ``recent_sends`` are the send times for this subject
     (older ones are ignored, so the caller may pass a longer history)."""
     if previous is not None and policy.lockout_blocks_new_codes and previous.is_locked(now):
-        raise RateLimited("otp_locked", _seconds(previous.locked_until - now))
+        raise RateLimited(Reason.OTP_LOCKED, _seconds(previous.locked_until - now))
     window_start = now - policy.send_window
     in_window = sorted(t for t in recent_sends if window_start < t <= now)
     if in_window and now - in_window[-1] < policy.min_resend_interval:
-        raise RateLimited("otp_resend_too_soon", _seconds(in_window[-1] + policy.min_resend_interval - now))
+        raise RateLimited(Reason.OTP_RESEND_TOO_SOON, _seconds(in_window[-1] + policy.min_resend_interval - now))
     if len(in_window) >= policy.max_sends_per_window:
         # the oldest send in the window leaves it first
         oldest = in_window[len(in_window) - policy.max_sends_per_window]
-        raise RateLimited("otp_send_limit", _seconds(oldest + policy.send_window - now))
+        raise RateLimited(Reason.OTP_SEND_LIMIT, _seconds(oldest + policy.send_window - now))
 
 
 def _seconds(delta: timedelta) -> int:

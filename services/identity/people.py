@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from services.common.assurance import AssuranceLevel, parse_level
 from services.common.errors import Forbidden, NotFound
 from services.common.idnumber import parse_id_number
+from services.common.reasons import Reason
 from services.common.sealing import associated_data, from_text, to_text
 from services.identity.faces import encoding_from_bytes
 from services.identity.models import ACTIVE, FROZEN, PENDING_TAKEOVER, Person
@@ -57,14 +58,14 @@ class People:
         """The person, unless their account is frozen."""
         person = self.get(person_id, lock)
         if person.status == FROZEN:
-            raise Forbidden("account_frozen")
+            raise Forbidden(Reason.ACCOUNT_FROZEN)
         return person
 
     def active(self, person_id: str, lock: bool = False) -> Person:
         """The person, if their account holds its ID number (not frozen, not pending)."""
         person = self.usable(person_id, lock)
         if person.status == PENDING_TAKEOVER:
-            raise Forbidden("account_pending")
+            raise Forbidden(Reason.ACCOUNT_PENDING)
         return person
 
     def holder_of(self, id_index: str) -> Person | None:
@@ -110,7 +111,7 @@ class People:
     def face(self, person: Person) -> np.ndarray:
         """The proofed face's encoding; ``Forbidden("face_not_verified")`` if none is kept."""
         if person.face_encoding_sealed is None:
-            raise Forbidden("face_not_verified")
+            raise Forbidden(Reason.FACE_NOT_VERIFIED)
         return encoding_from_bytes(self._open(person, "face"))
 
     @staticmethod

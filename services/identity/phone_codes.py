@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from services.common import events
 from services.common.clock import aware, naive, now, utcnow
 from services.common.errors import Forbidden, InvalidInput, NotFound
+from services.common.reasons import Reason
 from services.common.sealing import associated_data, from_text, to_text
 from services.identity import otp
 from services.identity.models import OtpChallenge, WillingnessCheck
@@ -83,7 +84,7 @@ class PhoneCodes:
         if row is None:
             raise NotFound("otp_challenge", challenge_id)
         if row.code_sealed is None or aware(row.expires_at) <= now():
-            raise Forbidden("otp_not_deliverable")
+            raise Forbidden(Reason.OTP_NOT_DELIVERABLE)
         aad = associated_data("otp", challenge_id)
         minutes = int((otp.DEFAULT_POLICY.ttl.total_seconds() + 59) // 60)
         params = {"code": self.keys.keyring.open(from_text(row.code_sealed), aad).decode(), "minutes": str(minutes)}
@@ -137,9 +138,9 @@ class PhoneCodes:
         if (challenge.purpose != "phone_confirmation" or challenge.status not in ("confirmed", *USED_FOR)
                 or challenge.used_at is None
                 or (phone_index is not None and not hmac.compare_digest(challenge.phone_index, phone_index))):
-            raise Forbidden("phone_not_confirmed")
+            raise Forbidden(Reason.PHONE_NOT_CONFIRMED)
         if challenge.status in USED_FOR and not allow_used:
-            raise Forbidden("phone_challenge_used")
+            raise Forbidden(Reason.PHONE_CHALLENGE_USED)
         if challenge.status == "confirmed" and aware(challenge.used_at) + valid < now():
-            raise Forbidden("phone_confirmation_expired")
+            raise Forbidden(Reason.PHONE_CONFIRMATION_EXPIRED)
         return challenge

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from services.common.assurance import AssuranceLevel
 from services.common.clock import aware, iso, naive, now, utcnow
 from services.common.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from services.common.reasons import Reason
 from services.common.wire import decode_base64
 from services.identity import audit
 from services.identity.face_pool import FaceWorkers
@@ -105,15 +106,15 @@ class Proofs:
                 or (willingness_id is not None and row.willingness_id != willingness_id)):
             raise NotFound("liveness_challenge", challenge_id if isinstance(challenge_id, str) else "")
         if row.used_at is not None:
-            raise Forbidden("liveness_challenge_used")
+            raise Forbidden(Reason.LIVENESS_CHALLENGE_USED)
         if aware(row.expires_at) <= now():
-            raise Forbidden("liveness_challenge_expired")
+            raise Forbidden(Reason.LIVENESS_CHALLENGE_EXPIRED)
         claimed = self.session.execute(
             update(LivenessChallenge).where(LivenessChallenge.id == row.id, LivenessChallenge.used_at.is_(None))
             .values(used_at=utcnow())).rowcount
         self.commit()  # spent before the check runs: a failed attempt cannot be retried with it
         if claimed != 1:
-            raise Forbidden("liveness_challenge_used")
+            raise Forbidden(Reason.LIVENESS_CHALLENGE_USED)
         return Challenge(tuple(row.actions.split(",")))
 
     # -- capture ----------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Proofs:
             person.face_failures, person.face_failures_since = 0, None
 
     @staticmethod
-    def refuse_if_locked(person: Person, reason: str) -> None:
+    def refuse_if_locked(person: Person, reason: Reason) -> None:
         until = aware(person.face_locked_until)
         moment = now()
         if until is not None and until > moment:
@@ -223,20 +224,20 @@ class Proofs:
         """Spend a fresh matched proof on one change of who can sign (``purpose``:
         ``certificate``, ``phone_change``). Not committed."""
         if proof_id is None:
-            raise Forbidden("step_up_required")
+            raise Forbidden(Reason.STEP_UP_REQUIRED)
         row = self.session.get(IdentityProof, proof_id) if isinstance(proof_id, str) else None
         if row is None or row.person_id != person_id:
             raise NotFound("identity_proof", proof_id if isinstance(proof_id, str) else "")
         if not row.matched:
-            raise Forbidden("step_up_required")
+            raise Forbidden(Reason.STEP_UP_REQUIRED)
         if not AssuranceLevel(row.level).at_least(self.settings.step_up_level):
-            raise Forbidden("step_up_level_too_low")
+            raise Forbidden(Reason.STEP_UP_LEVEL_TOO_LOW)
         if aware(row.created_at) + self.settings.step_up_window <= now():
-            raise Forbidden("step_up_expired")
+            raise Forbidden(Reason.STEP_UP_EXPIRED)
         claimed = self.session.execute(
             update(IdentityProof).where(IdentityProof.id == row.id, IdentityProof.consumed_at.is_(None))
             .values(consumed_at=utcnow(), consumed_for=purpose)).rowcount
         if claimed != 1:
-            raise Forbidden("step_up_used")
+            raise Forbidden(Reason.STEP_UP_USED)
         audit.record(self.session, "step_up", purpose, person_id=person_id, proof_id=row.id, level=row.level)
         return row

@@ -33,6 +33,7 @@ from services.common.errors import Conflict, Forbidden, NotFound
 from services.common.idnumber import parse_id_number
 from services.common.masking import mask_id_number, mask_name, mask_phone
 from services.common.phone import normalise_phone
+from services.common.reasons import Reason
 from services.identity import audit
 from services.identity.models import ACTIVE, FROZEN, PENDING_TAKEOVER, Person
 from services.identity.people import People
@@ -64,14 +65,14 @@ class Registrations:
         challenge = self.codes.confirmed(phone_challenge_id, self.settings.phone_confirmation_valid, phone_index,
                                          allow_used=True)
         if self.people.by_phone(phone_index, (ACTIVE,)):
-            self._refused("phone_registered")
-            raise Conflict("phone_registered")
+            self._refused(Reason.PHONE_REGISTERED)
+            raise Conflict(Reason.PHONE_REGISTERED)
         if challenge.status != "confirmed":
-            raise Forbidden("phone_challenge_used")
+            raise Forbidden(Reason.PHONE_CHALLENGE_USED)
         holder = self.people.holder_of(id_index)
         if holder is not None and not can_take_back(self._best_reachable(), self.people.level(holder)):
-            self._refused("id_number_registered")
-            raise Conflict("id_number_registered")
+            self._refused(Reason.ID_NUMBER_REGISTERED)
+            raise Conflict(Reason.ID_NUMBER_REGISTERED)
         check = self.provider.verify_identity(Claimant(person_name, resident.number))  # may refuse; nothing written yet
         person_id = str(uuid.uuid4())
         moment = utcnow()
@@ -102,10 +103,10 @@ class Registrations:
         except DbIntegrityError:
             self.session.rollback()
             if self.people.by_phone(person.phone_index, (ACTIVE,)):
-                raise Conflict("phone_registered") from None
+                raise Conflict(Reason.PHONE_REGISTERED) from None
             if self.session.execute(select(Person.id).where(Person.phone_challenge_id == person.phone_challenge_id)).first():
-                raise Forbidden("phone_challenge_used") from None
-            raise Conflict("registration_conflict") from None
+                raise Forbidden(Reason.PHONE_CHALLENGE_USED) from None
+            raise Conflict(Reason.REGISTRATION_CONFLICT) from None
         self.metrics.inc("registrations", "Registrations by outcome", outcome="ok", level=person.assurance_level)
 
     def _best_reachable(self) -> AssuranceLevel:
@@ -113,7 +114,7 @@ class Registrations:
         return self.settings.step_up_level if self.provider.max_level.at_least(self.settings.step_up_level) \
             else self.provider.max_level
 
-    def _refused(self, reason: str) -> None:
+    def _refused(self, reason: Reason) -> None:
         self.metrics.inc("registrations", "Registrations by outcome", outcome=reason, level="none")
 
     def login(self, phone_challenge_id: str) -> Person:
@@ -122,7 +123,7 @@ class Registrations:
         found = self.people.by_phone(challenge.phone_index)
         if not found:
             if self.people.by_phone(challenge.phone_index, (FROZEN,)):
-                raise Forbidden("account_frozen")
+                raise Forbidden(Reason.ACCOUNT_FROZEN)
             raise NotFound("person", "for this phone")
         person = found[0]
         challenge.status = "logged_in"
@@ -133,7 +134,7 @@ class Registrations:
         """Move the person to the phone a just-confirmed code proved, with a step-up proof (not committed)."""
         challenge = self.codes.confirmed(phone_challenge_id, self.settings.phone_confirmation_valid)
         if any(other.id != person.id for other in self.people.by_phone(challenge.phone_index, (ACTIVE,))):
-            raise Conflict("phone_registered")
+            raise Conflict(Reason.PHONE_REGISTERED)
         proofs.consume(person.id, proof_id, "phone_change")
         number = self.codes.number_of(challenge)
         before = person.phone_masked

@@ -45,6 +45,7 @@ from services.common.errors import Forbidden, InvalidInput, NotFound, Unavailabl
 from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
 from services.common.phone import normalise_phone
+from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.wire import b64, decode_base64
 from services.identity import audit, ca, certificates
@@ -176,7 +177,7 @@ class IdentityService(ServiceBase):
         """For the gateway: the person and session a token stands for."""
         row, status = self.sessions.resolve(token)
         if status == "frozen":
-            raise Forbidden("account_frozen")
+            raise Forbidden(Reason.ACCOUNT_FROZEN)
         self.db.commit()
         return {"person_id": row.person_id, "session_id": row.id}
 
@@ -204,7 +205,7 @@ class IdentityService(ServiceBase):
     def start_liveness(self, person_id: str) -> dict:
         """A liveness challenge for proofing (head turns to perform, single use, expiring)."""
         person = self.people.usable(person_id)
-        self.proofs.refuse_if_locked(person, "face_proofing_locked")
+        self.proofs.refuse_if_locked(person, Reason.FACE_PROOFING_LOCKED)
         row = self.proofs.new_challenge(person_id, "proofing")
         self.db.commit()
         return self.proofs.challenge_answer(row)
@@ -219,7 +220,7 @@ class IdentityService(ServiceBase):
         ``proof_id`` to step up with (issue a certificate, change the phone)."""
         person = self.people.usable(person_id)
         proofs = self.proofs
-        proofs.refuse_if_locked(person, "face_proofing_locked")
+        proofs.refuse_if_locked(person, Reason.FACE_PROOFING_LOCKED)
         portrait = decode_base64(id_portrait, "id_portrait", self.settings.max_image_bytes) if id_portrait else None
         capture = proofs.capture(person_id, "proofing", challenge_id, frames, video, selfie)
         person = self.people.usable(person_id)
@@ -307,7 +308,7 @@ class IdentityService(ServiceBase):
         current = certificates.active_certificate(self.db.session, person_id)
         if proof_id is None:
             if current is None:
-                raise Forbidden("step_up_required")
+                raise Forbidden(Reason.STEP_UP_REQUIRED)
             return self.certificates.answer(current)
         proof = self.proofs.consume(person_id, proof_id, "certificate")
         name, id_number = self.people.unsealed(person, "name"), self.people.unsealed(person, "id_number")

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import aware, iso, now, utcnow
 from services.common.errors import Forbidden, NotFound
+from services.common.reasons import Reason
 from services.identity.models import Person, SessionRow
 from services.identity.settings import SessionSettings
 
@@ -68,13 +69,13 @@ class Sessions:
             select(SessionRow, Person.status).join(Person, Person.id == SessionRow.person_id)
             .where(SessionRow.token_hash == token_hash(token))).first() if isinstance(token, str) and token else None
         if found is None:
-            raise Forbidden("session_invalid")
+            raise Forbidden(Reason.SESSION_INVALID)
         row, status = found
         if row.revoked_at is not None:
-            raise Forbidden("session_revoked")
+            raise Forbidden(Reason.SESSION_REVOKED)
         moment = now()
         if aware(row.expires_at) <= moment or aware(row.last_used_at) + self.settings.idle <= moment:
-            raise Forbidden("session_expired")
+            raise Forbidden(Reason.SESSION_EXPIRED)
         if aware(row.last_used_at) + self.settings.touch_every <= moment:
             self.session.execute(update(SessionRow).where(SessionRow.id == row.id)
                                  .values(last_used_at=moment.replace(tzinfo=None)))

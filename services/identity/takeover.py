@@ -24,6 +24,7 @@ from services.common import events
 from services.common.assurance import AssuranceLevel
 from services.common.clock import utcnow
 from services.common.errors import Conflict
+from services.common.reasons import Reason
 from services.identity import audit
 from services.identity.certificates import PersonCertificates
 from services.identity.models import ACTIVE, FROZEN, Person
@@ -46,7 +47,7 @@ def take_back(people: People, person: Person, level: AssuranceLevel, certificate
     holder = people.holder_of(person.id_number_index)
     if holder is not None and holder.id != person.id:
         if not can_take_back(level, people.level(holder)):
-            raise Conflict("id_number_registered")
+            raise Conflict(Reason.ID_NUMBER_REGISTERED)
         moment = utcnow()
         holder.status, holder.frozen_at, holder.frozen_reason, holder.updated_at = FROZEN, moment, REASON, moment
         session.flush()  # the holder leaves the unique index of active accounts before the new one enters

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from services.common.clock import aware, iso, naive, now, utcnow
 from services.common.errors import Forbidden, InvalidInput, NotFound
+from services.common.reasons import Reason
 from services.common.wire import b64
 from services.identity import audit, certificates, grants
 from services.identity.faces import encoding_from_bytes, face_distance
@@ -64,10 +65,10 @@ class Willingness:
         person = self.people.active(person_id)
         certificate = certificates.active_certificate(self.session, person_id)
         if certificate is None:
-            raise Forbidden("no_active_certificate")
+            raise Forbidden(Reason.NO_ACTIVE_CERTIFICATE)
         if method == "face":
             self.people.face(person)  # Forbidden("face_not_verified") if no proofed face is kept
-            self.proofs.refuse_if_locked(person, "face_willingness_locked")
+            self.proofs.refuse_if_locked(person, Reason.FACE_WILLINGNESS_LOCKED)
         moment = utcnow()
         check = WillingnessCheck(
             id=str(uuid.uuid4()), person_id=person_id, certificate_serial=certificate.serial,
@@ -94,7 +95,7 @@ class Willingness:
         check = self._pending(willingness_id, person_id)
         if check.method != "face":
             raise InvalidInput("willingness_id", "face_method", "only a face check takes a liveness challenge")
-        self.proofs.refuse_if_locked(self.people.get(check.person_id), "face_willingness_locked")
+        self.proofs.refuse_if_locked(self.people.get(check.person_id), Reason.FACE_WILLINGNESS_LOCKED)
         challenge = self.proofs.new_challenge(check.person_id, "willingness", check.id)
         check.liveness_challenge_id = challenge.id
         return self.proofs.challenge_answer(challenge)
@@ -104,7 +105,7 @@ class Willingness:
         if check is None or (person_id is not None and check.person_id != person_id):
             raise NotFound("willingness_check", willingness_id if isinstance(willingness_id, str) else "")
         if check.status != "pending":
-            raise Forbidden("willingness_used" if check.status == "confirmed" else "willingness_failed")
+            raise Forbidden(Reason.WILLINGNESS_USED if check.status == "confirmed" else Reason.WILLINGNESS_FAILED)
         return check
 
     # -- confirm ---------------------------------------------------------------------------
@@ -119,17 +120,17 @@ class Willingness:
             raise InvalidInput("frames", "required", "the face method needs a live capture")
         check = self._pending(willingness_id, person_id)
         if aware(check.expires_at) <= now():
-            self._refused(check, "willingness_expired")
+            self._refused(check, Reason.WILLINGNESS_EXPIRED)
         score = None
         if check.method == "sms":
             result = self.codes.check(check.otp_challenge_id, code)
             if not result.accepted:
-                self._refused(check, f"otp_{result.outcome.value}")
+                self._refused(check, result.refusal)
         else:
             score = self._confirm_face(check, selfie, frames, video)
         current = certificates.active_certificate(self.session, check.person_id)
         if current is None or current.serial != check.certificate_serial:
-            self._refused(check, "certificate_changed")
+            self._refused(check, Reason.CERTIFICATE_CHANGED)
         moment = now()
         issued = grants.new_grant(check.person_id, certificates.serial_int(check.certificate_serial),
                                   check.document_digest, check.method, moment, self.settings.grant_ttl)
@@ -138,7 +139,7 @@ class Willingness:
             .values(status="confirmed", confirmed_at=naive(moment))).rowcount
         if claimed != 1:
             self.session.rollback()
-            raise Forbidden("willingness_used")
+            raise Forbidden(Reason.WILLINGNESS_USED)
         grant = issued.grant
         self.session.add(SigningGrantRow(
             token_hash=grant.token_hash, willingness_id=check.id, person_id=grant.person_id,
@@ -154,19 +155,19 @@ class Willingness:
 
     def _confirm_face(self, check: WillingnessCheck, selfie, frames, video) -> float:
         person = self.people.get(check.person_id)
-        self.proofs.refuse_if_locked(person, "face_willingness_locked")
+        self.proofs.refuse_if_locked(person, Reason.FACE_WILLINGNESS_LOCKED)
         live_frames = frames is not None or video is not None
         capture = self.proofs.capture(check.person_id, "willingness", check.liveness_challenge_id if live_frames else None,
                                       frames, video, selfie, willingness_id=check.id)
         if not capture.passed:
-            self._face_failed(check, "liveness_failed", None, capture.reasons)
+            self._face_failed(check, Reason.LIVENESS_FAILED, None, capture.reasons)
         score = face_distance(self.people.face(person), encoding_from_bytes(capture.face.encoding))
         if score >= self.threshold:
-            self._face_failed(check, "face_mismatch", score)
+            self._face_failed(check, Reason.FACE_MISMATCH, score)
         return score
 
     # -- failures ----------------------------------------------------------------------------
-    def _face_failed(self, check: WillingnessCheck, reason: str, score: float | None,
+    def _face_failed(self, check: WillingnessCheck, reason: Reason, score: float | None,
                      reasons: tuple[str, ...] = ()) -> None:
         check = self.session.get(WillingnessCheck, check.id)  # the capture committed: reload
         check.failed_attempts += 1
@@ -175,7 +176,7 @@ class Willingness:
         self.proofs.count_failure(check.person_id)
         self._refused(check, reason, score, reasons)
 
-    def _refused(self, check: WillingnessCheck, reason: str, score: float | None = None,
+    def _refused(self, check: WillingnessCheck, reason: Reason, score: float | None = None,
                  reasons: tuple[str, ...] = ()) -> None:
         audit.record(self.session, "willingness_checked", reason, person_id=check.person_id, method=check.method,
                      score=round(score, 4) if score is not None else None,
@@ -202,13 +203,13 @@ class Willingness:
             grants.check_grant(stored, grant, person_id, digest, moment)
             certificate = self.session.get(certificates.Certificate, row.certificate_serial)
             if certificate is None or certificate.status != certificates.ACTIVE:
-                raise Forbidden("certificate_revoked")
+                raise Forbidden(Reason.CERTIFICATE_REVOKED)
             claimed = self.session.execute(
                 update(SigningGrantRow).where(SigningGrantRow.token_hash == row.token_hash,
                                               SigningGrantRow.used_at.is_(None))
                 .values(used_at=naive(moment))).rowcount
             if claimed != 1:
-                raise Forbidden("grant_replayed")
+                raise Forbidden(Reason.GRANT_REPLAYED)
         except Forbidden as refused:
             self.session.rollback()
             audit.record(self.session, "sign_digest", refused.reason, person_id=person_id, actor="service",

@@ -101,6 +101,7 @@ from services.common.errors import (
 )
 from services.common.masking import mask_phone
 from services.common.phone import normalise_phone
+from services.common.reasons import Reason
 from services.common.sealing import BlindIndex, Keyring, keyring_from_secrets
 from services.common.service_base import ServiceBase
 from services.notify import reminder_book
@@ -213,7 +214,7 @@ class NotifyService(ServiceBase):
                 delivery.deliver(message, number, params)
                 return {"message_id": message.id, "status": message.status}
         if existing.template_id != template or existing.phone_masked != mask_phone(number):
-            raise Conflict("dedupe_key_reused")
+            raise Conflict(Reason.DEDUPE_KEY_REUSED)
         return {"message_id": existing.id, "status": existing.status}
 
     @rpc

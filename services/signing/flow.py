@@ -40,6 +40,7 @@ from enum import Enum
 from services.common import events
 from services.common.assurance import AssuranceLevel, parse_level
 from services.common.errors import Conflict, Forbidden, InvalidInput
+from services.common.reasons import Reason
 
 
 class FlowState(str, Enum):
@@ -101,7 +102,7 @@ class Flow:
         for party in self.parties:
             if party.person_id == person_id:
                 return party
-        raise Forbidden("not_a_party")
+        raise Forbidden(Reason.NOT_A_PARTY)
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,35 @@ def check_assurance(flow: Flow, level: AssuranceLevel | None) -> AssuranceLevel:
     level predates levels and vouches for nothing more than self_declared."""
     stated = level or AssuranceLevel.SELF_DECLARED
     if not stated.at_least(flow.required_assurance):
-        raise Forbidden("assurance_too_low")
+        raise Forbidden(Reason.ASSURANCE_TOO_LOW)
     return stated
+
+
+#: the reason of a refusal for the state a flow is in
+STATE_REASONS = {
+    FlowState.DRAFT: Reason.FLOW_DRAFT,
+    FlowState.WAITING: Reason.FLOW_WAITING,
+    FlowState.COMPLETED: Reason.FLOW_COMPLETED,
+    FlowState.DECLINED: Reason.FLOW_DECLINED,
+    FlowState.EXPIRED: Reason.FLOW_EXPIRED,
+    FlowState.VOID_REQUESTED: Reason.FLOW_VOID_REQUESTED,
+    FlowState.VOIDED: Reason.FLOW_VOIDED,
+    FlowState.CANCELLED: Reason.FLOW_CANCELLED,
+}
+
+
+def state_conflict(state: FlowState | str, *expected: FlowState | str) -> Conflict:
+    """The refusal of an action that needs a flow in one of the ``expected``
+    states: the reason names the state it is in, the message those it needs
+    (in the order of :class:`FlowState`, whatever the order given)."""
+    needed = {FlowState(s) for s in expected}
+    names = " or ".join(s.value for s in FlowState if s in needed)
+    return Conflict(STATE_REASONS[FlowState(state)], f"expected {names}")
 
 
 def _require_state(flow: Flow, *allowed: FlowState) -> None:
     if flow.state not in allowed:
-        names = " or ".join(state.value for state in allowed)
-        raise Conflict(f"flow_{flow.state.value}: expected {names}")
+        raise state_conflict(flow.state, *allowed)
 
 
 def _reason(reason: str) -> str:
@@ -188,7 +210,7 @@ def loan_event(flow: Flow, event: str) -> Transition:
 def send(flow: Flow, now: datetime) -> Transition:
     _require_state(flow, FlowState.DRAFT)
     if now >= flow.expires_at:
-        raise Conflict("flow_expired")
+        raise Conflict(Reason.FLOW_EXPIRED)
     return Transition(replace(flow, state=FlowState.WAITING, current=0), (events.FLOW_SENT,))
 
 
@@ -197,11 +219,11 @@ def join(flow: Flow, position: int, person_id: str, now: datetime) -> Transition
     by the caller against their real-name identity) takes that place."""
     _require_state(flow, FlowState.WAITING)
     if now >= flow.expires_at:
-        raise Conflict("flow_expired")
+        raise Conflict(Reason.FLOW_EXPIRED)
     if any(party.person_id == person_id for party in flow.parties):
-        raise Conflict("already_a_party")
+        raise Conflict(Reason.ALREADY_A_PARTY)
     if flow.parties[position].person_id is not None:
-        raise Conflict("party_taken")
+        raise Conflict(Reason.PARTY_TAKEN)
     parties = list(flow.parties)
     parties[position] = replace(parties[position], person_id=person_id)
     return Transition(replace(flow, parties=tuple(parties)), (events.PARTY_JOINED,))
@@ -211,7 +233,7 @@ def _turn(flow: Flow, person_id: str, now: datetime) -> Party:
     """The party whose turn it is in a waiting, unexpired flow ``person_id`` is a party of."""
     _require_state(flow, FlowState.WAITING)
     if now >= flow.expires_at:
-        raise Conflict("flow_expired")
+        raise Conflict(Reason.FLOW_EXPIRED)
     flow.party(person_id)  # Forbidden('not_a_party') for outsiders
     return flow.parties[flow.current]
 
@@ -220,7 +242,7 @@ def check_turn(flow: Flow, person_id: str, now: datetime) -> Party:
     """The party whose turn it is, or the reason this person may not sign now."""
     party = _turn(flow, person_id, now)
     if party.person_id != person_id:
-        raise Forbidden("not_your_turn")
+        raise Forbidden(Reason.NOT_YOUR_TURN)
     return party
 
 
@@ -228,7 +250,7 @@ def check_reminder(flow: Flow, person_id: str, now: datetime) -> Party:
     """催签: the party whose turn it is, for another party of a waiting flow to have reminded."""
     party = _turn(flow, person_id, now)
     if party.person_id == person_id:
-        raise Forbidden("your_turn")  # nobody reminds themselves: they sign
+        raise Forbidden(Reason.YOUR_TURN)  # nobody reminds themselves: they sign
     return party
 
 
@@ -247,7 +269,7 @@ def decline(flow: Flow, person_id: str, reason: str, now: datetime) -> Transitio
     _require_state(flow, FlowState.WAITING)
     party = flow.party(person_id)
     if party.signed_at is not None:
-        raise Forbidden("already_signed")
+        raise Forbidden(Reason.ALREADY_SIGNED)
     declined = replace(flow, state=FlowState.DECLINED, reason=_reason(reason), ended_at=now)
     return Transition(declined, (events.FLOW_DECLINED,))
 
@@ -255,7 +277,7 @@ def decline(flow: Flow, person_id: str, reason: str, now: datetime) -> Transitio
 def expire(flow: Flow, now: datetime) -> Transition:
     _require_state(flow, FlowState.DRAFT, FlowState.WAITING)
     if now < flow.expires_at:
-        raise Conflict("flow_not_expired")
+        raise Conflict(Reason.FLOW_NOT_EXPIRED)
     return Transition(replace(flow, state=FlowState.EXPIRED, ended_at=now), (events.FLOW_EXPIRED,))
 
 
@@ -291,7 +313,7 @@ def request_void(flow: Flow, person_id: str, reason: str) -> Transition:
 def _other_party(flow: Flow, person_id: str) -> None:
     flow.party(person_id)
     if person_id == flow.void_requested_by:
-        raise Forbidden("void_requester_cannot_confirm")
+        raise Forbidden(Reason.VOID_REQUESTER_CANNOT_CONFIRM)
 
 
 def confirm_void(flow: Flow, person_id: str, now: datetime) -> Transition:
@@ -299,7 +321,7 @@ def confirm_void(flow: Flow, person_id: str, now: datetime) -> Transition:
     _require_state(flow, FlowState.VOID_REQUESTED)
     _other_party(flow, person_id)
     if person_id in flow.void_confirmed_by:
-        raise Conflict("void_already_confirmed")
+        raise Conflict(Reason.VOID_ALREADY_CONFIRMED)
     confirmed = flow.void_confirmed_by + (person_id,)
     others = {p.person_id for p in flow.parties} - {flow.void_requested_by}
     if set(confirmed) < others:

@@ -34,6 +34,7 @@ from services.common.errors import Conflict, Forbidden, NotFound
 from services.common.metrics import BusinessMetrics
 from services.common.outbox import UnitOfWork
 from services.common.object_intents import IntentStore
+from services.common.reasons import Reason
 from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
 from services.signing import my_files
@@ -188,7 +189,7 @@ class FlowStore:
             session.flush()  # the flow row first: parties and objects refer to it
         except DbIntegrityError:  # a concurrent start on the same document won
             self.db.rollback()
-            raise Conflict("document_in_flow") from None
+            raise Conflict(Reason.DOCUMENT_IN_FLOW) from None
         session.add_all(party_rows)
         session.add(StoredObjectRow(flow_id=flow.id, kind="original", key=stored.key, sha256=stored.sha256,
                                     version_id=stored.version_id, size=stored.size, created_at=utcnow()))
@@ -292,11 +293,11 @@ class FlowStore:
         if pending is None or pending.action not in actions:
             raise NotFound("pending_action", pending_id if isinstance(pending_id, str) else "")
         if pending.person_id != person_id:
-            raise Forbidden("not_your_action")
+            raise Forbidden(Reason.NOT_YOUR_ACTION)
         if pending.used_at is not None:
-            raise Conflict("pending_action_used")
+            raise Conflict(Reason.PENDING_ACTION_USED)
         if aware(pending.expires_at) <= now():
-            raise Conflict("pending_action_expired")
+            raise Conflict(Reason.PENDING_ACTION_EXPIRED)
         return pending
 
     def forget_prepared(self, moment: datetime, keep_unused: timedelta = timedelta(days=1)) -> tuple[int, int]:

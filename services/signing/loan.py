@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from services.common.errors import Conflict, Forbidden, InvalidInput
+from services.common.reasons import Reason
 from services.common.schedule import FEN, DayCount, RepaymentMethod, add_months
 
 ZERO = Decimal("0.00")
@@ -236,7 +237,7 @@ def check_repayment(current: Position, statements: list[Repayment | Extension], 
                     on: _dt.date, method: str, today: _dt.date) -> Position:
     """A repayment the lender may confirm: answers the position right after it."""
     if current.state == REPAID:
-        raise Conflict("loan_repaid")
+        raise Conflict(Reason.LOAN_REPAID)
     if method not in REPAYMENT_METHODS:
         raise InvalidInput("method", "one_of", "expected one of " + "、".join(REPAYMENT_METHODS))
     if on > today:
@@ -260,7 +261,7 @@ def check_extension(current: Position, new_due: _dt.date, today: _dt.date) -> No
     """An extension either party may propose (the rate's legal cap on ``today`` is the
     extension document's own check, in documents, with the LPR table)."""
     if current.state == REPAID:
-        raise Conflict("loan_repaid")
+        raise Conflict(Reason.LOAN_REPAID)
     if new_due <= today:
         raise InvalidInput("repayment_date", "after_today", "the new repayment date must be after today")
     if new_due <= current.due:
@@ -270,4 +271,4 @@ def check_extension(current: Position, new_due: _dt.date, today: _dt.date) -> No
 
 def check_lender(lender_person_id: str | None, person_id: str) -> None:
     if person_id != lender_person_id:
-        raise Forbidden("lender_only")
+        raise Forbidden(Reason.LENDER_ONLY)

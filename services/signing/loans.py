@@ -41,6 +41,7 @@ from services.common.assurance import AssuranceLevel
 from services.common.clock import today_in_china
 from services.common.entrypoints import rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError
+from services.common.reasons import Reason
 from services.signing import flow as F
 from services.signing import loan as L
 from services.signing import my_files
@@ -56,7 +57,7 @@ REPAYMENT_TEMPLATE, EXTENSION_TEMPLATE = "iou_repayment", "iou_extension"
 def terms_of(summary: dict) -> L.Terms:
     loan = summary.get("loan")
     if not loan:
-        raise Conflict("not_a_loan")
+        raise Conflict(Reason.NOT_A_LOAN)
     return L.Terms.from_summary(loan)
 
 
@@ -198,16 +199,16 @@ class LoanEntrypoints:
         """The IOU, locked, for a new statement by one of its parties."""
         row, parties = self.flows.load(flow_id, lock=True)
         if person_id not in {p.person_id for p in parties}:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
         if row.parent_flow_id is not None:
-            raise Conflict("not_a_loan")
+            raise Conflict(Reason.NOT_A_LOAN)
         if row.state != F.FlowState.COMPLETED.value:
-            raise Conflict(f"flow_{row.state}")
+            raise F.state_conflict(row.state, F.FlowState.COMPLETED)
         if row.disputed_at is not None:
-            raise Conflict("identity_disputed")
+            raise Conflict(Reason.IDENTITY_DISPUTED)
         summary, terms, statements = self._loan_of(row)
         if self._pending_statement(row.id) is not None:
-            raise Conflict("statement_pending")
+            raise Conflict(Reason.STATEMENT_PENDING)
         return row, parties, summary, terms, statements
 
     def _pending_statement(self, flow_id: str) -> FlowRow | None:

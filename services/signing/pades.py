@@ -77,6 +77,7 @@ from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBack
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
+from services.common.reasons import Reason
 from services.common.tsa import IssuedToken, TsaClient, TsaSettings
 
 #: identity's remote signing operation, bound to one grant by the caller:
@@ -411,7 +412,7 @@ class DocumentSigner:
             )
             prepared_digest, output = tbs.digest_tbs_document()
         except SigningError as exc:
-            raise Conflict(f"cannot sign field {party.field_name}: {exc}") from exc
+            raise Conflict(Reason.FIELD_NOT_SIGNABLE, f"cannot sign field {party.field_name}: {exc}") from exc
         except PdfError as exc:
             raise InvalidInput("pdf", "pdf_syntax", f"expected a readable PDF: {exc}") from exc
         signed_attrs_der = pades_signed_attributes(prepared_digest.document_digest, cert.dump())
@@ -434,11 +435,11 @@ class DocumentSigner:
         if party.field_name not in existing:
             raise NotFound("signature_field", party.field_name)
         if existing[party.field_name] is not None:
-            raise Conflict(f"signature field {party.field_name} is already signed")
+            raise Conflict(Reason.FIELD_ALREADY_SIGNED, f"signature field {party.field_name}")
         already_signed = any(value is not None for value in existing.values())
         if party.certify and already_signed:
             # ISO 32000-1 §12.8.1: a certification signature must be the first one
-            raise Conflict("a certification signature must be the document's first signature")
+            raise Conflict(Reason.CERTIFICATION_NOT_FIRST, "a certification signature must be the document's first")
 
     def complete(self, prepared: PreparedSignature, signature: bytes, timestamp_token: bytes | None = None) -> bytes:
         """Phase 2: embed identity's ``signature`` over ``digest_to_sign``
@@ -519,13 +520,13 @@ class DocumentSigner:
         reader = PdfFileReader(io.BytesIO(pdf_bytes), strict=False)
         signatures = reader.embedded_regular_signatures
         if not signatures:
-            raise Conflict("document has no signatures to preserve")
+            raise Conflict(Reason.NO_SIGNATURES, "nothing to preserve in PAdES B-LTA")
         paths = []
         for embedded in signatures:
             try:
                 paths.extend(await collect_validation_info(embedded, context))
             except RevokedError as exc:
-                raise Forbidden(f"certificate for signature field {embedded.field_name} is revoked") from exc
+                raise Forbidden(Reason.CERTIFICATE_REVOKED, f"signature field {embedded.field_name}") from exc
             except PathBuildingError as exc:
                 raise IntegrityError("certificate_chain", f"field {embedded.field_name}: no path to a trust root") from exc
             except InsufficientRevinfoError as exc:

@@ -57,6 +57,7 @@ from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidI
 from services.common.lease import acquire
 from services.common.object_intents import ObjectReconciliation
 from services.common.offload import WorkerPoolProvider
+from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
@@ -145,7 +146,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         states (services/signing/loans.py), kept in its sealed summary."""
         document_id = content["document_id"]
         if self.flows.live_flow_of(document_id) is not None:
-            raise Conflict("document_in_flow")
+            raise Conflict(Reason.DOCUMENT_IN_FLOW)
         fetched = self.documents.get_pdf(document_id=document_id)
         pdf = base64.b64decode(fetched["pdf"])
         sha = hashlib.sha256(pdf).hexdigest()
@@ -198,11 +199,11 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             return self.flows.flow_dict(row, parties)
         open_places = [(p.position, p.role) for p in parties if p.person_id is None]
         if not open_places:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
         named = (self.documents.get_document_content(document_id=row.document_id).get("content") or {}).get("parties")
         position = place_for(open_places, named or (), person_id, IdentityDirectory(self.identity))
         if position is None:
-            raise Forbidden("not_a_party")
+            raise Forbidden(Reason.NOT_A_PARTY)
         transition = F.join(to_domain(row, parties), position, person_id, now())
         parties[position].person_id = person_id
         self.flows.apply(row, parties, transition, person_id)
@@ -228,9 +229,9 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         party = F.check_turn(flow, person_id, now())
         certificate = self.identity.current_certificate(person_id=person_id)
         if certificate["status"] != "good":
-            raise Forbidden("certificate_not_valid")
+            raise Forbidden(Reason.CERTIFICATE_NOT_VALID)
         if self.db.session.get(RevokedCertificate, certificate["serial"]) is not None:
-            raise Forbidden("certificate_revoked")
+            raise Forbidden(Reason.CERTIFICATE_REVOKED)
         F.check_assurance(flow, certificate_level(certificate["certificate_pem"]))  # before any PDF work
         roots = self.ctx.platform.trust_roots(self.identity)
         prepared = self.pdf.run(
@@ -262,13 +263,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         """Step 3 of a signature: identity signs with the grant; the flow moves on."""
         pending = self.flows.claim_pending(pending_id, person_id, ("sign",))
         if pending.flow_id != flow_id:
-            raise Forbidden("not_your_action")
+            raise Forbidden(Reason.NOT_YOUR_ACTION)
         row, parties = self.flows.load(flow_id, lock=True)
         flow = to_domain(row, parties)
         F.check_turn(flow, person_id, now())
         prepared = json.loads(pending.prepared)
         if prepared["input_sha256"] != row.current_pdf_sha256:
-            raise Conflict("document_changed_since_prepare")
+            raise Conflict(Reason.DOCUMENT_CHANGED_SINCE_PREPARE)
         # the level of the certificate that signs, as checked when the signature was prepared
         level = F.check_assurance(flow, level_of_certificate(
             x509.load_der_x509_certificate(base64.b64decode(prepared["certificate"]))))
@@ -316,7 +317,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         moment = utcnow()
         if row.last_reminded_at is not None and row.last_reminded_at + REMIND_EVERY > moment:
             wait = row.last_reminded_at + REMIND_EVERY - moment
-            raise RateLimited("reminded_today", retry_after=int(wait.total_seconds()) + 1)
+            raise RateLimited(Reason.REMINDED_TODAY, retry_after=int(wait.total_seconds()) + 1)
         row.last_reminded_at = moment
         self.db.emit(events.SIGN_REMINDER, self.flows.event_payload(events.SIGN_REMINDER, row, parties, flow,
                                                                     person_id, requester_person_id=person_id))
@@ -462,7 +463,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         or new ones built, stored and committed now."""
         row, parties = self.flows.load(flow_id)
         if row.state not in REPORTABLE_STATES:
-            raise Conflict(f"flow_{row.state}: a report needs a completed or voided flow")
+            raise F.state_conflict(row.state, *REPORTABLE_STATES)
         document = self.flows.current_pdf(row)
         state_key = self.flows.state_key(row)
         kept = self.flows.kept_objects(flow_id, REPORT_KINDS, state_key)

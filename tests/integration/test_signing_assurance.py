@@ -285,7 +285,7 @@ def test_a_dispute_cancels_a_flow_being_signed(platform, rpc_proxy):
     assert [leaf["event_type"] for leaf in leaves(rpc_proxy, flow_id)].count("flow_cancelled") == 1
     with pytest.raises(Conflict) as no_report:  # a cancelled flow never took effect
         rpc_proxy.signing.report(flow_id=flow_id)
-    assert no_report.value.reason.startswith("flow_cancelled")
+    assert no_report.value.reason == "flow_cancelled"
     # the document may be sent again (to the right person)
     assert start(rpc_proxy, document_id)["state"] == "waiting"
 

@@ -15,6 +15,7 @@ from services.common import events
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Conflict, InternalError, InvalidInput
 from services.common.outbox import OUTBOX, envelope
+from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from tests.support.waiting import wait_for
 
@@ -40,7 +41,7 @@ class Producer(ServiceBase):
         self.db.session.execute(text("INSERT INTO things (id, value) VALUES (:id, :v)"), {"id": thing_id, "v": value})
         self.db.emit("thing_made", ThingMade(thing_id=thing_id, value=value))
         if fail_after_emit:
-            raise Conflict("refused after the event was emitted")
+            raise Conflict(Reason.DOCUMENT_CHANGED, "refused after the event was emitted")
         self.db.commit()
         return thing_id
 

@@ -122,7 +122,7 @@ CAN_RAISE: dict[tuple[str, str], set[type[typed.EsignError]]] = {
 SAMPLE_ERRORS = {
     403: typed.Forbidden("not_a_party"),
     404: typed.NotFound("flow", "f-1"),
-    409: typed.Conflict("flow_expired"),
+    409: typed.Conflict("flow_completed", "expected waiting"),
     422: typed.ValidationFailed.from_violations([typed.Violation("amount", "min", "expected at least 1"),
                                                   typed.Violation("remark", "max_chars", "expected at most 200")]),
     429: typed.RateLimited("otp_resend_too_soon", 42),

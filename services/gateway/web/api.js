@@ -19,62 +19,119 @@ export const session = {
   },
 };
 
-// Reasons of 403/409/429 answers, said in Chinese; anything else shows its message.
+// Reasons of 403/409/429 answers, said in Chinese: every reason services/common/reasons.py lists, in
+// its order, and no other (tests/unit/test_gateway_web.py holds the two lists equal).
 const REASONS = {
+  // sessions and accounts
   session_required: "请先登录",
+  session_invalid: "登录已失效，请重新登录",
   session_revoked: "您已退出登录（或已在其他设备上被退出），请重新登录",
   session_expired: "登录已过期，请重新登录",
-  session_invalid: "登录已失效，请重新登录",
+  csrf_origin: "请求来源不被允许，请从本站页面操作",
   account_frozen: "账户已冻结：该身份证号已由本人通过人脸核身认领。如有疑问请联系客服",
   account_pending: "账户待确认：该身份证号已被另一账户使用，请先完成人脸核身",
+  // phone codes
   otp_wrong_code: "验证码错误",
   otp_expired: "验证码已过期，请重新获取",
   otp_locked: "错误次数过多，请稍后再试",
   otp_already_used: "验证码已使用，请重新获取",
   otp_resend_too_soon: "发送太频繁，请稍后再试",
-  otp_send_limit: "今日发送次数已达上限",
-  otp_not_deliverable: "无法向该手机号发送短信",
+  otp_send_limit: "发送次数已达上限",
+  otp_not_deliverable: "验证码已发送或已过期",
   phone_not_confirmed: "请先验证手机号",
   phone_confirmation_expired: "手机验证已过期，请重新获取验证码",
   phone_challenge_used: "该验证码已用过，请重新获取",
+  // registration
   phone_registered: "该手机号已注册，请直接登录",
   id_number_registered: "该身份证号已注册",
   registration_conflict: "注册未完成，请重试",
+  // face checks and step-up
   face_not_verified: "请先完成人脸核身",
-  step_up_required: "此操作需要先完成人脸核身",
-  step_up_expired: "人脸核身已超过 10 分钟，请重新核身",
-  step_up_used: "本次人脸核身已使用过，请重新核身",
-  step_up_level_too_low: "本次核身的认证等级不够，请用摄像头重新进行人脸核身",
+  face_proofing_locked: "人脸核身失败次数过多，已暂时锁定，请稍后再试",
+  face_willingness_locked: "人脸认证失败次数过多，已暂时锁定，可改用短信验证码",
   liveness_challenge_used: "本次转头指令已使用，请重新开始",
   liveness_challenge_expired: "转头指令已过期，请重新开始",
   liveness_failed: "活体检测未通过：请正对摄像头，按提示转头",
   face_mismatch: "人脸比对未通过：与您实名认证时的人脸不是同一人",
-  face_willingness_locked: "人脸认证失败次数过多，已暂时锁定，可改用短信验证码",
-  face_proofing_locked: "人脸核身失败次数过多，已暂时锁定，请稍后再试",
-  assurance_too_low: "您的证书认证等级低于本文件的要求：请回到首页重新人脸核身，领取新证书后再签署",
+  step_up_required: "此操作需要先完成人脸核身",
+  step_up_level_too_low: "本次核身的认证等级不够，请用摄像头重新进行人脸核身",
+  step_up_expired: "人脸核身已超过 10 分钟，请重新核身",
+  step_up_used: "本次人脸核身已使用过，请重新核身",
+  // certificates, willingness, signing grants
   no_active_certificate: "请先领取数字证书",
+  certificate_not_valid: "证书无效，请重新领取",
   certificate_revoked: "证书已吊销，请重新人脸核身并领取证书",
   certificate_changed: "证书已更换，请重新发起",
+  assurance_too_low: "您的证书认证等级低于本文件的要求：请回到首页重新人脸核身，领取新证书后再签署",
+  willingness_used: "意愿认证已使用，请重新签署",
   willingness_failed: "意愿认证未通过，请重新发起",
   willingness_expired: "意愿认证已过期，请重新发起",
-  willingness_used: "意愿认证已使用，请重新签署",
+  grant_unknown: "签署授权无效，请重新进行意愿认证",
+  grant_foreign_person: "签署授权不属于您，请重新进行意愿认证",
+  grant_certificate_mismatch: "签署授权与您当前的证书不符，请重新进行意愿认证",
+  grant_replayed: "签署授权已使用，请重新进行意愿认证",
+  grant_expired: "签署授权已过期，请重新进行意愿认证",
+  grant_digest_mismatch: "签署授权与本文件不符，请重新进行意愿认证",
+  // flows: the state a flow is in
+  flow_draft: "文件尚未发起签署",
+  flow_waiting: "文件正在签署中",
+  flow_completed: "文件已签署完成",
+  flow_declined: "文件已被拒签",
+  flow_expired: "文件已过期",
+  flow_void_requested: "文件正在申请作废",
+  flow_voided: "文件已作废",
+  flow_cancelled: "文件已取消",
+  // flows: who may do what
+  flow_not_expired: "文件尚未过期",
   not_a_party: "您不是该文件的签署方",
+  already_a_party: "您已是该文件的签署方",
+  party_taken: "该签署方已由他人认领",
   not_your_turn: "还没轮到您签署",
   your_turn: "现在轮到您自己签署",
-  reminded_today: "今天已催签过，请明天再试",
   already_signed: "您已签署",
-  flow_expired: "文件已过期",
-  certificate_not_valid: "证书无效，请重新领取",
+  reminded_today: "今天已催签过，请明天再试",
   void_requester_cannot_confirm: "作废申请人不能自己确认",
   void_already_confirmed: "您已确认作废",
-  pending_action_expired: "操作已超时，请重新开始",
+  not_your_action: "这不是您的操作，请刷新页面",
   pending_action_used: "该操作已完成，请刷新页面",
+  pending_action_expired: "操作已超时，请重新开始",
+  document_changed_since_prepare: "文件在签署过程中有变动，请刷新页面后重新签署",
+  // signatures in the PDF
+  field_not_signable: "文件的签名位置无法签署",
+  field_already_signed: "该签名位置已有签名",
+  certification_not_first: "认证签名须是文件的第一个签名",
+  no_signatures: "文件中没有签名",
+  // IOUs
+  not_a_loan: "这不是借条，不能记录还款或展期",
+  identity_disputed: "签署方身份存在争议，不能再记录还款或展期",
+  statement_pending: "另一份还款确认书或展期协议正在签署中，请等它签完",
+  loan_repaid: "借款已还清",
+  lender_only: "只有出借人可以确认收到还款",
+  // documents and invites
   document_in_flow: "文件已发起签署，不能再修改",
+  document_changed: "文件已修改，请重新发起",
+  document_locked: "文件已发起签署，不能再修改",
   invite_invalid: "二维码无效，请让对方重新生成",
   invite_expired: "二维码已过期，请让对方重新生成",
+  // signed tokens
+  token_malformed: "链接无效",
+  token_bad_signature: "链接无效",
+  token_expired: "链接已过期",
+  // notify
+  dedupe_key_reused: "短信请求重复",
+  // the gateway's rate limits
+  too_many_requests_phone_codes: "获取验证码太频繁，请稍后再试",
+  too_many_requests_verify: "验证文件太频繁，请稍后再试",
+  too_many_requests_document_status: "查询文件状态太频繁，请稍后再试",
+  too_many_requests_tsa: "时间戳请求太频繁，请稍后再试",
+  too_many_requests_ocsp: "证书状态查询太频繁，请稍后再试",
+  // the certificate authority
+  ca_exists: "该目录中已有 CA",
+};
+
+// 404 answers a page explains, by their message: login with a phone no account has.
+const NOT_FOUND = {
   "person not found: for this phone": "该手机号尚未注册，请先注册",
-  csrf_origin: "请求来源不被允许，请从本站页面操作",
-  unavailable: "服务暂时不可用，请稍后再试",
 };
 
 // 503 answers name the system that did not answer ("identity_authority unavailable: …").
@@ -82,6 +139,7 @@ const SYSTEMS = {
   identity_authority: "身份核验机构（权威库）暂时无法访问，请稍后再试",
   tsa: "时间戳服务暂时不可用，请稍后再试",
 };
+const UNAVAILABLE = "服务暂时不可用，请稍后再试";
 
 // Rules of 422 answers: a Chinese word before the service's own message ...
 const RULES = {
@@ -96,7 +154,6 @@ const RULES = {
   format: "格式不对",
   count: "照片张数不对",
   not_an_image: "不是图片",
-  not_registered: "对方尚未完成实名认证",
   not_the_named_party: "与文件所列当事人不一致",
   initiator_first: "发起人须为文件所列当事人之一",
   own_invite: "这是您本人的二维码，请发给对方扫码",
@@ -124,10 +181,10 @@ export function waitText(seconds) {
 
 export class ApiError extends Error {
   constructor(status, error) {
-    const system = error.code === "unavailable" ? SYSTEMS[String(error.message).split(" ", 1)[0]] : null;
-    const reason = REASONS[error.message] || system || REASONS[error.code];
+    const said = error.code === "unavailable" ? SYSTEMS[String(error.message).split(" ", 1)[0]] || UNAVAILABLE
+      : REASONS[error.message] || NOT_FOUND[error.message];
     const wait = error.retry_after ? `（${waitText(error.retry_after)}后可再试）` : "";
-    super((reason || error.message || `请求失败（${status}）`) + wait);
+    super((said || error.message || `请求失败（${status}）`) + wait);
     this.status = status;
     this.code = error.code;
     this.field = error.field || null;

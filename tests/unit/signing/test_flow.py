@@ -60,8 +60,9 @@ def test_signing_twice_is_refused():
 
 
 def test_signing_a_draft_or_after_expiry_is_refused():
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as early:
         F.sign(draft(), "p0", NOW)
+    assert (early.value.reason, early.value.message) == ("flow_draft", "expected waiting")
     flow = F.send(draft(hours=1), NOW).flow
     with pytest.raises(Conflict) as error:
         F.sign(flow, "p0", NOW + timedelta(hours=2))
@@ -215,7 +216,7 @@ def test_cancel_needs_a_reason_and_an_unfinished_flow():
     for ended in (completed(), F.request_void(completed(), "p0", "还清了").flow):
         with pytest.raises(Conflict) as error:
             F.cancel(ended, F.IDENTITY_DISPUTED, NOW)
-        assert error.value.reason.startswith(f"flow_{ended.state.value}")
+        assert (error.value.reason, error.value.message) == (f"flow_{ended.state.value}", "expected draft or waiting")
 
 
 def test_a_dispute_cancels_a_flow_still_being_signed():
