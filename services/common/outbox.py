@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.common.clock import utcnow  # noqa: F401 - re-exported: callers import it from here
+from services.common.clock import utcnow
 from services.common.events import KNOWN_EVENTS, EventPayload, data_of
 
 log = logging.getLogger(__name__)

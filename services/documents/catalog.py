@@ -17,8 +17,8 @@ from nameko.extensions import DependencyProvider
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.common.clock import utcnow
 from services.common.database import DatabaseProvider
-from services.common.outbox import utcnow
 from services.documents.models import TemplateRecord
 from services.documents.template import (
     TEMPLATES_DIR,

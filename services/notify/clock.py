@@ -11,7 +11,7 @@ configuration:
   without touching the code path. An absent or empty file means no offset.
 
 Leases and per-message claims deliberately use the host clock
-(:func:`services.common.outbox.utcnow`): they measure whether a process is
+(:func:`services.common.clock.utcnow`): they measure whether a process is
 still alive, which moving business time must not change.
 """
 from __future__ import annotations
@@ -70,15 +70,6 @@ def clock_from_config(config: dict) -> ClockSource:
         return SystemClock()
     path = Path(str(path))
     return OffsetFileClock(path if path.is_absolute() else REPO_ROOT / path)
-
-
-def naive_utc(moment: dt.datetime) -> dt.datetime:
-    """The database's form of a moment: naive UTC (as :func:`services.common.outbox.utcnow`)."""
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def aware_utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
 
 
 class Clock(DependencyProvider):

@@ -72,6 +72,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import or_, select, update
 
 from services.common import events
+from services.common.clock import aware, naive, utcnow
 from services.common.errors import (
     EsignError,
     Forbidden,
@@ -81,7 +82,7 @@ from services.common.errors import (
 )
 from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
-from services.common.outbox import UnitOfWork, utcnow
+from services.common.outbox import UnitOfWork
 from services.common.sealing import (
     BlindIndex,
     Keyring,
@@ -89,7 +90,7 @@ from services.common.sealing import (
     from_text,
     to_text,
 )
-from services.notify.clock import ClockSource, aware_utc, naive_utc
+from services.notify.clock import ClockSource
 from services.notify.models import SmsMessage
 from services.notify.providers import Handover, HandoverState, SmsProvider, TransientSmsError
 from services.notify.rate_limit import SmsRateLimiter
@@ -155,7 +156,7 @@ class DeliveryLog:
         rendered = self.channel.catalog.render(template_id, params)
         kept = {k: v for k, v in params.items()
                 if not (rendered.template.category is TemplateCategory.CODE and k == "code")}
-        now = naive_utc(self.clock.now())
+        now = naive(self.clock.now())
         message_id = str(uuid.uuid4())
         message = SmsMessage(
             id=message_id, dedupe_key=dedupe_key, template_id=template_id,
@@ -202,7 +203,7 @@ class DeliveryLog:
         message.status = SENDING  # a crash from here on leaves it in doubt, to be checked, not resent
         message.in_flight_since = utcnow()  # real time, as the claim and the vendor's reports
         message.claimed_until = utcnow() + dt.timedelta(seconds=self.channel.settings.scheduler.claim_seconds)
-        message.updated_at = naive_utc(now)
+        message.updated_at = naive(now)
         self.unit.commit()  # the attempt is counted (and rate locks released) before the vendor call
 
         started = time.perf_counter()
@@ -220,7 +221,7 @@ class DeliveryLog:
         self._observe(started)
         failpoint("notify.sms_handed_over")  # the window a crash leaves in doubt (tests/reliability)
         message.vendor_message_id = result.vendor_message_id[:100]
-        message.sent_at = naive_utc(self.clock.now())
+        message.sent_at = naive(self.clock.now())
         log.info("SMS %s (%s) sent to %s", message.id, message.template_id, message.phone_masked)
         return self._finish(message, SENT, None, events.SMS_SENT)
 
@@ -252,7 +253,7 @@ class DeliveryLog:
 
     def _settle(self, message: SmsMessage, otp_lookup: OtpLookup | None) -> SmsMessage:
         settings = self.channel.settings.scheduler
-        since = aware_utc(message.in_flight_since or message.updated_at)
+        since = aware(message.in_flight_since or message.updated_at)
         try:
             phone, _ = self._recipient(message, otp_lookup, for_check=True)
         except (Forbidden, NotFound, InvalidInput, Unavailable, TransientSmsError) as exc:
@@ -263,7 +264,7 @@ class DeliveryLog:
         self._count(message, f"recovered_{handover.state.value}")
         if handover.state is HandoverState.ACCEPTED:
             message.vendor_message_id = (handover.vendor_message_id or "")[:100] or None
-            message.sent_at = naive_utc(handover.accepted_at or since)
+            message.sent_at = naive(handover.accepted_at or since)
             message.recovery = "vendor_accepted"
             log.info("SMS %s to %s: the vendor had it (%s); recorded as sent, not sent again",
                      message.id, message.phone_masked, handover.detail or "accepted")
@@ -272,11 +273,11 @@ class DeliveryLog:
             message.recovery = "vendor_not_accepted"
             log.info("SMS %s to %s: the vendor never had it; attempting it again", message.id, message.phone_masked)
             return self._requeue(message, now, handover.detail or "vendor_not_accepted")
-        waited = (aware_utc(utcnow()) - since).total_seconds()
+        waited = (aware(utcnow()) - since).total_seconds()
         if waited < settings.in_flight_limit_seconds:
             message.claimed_until = utcnow() + dt.timedelta(seconds=settings.in_flight_recheck_seconds)
             message.last_error = f"in_doubt.{handover.detail or 'unknown'}"[:200]
-            message.updated_at = naive_utc(now)
+            message.updated_at = naive(now)
             self.unit.commit()
             return message
         category = self.channel.catalog.get(message.template_id).category
@@ -295,7 +296,7 @@ class DeliveryLog:
         """The vendor may have taken it (a read timeout): check it before anything else."""
         message.claimed_until = utcnow() + dt.timedelta(seconds=self.channel.settings.scheduler.in_flight_recheck_seconds)
         message.last_error = f"in_doubt.{code}"[:200]
-        message.updated_at = naive_utc(self.clock.now())
+        message.updated_at = naive(self.clock.now())
         log.info("SMS %s to %s: %s after the request went out; to be checked with the vendor", message.id,
                  message.phone_masked, code)
         self.unit.commit()
@@ -303,15 +304,15 @@ class DeliveryLog:
 
     def _requeue(self, message: SmsMessage, now: dt.datetime, reason: str) -> SmsMessage:
         message.status = QUEUED
-        message.next_attempt_at = naive_utc(now)
+        message.next_attempt_at = naive(now)
         message.claimed_until = None
         message.last_error = reason[:200]
-        message.updated_at = naive_utc(now)
+        message.updated_at = naive(now)
         self.unit.commit()
         return message
 
     def due_message_ids(self, limit: int) -> list[str]:
-        now = naive_utc(self.clock.now())
+        now = naive(self.clock.now())
         return list(self.session.execute(
             select(SmsMessage.id)
             .where(SmsMessage.status == QUEUED, SmsMessage.next_attempt_at <= now,
@@ -367,10 +368,10 @@ class DeliveryLog:
         code = _error_code(error)
         if decision.outcome is Outcome.RETRY:
             message.status = QUEUED
-            message.next_attempt_at = naive_utc(now + dt.timedelta(seconds=decision.delay or 0.0))
+            message.next_attempt_at = naive(now + dt.timedelta(seconds=decision.delay or 0.0))
             message.claimed_until = None
             message.last_error = code[:200]
-            message.updated_at = naive_utc(now)
+            message.updated_at = naive(now)
             self._count(message, "retried")
             log.info("SMS %s to %s: %s, retry %d in %.1f s", message.id, message.phone_masked, code,
                      message.attempts + 1, decision.delay or 0.0)
@@ -389,7 +390,7 @@ class DeliveryLog:
         message.recipient_sealed = None  # nothing personal outlives the attempt
         message.next_attempt_at = None
         message.claimed_until = None
-        message.updated_at = naive_utc(self.clock.now())
+        message.updated_at = naive(self.clock.now())
         self.unit.emit(event_type, events.SmsOutcome(message_id=message.id, template=message.template_id,
                                                      ref_type=message.ref_type, ref_id=message.ref_id,
                                                      error=error or None))
@@ -398,10 +399,10 @@ class DeliveryLog:
         return message
 
     def _defer(self, message: SmsMessage, until: dt.datetime, reason: str) -> SmsMessage:
-        message.next_attempt_at = naive_utc(aware_utc(until))
+        message.next_attempt_at = naive(aware(until))
         message.claimed_until = None
         message.last_error = reason
-        message.updated_at = naive_utc(self.clock.now())
+        message.updated_at = naive(self.clock.now())
         self.unit.commit()
         return message
 

@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.orm import Session
 
+from services.common.clock import aware, naive
 from services.common.database import dialect_insert
-from services.notify.clock import aware_utc, naive_utc
 from services.notify.models import RateEvent, RateKey
 from services.notify.rate_limit import GLOBAL_KEY, SendPermission, SmsRateLimiter
 from services.notify.sms_templates import TemplateCategory
@@ -43,25 +43,25 @@ class SqlRateCounterStore:
         found: dict[str, list[dt.datetime]] = {key: [] for key in since_by_key}
         if not since_by_key:
             return found
-        wanted = or_(*(and_(RateEvent.key == key, RateEvent.at > naive_utc(since))
+        wanted = or_(*(and_(RateEvent.key == key, RateEvent.at > naive(since))
                        for key, since in since_by_key.items()))
         for key, at in self.session.execute(select(RateEvent.key, RateEvent.at).where(wanted).order_by(RateEvent.at)):
-            found[key].append(aware_utc(at))
+            found[key].append(aware(at))
         return found
 
     def count(self, keys: Sequence[str], at: dt.datetime) -> None:
-        self.session.execute(insert(RateEvent.__table__), [{"key": key, "at": naive_utc(at)} for key in keys])
+        self.session.execute(insert(RateEvent.__table__), [{"key": key, "at": naive(at)} for key in keys])
 
     def forget(self, global_before: dt.datetime, phones_before: dt.datetime) -> int:
         return self.session.execute(delete(RateEvent).where(or_(
-            and_(RateEvent.key == GLOBAL_KEY, RateEvent.at < naive_utc(global_before)),
-            and_(RateEvent.key != GLOBAL_KEY, RateEvent.at < naive_utc(phones_before))))).rowcount
+            and_(RateEvent.key == GLOBAL_KEY, RateEvent.at < naive(global_before)),
+            and_(RateEvent.key != GLOBAL_KEY, RateEvent.at < naive(phones_before))))).rowcount
 
     def lock(self, keys: Sequence[str], now: dt.datetime) -> None:
         """Lock one row per key, in key order (so two admissions cannot deadlock), in one statement:
         an upsert that updates the row when it exists holds its row lock until the commit, as
         SELECT FOR UPDATE would; PostgreSQL takes the rows of one VALUES list in their order."""
-        statement = dialect_insert(self.session)(RateKey).values([{"key": key, "updated_at": naive_utc(now)} for key in sorted(set(keys))])
+        statement = dialect_insert(self.session)(RateKey).values([{"key": key, "updated_at": naive(now)} for key in sorted(set(keys))])
         self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
                                                              set_={"updated_at": statement.excluded.updated_at}))
 

@@ -26,7 +26,7 @@ from typing import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.notify.clock import naive_utc
+from services.common.clock import naive
 from services.notify.models import Reminder
 from services.notify.reminders import PlannedReminder
 
@@ -41,7 +41,7 @@ def schedule(session: Session, flow_id: str, person_ids: Iterable[str], document
     planned = tuple(planned)
     for person_id in person_ids:
         for reminder in planned:
-            expires_at = naive_utc(reminder.expires_at)
+            expires_at = naive(reminder.expires_at)
             params = json.dumps({"document_title": document_title, **reminder.params}, ensure_ascii=False)
             existing = session.execute(
                 select(Reminder).where(Reminder.flow_id == flow_id, Reminder.person_id == person_id,
@@ -50,13 +50,13 @@ def schedule(session: Session, flow_id: str, person_ids: Iterable[str], document
             if existing is None:
                 session.add(Reminder(
                     id=str(uuid.uuid4()), flow_id=flow_id, person_id=person_id, kind=reminder.kind.value,
-                    send_at=naive_utc(reminder.send_at), expires_at=expires_at, status=SCHEDULED, params=params,
-                    created_at=naive_utc(now), updated_at=naive_utc(now),
+                    send_at=naive(reminder.send_at), expires_at=expires_at, status=SCHEDULED, params=params,
+                    created_at=naive(now), updated_at=naive(now),
                 ))
             elif existing.status == CANCELLED:
                 # a cancelled reminder never had a message: only its times and values change
-                existing.status, existing.send_at, existing.params = SCHEDULED, naive_utc(reminder.send_at), params
-                existing.updated_at = naive_utc(now)
+                existing.status, existing.send_at, existing.params = SCHEDULED, naive(reminder.send_at), params
+                existing.updated_at = naive(now)
             else:
                 continue
             added += 1
@@ -68,13 +68,13 @@ def cancel(session: Session, flow_id: str, now: dt.datetime) -> int:
     """Cancel the flow's reminders not yet sent (not committed)."""
     return session.execute(
         update(Reminder).where(Reminder.flow_id == flow_id, Reminder.status == SCHEDULED)
-        .values(status=CANCELLED, updated_at=naive_utc(now))
+        .values(status=CANCELLED, updated_at=naive(now))
     ).rowcount
 
 
 def due(session: Session, now: dt.datetime, limit: int) -> list[Reminder]:
     return list(session.execute(
-        select(Reminder).where(Reminder.status == SCHEDULED, Reminder.send_at <= naive_utc(now))
+        select(Reminder).where(Reminder.status == SCHEDULED, Reminder.send_at <= naive(now))
         .order_by(Reminder.send_at).limit(limit)
     ).scalars())
 
@@ -83,7 +83,7 @@ def move(session: Session, reminder_id: str, status: str, now: dt.datetime, mess
     """``scheduled -> status``, only if still scheduled (not committed)."""
     return session.execute(
         update(Reminder).where(Reminder.id == reminder_id, Reminder.status == SCHEDULED)
-        .values(status=status, message_id=message_id, updated_at=naive_utc(now))
+        .values(status=status, message_id=message_id, updated_at=naive(now))
     ).rowcount == 1
 
 

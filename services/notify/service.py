@@ -89,6 +89,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from sqlalchemy.exc import IntegrityError
 
+from services.common.clock import aware
 from services.common import events
 from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir, setting_flag
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
@@ -105,7 +106,7 @@ from services.common.reasons import Reason
 from services.common.sealing import BlindIndex, Keyring, keyring_from_secrets
 from services.common.service_base import ServiceBase
 from services.notify import reminder_book
-from services.notify.clock import Clock, aware_utc
+from services.notify.clock import Clock
 from services.notify.delivery import OTP, DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
 from services.notify.notices import NAMED_PARTY, FlowFacts, notices_for
@@ -384,7 +385,7 @@ class NotifyService(ServiceBase):
         delivery = self._delivery()
         session = self.db.session
         for reminder in reminder_book.due(session, now, self.sms.settings.scheduler.batch):
-            if now >= aware_utc(reminder.expires_at):
+            if now >= aware(reminder.expires_at):
                 reminder_book.move(session, reminder.id, reminder_book.EXPIRED, now)
                 self.db.commit()
                 continue
@@ -449,4 +450,4 @@ class NotifyService(ServiceBase):
 
 
 def _iso(value) -> str | None:
-    return aware_utc(value).isoformat() if value is not None else None
+    return aware(value).isoformat() if value is not None else None

@@ -18,10 +18,11 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
+from services.common.clock import utcnow
 from services.common import events
 from services.common.database import Database
 from services.common.errors import InvalidInput
-from services.common.outbox import OUTBOX, UnitOfWork, utcnow
+from services.common.outbox import OUTBOX, UnitOfWork
 from services.common.sealing import BlindIndex, Keyring
 from services.notify.delivery import DeliveryLog, SmsChannel
 from services.notify.models import SmsMessage
