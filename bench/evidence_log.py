@@ -36,11 +36,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import median_ms  # noqa: E402
-
 from sqlalchemy import create_engine, event, insert, text, update  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from services.signing import merkle  # noqa: E402
 from services.signing.checkpoint import NoteSigner  # noqa: E402
 from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore, leaf_record  # noqa: E402

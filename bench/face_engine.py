@@ -26,15 +26,12 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import median_ms  # noqa: E402
-
 import face_recognition  # noqa: E402
 from eventlet import tpool  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from services.identity.faces import DlibFaceEngine, decode_image  # noqa: E402
 from tests.support.faces import PHOTO_NAMES, face_path  # noqa: E402
-
-
 
 
 def hub_gap_ms(engine: DlibFaceEngine, data: bytes) -> tuple[float, float]:

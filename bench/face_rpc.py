@@ -41,7 +41,6 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import median_ms  # noqa: E402
-
 from tests.support import liveness_clip  # noqa: E402
 from tests.support.faces import face_path  # noqa: E402
 from tests.support.registry import PERFORMER, write_registry  # noqa: E402

@@ -36,6 +36,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import report  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 from nameko.containers import ServiceContainer  # noqa: E402

@@ -19,8 +19,8 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from asn1crypto import cms, core, keys, tsp

@@ -36,7 +36,9 @@ from typing import Any
 
 import yaml
 
-from services.documents import amount_words, lpr as lpr_module
+from services.common.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
+from services.documents import amount_words
+from services.documents import lpr as lpr_module
 from services.documents.fields import (
     CheckContext,
     DateField,
@@ -55,7 +57,6 @@ from services.documents.fields import (
     format_rate,
     read_field,
 )
-from services.common.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
 from services.documents.validation import PersonCheckers, ValidationFailed, Violation
 
 TEMPLATES_DIR = Path(__file__).with_name("data") / "templates"

@@ -16,11 +16,9 @@ import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
 from services.common.errors import InvalidInput, ValidationFailed, Violation  # noqa: F401 (re-exported)
 from services.common.idnumber import parse_id_number
 from services.common.phone import normalise_phone
-
 
 # A checker takes the raw value and the reference date and returns the
 # normalised value, or raises InvalidInput (its ``field`` is replaced by the

@@ -3,11 +3,10 @@ pages. It holds no business rules: it checks the request's shape, calls the
 services over RPC and turns their typed errors into HTTP answers."""
 from __future__ import annotations
 
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import base64
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -23,7 +22,12 @@ from services.common.rpc_client import RpcClient
 from services.gateway.api import router as api_router
 from services.gateway.limits import EdgeLimits
 from services.gateway.responses import (
-    BODY, HealthReport, binary, errors, raw_body, without_default_validation_errors,
+    BODY,
+    HealthReport,
+    binary,
+    errors,
+    raw_body,
+    without_default_validation_errors,
 )
 from services.gateway.session_cookie import SessionCookie
 from services.gateway.web import router as web_router

@@ -46,8 +46,8 @@ from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
 from services.common.reasons import Reason
 from services.common.sealing import Keyring, associated_data, from_text, to_text
-from services.identity import ca
 from services.common.tsa import TimeStampAuthority
+from services.identity import ca
 from services.identity.secrets import load_keys
 
 log = logging.getLogger(__name__)

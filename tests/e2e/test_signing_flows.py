@@ -23,12 +23,12 @@ from tests.support.stack import (
     BORROWER,
     LENDER,
     REPO,
+    UNREGISTERED,
     Http,
     b64,
     handwriting_png,
     party,
     people,
-    UNREGISTERED,
 )
 from tests.support.waiting import wait_for
 
@@ -118,7 +118,6 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     from botocore.exceptions import ClientError
 
     from services.common.storage import ObjectStore, S3Settings
-
     from services.signing.dependencies import load_keys
 
     store = ObjectStore(S3Settings.from_config(stack.signing_config), load_keys(stack.signing_config).keyring)

@@ -10,8 +10,8 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 from nameko.rpc import RpcProxy
 
-from services.common.errors import Unavailable
 from services.common.entrypoints import rpc
+from services.common.errors import Unavailable
 from services.common.rpc_client import RpcClient
 from services.identity.service import IdentityService
 

@@ -35,8 +35,18 @@ import eventlet
 import pytest
 from eventlet import tpool
 
-from tests.support.faults import (REFUSED, SERVICES, ReconnectingRpc, ServiceProcesses, Unreachable, error_type,
-                                  deployed_platform, tolerant, wait_healthy, willingness_code)
+from tests.support.faults import (
+    REFUSED,
+    SERVICES,
+    ReconnectingRpc,
+    ServiceProcesses,
+    Unreachable,
+    deployed_platform,
+    error_type,
+    tolerant,
+    wait_healthy,
+    willingness_code,
+)
 from tests.support.stack import Stack, handwriting_png, iou_values, people
 from tests.support.waiting import wait_for
 
@@ -153,9 +163,8 @@ def drive(cluster: Cluster, flow_id: str) -> None:
 
 
 def signatures_in(pdf: bytes) -> int:
-    from pyhanko.pdf_utils.reader import PdfFileReader
-
     from pyhanko.pdf_utils.generic import NameObject
+    from pyhanko.pdf_utils.reader import PdfFileReader
 
     return sum(1 for signature in PdfFileReader(io.BytesIO(pdf)).embedded_signatures  # not the document time stamp
                if signature.sig_object.get("/Type") != NameObject("/DocTimeStamp"))

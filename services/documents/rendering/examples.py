@@ -6,7 +6,11 @@ from __future__ import annotations
 import datetime
 
 from services.documents.rendering.content import (
-    AttachmentEntry, DocumentContent, Party, ScheduleTable, Section,
+    AttachmentEntry,
+    DocumentContent,
+    Party,
+    ScheduleTable,
+    Section,
 )
 
 

@@ -12,7 +12,8 @@ import unicodedata
 from decimal import Context, Decimal
 
 import pytest
-from hypothesis import assume, example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
 from services.documents.amount_words import amount_in_words

@@ -10,9 +10,9 @@ and a mask shows no digit beyond the documented ones.
 import datetime as dt
 import re
 
-from hypothesis import assume, given, settings, strategies as st
-
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
 from services.common.idnumber import EARLIEST_BIRTH_DATE, PROVINCE_CODES, parse_id_number

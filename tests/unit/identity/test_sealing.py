@@ -10,7 +10,13 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from services.common.errors import IntegrityError
 from services.common.sealing import (
-    BlindIndex, Keyring, SealedBlob, associated_data, decode_key, from_text, to_text,
+    BlindIndex,
+    Keyring,
+    SealedBlob,
+    associated_data,
+    decode_key,
+    from_text,
+    to_text,
 )
 
 K1, K2, K3 = os.urandom(32), os.urandom(32), os.urandom(32)

@@ -20,8 +20,8 @@ from pyhanko.sign.validation import (
 )
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
-from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.common.tsa import TsaSettings
+from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.signing.verification import verify_pdf
 from tests.support.pki import (
     PkiHttpServer,

@@ -19,8 +19,8 @@ from services.signing.evidence_log import EvidenceLog, MemoryLogStore
 from services.signing.report import (
     ReportSignatureError,
     build_report,
-    render_report_pdf,
     refuse_clear_personal_data,
+    render_report_pdf,
     report_digest,
     sign_report,
     verify_report_signature,
