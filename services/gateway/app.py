@@ -152,7 +152,8 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         return Response(base64.b64decode(answer["response_der"]), media_type="application/ocsp-response")
 
     @app.post("/tsa", tags=["pki"], response_class=Response,
-              responses={**binary("application/timestamp-reply", "a DER TimeStampResp (RFC 3161)"), **errors(BODY, 429)},
+              responses={**binary("application/timestamp-reply", "a DER TimeStampResp (RFC 3161)"),
+                         **errors(BODY, 429)},
               openapi_extra=raw_body("application/timestamp-query", "a DER TimeStampReq (RFC 3161), 1..4096 bytes"))
     async def timestamp(request: Request) -> Response:
         """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""

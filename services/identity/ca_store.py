@@ -226,8 +226,11 @@ def load_ca_material(directory: Path, keyring: Keyring) -> CaMaterial:
     )
 
 
-def create_issuing_material(root: ca.CertificateAuthority, public_url: str,
-                            now: _dt.datetime | None = None) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
+def create_issuing_material(
+    root: ca.CertificateAuthority,
+    public_url: str,
+    now: _dt.datetime | None = None,
+) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
     """Issuing CA (signed by ``root``), TSA, platform service and OCSP
     responder certificates, and a fresh root CRL. Returns the material and
     the TSA and service keys (which the service does not keep in memory)."""

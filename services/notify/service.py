@@ -151,7 +151,8 @@ class SmsChannelProvider(DependencyProvider):
             }
             for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT", "REPORT_GRACE_SECONDS"):
                 if tencent.get(key) not in (None, ""):
-                    options[key.lower()] = float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS")) else str(tencent[key])
+                    options[key.lower()] = (float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS"))
+                                            else str(tencent[key]))
             options["session_context_in_reports"] = setting_flag(
                 tencent, "SESSION_CONTEXT_IN_REPORTS", False, "sms.tencent.session_context_in_reports")
             settings = {"provider": "tencent", "tencent": options}

@@ -315,7 +315,8 @@ class PdfVerifier:
             # its TSA certificate is valid; it must be renewed before then
             problems.append(f"newest document time-stamp's TSA certificate expired at {tsa_expiry.isoformat()}")
         if level not in _ACCEPTABLE_LEVELS:
-            problems.append(f"modified after time-stamping beyond what is allowed ({level.name if level else 'unknown'})")
+            problems.append("modified after time-stamping beyond what is allowed "
+                            f"({level.name if level else 'unknown'})")
         check = SignatureCheck(
             field_name=embedded.field_name,
             kind="document_timestamp",
