@@ -192,7 +192,8 @@ def integrator_process(url: str, schema: str, stop) -> None:
     engine.dispose()
 
 
-def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: int, baseline_count: int) -> list[tuple]:
+def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: int,
+                baseline_count: int) -> list[tuple]:
     sessions = sessionmaker(engine, expire_on_commit=False)
     log = EvidenceLog(SqlLogStore(sessions), NoteSigner.generate("bench.esign/log"))
     run = uuid.uuid4().hex[:8]
@@ -298,7 +299,8 @@ def main() -> None:
     print(f"{'store':<11} {'leaves':>10} {'append/s':>10} {'incl p50 ms':>12} {'cons p50 ms':>12} {'ckpt ms':>8}")
     for name, rows in results.items():
         for size, rate, inclusion, consistency, checkpoint_ms in rows:
-            print(f"{name:<11} {size:>10,d} {rate:>10,.0f} {inclusion:>12.3f} {consistency:>12.3f} {checkpoint_ms:>8.2f}")
+            print(f"{name:<11} {size:>10,d} {rate:>10,.0f} {inclusion:>12.3f} {consistency:>12.3f} "
+                  f"{checkpoint_ms:>8.2f}")
     print()
     for name, rows in results.items():
         if len(rows) > 1:

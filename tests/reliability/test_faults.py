@@ -148,7 +148,8 @@ def new_flow(cluster: Cluster) -> str:
     for _ in range(60):
         try:
             rendered = cluster.stack.document("iou", iou_values())
-            return cluster.stack.start(rendered, [(cluster.lender, "lender"), (cluster.borrower, "borrower")])["flow_id"]
+            return cluster.stack.start(rendered,
+                                       [(cluster.lender, "lender"), (cluster.borrower, "borrower")])["flow_id"]
         except (Unreachable, *REFUSED):
             eventlet.sleep(0.5)
     raise AssertionError("no flow could be started")

@@ -92,8 +92,8 @@ def test_the_receipt_page_reuses_the_document_editor():
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
-                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html", "/static/camera.html",
-                                  "/flows", "/flows/a/b", "/receipts",
+                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html",
+                                  "/static/camera.html", "/flows", "/flows/a/b", "/receipts",
                                   "/receipts/other"])
 def test_unknown_paths_are_404(http, path):
     assert http.get(path).status_code == 404

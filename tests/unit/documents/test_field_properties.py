@@ -42,7 +42,8 @@ def violations(template, values, today=TODAY) -> list[tuple[str, str]]:
     try:
         template.validate(values, today)
     except ValidationFailed as err:
-        assert isinstance(err, InvalidInput) and (err.field, err.rule) == (err.violations[0].field, err.violations[0].rule)
+        assert (isinstance(err, InvalidInput)
+                and (err.field, err.rule) == (err.violations[0].field, err.violations[0].rule))
         return [(v.field, v.rule) for v in err.violations]
     return []
 

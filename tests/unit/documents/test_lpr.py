@@ -72,4 +72,5 @@ def test_four_times_lpr_binds_when_lpr_falls_below_three_percent():
 
 def test_duplicate_dates_refused():
     with pytest.raises(ValueError):
-        LprTable([LprPublication(D(2025, 1, 1), Decimal("3")), LprPublication(D(2025, 1, 1), Decimal("2"))], D(2025, 1, 1))
+        LprTable([LprPublication(D(2025, 1, 1), Decimal("3")), LprPublication(D(2025, 1, 1), Decimal("2"))],
+                 D(2025, 1, 1))

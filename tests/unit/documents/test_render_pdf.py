@@ -213,7 +213,8 @@ def test_glyph_missing_in_a_section_value():
 
 @pytest.mark.parametrize("change, field, rule", [
     (lambda c: dataclasses.replace(c, parties=()), "parties", "required"),
-    (lambda c: dataclasses.replace(c, parties=(c.parties[0], dataclasses.replace(c.parties[1], signature_field="sig_lender"))),
+    (lambda c: dataclasses.replace(
+        c, parties=(c.parties[0], dataclasses.replace(c.parties[1], signature_field="sig_lender"))),
      "parties[1].signature_field", "unique"),
     (lambda c: dataclasses.replace(c, parties=(dataclasses.replace(c.parties[0], signature_field="sig.lender"),)),
      "parties[0].signature_field", "field_name"),
@@ -283,7 +284,8 @@ def test_a_long_party_name_stays_inside_its_signature_box(tmp_path):
     # -bbox gives word boxes; the label must end left of the second box's start
     boxes = run("pdftotext", "-enc", "UTF-8", "-bbox", path, "-")
     reader = PdfFileReader(open(path, "rb"))
-    rects = {name: [float(v) for v in ref.get_object()["/Rect"]] for name, _, ref in fields.enumerate_sig_fields(reader)}
+    rects = {name: [float(v) for v in ref.get_object()["/Rect"]]
+             for name, _, ref in fields.enumerate_sig_fields(reader)}
     lender_right = rects["sig_lender"][2]
     label_words = [line for line in boxes.splitlines() if "张三" in line and "xMax" in line]
     assert label_words, boxes[:500]

@@ -127,7 +127,8 @@ def test_birth_dates_outside_1800_to_today_are_refused_by_the_birth_date_rule(pr
 
 
 @PROPERTY
-@given(value=st.text(alphabet=st.sampled_from(ASCII_DIGITS + "Xx０１ ٣"), min_size=0, max_size=20) | st.text(max_size=20))
+@given(value=st.text(alphabet=st.sampled_from(ASCII_DIGITS + "Xx０１ ٣"), min_size=0, max_size=20)
+       | st.text(max_size=20))
 def test_arbitrary_text_is_judged_by_the_documented_rules_in_order(value):
     rule = expected_rule(value, TODAY)
     if rule is None:

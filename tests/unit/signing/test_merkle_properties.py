@@ -204,7 +204,8 @@ def test_an_inclusion_proof_checked_for_another_index_or_size_fails_unless_it_as
                 verify_inclusion(rfc.d[index], other_index, other_size, proof, root)
             except InclusionProofError:
                 accepted = False
-            same_question = 0 <= other_index < other_size and path_shape(other_index, other_size) == path_shape(index, n)
+            same_question = (0 <= other_index < other_size
+                             and path_shape(other_index, other_size) == path_shape(index, n))
             assert accepted == same_question, (index, n, other_index, other_size)
 
 

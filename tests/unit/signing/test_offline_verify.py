@@ -151,7 +151,8 @@ def test_genuine_pdf_and_report_verify_offline(env, documents, signed_report, ro
     assert sum(s.startswith("evidence leaf") for s in subjects) == 4
     assert result.to_dict()["ok"] is True and result.to_dict()["problems"] == []
     # a 159-bit serial travels as decimal text, which canonical JSON can carry exactly
-    assert signed_report["report"]["parties"][0]["certificate"]["serial"] == str(env.pki.alice.certificate.serial_number)
+    assert (signed_report["report"]["parties"][0]["certificate"]["serial"]
+            == str(env.pki.alice.certificate.serial_number))
 
 
 def test_pdf_alone_verifies(documents, roots):

@@ -220,7 +220,8 @@ def _b64(data: bytes) -> str:
 def test_signing_needs_the_existing_empty_field_and_certification_first(env, signer, flow):
     pki, png = env.pki, handwritten_png()
     with pytest.raises(NotFound):
-        signer.sign_party(flow["blank"], "NoSuchField", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, True)
+        signer.sign_party(flow["blank"], "NoSuchField", pki.alice.certificate, pki.chain,
+                          pki.alice.sign_digest, png, True)
     with pytest.raises(Conflict):  # the field already carries Alice's signature
         signer.sign_party(flow["first"], "Party1", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
     with pytest.raises(Conflict):  # a certification signature must come first
