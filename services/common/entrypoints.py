@@ -147,7 +147,7 @@ class EsignRpc(Rpc):
         if len(args) > len(positional):
             raise InvalidInput("args", "too_many_arguments",
                                f"{self.method_name} takes {len(positional)} positional arguments, got {len(args)}")
-        for param, value in zip(positional, args):
+        for param, value in zip(positional, args, strict=False):
             named[param.name] = value
         known = {p.name for p in self._params}
         for key, value in kwargs.items():

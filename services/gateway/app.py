@@ -108,7 +108,7 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
             answer["ms"] = round((time.perf_counter() - started) * 1000, 1)
             return answer
 
-        results = dict(zip(BACKEND_SERVICES, health_pool.map(check, BACKEND_SERVICES)))
+        results = dict(zip(BACKEND_SERVICES, health_pool.map(check, BACKEND_SERVICES), strict=True))
         healthy = all(r.get("status") == "ok" for r in results.values())
         return JSONResponse(status_code=200 if healthy else 503,
                             content={"status": "ok" if healthy else "degraded", "services": results})

@@ -103,7 +103,7 @@ class Challenge:
     def __post_init__(self) -> None:
         if not self.actions or any(a not in ACTIONS for a in self.actions):
             raise InvalidInput("challenge", "actions", f"expected a non-empty sequence of {ACTIONS}")
-        if any(a == b for a, b in zip(self.actions, self.actions[1:])):
+        if any(a == b for a, b in zip(self.actions, self.actions[1:], strict=False)):
             raise InvalidInput("challenge", "alternating", "expected turns alternating in direction")
 
     def to_dict(self) -> dict:

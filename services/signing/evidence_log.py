@@ -446,7 +446,7 @@ class MemoryLogStore:
         with self._lock:
             kept = unlogged(records, self._event_leaf)
             fresh = [records[position] for position in kept]
-            for record, leaf in zip(fresh, chain(self.size(), fresh, self._last_of_flow)):
+            for record, leaf in zip(fresh, chain(self.size(), fresh, self._last_of_flow), strict=True):
                 self._add(leaf, record.event_id)
             new = [False] * len(records)
             for position in kept:
@@ -653,7 +653,7 @@ class SqlLogStore:
                 session.execute(insert(LogLeaf.__table__), [
                     {"leaf_index": leaf.index, "flow_id": leaf.flow_id, "event_id": record.event_id,
                      "leaf_data": leaf.data, "leaf_hash": leaf.leaf_hash, "created_at": leaf.created_at}
-                    for leaf, record in zip(leaves, fresh)
+                    for leaf, record in zip(leaves, fresh, strict=True)
                 ])
                 session.execute(insert(LogNode.__table__), [
                     {"level": level, "node_index": node_index, "hash": value} for (level, node_index), value in made

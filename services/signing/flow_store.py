@@ -259,7 +259,7 @@ class FlowStore:
         row.disputed_at = naive(flow.disputed_at)
         row.dispute_reason = flow.dispute_reason
         row.updated_at = utcnow()
-        for party_row, party in zip(parties, flow.parties):
+        for party_row, party in zip(parties, flow.parties, strict=True):
             party_row.signed_at = naive(party.signed_at)
         my_files.write_index(self.db.session, row, parties)
         for event_type in transition.events:

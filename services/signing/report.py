@@ -641,7 +641,8 @@ class _ReportRenderer:
             score = f"{check['score']}（{_word(check['score_kind'])}，{LABELS['threshold']} {threshold}）"
         values = (who(check["person_id"]), level.label, provider, score, _word(check["liveness"]),
                   _display_time(check["checked_at"]), _word(check["account_status"]))
-        parts: list = [self.table([[label, value] for label, value in zip(LABELS["identity_rows"], values)],
+        parts: list = [self.table([[label, value]
+                                   for label, value in zip(LABELS["identity_rows"], values, strict=True)],
                                   (0.25, 0.75), header=False)]
         if not level.authority_checked:
             parts.append(self.para(LABELS["self_declared_warning"].format(who=who(check["person_id"])), self.warning))

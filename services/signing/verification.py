@@ -125,7 +125,7 @@ class VerificationResult:
         data = asdict(self)
         data["ok"] = self.ok
         for key in ("signatures", "document_timestamps"):
-            for entry, check in zip(data[key], getattr(self, key)):
+            for entry, check in zip(data[key], getattr(self, key), strict=True):
                 entry["ok"] = check.ok
                 entry["problems"] = list(check.problems)
         data["problems"] = list(self.problems)

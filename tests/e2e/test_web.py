@@ -27,7 +27,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.e2e
 
 def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
-    for key, value in zip(("name", "id_number", "phone"), person):
+    for key, value in zip(("name", "id_number", "phone"), person, strict=True):
         page.type(f'[name="{field}.{key}"]', value)
 
 

@@ -138,7 +138,7 @@ def test_signing_objects_move_to_the_new_kek_and_stay_locked(configs):
         rows = _rows(database)
         assert _intent_rows(database) == []
         only_new = _intents("signing", after, database).store
-        for old, row in zip(old_rows, rows):
+        for old, row in zip(old_rows, rows, strict=False):
             assert row.key == old.key and row.version_id not in (None, old.version_id)
             assert _kid(store, row.key, row.version_id) == "kek-2"
             assert only_new.get(row.key, sha256=row.sha256, version_id=row.version_id) in texts

@@ -290,7 +290,7 @@ def _reasons_said(script: str) -> dict[str, str]:
     assert body, "REASONS"
     lines = [line.strip() for line in body.group(1).splitlines() if not line.strip().startswith("//")]
     entries = [re.fullmatch(r'([a-z_]+): "([^"]+)",', line) for line in lines]
-    assert all(entries), [line for line, entry in zip(lines, entries) if not entry]
+    assert all(entries), [line for line, entry in zip(lines, entries, strict=True) if not entry]
     return {entry.group(1): entry.group(2) for entry in entries}
 
 

@@ -155,7 +155,7 @@ def test_attachment_thumbnails_are_drawn_and_hashes_listed(tmp_path):
         photos.append(sanitize_image(buf.getvalue()))
     content = rental_example(months=3, photos=tuple(p.thumbnail_jpeg for p in photos))
     content = dataclasses.replace(content, attachments=tuple(
-        dataclasses.replace(a, sha256=p.sha256) for a, p in zip(content.attachments, photos)))
+        dataclasses.replace(a, sha256=p.sha256) for a, p in zip(content.attachments, photos, strict=True)))
     path = write(tmp_path, "photos.pdf", render_pdf(content))
     images = run("pdfimages", "-list", path).splitlines()[2:]
     assert len(images) == 2
@@ -190,7 +190,7 @@ def test_signing_fills_a_field_and_leaves_page_content_alone(iou_pdf):
     status = {name: value is not None for name, value, _ in fields.enumerate_sig_fields(reader)}
     assert status == {"sig_lender": True, "sig_borrower": False}
     before = PdfFileReader(io.BytesIO(iou_pdf))
-    for page_before, page_after in zip(before.root["/Pages"]["/Kids"], reader.root["/Pages"]["/Kids"]):
+    for page_before, page_after in zip(before.root["/Pages"]["/Kids"], reader.root["/Pages"]["/Kids"], strict=True):
         assert page_before.get_object()["/Contents"].data == page_after.get_object()["/Contents"].data
 
 

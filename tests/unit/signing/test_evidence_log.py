@@ -369,13 +369,13 @@ def test_appenders_in_several_processes_get_one_consistent_tree(request, tmp_pat
     records = [leaf.record() for leaf in leaves]
     assert sorted(r["party_id"] for r in records) == sorted(f"{w}-{i}" for w in range(workers) for i in range(count))
     order = [r["party_id"].split("-")[0] for r in records]
-    switches = sum(a != b for a, b in zip(order, order[1:]))
+    switches = sum(a != b for a, b in zip(order, order[1:], strict=False))
     assert switches > workers - 1, f"appends did not interleave ({''.join(order)}); nothing was tested"
     for flow in ("flow-0", "flow-1", "flow-2"):
         indices = [i for i, r in enumerate(records) if r["flow_id"] == flow]
         assert [records[i]["prev_index"] for i in indices] == [None] + indices[:-1]
     hashes = [leaf.leaf_hash for leaf in leaves]
-    assert all(h == hashlib.sha256(b"\x00" + leaf.data).digest() for h, leaf in zip(hashes, leaves))
+    assert all(h == hashlib.sha256(b"\x00" + leaf.data).digest() for h, leaf in zip(hashes, leaves, strict=True))
     assert log.root() == rfc_mth(hashes)
     for index in (0, 17, total - 1):
         verify_inclusion(leaves[index].data, index, total, log.inclusion_proof(index, total).hashes, log.root())
