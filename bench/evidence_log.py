@@ -108,8 +108,8 @@ def measure(log: EvidenceLog, grow: Callable[[int], float], sizes: list[int], sa
     for size in sizes:
         rate = grow(size)
         assert log.size() == size
-        inclusion = median_ms(lambda: log.inclusion_proof(rng.randrange(size), size), samples)
-        consistency = median_ms(lambda: log.consistency_proof(rng.randrange(1, size), size), samples)
+        inclusion = median_ms(lambda size=size: log.inclusion_proof(rng.randrange(size), size), samples)
+        consistency = median_ms(lambda size=size: log.consistency_proof(rng.randrange(1, size), size), samples)
         checkpoint_start = time.perf_counter()
         log.checkpoint()
         checkpoint_ms = (time.perf_counter() - checkpoint_start) * 1000
@@ -202,7 +202,7 @@ def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: 
         engine.pool.dispose()
         engine.pool._pool.maxsize = concurrency + 2  # noqa: SLF001 - one connection per appender thread
         base = log.size()
-        old_seconds = run_threads(lambda i: log.append(record(base + i)), baseline_count, concurrency)
+        old_seconds = run_threads(lambda i, base=base: log.append(record(base + i)), baseline_count, concurrency)
         old_rate = baseline_count / old_seconds
 
         context = multiprocessing.get_context("spawn")
@@ -212,7 +212,9 @@ def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: 
         base = log.size()
         start = time.perf_counter()
         sequenced_seconds = run_threads(
-            lambda i: log.sequence(dict(record(base + i), event_id=f"{run}-{concurrency}-{i}")), count, concurrency)
+            lambda i, base=base, concurrency=concurrency: log.sequence(
+                dict(record(base + i), event_id=f"{run}-{concurrency}-{i}")),
+            count, concurrency)
         while log.size() < base + count:
             time.sleep(0.002)
         integrated_seconds = time.perf_counter() - start

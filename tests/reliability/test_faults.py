@@ -222,7 +222,7 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
         leaf_counts[len(leaves)] += 1
         if flow["state"] == "completed":
             sent = Counter(m["template"] for m in wait_for(
-                lambda: _notices(cluster, flow_id, expected_notices), timeout=60))
+                lambda flow_id=flow_id: _notices(cluster, flow_id, expected_notices), timeout=60))
             notices_missing += sum(max(0, n - sent[t]) for t, n in expected_notices.items())
             notices_twice += sum(max(0, sent[t] - n) for t, n in expected_notices.items())
     # every SMS the outbox holds is one the delivery log recorded as that message, once
@@ -437,14 +437,14 @@ def test_service_sigkilled_at_a_random_point_of_a_sign_step(cluster, service):
         delay = round(chooser.uniform(0.0, 0.5), 3)
         delays.append(delay)
 
-        def kill_later():
+        def kill_later(delay: float = delay) -> None:
             eventlet.sleep(delay)
             cluster.processes.kill(service)
             cluster.processes.start(service)
 
         killer = []
         outcomes[_sign_and_tell(cluster, flow_id, cluster.borrower,
-                                before_sign=lambda: killer.append(eventlet.spawn(kill_later)))] += 1
+                                before_sign=lambda killer=killer: killer.append(eventlet.spawn(kill_later)))] += 1
         killer[0].wait()
         wait_healthy(cluster.processes, cluster.rpc)
         sign_until_done(cluster, flow_id, cluster.borrower)
