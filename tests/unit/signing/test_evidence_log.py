@@ -201,14 +201,14 @@ def test_every_leaf_is_provable_at_every_later_size_and_roots_match_the_rfc(log)
 
 
 def test_checkpoints_are_signed_cached_and_consistent(log, signer):
-    for i in range(5):
+    for _ in range(5):
         log.append(event_record("flow-1"))
     first = log.checkpoint()
     assert log.checkpoint() == first and log.latest_checkpoint() == first
     verifier = NoteVerifier.from_key_string(log.public_key())
     old = open_checkpoint(first, verifier, ORIGIN)
     assert (old.size, old.root_hash) == (5, rfc_mth([log.leaf(i).leaf_hash for i in range(5)]))
-    for i in range(6):
+    for _ in range(6):
         log.append(event_record("flow-2"))
     second = log.checkpoint()
     assert second != first and log.latest_checkpoint() == second
@@ -224,7 +224,7 @@ def test_an_empty_log_signs_the_empty_tree(log):
 
 
 def test_checkpointed_inclusion_checks_signature_size_and_leaf(log, signer):
-    for i in range(4):
+    for _ in range(4):
         log.append(event_record("flow-1"))
     note = log.checkpoint()
     proof = log.inclusion_proof(0, 4)
@@ -240,7 +240,7 @@ def test_checkpointed_inclusion_checks_signature_size_and_leaf(log, signer):
 
 
 def test_proof_values_round_trip_through_json_dicts(log):
-    for i in range(7):
+    for _ in range(7):
         log.append(event_record("flow-1"))
     inclusion = log.inclusion_proof(2, 7)
     assert InclusionProof.from_dict(inclusion.to_dict()) == inclusion
@@ -289,11 +289,11 @@ def test_the_log_refuses_to_sign_a_tree_that_forks_from_its_last_checkpoint(stor
     # old backup and appended to again would hold
     other = MemoryLogStore()
     other_log = EvidenceLog(other, signer)
-    for i in range(3):
+    for _ in range(3):
         other_log.append(event_record("other"))
     store.save_checkpoint(3, other_log.root(), other_log.checkpoint(), FIXED_NOW)
     log = EvidenceLog(store, signer)
-    for i in range(5):
+    for _ in range(5):
         log.append(event_record("flow-1"))
     with pytest.raises(IntegrityError, match="refusing to sign size 5"):
         log.checkpoint()

@@ -90,7 +90,7 @@ def test_every_signature_is_intact_valid_trusted_and_unmodified(env, flow):
             ModificationLevel.NONE, ModificationLevel.LTA_UPDATES, ModificationLevel.FORM_FILLING
         ), sig.field_name
         assert status.docmdp_ok in (True, None), sig.field_name
-    for sig, status in results[:2]:
+    for _sig, status in results[:2]:
         assert not status.revoked
         assert status.timestamp_validity is not None and status.timestamp_validity.trusted  # PAdES B-T
 
