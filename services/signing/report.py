@@ -661,7 +661,10 @@ class _ReportRenderer:
 
     def story(self) -> list:
         r, names = self.report, self.names()
-        who = lambda person_id: names.get(person_id, person_id or LABELS["none"])
+
+        def who(person_id: str | None) -> str:
+            return names.get(person_id, person_id or LABELS["none"])
+
         doc, flow, ev = r["document"], r["flow"], r["evidence"]
         story: list = [
             self.para(LABELS["title"], self.title),

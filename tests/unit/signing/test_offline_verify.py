@@ -29,7 +29,10 @@ def _flow_log(documents, log_signer, disputed_person_id: str | None = None) -> E
     """The flow's events as the signing service logs them, between another
     flow's; with ``disputed_person_id``, the dispute mark that came later."""
     log = EvidenceLog(MemoryLogStore(), log_signer)
-    sha = lambda data: hashlib.sha256(data).hexdigest()
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
     events = [
         ("flow_sent", "alice", sha(documents["blank"]), None, None),
         ("party_signed", "alice", sha(documents["first"]), "11", "sms"),
