@@ -132,7 +132,7 @@ def test_pdf_id_derives_from_the_content(iou_pdf):
 
 def test_schedule_runs_over_pages_with_every_row_and_page_totals(rental_pdf, tmp_path):
     path = write(tmp_path, "rent.pdf", rental_pdf)
-    pages = int(next(l for l in run("pdfinfo", path).splitlines() if l.startswith("Pages:")).split()[1])
+    pages = int(next(line for line in run("pdfinfo", path).splitlines() if line.startswith("Pages:")).split()[1])
     assert pages >= 2
     per_page = [run("pdftotext", "-enc", "UTF-8", "-f", str(n), "-l", str(n), path, "-") for n in range(1, pages + 1)]
     text = "".join(per_page)
