@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from services.common.clock import aware, utcnow
 from services.common.database import Database
+from services.common.errors import NotFound
 from services.common.key_rotation import rotate_service
 from services.common.object_intents import OBJECT_INTENTS, IntentSettings, IntentStore, ObjectIntents
 from services.common.outbox import UnitOfWork
@@ -185,7 +186,7 @@ def test_a_signing_rotation_stopped_after_its_put_is_taken_back_and_redone(confi
         assert (row.version_id, row.retained_until) == (old.version_id, old.retained_until)
         assert intents.reconcile(NOW).removed == 1  # the unnamed re-wrapped copy, never locked
         assert _intent_rows(database) == []
-        with pytest.raises(Exception):
+        with pytest.raises(NotFound):
             intents.store.get_raw(old.key, intent.version_id)
 
         assert rotate_service("signing", rotating)["rewrapped_objects"] == 1
