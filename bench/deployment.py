@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import eventlet

@@ -36,11 +36,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import median_ms  # noqa: E402
-
 from sqlalchemy import create_engine, event, insert, text, update  # noqa: E402
 from sqlalchemy.orm import sessionmaker  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from services.signing import merkle  # noqa: E402
 from services.signing.checkpoint import NoteSigner  # noqa: E402
 from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore, leaf_record  # noqa: E402
@@ -109,8 +108,8 @@ def measure(log: EvidenceLog, grow: Callable[[int], float], sizes: list[int], sa
     for size in sizes:
         rate = grow(size)
         assert log.size() == size
-        inclusion = median_ms(lambda: log.inclusion_proof(rng.randrange(size), size), samples)
-        consistency = median_ms(lambda: log.consistency_proof(rng.randrange(1, size), size), samples)
+        inclusion = median_ms(lambda size=size: log.inclusion_proof(rng.randrange(size), size), samples)
+        consistency = median_ms(lambda size=size: log.consistency_proof(rng.randrange(1, size), size), samples)
         checkpoint_start = time.perf_counter()
         log.checkpoint()
         checkpoint_ms = (time.perf_counter() - checkpoint_start) * 1000
@@ -193,7 +192,8 @@ def integrator_process(url: str, schema: str, stop) -> None:
     engine.dispose()
 
 
-def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: int, baseline_count: int) -> list[tuple]:
+def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: int,
+                baseline_count: int) -> list[tuple]:
     sessions = sessionmaker(engine, expire_on_commit=False)
     log = EvidenceLog(SqlLogStore(sessions), NoteSigner.generate("bench.esign/log"))
     run = uuid.uuid4().hex[:8]
@@ -202,7 +202,7 @@ def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: 
         engine.pool.dispose()
         engine.pool._pool.maxsize = concurrency + 2  # noqa: SLF001 - one connection per appender thread
         base = log.size()
-        old_seconds = run_threads(lambda i: log.append(record(base + i)), baseline_count, concurrency)
+        old_seconds = run_threads(lambda i, base=base: log.append(record(base + i)), baseline_count, concurrency)
         old_rate = baseline_count / old_seconds
 
         context = multiprocessing.get_context("spawn")
@@ -212,7 +212,9 @@ def run_batched(engine, url: str, schema: str, concurrencies: list[int], count: 
         base = log.size()
         start = time.perf_counter()
         sequenced_seconds = run_threads(
-            lambda i: log.sequence(dict(record(base + i), event_id=f"{run}-{concurrency}-{i}")), count, concurrency)
+            lambda i, base=base, concurrency=concurrency: log.sequence(
+                dict(record(base + i), event_id=f"{run}-{concurrency}-{i}")),
+            count, concurrency)
         while log.size() < base + count:
             time.sleep(0.002)
         integrated_seconds = time.perf_counter() - start
@@ -299,7 +301,8 @@ def main() -> None:
     print(f"{'store':<11} {'leaves':>10} {'append/s':>10} {'incl p50 ms':>12} {'cons p50 ms':>12} {'ckpt ms':>8}")
     for name, rows in results.items():
         for size, rate, inclusion, consistency, checkpoint_ms in rows:
-            print(f"{name:<11} {size:>10,d} {rate:>10,.0f} {inclusion:>12.3f} {consistency:>12.3f} {checkpoint_ms:>8.2f}")
+            print(f"{name:<11} {size:>10,d} {rate:>10,.0f} {inclusion:>12.3f} {consistency:>12.3f} "
+                  f"{checkpoint_ms:>8.2f}")
     print()
     for name, rows in results.items():
         if len(rows) > 1:

@@ -26,15 +26,12 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.timing import median_ms  # noqa: E402
-
 import face_recognition  # noqa: E402
 from eventlet import tpool  # noqa: E402
 
+from bench.timing import median_ms  # noqa: E402
 from services.identity.faces import DlibFaceEngine, decode_image  # noqa: E402
 from tests.support.faces import PHOTO_NAMES, face_path  # noqa: E402
-
-
 
 
 def hub_gap_ms(engine: DlibFaceEngine, data: bytes) -> tuple[float, float]:
@@ -73,16 +70,17 @@ def main() -> None:
     for name, data in photos.items():
         pixels = decode_image(data, name)
         path = str(face_path(name))
-        eng = median_ms(lambda: engine.encode(data, name), runs)
+        eng = median_ms(lambda data=data, name=name: engine.encode(data, name), runs)
 
-        def raw() -> None:
+        def raw(path: str = path) -> None:
             image = face_recognition.load_image_file(path)
             face_recognition.face_encodings(image, face_recognition.face_locations(image))
 
         raw_ms = median_ms(raw, runs)
         locations = face_recognition.face_locations(pixels)
-        det = median_ms(lambda: face_recognition.face_locations(pixels), runs)
-        enc = median_ms(lambda: face_recognition.face_encodings(pixels, locations), runs)
+        det = median_ms(lambda pixels=pixels: face_recognition.face_locations(pixels), runs)
+        enc = median_ms(lambda pixels=pixels, locations=locations: face_recognition.face_encodings(pixels, locations),
+                        runs)
         engine_all.append(eng)
         raw_all.append(raw_ms)
         size = f"{pixels.shape[1]}x{pixels.shape[0]}"

@@ -41,7 +41,6 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.timing import median_ms  # noqa: E402
-
 from tests.support import liveness_clip  # noqa: E402
 from tests.support.faces import face_path  # noqa: E402
 from tests.support.registry import PERFORMER, write_registry  # noqa: E402
@@ -100,14 +99,16 @@ def main() -> None:
             work = Path(tmp)
             outbox = work / "sms.jsonl"
             secrets = {name: {"file": str(work / "secrets" / name)} for name in ("KEK", "BLIND_INDEX_KEY", "OTP_KEY")}
-            registry = write_registry(work / "registry", [("张三", "11010519491231002X", "obama"),
-                                                          ("李四", "440524188001010014", PERFORMER if live else "obama")])
+            registry = write_registry(work / "registry",
+                                      [("张三", "11010519491231002X", "obama"),
+                                       ("李四", "440524188001010014", PERFORMER if live else "obama")])
             identity_config = config("identity", work, amqp_uri, SECRETS={**secrets, "GENERATE_MISSING": True},
                                      PROOFING={"PROVIDER": "registry", "REGISTRY_FILE": str(registry)},
                                      FACES={"ALLOW_UPLOAD": True})
             for cls, cfg in ((IdentityService, identity_config),
-                             (NotifyService, config("notify", work, amqp_uri, SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
-                                                                    SECRETS={"GENERATE_MISSING": True}))):
+                             (NotifyService, config("notify", work, amqp_uri,
+                                                    SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)},
+                                                    SECRETS={"GENERATE_MISSING": True}))):
                 container = ServiceContainer(cls, cfg)
                 container.start()
                 containers.append(container)

@@ -142,7 +142,8 @@ def audit(platform, completed: list[str], sample: int, workdir: Path) -> dict:
     return {
         "flows_reported_completed": len(completed), "not_completed_in_signing": len(not_completed),
         "sms_references_twice": references_twice, "flows_with_notices_twice": notices_twice,
-        "leaves_per_flow": dict(Counter(per_flow.values())), "flows_without_leaves": len(set(completed) - set(per_flow)),
+        "leaves_per_flow": dict(Counter(per_flow.values())),
+        "flows_without_leaves": len(set(completed) - set(per_flow)),
         "event_leaves_twice": sum(n - 1 for n in event_ids.values() if n > 1),
         "leaves_missing_from_tree": tree_size - total_leaves if tree_size > total_leaves else 0,
         "tree_size": tree_size, "leaves": total_leaves,
@@ -211,15 +212,17 @@ def run(args, workdir: Path) -> None:
 
     flow_row = table.get("FLOW IOU flow", {})
     flows_ok = int(flow_row.get("Request Count", 0)) - int(flow_row.get("Failure Count", 0))
-    print(f"\n{args.users} users, {args.seconds} s (locust ran {wall:.0f} s incl. ramp and stop), {os.cpu_count()} cores")
+    print(f"\n{args.users} users, {args.seconds} s (locust ran {wall:.0f} s incl. ramp and stop), "
+          f"{os.cpu_count()} cores")
     print(f"{'request':<40} {'count':>6} {'fail':>5} {'p50 ms':>8} {'p99 ms':>8} {'per s':>7}")
     for name, row in sorted(table.items()):
         if name.startswith("None Aggregated") or not row.get("Request Count"):
             continue
         print(f"{name:<40} {row['Request Count']:>6} {row['Failure Count']:>5} {row['50%']:>8} {row['99%']:>8} "
               f"{float(row['Requests/s']):>7.2f}")
-    print(f"\ncomplete IOU flows: {flows_ok} ({flows_ok / args.seconds:.2f} flows/s over {args.seconds} s; target >= 5), "
-          f"failed {flow_row.get('Failure Count', '?')}, p50 {flow_row.get('50%', '?')} ms, p99 {flow_row.get('99%', '?')} ms")
+    print(f"\ncomplete IOU flows: {flows_ok} ({flows_ok / args.seconds:.2f} flows/s over {args.seconds} s; "
+          f"target >= 5), failed {flow_row.get('Failure Count', '?')}, p50 {flow_row.get('50%', '?')} ms, "
+          f"p99 {flow_row.get('99%', '?')} ms")
     print("audit:", json.dumps(result, ensure_ascii=False))
     broken = {k: result[k] for k in ("not_completed_in_signing", "sms_references_twice", "flows_with_notices_twice",
                                      "flows_without_leaves", "event_leaves_twice", "leaves_missing_from_tree")

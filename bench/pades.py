@@ -23,24 +23,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.timing import report  # noqa: E402
-
-from asn1crypto import keys  # noqa: E402
+from asn1crypto import keys, tsp  # noqa: E402
 from asn1crypto import x509 as asn1_x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter  # noqa: E402
 from pyhanko.sign import fields, signers  # noqa: E402
-from asn1crypto import tsp  # noqa: E402
 from pyhanko.sign.timestamps import TimeStamper  # noqa: E402
 from pyhanko_certvalidator.registry import SimpleCertificateStore  # noqa: E402
 
-from services.signing.pades import DocumentSigner, PartySignature, SignerSettings  # noqa: E402
+from bench.timing import report  # noqa: E402
 from services.common.tsa import TimeStampAuthority, TsaSettings  # noqa: E402
+from services.signing.pades import DocumentSigner, PartySignature, SignerSettings  # noqa: E402
 from tests.support.pki import handwritten_png, start_signing_environment, two_party_pdf  # noqa: E402
-
-
-
-
 
 
 def asn1(cert) -> asn1_x509.Certificate:

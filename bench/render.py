@@ -57,8 +57,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from PIL import Image  # noqa: E402
 from pyhanko.pdf_utils.reader import PdfFileReader  # noqa: E402
 
-from services.documents.attachments import sanitize_image  # noqa: E402
 from services.common.fonts import default_font_stack  # noqa: E402
+from services.documents.attachments import sanitize_image  # noqa: E402
 from services.documents.rendering import DocumentContent, render_pdf  # noqa: E402
 from services.documents.rendering.examples import iou_example, rental_example  # noqa: E402
 

@@ -36,6 +36,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import report  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 from nameko.containers import ServiceContainer  # noqa: E402
@@ -92,7 +93,8 @@ def main(runs: int) -> None:
                    capture_output=True)
     amqp_uri = f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}"
     workdir = Path(tempfile.mkdtemp(prefix="esign-bench-"))
-    s3 = SeaweedServer(workdir / "s3", "bench-" + secrets.token_hex(6), secrets.token_hex(20), SeaweedPorts.free()).start()
+    s3 = SeaweedServer(workdir / "s3", "bench-" + secrets.token_hex(6), secrets.token_hex(20),
+                       SeaweedPorts.free()).start()
     gateway_port = free_port()
     gateway_url = f"http://127.0.0.1:{gateway_port}"
     gateway = subprocess.Popen(
@@ -122,7 +124,8 @@ def main(runs: int) -> None:
                                                              "CODE_PER_PHONE_PER_HOUR": 5000,
                                                              "CODE_PER_PHONE_PER_DAY": 10000})),
                          (DocumentsService, config("documents")),
-                         (SigningService, config("signing", PUBLIC_URL=gateway_url, TSA={"URL": gateway_url + "/tsa"}))):
+                         (SigningService,
+                          config("signing", PUBLIC_URL=gateway_url, TSA={"URL": gateway_url + "/tsa"}))):
             container = ServiceContainer(cls, cfg)
             container.start()
             containers.append(container)

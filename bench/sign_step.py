@@ -56,7 +56,6 @@ from bench import profiling  # noqa: E402
 from bench.deployment import SIGNATURE_IMAGE, BenchPlatform, Client, bench_platform, iou_between  # noqa: E402
 from bench.timing import percentile, report  # noqa: E402
 
-
 # --- the platform over HTTP -------------------------------------------------------------------------
 
 def new_iou(platform: BenchPlatform, lender, borrower) -> str:
@@ -133,6 +132,7 @@ class Floor:
     def __init__(self, pdf: bytes, field: str, s3: dict, database_url: str):
         import boto3
         from botocore.config import Config
+        from sqlalchemy.orm import sessionmaker
 
         from services.common.database import ensure_schema, make_engine
         from services.common.tsa import TsaSettings
@@ -140,7 +140,6 @@ class Floor:
         from services.signing.evidence_log import EvidenceLog, SqlLogStore
         from services.signing.models import EVIDENCE_LOG_TABLES, Base
         from services.signing.pades import DocumentSigner, SignerSettings
-        from sqlalchemy.orm import sessionmaker
         from tests.support.pki import start_signing_environment
 
         self.env = start_signing_environment()
@@ -157,13 +156,14 @@ class Floor:
         self.log = EvidenceLog(SqlLogStore(sessionmaker(self.engine)), NoteSigner.generate("floor.bench/log"))
 
     def step(self) -> None:
+        import datetime as dt
+        import hashlib
+
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, utils
 
         from services.signing.evidence_log import utc_timestamp
         from services.signing.pades import PartySignature
-        import datetime as dt
-        import hashlib
 
         person = self.env.pki.alice
         prepared = self.signer.prepare(self.pdf, PartySignature(

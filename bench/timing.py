@@ -25,5 +25,6 @@ def percentile(samples: list[float], q: float) -> float:
 def report(name: str, samples: list[float], width: int = 40) -> float:
     """Print p50 and p99 of ``samples`` (seconds) in ms; answer the p50 in seconds."""
     p50 = statistics.median(samples)
-    print(f"{name:<{width}} n={len(samples):<3} p50 {p50 * 1000:8.1f} ms   p99 {percentile(samples, 0.99) * 1000:8.1f} ms")
+    print(f"{name:<{width}} n={len(samples):<3} p50 {p50 * 1000:8.1f} ms   "
+          f"p99 {percentile(samples, 0.99) * 1000:8.1f} ms")
     return p50

@@ -135,7 +135,8 @@ def _registry(args) -> int:
     from services.identity.proofing.registry import append_entry, read_registry
     from services.identity.settings import IdentitySettings
 
-    path = Path(args.file) if args.file else IdentitySettings.from_config(load_config("identity")).proofing.registry_file
+    path = (Path(args.file) if args.file
+            else IdentitySettings.from_config(load_config("identity")).proofing.registry_file)
     if args.registry_command == "add":
         photo = Path(args.photo).resolve()
         if not photo.is_file():

@@ -82,8 +82,8 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
     }),
     "documents": frozenset({"identity.person_status", "identity.party_details"}),
     "signing": frozenset({
-        "documents.get_document_content", "documents.get_pdf", "documents.lock_for_signing", "documents.create_statement",
-        "documents.release_signing_lock", "documents.signing_locks",
+        "documents.get_document_content", "documents.get_pdf", "documents.lock_for_signing",
+        "documents.create_statement", "documents.release_signing_lock", "documents.signing_locks",
         "identity.current_certificate", "identity.start_willingness", "identity.sign_digest",
         "identity.report_profile", "identity.pki_certificates", "identity.crl", "identity.find_person",
         "identity.person_matches",
@@ -271,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                        ("apply", "apply them to the broker: rabbitmqctl import_definitions, or the management "
                                  "API with --management-url (user and password from ESIGN_BROKER_MANAGEMENT_USER, "
                                  "ESIGN_BROKER_MANAGEMENT_PASSWORD)")):
-        command = commands.add_parser(name, help=text, description=text + ". Passwords come from "
-                                      "ESIGN_BROKER_PASSWORD_<SERVICE> (IDENTITY, DOCUMENTS, SIGNING, NOTIFY, GATEWAY).")
+        command = commands.add_parser(name, help=text,
+                                      description=text + ". Passwords come from ESIGN_BROKER_PASSWORD_<SERVICE> "
+                                      "(IDENTITY, DOCUMENTS, SIGNING, NOTIFY, GATEWAY).")
         command.add_argument("--vhost", default="/")
         command.add_argument("--prefix", default="esign-", help="user names: <prefix><service>")
         command.add_argument("--admin-user", default=None,

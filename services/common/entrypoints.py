@@ -38,11 +38,16 @@ import eventlet
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from amqp.exceptions import RecoverableConnectionError
 from kombu.exceptions import OperationalError as KombuOperationalError
+from nameko.amqp.publish import Publisher
+from nameko.constants import (
+    AMQP_SSL_CONFIG_KEY,
+    AMQP_URI_CONFIG_KEY,
+    DEFAULT_SERIALIZER,
+    LOGIN_METHOD_CONFIG_KEY,
+    SERIALIZER_CONFIG_KEY,
+)
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.messaging import QueueConsumer
-from nameko.amqp.publish import Publisher
-from nameko.constants import AMQP_SSL_CONFIG_KEY, AMQP_URI_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY
-from nameko.constants import SERIALIZER_CONFIG_KEY
 from nameko.rpc import Responder, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -142,7 +147,7 @@ class EsignRpc(Rpc):
         if len(args) > len(positional):
             raise InvalidInput("args", "too_many_arguments",
                                f"{self.method_name} takes {len(positional)} positional arguments, got {len(args)}")
-        for param, value in zip(positional, args):
+        for param, value in zip(positional, args, strict=False):
             named[param.name] = value
         known = {p.name for p in self._params}
         for key, value in kwargs.items():

@@ -66,7 +66,7 @@ class GroupCommit(Generic[Item, Result]):
             results = self._write([w.item for w in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"expected {len(batch)} results from a batch write, found {len(results)}")
-            for w, result in zip(batch, results):
+            for w, result in zip(batch, results, strict=True):
                 w.result = result
         except BaseException as exc:  # every caller of the batch learns it failed
             for w in batch:

@@ -80,7 +80,7 @@ class ResidentId:
 
 def check_character(first17: str) -> str:
     """ISO 7064 MOD 11-2 check character for 17 ASCII digits."""
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS))
+    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
     return _CHECK_CHARS[total % 11]
 
 

@@ -90,7 +90,7 @@ def rotate_tables(session, metadata: MetaData, keyring: Keyring, batch: int = 50
                 break
             for row in rows:
                 changes = {}
-                for name, value in zip(columns, row[1:]):
+                for name, value in zip(columns, row[1:], strict=True):
                     if value is not None and keyring.needs_rewrap(from_text(value)):
                         changes[name] = to_text(keyring.rewrap(from_text(value)))
                         rewrapped[f"{table.name}.{name}"] += 1

@@ -19,7 +19,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from services.common.config import REPO_ROOT, data_dir as config_data_dir, load_config, read_secret
+from services.common.config import REPO_ROOT, load_config, read_secret
+from services.common.config import data_dir as config_data_dir
 from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer, port_open
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")

@@ -16,11 +16,11 @@ import json
 import logging
 import threading
 import time
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 from typing import Any, Sequence
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from nameko.extensions import DependencyProvider
 from nameko.events import EventHandler
+from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
 from nameko.timer import Timer
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app

@@ -65,7 +65,7 @@ class RpcClient:
             except Exception as exc:
                 raise self._error(service, method, exc) from None
         answers = []
-        for (service, method, _), reply in zip(calls, replies):
+        for (service, method, _), reply in zip(calls, replies, strict=True):
             try:
                 answers.append(reply.result())
             except Exception as exc:

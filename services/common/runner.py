@@ -14,13 +14,13 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # noqa: E402  (before anything imports socket or threading)
 
-import importlib
-import logging
-import signal
-import sys
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
 
-from services.common.config import load_config
-from services.common.logs import configure_logging
+from services.common.config import load_config  # noqa: E402
+from services.common.logs import configure_logging  # noqa: E402
 
 SERVICE_CLASSES = {
     "identity": "services.identity.service:IdentityService",

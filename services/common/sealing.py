@@ -66,7 +66,8 @@ def decode_key(text: str | bytes) -> bytes:
     if re.fullmatch(r"[0-9a-fA-F]{64}", raw):
         candidates.append(bytes.fromhex(raw))
     try:
-        candidates.append(base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_" if ("-" in raw or "_" in raw) else None, validate=True))
+        candidates.append(base64.b64decode(raw + "=" * (-len(raw) % 4),
+                                           altchars=b"-_" if ("-" in raw or "_" in raw) else None, validate=True))
     except (binascii.Error, ValueError):
         pass
     for key in candidates:

@@ -19,8 +19,8 @@
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from asn1crypto import cms, core, keys, tsp
@@ -64,7 +64,8 @@ def _require_timestamping_certificate(cert: x509.Certificate, key: ec.EllipticCu
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
-        raise InvalidInput("tsa_certificate", "eku", "expected a critical extendedKeyUsage extension, found none")
+        raise InvalidInput("tsa_certificate", "eku",
+                           "expected a critical extendedKeyUsage extension, found none") from None
     if not eku.critical or list(eku.value) != [ExtendedKeyUsageOID.TIME_STAMPING]:
         # RFC 3161 §2.3: exactly id-kp-timeStamping, and the extension MUST be critical
         raise InvalidInput("tsa_certificate", "eku", "expected critical extendedKeyUsage = timeStamping only")

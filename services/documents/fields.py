@@ -417,7 +417,8 @@ class EnumSetField(Field):
         ok = True
         for i, item in enumerate(raw):
             try:
-                text = check_text(item, 1, self.other_max_chars if item not in self.choices else None, False, f"{path}.{i}")
+                text = check_text(item, 1, self.other_max_chars if item not in self.choices else None,
+                                  False, f"{path}.{i}")
                 if text in chosen or text in other:
                     raise Rejected("duplicate", "listed twice")
                 (chosen if text in self.choices else other).append(text)
@@ -508,7 +509,8 @@ class DateTimeField(Field):
         if isinstance(raw, _dt.datetime):
             moment = raw
         elif isinstance(raw, str) and re.fullmatch(
-            r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|[+-][0-9]{2}:[0-9]{2})?", raw.strip(), re.ASCII
+            r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|[+-][0-9]{2}:[0-9]{2})?",
+            raw.strip(), re.ASCII,
         ):
             try:
                 moment = _dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
@@ -611,7 +613,8 @@ class CountsField(Field):
                 continue
             count = entry["count"]
             if isinstance(count, bool) or not isinstance(count, int):
-                out.append(Violation(f"{where}.count", "type", f"expected a whole number, found {type(count).__name__}"))
+                out.append(Violation(f"{where}.count", "type",
+                                     f"expected a whole number, found {type(count).__name__}"))
                 ok = False
                 continue
             try:

@@ -24,8 +24,8 @@ Rules kept here:
 from __future__ import annotations
 
 import base64
-import json
 import datetime as _dt
+import json
 import logging
 import time
 import uuid
@@ -34,9 +34,9 @@ from nameko.dependency_providers import Config
 from sqlalchemy import select
 
 from services.common import events, listing
+from services.common.clock import iso, today_in_china, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, EsignError, InvalidInput, NotFound
-from services.common.clock import iso, today_in_china, utcnow
 from services.common.object_intents import ObjectReconciliation
 from services.common.reasons import Reason
 from services.common.service_base import ServiceBase

@@ -36,7 +36,9 @@ from typing import Any
 
 import yaml
 
-from services.documents import amount_words, lpr as lpr_module
+from services.common.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
+from services.documents import amount_words
+from services.documents import lpr as lpr_module
 from services.documents.fields import (
     CheckContext,
     DateField,
@@ -55,7 +57,6 @@ from services.documents.fields import (
     format_rate,
     read_field,
 )
-from services.common.schedule import DayCount, RepaymentMethod, RepaymentSchedule, build_schedule
 from services.documents.validation import PersonCheckers, ValidationFailed, Violation
 
 TEMPLATES_DIR = Path(__file__).with_name("data") / "templates"
@@ -378,7 +379,8 @@ class Template:
                 if sub and not (isinstance(f, PersonField) and sub in ("name", "id_number", "phone")):
                     raise s.error(key, f"placeholder {{{raw}}}: field {root!r} has no part {sub!r}")
                 if not f.required and root not in {c.field for c in when}:
-                    raise s.error(key, f"placeholder {{{raw}}} names optional field {root!r}; add when: {{present: {root}}}")
+                    raise s.error(key,
+                                  f"placeholder {{{raw}}} names optional field {root!r}; add when: {{present: {root}}}")
             elif root in self.computed:
                 allowed = _COMPUTED_KEYS[self.computed[root].kind]
                 if sub not in allowed and not (sub == "" and "" in allowed):
@@ -461,7 +463,8 @@ class Template:
             missing = self.fields[check.field].is_empty(raw.get(check.field))
             if typed.get(check.other) == check.equals and missing:
                 label = self.fields[check.field].label
-                return Violation(check.field, "required", f"{check.field} ({label}) is required when {check.other} is {check.equals}")
+                return Violation(check.field, "required",
+                                 f"{check.field} ({label}) is required when {check.other} is {check.equals}")
             return None
         if check.field not in typed or check.other not in typed:
             return None  # already reported, or an optional field left empty
@@ -542,7 +545,8 @@ class Template:
         sections = []
         for section in self.sections:
             rows = [
-                {"label": row.label, "value": self.fields[row.field].display(typed[row.field]) if row.field else text.fill(row.value)}
+                {"label": row.label,
+                 "value": self.fields[row.field].display(typed[row.field]) if row.field else text.fill(row.value)}
                 for row in section.rows
                 if _holds(row.when, typed, self.fields) and (not row.field or row.field in typed)
             ]
@@ -714,7 +718,8 @@ def render_input(content: dict[str, Any], document_id: str, document_date: _dt.d
             for p in content["parties"]
         ],
         "sections": [
-            {"heading": s["label"], "rows": [[r["label"], r["value"]] for r in s["rows"]], "paragraphs": s["paragraphs"]}
+            {"heading": s["label"], "rows": [[r["label"], r["value"]] for r in s["rows"]],
+             "paragraphs": s["paragraphs"]}
             for s in content["sections"]
             if s is not table_section
         ],

@@ -16,11 +16,9 @@ import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-from services.common.errors import InvalidInput, ValidationFailed, Violation  # noqa: F401 (re-exported)
+from services.common.errors import InvalidInput, ValidationFailed, Violation  # re-exported: see __all__
 from services.common.idnumber import parse_id_number
 from services.common.phone import normalise_phone
-
 
 # A checker takes the raw value and the reference date and returns the
 # normalised value, or raises InvalidInput (its ``field`` is replaced by the
@@ -44,3 +42,15 @@ def check_resident_id(value: object, today: _dt.date) -> str:
 def check_mobile_phone(value: object, today: _dt.date) -> str:
     """Mainland mobile number, normalised to 11 digits."""
     return normalise_phone(value)
+
+
+__all__ = [
+    "Checker",
+    "PersonCheckers",
+    "check_resident_id",
+    "check_mobile_phone",
+    # where the documents service's code has always found them (defined in services/common/errors.py)
+    "InvalidInput",
+    "ValidationFailed",
+    "Violation",
+]

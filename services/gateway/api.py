@@ -378,11 +378,13 @@ def get_document_pdf(document_id: str, request: Request, person_id: str = Depend
 
 
 # -- 我的文件 --------------------------------------------------------------------------
+STATUS_FILTER = "one or more of " + ", ".join(listing.STATUSES) + " (repeated, or comma-separated)"
+
+
 @router.get("/me/files", tags=["documents"], responses=errors(SESSION, 422))
 def my_files_page(
     request: Request, person_id: str = Depends(current_person),
-    status: list[str] | None = Query(None, description="one or more of " + ", ".join(listing.STATUSES)
-                                     + " (repeated, or comma-separated)"),
+    status: list[str] | None = Query(None, description=STATUS_FILTER),
     template: str | None = Query(None, description="a template id: iou, receipt, rental ..."),
     q: str | None = Query(None, description="part of the title or of a counterparty's name"),
     cursor: str | None = Query(None, description="the next_cursor of the previous page"),

@@ -3,11 +3,10 @@ pages. It holds no business rules: it checks the request's shape, calls the
 services over RPC and turns their typed errors into HTTP answers."""
 from __future__ import annotations
 
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-
-import base64
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -23,7 +22,12 @@ from services.common.rpc_client import RpcClient
 from services.gateway.api import router as api_router
 from services.gateway.limits import EdgeLimits
 from services.gateway.responses import (
-    BODY, HealthReport, binary, errors, raw_body, without_default_validation_errors,
+    BODY,
+    HealthReport,
+    binary,
+    errors,
+    raw_body,
+    without_default_validation_errors,
 )
 from services.gateway.session_cookie import SessionCookie
 from services.gateway.web import router as web_router
@@ -104,7 +108,7 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
             answer["ms"] = round((time.perf_counter() - started) * 1000, 1)
             return answer
 
-        results = dict(zip(BACKEND_SERVICES, health_pool.map(check, BACKEND_SERVICES)))
+        results = dict(zip(BACKEND_SERVICES, health_pool.map(check, BACKEND_SERVICES), strict=True))
         healthy = all(r.get("status") == "ok" for r in results.values())
         return JSONResponse(status_code=200 if healthy else 503,
                             content={"status": "ok" if healthy else "degraded", "services": results})
@@ -148,7 +152,8 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
         return Response(base64.b64decode(answer["response_der"]), media_type="application/ocsp-response")
 
     @app.post("/tsa", tags=["pki"], response_class=Response,
-              responses={**binary("application/timestamp-reply", "a DER TimeStampResp (RFC 3161)"), **errors(BODY, 429)},
+              responses={**binary("application/timestamp-reply", "a DER TimeStampResp (RFC 3161)"),
+                         **errors(BODY, 429)},
               openapi_extra=raw_body("application/timestamp-query", "a DER TimeStampReq (RFC 3161), 1..4096 bytes"))
     async def timestamp(request: Request) -> Response:
         """RFC 3161 over HTTP: ``application/timestamp-query`` in, ``-reply`` out."""

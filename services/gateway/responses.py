@@ -23,7 +23,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.errors import (
-    Conflict, Forbidden, IntegrityError, InternalError, InvalidInput, NotFound, PayloadTooLarge, RateLimited,
+    Conflict,
+    Forbidden,
+    IntegrityError,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
     Unavailable,
 )
 

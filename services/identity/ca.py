@@ -120,7 +120,8 @@ def _ca_name(subject: CaSubject, common_name: str) -> x509.Name:
     ])
 
 
-def _publication_extensions(builder: x509.CertificateBuilder, points: PublicationPoints | None) -> x509.CertificateBuilder:
+def _publication_extensions(builder: x509.CertificateBuilder,
+                            points: PublicationPoints | None) -> x509.CertificateBuilder:
     if points is None:
         return builder
     builder = builder.add_extension(

@@ -72,7 +72,8 @@ def add_subcommands(commands: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="ca_command", required=True)
     init_cmd = sub.add_parser("init", help="create the offline root CA")
     init_cmd.add_argument("--root-dir", required=True, help="directory for root.pem and the encrypted root key")
-    init_cmd.add_argument("--passphrase-file", help=f"file holding the root passphrase (else ${PASSPHRASE_ENV} or a prompt)")
+    init_cmd.add_argument("--passphrase-file",
+                          help=f"file holding the root passphrase (else ${PASSPHRASE_ENV} or a prompt)")
     issue = sub.add_parser("issue-ca", help="issue the online CA material from the root")
     issue.add_argument("--root-dir", required=True)
     issue.add_argument("--out", required=True, help="CA directory for the identity service (CA.DIR)")

@@ -46,8 +46,8 @@ from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
 from services.common.reasons import Reason
 from services.common.sealing import Keyring, associated_data, from_text, to_text
-from services.identity import ca
 from services.common.tsa import TimeStampAuthority
+from services.identity import ca
 from services.identity.secrets import load_keys
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,11 @@ def load_ca_material(directory: Path, keyring: Keyring) -> CaMaterial:
     )
 
 
-def create_issuing_material(root: ca.CertificateAuthority, public_url: str,
-                            now: _dt.datetime | None = None) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
+def create_issuing_material(
+    root: ca.CertificateAuthority,
+    public_url: str,
+    now: _dt.datetime | None = None,
+) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
     """Issuing CA (signed by ``root``), TSA, platform service and OCSP
     responder certificates, and a fresh root CRL. Returns the material and
     the TSA and service keys (which the service does not keep in memory)."""

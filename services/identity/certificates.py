@@ -167,7 +167,8 @@ class PersonCertificates:
         if current is not None:
             self.revoke(current, "superseded", "service")
         row = Certificate(
-            serial=issued.serial, person_id=person_id, certificate_pem=ca.certificate_to_pem(issued.certificate).decode(),
+            serial=issued.serial, person_id=person_id,
+            certificate_pem=ca.certificate_to_pem(issued.certificate).decode(),
             private_key_sealed=issued.private_key_sealed, key_id=issued.key_id, status=ACTIVE,
             assurance_level=level.value, proof_id=proof_id,
             not_before=naive(issued.certificate.not_valid_before_utc),

@@ -47,7 +47,8 @@ class ProofingProvider(DependencyProvider):
         def encode(image: bytes, field: str) -> bytes:
             return pool.run(face_pool.encode_image, image, field)
 
-        self.provider = build_proofing(settings, encode, face_pool.face_settings_from(self.container.config)[0].threshold)
+        self.provider = build_proofing(settings, encode,
+                                       face_pool.face_settings_from(self.container.config)[0].threshold)
 
     def get_dependency(self, worker_ctx) -> IdentityProofing:
         return self.provider

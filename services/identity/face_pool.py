@@ -112,7 +112,8 @@ def face_settings_from(config: dict) -> tuple[FaceSettings, LivenessSettings, in
     """The face and liveness settings of the worker processes, from identity's settings
     (services/identity/settings.py: a wrong value stops the service at start, named)."""
     settings = IdentitySettings.from_config(config)
-    face_settings = FaceSettings(threshold=settings.face_threshold, image=ImageLimits(max_bytes=settings.max_image_bytes),
+    face_settings = FaceSettings(threshold=settings.face_threshold,
+                                 image=ImageLimits(max_bytes=settings.max_image_bytes),
                                  min_face_px=settings.min_face_px,
                                  model_instances=1)  # one request at a time per worker process
     return face_settings, LivenessSettings(face=face_settings, mirrored_input=settings.mirrored_input), \

@@ -151,7 +151,8 @@ def decode_image(data: bytes, field: str, limits: ImageLimits = ImageLimits()) -
         # Pillow refuses before we could read the size (over twice its own limit)
         raise InvalidInput(field, "max_pixels", f"expected at most {limits.max_pixels} pixels, found more") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidInput(field, "corrupt_image", f"expected a decodable {fmt} image, found {type(exc).__name__}") from None
+        raise InvalidInput(field, "corrupt_image",
+                           f"expected a decodable {fmt} image, found {type(exc).__name__}") from None
     if min(rgb.size) < limits.min_side:
         raise InvalidInput(
             field, "min_size",
@@ -287,13 +288,16 @@ class DlibFaceEngine:
         """Image bytes decoded safely, or an RGB array checked against the same limits."""
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise InvalidInput(field, "pixel_format", f"expected an RGB uint8 array, found {image.dtype} {image.shape}")
+                raise InvalidInput(field, "pixel_format",
+                                   f"expected an RGB uint8 array, found {image.dtype} {image.shape}")
             limits = self.settings.image
             height, width = image.shape[:2]
             if height * width > limits.max_pixels:
-                raise InvalidInput(field, "max_pixels", f"expected at most {limits.max_pixels} pixels, found {width}x{height}")
+                raise InvalidInput(field, "max_pixels",
+                                   f"expected at most {limits.max_pixels} pixels, found {width}x{height}")
             if min(height, width) < limits.min_side:
-                raise InvalidInput(field, "min_size", f"expected both sides at least {limits.min_side} px, found {width}x{height}")
+                raise InvalidInput(field, "min_size",
+                                   f"expected both sides at least {limits.min_side} px, found {width}x{height}")
             return np.ascontiguousarray(image)
         return decode_image(image, field, self.settings.image)
 

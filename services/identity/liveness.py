@@ -103,7 +103,7 @@ class Challenge:
     def __post_init__(self) -> None:
         if not self.actions or any(a not in ACTIONS for a in self.actions):
             raise InvalidInput("challenge", "actions", f"expected a non-empty sequence of {ACTIONS}")
-        if any(a == b for a, b in zip(self.actions, self.actions[1:])):
+        if any(a == b for a, b in zip(self.actions, self.actions[1:], strict=False)):
             raise InvalidInput("challenge", "alternating", "expected turns alternating in direction")
 
     def to_dict(self) -> dict:
@@ -239,16 +239,20 @@ def read_video_frames(video: bytes, count: int, limits: VideoLimits = VideoLimit
             if seconds is None:
                 raise InvalidInput("video", "duration", "expected a video with a declared duration, found none")
             if seconds > limits.max_seconds:
-                raise InvalidInput("video", "max_seconds", f"expected at most {limits.max_seconds} s, found {seconds:.1f} s")
+                raise InvalidInput("video", "max_seconds",
+                                   f"expected at most {limits.max_seconds} s, found {seconds:.1f} s")
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             targets = [seconds * (k + 0.5) / count for k in range(count)]
             decoded = 0
             for frame in container.decode(stream):
                 decoded += 1
                 if decoded > limits.max_decoded_frames:
-                    raise InvalidInput("video", "max_frames", f"expected at most {limits.max_decoded_frames} frames, found more")
+                    raise InvalidInput("video", "max_frames",
+                                       f"expected at most {limits.max_decoded_frames} frames, found more")
                 if frame.width * frame.height > limits.max_pixels:
-                    raise InvalidInput("video", "max_pixels", f"expected at most {limits.max_pixels} pixels a frame, found {frame.width}x{frame.height}")
+                    raise InvalidInput("video", "max_pixels",
+                                       f"expected at most {limits.max_pixels} pixels a frame, "
+                                       f"found {frame.width}x{frame.height}")
                 at = (float(frame.time) - start) if frame.time is not None else None
                 if at is None or at < targets[0]:
                     continue
@@ -258,7 +262,8 @@ def read_video_frames(video: bytes, count: int, limits: VideoLimits = VideoLimit
                 if not targets:
                     break
     except av.FFmpegError as exc:
-        raise InvalidInput("video", "corrupt_video", f"expected a decodable video, found {type(exc).__name__}") from None
+        raise InvalidInput("video", "corrupt_video",
+                           f"expected a decodable video, found {type(exc).__name__}") from None
     if not frames:
         raise InvalidInput("video", "no_frames", "expected decodable frames, found none")
     return frames

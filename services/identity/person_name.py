@@ -109,7 +109,7 @@ def normalise_name(value: object, rules: NameRules = DEFAULT_RULES) -> str:
 
     if chars[0] == MIDDLE_DOT or chars[-1] == MIDDLE_DOT:
         raise InvalidInput(FIELD, "dot_position", "expected the middle dot only between parts of the name")
-    if any(a == MIDDLE_DOT and b == MIDDLE_DOT for a, b in zip(chars, chars[1:])):
+    if any(a == MIDDLE_DOT and b == MIDDLE_DOT for a, b in zip(chars, chars[1:], strict=False)):
         raise InvalidInput(FIELD, "dot_position", "expected a single middle dot between parts of the name")
 
     if len(chars) < rules.min_length:

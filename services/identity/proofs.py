@@ -92,7 +92,8 @@ class Proofs:
 
     def challenge_answer(self, row: LivenessChallenge) -> dict:
         live = self.faces.liveness_settings
-        return {"challenge_id": row.id, "actions": row.actions.split(","), "expires_at": aware(row.expires_at).isoformat(),
+        return {"challenge_id": row.id, "actions": row.actions.split(","),
+                "expires_at": aware(row.expires_at).isoformat(),
                 "frames_min": live.min_frames, "frames_max": live.max_frames,
                 "upload_allowed": self.upload_allowed}
 
@@ -121,14 +122,16 @@ class Proofs:
     def capture(self, person_id: str, purpose: str, challenge_id: str | None, frames: list[str] | None,
                 video: str | None, selfie: str | None, willingness_id: str | None = None) -> Capture:
         """The live face the person presents (checks every argument first)."""
-        given = [name for name, value in (("frames", frames), ("video", video), ("selfie", selfie)) if value is not None]
+        given = [name for name, value in (("frames", frames), ("video", video), ("selfie", selfie))
+                 if value is not None]
         if not given:
             raise InvalidInput("frames", "required", "expected the frames of a live capture (or a short video)")
         if len(given) > 1:
             raise InvalidInput(given[1], "one_of", "expected one of frames, video or selfie")
         if selfie is not None:
             if not self.upload_allowed:
-                raise InvalidInput("selfie", "liveness_required", "expected a live capture (frames or video), not a file")
+                raise InvalidInput("selfie", "liveness_required",
+                                   "expected a live capture (frames or video), not a file")
             image = decode_base64(selfie, "selfie", self.settings.max_image_bytes)
             return Capture(CapturedFace(image, self.faces.encode(image, "selfie"), live=False), "selfie")
         if not isinstance(challenge_id, str) or not challenge_id:
@@ -137,7 +140,8 @@ class Proofs:
             raise InvalidInput("frames", "list", "expected a list of base64 images")
         live = self.faces.liveness_settings
         if frames is not None and not live.min_frames <= len(frames) <= live.max_frames:
-            raise InvalidInput("frames", "count", f"expected {live.min_frames} to {live.max_frames} frames, found {len(frames)}")
+            raise InvalidInput("frames", "count",
+                               f"expected {live.min_frames} to {live.max_frames} frames, found {len(frames)}")
         frame_bytes = [decode_base64(f, f"frames[{i}]", self.settings.max_image_bytes)
                        for i, f in enumerate(frames)] if frames is not None else None
         video_bytes = decode_base64(video, "video", self.settings.max_video_bytes) if video is not None else None
@@ -152,7 +156,8 @@ class Proofs:
         return Capture(face, method, (), result["audit"], challenge_id)
 
     # -- proof --------------------------------------------------------------------------
-    def prove(self, person: Person, capture: Capture, id_portrait: bytes | None = None) -> tuple[IdentityProof, tuple[str, ...]]:
+    def prove(self, person: Person, capture: Capture,
+              id_portrait: bytes | None = None) -> tuple[IdentityProof, tuple[str, ...]]:
         """Compare the captured face with the authority's photo; record the proof
         (matched or not) and, on a match, raise the person's level and keep the face.
         Answers the proof and the reasons it did not match (empty on a match)."""
@@ -160,7 +165,8 @@ class Proofs:
         matched, reasons = proof.matched, () if proof.matched else ("face_mismatch",)
         if matched and not proof.level.authority_checked and person.face_encoding_sealed is not None:
             # no authority here: a new face must at least be the face already proofed
-            if face_distance(self.people.face(person), encoding_from_bytes(capture.face.encoding)) >= self.faces.threshold:
+            if face_distance(self.people.face(person),
+                             encoding_from_bytes(capture.face.encoding)) >= self.faces.threshold:
                 matched, reasons = False, ("face_mismatch_registered",)
         moment = utcnow()
         row = IdentityProof(id=str(uuid.uuid4()), person_id=person.id, provider=proof.provider,

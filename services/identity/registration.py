@@ -79,7 +79,8 @@ class Registrations:
         person = Person(
             id=person_id, status=PENDING_TAKEOVER if holder is not None else ACTIVE,
             name_sealed=self.people.seal(person_id, "name", person_name.encode()), name_masked=mask_name(person_name),
-            id_number_index=id_index, id_number_sealed=self.people.seal(person_id, "id_number", resident.number.encode()),
+            id_number_index=id_index,
+            id_number_sealed=self.people.seal(person_id, "id_number", resident.number.encode()),
             id_masked=mask_id_number(resident.number),
             phone_index=phone_index, phone_sealed=self.people.seal(person_id, "phone", number.encode()),
             phone_masked=mask_phone(number), phone_challenge_id=phone_challenge_id,
@@ -104,7 +105,8 @@ class Registrations:
             self.session.rollback()
             if self.people.by_phone(person.phone_index, (ACTIVE,)):
                 raise Conflict(Reason.PHONE_REGISTERED) from None
-            if self.session.execute(select(Person.id).where(Person.phone_challenge_id == person.phone_challenge_id)).first():
+            if self.session.execute(select(Person.id)
+                                    .where(Person.phone_challenge_id == person.phone_challenge_id)).first():
                 raise Forbidden(Reason.PHONE_CHALLENGE_USED) from None
             raise Conflict(Reason.REGISTRATION_CONFLICT) from None
         self.metrics.inc("registrations", "Registrations by outcome", outcome="ok", level=person.assurance_level)

@@ -323,7 +323,8 @@ class IdentityService(ServiceBase):
         reason name (key_compromise for a reported loss, privilege_withdrawn
         for an admin action, cessation_of_operation for a closed account)."""
         if reason not in certificates.REVOCATION_REASONS:
-            raise InvalidInput("reason", "allowed_values", f"expected one of {', '.join(certificates.REVOCATION_REASONS)}")
+            raise InvalidInput("reason", "allowed_values",
+                               f"expected one of {', '.join(certificates.REVOCATION_REASONS)}")
         if actor not in ACTORS:
             raise InvalidInput("actor", "allowed_values", f"expected one of {', '.join(ACTORS)}")
         self.people.get(person_id)

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from services.common.assurance import AssuranceLevel
-from services.common.config import REPO_ROOT, data_dir
-from services.common.config import setting_flag
+from services.common.config import REPO_ROOT, data_dir, setting_flag
 from services.common.errors import InvalidInput
 from services.identity import ca, grants
 from services.identity.faces import DEFAULT_THRESHOLD

@@ -157,7 +157,8 @@ class Willingness:
         person = self.people.get(check.person_id)
         self.proofs.refuse_if_locked(person, Reason.FACE_WILLINGNESS_LOCKED)
         live_frames = frames is not None or video is not None
-        capture = self.proofs.capture(check.person_id, "willingness", check.liveness_challenge_id if live_frames else None,
+        capture = self.proofs.capture(check.person_id, "willingness",
+                                      check.liveness_challenge_id if live_frames else None,
                                       frames, video, selfie, willingness_id=check.id)
         if not capture.passed:
             self._face_failed(check, Reason.LIVENESS_FAILED, None, capture.reasons)

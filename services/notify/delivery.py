@@ -294,7 +294,8 @@ class DeliveryLog:
 
     def _in_doubt(self, message: SmsMessage, code: str) -> SmsMessage:
         """The vendor may have taken it (a read timeout): check it before anything else."""
-        message.claimed_until = utcnow() + dt.timedelta(seconds=self.channel.settings.scheduler.in_flight_recheck_seconds)
+        message.claimed_until = utcnow() + dt.timedelta(
+            seconds=self.channel.settings.scheduler.in_flight_recheck_seconds)
         message.last_error = f"in_doubt.{code}"[:200]
         message.updated_at = naive(self.clock.now())
         log.info("SMS %s to %s: %s after the request went out; to be checked with the vendor", message.id,

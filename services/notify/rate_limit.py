@@ -98,7 +98,8 @@ class RateLimits:
                      "code_per_phone_per_minute", "code_per_phone_per_hour", "code_per_phone_per_day"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"rate_limits.{name}", "positive_integer", f"expected an integer >= 1, found {value!r}")
+                raise InvalidInput(f"rate_limits.{name}", "positive_integer",
+                                   f"expected an integer >= 1, found {value!r}")
         if self.global_period <= dt.timedelta(0):
             raise InvalidInput("rate_limits.global_period", "positive", "expected a positive period")
 

@@ -61,7 +61,8 @@ class SqlRateCounterStore:
         """Lock one row per key, in key order (so two admissions cannot deadlock), in one statement:
         an upsert that updates the row when it exists holds its row lock until the commit, as
         SELECT FOR UPDATE would; PostgreSQL takes the rows of one VALUES list in their order."""
-        statement = dialect_insert(self.session)(RateKey).values([{"key": key, "updated_at": naive(now)} for key in sorted(set(keys))])
+        statement = dialect_insert(self.session)(RateKey).values(
+            [{"key": key, "updated_at": naive(now)} for key in sorted(set(keys))])
         self.session.execute(statement.on_conflict_do_update(index_elements=["key"],
                                                              set_={"updated_at": statement.excluded.updated_at}))
 

@@ -89,8 +89,8 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from sqlalchemy.exc import IntegrityError
 
-from services.common.clock import aware
 from services.common import events
+from services.common.clock import aware
 from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir, setting_flag
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import (
@@ -152,7 +152,8 @@ class SmsChannelProvider(DependencyProvider):
             }
             for key in ("REGION", "ENDPOINT", "CONNECT_TIMEOUT", "READ_TIMEOUT", "REPORT_GRACE_SECONDS"):
                 if tencent.get(key) not in (None, ""):
-                    options[key.lower()] = float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS")) else str(tencent[key])
+                    options[key.lower()] = (float(tencent[key]) if key.endswith(("TIMEOUT", "SECONDS"))
+                                            else str(tencent[key]))
             options["session_context_in_reports"] = setting_flag(
                 tencent, "SESSION_CONTEXT_IN_REPORTS", False, "sms.tencent.session_context_in_reports")
             settings = {"provider": "tencent", "tencent": options}

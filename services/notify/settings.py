@@ -67,7 +67,8 @@ class NotifySettings:
                 max_attempts=int(_number(retry, "MAX_ATTEMPTS", 6, "retry.max_attempts")),
             ),
             rate_limits=RateLimits(
-                per_phone_per_minute=int(_number(limits, "PER_PHONE_PER_MINUTE", 5, "rate_limits.per_phone_per_minute")),
+                per_phone_per_minute=int(_number(limits, "PER_PHONE_PER_MINUTE", 5,
+                                                 "rate_limits.per_phone_per_minute")),
                 per_phone_per_hour=int(_number(limits, "PER_PHONE_PER_HOUR", 10, "rate_limits.per_phone_per_hour")),
                 per_phone_per_day=int(_number(limits, "PER_PHONE_PER_DAY", 20, "rate_limits.per_phone_per_day")),
                 global_limit=int(_number(limits, "GLOBAL_LIMIT", 50, "rate_limits.global_limit")),

@@ -237,7 +237,8 @@ def _display_value(variable: TemplateVariable, value: object) -> str:
         return f"{day.year}年{day.month}月{day.day}日"
     if kind is VariableKind.LINK:
         if len(value) > LINK_MAX_LENGTH:
-            raise InvalidInput(field_name, "max_length", f"expected at most {LINK_MAX_LENGTH} characters, found {len(value)}")
+            raise InvalidInput(field_name, "max_length",
+                               f"expected at most {LINK_MAX_LENGTH} characters, found {len(value)}")
         if not _LINK.match(value):
             raise InvalidInput(field_name, "link_format", "expected an http(s) URL")
         return value
@@ -254,7 +255,8 @@ def _display_value(variable: TemplateVariable, value: object) -> str:
             raise InvalidInput(field_name, "person_name_format", "expected a name of letters or Chinese characters")
         return mask_name(stripped)
     if len(stripped) > TITLE_MAX_LENGTH:
-        raise InvalidInput(field_name, "max_length", f"expected at most {TITLE_MAX_LENGTH} characters, found {len(stripped)}")
+        raise InvalidInput(field_name, "max_length",
+                           f"expected at most {TITLE_MAX_LENGTH} characters, found {len(stripped)}")
     return stripped
 
 
@@ -271,12 +273,14 @@ def _parse_template(index: int, entry: object) -> SmsTemplate:
     try:
         category = TemplateCategory(entry.get("category"))
     except ValueError:
-        raise InvalidInput(f"{where}.category", "one_of", f"expected one of {[c.value for c in TemplateCategory]}") from None
+        raise InvalidInput(f"{where}.category", "one_of",
+                           f"expected one of {[c.value for c in TemplateCategory]}") from None
     text = entry.get("text")
     if not isinstance(text, str) or not text.strip():
         raise InvalidInput(f"{where}.text", "required", "expected the message text")
     if "【" in text or "】" in text:
-        raise InvalidInput(f"{where}.text", "sign_name", "the sign name 【...】 is added by the provider, not the template")
+        raise InvalidInput(f"{where}.text", "sign_name",
+                           "the sign name 【...】 is added by the provider, not the template")
 
     raw_variables = entry.get("variables") or []
     variables = []
@@ -287,7 +291,8 @@ def _parse_template(index: int, entry: object) -> SmsTemplate:
         try:
             kind = VariableKind(raw.get("kind"))
         except ValueError:
-            raise InvalidInput(f"{var_where}.kind", "one_of", f"expected one of {[k.value for k in VariableKind]}") from None
+            raise InvalidInput(f"{var_where}.kind", "one_of",
+                               f"expected one of {[k.value for k in VariableKind]}") from None
         variables.append(TemplateVariable(raw["name"], kind))
     names = [v.name for v in variables]
     if len(set(names)) != len(names):

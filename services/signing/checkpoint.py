@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from services.common.errors import IntegrityError, InvalidInput
 
@@ -112,7 +112,8 @@ def decode_key_string(text: str, field_name: str = "verifier_key") -> tuple[str,
         raise MalformedNoteError("expected '<name>+<key id>+<key>'", field_name)
     _check_key_name(name, field_name)
     if not _HEX_KEY_ID.fullmatch(hex_id):
-        raise MalformedNoteError(f"expected an 8-digit lower-case hex key id, found {len(hex_id)} characters", field_name)
+        raise MalformedNoteError(f"expected an 8-digit lower-case hex key id, found {len(hex_id)} characters",
+                                 field_name)
     return name, int(hex_id, 16), _b64decode(encoded, "public key", field_name)
 
 
@@ -145,7 +146,8 @@ class NoteVerifier:
             )
         wanted = key_id(name, raw[1:])
         if claimed_id != wanted:
-            raise MalformedNoteError(f"expected key id {wanted:08x} for this name and key, found {claimed_id:08x}", "verifier_key")
+            raise MalformedNoteError(f"expected key id {wanted:08x} for this name and key, found {claimed_id:08x}",
+                                     "verifier_key")
         return cls(name, wanted, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
     def to_key_string(self) -> str:
@@ -241,7 +243,8 @@ def _check_text(text: str, field_name: str = "note") -> None:
         raise MalformedNoteError("expected the note text to end with a newline", field_name)
     bad = next((ch for ch in text if ch < " " and ch != "\n"), None)
     if bad is not None:
-        raise MalformedNoteError(f"expected no control characters other than newline, found U+{ord(bad):04X}", field_name)
+        raise MalformedNoteError(f"expected no control characters other than newline, found U+{ord(bad):04X}",
+                                 field_name)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -352,7 +355,8 @@ class Checkpoint:
         _check_text(text, "checkpoint")
         lines = text[:-1].split("\n")
         if len(lines) < 3:
-            raise MalformedNoteError(f"expected at least 3 lines (origin, size, root), found {len(lines)}", "checkpoint")
+            raise MalformedNoteError(f"expected at least 3 lines (origin, size, root), found {len(lines)}",
+                                     "checkpoint")
         origin, size_text, root_text, *extensions = lines
         if not origin:
             raise MalformedNoteError("expected a non-empty origin line", "checkpoint")
@@ -360,7 +364,8 @@ class Checkpoint:
             raise MalformedNoteError("expected the tree size in decimal without leading zeros", "checkpoint")
         root = _b64decode(root_text, "root hash", "checkpoint")
         if len(root) != 32 or base64.b64encode(root).decode() != root_text:
-            raise MalformedNoteError(f"expected a canonical base64 32-byte root hash, found {len(root)} bytes", "checkpoint")
+            raise MalformedNoteError(f"expected a canonical base64 32-byte root hash, found {len(root)} bytes",
+                                     "checkpoint")
         if any(not line for line in extensions):
             raise MalformedNoteError("expected non-empty extension lines", "checkpoint")
         return cls(origin, int(size_text), root, tuple(extensions))

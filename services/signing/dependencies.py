@@ -15,7 +15,7 @@ from services.common.sealing import Keyring, keyring_from_secrets
 from services.signing.checkpoint import NoteSigner
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
 from services.signing.settings import SigningSettings
-from services.signing.witnesses import WitnessPolicy, Witnessing
+from services.signing.witnesses import Witnessing, WitnessPolicy
 
 
 @dataclass(frozen=True)

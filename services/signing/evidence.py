@@ -214,7 +214,8 @@ class EvidenceEntrypoints:
         return {"threshold": policy.threshold, "witnesses": [
             {"name": w.name, "url": w.url, "key": w.verifier.to_key_string(),
              "cosigned_size": heads[w.name].size if w.name in heads else 0,
-             "cosigned_at": heads[w.name].cosigned_at.isoformat() if w.name in heads and heads[w.name].cosigned_at else None,
+             "cosigned_at": (heads[w.name].cosigned_at.isoformat()
+                             if w.name in heads and heads[w.name].cosigned_at else None),
              "last_error": heads[w.name].last_error if w.name in heads else None}
             for w in policy.witnesses]}
 

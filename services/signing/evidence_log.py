@@ -142,7 +142,9 @@ def _canonical(value: Any, path: str) -> str:
         return "false"
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
-            raise InvalidInput(path, "max_integer", f"expected an integer within ±{MAX_SAFE_INTEGER}, found one of {value.bit_length()} bits")
+            raise InvalidInput(path, "max_integer",
+                               f"expected an integer within ±{MAX_SAFE_INTEGER}, "
+                               f"found one of {value.bit_length()} bits")
         return str(value)
     if isinstance(value, str):
         # what json.dumps(ensure_ascii=False) calls: it escapes exactly '"', '\\'
@@ -158,7 +160,8 @@ def _canonical(value: Any, path: str) -> str:
         keys = sorted(value, key=lambda k: _utf16_key(k, f"{path}.{k}"))
         members = (_json_string(k) + ":" + _canonical(value[k], f"{path}.{k}") for k in keys)
         return "{" + ",".join(members) + "}"
-    raise InvalidInput(path, "type", f"expected a string, integer, boolean, null, list or object, found {type(value).__name__}")
+    raise InvalidInput(path, "type",
+                       f"expected a string, integer, boolean, null, list or object, found {type(value).__name__}")
 
 
 # --- leaf records ---------------------------------------------------------------
@@ -175,7 +178,8 @@ def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(value, str) or not value:
             raise InvalidInput(name, "required", f"expected a non-empty string, found {type(value).__name__}")
     if len(record["flow_id"]) > MAX_FLOW_ID_LENGTH:
-        raise InvalidInput("flow_id", "max_length", f"expected at most {MAX_FLOW_ID_LENGTH} characters, found {len(record['flow_id'])}")
+        raise InvalidInput("flow_id", "max_length",
+                           f"expected at most {MAX_FLOW_ID_LENGTH} characters, found {len(record['flow_id'])}")
     try:
         moment = datetime.fromisoformat(record["timestamp"])
     except ValueError:
@@ -186,7 +190,8 @@ def _check_record(record: Mapping[str, Any]) -> dict[str, Any]:
     if event_id is not None and (not isinstance(event_id, str) or not event_id):
         raise InvalidInput("event_id", "type", f"expected a non-empty string or none, found {type(event_id).__name__}")
     if event_id is not None and len(event_id) > MAX_EVENT_ID_LENGTH:
-        raise InvalidInput("event_id", "max_length", f"expected at most {MAX_EVENT_ID_LENGTH} characters, found {len(event_id)}")
+        raise InvalidInput("event_id", "max_length",
+                           f"expected at most {MAX_EVENT_ID_LENGTH} characters, found {len(event_id)}")
     full = {name: None for name in OPTIONAL_FIELDS}
     full.update(record)
     return full
@@ -307,7 +312,8 @@ def verify_checkpointed_inclusion(
     """Check a checkpoint's signature, then the leaf's proof against its root."""
     checkpoint = open_checkpoint(checkpoint_note, verifier, origin)
     if checkpoint.size != proof.tree_size:
-        raise InclusionProofError(f"expected a proof for the checkpoint's tree size {checkpoint.size}, found one for {proof.tree_size}")
+        raise InclusionProofError(f"expected a proof for the checkpoint's tree size {checkpoint.size}, "
+                                  f"found one for {proof.tree_size}")
     verify_inclusion(leaf_bytes, proof.leaf_index, proof.tree_size, proof.hashes, checkpoint.root_hash)
     return checkpoint
 
@@ -440,7 +446,7 @@ class MemoryLogStore:
         with self._lock:
             kept = unlogged(records, self._event_leaf)
             fresh = [records[position] for position in kept]
-            for record, leaf in zip(fresh, chain(self.size(), fresh, self._last_of_flow)):
+            for record, leaf in zip(fresh, chain(self.size(), fresh, self._last_of_flow), strict=True):
                 self._add(leaf, record.event_id)
             new = [False] * len(records)
             for position in kept:
@@ -647,7 +653,7 @@ class SqlLogStore:
                 session.execute(insert(LogLeaf.__table__), [
                     {"leaf_index": leaf.index, "flow_id": leaf.flow_id, "event_id": record.event_id,
                      "leaf_data": leaf.data, "leaf_hash": leaf.leaf_hash, "created_at": leaf.created_at}
-                    for leaf, record in zip(leaves, fresh)
+                    for leaf, record in zip(leaves, fresh, strict=True)
                 ])
                 session.execute(insert(LogNode.__table__), [
                     {"level": level, "node_index": node_index, "hash": value} for (level, node_index), value in made
@@ -686,7 +692,8 @@ class SqlLogStore:
 
     @staticmethod
     def _leaf(row: LogLeaf) -> StoredLeaf:
-        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash), aware(row.created_at))
+        return StoredLeaf(row.leaf_index, row.flow_id, bytes(row.leaf_data), bytes(row.leaf_hash),
+                          aware(row.created_at))
 
     def leaf(self, index: int) -> StoredLeaf | None:
         with self._reading() as session:
@@ -812,7 +819,8 @@ class EvidenceLog:
     @staticmethod
     def _check_size(field_name: str, size: int, current: int) -> None:
         if size < 0 or size > current:
-            raise InvalidInput(field_name, "range", f"expected 0 <= {field_name} <= current tree size {current}, found {size}")
+            raise InvalidInput(field_name, "range",
+                               f"expected 0 <= {field_name} <= current tree size {current}, found {size}")
 
     # proving
 

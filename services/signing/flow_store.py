@@ -32,15 +32,14 @@ from services.common.clock import aware, naive, now, utcnow
 from services.common.database import DatabaseProvider
 from services.common.errors import Conflict, Forbidden, NotFound
 from services.common.metrics import BusinessMetrics
-from services.common.outbox import UnitOfWork
 from services.common.object_intents import IntentStore
+from services.common.outbox import UnitOfWork
 from services.common.reasons import Reason
 from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
 from services.signing import my_files
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
 from services.signing.settings import SigningSettings
-
 
 #: the member an event names its actor by, besides ``actor_person_id``
 ACTOR_MEMBERS = {events.VOID_REQUESTED: "requester_person_id", events.FLOW_DECLINED: "decliner_person_id"}
@@ -260,7 +259,7 @@ class FlowStore:
         row.disputed_at = naive(flow.disputed_at)
         row.dispute_reason = flow.dispute_reason
         row.updated_at = utcnow()
-        for party_row, party in zip(parties, flow.parties):
+        for party_row, party in zip(parties, flow.parties, strict=True):
             party_row.signed_at = naive(party.signed_at)
         my_files.write_index(self.db.session, row, parties)
         for event_type in transition.events:

@@ -161,7 +161,7 @@ class _Accrual:
         if day <= self.since:
             return
         breaks = sorted({self.since, day, *(since for since, _ in self.rates if self.since < since < day)})
-        for begin, end in zip(breaks, breaks[1:]):
+        for begin, end in zip(breaks, breaks[1:], strict=False):
             self.exact += (self.principal * self.rate_on(begin) / 100 * (end - begin).days
                            / self.terms.day_count.basis)
         self.since = day

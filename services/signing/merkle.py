@@ -186,7 +186,8 @@ def completed_nodes(index: int, leaf_hash: bytes, left_siblings: Mapping[NodeId,
     return made
 
 
-def append_leaves(size: int, right_edge: Mapping[NodeId, bytes], leaf_hashes: Sequence[bytes]) -> list[tuple[NodeId, bytes]]:
+def append_leaves(size: int, right_edge: Mapping[NodeId, bytes],
+                  leaf_hashes: Sequence[bytes]) -> list[tuple[NodeId, bytes]]:
     """Every node made perfect by appending ``leaf_hashes`` at leaf ``size``
     onwards, in order: what :func:`completed_nodes` gives for each leaf in turn.
 

@@ -241,7 +241,8 @@ class StoredObjectRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     flow_id: Mapped[str] = mapped_column(String(36), ForeignKey("flows.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(20))  # original | signed | final | report_pdf | report_json | evidence_package
+    # original | signed | final | report_pdf | report_json | evidence_package
+    kind: Mapped[str] = mapped_column(String(20))
     key: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
     version_id: Mapped[str | None] = mapped_column(String(100), nullable=True)

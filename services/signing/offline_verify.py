@@ -123,7 +123,8 @@ def load_roots(root_pems: Sequence[bytes], *, name: str = "root", required: bool
         try:
             roots += x509.load_pem_x509_certificates(pem)
         except ValueError:
-            raise InvalidInput(f"{name}[{i}]", "pem", "expected a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
+            raise InvalidInput(f"{name}[{i}]", "pem",
+                               "expected a PEM certificate (-----BEGIN CERTIFICATE-----)") from None
     if required and not roots:
         raise InvalidInput("root", "required", "expected the platform root certificate, found none")
     return roots
@@ -151,7 +152,8 @@ def _pdf_checks(result: VerificationResult) -> list[Check]:
         checks.append(Check(
             f"PDF document time-stamp {stamp.field_name}", stamp.ok,
             "an intact time-stamp from a trusted TSA",
-            "; ".join(stamp.problems) if stamp.problems else f"time-stamped {time} by {stamp.signer} (root {stamp.root})",
+            ("; ".join(stamp.problems) if stamp.problems
+             else f"time-stamped {time} by {stamp.signer} (root {stamp.root})"),
         ))
     if result.signatures or result.document_timestamps:
         checks.append(Check(
@@ -193,7 +195,8 @@ def _report_signature_check(signed: Mapping[str, Any], verifier: NoteVerifier) -
     return Check("report signature", True, expected, f"a valid signature by {_key_name(verifier)}")
 
 
-def _checkpoint(note: str, verifier: NoteVerifier, report_body: Mapping[str, Any]) -> tuple[list[Check], Checkpoint | None]:
+def _checkpoint(note: str, verifier: NoteVerifier,
+                report_body: Mapping[str, Any]) -> tuple[list[Check], Checkpoint | None]:
     expected = f"a checkpoint signed by {_key_name(verifier)}"
     try:
         checkpoint = open_checkpoint(note, verifier)
@@ -245,11 +248,13 @@ def _content_checks(report_body: Mapping[str, Any], events: Sequence[Mapping[str
             if not isinstance(record, dict):
                 raise TypeError
         except (ValueError, TypeError):
-            problems.append((f"evidence leaf {index}", "canonical JSON of an event record", "text that is not a JSON object"))
+            problems.append((f"evidence leaf {index}", "canonical JSON of an event record",
+                             "text that is not a JSON object"))
             continue
         records.append((index, record))
         if record.get("flow_id") != flow_id:
-            problems.append((f"evidence leaf {index}", f"an event of flow {flow_id}", f"one of flow {record.get('flow_id')}"))
+            problems.append((f"evidence leaf {index}", f"an event of flow {flow_id}",
+                             f"one of flow {record.get('flow_id')}"))
         for name in _EVENT_FIELDS:
             if event.get(name) != record.get(name):
                 problems.append((f"evidence leaf {index} {name}", f"{record.get(name)!r} (what the leaf says)",
@@ -335,7 +340,8 @@ def _identity_checks(body: Mapping[str, Any], records: Sequence[Mapping[str, Any
     if dispute is None and not logged:
         return checks
     expected = ("no dispute, as the log records none" if not logged else
-                f"the dispute of {logged[0]['disputed_person_id']}'s identity the log records ({logged[0]['event_type']})")
+                f"the dispute of {logged[0]['disputed_person_id']}'s identity the log records "
+                f"({logged[0]['event_type']})")
     if dispute is None:
         checks.append(Check("identity dispute", False, expected, "none in the report"))
         return checks
@@ -344,7 +350,8 @@ def _identity_checks(body: Mapping[str, Any], records: Sequence[Mapping[str, Any
     person_id = _field(dispute, "person_id")
     agrees = any(r["disputed_person_id"] == person_id for r in logged)
     checks.append(Check("identity dispute", agrees, expected,
-                        f"a dispute of {person_id}'s identity at {_field(dispute, 'at')} ({_field(dispute, 'reason')})"))
+                        f"a dispute of {person_id}'s identity at {_field(dispute, 'at')} "
+                        f"({_field(dispute, 'reason')})"))
     warnings.append(f"identity of {who(person_id)} was disputed at {_field(dispute, 'at')} "
                     f"({_field(dispute, 'reason')}): the account is frozen and its certificates revoked; "
                     f"the signatures of that party may not be theirs")

@@ -297,7 +297,8 @@ def _appearance(png: bytes, settings: SignerSettings, signed_at: dt.datetime | N
     the signing time printed under it (:func:`with_signing_time`)."""
     if len(png) > settings.max_appearance_png_bytes:
         raise InvalidInput(
-            "appearance_png", "max_size", f"expected at most {settings.max_appearance_png_bytes} bytes, found {len(png)}"
+            "appearance_png", "max_size",
+            f"expected at most {settings.max_appearance_png_bytes} bytes, found {len(png)}",
         )
     try:
         image = Image.open(io.BytesIO(png))
@@ -377,7 +378,8 @@ class DocumentSigner:
         """Prepare, have ``sign_digest`` sign, and complete in one call."""
         prepared = self.prepare(
             pdf_bytes,
-            PartySignature(field_name, certificate, tuple(chain), appearance_png, certify, reason, location, signing_time),
+            PartySignature(field_name, certificate, tuple(chain), appearance_png, certify, reason, location,
+                           signing_time),
         )
         return self.complete(prepared, sign_digest(prepared.digest_to_sign))
 
@@ -528,7 +530,8 @@ class DocumentSigner:
             except RevokedError as exc:
                 raise Forbidden(Reason.CERTIFICATE_REVOKED, f"signature field {embedded.field_name}") from exc
             except PathBuildingError as exc:
-                raise IntegrityError("certificate_chain", f"field {embedded.field_name}: no path to a trust root") from exc
+                raise IntegrityError("certificate_chain",
+                                     f"field {embedded.field_name}: no path to a trust root") from exc
             except InsufficientRevinfoError as exc:
                 # hard-fail mode: an OCSP/CRL server that did not answer lands here
                 raise Unavailable("revocation_info", f"field {embedded.field_name}: {exc}") from exc

@@ -18,8 +18,8 @@ from functools import lru_cache
 
 from cryptography import x509
 
-from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.common.tsa import TsaSettings
+from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.signing.verification import verify_pdf
 
 

@@ -320,11 +320,13 @@ def _evidence(evidence: Mapping[str, Any], flow_id: str) -> dict:
         leaf_text = raw["leaf"]
         proof = InclusionProof.from_dict(raw["proof"])
         if proof.leaf_index != int(raw["index"]):
-            raise IntegrityError("evidence", f"expected a proof for leaf {raw['index']}, found one for {proof.leaf_index}")
+            raise IntegrityError("evidence",
+                                 f"expected a proof for leaf {raw['index']}, found one for {proof.leaf_index}")
         verify_checkpointed_inclusion(leaf_text.encode("utf-8"), proof, note, verifier)
         record = json.loads(leaf_text)
         if record.get("flow_id") != flow_id:
-            raise IntegrityError("evidence", f"expected leaves of flow {flow_id}, leaf {proof.leaf_index} is another flow's")
+            raise IntegrityError("evidence",
+                                 f"expected leaves of flow {flow_id}, leaf {proof.leaf_index} is another flow's")
         events.append({
             "index": proof.leaf_index,
             "event_type": record.get("event_type"),
@@ -512,7 +514,8 @@ WORDS = {
 
 #: display words of the log's event types (some share a name with a state)
 EVENT_WORDS = {
-    "flow_sent": "发起签约", "party_joined": "签署方加入", "party_signed": "一方签署", "flow_completed": "签约完成", "flow_declined": "拒签",
+    "flow_sent": "发起签约", "party_joined": "签署方加入", "party_signed": "一方签署",
+    "flow_completed": "签约完成", "flow_declined": "拒签",
     "flow_expired": "过期", "void_requested": "申请作废", "void_rejected": "拒绝作废", "flow_voided": "作废",
     "flow_cancelled": "平台取消", "flow_identity_disputed": "身份争议标记",
     "loan_repayment_recorded": "确认还款", "loan_repaid": "确认还清", "loan_extended": "展期",
@@ -578,8 +581,8 @@ class _ReportRenderer:
         face = fonts.primary
         self.body = ParagraphStyle("body", fontName=face, fontSize=9, leading=12.5, wordWrap="CJK")
         self.small = ParagraphStyle("small", parent=self.body, fontSize=7, leading=9)
-        self.heading = ParagraphStyle("heading", parent=self.body, fontSize=12, leading=16, spaceBefore=8, keepWithNext=1,
-                                      spaceAfter=4)
+        self.heading = ParagraphStyle("heading", parent=self.body, fontSize=12, leading=16, spaceBefore=8,
+                                      keepWithNext=1, spaceAfter=4)
         self.title = ParagraphStyle("title", parent=self.body, fontSize=20, leading=26, alignment=1)
         self.subtitle = ParagraphStyle("subtitle", parent=self.body, alignment=1, textColor=colors.grey)
         self.warning = ParagraphStyle("warning", parent=self.body, fontSize=10, leading=14, textColor=_WARNING_RED,
@@ -638,7 +641,8 @@ class _ReportRenderer:
             score = f"{check['score']}（{_word(check['score_kind'])}，{LABELS['threshold']} {threshold}）"
         values = (who(check["person_id"]), level.label, provider, score, _word(check["liveness"]),
                   _display_time(check["checked_at"]), _word(check["account_status"]))
-        parts: list = [self.table([[label, value] for label, value in zip(LABELS["identity_rows"], values)],
+        parts: list = [self.table([[label, value]
+                                   for label, value in zip(LABELS["identity_rows"], values, strict=True)],
                                   (0.25, 0.75), header=False)]
         if not level.authority_checked:
             parts.append(self.para(LABELS["self_declared_warning"].format(who=who(check["person_id"])), self.warning))
@@ -657,7 +661,10 @@ class _ReportRenderer:
 
     def story(self) -> list:
         r, names = self.report, self.names()
-        who = lambda person_id: names.get(person_id, person_id or LABELS["none"])
+
+        def who(person_id: str | None) -> str:
+            return names.get(person_id, person_id or LABELS["none"])
+
         doc, flow, ev = r["document"], r["flow"], r["evidence"]
         story: list = [
             self.para(LABELS["title"], self.title),

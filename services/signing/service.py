@@ -61,8 +61,8 @@ from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.storage import Storage
 from services.common.wire import decode_base64
-from services.signing import flow as F
 from services.signing import evidence_package as package
+from services.signing import flow as F
 from services.signing import my_files, pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints

@@ -134,7 +134,8 @@ def _http_url(value: Any, key: str) -> str:
 
 def _cache_bytes(megabytes: Any) -> int:
     if isinstance(megabytes, bool) or not isinstance(megabytes, (int, str)) or not str(megabytes).strip().isdigit():
-        raise InvalidInput("s3.pdf_cache_mb", "integer", f"expected a whole number of MB ≥ 0 (0: off), found {megabytes!r}")
+        raise InvalidInput("s3.pdf_cache_mb", "integer",
+                           f"expected a whole number of MB ≥ 0 (0: off), found {megabytes!r}")
     return int(megabytes) * 1024 * 1024
 
 

@@ -50,7 +50,8 @@ def describe(flow: Mapping[str, Any], leaf: Mapping[str, Any] | None) -> str:
     at = local_time(leaf.get("timestamp")) if leaf else None
     reason = (leaf or {}).get("reason") or flow.get("reason")
     if status == "voided":
-        return f"{words}，作废原因：{reason or '未填写'}，双方确认于 {at}" if at else f"{words}，作废原因：{reason or '未填写'}"
+        return (f"{words}，作废原因：{reason or '未填写'}，双方确认于 {at}" if at
+                else f"{words}，作废原因：{reason or '未填写'}")
     if status == "void_requested":
         return f"{words}（原因：{reason or '未填写'}），尚待另一方确认；在确认前文件仍然有效"
     if status == "declined":

@@ -39,12 +39,12 @@ from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
-from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation import (
     DocumentSecurityStore,
     async_validate_pdf_signature,
     async_validate_pdf_timestamp,
 )
+from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 from pyhanko_certvalidator import ValidationContext
@@ -125,7 +125,7 @@ class VerificationResult:
         data = asdict(self)
         data["ok"] = self.ok
         for key in ("signatures", "document_timestamps"):
-            for entry, check in zip(data[key], getattr(self, key)):
+            for entry, check in zip(data[key], getattr(self, key), strict=True):
                 entry["ok"] = check.ok
                 entry["problems"] = list(check.problems)
         data["problems"] = list(self.problems)
@@ -315,7 +315,8 @@ class PdfVerifier:
             # its TSA certificate is valid; it must be renewed before then
             problems.append(f"newest document time-stamp's TSA certificate expired at {tsa_expiry.isoformat()}")
         if level not in _ACCEPTABLE_LEVELS:
-            problems.append(f"modified after time-stamping beyond what is allowed ({level.name if level else 'unknown'})")
+            problems.append("modified after time-stamping beyond what is allowed "
+                            f"({level.name if level else 'unknown'})")
         check = SignatureCheck(
             field_name=embedded.field_name,
             kind="document_timestamp",

@@ -210,7 +210,8 @@ class Witnessing:
             return
 
     def _submit(self, witness: Witness, old_size: int, checkpoint: Checkpoint, note: str) -> requests.Response:
-        proof = [] if old_size in (0, checkpoint.size) else list(self.log.consistency_proof(old_size, checkpoint.size).hashes)
+        proof = ([] if old_size in (0, checkpoint.size)
+                 else list(self.log.consistency_proof(old_size, checkpoint.size).hashes))
         if len(proof) > MAX_PROOF_LINES:  # cannot happen below 2**63 leaves; the protocol's own limit
             raise requests.RequestException("consistency proof longer than the protocol allows")
         body = f"old {old_size}\n" + "".join(base64.b64encode(h).decode() + "\n" for h in proof) + "\n" + note

@@ -52,7 +52,8 @@ class WitnessConfigError(EsignError):
 
 def _check_origin(origin: str) -> None:
     if not origin or any(ch < " " for ch in origin) or origin != origin.strip():
-        raise WitnessConfigError(f"expected a one-line origin without control characters or edge spaces, found {origin!r}")
+        raise WitnessConfigError("expected a one-line origin without control characters or edge spaces, "
+                                 f"found {origin!r}")
 
 
 # --- the key ------------------------------------------------------------------------

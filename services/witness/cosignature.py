@@ -200,7 +200,8 @@ class CosignatureSigner:
         """Cosign a checkpoint body (checked to be one) at ``timestamp`` (>= 1)."""
         Checkpoint.from_body(body)
         if timestamp < 1:
-            raise MalformedNoteError(f"expected a timestamp >= 1 (a witness never sends 0), found {timestamp}", "cosignature")
+            raise MalformedNoteError(f"expected a timestamp >= 1 (a witness never sends 0), found {timestamp}",
+                                     "cosignature")
         signature = self._signer.sign(signed_message(body, timestamp))
         return Cosignature(self.name, self.key_id, timestamp, signature)
 

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.witness.config import KEY_FILE, add_log, init_state_dir, load_signer, read_logs, LOGS_FILE
+from services.witness.config import KEY_FILE, LOGS_FILE, add_log, init_state_dir, load_signer, read_logs
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"witness (\S+) listening on (http://\S+)")

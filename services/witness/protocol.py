@@ -143,7 +143,8 @@ def _decode_hash(line: bytes, number: int) -> bytes:
     except (binascii.Error, ValueError):
         raise MalformedRequest(f"expected standard base64 on proof line {number}") from None
     if len(value) != HASH_SIZE or base64.b64encode(value) != line:
-        raise MalformedRequest(f"expected a canonical base64 {HASH_SIZE}-byte hash on proof line {number}, found {len(value)} bytes")
+        raise MalformedRequest(f"expected a canonical base64 {HASH_SIZE}-byte hash on proof line {number}, "
+                               f"found {len(value)} bytes")
     return value
 
 

@@ -144,7 +144,8 @@ class Witness:
             )
         if request.old_size == 0 and request.proof:
             return refuse(
-                InconsistentCheckpoint("proof_from_empty", f"expected no proof from old size 0, found {len(request.proof)} hashes"),
+                InconsistentCheckpoint("proof_from_empty",
+                                       f"expected no proof from old size 0, found {len(request.proof)} hashes"),
                 contradiction,
             )
         if request.old_size == checkpoint.size:

@@ -23,12 +23,12 @@ from tests.support.stack import (
     BORROWER,
     LENDER,
     REPO,
+    UNREGISTERED,
     Http,
     b64,
     handwriting_png,
     party,
     people,
-    UNREGISTERED,
 )
 from tests.support.waiting import wait_for
 
@@ -118,7 +118,6 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     from botocore.exceptions import ClientError
 
     from services.common.storage import ObjectStore, S3Settings
-
     from services.signing.dependencies import load_keys
 
     store = ObjectStore(S3Settings.from_config(stack.signing_config), load_keys(stack.signing_config).keyring)
@@ -216,7 +215,8 @@ def test_receipt_voided_by_mutual_consent(stack):
     from services.signing.checkpoint import NoteVerifier
     from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
 
-    verify_checkpointed_inclusion(status["evidence"]["leaf"].encode(), InclusionProof.from_dict(status["evidence"]["proof"]),
+    verify_checkpointed_inclusion(status["evidence"]["leaf"].encode(),
+                                  InclusionProof.from_dict(status["evidence"]["proof"]),
                                   status["evidence"]["checkpoint"],
                                   NoteVerifier.from_key_string(stack.rpc.signing.log_public_key()["public_key"]))
     # esign verify --online: the same status, from the platform's answer checked against the log key and witnesses
@@ -444,7 +444,8 @@ def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack
     assert status == 200 and pdf.startswith(b"%PDF-")
     assert hashlib.sha256(pdf).hexdigest() == rendered["pdf_sha256"] == headers["X-Content-SHA256"]
     # someone else's session learns nothing of it and cannot change it
-    for method, path, body in (("GET", f"/documents/{document_id}", None), ("GET", f"/documents/{document_id}/pdf", None),
+    for method, path, body in (("GET", f"/documents/{document_id}", None),
+                               ("GET", f"/documents/{document_id}/pdf", None),
                                ("PATCH", f"/documents/{document_id}", {"values": {"remark": "改"}}),
                                ("POST", f"/documents/{document_id}/render", None)):
         status, content, _ = as_borrower.call(method, path, body)

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest

@@ -27,7 +27,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.e2e
 
 def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
-    for key, value in zip(("name", "id_number", "phone"), person):
+    for key, value in zip(("name", "id_number", "phone"), person, strict=True):
         page.type(f'[name="{field}.{key}"]', value)
 
 
@@ -61,7 +61,8 @@ def receipt_from_a_qr_code(a: Page, b: Page, stack, payee: str, payer: str, tmp_
     # a bad invite is said so, and B stays logged in (its 403 is not a session's)
     b.open("/receipts/new?invite=not.valid")
     b.wait(lambda: b.text('#invite [data-error-for="invite"]'), "the bad invite's error")
-    assert b.text('#invite [data-error-for="invite"]') == "二维码无效，请让对方重新生成" and not b.visible("#document-form")
+    assert (b.text('#invite [data-error-for="invite"]') == "二维码无效，请让对方重新生成"
+            and not b.visible("#document-form"))
 
     # a browser without a session goes to log in, keeping the way back (invite included) ...
     # (another browser: every tab of B's shares B's session cookie)

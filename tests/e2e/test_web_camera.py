@@ -149,7 +149,8 @@ def test_register_prove_the_face_live_sign_by_face_and_log_out(stack, tmp_path):
             page.open("/")
             page.wait(lambda: "iPhone" in page.text("#device-list"), "the other device in 登录设备")
             page.click("#revoke-others")
-            page.wait(lambda: page.text("#devices-done") == "已退出其他 1 台设备。", "the other device to be logged out")
+            page.wait(lambda: page.text("#devices-done") == "已退出其他 1 台设备。",
+                      "the other device to be logged out")
             page.wait(lambda: "iPhone" not in page.text("#device-list"), "the list without the other device")
             assert http_status(stack, other) == (403, {"error": {"code": "forbidden", "message": "session_revoked"}})
             assert http_status(stack, token)[0] == 200

@@ -10,8 +10,8 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 from nameko.rpc import RpcProxy
 
-from services.common.errors import Unavailable
 from services.common.entrypoints import rpc
+from services.common.errors import Unavailable
 from services.common.rpc_client import RpcClient
 from services.identity.service import IdentityService
 
@@ -49,7 +49,7 @@ def test_the_gateways_user_cannot_call_internal_methods_and_can_call_public_ones
     gateway = amqp_users["gateway"]
     for key in ("identity.otp_message", "identity.party_details", "identity.revoke_certificate",
                 "identity.sign_digest", "notify.send_sms", "identity.audit_records"):
-        text = _refused(lambda: _publish(gateway, RPC, key))
+        text = _refused(lambda key=key: _publish(gateway, RPC, key))
         assert f"access to topic '{key}' in exchange 'nameko-rpc'" in text and "refused" in text
     _publish(gateway, RPC, "identity.health")  # allowed: no exception
 

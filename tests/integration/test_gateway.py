@@ -48,7 +48,8 @@ def test_phone_code_over_http(client):
     assert again.status_code == 403 and again.json()["error"]["code"] == "forbidden"
     too_soon = http.post("/api/v1/phone-codes", json={"phone": "13912345678"})
     assert too_soon.status_code == 429, too_soon.text
-    assert too_soon.json()["error"]["code"] == "rate_limited" and too_soon.json()["error"]["message"] == "otp_resend_too_soon"
+    assert (too_soon.json()["error"]["code"] == "rate_limited"
+            and too_soon.json()["error"]["message"] == "otp_resend_too_soon")
     assert 1 <= int(too_soon.headers["Retry-After"]) <= 60
 
 

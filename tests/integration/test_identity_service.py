@@ -150,7 +150,8 @@ def start_platform(service_config, run_container, rpc_proxy, tmp_path):
         secrets_dir = tmp_path / "secrets"
         registry_file = write_registry(tmp_path / f"registry-{len(platforms)}", registry)
         overrides = {
-            "SECRETS": {"KEK": {"file": str(secrets_dir / "kek")}, "BLIND_INDEX_KEY": {"file": str(secrets_dir / "blind")},
+            "SECRETS": {"KEK": {"file": str(secrets_dir / "kek")},
+                        "BLIND_INDEX_KEY": {"file": str(secrets_dir / "blind")},
                         "OTP_KEY": {"file": str(secrets_dir / "otp")}, "GENERATE_MISSING": True},
             "PUBLIC_URL": "http://esign.test",
             "PROOFING": {"PROVIDER": "registry", "REGISTRY_FILE": str(registry_file)},
@@ -453,7 +454,8 @@ def test_uploads_are_refused_where_liveness_is_required(platform):
     assert (neither.value.field, neither.value.rule) == ("frames", "required")
     other = rpc.identity.start_liveness(person_id=person)
     performed = ("turn_left", "turn_right") if other["actions"][0] == "turn_right" else ("turn_right", "turn_left")
-    answer = rpc.identity.proof_face(person_id=person, challenge_id=other["challenge_id"], frames=live_frames(performed))
+    answer = rpc.identity.proof_face(person_id=person, challenge_id=other["challenge_id"],
+                                     frames=live_frames(performed))
     assert answer["matched"] is False and "challenge_not_performed" in answer["reasons"]
     outcomes = [r["outcome"] for r in rpc.identity.audit_records(person_id=person) if r["action"] == "liveness_check"]
     assert outcomes == ["failed", "failed"]
@@ -587,7 +589,8 @@ def test_a_registered_person_logs_in_with_a_new_code_and_codes_are_rate_limited(
 
 @pytest.mark.parametrize("id_number, rule", [
     ("11010519491231002Y", "charset"), ("110105194912310021", "check_digit"), ("11010519000229002X", "birth_date"),
-    ("1101051949123100", "length"), ("１１０１０５１９４９１２３１００２X", "charset"), ("99010519491231002X", "province"),
+    ("1101051949123100", "length"), ("１１０１０５１９４９１２３１００２X", "charset"),
+    ("99010519491231002X", "province"),
 ])
 def test_invalid_id_numbers_name_the_rule(platform, id_number, rule):
     challenge = platform.confirmed_phone(PHONE_C)
@@ -677,7 +680,8 @@ def test_willingness_grants_sign_once_for_one_digest_and_person(start_platform):
     assert message["phone"] == PHONE_A and "借条" in message["text"]
     code = message["params"]["code"]
     with pytest.raises(Forbidden) as wrong:
-        rpc.identity.confirm_willingness(willingness_id=started["willingness_id"], code="000000" if code != "000000" else "111111")
+        rpc.identity.confirm_willingness(willingness_id=started["willingness_id"],
+                                         code="000000" if code != "000000" else "111111")
     assert wrong.value.reason == "otp_wrong_code"
     grant = rpc.identity.confirm_willingness(willingness_id=started["willingness_id"], code=code)["grant"]
     with pytest.raises(Forbidden) as used:
@@ -728,7 +732,8 @@ def test_willingness_grants_sign_once_for_one_digest_and_person(start_platform):
     sign_outcomes = [o for a, o in outcomes if a == "sign_digest"]
     assert sign_outcomes == ["grant_digest_mismatch", "grant_unknown", "ok", "grant_replayed",
                              "grant_expired", "certificate_revoked"]
-    assert ("willingness_checked", "face_mismatch") in outcomes and ("willingness_checked", "otp_wrong_code") in outcomes
+    assert (("willingness_checked", "face_mismatch") in outcomes
+            and ("willingness_checked", "otp_wrong_code") in outcomes)
     # the foreign attempt is recorded under the person who tried it
     assert [r["outcome"] for r in rpc.identity.audit_records(person_id=other) if r["action"] == "sign_digest"] == [
         "grant_foreign_person"]
@@ -744,7 +749,8 @@ def test_delete_face_data_blocks_face_willingness(platform):
     with pytest.raises(Forbidden) as refused:
         rpc.identity.start_willingness(person_id=person, digest="ab" * 32, method="face")
     assert refused.value.reason == "face_not_verified"
-    assert ("face_data_deleted", "ok") in [(r["action"], r["outcome"]) for r in rpc.identity.audit_records(person_id=person)]
+    assert ("face_data_deleted", "ok") in [(r["action"], r["outcome"])
+                                           for r in rpc.identity.audit_records(person_id=person)]
 
 
 @needs_clip

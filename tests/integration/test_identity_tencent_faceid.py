@@ -21,8 +21,8 @@ from services.identity.models import Person
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
 from tests.support import liveness_clip
-from tests.support.fake_tencent_faceid import FakeTencentFaceId, RegisteredPerson
 from tests.support.faces import face_path
+from tests.support.fake_tencent_faceid import FakeTencentFaceId, RegisteredPerson
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration,

@@ -10,8 +10,8 @@ import eventlet
 import pytest
 from nameko.standalone.events import event_dispatcher
 
-from services.common.clock import utcnow
 from services.common import events
+from services.common.clock import utcnow
 from services.common.errors import Forbidden, InvalidInput
 from services.common.outbox import envelope
 from services.documents.service import DocumentsService

@@ -146,7 +146,8 @@ def identity_stand_in(registry: IdentityRegistry):
                     "assurance_level": person.level.value, "provider": "registry", "request_id": f"reg-{person_id}",
                     "score": 0.3125, "score_kind": "distance", "threshold": 0.6,
                     "liveness": "passed" if person.level is LIVENESS else "not_performed",
-                    "checked_at": "2026-01-01T00:00:00+00:00", "account_status": "frozen" if person.frozen else "active",
+                    "checked_at": "2026-01-01T00:00:00+00:00",
+                    "account_status": "frozen" if person.frozen else "active",
                 },
             }
 

@@ -98,7 +98,8 @@ def read_cosigned(path: Path, origin: str) -> tuple | None:
     """The cosigned row, read as a bystander (read-only, no lock taken)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
-        return db.execute("SELECT size, root_hash, note, cosigned_at FROM cosigned WHERE origin = ?", (origin,)).fetchone()
+        return db.execute("SELECT size, root_hash, note, cosigned_at FROM cosigned WHERE origin = ?",
+                          (origin,)).fetchone()
     finally:
         db.close()
 

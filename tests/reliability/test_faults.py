@@ -35,8 +35,18 @@ import eventlet
 import pytest
 from eventlet import tpool
 
-from tests.support.faults import (REFUSED, SERVICES, ReconnectingRpc, ServiceProcesses, Unreachable, error_type,
-                                  deployed_platform, tolerant, wait_healthy, willingness_code)
+from tests.support.faults import (
+    REFUSED,
+    SERVICES,
+    ReconnectingRpc,
+    ServiceProcesses,
+    Unreachable,
+    deployed_platform,
+    error_type,
+    tolerant,
+    wait_healthy,
+    willingness_code,
+)
 from tests.support.stack import Stack, handwriting_png, iou_values, people
 from tests.support.waiting import wait_for
 
@@ -138,7 +148,8 @@ def new_flow(cluster: Cluster) -> str:
     for _ in range(60):
         try:
             rendered = cluster.stack.document("iou", iou_values())
-            return cluster.stack.start(rendered, [(cluster.lender, "lender"), (cluster.borrower, "borrower")])["flow_id"]
+            return cluster.stack.start(rendered,
+                                       [(cluster.lender, "lender"), (cluster.borrower, "borrower")])["flow_id"]
         except (Unreachable, *REFUSED):
             eventlet.sleep(0.5)
     raise AssertionError("no flow could be started")
@@ -153,9 +164,8 @@ def drive(cluster: Cluster, flow_id: str) -> None:
 
 
 def signatures_in(pdf: bytes) -> int:
-    from pyhanko.pdf_utils.reader import PdfFileReader
-
     from pyhanko.pdf_utils.generic import NameObject
+    from pyhanko.pdf_utils.reader import PdfFileReader
 
     return sum(1 for signature in PdfFileReader(io.BytesIO(pdf)).embedded_signatures  # not the document time stamp
                if signature.sig_object.get("/Type") != NameObject("/DocTimeStamp"))
@@ -212,7 +222,7 @@ def audit(cluster: Cluster, flows: list[str], scenario: str, injected: dict, com
         leaf_counts[len(leaves)] += 1
         if flow["state"] == "completed":
             sent = Counter(m["template"] for m in wait_for(
-                lambda: _notices(cluster, flow_id, expected_notices), timeout=60))
+                lambda flow_id=flow_id: _notices(cluster, flow_id, expected_notices), timeout=60))
             notices_missing += sum(max(0, n - sent[t]) for t, n in expected_notices.items())
             notices_twice += sum(max(0, sent[t] - n) for t, n in expected_notices.items())
     # every SMS the outbox holds is one the delivery log recorded as that message, once
@@ -427,14 +437,14 @@ def test_service_sigkilled_at_a_random_point_of_a_sign_step(cluster, service):
         delay = round(chooser.uniform(0.0, 0.5), 3)
         delays.append(delay)
 
-        def kill_later():
+        def kill_later(delay: float = delay) -> None:
             eventlet.sleep(delay)
             cluster.processes.kill(service)
             cluster.processes.start(service)
 
         killer = []
         outcomes[_sign_and_tell(cluster, flow_id, cluster.borrower,
-                                before_sign=lambda: killer.append(eventlet.spawn(kill_later)))] += 1
+                                before_sign=lambda killer=killer: killer.append(eventlet.spawn(kill_later)))] += 1
         killer[0].wait()
         wait_healthy(cluster.processes, cluster.rpc)
         sign_until_done(cluster, flow_id, cluster.borrower)

@@ -226,12 +226,14 @@ class FakeTencentSms:
                 code, message = "FailedOperation.SignatureIncorrectOrUnapproved", "signature unapproved or format error"
             elif self.templates is not None and self.templates.get(template_id) != len(params):
                 code, message = ("FailedOperation.TemplateIncorrectOrUnapproved",
-                                 "template is not approved or request content does not match the approved template content")
+                                 "template is not approved or request content does not match "
+                                 "the approved template content")
             serial = f"2433:{random.getrandbits(64):020d}" if code == "Ok" else ""
             if code == "Ok":
                 with self._lock:
-                    self.delivered.append(DeliveredMessage(phone, template_id, params, request.get("SignName", ""), serial,
-                                                           str(request.get("SessionContext") or ""), self.clock()))
+                    self.delivered.append(DeliveredMessage(phone, template_id, params, request.get("SignName", ""),
+                                                           serial, str(request.get("SessionContext") or ""),
+                                                           self.clock()))
             statuses.append({
                 "SerialNo": serial, "PhoneNumber": phone, "Fee": 1 if code == "Ok" else 0,
                 "SessionContext": request.get("SessionContext", ""), "Code": code,

@@ -78,7 +78,7 @@ def pixel_frames_for(actions) -> list[np.ndarray]:
     """RGB frames of the performer doing ``actions`` (alternating turns, unmirrored camera)."""
     actions = tuple(actions)
     frames = _clip_frames()
-    if not 2 <= len(actions) <= 3 or any(a == b for a, b in zip(actions, actions[1:])):
+    if not 2 <= len(actions) <= 3 or any(a == b for a, b in zip(actions, actions[1:], strict=False)):
         raise ValueError(f"expected two or three alternating turns, got {actions}")
     indices = list(TURN) + (list(BACK[1:]) if len(actions) == 3 else [])
     sequence = [frames[i] for i in indices]

@@ -228,7 +228,8 @@ def issue_certificate(
         usage = dict(key_cert_sign=True, crl_sign=True, digital_signature=False, content_commitment=False)
     else:
         usage = dict(
-            key_cert_sign=False, crl_sign=False, digital_signature=True, content_commitment=not (eku_timestamping or eku_ocsp_signing)
+            key_cert_sign=False, crl_sign=False, digital_signature=True,
+            content_commitment=not (eku_timestamping or eku_ocsp_signing),
         )
     builder = builder.add_extension(
         x509.KeyUsage(

@@ -101,7 +101,8 @@ class Stack:
     def start(self, rendered: dict, order: list[tuple[str, str]], **kwargs) -> dict:
         """``order``: (person_id, role id) in signing order."""
         by_role = {p["role"]: p for p in rendered["parties"]}
-        parties = [{"person_id": person, "role": by_role[role]["label"], "signature_field": by_role[role]["signature_field"]}
+        parties = [{"person_id": person, "role": by_role[role]["label"],
+                    "signature_field": by_role[role]["signature_field"]}
                    for person, role in order]
         return self.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=order[0][0],
                                            parties=parties, **kwargs)
@@ -125,7 +126,8 @@ class Stack:
                                                      signature_image=handwriting_png(), method=method)
         grant = (self.grant_by_sms(phone, pending["willingness_id"], before) if phone
                  else self.grant_by_face(person_id, pending["willingness_id"]))
-        return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"], grant=grant)
+        return self.rpc.signing.sign(flow_id=flow_id, person_id=person_id, pending_id=pending["pending_id"],
+                                     grant=grant)
 
     def void_action(self, start_rpc, person_id: str, phone: str, **kwargs) -> dict:
         before = len(self.sms())

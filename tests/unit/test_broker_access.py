@@ -182,7 +182,8 @@ def test_the_cli_writes_definitions_from_passwords_in_the_environment(tmp_path, 
         monkeypatch.delenv(B.PASSWORD_ENV.format(service.upper()), raising=False)
     with pytest.raises(InvalidInput) as missing:
         B.main(["definitions", "--vhost", "esign"])
-    assert missing.value.field == "ESIGN_BROKER_PASSWORD_IDENTITY" and "ESIGN_BROKER_PASSWORD_GATEWAY" in str(missing.value)
+    assert (missing.value.field == "ESIGN_BROKER_PASSWORD_IDENTITY"
+            and "ESIGN_BROKER_PASSWORD_GATEWAY" in str(missing.value))
     for service in B.CLIENTS:
         monkeypatch.setenv(B.PASSWORD_ENV.format(service.upper()), f"secret-{service}")
     monkeypatch.setenv("ESIGN_BROKER_ADMIN_PASSWORD", "secret-admin")

@@ -326,7 +326,8 @@ def test_k8s_namespace_configmap_and_secret_template():
     assert [doc["metadata"]["name"] for _, doc in secrets] == ["esign-secrets"]
     path, secret = secrets[0]
     values = {**(secret.get("stringData") or {}), **(secret.get("data") or {})}
-    assert {"ESIGN_KEK", "TENCENT_FACEID_SECRET_ID", "TENCENT_FACEID_SECRET_KEY", "BROKER_ADMIN_PASSWORD"} <= set(values)
+    assert {"ESIGN_KEK", "TENCENT_FACEID_SECRET_ID", "TENCENT_FACEID_SECRET_KEY",
+            "BROKER_ADMIN_PASSWORD"} <= set(values)
     assert {f"{name.upper()}_AMQP_PASSWORD" for name in ESIGN_SERVICES} <= set(values)
     assert all(value in ("", None) for value in values.values()), "the Secret template holds values"
     assert "kubectl" in path.read_text(encoding="utf-8") and "create secret" in path.read_text(encoding="utf-8")

@@ -92,8 +92,8 @@ def test_the_receipt_page_reuses_the_document_editor():
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/static/missing.js", "/static/index.html", "/static/..%2Fweb.py",
-                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html", "/static/camera.html",
-                                  "/flows", "/flows/a/b", "/receipts",
+                                  "/static/.hidden.js", "/static/layout.html", "/static/editor.html",
+                                  "/static/camera.html", "/flows", "/flows/a/b", "/receipts",
                                   "/receipts/other"])
 def test_unknown_paths_are_404(http, path):
     assert http.get(path).status_code == 404
@@ -290,7 +290,7 @@ def _reasons_said(script: str) -> dict[str, str]:
     assert body, "REASONS"
     lines = [line.strip() for line in body.group(1).splitlines() if not line.strip().startswith("//")]
     entries = [re.fullmatch(r'([a-z_]+): "([^"]+)",', line) for line in lines]
-    assert all(entries), [line for line, entry in zip(lines, entries) if not entry]
+    assert all(entries), [line for line, entry in zip(lines, entries, strict=True) if not entry]
     return {entry.group(1): entry.group(2) for entry in entries}
 
 

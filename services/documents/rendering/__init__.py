@@ -5,7 +5,11 @@
 makes the bytes reproducible.
 """
 from services.documents.rendering.content import (
-    AttachmentEntry, DocumentContent, Party, ScheduleTable, Section,
+    AttachmentEntry,
+    DocumentContent,
+    Party,
+    ScheduleTable,
+    Section,
 )
 from services.documents.rendering.pdf import PageLayout, check_glyphs, pdf_id_for, render_pdf
 

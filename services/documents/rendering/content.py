@@ -129,7 +129,8 @@ class DocumentContent:
             "remark": self.remark,
             "attachments": [
                 {"sha256": a.sha256, "label": a.label,
-                 "thumbnail_jpeg": None if a.thumbnail_jpeg is None else base64.b64encode(a.thumbnail_jpeg).decode("ascii")}
+                 "thumbnail_jpeg": (None if a.thumbnail_jpeg is None
+                                    else base64.b64encode(a.thumbnail_jpeg).decode("ascii"))}
                 for a in self.attachments
             ],
         }
@@ -294,7 +295,8 @@ class _Reader:
         items = self._list(key)
         for i, item in enumerate(items):
             if not isinstance(item, str):
-                raise InvalidInput(f"{self._field(key)}[{i}]", "type", f"expected a string, found {type(item).__name__}")
+                raise InvalidInput(f"{self._field(key)}[{i}]", "type",
+                                   f"expected a string, found {type(item).__name__}")
         return items
 
     def string_rows(self, key: str, width: int | None = None) -> list[list[str]]:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import datetime
 
 from services.documents.rendering.content import (
-    AttachmentEntry, DocumentContent, Party, ScheduleTable, Section,
+    AttachmentEntry,
+    DocumentContent,
+    Party,
+    ScheduleTable,
+    Section,
 )
 
 
@@ -75,7 +79,8 @@ def rental_example(months: int = 36, photos: tuple[bytes | None, ...] = ()) -> D
                     ("房屋地址", "上海市徐汇区漕溪北路 88 号 3 号楼 1201 室"),
                     ("建筑面积", "89.5 平方米"),
                     ("装修情况", "精装修"),
-                    ("家具家电", "床 2 张、冰箱 1 台、电视 1 台、洗衣机 1 台、空调 3 台、热水器 1 台、宽带 1 条、书桌 1 张"),
+                    ("家具家电", "床 2 张、冰箱 1 台、电视 1 台、洗衣机 1 台、"
+                                 "空调 3 台、热水器 1 台、宽带 1 条、书桌 1 张"),
                 ),
             ),
             Section(

@@ -28,7 +28,13 @@ from reportlab.pdfbase.pdfdoc import PDFText
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import (
-    Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle,
+    Image,
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
 )
 
 from services.common.errors import InvalidInput
@@ -194,10 +200,11 @@ class _Renderer:
     def parties(self) -> list:
         w = self.width
         widths = [0.16 * w, 0.24 * w, 0.36 * w, 0.24 * w]
-        rows = [[self.cell(h, width, self.cell_center) for h, width in zip(LABELS["party_columns"], widths)]]
+        rows = [[self.cell(h, width, self.cell_center)
+                 for h, width in zip(LABELS["party_columns"], widths, strict=True)]]
         for p in self.content.parties:
             rows.append([self.cell(value, width, style) for value, width, style in zip(
-                (p.role, p.name, p.id_number, p.phone), widths, (self.cell_center, None, None, None))])
+                (p.role, p.name, p.id_number, p.phone), widths, (self.cell_center, None, None, None), strict=True)])
         return [self.para(LABELS["parties_heading"], self.heading),
                 self.grid(rows, widths, header=True, centred=(((0, 0), (-1, 0)), ((0, 1), (0, -1))))]
 

@@ -33,7 +33,8 @@ class SelfDeclaredProofing:
 
     def compare_face(self, claimant: Claimant, face: CapturedFace, id_portrait: bytes | None = None) -> FaceProof:
         if id_portrait is None:
-            raise InvalidInput("id_portrait", "required", "self-declared proofing compares the face with an ID portrait")
+            raise InvalidInput("id_portrait", "required",
+                               "self-declared proofing compares the face with an ID portrait")
         portrait = encoding_from_bytes(self._encode(id_portrait, "id_portrait"))
         distance = face_distance(portrait, encoding_from_bytes(face.encoding))
         return FaceProof(PROVIDER, None, distance, DISTANCE, self.threshold, distance < self.threshold,

@@ -246,7 +246,8 @@ _INVALID_NAME = _Refusal("name", "authority_invalid_name",
 _NO_RECORD = _Refusal("id_number", "authority_no_record",
                       "expected an ID number on the authority's records, found none")
 _NO_FACE = _Refusal("selfie", "no_face", "expected one whole face, the authority found none")
-_POOR = _Refusal("selfie", "poor_quality", "expected a sharp, uncovered, complete face, the authority found it unusable")
+_POOR = _Refusal("selfie", "poor_quality",
+                 "expected a sharp, uncovered, complete face, the authority found it unusable")
 _CORRUPT = _Refusal("selfie", "corrupt_image", "expected an image the authority can decode, found one it cannot")
 _AUTHORITY_DOWN = _Outage("authority_unavailable", OUTAGE_RETRY_AFTER)
 _DAILY_LIMIT = _Outage("daily_limit", None, until_midnight=True)

@@ -134,5 +134,5 @@ def test_a_template_summary_names_its_amount_due_date_and_parties(catalog):
                        "loan": {"principal": "10005.00", "annual_rate": "3.65", "start_date": "2026-01-31",
                                 "due_date": "2026-04-15", "method": "monthly_interest", "day_count": "actual/365"}}
     receipt = catalog.get("receipt").summary({})
-    assert receipt["amount"] is None and receipt["due_date"] is None and receipt["loan"] is None and [p["name"] for p in receipt["parties"]] == [
-        None, None]
+    assert (receipt["amount"] is None and receipt["due_date"] is None and receipt["loan"] is None
+            and [p["name"] for p in receipt["parties"]] == [None, None])

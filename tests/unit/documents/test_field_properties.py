@@ -12,7 +12,8 @@ import unicodedata
 from decimal import Context, Decimal
 
 import pytest
-from hypothesis import assume, example, given, settings, strategies as st
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
 from services.documents.amount_words import amount_in_words
@@ -41,7 +42,8 @@ def violations(template, values, today=TODAY) -> list[tuple[str, str]]:
     try:
         template.validate(values, today)
     except ValidationFailed as err:
-        assert isinstance(err, InvalidInput) and (err.field, err.rule) == (err.violations[0].field, err.violations[0].rule)
+        assert (isinstance(err, InvalidInput)
+                and (err.field, err.rule) == (err.violations[0].field, err.violations[0].rule))
         return [(v.field, v.rule) for v in err.violations]
     return []
 

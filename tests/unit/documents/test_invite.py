@@ -14,7 +14,12 @@ import pytest
 
 from services.common.errors import Forbidden, InvalidInput
 from services.documents.invite import (
-    invite_qr_png, invite_qr_svg, make_invite, make_token, read_invite, token_from_url,
+    invite_qr_png,
+    invite_qr_svg,
+    make_invite,
+    make_token,
+    read_invite,
+    token_from_url,
 )
 
 KEY = bytes(range(32))

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -131,7 +132,7 @@ def test_pdf_id_derives_from_the_content(iou_pdf):
 
 def test_schedule_runs_over_pages_with_every_row_and_page_totals(rental_pdf, tmp_path):
     path = write(tmp_path, "rent.pdf", rental_pdf)
-    pages = int(next(l for l in run("pdfinfo", path).splitlines() if l.startswith("Pages:")).split()[1])
+    pages = int(next(line for line in run("pdfinfo", path).splitlines() if line.startswith("Pages:")).split()[1])
     assert pages >= 2
     per_page = [run("pdftotext", "-enc", "UTF-8", "-f", str(n), "-l", str(n), path, "-") for n in range(1, pages + 1)]
     text = "".join(per_page)
@@ -154,7 +155,7 @@ def test_attachment_thumbnails_are_drawn_and_hashes_listed(tmp_path):
         photos.append(sanitize_image(buf.getvalue()))
     content = rental_example(months=3, photos=tuple(p.thumbnail_jpeg for p in photos))
     content = dataclasses.replace(content, attachments=tuple(
-        dataclasses.replace(a, sha256=p.sha256) for a, p in zip(content.attachments, photos)))
+        dataclasses.replace(a, sha256=p.sha256) for a, p in zip(content.attachments, photos, strict=True)))
     path = write(tmp_path, "photos.pdf", render_pdf(content))
     images = run("pdfimages", "-list", path).splitlines()[2:]
     assert len(images) == 2
@@ -189,7 +190,7 @@ def test_signing_fills_a_field_and_leaves_page_content_alone(iou_pdf):
     status = {name: value is not None for name, value, _ in fields.enumerate_sig_fields(reader)}
     assert status == {"sig_lender": True, "sig_borrower": False}
     before = PdfFileReader(io.BytesIO(iou_pdf))
-    for page_before, page_after in zip(before.root["/Pages"]["/Kids"], reader.root["/Pages"]["/Kids"]):
+    for page_before, page_after in zip(before.root["/Pages"]["/Kids"], reader.root["/Pages"]["/Kids"], strict=True):
         assert page_before.get_object()["/Contents"].data == page_after.get_object()["/Contents"].data
 
 
@@ -212,7 +213,8 @@ def test_glyph_missing_in_a_section_value():
 
 @pytest.mark.parametrize("change, field, rule", [
     (lambda c: dataclasses.replace(c, parties=()), "parties", "required"),
-    (lambda c: dataclasses.replace(c, parties=(c.parties[0], dataclasses.replace(c.parties[1], signature_field="sig_lender"))),
+    (lambda c: dataclasses.replace(
+        c, parties=(c.parties[0], dataclasses.replace(c.parties[1], signature_field="sig_lender"))),
      "parties[1].signature_field", "unique"),
     (lambda c: dataclasses.replace(c, parties=(dataclasses.replace(c.parties[0], signature_field="sig.lender"),)),
      "parties[0].signature_field", "field_name"),
@@ -282,7 +284,8 @@ def test_a_long_party_name_stays_inside_its_signature_box(tmp_path):
     # -bbox gives word boxes; the label must end left of the second box's start
     boxes = run("pdftotext", "-enc", "UTF-8", "-bbox", path, "-")
     reader = PdfFileReader(open(path, "rb"))
-    rects = {name: [float(v) for v in ref.get_object()["/Rect"]] for name, _, ref in fields.enumerate_sig_fields(reader)}
+    rects = {name: [float(v) for v in ref.get_object()["/Rect"]]
+             for name, _, ref in fields.enumerate_sig_fields(reader)}
     lender_right = rects["sig_lender"][2]
     label_words = [line for line in boxes.splitlines() if "张三" in line and "xMax" in line]
     assert label_words, boxes[:500]

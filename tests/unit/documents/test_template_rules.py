@@ -92,10 +92,13 @@ def without(make, key):
         ("receipt", receipt_values(remark="字" * 21), ("remark", "max_chars")),
         ("rental", rental_values(address="北京"), ("address", "min_chars")),
         ("iou", iou_values(remark="第一行\n第二行"), ("remark", "charset")),
-        ("employment", employment_values(employer_credit_code="91110108MA0123456O"), ("employer_credit_code", "format")),
+        ("employment", employment_values(employer_credit_code="91110108MA0123456O"),
+         ("employer_credit_code", "format")),
         # person identifiers
-        ("iou", iou_values(borrower=dict(BORROWER, id_number="110105199003071238")), ("borrower.id_number", "check_digit")),
-        ("iou", iou_values(borrower=dict(BORROWER, id_number="11010519900230123X")), ("borrower.id_number", "birth_date")),
+        ("iou", iou_values(borrower=dict(BORROWER, id_number="110105199003071238")),
+         ("borrower.id_number", "check_digit")),
+        ("iou", iou_values(borrower=dict(BORROWER, id_number="11010519900230123X")),
+         ("borrower.id_number", "birth_date")),
         ("iou", iou_values(borrower=dict(BORROWER, id_number="1101051990")), ("borrower.id_number", "length")),
         ("iou", iou_values(lender=dict(LENDER, phone="12800138000")), ("lender.phone", "prefix")),
         ("iou", iou_values(lender=dict(LENDER, phone="1380013800")), ("lender.phone", "length")),
@@ -121,8 +124,10 @@ def without(make, key):
         ("rental", rental_values(furnishings=[{"name": "床", "count": 1}, {"name": "床", "count": 2}]),
          ("furnishings.1.name", "duplicate")),
         ("rental", rental_values(furnishings=[{"name": "床"}]), ("furnishings.0", "type")),
-        ("rental", rental_values(furnishings=[{"name": f"物品{i}", "count": 1} for i in range(11)]), ("furnishings", "max_items")),
-        ("rental", rental_values(furnishings=[{"name": "一张很长很长很长的书桌", "count": 1}]), ("furnishings.0.name", "max_chars")),
+        ("rental", rental_values(furnishings=[{"name": f"物品{i}", "count": 1} for i in range(11)]),
+         ("furnishings", "max_items")),
+        ("rental", rental_values(furnishings=[{"name": "一张很长很长很长的书桌", "count": 1}]),
+         ("furnishings.0.name", "max_chars")),
         ("rental", rental_values(tenant_fees=["水费", "水费"]), ("tenant_fees.1", "duplicate")),
         ("rental", rental_values(tenant_fees=[f"费{i}" for i in range(6)]), ("tenant_fees", "max_items")),
         # unknown input
@@ -175,11 +180,13 @@ def test_rate_cap_follows_four_times_lpr_when_it_binds():
 def test_all_violations_are_collected(catalog):
     values = iou_values(amount="0", remark="字" * 41, lender=dict(LENDER, phone="1"), repayment_date="2025-01-01")
     found, err = violations(catalog, "iou", values)
-    assert found == [("lender.phone", "length"), ("amount", "min"), ("remark", "max_chars"), ("repayment_date", "after")]
+    assert found == [("lender.phone", "length"), ("amount", "min"), ("remark", "max_chars"),
+                     ("repayment_date", "after")]
     # The exception itself names the first one and says how many more there are.
     assert (err.field, err.rule) == ("lender.phone", "length")
     assert err.message.endswith("(and 3 more)")
-    assert err.to_dict()["violations"][2] == {"field": "remark", "rule": "max_chars", "message": "remark too long: 41 > 40"}
+    assert err.to_dict()["violations"][2] == {"field": "remark", "rule": "max_chars",
+                                              "message": "remark too long: 41 > 40"}
 
 
 def test_violations_survive_nameko_serialisation(catalog):

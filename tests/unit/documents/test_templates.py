@@ -46,9 +46,11 @@ def test_validate_normalises_to_json(catalog, template_id):
 
 def test_iou_content(catalog):
     c = catalog.get("iou").content(iou_values(), TODAY)
-    assert c["amount"] == {"field": "amount", "label": "借款金额", "figures": "¥10,005.00", "value": "10005.00", "words": "人民币壹万零伍元整"}
+    assert c["amount"] == {"field": "amount", "label": "借款金额", "figures": "¥10,005.00", "value": "10005.00",
+                           "words": "人民币壹万零伍元整"}
     assert c["initiator"] == {"role": "borrower", "label": "借款人"}
-    assert [(p["role"], p["signature_field"]) for p in c["parties"]] == [("lender", "sig_lender"), ("borrower", "sig_borrower")]
+    assert ([(p["role"], p["signature_field"]) for p in c["parties"]]
+            == [("lender", "sig_lender"), ("borrower", "sig_borrower")])
     rows = dict((r["label"], r["value"]) for r in c["sections"][0]["rows"])
     assert rows["借款金额"] == "¥10,005.00"
     assert rows["大写金额"] == "人民币壹万零伍元整"
@@ -99,7 +101,8 @@ def test_iou_contract_words_and_optional_article(catalog):
     articles = [p for s in c["sections"] for p in s["paragraphs"]]
     assert "第四条 乙方应将款项归还至甲方指定的收款账户。" in articles
     assert all(s["label"] != "其他约定" for s in c["sections"])  # an empty section is left out
-    c2 = t.content(iou_contract_values(repayment_account="中国银行 6216 **** 0001", other_terms="第一行\n第二行"), TODAY)
+    c2 = t.content(iou_contract_values(repayment_account="中国银行 6216 **** 0001", other_terms="第一行\n第二行"),
+                   TODAY)
     articles2 = [p for s in c2["sections"] for p in s["paragraphs"]]
     assert "第四条 乙方应将款项归还至甲方收款账户：中国银行 6216 **** 0001。" in articles2
     assert c2["sections"][-1] == {"label": "其他约定", "rows": [], "table": None, "paragraphs": ["第一行\n第二行"]}
@@ -112,7 +115,8 @@ def test_rental_content(catalog):
     t = catalog.get("rental")
     values = t.validate(rental_values(), TODAY)
     # Listed items in the template's order, free items after them, zero counts dropped.
-    assert values["furnishings"] == [{"name": "床", "count": 1}, {"name": "空调", "count": 2}, {"name": "沙发", "count": 1}]
+    assert values["furnishings"] == [{"name": "床", "count": 1}, {"name": "空调", "count": 2},
+                                     {"name": "沙发", "count": 1}]
     assert values["tenant_fees"] == ["水费", "电费", "垃圾清运费"]
     assert values["ownership_proof"] == [{"sha256": HASH_B, "caption": ""}]
     assert values["building_area"] == "89.5"
@@ -125,7 +129,8 @@ def test_rental_content(catalog):
     assert rows["月租金"] == "¥6,500.00" and rows["月租金大写"] == "人民币陆仟伍佰元整"
     assert rows["是否允许装修"] == "不允许" and rows["是否允许转租"] == "允许"
     assert rows["续租提前通知天数"] == "30天"
-    assert [(a["field"], a["sha256"]) for a in c["attachments"]] == [("property_photos", HASH_A), ("ownership_proof", HASH_B)]
+    assert ([(a["field"], a["sha256"]) for a in c["attachments"]]
+            == [("property_photos", HASH_A), ("ownership_proof", HASH_B)])
     assert c["initiator"]["role"] == "tenant"
 
 

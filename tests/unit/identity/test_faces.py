@@ -68,7 +68,8 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("first,second", SAME_PERSON)
@@ -246,7 +247,8 @@ def test_png_and_webp_are_accepted(engine, photo):
 def test_decoded_arrays_are_checked(engine, photo):
     pixels = decode_image(photo("obama2"), "selfie")
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
-    assert engine.compare_encodings(engine.encode(pixels, "selfie"), engine.encode(photo("obama2"), "selfie")).distance < 1e-9
+    assert engine.compare_encodings(engine.encode(pixels, "selfie"),
+                                    engine.encode(photo("obama2"), "selfie")).distance < 1e-9
     with pytest.raises(InvalidInput) as caught:
         engine.encode(pixels.astype(np.float32), "selfie")
     assert caught.value.rule == "pixel_format"

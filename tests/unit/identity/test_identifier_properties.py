@@ -10,9 +10,9 @@ and a mask shows no digit beyond the documented ones.
 import datetime as dt
 import re
 
-from hypothesis import assume, given, settings, strategies as st
-
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
 from services.common.idnumber import EARLIEST_BIRTH_DATE, PROVINCE_CODES, parse_id_number
@@ -127,7 +127,8 @@ def test_birth_dates_outside_1800_to_today_are_refused_by_the_birth_date_rule(pr
 
 
 @PROPERTY
-@given(value=st.text(alphabet=st.sampled_from(ASCII_DIGITS + "Xx０１ ٣"), min_size=0, max_size=20) | st.text(max_size=20))
+@given(value=st.text(alphabet=st.sampled_from(ASCII_DIGITS + "Xx０１ ٣"), min_size=0, max_size=20)
+       | st.text(max_size=20))
 def test_arbitrary_text_is_judged_by_the_documented_rules_in_order(value):
     rule = expected_rule(value, TODAY)
     if rule is None:

@@ -103,7 +103,8 @@ def test_a_single_full_width_digit_is_rejected(position):
     assert rule_of(tampered) == "charset"
 
 
-@pytest.mark.parametrize("foreign_digit", ["\u0664", "\u0967", "\u0d67", "\U0001d7d9"])  # Arabic-Indic 4, Devanagari 1, Malayalam 1, math 1
+# Arabic-Indic 4, Devanagari 1, Malayalam 1, mathematical double-struck 1
+@pytest.mark.parametrize("foreign_digit", ["\u0664", "\u0967", "\u0d67", "\U0001d7d9"])
 def test_other_unicode_digits_are_rejected(foreign_digit):
     value = foreign_digit + "10105" + "19491231002X"
     assert len(value) == 18

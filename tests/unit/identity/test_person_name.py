@@ -68,7 +68,8 @@ def test_dot_positions(value):
     assert rule_of(value) == "dot_position"
 
 
-@pytest.mark.parametrize("value", ["Zhang San", "张 三", "张-三", "张三!", "キム", "김철수", "张\u0301三", "张\ufe00三", "张\ue000三"])
+@pytest.mark.parametrize("value", ["Zhang San", "张 三", "张-三", "张三!", "キム", "김철수",
+                                   "张\u0301三", "张\ufe00三", "张\ue000三"])
 def test_other_characters(value):
     assert rule_of(value) == "charset"
 

@@ -10,7 +10,13 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from services.common.errors import IntegrityError
 from services.common.sealing import (
-    BlindIndex, Keyring, SealedBlob, associated_data, decode_key, from_text, to_text,
+    BlindIndex,
+    Keyring,
+    SealedBlob,
+    associated_data,
+    decode_key,
+    from_text,
+    to_text,
 )
 
 K1, K2, K3 = os.urandom(32), os.urandom(32), os.urandom(32)
@@ -85,7 +91,8 @@ def test_any_tampered_byte_is_detected(where):
     keyring = Keyring({"k1": K1, "k2": K1}, active="k1")  # same key under two ids
     blob = bytearray(keyring.seal(SECRET, AAD))
     pos = 5 + blob[4]
-    index = {"key_id": 6, "wrapped_key": pos + 3, "nonce": pos + 41, "ciphertext": pos + 53, "tag": len(blob) - 1}[where]
+    index = {"key_id": 6, "wrapped_key": pos + 3, "nonce": pos + 41, "ciphertext": pos + 53,
+             "tag": len(blob) - 1}[where]
     if where == "key_id":
         blob[index] = ord("3")  # "k1" -> "k3": unknown
     else:

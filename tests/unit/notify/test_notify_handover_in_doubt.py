@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
-from services.common.clock import utcnow
 from services.common import events
+from services.common.clock import utcnow
 from services.common.database import Database
 from services.common.errors import InvalidInput
 from services.common.outbox import OUTBOX, UnitOfWork

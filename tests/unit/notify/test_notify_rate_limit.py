@@ -137,7 +137,8 @@ def test_quiet_hours_within_one_day():
     lunch = QuietHours(start=dt.time(12, 0), end=dt.time(13, 30))
     assert lunch.contains(dt.datetime(2025, 3, 10, 12, 45, tzinfo=SH))
     assert not lunch.contains(dt.datetime(2025, 3, 10, 13, 30, tzinfo=SH))
-    assert lunch.next_allowed(dt.datetime(2025, 3, 10, 12, 45, tzinfo=SH)) == dt.datetime(2025, 3, 10, 13, 30, tzinfo=SH)
+    assert (lunch.next_allowed(dt.datetime(2025, 3, 10, 12, 45, tzinfo=SH))
+            == dt.datetime(2025, 3, 10, 13, 30, tzinfo=SH))
 
 
 def test_phone_key_keeps_numbers_out_of_the_store():

@@ -7,7 +7,7 @@ import pytest
 
 from services.common.database import Database
 from services.notify import reminder_book
-from services.notify.reminders import LoanTerms, RepaymentMethod, ReminderPolicy, plan_reminders
+from services.notify.reminders import LoanTerms, ReminderPolicy, RepaymentMethod, plan_reminders
 
 SH = ZoneInfo("Asia/Shanghai")
 POLICY = ReminderPolicy()

@@ -7,11 +7,12 @@ import pytest
 
 from services.common.database import Database
 from services.common.errors import InvalidInput
+from services.common.lease import acquire as acquire_lease
+from services.common.lease import release as release_lease
 from services.notify.clock import OffsetFileClock, SystemClock, clock_from_config
 from services.notify.models import RateEvent
 from services.notify.rate_limit import RateLimits, SmsRateLimiter
 from services.notify.rate_store import SqlRateCounterStore, admit
-from services.common.lease import acquire as acquire_lease, release as release_lease
 from services.notify.settings import NotifySettings
 from services.notify.sms_templates import TemplateCategory
 

@@ -300,7 +300,8 @@ def test_reports_are_paged(vendor):
     for n in range(105):
         send_with_reference(provider, f"msg-{n}")
     assert provider.check(PHONE, "msg-104", since).state is HandoverState.ACCEPTED
-    offsets = [r.json["Offset"] for r in vendor.received if r.headers.get("X-TC-Action") == "PullSmsSendStatusByPhoneNumber"]
+    offsets = [r.json["Offset"] for r in vendor.received
+               if r.headers.get("X-TC-Action") == "PullSmsSendStatusByPhoneNumber"]
     assert offsets == [0, 100]
 
 

@@ -92,7 +92,7 @@ def test_pyhanko_sees_two_time_sources_chaining_to_two_roots(env, external, two_
     assert [sig.field_name for sig, _ in results] == ["Party1", "Party2", "DocumentTimestamp"]
     for sig, status in results:
         assert status.intact and status.valid and status.trusted, sig.field_name
-    for sig, status in results[:2]:  # the parties' signatures and their signature time-stamps: the platform's
+    for _sig, status in results[:2]:  # the parties' signatures and their signature time-stamps: the platform's
         assert _anchor_cn(status) == PLATFORM_ROOT
         tst = status.timestamp_validity
         assert tst.intact and tst.valid and tst.trusted

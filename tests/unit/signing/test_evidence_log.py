@@ -201,14 +201,14 @@ def test_every_leaf_is_provable_at_every_later_size_and_roots_match_the_rfc(log)
 
 
 def test_checkpoints_are_signed_cached_and_consistent(log, signer):
-    for i in range(5):
+    for _ in range(5):
         log.append(event_record("flow-1"))
     first = log.checkpoint()
     assert log.checkpoint() == first and log.latest_checkpoint() == first
     verifier = NoteVerifier.from_key_string(log.public_key())
     old = open_checkpoint(first, verifier, ORIGIN)
     assert (old.size, old.root_hash) == (5, rfc_mth([log.leaf(i).leaf_hash for i in range(5)]))
-    for i in range(6):
+    for _ in range(6):
         log.append(event_record("flow-2"))
     second = log.checkpoint()
     assert second != first and log.latest_checkpoint() == second
@@ -224,7 +224,7 @@ def test_an_empty_log_signs_the_empty_tree(log):
 
 
 def test_checkpointed_inclusion_checks_signature_size_and_leaf(log, signer):
-    for i in range(4):
+    for _ in range(4):
         log.append(event_record("flow-1"))
     note = log.checkpoint()
     proof = log.inclusion_proof(0, 4)
@@ -240,7 +240,7 @@ def test_checkpointed_inclusion_checks_signature_size_and_leaf(log, signer):
 
 
 def test_proof_values_round_trip_through_json_dicts(log):
-    for i in range(7):
+    for _ in range(7):
         log.append(event_record("flow-1"))
     inclusion = log.inclusion_proof(2, 7)
     assert InclusionProof.from_dict(inclusion.to_dict()) == inclusion
@@ -289,11 +289,11 @@ def test_the_log_refuses_to_sign_a_tree_that_forks_from_its_last_checkpoint(stor
     # old backup and appended to again would hold
     other = MemoryLogStore()
     other_log = EvidenceLog(other, signer)
-    for i in range(3):
+    for _ in range(3):
         other_log.append(event_record("other"))
     store.save_checkpoint(3, other_log.root(), other_log.checkpoint(), FIXED_NOW)
     log = EvidenceLog(store, signer)
-    for i in range(5):
+    for _ in range(5):
         log.append(event_record("flow-1"))
     with pytest.raises(IntegrityError, match="refusing to sign size 5"):
         log.checkpoint()
@@ -369,13 +369,13 @@ def test_appenders_in_several_processes_get_one_consistent_tree(request, tmp_pat
     records = [leaf.record() for leaf in leaves]
     assert sorted(r["party_id"] for r in records) == sorted(f"{w}-{i}" for w in range(workers) for i in range(count))
     order = [r["party_id"].split("-")[0] for r in records]
-    switches = sum(a != b for a, b in zip(order, order[1:]))
+    switches = sum(a != b for a, b in zip(order, order[1:], strict=False))
     assert switches > workers - 1, f"appends did not interleave ({''.join(order)}); nothing was tested"
     for flow in ("flow-0", "flow-1", "flow-2"):
         indices = [i for i, r in enumerate(records) if r["flow_id"] == flow]
         assert [records[i]["prev_index"] for i in indices] == [None] + indices[:-1]
     hashes = [leaf.leaf_hash for leaf in leaves]
-    assert all(h == hashlib.sha256(b"\x00" + leaf.data).digest() for h, leaf in zip(hashes, leaves))
+    assert all(h == hashlib.sha256(b"\x00" + leaf.data).digest() for h, leaf in zip(hashes, leaves, strict=True))
     assert log.root() == rfc_mth(hashes)
     for index in (0, 17, total - 1):
         verify_inclusion(leaves[index].data, index, total, log.inclusion_proof(index, total).hashes, log.root())

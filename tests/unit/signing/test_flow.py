@@ -243,7 +243,8 @@ def test_a_dispute_marks_an_ended_flow_and_keeps_its_state(ended):
     t = F.dispute_identity(flow, "p1", "identity_taken_over", later)
     assert t.events == (events.FLOW_IDENTITY_DISPUTED,)
     assert t.flow.state is flow.state and t.flow.reason == flow.reason and t.flow.ended_at == flow.ended_at
-    assert (t.flow.disputed_person_id, t.flow.disputed_at, t.flow.dispute_reason) == ("p1", later, "identity_taken_over")
+    assert ((t.flow.disputed_person_id, t.flow.disputed_at, t.flow.dispute_reason)
+            == ("p1", later, "identity_taken_over"))
 
 
 def test_the_first_dispute_stays_on_record():

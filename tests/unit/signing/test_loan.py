@@ -57,7 +57,8 @@ def test_an_extension_moves_the_date_and_its_rate_runs_from_the_old_date():
     assert moved.interest_owed == Decimal("87.00") and moved.due == D(2027, 3, 1)
     assert not moved.overdue and moved.annual_rate == Decimal("7.30")
     same_rate = loan.position(TERMS, [loan.Extension("e", D(2027, 1, 20), D(2027, 3, 1))], D(2027, 3, 1))
-    assert same_rate.interest_owed == Decimal("59.00") and same_rate.to_dict()["original_repayment_date"] == "2027-02-01"
+    assert (same_rate.interest_owed == Decimal("59.00")
+            and same_rate.to_dict()["original_repayment_date"] == "2027-02-01")
 
 
 def test_monthly_interest_dates_are_month_days_from_the_start_clamped():

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from services.common.errors import IntegrityError, InvalidInput
 from services.signing.checkpoint import NoteSigner, open_checkpoint
@@ -26,8 +27,8 @@ from services.signing.evidence_log import (
     InclusionProof,
     MemoryLogStore,
     canonical_json,
-    verify_inclusion as verify_leaf_inclusion,
 )
+from services.signing.evidence_log import verify_inclusion as verify_leaf_inclusion
 from services.signing.merkle import (
     ConsistencyProofError,
     InclusionProofError,
@@ -203,7 +204,8 @@ def test_an_inclusion_proof_checked_for_another_index_or_size_fails_unless_it_as
                 verify_inclusion(rfc.d[index], other_index, other_size, proof, root)
             except InclusionProofError:
                 accepted = False
-            same_question = 0 <= other_index < other_size and path_shape(other_index, other_size) == path_shape(index, n)
+            same_question = (0 <= other_index < other_size
+                             and path_shape(other_index, other_size) == path_shape(index, n))
             assert accepted == same_question, (index, n, other_index, other_size)
 
 

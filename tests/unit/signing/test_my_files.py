@@ -38,7 +38,7 @@ def add_flow(session, n: int, persons=(LENDER, BORROWER), names=("王䶮", "李�
                       "parties": [{"label": "出借人", "name": names[0]}, {"label": "借款人", "name": names[1]}]})
                   if with_summary else None)
     parties = [FlowParty(flow_id=flow_id, position=i, person_id=person, role=role, signature_field=f"sig_{i}")
-               for i, (person, role) in enumerate(zip(persons, ("出借人", "借款人")))]
+               for i, (person, role) in enumerate(zip(persons, ("出借人", "借款人"), strict=True))]
     session.add(row)
     session.add_all(parties)
     session.flush()

@@ -29,7 +29,10 @@ def _flow_log(documents, log_signer, disputed_person_id: str | None = None) -> E
     """The flow's events as the signing service logs them, between another
     flow's; with ``disputed_person_id``, the dispute mark that came later."""
     log = EvidenceLog(MemoryLogStore(), log_signer)
-    sha = lambda data: hashlib.sha256(data).hexdigest()
+
+    def sha(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
     events = [
         ("flow_sent", "alice", sha(documents["blank"]), None, None),
         ("party_signed", "alice", sha(documents["first"]), "11", "sms"),
@@ -151,7 +154,8 @@ def test_genuine_pdf_and_report_verify_offline(env, documents, signed_report, ro
     assert sum(s.startswith("evidence leaf") for s in subjects) == 4
     assert result.to_dict()["ok"] is True and result.to_dict()["problems"] == []
     # a 159-bit serial travels as decimal text, which canonical JSON can carry exactly
-    assert signed_report["report"]["parties"][0]["certificate"]["serial"] == str(env.pki.alice.certificate.serial_number)
+    assert (signed_report["report"]["parties"][0]["certificate"]["serial"]
+            == str(env.pki.alice.certificate.serial_number))
 
 
 def test_pdf_alone_verifies(documents, roots):

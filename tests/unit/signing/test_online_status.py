@@ -36,9 +36,10 @@ def answer(status: str = "voided", tamper_leaf: bool = False):
         return {"leaf": stored.data.decode(), "index": index, "proof": log.inclusion_proof(index, 6).to_dict()}
 
     status_leaf = leaf(5 if tamper_leaf else 4)
-    return {"known": True, "status": status, "status_text": "…", "evidence": dict(
+    return ({"known": True, "status": status, "status_text": "…", "evidence": dict(
         status_leaf, document_leaf=leaf(2), checkpoint=cosigned, tree_size=6,
-        log_public_key=signer.verifier.to_key_string())}, signer.verifier.to_key_string(), witness.verifier.to_key_string()
+        log_public_key=signer.verifier.to_key_string())},
+        signer.verifier.to_key_string(), witness.verifier.to_key_string())
 
 
 def failing(checks):

@@ -20,8 +20,8 @@ from pyhanko.sign.validation import (
 )
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
-from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.common.tsa import TsaSettings
+from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.signing.verification import verify_pdf
 from tests.support.pki import (
     PkiHttpServer,
@@ -90,7 +90,7 @@ def test_every_signature_is_intact_valid_trusted_and_unmodified(env, flow):
             ModificationLevel.NONE, ModificationLevel.LTA_UPDATES, ModificationLevel.FORM_FILLING
         ), sig.field_name
         assert status.docmdp_ok in (True, None), sig.field_name
-    for sig, status in results[:2]:
+    for _sig, status in results[:2]:
         assert not status.revoked
         assert status.timestamp_validity is not None and status.timestamp_validity.trusted  # PAdES B-T
 
@@ -220,7 +220,8 @@ def _b64(data: bytes) -> str:
 def test_signing_needs_the_existing_empty_field_and_certification_first(env, signer, flow):
     pki, png = env.pki, handwritten_png()
     with pytest.raises(NotFound):
-        signer.sign_party(flow["blank"], "NoSuchField", pki.alice.certificate, pki.chain, pki.alice.sign_digest, png, True)
+        signer.sign_party(flow["blank"], "NoSuchField", pki.alice.certificate, pki.chain,
+                          pki.alice.sign_digest, png, True)
     with pytest.raises(Conflict):  # the field already carries Alice's signature
         signer.sign_party(flow["first"], "Party1", pki.bob.certificate, pki.chain, pki.bob.sign_digest, png, False)
     with pytest.raises(Conflict):  # a certification signature must come first

@@ -19,8 +19,8 @@ from services.signing.evidence_log import EvidenceLog, MemoryLogStore
 from services.signing.report import (
     ReportSignatureError,
     build_report,
-    render_report_pdf,
     refuse_clear_personal_data,
+    render_report_pdf,
     report_digest,
     sign_report,
     verify_report_signature,
@@ -63,7 +63,8 @@ def _evidence(log: EvidenceLog, flow_id: str = FLOW_ID) -> dict:
     size = log.size()
     return {
         "checkpoint": checkpoint, "tree_size": size, "log_public_key": log.public_key(),
-        "leaves": [{"index": leaf.index, "leaf": leaf.data.decode(), "proof": log.inclusion_proof(leaf.index, size).to_dict()}
+        "leaves": [{"index": leaf.index, "leaf": leaf.data.decode(),
+                    "proof": log.inclusion_proof(leaf.index, size).to_dict()}
                    for leaf in log.flow_leaves(flow_id)],
     }
 
@@ -76,10 +77,10 @@ def _inputs(evidence: dict) -> dict:
     return dict(
         flow=flow, original_pdf_sha256=ORIGINAL, final_pdf_sha256=FINAL,
         parties=[
-            {"person_id": "alice", "name": "张三", "id_number_masked": "1101**********002X", "phone_masked": "138****0000",
-             "certificate": dict(certificate, serial="1234")},
-            {"person_id": "bob", "name": "李四", "id_number_masked": "3101**********1234", "phone_masked": "139****1111",
-             "certificate": dict(certificate, serial="5678")},
+            {"person_id": "alice", "name": "张三", "id_number_masked": "1101**********002X",
+             "phone_masked": "138****0000", "certificate": dict(certificate, serial="1234")},
+            {"person_id": "bob", "name": "李四", "id_number_masked": "3101**********1234",
+             "phone_masked": "139****1111", "certificate": dict(certificate, serial="5678")},
         ],
         identity_checks=[
             # identity's report_profile identity_check: Tencent FaceID scores a similarity, the registry a distance
@@ -91,7 +92,8 @@ def _inputs(evidence: dict) -> dict:
              "checked_at": "2024-04-30T10:00:00Z", "account_status": "active"},
         ],
         willingness=[
-            {"person_id": "alice", "action": "sign", "method": "sms", "at": "2024-05-01T01:04:00Z", "outcome": "passed"},
+            {"person_id": "alice", "action": "sign", "method": "sms", "at": "2024-05-01T01:04:00Z",
+             "outcome": "passed"},
             {"person_id": "bob", "action": "sign", "method": "face", "at": "2024-05-01T01:59:00Z", "outcome": "passed"},
         ],
         signatures=[
@@ -154,7 +156,8 @@ def test_report_holds_document_parties_checks_and_events(report, log):
     assert report["generated_at"] == "2024-05-02T08:30:00Z" and report["verification_url"] == URL
     evidence = report["evidence"]
     assert [e["index"] for e in evidence["events"]] == [1, 3, 5, 7]  # the other flow holds the even leaves
-    assert [e["event_type"] for e in evidence["events"]] == ["flow_sent", "party_signed", "party_signed", "flow_completed"]
+    assert [e["event_type"] for e in evidence["events"]] == ["flow_sent", "party_signed", "party_signed",
+                                                             "flow_completed"]
     assert [e["prev_index"] for e in evidence["events"]] == [None, 1, 3, 5]
     assert evidence["tree_size"] == log.size() == 8
     assert evidence["root_hash"] == log.root().hex()
@@ -296,8 +299,9 @@ def test_pdf_shows_title_parties_and_hashes(pdf, tmp_path):
 def test_pdf_shows_each_partys_identity_check(pdf, tmp_path):
     text = _pdftotext(pdf, tmp_path)
     for expected in (AssuranceLevel.AUTHORITY_FACE_LIVENESS.label, AssuranceLevel.AUTHORITY_FACE.label,
-                     "腾讯云人脸核身", "请求编号 8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f", "87.3100（相似度，阈值 70.0000）",
-                     "本地权威库", "0.4200（人脸距离，阈值 0.6000）", "未进行", "2024-04-30 17:00:00 (UTC+8)", "正常"):
+                     "腾讯云人脸核身", "请求编号 8f1c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f",
+                     "87.3100（相似度，阈值 70.0000）", "本地权威库", "0.4200（人脸距离，阈值 0.6000）", "未进行",
+                     "2024-04-30 17:00:00 (UTC+8)", "正常"):
         assert expected in text, expected
     assert "警告" not in text  # every identity here was vouched for by an authority, none disputed
 
@@ -363,7 +367,8 @@ def test_qr_code_opens_the_verification_url(pdf, tmp_path):
     (tmp_path / "report.pdf").write_bytes(pdf)
     subprocess.run(["pdftoppm", "-r", "150", "-png", str(tmp_path / "report.pdf"), str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page*.png"))
-    decoded = subprocess.run(["zbarimg", "--quiet", "--raw", *map(str, pages)], check=False, capture_output=True, text=True).stdout
+    decoded = subprocess.run(["zbarimg", "--quiet", "--raw", *map(str, pages)],
+                             check=False, capture_output=True, text=True).stdout
     assert URL in decoded.splitlines()
 
 

@@ -25,7 +25,8 @@ def authority(env):
 def _request(digest: bytes, algorithm: str = "sha256", nonce: int | None = 1234567) -> tsp.TimeStampReq:
     fields = {
         "version": 1,
-        "message_imprint": {"hash_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}), "hashed_message": digest},
+        "message_imprint": {"hash_algorithm": algos.DigestAlgorithm({"algorithm": algorithm}),
+                            "hashed_message": digest},
         "cert_req": True,
     }
     if nonce is not None:
@@ -65,7 +66,8 @@ def test_granted_token_covers_the_digest_and_chains_to_the_root(env, authority):
     assert tst_info["message_imprint"]["hashed_message"].native == digest
     assert tst_info["nonce"].native == 1234567
     assert before <= tst_info["gen_time"].native <= dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
-    context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(env.pki.root.der)], allow_fetching=True, revocation_mode="hard-fail")
+    context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(env.pki.root.der)], allow_fetching=True,
+                                revocation_mode="hard-fail")
     status = asyncio.run(
         validate_tst_signed_data(token["content"], context, expected_tst_imprint=lambda _algorithm: digest)
     )
@@ -108,7 +110,8 @@ def test_http_transport_follows_rfc3161_section_3_4(env):
 def test_client_gets_a_token_for_its_digest(env):
     digest = hashlib.sha256(b"abc").digest()
     token = asyncio.run(TsaClient(TsaSettings(env.tsa_url)).async_timestamp(digest, "sha256"))
-    assert token["content"]["encap_content_info"]["content"].parsed["message_imprint"]["hashed_message"].native == digest
+    assert (token["content"]["encap_content_info"]["content"].parsed["message_imprint"]["hashed_message"].native
+            == digest)
 
 
 def _serve(app) -> PkiHttpServer:

@@ -16,7 +16,7 @@ from services.common.database import Database
 from services.signing.checkpoint import NoteSigner, parse_note
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
 from services.signing.models import LogWitnessHead
-from services.signing.witnesses import WitnessPolicy, Witnessing, with_cosignatures
+from services.signing.witnesses import Witnessing, WitnessPolicy, with_cosignatures
 from services.witness.config import LOGS_FILE, STATE_FILE, LogsFile, load_signer
 from services.witness.cosignature import check_cosignatures
 from services.witness.local import prepare

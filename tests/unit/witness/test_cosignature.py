@@ -152,7 +152,8 @@ def test_an_altered_cosignature_does_not_verify(change):
     elif change == "timestamp":
         cosignature = Cosignature(good.name, good.key_id, good.timestamp + 1, good.signature)
     else:
-        cosignature = Cosignature(good.name, good.key_id, good.timestamp, bytes([good.signature[0] ^ 1]) + good.signature[1:])
+        cosignature = Cosignature(good.name, good.key_id, good.timestamp,
+                                  bytes([good.signature[0] ^ 1]) + good.signature[1:])
     with pytest.raises(BadSignatureError):
         signer.verifier.verify(body, cosignature)
 

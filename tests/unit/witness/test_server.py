@@ -170,7 +170,8 @@ def test_resubmitting_the_cosigned_checkpoint_is_cosigned_again_never_earlier(cl
     assert first[0] == again[0] == 200
     t1, t2 = (Cosignature.parse_line(r[2].decode()).timestamp for r in (first, again))
     assert t2 >= t1
-    assert client.add_checkpoint(format_add_checkpoint(5, CONS_PROOF[:1], M_INIT))[0] == 422  # no proof between equal sizes
+    # no proof between equal sizes
+    assert client.add_checkpoint(format_add_checkpoint(5, CONS_PROOF[:1], M_INIT))[0] == 422
 
 
 # --- forks and rollbacks, with a log of our own ------------------------------------------------
@@ -268,7 +269,8 @@ def test_bodies_over_64_kib_are_413_and_bodies_without_length_411(server, client
     assert client.add_checkpoint(b"old 0\n\n" + b"x" * (64 * 1024))[0] == 413
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=5) as raw:
-        raw.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        raw.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\n\r\n")
         assert raw.recv(100).startswith(b"HTTP/1.1 411")
     with socket.create_connection((host, port), timeout=5) as raw:
         raw.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n\r\n")

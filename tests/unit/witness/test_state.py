@@ -131,7 +131,8 @@ def test_misbehaviour_is_recorded_once_per_checkpoint_and_counted_each_time(stat
     state.update("log.example/a", lambda latest: Transition(None, store=cosigned(5)))
     known = state.latest("log.example/a")
     for old in (5, 0, 5):
-        state.update("log.example/a", lambda latest: Transition(None, evidence=_evidence("fork", 5, latest, old)))
+        state.update("log.example/a",
+                     lambda latest, old=old: Transition(None, evidence=_evidence("fork", 5, latest, old)))
     state.update("log.example/a", lambda latest: Transition(None, evidence=_evidence("rollback", 3, latest)))
     records = state.misbehaviour("log.example/a")
     assert [(r.kind, r.times_seen) for r in records] == [("fork", 3), ("rollback", 1)]

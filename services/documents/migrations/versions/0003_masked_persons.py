@@ -4,8 +4,8 @@ the person fields to mask in renderings are recorded with the document.
 Revision ID: documents_0003
 Revises: documents_0002
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "documents_0003"
 down_revision = "documents_0002"

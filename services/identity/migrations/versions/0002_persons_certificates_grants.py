@@ -4,8 +4,8 @@ checks, signing grants and the append-only audit trail.
 Revision ID: identity_0002
 Revises: identity_0001
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "identity_0002"
 down_revision = "identity_0001"

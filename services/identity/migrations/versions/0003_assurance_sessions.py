@@ -9,8 +9,8 @@ unique among active accounts only, so a frozen account keeps its records.
 Revision ID: identity_0003
 Revises: identity_0002
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "identity_0003"
 down_revision = "identity_0002"

@@ -4,8 +4,8 @@ revocation or its nextUpdate draws near, instead of signing one per request.
 Revision ID: identity_0004
 Revises: identity_0003
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "identity_0004"
 down_revision = "identity_0003"

@@ -4,8 +4,8 @@ the scheduler lease and rate-limit counters.
 Revision ID: notify_0002
 Revises: notify_0001
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from services.common.lease import create_lease_table
 

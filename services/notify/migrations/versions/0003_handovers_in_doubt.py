@@ -4,8 +4,8 @@ doubt about it was settled.
 Revision ID: notify_0003
 Revises: notify_0002
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "notify_0003"
 down_revision = "notify_0002"

@@ -11,8 +11,8 @@ template for them.
 Revision ID: notify_0004
 Revises: notify_0003
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "notify_0004"
 down_revision = "notify_0003"

@@ -3,8 +3,8 @@
 Revision ID: signing_0001
 Revises:
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from services.common.outbox import create_outbox_tables
 

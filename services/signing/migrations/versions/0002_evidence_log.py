@@ -4,8 +4,8 @@ signed checkpoints).
 Revision ID: signing_0002
 Revises: signing_0001
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0002"
 down_revision = "signing_0001"

@@ -4,8 +4,8 @@ objects and job leases.
 Revision ID: signing_0003
 Revises: signing_0002
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from services.common.lease import create_lease_table
 

@@ -4,8 +4,8 @@ starts on the same document cannot both succeed.
 Revision ID: signing_0004
 Revises: signing_0003
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0004"
 down_revision = "signing_0003"

@@ -4,8 +4,8 @@ becomes nullable until that person joins.
 Revision ID: signing_0005
 Revises: signing_0004
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0005"
 down_revision = "signing_0004"

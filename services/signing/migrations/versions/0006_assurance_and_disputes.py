@@ -9,8 +9,8 @@ Flows started before levels existed required none: they get
 Revision ID: signing_0006
 Revises: signing_0005
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0006"
 down_revision = "signing_0005"

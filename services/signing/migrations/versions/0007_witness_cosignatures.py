@@ -4,8 +4,8 @@ log knows of each witness (the size it last cosigned, the last attempt).
 Revision ID: signing_0007
 Revises: signing_0006
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0007"
 down_revision = "signing_0006"

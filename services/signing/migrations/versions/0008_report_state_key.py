@@ -4,8 +4,8 @@ again while that state holds instead of being built per request.
 Revision ID: signing_0008
 Revises: signing_0007
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0008"
 down_revision = "signing_0007"

@@ -8,8 +8,8 @@ locked yet, and the reconciler notes their lock (S3 keeps the longer one).
 Revision ID: signing_0009
 Revises: signing_0008
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from services.common.object_intents import create_intent_table
 

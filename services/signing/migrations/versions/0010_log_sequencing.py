@@ -7,8 +7,8 @@ Leaves from before this revision get their event id from their own bytes.
 Revision ID: signing_0010
 Revises: signing_0009
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0010"
 down_revision = "signing_0009"

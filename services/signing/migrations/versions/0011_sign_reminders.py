@@ -3,8 +3,8 @@
 Revision ID: signing_0011
 Revises: signing_0010
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0011"
 down_revision = "signing_0010"

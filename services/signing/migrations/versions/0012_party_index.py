@@ -10,8 +10,8 @@ stay empty (the document's values are the documents service's, sealed).
 Revision ID: signing_0012
 Revises: signing_0011
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "signing_0012"
 down_revision = "signing_0011"
