@@ -1,6 +1,10 @@
-"""The evidence log over each store (memory, SQLite, PostgreSQL): chained
-records, proofs that verify offline, cached signed checkpoints, typed refusals,
-and appenders in several processes at once."""
+"""The evidence log over the stores a unit test can make (memory, SQLite):
+chained records, proofs that verify offline, cached signed checkpoints, typed
+refusals, and appenders in several processes at once.
+
+The same tests run on PostgreSQL in tests/integration/test_evidence_log_postgresql.py,
+which imports them and gives the ``store``, ``sql_log`` and ``database`` fixtures
+a PostgreSQL schema: unit tests need no server."""
 from __future__ import annotations
 
 import hashlib
@@ -8,13 +12,11 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import create_engine, event
 from sqlalchemy.orm import sessionmaker
 
 from services.common.errors import IntegrityError, InvalidInput, NotFound
@@ -35,7 +37,6 @@ from services.signing.merkle import InclusionProofError
 from services.signing.models import EVIDENCE_LOG_TABLES, Base
 
 REPO = Path(__file__).resolve().parents[3]
-PG_URL = os.environ.get("ESIGN_TEST_PG_URL", "postgresql+psycopg2://root@127.0.0.1:5432/test")
 ORIGIN = "esign.test/evidence-log"
 FIXED_NOW = datetime(2024, 5, 1, 2, 0, tzinfo=timezone.utc)
 
@@ -82,33 +83,11 @@ def sqlite_db(tmp_path):
     engine.dispose()
 
 
-@pytest.fixture
-def postgres_db():
-    schema = "test_evidence_log_" + uuid.uuid4().hex[:10]
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OperationalError as exc:  # pragma: no cover - depends on the machine
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_URL} not reachable: {exc.__class__.__name__}")
-    engine = create_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    Base.metadata.create_all(engine, tables=EVIDENCE_LOG_TABLES)
-    try:
-        yield engine, PG_URL, schema
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=["memory", "sqlite"])
 def store(request):
     if request.param == "memory":
         return MemoryLogStore()
-    engine = request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_db")[0]
-    return SqlLogStore(sessionmaker(engine))
+    return SqlLogStore(sessionmaker(request.getfixturevalue("sqlite_db")[0]))
 
 
 @pytest.fixture
@@ -338,9 +317,14 @@ for i in range(count):
 """
 
 
-@pytest.mark.parametrize("database", ["sqlite_db", "postgres_db"])
-def test_appenders_in_several_processes_get_one_consistent_tree(request, tmp_path, database):
-    engine, url, schema = request.getfixturevalue(database)
+@pytest.fixture
+def database(sqlite_db):
+    """The database the processes share: ``(engine, url, schema)``."""
+    return sqlite_db
+
+
+def test_appenders_in_several_processes_get_one_consistent_tree(tmp_path, database):
+    engine, url, schema = database
     workers, count = 3, 20
     go = str(tmp_path / "go")
     procs = [
@@ -389,10 +373,9 @@ def flow_event(i: int, flows: str = "ABCDE") -> dict:
     return event_record(f"flow-{flows[(i * 7 + i // 3) % len(flows)]}", party_id=f"p{i}", event_id=f"ev-{i}")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sql_log(request, signer):
-    engine = request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_db")[0]
-    return EvidenceLog(SqlLogStore(sessionmaker(engine)), signer, clock=lambda: FIXED_NOW)
+@pytest.fixture
+def sql_log(sqlite_db, signer):
+    return EvidenceLog(SqlLogStore(sessionmaker(sqlite_db[0])), signer, clock=lambda: FIXED_NOW)
 
 
 def reference_log(signer, count: int) -> EvidenceLog:
