@@ -1,8 +1,10 @@
-"""The identity service end to end over real RabbitMQ and PostgreSQL, with
-notify delivering the SMS codes (console provider, read from its outbox file),
-a local identity registry as the authority (tests/support/registry.py) and
-real faces: the stage clip's performer shown live (tests/support/liveness_clip.py)
-and the real photos (tests/support/faces.py).
+"""The identity service end to end over real RabbitMQ and PostgreSQL, reading
+each SMS code as notify would (the challenge from identity's ``otp_requested``
+event, the phone and code from ``otp_message``: notify is not started; its
+delivery is tests/integration/test_notify_service.py's), a local identity
+registry as the authority (tests/support/registry.py) and real faces: the
+stage clip's performer shown live (tests/support/liveness_clip.py) and the real
+photos (tests/support/faces.py).
 
 Registration (two-element check by the authority) → live face proof against
 the authority's photo → certificate stating the assurance level (checked by
@@ -34,11 +36,11 @@ from sqlalchemy import select, update
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.database import Database
 from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
+from services.common.events import OTP_REQUESTED
 from services.common.outbox import OUTBOX
 from services.common.phone import normalise_phone
 from services.identity.models import Certificate, IdentityProof, Person, SessionRow, SigningGrantRow
 from services.identity.service import IdentityService
-from services.notify.service import NotifyService
 from tests.support import liveness_clip
 from tests.support.faces import face_path
 from tests.support.registry import PERFORMER, photo_bytes, write_registry
@@ -78,30 +80,37 @@ def live_frames(actions) -> list[str]:
 
 
 class Platform:
-    """identity + notify containers, the SMS outbox file and the identity database."""
+    """An identity container, its database, and the codes it asks notify to send."""
 
-    def __init__(self, containers, outbox_file, rpc):
-        self.identity_container, self.notify_container = containers
-        self.outbox_file = outbox_file
+    def __init__(self, container, rpc):
+        self.identity_container = container
         self.rpc = rpc
         cfg = self.identity_container.config["DATABASE"]
         self.db = Database(cfg["URL"], cfg["SCHEMA"], "identity")
 
-    def sms(self) -> list[dict]:
-        if not self.outbox_file.exists():
-            return []
-        return [json.loads(line) for line in self.outbox_file.read_text("utf-8").splitlines() if line.strip()]
+    def sent(self) -> list[str]:
+        """The challenges identity asked to be sent, oldest first (its ``otp_requested`` events)."""
+        with self.db.session() as session:
+            payloads = session.execute(select(OUTBOX.c.payload).where(OUTBOX.c.event_type == OTP_REQUESTED)
+                                       .order_by(OUTBOX.c.id)).scalars()
+            return [json.loads(payload)["data"]["challenge_id"] for payload in payloads]
+
+    def message(self, phone: str, template: str, count_before: int) -> dict:
+        """The SMS of the newest challenge since ``count_before`` for ``phone``, as notify gets it
+        from ``otp_message``: ``{phone, template, params}``."""
+        number = normalise_phone(phone)
+        for challenge in reversed(self.sent()[count_before:]):
+            message = self.rpc.identity.otp_message(challenge_id=challenge)
+            if message["phone"] == number and message["template"] == template:
+                return message
+        raise AssertionError(f"identity sent no {template} code to {phone}")
 
     def code_for(self, phone: str, template: str, count_before: int) -> str:
-        number = normalise_phone(phone)
-        lines = wait_for(lambda: [m for m in self.sms()[count_before:]
-                                  if m["phone"] == number and m["template"] == template])
-        assert lines, f"no {template} SMS reached {phone}"
-        return lines[-1]["params"]["code"]
+        return self.message(phone, template, count_before)["params"]["code"]
 
     def confirmed_phone(self, phone: str) -> str:
         self.allow_resend()
-        before = len(self.sms())
+        before = len(self.sent())
         challenge = self.rpc.identity.request_phone_code(phone=phone)
         code = self.code_for(phone, "phone_code", before)
         self.rpc.identity.confirm_phone_code(challenge_id=challenge["challenge_id"], code=code)
@@ -160,13 +169,7 @@ def start_platform(service_config, run_container, rpc_proxy, tmp_path):
         config = service_config("identity", **overrides)
         if database is not None:
             config["DATABASE"] = database
-        outbox = tmp_path / "sms-outbox.jsonl"
-        identity = run_container(IdentityService, config)
-        notify = None
-        if not platforms:
-            notify = run_container(NotifyService, service_config(
-                "notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}, SECRETS={"GENERATE_MISSING": True}))
-        platform = Platform((identity, notify), outbox, rpc_proxy)
+        platform = Platform(run_container(IdentityService, config), rpc_proxy)
         platforms.append(platform)
         return platform
 
@@ -528,15 +531,18 @@ def test_a_late_delivery_receipt_does_not_undo_a_confirmation(platform, dispatch
     from services.identity.models import OtpChallenge
 
     rpc = platform.rpc
-    before = len(platform.sms())
+    before = len(platform.sent())
     challenge = rpc.identity.request_phone_code(phone=PHONE_C)["challenge_id"]
-    platform.code_for(PHONE_C, "phone_code", before)  # notify has delivered it
+    platform.code_for(PHONE_C, "phone_code", before)
+    dispatch = dispatch_as("notify")
+    # notify delivers it: its receipt
+    dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT, events.SmsOutcome(
+        message_id="m-first", template="phone_code", ref_type="otp", ref_id=challenge).to_data()))
     with platform.db.session() as session:  # the first receipt has been handled
         assert wait_for(lambda: session.get(OtpChallenge, challenge, populate_existing=True).status == "delivered")
         # make it look undelivered again, as when the receipt is still on its way
         session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="pending"))
         session.commit()
-    dispatch = dispatch_as("notify")
     with platform.db.session() as holder:
         holder.execute(update(OtpChallenge).where(OtpChallenge.id == challenge).values(status="confirmed"))
         dispatch("notify", events.SMS_SENT, envelope("notify", events.SMS_SENT, events.SmsOutcome(
@@ -553,7 +559,7 @@ def test_wrong_guesses_by_anyone_lock_that_code_not_the_phone(platform):
     rpc = platform.rpc
     person = platform.register("张三", ID_A, PHONE_A)["person_id"]
     platform.allow_resend()
-    before = len(platform.sms())
+    before = len(platform.sent())
     stranger = rpc.identity.request_phone_code(phone=PHONE_A)["challenge_id"]  # anyone may ask
     code = platform.code_for(PHONE_A, "phone_code", before)
     wrong = "000000" if code != "000000" else "111111"
@@ -606,7 +612,7 @@ def _verify_signature(cert_pem: str, digest_hex: str, signature_b64: str) -> Non
 
 
 def _sms_grant(platform, person: str, phone: str, digest: str) -> str:
-    before = len(platform.sms())
+    before = len(platform.sent())
     started = platform.rpc.identity.start_willingness(person_id=person, digest=digest, method="sms",
                                                       document_title="借条")
     code = platform.code_for(phone, "willingness_code", before)
@@ -673,11 +679,11 @@ def test_willingness_grants_sign_once_for_one_digest_and_person(start_platform):
     digest = hashlib.sha256(b"IOU v1").hexdigest()
     other_digest = hashlib.sha256(b"IOU v2").hexdigest()
 
-    before = len(platform.sms())
+    before = len(platform.sent())
     started = rpc.identity.start_willingness(person_id=person, digest=digest, method="sms", document_title="借条")
     assert started["challenge"] is None
-    message = wait_for(lambda: [m for m in platform.sms()[before:] if m["template"] == "willingness_code"])[0]
-    assert message["phone"] == PHONE_A and "借条" in message["text"]
+    message = platform.message(PHONE_A, "willingness_code", before)  # the SMS names the document
+    assert message["params"]["document_title"] == "借条"
     code = message["params"]["code"]
     with pytest.raises(Forbidden) as wrong:
         rpc.identity.confirm_willingness(willingness_id=started["willingness_id"],
@@ -973,11 +979,10 @@ def test_kek_rotation_on_a_populated_database(start_platform, run_container, tmp
     run_container(IdentityService, only_new)
     assert rpc.identity.party_details(person_id=person)["id_number"] == ID_A
     digest = hashlib.sha256(b"IOU after rotation").hexdigest()
-    before = len(platform.sms())
+    before = len(platform.sent())
     started = rpc.identity.start_willingness(person_id=person, digest=digest, method="sms", document_title="借条")
-    code = wait_for(lambda: [m for m in platform.sms()[before:] if m["template"] == "willingness_code"])[0]
-    grant = rpc.identity.confirm_willingness(willingness_id=started["willingness_id"],
-                                             code=code["params"]["code"])["grant"]
+    code = platform.code_for(PHONE_A, "willingness_code", before)
+    grant = rpc.identity.confirm_willingness(willingness_id=started["willingness_id"], code=code)["grant"]
     signed = rpc.identity.sign_digest(grant=grant, person_id=person, digest=digest)  # the person key opens
     _verify_signature(certificate["certificate_pem"], digest, signed["signature"])
     rpc.identity.revoke_certificate(person_id=person, reason="key_compromise")  # the CA key signs a new CRL
