@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import Conflict, Forbidden, InvalidInput
+from services.common.errors import Conflict, Forbidden
 from services.signing.offline_verify import verify_offline
 from tests.support.faces import face_path
 from tests.support.stack import (
@@ -330,44 +330,6 @@ def test_grant_misuse_through_the_signing_path_is_refused(stack):
 IOU_VALUES = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
               "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
               "repayment_method": "一次性还本付息", "remark": ""}
-
-
-def test_each_party_is_the_person_the_document_names(stack):
-    lender, borrower = people(stack)
-    rendered = stack.document("iou", IOU_VALUES)
-
-    def refused(parties: list[dict], initiator: str = lender, document_id: str = rendered["document_id"]):
-        with pytest.raises(InvalidInput) as error:
-            stack.rpc.signing.start_flow(document_id=document_id, initiator_person_id=initiator, parties=parties)
-        return error.value.field, error.value.rule
-
-    # the borrower cannot start the IOU as its lender, nor can the lender put himself in as the borrower
-    assert refused([{"role": "出借人"}, {"role": "借款人"}], initiator=borrower) == ("parties.0.person_id",
-                                                                                   "not_the_named_party")
-    assert refused([{"role": "出借人"}, {"role": "借款人", "person_id": lender}]) == ("parties.1.person_id",
-                                                                                  "not_the_named_party")
-    assert refused([{"role": "出借人"}]) == ("parties", "every_named_party")
-    assert refused([{"role": "出借人"}, {"role": "担保人"}]) == ("parties.1.role", "document_role")
-    assert refused([{"role": "出借人", "signature_field": "sig_borrower"}, {"role": "借款人"}]) == (
-        "parties.0.signature_field", "role_field")
-    draft = stack.rpc.documents.create_draft(template_id="iou", values=IOU_VALUES)
-    assert refused([{"role": "出借人"}, {"role": "借款人"}], document_id=draft["document_id"]) == ("document_id",
-                                                                                              "not_rendered")
-    # the document says the lender starts it
-    assert refused([{"role": "借款人", "person_id": borrower}, {"role": "出借人", "person_id": lender}],
-                   initiator=borrower) == ("parties.0.role", "initiator_role")
-
-    # by role alone: signing finds the counterparty the document names
-    flow = stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
-                                        parties=[{"role": "lender"}, {"role": "借款人"}])
-    assert [(p["person_id"], p["role"], p["signature_field"]) for p in flow["parties"]] == [
-        (lender, "出借人", "sig_lender"), (borrower, "借款人", "sig_borrower")]
-    locked = stack.rpc.documents.get_document(document_id=rendered["document_id"])  # at once, not on the event
-    assert locked["locked"] is True and locked["locked_by_flow"] == flow["flow_id"]
-    with pytest.raises(Conflict) as twice:  # one live flow per document
-        stack.rpc.signing.start_flow(document_id=rendered["document_id"], initiator_person_id=lender,
-                                     parties=[{"role": "lender"}, {"role": "借款人"}])
-    assert twice.value.reason == "document_in_flow"
 
 
 def test_a_counterparty_invited_before_registering_joins_and_signs(stack):

@@ -1,6 +1,7 @@
-"""The notify service on real RabbitMQ and PostgreSQL: events become exactly
-one SMS each, the Tencent adapter retries a failing vendor (a local fake that
-checks TC3-HMAC-SHA256 signatures itself), rate limits hold under a burst,
+"""The notify service on real RabbitMQ and PostgreSQL: an event from the
+broker becomes exactly one SMS (each event's notice is
+tests/unit/notify/test_notify_worker.py's), the Tencent adapter retries a
+failing vendor (a local fake that checks TC3-HMAC-SHA256 signatures itself), rate limits hold under a burst,
 reminders fire on the right days of a moved clock, once, across replicas and
 restarts, and not after a void; an IOU's extension plans them anew and its
 repayment ends them.
@@ -185,77 +186,20 @@ def china_time(day: dt.date, hour: int) -> dt.datetime:
 
 
 # --- events ------------------------------------------------------------------------------
+# Each event's notice, its numbers and masked names, and redelivery sending nothing again are
+# tests/unit/notify/test_notify_worker.py's (notify's workers on SQLite); here, over the broker:
 
-def test_each_event_sends_one_message_of_its_template_to_the_right_numbers(notify_env, rpc_proxy):
+
+def test_an_event_from_the_broker_becomes_its_notice_once(notify_env):
     env = notify_env
     env.start()
-    OTPS["challenge-1"] = {"phone": "13700137003", "template": "phone_code",
-                           "params": {"code": "482913", "minutes": "5"}}
-    cases = [
-        (events.OTP_REQUESTED, {"challenge_id": "challenge-1", "purpose": "phone_confirmation"}, "phone_code",
-         ["13700137003"], "identity"),
-        (events.FLOW_SENT, flow_data(events.FLOW_SENT, "f1", next_person_id=BORROWER),
-         "sign_request", [PHONES[BORROWER]], "signing"),
-        (events.FLOW_COMPLETED, flow_data(events.FLOW_COMPLETED, "f1"), "flow_completed", sorted(PHONES.values()),
-         "signing"),
-        (events.VOID_REQUESTED, flow_data(events.VOID_REQUESTED, "f1", requester_person_id=LENDER), "void_requested",
-         [PHONES[BORROWER]], "signing"),
-        (events.FLOW_VOIDED, flow_data(events.FLOW_VOIDED, "f1"), "flow_voided", sorted(PHONES.values()), "signing"),
-        (events.FLOW_DECLINED, flow_data(events.FLOW_DECLINED, "f2", decliner_person_id=BORROWER), "flow_declined",
-         [PHONES[LENDER]], "signing"),
-        (events.FLOW_EXPIRED, flow_data(events.FLOW_EXPIRED, "f3"), "flow_expired", sorted(PHONES.values()), "signing"),
-        (events.FLOW_CANCELLED, flow_data(events.FLOW_CANCELLED, "f4", disputed_person_id=BORROWER,
-                                          reason="identity_disputed"), "flow_cancelled", [PHONES[LENDER]], "signing"),
-    ]
-    sent_events = []
-    for event_type, data, template, numbers, source in cases:
-        sent_events.append(env.send_event(event_type, data, source))
-        expected = len(numbers)
-        lines = wait_for(lambda t=template, n=expected: len(env.lines(t)) >= n and env.lines(t))
-        assert recipients(lines) == numbers, template
-
-    by_template = {line["template"]: line for line in env.lines()}
-    assert by_template["phone_code"]["params"]["code"] == "482913"
-    assert by_template["sign_request"]["params"]["initiator"] == "王**"  # names are shown masked
-    assert by_template["sign_request"]["params"]["link"] == "https://esign.example.cn/f/f1"
-    assert by_template["void_requested"]["params"]["requester"] == "王**"
-    assert by_template["flow_declined"]["params"]["decliner"] == "李*"
-    assert by_template["flow_cancelled"]["params"] == {"document_title": "借条"}  # names nobody
-    assert len(env.lines()) == 11
-
-    # every event delivered again: handled again, nothing sent again
-    before = {name: calls(name) for name in ("on_otp_requested", "on_flow_sent", "on_flow_completed",
-                                             "on_void_requested", "on_flow_voided", "on_flow_declined",
-                                             "on_flow_expired", "on_flow_cancelled")}
-    for event in sent_events:
-        env.redeliver(event)
-    for name, count in before.items():
-        wait_for_calls(name, 1, since=count)
-    assert len(env.lines()) == 11
-
-    messages = env.messages()
-    assert len(messages) == 11
-    assert {m.status for m in messages} == {"sent"}
-    assert all(m.recipient_sealed is None and m.next_attempt_at is None for m in messages)
-    assert all("*" in m.phone_masked for m in messages)
-    otp = next(m for m in messages if m.template_id == "phone_code")
-    assert (otp.ref_type, otp.ref_id) == ("otp", "challenge-1")
-    sent = env.emitted(events.SMS_SENT)
-    assert len(sent) == 11 and {"message_id", "template", "ref_type", "ref_id"} <= set(sent[0])
-    numbers = [*PHONES.values(), "13700137003", "482913"]
-    assert not any(n in json.dumps(data) for data in sent for n in numbers)  # no number or code in events
-    status = rpc_proxy.notify.delivery_status(message_id=otp.id)
-    assert status["status"] == "sent" and status["phone_masked"] == "137****7003" and status["attempts"] == 1
-
-
-def test_an_unknown_person_or_a_broken_payload_sends_nothing(notify_env):
-    env = notify_env
-    env.start()
+    event = env.send_flow_event(events.FLOW_SENT, "f1", next_person_id=BORROWER)
+    lines = wait_for(lambda: env.lines("sign_request"))
+    assert [line["phone"] for line in lines] == [PHONES[BORROWER]]
     since = calls("on_flow_sent")
-    env.send_flow_event(events.FLOW_SENT, "f9", next_person_id="nobody")
-    env.send_event(events.FLOW_SENT, {"flow_id": "f9"})  # no parties, no title
-    wait_for_calls("on_flow_sent", 2, since=since)
-    assert env.lines() == [] and env.messages() == []
+    env.redeliver(event)
+    wait_for_calls("on_flow_sent", 1, since=since)
+    assert len(env.lines()) == 1 and len(env.emitted(events.SMS_SENT)) == 1
 
 
 # --- send_sms ------------------------------------------------------------------------------
