@@ -262,3 +262,23 @@ def pytest_sessionfinish(session, exitstatus):
 
     for child in multiprocessing.active_children():
         child.kill()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="K/N",
+                     help="run only every Nth collected test, starting at the Kth (0-based): "
+                          "tests/support/parallel.py runs N of these processes at once")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--shard K/N`` keeps items K, K+N, K+2N, ... in collection order, so every
+    folder's tests (the costly end-to-end ones included) are split about evenly."""
+    shard = config.getoption("--shard")
+    if not shard:
+        return
+    k, n = (int(part) for part in shard.split("/"))
+    if not 0 <= k < n:
+        raise pytest.UsageError(f"--shard {shard}: expected K/N with 0 <= K < N")
+    kept = [item for index, item in enumerate(items) if index % n == k]
+    config.hook.pytest_deselected(items=[item for index, item in enumerate(items) if index % n != k])
+    items[:] = kept
