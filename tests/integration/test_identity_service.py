@@ -36,12 +36,10 @@ from sqlalchemy import select, update
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.database import Database
 from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited
-from services.common.events import OTP_REQUESTED
 from services.common.outbox import OUTBOX
-from services.common.phone import normalise_phone
 from services.identity.models import Certificate, IdentityProof, Person, SessionRow, SigningGrantRow
 from services.identity.service import IdentityService
-from tests.support import liveness_clip
+from tests.support import codes, liveness_clip
 from tests.support.faces import face_path
 from tests.support.registry import PERFORMER, photo_bytes, write_registry
 from tests.support.waiting import wait_for
@@ -90,20 +88,10 @@ class Platform:
 
     def sent(self) -> list[str]:
         """The challenges identity asked to be sent, oldest first (its ``otp_requested`` events)."""
-        with self.db.session() as session:
-            payloads = session.execute(select(OUTBOX.c.payload).where(OUTBOX.c.event_type == OTP_REQUESTED)
-                                       .order_by(OUTBOX.c.id)).scalars()
-            return [json.loads(payload)["data"]["challenge_id"] for payload in payloads]
+        return codes.sent(self.db)
 
     def message(self, phone: str, template: str, count_before: int) -> dict:
-        """The SMS of the newest challenge since ``count_before`` for ``phone``, as notify gets it
-        from ``otp_message``: ``{phone, template, params}``."""
-        number = normalise_phone(phone)
-        for challenge in reversed(self.sent()[count_before:]):
-            message = self.rpc.identity.otp_message(challenge_id=challenge)
-            if message["phone"] == number and message["template"] == template:
-                return message
-        raise AssertionError(f"identity sent no {template} code to {phone}")
+        return codes.message(self.rpc, self.db, phone, template, count_before)
 
     def code_for(self, phone: str, template: str, count_before: int) -> str:
         return self.message(phone, template, count_before)["params"]["code"]
