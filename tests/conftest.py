@@ -270,15 +270,57 @@ def pytest_addoption(parser):
                           "tests/support/parallel.py runs N of these processes at once")
 
 
+#: a test's cost by folder in tenths of a second (the mean of a run on 2 cores), to balance the shards
+SHARD_WEIGHTS = {"bench": 340, "e2e": 200, "reliability": 350, "integration": 24, "unit": 1}
+
+
+def _shares_a_module_fixture(item) -> bool:
+    """Whether the test uses a fixture made once per module (or class): its module's tests stay together."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope in ("module", "class", "package") for defs in info.name2fixturedefs.values())
+
+
+def shard_items(items: list, k: int, n: int) -> list:
+    """The tests shard ``k`` of ``n`` runs. Each test, or each module whose tests share a module
+    fixture (a platform started once for them, never twice), goes to the shard with the least
+    weight so far (SHARD_WEIGHTS), the heaviest first; a shard runs its tests in collection order."""
+    units: list[list] = []
+    grouped: dict[str, list] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if _shares_a_module_fixture(item):
+            if module not in grouped:
+                grouped[module] = []
+                units.append(grouped[module])
+            grouped[module].append(item)
+        else:
+            units.append([item])
+    def weight(unit: list) -> int:
+        folder = unit[0].nodeid.split("/")[1] if unit[0].nodeid.startswith("tests/") else ""
+        return SHARD_WEIGHTS.get(folder, 1) * len(unit)
+
+    # the heaviest first, each to the lightest shard so far; each shard then runs in collection order
+    loads = [0] * n
+    mine = set()
+    for unit in sorted(units, key=weight, reverse=True):
+        target = loads.index(min(loads))
+        loads[target] += weight(unit)
+        if target == k:
+            mine.update(map(id, unit))
+    return [item for item in items if id(item) in mine]
+
+
 def pytest_collection_modifyitems(config, items):
-    """``--shard K/N`` keeps items K, K+N, K+2N, ... in collection order, so every
-    folder's tests (the costly end-to-end ones included) are split about evenly."""
+    """``--shard K/N``: this process runs its share of the tests (:func:`shard_items`)."""
     shard = config.getoption("--shard")
     if not shard:
         return
     k, n = (int(part) for part in shard.split("/"))
     if not 0 <= k < n:
         raise pytest.UsageError(f"--shard {shard}: expected K/N with 0 <= K < N")
-    kept = [item for index, item in enumerate(items) if index % n == k]
-    config.hook.pytest_deselected(items=[item for index, item in enumerate(items) if index % n != k])
+    kept = shard_items(items, k, n)
+    chosen = set(map(id, kept))
+    config.hook.pytest_deselected(items=[item for item in items if id(item) not in chosen])
     items[:] = kept

@@ -1,0 +1,41 @@
+"""``./dev test``'s shards (tests/conftest.py ``shard_items``): every test runs in
+exactly one shard, a module whose tests share a module fixture stays in one
+shard, and the shards' weights come out close."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import SHARD_WEIGHTS, shard_items
+
+
+def item(nodeid: str, scope: str = "function"):
+    fixture = SimpleNamespace(scope=scope)
+    return SimpleNamespace(nodeid=nodeid, _fixtureinfo=SimpleNamespace(name2fixturedefs={"f": (fixture,)}))
+
+
+def collection() -> list:
+    items = [item(f"tests/e2e/test_web.py::test_{i}") for i in range(5)]
+    items += [item(f"tests/reliability/test_faults.py::test_{i}", "module") for i in range(6)]
+    items += [item(f"tests/integration/test_x.py::test_{i}") for i in range(40)]
+    items += [item(f"tests/unit/test_y.py::test_{i}") for i in range(500)]
+    return items
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_every_test_runs_in_exactly_one_shard_in_collection_order(n):
+    items = collection()
+    shards = [shard_items(items, k, n) for k in range(n)]
+    assert sorted(id(i) for shard in shards for i in shard) == sorted(map(id, items))
+    for shard in shards:
+        assert shard == [i for i in items if i in shard]
+
+
+def test_a_module_sharing_a_fixture_stays_in_one_shard_and_the_weights_balance():
+    items = collection()
+    shards = [shard_items(items, k, 2) for k in range(2)]
+    holding = [any("reliability" in i.nodeid for i in shard) for shard in shards]
+    assert holding.count(True) == 1
+    weights = [sum(SHARD_WEIGHTS[i.nodeid.split("/")[1]] for i in shard) for shard in shards]
+    assert abs(weights[0] - weights[1]) <= SHARD_WEIGHTS["e2e"], weights
