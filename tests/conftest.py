@@ -270,8 +270,21 @@ def pytest_addoption(parser):
                           "tests/support/parallel.py runs N of these processes at once")
 
 
-#: a test's cost by folder in tenths of a second (the mean of a run on 2 cores), to balance the shards
-SHARD_WEIGHTS = {"bench": 340, "e2e": 200, "reliability": 350, "integration": 24, "unit": 1}
+#: a test's cost in seconds by folder, where tests/shard_weights.json does not know its module
+SHARD_WEIGHTS = {"bench": 34.0, "e2e": 20.0, "reliability": 35.0, "integration": 2.4, "unit": 0.1}
+#: measured seconds per module (``ESIGN_TEST_RECORD_WEIGHTS=1 ./dev test`` writes it): ``{module: [seconds, tests]}``
+WEIGHTS_FILE = Path(__file__).parent / "shard_weights.json"
+
+
+def _measured_weights() -> dict[str, float]:
+    """Seconds per test of each module, from the last recorded run."""
+    import json
+
+    try:
+        recorded = json.loads(WEIGHTS_FILE.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {module: seconds / tests for module, (seconds, tests) in recorded.items() if tests}
 
 
 def _shares_a_module_fixture(item) -> bool:
@@ -285,7 +298,8 @@ def _shares_a_module_fixture(item) -> bool:
 def shard_items(items: list, k: int, n: int) -> list:
     """The tests shard ``k`` of ``n`` runs. Each test, or each module whose tests share a module
     fixture (a platform started once for them, never twice), goes to the shard with the least
-    weight so far (SHARD_WEIGHTS), the heaviest first; a shard runs its tests in collection order."""
+    weight so far (seconds: WEIGHTS_FILE as measured, else SHARD_WEIGHTS), the heaviest first; a
+    shard runs its tests in collection order."""
     units: list[list] = []
     grouped: dict[str, list] = {}
     for item in items:
@@ -297,9 +311,12 @@ def shard_items(items: list, k: int, n: int) -> list:
             grouped[module].append(item)
         else:
             units.append([item])
-    def weight(unit: list) -> int:
-        folder = unit[0].nodeid.split("/")[1] if unit[0].nodeid.startswith("tests/") else ""
-        return SHARD_WEIGHTS.get(folder, 1) * len(unit)
+    measured = _measured_weights()
+
+    def weight(unit: list) -> float:
+        module = unit[0].nodeid.split("::")[0]
+        folder = module.split("/")[1] if module.startswith("tests/") else ""
+        return measured.get(module, SHARD_WEIGHTS.get(folder, 1.0)) * len(unit)
 
     # the heaviest first, each to the lightest shard so far; each shard then runs in collection order
     loads = [0] * n
@@ -324,3 +341,23 @@ def pytest_collection_modifyitems(config, items):
     chosen = set(map(id, kept))
     config.hook.pytest_deselected(items=[item for item in items if id(item) not in chosen])
     items[:] = kept
+
+
+def pytest_runtest_logreport(report):
+    """With ESIGN_TEST_DURATIONS (a file; tests/support/parallel.py sets it), each module's seconds are counted."""
+    if os.environ.get("ESIGN_TEST_DURATIONS"):
+        module = report.nodeid.split("::")[0]
+        seconds, tests = _DURATIONS.get(module, (0.0, 0))
+        _DURATIONS[module] = (seconds + report.duration, tests + (report.when == "call"))
+
+
+_DURATIONS: dict[str, tuple[float, int]] = {}
+
+
+def pytest_unconfigure(config):
+    path = os.environ.get("ESIGN_TEST_DURATIONS")
+    if path and _DURATIONS:
+        import json
+
+        Path(path).write_text(json.dumps({module: [round(seconds, 2), tests]
+                                          for module, (seconds, tests) in sorted(_DURATIONS.items())}))

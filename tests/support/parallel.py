@@ -7,20 +7,25 @@ share nothing but the machine. Their output is printed as it comes, each line
 prefixed with its shard, then a summary; the command fails if any shard failed.
 
 ``ESIGN_TEST_JOBS`` sets the number of processes (default: the machine's cores,
-at most 4); 1 runs plain pytest. pytest-xdist is not used: its execnet channels
+at most 4); 1 runs plain pytest. The shards are balanced by each module's
+seconds as last measured (tests/shard_weights.json); ``ESIGN_TEST_RECORD_WEIGHTS=1``
+writes that file anew from a run in which every shard passed. pytest-xdist is not used: its execnet channels
 do not survive eventlet's monkey patching, which every test process needs.
 
 Usage: ``python -m tests.support.parallel [pytest arguments]``.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
+WEIGHTS = Path(__file__).resolve().parents[1] / "shard_weights.json"
 #: pytest's answer when a shard got no test at all (a selection smaller than the shards)
 NO_TESTS_COLLECTED = 5
 
@@ -56,7 +61,8 @@ def run(args: list[str], count: int) -> int:
     for k in range(count):
         process = subprocess.Popen([*pytest, *args, f"--shard={k}/{count}", f"--basetemp={base}/shard-{k}"],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env=dict(os.environ, ESIGN_TEST_SHARD=f"{k}/{count}"))
+                                   env=dict(os.environ, ESIGN_TEST_SHARD=f"{k}/{count}",
+                                            ESIGN_TEST_DURATIONS=f"{base}/durations-{k}.json"))
         processes.append(process)
         copier = threading.Thread(target=_copy, args=(process.stdout, f"[{k + 1}/{count}] ", lock), daemon=True)
         copier.start()
@@ -71,10 +77,28 @@ def run(args: list[str], count: int) -> int:
         copier.join(10)
     minutes = (time.monotonic() - started) / 60
     print(f"\n{count} shards in {minutes:.1f} min, exit codes {codes} (temporary files under {base})", flush=True)
+    if os.environ.get("ESIGN_TEST_RECORD_WEIGHTS") and not any(codes):
+        record_weights([Path(base) / f"durations-{k}.json" for k in range(count)])
     ran = [code for code in codes if code != NO_TESTS_COLLECTED]
     if not ran:
         return NO_TESTS_COLLECTED
     return next((code for code in ran if code != 0), 0)
+
+
+def record_weights(files: list[Path]) -> None:
+    """Each module's seconds and tests, summed over the shards, into tests/shard_weights.json
+    (modules this run did not reach keep their last figures)."""
+    weights = json.loads(WEIGHTS.read_text("utf-8")) if WEIGHTS.exists() else {}
+    run: dict[str, list] = {}  # a module split between shards: its parts summed
+    for file in files:
+        if file.exists():
+            for module, (seconds, tests) in json.loads(file.read_text("utf-8")).items():
+                total = run.setdefault(module, [0.0, 0])
+                total[0], total[1] = round(total[0] + seconds, 2), total[1] + tests
+    weights.update(run)
+    lines = [f"{json.dumps(module)}: {json.dumps(figures)}" for module, figures in sorted(weights.items())]
+    WEIGHTS.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    print(f"module weights recorded in {WEIGHTS}", flush=True)
 
 
 def main(argv: list[str]) -> int:

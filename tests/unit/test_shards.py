@@ -7,7 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
+import tests.conftest
 from tests.conftest import SHARD_WEIGHTS, shard_items
+
+
+@pytest.fixture(autouse=True)
+def _weights_by_folder(monkeypatch):
+    monkeypatch.setattr(tests.conftest, "_measured_weights", dict)  # not this machine's measured file
 
 
 def item(nodeid: str, scope: str = "function"):
