@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,9 +78,13 @@ def run(args: list[str], count: int) -> int:
     for copier in copiers:
         copier.join(10)
     minutes = (time.monotonic() - started) / 60
-    print(f"\n{count} shards in {minutes:.1f} min, exit codes {codes} (temporary files under {base})", flush=True)
-    if os.environ.get("ESIGN_TEST_RECORD_WEIGHTS") and not any(codes):
-        record_weights([Path(base) / f"durations-{k}.json" for k in range(count)])
+    if any(codes):  # kept to be read: each shard's tmp_path folders
+        print(f"\n{count} shards in {minutes:.1f} min, exit codes {codes} (their files under {base})", flush=True)
+    else:
+        print(f"\n{count} shards in {minutes:.1f} min, all passed", flush=True)
+        if os.environ.get("ESIGN_TEST_RECORD_WEIGHTS"):
+            record_weights([Path(base) / f"durations-{k}.json" for k in range(count)])
+        shutil.rmtree(base, ignore_errors=True)
     ran = [code for code in codes if code != NO_TESTS_COLLECTED]
     if not ran:
         return NO_TESTS_COLLECTED
