@@ -30,17 +30,10 @@ from services.notify.providers import Handover, HandoverState, TransientSmsError
 from services.notify.providers.console import ConsoleSettings, ConsoleSmsProvider, read_outbox
 from services.notify.settings import NotifySettings
 from services.notify.sms_templates import SmsTemplateCatalog
+from tests.support.service_worker import RecordingPublisher
 
 PHONE = "13800138001"
 CATALOG = SmsTemplateCatalog.load()
-
-
-class Published:
-    def __init__(self):
-        self.events: list[dict] = []
-
-    def publish(self, event: dict) -> None:
-        self.events.append(event)
 
 
 class Metrics:
@@ -118,7 +111,7 @@ def env(tmp_path):
                                                      "IN_FLIGHT_LIMIT_SECONDS": 600}})
     channel = SmsChannel(CATALOG, vendor, "console", Keyring({"k1": os.urandom(32)}, "k1"),
                          BlindIndex(os.urandom(32)), settings, random.Random(7))
-    published, metrics = Published(), Metrics()
+    published, metrics = RecordingPublisher(), Metrics()
     sessions = []
 
     def worker() -> tuple[DeliveryLog, CrashingUnit]:
