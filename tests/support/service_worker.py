@@ -29,6 +29,9 @@ from nameko.extensions import DependencyProvider, Entrypoint
 from nameko.testing.services import replace_dependencies
 from nameko.testing.utils import get_extension
 
+from services.common.database import DatabaseProvider
+from services.common.storage import Storage
+
 #: moto answers S3 requests to this endpoint in-process (MOTO_S3_CUSTOM_ENDPOINTS)
 S3_ENDPOINT = "http://s3.unit.test"
 
@@ -73,10 +76,8 @@ class ServiceWorkers:
         for provider in _in_setup_order(self.providers):
             provider.setup()
         self.published = RecordingPublisher()
-        for provider in self.providers:
-            if hasattr(provider, "publisher"):
-                provider.publisher = self.published
-        self.storage = next((p.store for p in self.providers if hasattr(p, "store")), None)
+        self.database().publisher = self.published
+        self.storage = next((p.store for p in self.providers if isinstance(p, Storage)), None)
         if self.storage is not None:
             self.storage.ensure_bucket()
 
@@ -103,9 +104,9 @@ class ServiceWorkers:
         """The events workers committed and published, oldest first (their envelopes)."""
         return [e for e in self.published.events if event_type is None or e["event_type"] == event_type]
 
-    def database(self):
-        """The service's :class:`~services.common.database.Database` (its SQLite file)."""
-        return next(p.db for p in self.providers if hasattr(p, "db") and hasattr(p, "units"))
+    def database(self) -> DatabaseProvider:
+        """The service's database provider: ``.db`` is its :class:`~services.common.database.Database`."""
+        return next(p for p in self.providers if isinstance(p, DatabaseProvider))
 
     def stop(self) -> None:
         for provider in self.providers:
@@ -124,8 +125,6 @@ def _replaced(provider) -> bool:
 
 def _in_setup_order(providers: list) -> list:
     """The database first: the others find it (storage's intents, the flow store, the log)."""
-    from services.common.database import DatabaseProvider
-
     return sorted(providers, key=lambda p: 0 if isinstance(p, DatabaseProvider) else 1)
 
 

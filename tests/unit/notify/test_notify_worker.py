@@ -68,7 +68,7 @@ class Notify(ServiceWorkers):
         return [line for line in lines if template is None or line["template"] == template]
 
     def messages(self) -> list[SmsMessage]:
-        with self.database().session() as session:
+        with self.database().db.session() as session:
             return list(session.execute(select(SmsMessage).order_by(SmsMessage.created_at)).scalars())
 
 

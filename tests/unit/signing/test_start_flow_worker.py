@@ -56,7 +56,7 @@ def flows_recorded(signing: ServiceWorkers) -> int:
 
     from services.signing.models import FlowRow
 
-    with signing.database().session() as session:
+    with signing.database().db.session() as session:
         return session.execute(select(func.count()).select_from(FlowRow)).scalar_one()
 
 
