@@ -288,45 +288,6 @@ def test_rental_contract_signed_by_landlord_and_tenant(stack, tmp_path):
                           log_public_key=stack.rpc.signing.log_public_key()["public_key"]).ok
 
 
-def test_grant_misuse_through_the_signing_path_is_refused(stack):
-    lender, borrower = people(stack)
-    values = {"initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "800",
-              "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
-              "repayment_method": "一次性还本付息", "remark": ""}
-    flow_id = stack.start(stack.document("iou", values), [(borrower, "borrower"), (lender, "lender")])["flow_id"]
-    signing = stack.rpc.signing
-
-    def prepared() -> tuple[dict, str]:
-        before = len(stack.sms())
-        pending = signing.prepare_signature(flow_id=flow_id, person_id=borrower, signature_image=handwriting_png(),
-                                            method="sms")
-        return pending, stack.grant_by_sms(BORROWER[2], pending["willingness_id"], before)
-
-    first, first_grant = prepared()
-    second, second_grant = prepared()
-    assert first["digest"] != second["digest"]
-    # a grant is bound to one digest: the first grant cannot sign the second prepared signature
-    with pytest.raises(Forbidden) as mismatch:
-        signing.sign(flow_id=flow_id, person_id=borrower, pending_id=second["pending_id"], grant=first_grant)
-    assert mismatch.value.reason == "grant_digest_mismatch"
-    # nor can another person use it, nor a made-up one
-    with pytest.raises(Forbidden):
-        signing.sign(flow_id=flow_id, person_id=lender, pending_id=first["pending_id"], grant=first_grant)
-    with pytest.raises(Forbidden) as unknown:
-        signing.sign(flow_id=flow_id, person_id=borrower, pending_id=first["pending_id"], grant="not-a-grant")
-    assert unknown.value.reason == "grant_unknown"
-    assert signing.sign(flow_id=flow_id, person_id=borrower, pending_id=first["pending_id"],
-                        grant=first_grant)["next_person_id"] == lender
-    # used once: neither the pending signature nor the grant works again
-    with pytest.raises((Conflict, Forbidden)):
-        signing.sign(flow_id=flow_id, person_id=borrower, pending_id=first["pending_id"], grant=first_grant)
-    # the second prepared signature was made on the unsigned PDF: it cannot be completed now
-    with pytest.raises((Conflict, Forbidden)):
-        signing.sign(flow_id=flow_id, person_id=borrower, pending_id=second["pending_id"], grant=second_grant)
-    flow = signing.get_flow(flow_id=flow_id)
-    assert flow["state"] == "waiting" and [o["kind"] for o in flow["objects"]] == ["original", "signed"]
-
-
 IOU_VALUES = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
               "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2026-12-01",
               "repayment_method": "一次性还本付息", "remark": ""}

@@ -81,7 +81,7 @@ class ServiceWorkers:
         if self.storage is not None:
             self.storage.ensure_bucket()
 
-    def call(self, method: str, *args: Any, **arguments: Any) -> Any:
+    def call(self, method: str, /, *args: Any, **arguments: Any) -> Any:
         """Run ``method`` as one worker of the container (an RPC, an event handler given
         the envelope, a timer); raises what the worker raised."""
         entrypoint = get_extension(self.container, Entrypoint, method_name=method)
