@@ -46,6 +46,19 @@ def _consume_checking_often():
 
 
 _consume_checking_often()
+
+
+def _reuse_pool_workers():
+    """The many containers the tests start and stop in this process share their pools'
+    worker processes (services/common/offload.py: reuse_workers_between_pools): a stopped
+    documents container's render workers serve the next one instead of two new ones each
+    importing reportlab and pyHanko (about 2 s of CPU each, over a hundred times a run)."""
+    from services.common import offload
+
+    offload.reuse_workers_between_pools()
+
+
+_reuse_pool_workers()
 PG_URL = os.environ.get("ESIGN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_HOST = os.environ.get("ESIGN_TEST_RABBIT", "guest:guest@127.0.0.1:5672")
 
@@ -355,6 +368,9 @@ _DURATIONS: dict[str, tuple[float, int]] = {}
 
 
 def pytest_unconfigure(config):
+    from services.common import offload
+
+    offload.close_parked_workers()
     path = os.environ.get("ESIGN_TEST_DURATIONS")
     if path and _DURATIONS:
         import json

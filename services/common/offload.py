@@ -25,6 +25,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -52,6 +53,28 @@ _pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
 #: resource tracker pipe, and two greenthreads writing it at once is an error under
 #: eventlet ("Second simultaneous write on fileno", seen with several pools in one process)
 _MAKING = threading.Lock()
+#: None in services; in a test process that starts and stops many containers, the live
+#: executors of pools shut down, by what their workers were made with (reuse_workers_between_pools)
+_parked: "dict[tuple, ProcessPoolExecutor] | None" = None
+
+
+def reuse_workers_between_pools() -> None:
+    """For a test process, never a service: a pool that shuts down parks its live worker
+    processes, and the next pool made with the same name, size, initializer and arguments
+    takes them instead of starting its own (each worker costs 1.7-2 s of CPU to import
+    pyHanko, reportlab or dlib and warm up). Workers keep no state between jobs beyond what
+    their initializer made, which is the same for both pools."""
+    global _parked
+    if _parked is None:
+        _parked = {}
+
+
+def close_parked_workers() -> None:
+    """Stop the workers parked by :func:`reuse_workers_between_pools` (at the end of the tests)."""
+    global _parked
+    parked, _parked = _parked or {}, None
+    for executor in parked.values():
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def pools_health() -> dict[str, dict]:
@@ -128,10 +151,19 @@ class WorkerPool(ReportsPoolHealth):
         self.last_failure: str | None = None
         _pools.add(self)
 
+    def _parking_key(self) -> tuple:
+        initializer = None if self.initializer is None else (self.initializer.__module__,
+                                                             self.initializer.__qualname__)
+        return self.name, self.workers, initializer, pickle.dumps(self.initargs)
+
     def _pool(self) -> ProcessPoolExecutor:
         if patcher.is_monkey_patched("thread"):
             _one_writer_to_the_resource_tracker()
         with _MAKING, self._lock:
+            if self._executor is None and _parked:
+                parked = _parked.pop(self._parking_key(), None)
+                if parked is not None and not parked._broken and not parked._shutdown_thread:
+                    self._executor = parked
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=multiprocessing.get_context("spawn"),
@@ -217,8 +249,14 @@ class WorkerPool(ReportsPoolHealth):
         _pools.discard(self)
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait, cancel_futures=True)
+        if executor is None:
+            return
+        if _parked is not None and not executor._broken and not executor._shutdown_thread:
+            key = self._parking_key()
+            if key not in _parked:
+                _parked[key] = executor
+                return
+        executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class WorkerPoolProvider(DependencyProvider):
