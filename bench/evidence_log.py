@@ -42,7 +42,8 @@ from sqlalchemy.orm import sessionmaker  # noqa: E402
 from bench.timing import median_ms  # noqa: E402
 from services.signing import merkle  # noqa: E402
 from services.signing.checkpoint import NoteSigner  # noqa: E402
-from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore, leaf_record  # noqa: E402
+from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore
+from services.signing.log_records import leaf_record
 from services.signing.models import EVIDENCE_LOG_TABLES, Base, LogHead, LogLeaf, LogNode  # noqa: E402
 
 PG_URL = os.environ.get("ESIGN_BENCH_PG_URL", "postgresql+psycopg2://root@127.0.0.1:5432/test")

@@ -162,7 +162,7 @@ class Floor:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-        from services.signing.evidence_log import utc_timestamp
+        from services.signing.log_records import utc_timestamp
         from services.signing.pades import PartySignature
 
         person = self.env.pki.alice

@@ -30,7 +30,8 @@ from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Unavailable
 from services.common.lease import acquire, holder_id
 from services.signing.checkpoint import Checkpoint, parse_note
-from services.signing.evidence_log import EvidenceLog, utc_timestamp
+from services.signing.evidence_log import EvidenceLog
+from services.signing.log_records import utc_timestamp
 from services.signing.witnesses import Witnessing
 
 #: every event of a flow; each is a leaf

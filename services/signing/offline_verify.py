@@ -49,7 +49,7 @@ from cryptography import x509
 from services.common.assurance import LEVELS, AssuranceLevel
 from services.common.errors import EsignError, InvalidInput
 from services.signing.checkpoint import Checkpoint, MalformedNoteError, NoteVerifier, open_checkpoint
-from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
+from services.signing.log_records import InclusionProof, verify_checkpointed_inclusion
 from services.signing.report import verify_report_signature
 from services.signing.verification import VerificationResult, verify_pdf
 from services.witness.cosignature import CosignatureVerifier, check_cosignatures

@@ -23,7 +23,7 @@ import urllib.request
 from typing import Any, Mapping, Sequence
 
 from services.signing.checkpoint import NoteVerifier
-from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
+from services.signing.log_records import InclusionProof, verify_checkpointed_inclusion
 from services.witness.cosignature import CosignatureVerifier, check_cosignatures
 
 #: the status each ending event sets

@@ -69,11 +69,7 @@ from services.signing.checkpoint import (
     open_note,
     sign_note,
 )
-from services.signing.evidence_log import (
-    InclusionProof,
-    canonical_json,
-    verify_checkpointed_inclusion,
-)
+from services.signing.log_records import InclusionProof, canonical_json, verify_checkpointed_inclusion
 
 REPORT_VERSION = 2
 REPORT_KIND = "esign.signing_report"

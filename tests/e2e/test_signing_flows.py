@@ -213,7 +213,7 @@ def test_receipt_voided_by_mutual_consent(stack):
     assert leaf["event_type"] == "flow_voided" and leaf["reason"] == "押金已退还" and leaf["flow_id"] == flow_id
     # the status is proven: the leaf is in the tree the signed checkpoint commits to
     from services.signing.checkpoint import NoteVerifier
-    from services.signing.evidence_log import InclusionProof, verify_checkpointed_inclusion
+    from services.signing.log_records import InclusionProof, verify_checkpointed_inclusion
 
     verify_checkpointed_inclusion(status["evidence"]["leaf"].encode(),
                                   InclusionProof.from_dict(status["evidence"]["proof"]),

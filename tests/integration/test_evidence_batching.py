@@ -20,7 +20,8 @@ from sqlalchemy.orm import sessionmaker
 
 from services.signing import merkle
 from services.signing.checkpoint import Checkpoint, NoteSigner, parse_note
-from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SequencedRecord, SqlLogStore, verify_inclusion
+from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore
+from services.signing.log_records import SequencedRecord, verify_inclusion
 from services.signing.models import EVIDENCE_LOG_TABLES, Base
 
 pytestmark = pytest.mark.integration

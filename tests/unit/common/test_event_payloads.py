@@ -16,8 +16,8 @@ from services.common.errors import InvalidInput
 from services.common.outbox import OUTBOX, UnitOfWork, envelope
 from services.signing import flow as F
 from services.signing.evidence import LEAF_EXTRA_FIELDS, leaf_of
-from services.signing.evidence_log import canonical_json, utc_timestamp
 from services.signing.flow_store import FlowStore
+from services.signing.log_records import canonical_json, utc_timestamp
 from services.signing.models import FlowParty, FlowRow
 from tests.support.sqlite import sqlite_session
 

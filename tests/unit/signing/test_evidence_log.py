@@ -22,12 +22,10 @@ from sqlalchemy.orm import sessionmaker
 from services.common.errors import IntegrityError, InvalidInput, NotFound
 from services.signing import merkle
 from services.signing.checkpoint import NoteSigner, NoteVerifier, open_checkpoint
-from services.signing.evidence_log import (
+from services.signing.evidence_log import EvidenceLog, MemoryLogStore, SqlLogStore
+from services.signing.log_records import (
     ConsistencyProof,
-    EvidenceLog,
     InclusionProof,
-    MemoryLogStore,
-    SqlLogStore,
     canonical_json,
     utc_timestamp,
     verify_checkpointed_inclusion,

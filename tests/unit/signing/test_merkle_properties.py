@@ -21,14 +21,9 @@ from hypothesis import strategies as st
 
 from services.common.errors import IntegrityError, InvalidInput
 from services.signing.checkpoint import NoteSigner, open_checkpoint
-from services.signing.evidence_log import (
-    ConsistencyProof,
-    EvidenceLog,
-    InclusionProof,
-    MemoryLogStore,
-    canonical_json,
-)
-from services.signing.evidence_log import verify_inclusion as verify_leaf_inclusion
+from services.signing.evidence_log import EvidenceLog, MemoryLogStore
+from services.signing.log_records import ConsistencyProof, InclusionProof, canonical_json
+from services.signing.log_records import verify_inclusion as verify_leaf_inclusion
 from services.signing.merkle import (
     ConsistencyProofError,
     InclusionProofError,
@@ -395,7 +390,7 @@ def test_the_fast_path_for_flat_records_writes_the_same_bytes_as_the_general_one
     """canonical_json takes json.dumps for a flat record with ASCII keys; it must give exactly the
     RFC 8785 bytes the general path gives, for any such record (control characters, quotes,
     non-ASCII and lone-surrogate strings included: both refuse the last)."""
-    from services.signing.evidence_log import _canonical
+    from services.signing.log_records import _canonical
 
     try:
         general = _canonical(record, "record").encode("utf-8")
