@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from typing import Callable
 
@@ -42,10 +43,12 @@ def record_of(row: OtpChallenge) -> otp.OtpRecord:
 
 
 class PhoneCodes:
-    def __init__(self, session: Session, keys: IdentityKeys, emit: Callable[[str, events.EventPayload], str]):
+    def __init__(self, session: Session, keys: IdentityKeys, emit: Callable[[str, events.EventPayload], str],
+                 min_resend: timedelta = otp.DEFAULT_POLICY.min_resend_interval):
         self.session = session
         self.keys = keys
         self.emit = emit
+        self.min_resend = min_resend  # identity's OTP.MIN_RESEND_SECONDS
 
     def send(self, purpose: str, number: str, phone_index: str, subject: str) -> OtpChallenge:
         """Issue a code (send limits per ``subject``) and emit ``otp_requested``; not committed."""
@@ -60,6 +63,7 @@ class PhoneCodes:
         ).scalars().all()
         previous = record_of(history[0]) if history else None
         policy = otp.PHONE_CONFIRMATION_POLICY if purpose == "phone_confirmation" else otp.DEFAULT_POLICY
+        policy = replace(policy, min_resend_interval=self.min_resend)
         issued = otp.issue(self.keys.otp, purpose, subject, moment,
                            recent_sends=[aware(row.created_at) for row in history], previous=previous, policy=policy)
         challenge_id = str(uuid.uuid4())

@@ -83,7 +83,7 @@ class IdentityService(ServiceBase):
 
     @property
     def codes(self) -> PhoneCodes:
-        return PhoneCodes(self.db.session, self.keys, self.db.emit)
+        return PhoneCodes(self.db.session, self.keys, self.db.emit, self.settings.otp_min_resend)
 
     @property
     def sessions(self) -> Sessions:

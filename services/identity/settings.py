@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from services.common.assurance import AssuranceLevel
 from services.common.config import REPO_ROOT, data_dir, setting_flag
 from services.common.errors import InvalidInput
-from services.identity import ca, grants
+from services.identity import ca, grants, otp
 from services.identity.faces import DEFAULT_THRESHOLD
 
 PROVIDERS = ("registry", "tencent_faceid", "self_declared")
@@ -73,6 +73,8 @@ class IdentitySettings:
     step_up_window: timedelta = timedelta(minutes=10)
     person_validity: timedelta = ca.DEFAULT_PERSON_VALIDITY  # CA.PERSON_VALIDITY_DAYS
     sessions: SessionSettings = field(default_factory=SessionSettings)  # SESSIONS
+    #: a new code to the same phone, for the same purpose, at most this often (OTP.MIN_RESEND_SECONDS)
+    otp_min_resend: timedelta = otp.DEFAULT_POLICY.min_resend_interval
 
     @property
     def step_up_level(self) -> AssuranceLevel:
@@ -87,6 +89,7 @@ class IdentitySettings:
         faces, live = _section(config, "FACES"), _section(config, "LIVENESS")
         will, reg, ca_cfg = _section(config, "WILLINGNESS"), _section(config, "REGISTRATION"), _section(config, "CA")
         proof, sessions, step = _section(config, "PROOFING"), _section(config, "SESSIONS"), _section(config, "STEP_UP")
+        codes = _section(config, "OTP")
         lock = will.get("FACE_LOCK") or {}
         d = cls()
         provider = str(proof.get("PROVIDER") or "registry")
@@ -133,6 +136,7 @@ class IdentitySettings:
                 idle=_seconds(sessions, "IDLE_SECONDS", d.sessions.idle, "sessions.idle_seconds"),
                 absolute=_seconds(sessions, "ABSOLUTE_SECONDS", d.sessions.absolute, "sessions.absolute_seconds"),
             ),
+            otp_min_resend=_seconds(codes, "MIN_RESEND_SECONDS", d.otp_min_resend, "otp.min_resend_seconds"),
         )
 
 

@@ -24,7 +24,7 @@ from tests.support.browser import Page, browser, log_in, perform_challenge, sign
 from tests.support.stack import BORROWER, LENDER, party, people
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 def fill_person(page: Page, field: str, person: tuple[str, str, str]) -> None:
     for key, value in zip(("name", "id_number", "phone"), person, strict=True):

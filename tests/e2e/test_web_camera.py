@@ -27,7 +27,7 @@ from services.gateway.session_cookie import COOKIE
 from tests.support.browser import Page, browser, perform_challenge
 from tests.support.stack import BORROWER, LENDER, party
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 IOU = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "3000",
        "purpose": "其它事由", "annual_rate": "0", "start_date": "2026-11-01", "repayment_date": "2027-05-01",

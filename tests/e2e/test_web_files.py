@@ -15,7 +15,7 @@ from services.common.clock import today_in_china
 from tests.support.browser import Page, browser, log_in
 from tests.support.stack import BORROWER, LENDER, UNREGISTERED, Http, iou_values, party, people, signed_iou
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 
 def test_find_the_iou_by_the_counterpartys_name_open_it_and_download_it(stack, tmp_path):

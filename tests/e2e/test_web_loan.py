@@ -12,7 +12,7 @@ from services.common.clock import today_in_china
 from tests.support.browser import Page, browser, log_in, sign_by_sms
 from tests.support.stack import BORROWER, LENDER, people, signed_iou
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 
 def test_the_lender_confirms_a_repayment_on_the_iou_page(stack, tmp_path):

@@ -19,6 +19,8 @@ def test_defaults_are_the_strict_ones(tmp_path):
     assert settings.step_up_level is AssuranceLevel.AUTHORITY_FACE_LIVENESS
     assert settings.face_lock.max_failures == 5 and settings.face_lock.window == timedelta(minutes=15)
     assert settings.sessions.idle == timedelta(minutes=30) and settings.sessions.absolute == timedelta(hours=12)
+    assert settings.otp_min_resend == timedelta(seconds=60)
+    assert IdentitySettings.from_config({"OTP": {"MIN_RESEND_SECONDS": "5"}}).otp_min_resend == timedelta(seconds=5)
 
 
 def test_the_step_up_level_follows_the_provider_and_liveness(tmp_path):
@@ -40,6 +42,8 @@ def test_the_step_up_level_follows_the_provider_and_liveness(tmp_path):
     ({"FACES": {"WORKERS": "3"}}, "faces.workers", "range"),
     ({"FACES": {"MIN_FACE_PX": "big"}}, "faces.min_face_px", "number"),
     ({"LIVENESS": {"MIRRORED_INPUT": "ja"}}, "liveness.mirrored_input", "boolean"),
+    ({"OTP": {"MIN_RESEND_SECONDS": "0"}}, "otp.min_resend_seconds", "positive"),
+    ({"OTP": {"MIN_RESEND_SECONDS": "soon"}}, "otp.min_resend_seconds", "number"),
 ])
 def test_bad_settings_are_named(config, field, rule, tmp_path):
     with pytest.raises(InvalidInput) as error:
