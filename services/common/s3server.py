@@ -20,11 +20,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+#: ports free_port has handed out in this process: never handed out twice
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port free on 127.0.0.1 now, and one this process has not handed out before.
+
+    The kernel may answer two binds to port 0 in a row with the same free port: two
+    servers told to use them would collide (seen: a gateway and its own metrics server).
+    Processes started side by side with ``ESIGN_TEST_SHARD=k/n`` (tests/support/parallel.py)
+    take only ports congruent to k modulo n, so no two of them pick the same one either."""
+    shard, shards = _port_share()
+    for _ in range(10_000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT and port % shards == shard:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
+def _port_share() -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in os.environ.get("ESIGN_TEST_SHARD", "0/1").split("/"))
+    except ValueError:
+        return 0, 1
+    return (k, n) if 0 <= k < n else (0, 1)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
