@@ -7,8 +7,7 @@ share nothing but the machine. Their output is printed as it comes, each line
 prefixed with its shard, then a summary; the command fails if any shard failed.
 
 ``ESIGN_TEST_JOBS`` sets the number of processes (default: the machine's cores,
-at most 4; ``./dev test`` sets 1 for a selection that needs servers); 1 runs
-plain pytest. The shards are balanced by each module's
+at most 4); 1 runs plain pytest. The shards are balanced by each module's
 seconds as last measured (tests/shard_weights.json); ``ESIGN_TEST_RECORD_WEIGHTS=1``
 writes that file anew from a run in which every shard passed. pytest-xdist is not used: its execnet channels
 do not survive eventlet's monkey patching, which every test process needs.
