@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,23 +23,32 @@ from typing import Mapping, Sequence
 
 #: ports free_port has handed out in this process: never handed out twice
 _HANDED_OUT: set[int] = set()
+#: where free_port looks: Linux's ephemeral range, which no well-known service uses
+_PORT_RANGE = (32768, 60999)
 
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now, and one this process has not handed out before.
 
-    The kernel may answer two binds to port 0 in a row with the same free port: two
-    servers told to use them would collide (seen: a gateway and its own metrics server).
-    Processes started side by side with ``ESIGN_TEST_SHARD=k/n`` (tests/support/parallel.py)
-    take only ports congruent to k modulo n, so no two of them pick the same one either."""
+    Not the kernel's answer to a bind to port 0: it may give the same free port to two
+    calls in a row, and two servers told to use it collide (seen: a gateway and its own
+    metrics server), and it gives only even ports. A random port of the range is tried
+    by binding it instead. Processes started side by side with ``ESIGN_TEST_SHARD=k/n``
+    (tests/support/parallel.py) take only ports congruent to k modulo n, so no two of
+    them pick the same one either."""
     shard, shards = _port_share()
+    low, high = _PORT_RANGE
     for _ in range(10_000):
+        port = secrets.randbelow((high - low) // shards) * shards + low - low % shards + shard
+        if port < low or port > high or port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT and port % shards == shard:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
