@@ -121,22 +121,20 @@ def bench_platform(people: int = 2, keep: bool = False) -> Iterator[BenchPlatfor
     wanted = synthetic_people(people)
     with deployed_platform("esign-bench-", keep=keep, more_people=tuple((n, i) for n, i, _ in wanted),
                            supervised=False) as deployed:
-        stack = Stack(deployed.rpc, deployed.processes.sms_outbox, deployed.processes.gateway_url, deployed.root,
-                      signing_config={})
         setup_rpc = ReconnectingRpc(deployed.rpc.config["AMQP_URI"], timeout=REGISTRATION_RPC_TIMEOUT)
-        registrar = Stack(setup_rpc, deployed.processes.sms_outbox, deployed.processes.gateway_url, deployed.root,
-                          signing_config={})
+        stack = Stack(setup_rpc, deployed.processes.sms_outbox, deployed.processes.gateway_url, deployed.root,
+                      signing_config={})
 
         def register(entry) -> Person:
             name, id_number, phone = entry
-            person_id = registrar.person(name, id_number, phone)
-            return Person(person_id, name, id_number, phone, registrar.tokens[person_id])
+            person_id = stack.person(name, id_number, phone)
+            return Person(person_id, name, id_number, phone, stack.tokens[person_id])
 
         try:
             registered = list(eventlet.GreenPool(2).imap(register, wanted))
         finally:
             setup_rpc.close()
-        stack.tokens.update(registrar.tokens)
+        stack.rpc = deployed.rpc  # what the benchmark does goes through the deployment's client
         yield BenchPlatform(deployed, stack, registered)
 
 
