@@ -53,6 +53,9 @@ def _text(status: int, message: str) -> Answer:
 class _Handler(BaseHTTPRequestHandler):
     server: WitnessServer
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes; with Nagle on, a kept-alive
+    # connection's next answer waits for the client's delayed ACK (about 40 ms)
+    disable_nagle_algorithm = True
     timeout = 30
 
     def version_string(self) -> str:

@@ -187,6 +187,9 @@ class FakeTencentFaceId:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes; with Nagle on, a kept-alive
+            # connection's next answer waits for the client's delayed ACK (about 40 ms)
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args):  # noqa: A002 - keep test output clean
                 pass
