@@ -51,3 +51,41 @@ def _fill_cache_from_sdist() -> None:
     from services.identity.proofing.demo import fetch_sdist_photos
 
     fetch_sdist_photos(PHOTO_NAMES, CACHE_DIR)
+
+
+# --- one detection per picture in a test process ---
+
+#: (the settings that change what is seen, field, shape, sha-256 of the pixels) -> what observe()
+#: answered: the observation or the InvalidInput
+_OBSERVED: dict[tuple, object] = {}
+
+
+def remembering_face_engine(settings=None):
+    """A DlibFaceEngine that runs dlib once per distinct picture (and settings and field) in this
+    process and answers later calls on the same pixels from memory: tests that judge matches or
+    liveness on the same photos need not detect the same faces again. Results are dlib's own,
+    refusals included; only tests about detection itself (its threads, its settings) want a plain
+    engine."""
+    import hashlib
+
+    import numpy as np
+
+    from services.common.errors import InvalidInput
+    from services.identity.faces import DlibFaceEngine, FaceSettings
+
+    class RememberingFaceEngine(DlibFaceEngine):
+        def observe(self, image, field):
+            pixels = self.pixels(image, field)
+            seeing = (self.settings.image, self.settings.min_face_px, self.settings.detect_max_side)  # not threshold
+            key = (seeing, field, pixels.shape, hashlib.sha256(np.ascontiguousarray(pixels)).digest())
+            if key not in _OBSERVED:
+                try:
+                    _OBSERVED[key] = super().observe(pixels, field)
+                except InvalidInput as refused:
+                    _OBSERVED[key] = refused
+            answer = _OBSERVED[key]
+            if isinstance(answer, InvalidInput):
+                raise InvalidInput(answer.field, answer.rule, answer.message)
+            return answer
+
+    return RememberingFaceEngine(settings if settings is not None else FaceSettings())

@@ -21,7 +21,7 @@ from services.identity.faces import (
     encoding_from_bytes,
     encoding_to_bytes,
 )
-from tests.support.faces import face_path
+from tests.support.faces import face_path, remembering_face_engine
 
 SAME_PERSON = [("obama", "obama2"), ("obama", "obama3"), ("obama2", "obama3")]
 DIFFERENT_PERSON = [("obama", "biden"), ("obama2", "biden"), ("obama3", "biden")]
@@ -29,7 +29,15 @@ DIFFERENT_PERSON = [("obama", "biden"), ("obama2", "biden"), ("obama3", "biden")
 
 @pytest.fixture(scope="module")
 def engine() -> DlibFaceEngine:
-    return DlibFaceEngine()
+    """dlib runs once per distinct picture in this module (tests.support.faces); the tests of
+    detection itself (threads, settings) make plain engines of their own."""
+    return remembering_face_engine()
+
+
+@pytest.fixture(scope="module")
+def full_resolution() -> DlibFaceEngine:
+    """Detection on the whole image, however large."""
+    return remembering_face_engine(FaceSettings(detect_max_side=100_000))
 
 
 def _png(image: Image.Image) -> bytes:
@@ -89,28 +97,26 @@ def test_different_person_does_not_match(engine, photo, first, second):
 
 
 def test_threshold_is_configurable(photo):
-    strict = DlibFaceEngine(FaceSettings(threshold=0.2))
+    strict = remembering_face_engine(FaceSettings(threshold=0.2))
     match = strict.compare(photo("obama"), photo("obama2"))
     assert match.threshold == 0.2
     assert match.matched is (match.distance < 0.2)
     assert match.matched is False  # the same person is about 0.35 apart in these photos
 
 
-def test_full_resolution_encoding_equals_face_recognition(photo):
+def test_full_resolution_encoding_equals_face_recognition(photo, full_resolution):
     """Without the detection downscale, the engine computes exactly what face_recognition does."""
     import face_recognition
 
-    full = DlibFaceEngine(FaceSettings(detect_max_side=100_000))
-    ours = full.encode(photo("obama2"), "selfie")
+    ours = full_resolution.encode(photo("obama2"), "selfie")
     pixels = face_recognition.load_image_file(str(face_path("obama2")))
     (reference,) = face_recognition.face_encodings(pixels)
     assert np.linalg.norm(ours - reference) < 1e-6
 
 
-def test_downscaled_detection_keeps_encodings_close(engine, photo):
-    full = DlibFaceEngine(FaceSettings(detect_max_side=100_000))
+def test_downscaled_detection_keeps_encodings_close(engine, full_resolution, photo):
     for name in ("obama3", "biden"):  # the two photos large enough to be downscaled
-        drift = np.linalg.norm(engine.encode(photo(name), "selfie") - full.encode(photo(name), "selfie"))
+        drift = np.linalg.norm(engine.encode(photo(name), "selfie") - full_resolution.encode(photo(name), "selfie"))
         assert drift < 0.1
 
 
@@ -261,14 +267,14 @@ def test_messages_do_not_carry_image_content(engine):
     assert "SECRET" not in repr(caught.value.args)
 
 
-def test_concurrent_calls_from_tpool_threads_agree_with_sequential(photo):
+def test_concurrent_calls_from_tpool_threads_agree_with_sequential(engine, photo):
     """The service runs encode() in eventlet.tpool OS threads; several at once must not mix up
     dlib's non-thread-safe models (or deadlock on a green lock in an OS thread)."""
-    engine = DlibFaceEngine(FaceSettings(model_instances=2))
+    concurrent = DlibFaceEngine(FaceSettings(model_instances=2))  # detects every time
     names = ["obama", "obama2", "biden", "obama3", "obama2", "biden"]
     sequential = {name: engine.encode(photo(name), name) for name in set(names)}
     pool = eventlet.GreenPool(len(names))
-    results = list(pool.imap(lambda name: (name, tpool.execute(engine.encode, photo(name), name)), names))
+    results = list(pool.imap(lambda name: (name, tpool.execute(concurrent.encode, photo(name), name)), names))
     assert [name for name, _ in results] == names
     for name, encoding in results:
         assert np.linalg.norm(encoding - sequential[name]) < 1e-9

@@ -25,21 +25,23 @@ from services.identity.liveness import (
     yaw_estimate,
     yaw_swings,
 )
-from tests.support.faces import video_path
+from tests.support.faces import remembering_face_engine, video_path
 
 # The clip is a wide stage shot: its faces are 62-90 px wide where a phone selfie's are several
 # hundred, so the video tests lower the smallest accepted face from 80 px.
 CLIP_SETTINGS = LivenessSettings(face=FaceSettings(min_face_px=56))
 
 
+# dlib runs once per distinct frame in this process (tests.support.faces): checks that judge the
+# same frames against other challenges reuse what it saw.
 @pytest.fixture(scope="module")
 def engine() -> LandmarkLivenessEngine:
-    return LandmarkLivenessEngine()
+    return LandmarkLivenessEngine(faces=remembering_face_engine(LivenessSettings().face))
 
 
 @pytest.fixture(scope="module")
 def clip_engine() -> LandmarkLivenessEngine:
-    return LandmarkLivenessEngine(CLIP_SETTINGS)
+    return LandmarkLivenessEngine(CLIP_SETTINGS, faces=remembering_face_engine(CLIP_SETTINGS.face))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,9 @@ def test_yaw_ignores_head_roll_and_distance_to_camera():
     assert yaw_estimate(_landmarks(0, roll_degrees=30)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_yaw_of_a_real_face_changes_sign_in_its_mirror_image(photo):
+def test_yaw_of_a_real_face_changes_sign_in_its_mirror_image(engine, photo):
     """obama2 is turned a little: its mirror image must read the opposite way."""
-    faces = LandmarkLivenessEngine().faces
+    faces = engine.faces
     pixels = decode_image(photo("obama2"), "selfie")
     original = yaw_estimate(faces.observe(pixels, "selfie").landmarks)
     mirrored = yaw_estimate(faces.observe(np.ascontiguousarray(pixels[:, ::-1]), "selfie").landmarks)

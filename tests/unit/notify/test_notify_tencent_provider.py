@@ -223,9 +223,9 @@ def test_answer_that_is_not_the_vendor_json_is_transient(vendor):
 
 
 def test_answer_slower_than_the_read_timeout_is_transient_and_maybe_accepted(vendor):
-    vendor.script(PHONE, delay=1.5)
+    vendor.script(PHONE, delay=0.6)
     with pytest.raises(TransientSmsError) as err:
-        send_code(make_provider(vendor, read_timeout=0.3))
+        send_code(make_provider(vendor, read_timeout=0.2))
     assert err.value.code == "timeout"
     assert err.value.maybe_accepted  # the request went out: it must be checked, not sent again
     assert wait_for(lambda: len(vendor.delivered) == 1)  # and indeed the vendor took it
