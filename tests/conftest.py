@@ -287,6 +287,9 @@ def pytest_addoption(parser):
 
 #: a test's cost in seconds by folder, where tests/shard_weights.json does not know its module
 SHARD_WEIGHTS = {"bench": 34.0, "e2e": 20.0, "reliability": 35.0, "integration": 2.4, "unit": 0.1}
+#: a module lighter than this (seconds) runs in one shard: split, it would pay its imports and
+#: first calls (fonts, models, key generation) once in every shard
+KEEP_WHOLE_BELOW = 10.0
 #: measured seconds per module (``ESIGN_TEST_RECORD_WEIGHTS=1 ./dev test`` writes it): ``{module: [seconds, tests]}``
 WEIGHTS_FILE = Path(__file__).parent / "shard_weights.json"
 
@@ -311,27 +314,34 @@ def _shares_a_module_fixture(item) -> bool:
 
 
 def shard_items(items: list, k: int, n: int) -> list:
-    """The tests shard ``k`` of ``n`` runs. Each test, or each module whose tests share a module
-    fixture (a platform started once for them, never twice), goes to the shard with the least
-    weight so far (seconds: WEIGHTS_FILE as measured, else SHARD_WEIGHTS), the heaviest first; a
-    shard runs its tests in collection order."""
+    """The tests shard ``k`` of ``n`` runs. Each test, or each whole module where its tests share a
+    module fixture (a platform started once for them, never twice) or where the module weighs less
+    than KEEP_WHOLE_BELOW, goes to the shard with the least weight so far (seconds: WEIGHTS_FILE as
+    measured, else SHARD_WEIGHTS), the heaviest first; a shard runs its tests in collection order."""
+    measured = _measured_weights()
+
+    def per_test(module: str) -> float:
+        folder = module.split("/")[1] if module.startswith("tests/") else ""
+        return measured.get(module, SHARD_WEIGHTS.get(folder, 1.0))
+
+    sizes: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        sizes[module] = sizes.get(module, 0) + 1
     units: list[list] = []
     grouped: dict[str, list] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        if _shares_a_module_fixture(item):
+        if _shares_a_module_fixture(item) or per_test(module) * sizes[module] < KEEP_WHOLE_BELOW:
             if module not in grouped:
                 grouped[module] = []
                 units.append(grouped[module])
             grouped[module].append(item)
         else:
             units.append([item])
-    measured = _measured_weights()
 
     def weight(unit: list) -> float:
-        module = unit[0].nodeid.split("::")[0]
-        folder = module.split("/")[1] if module.startswith("tests/") else ""
-        return measured.get(module, SHARD_WEIGHTS.get(folder, 1.0)) * len(unit)
+        return per_test(unit[0].nodeid.split("::")[0]) * len(unit)
 
     # the heaviest first, each to the lightest shard so far; each shard then runs in collection order
     loads = [0] * n

@@ -1,6 +1,6 @@
 """``./dev test``'s shards (tests/conftest.py ``shard_items``): every test runs in
-exactly one shard, a module whose tests share a module fixture stays in one
-shard, and the shards' weights come out close."""
+exactly one shard, a module whose tests share a module fixture or that weighs
+little stays in one shard, and the shards' weights come out close."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -26,6 +26,7 @@ def collection() -> list:
     items += [item(f"tests/reliability/test_faults.py::test_{i}", "module") for i in range(6)]
     items += [item(f"tests/integration/test_x.py::test_{i}") for i in range(40)]
     items += [item(f"tests/unit/test_y.py::test_{i}") for i in range(500)]
+    items += [item(f"tests/unit/test_light_{m}.py::test_{i}") for m in range(4) for i in range(30)]
     return items
 
 
@@ -45,3 +46,12 @@ def test_a_module_sharing_a_fixture_stays_in_one_shard_and_the_weights_balance()
     assert holding.count(True) == 1
     weights = [sum(SHARD_WEIGHTS[i.nodeid.split("/")[1]] for i in shard) for shard in shards]
     assert abs(weights[0] - weights[1]) <= SHARD_WEIGHTS["e2e"], weights
+
+
+def test_a_light_module_stays_in_one_shard_and_a_heavy_one_is_spread():
+    items = collection()
+    shards = [shard_items(items, k, 2) for k in range(2)]
+    for m in range(4):  # 30 tests of 0.1 s: under KEEP_WHOLE_BELOW
+        holding = [any(f"test_light_{m}.py" in i.nodeid for i in shard) for shard in shards]
+        assert holding.count(True) == 1
+    assert all(any("unit/test_y.py" in i.nodeid for i in shard) for shard in shards)  # 50 s: split
