@@ -28,3 +28,27 @@ def test_one_holder_at_a_time_and_takeover_after_expiry(db_url_for):
         release(session, "expiry", "b")
         assert acquire(session, "expiry", "a", TTL, T0 + timedelta(seconds=53))
     database.dispose()
+
+
+def test_the_metrics_say_who_holds_and_count_takeovers(db_url_for):
+    """esign_lease_held follows this process's last attempt; esign_lease_taken_total counts
+    takeovers, not renewals (a replica test sums them over the replicas)."""
+    from services.common.lease import LEASE_HELD, LEASE_TAKEN
+
+    url, schema = db_url_for("signing")
+    database = Database(url, schema, "signing")
+    database.migrate()
+    held, taken = LEASE_HELD.labels("metered"), LEASE_TAKEN.labels("metered")
+    before = taken._value.get()
+    with database.session() as session:
+        assert acquire(session, "metered", "a", TTL, T0)
+        assert held._value.get() == 1 and taken._value.get() == before + 1
+        assert acquire(session, "metered", "a", TTL, T0 + timedelta(seconds=10))  # renewal
+        assert taken._value.get() == before + 1
+        assert not acquire(session, "metered", "b", TTL, T0 + timedelta(seconds=20))
+        assert held._value.get() == 0
+        assert acquire(session, "metered", "b", TTL, T0 + timedelta(seconds=41))  # a's ran out at 40 s
+        assert held._value.get() == 1 and taken._value.get() == before + 2
+        release(session, "metered", "b")
+        assert held._value.get() == 0
+    database.dispose()
