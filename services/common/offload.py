@@ -26,8 +26,10 @@ import logging
 import multiprocessing
 import os
 import pickle
+import posix
 import threading
 import time
+import types
 import weakref
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -105,7 +107,25 @@ def _one_writer_to_the_resource_tracker() -> None:
         return call
 
     tracker._send, tracker.ensure_running = serialized(send), serialized(ensure_running)
+    # Its writes go straight to the pipe, never through eventlet's green os.write, which first
+    # waits for the pipe through the hub: from the hub itself (a semaphore finalized by a garbage
+    # collection that runs there) that wait is "do not call blocking functions from the mainloop",
+    # and the unregistration was lost. A message is under PIPE_BUF (the tracker checks) and the
+    # tracker always reads, so a plain write cannot block for long.
+    resource_tracker.os = _PlainWrites()
     tracker._esign_serialized = True
+
+
+class _PlainWrites(types.ModuleType):
+    """``os`` for the resource tracker's module: the same, except ``write`` is the unpatched one."""
+
+    write = staticmethod(posix.write)
+
+    def __init__(self) -> None:
+        super().__init__("os")
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
 
 
 def _cooperative_pipes(executor: ProcessPoolExecutor) -> None:

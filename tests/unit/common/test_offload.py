@@ -165,3 +165,40 @@ def test_greenthreads_never_write_the_resource_tracker_pipe_at_once():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("0 "), done.stdout
+
+
+#: a multiprocessing lock made and dropped by a callback of eventlet's hub itself, as a garbage
+#: collection that happens to run in the hub finalizes a pool's semaphores
+RESOURCE_TRACKER_FROM_THE_HUB = """
+import eventlet
+eventlet.monkey_patch()
+import multiprocessing
+from services.common import offload
+offload._one_writer_to_the_resource_tracker()
+context = multiprocessing.get_context("spawn")
+context.Lock()  # the tracker is running
+errors = []
+def in_the_hub():
+    try:
+        lock = context.Lock()
+        del lock
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+eventlet.hubs.get_hub().schedule_call_global(0, in_the_hub)
+eventlet.sleep(0.1)
+print(len(errors), errors[:1])
+"""
+
+
+def test_the_hub_itself_may_register_and_unregister_with_the_resource_tracker():
+    """Seen in a unit run: 'do not call blocking functions from the mainloop' from a semaphore's
+    finalizer, because eventlet's green os.write waits for the pipe through the hub; the
+    unregistration was lost. The tracker's messages are under PIPE_BUF and it always reads."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", RESOURCE_TRACKER_FROM_THE_HUB],
+                          cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("0 "), done.stdout
