@@ -1,0 +1,131 @@
+"""The embedded PKCS#11 token: a SoftHSM2 token under the data directory, for
+``./dev up`` and the tests (Debian package ``softhsm2``).
+
+:func:`ensure_token` is idempotent. Under ``<data dir>/softhsm`` it writes its
+own ``softhsm2.conf`` (object files in ``tokens/``, mode 0700) and
+initialises a token with the given label in the first free slot
+(``softhsm2-util --init-token --free``); the user PIN and the security
+officer's PIN are random, kept as secrets under ``<data dir>/secrets``
+(mode 0600, made once, as :func:`services.common.config.read_secret` makes
+generated secrets). A second call finds the token and changes nothing;
+a call after the token directory was wiped makes the token again with the
+same PINs. Concurrent starts are serialised by a lock file.
+
+SoftHSM2 reads ``SOFTHSM2_CONF`` when the module is initialised, so a
+process must set it (:meth:`SoftHsmToken.activate`) before its first key
+store opens; it then holds for the whole process.
+
+The PINs pass on ``softhsm2-util``'s command line for the instant it runs
+(it reads them from a terminal otherwise). The token's files are only the
+data directory's owner's, who can read the PIN files anyway; a production
+HSM is initialised by its own key ceremony, never by this module.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.keystore.pkcs11_token import SOFTHSM2_MODULE
+
+CONF_ENV = "SOFTHSM2_CONF"
+UTIL = "softhsm2-util"
+_LABEL = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
+#: ``generate`` refuses below this much free space in the token directory (see pkcs11_token: token full)
+DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
+
+
+class SoftHsmUnavailable(RuntimeError):
+    """softhsm2-util is missing or failed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SoftHsmToken:
+    """Where an embedded token lives; its PINs are read from files, never kept here."""
+
+    label: str
+    conf: Path
+    token_dir: Path
+    pin_file: Path
+    so_pin_file: Path
+    module: str = SOFTHSM2_MODULE
+
+    def pin(self) -> str:
+        return self.pin_file.read_text("utf-8").strip()
+
+    def activate(self) -> None:
+        """Point this process's SoftHSM2 at this token's configuration (before the module loads)."""
+        os.environ[CONF_ENV] = str(self.conf)
+
+
+def ensure_token(data_dir: str | os.PathLike, label: str = "esign") -> SoftHsmToken:
+    """The token labelled ``label`` under ``data_dir``, initialised if it is not there yet."""
+    if not _LABEL.match(label):
+        raise ValueError("a SoftHSM2 token label here is 1-32 characters of A-Z a-z 0-9 . _ -")
+    base = Path(data_dir)
+    home = base / "softhsm"
+    token = SoftHsmToken(label=label, conf=home / "softhsm2.conf", token_dir=home / "tokens",
+                         pin_file=base / "secrets" / f"softhsm-{label}-pin",
+                         so_pin_file=base / "secrets" / f"softhsm-{label}-so-pin")
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token.token_dir.mkdir(exist_ok=True, mode=0o700)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _write_conf(token)
+            if label in _token_labels(token.conf):
+                if not token.pin_file.exists():
+                    raise SoftHsmUnavailable(
+                        f"token {label!r} exists under {token.token_dir} but its PIN file {token.pin_file} is gone;"
+                        " remove the token directory to start again (its keys are lost)")
+                return token
+            pin, so_pin = _pin_secret(token.pin_file), _pin_secret(token.so_pin_file)
+            _run(token.conf, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return token
+
+
+def _write_conf(token: SoftHsmToken) -> None:
+    text = (f"# written by services/common/keystore/softhsm.py\n"
+            f"directories.tokendir = {token.token_dir}\n"
+            "objectstore.backend = file\n"
+            "log.level = ERROR\n"
+            "slots.removable = false\n")
+    if not token.conf.exists() or token.conf.read_text("utf-8") != text:
+        token.conf.write_text(text, "utf-8")
+
+
+def _pin_secret(path: Path) -> str:
+    """The PIN in ``path``, made (random, 0600, never overwritten) when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text("utf-8").strip()
+    value = secrets.token_urlsafe(24)  # 32 characters; SoftHSM2 takes PINs of 4 to 255
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def _token_labels(conf: Path) -> set[str]:
+    out = _run(conf, "--show-slots")
+    return {match.group(1).strip() for match in re.finditer(r"^\s*Label:\s*(.*?)\s*$", out, re.MULTILINE)}
+
+
+def _run(conf: Path, *args: str) -> str:
+    util = shutil.which(UTIL)
+    if util is None:
+        raise SoftHsmUnavailable(f"{UTIL} is not installed: apt-get install softhsm2 (./dev bootstrap does)")
+    done = subprocess.run([util, *args], env=dict(os.environ, **{CONF_ENV: str(conf)}), capture_output=True,
+                          text=True, timeout=60)
+    if done.returncode != 0:
+        # the arguments hold PINs: name only the action, and softhsm2-util's own words (which echo none)
+        raise SoftHsmUnavailable(f"{UTIL} {args[0]} failed ({done.returncode}): {done.stderr.strip()[:300]}")
+    return done.stdout
