@@ -28,6 +28,7 @@ RUNS = [
      "ratio server time / floor"),
     (["full_flow.py", "--users", "1", "--seconds", "8", "--sample", "1"], "complete IOU flows"),
     (["my_files.py", "--drafts", "3", "--flows", "3", "--runs", "2"], "page 1 of a person with 6 documents"),
+    (["keystore.py", "--runs", "5", "--keys", "3", "--threads", "2"], "sign_digest p50 pkcs11 / sealed"),
 ]
 
 
