@@ -19,9 +19,12 @@ import uuid
 
 import pkcs11
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
 from eventlet.patcher import original
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
@@ -30,12 +33,14 @@ from services.common.errors import IntegrityError, InvalidInput, Unavailable
 from services.common.keystore import EC_P256, ED25519, PKCS11, SEALED, KeyRef, KeyStore, new_key_id
 from services.common.keystore import pkcs11_token as token_module
 from services.common.keystore.pkcs11_token import Pkcs11KeyStore, TokenSettings, reason_of
+from services.common.keystore.private_keys import private_key
 from services.common.keystore.reconcile import reconcile
 from services.common.keystore.sealed import SealedKey, SealedKeyStore
 from services.common.keystore.settings import KeyStoreSettings, open_key_store
 from services.common.keystore.softhsm import CONF_ENV, ensure_token
 from services.common.sealing import Keyring
-from services.signing.checkpoint import NoteVerifier
+from services.identity import ca, grants
+from services.signing.checkpoint import NoteSigner, NoteVerifier
 
 os_threading = original("threading")
 #: python-pkcs11 ends a search on a session that died under it twice, the second time in __del__, where
@@ -258,6 +263,44 @@ def test_the_reconciler_destroys_only_old_unrecorded_keys(backend, prefix):
     assert [r.key_id for r in done.destroyed] == [orphan.key_id] and done.recorded == 1
     assert [r.key_id for r in store.list_refs(prefix)] == [recorded.key_id]
     store.sign_digest(recorded, digest_of(b"the recorded key is untouched"))
+
+
+def test_the_ca_code_signs_certificates_crls_ocsp_and_notes_with_a_key_in_the_store(backend, prefix, keyring):
+    """What item 2 of issue #16 builds on: cryptography's builders and NoteSigner call the store."""
+    store, _ = backend
+    issuing = private_key(store, store.generate(prefix + "ca/issuing", EC_P256))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "esign Test CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(issuing.public_key())
+               .serial_number(ca.random_serial()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(issuing.public_key()), critical=False)
+               .sign(issuing, hashes.SHA256()))
+    authority = ca.CertificateAuthority(ca_cert, issuing)
+    person = private_key(store, store.generate(prefix + "person/cert", EC_P256))
+    points = ca.PublicationPoints("http://esign.test/crl", "http://esign.test/ocsp", "http://esign.test/ca")
+    person_cert = ca.issue_person_certificate(authority, person.public_key(), "张三", "ab" * 16, points)
+    person_cert.verify_directly_issued_by(ca_cert)
+
+    crl = ca.build_crl(authority, [ca.Revocation(person_cert.serial_number, now)], crl_number=1)
+    assert crl.is_signature_valid(ca_cert.public_key())
+
+    request = ocsp.OCSPRequestBuilder().add_certificate(person_cert, ca_cert, hashes.SHA256()).build()
+    answer = ocsp.load_der_ocsp_response(ca.build_ocsp_response(
+        authority, request.public_bytes(serialization.Encoding.DER), lambda serial: ca.GOOD))
+    ca_cert.public_key().verify(answer.signature, answer.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+
+    digest = digest_of(b"signed attributes")
+    person.public_key().verify(grants.sign_digest(person, digest), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+    log_key = private_key(store, store.generate(prefix + "evidence-log", ED25519))
+    signer = NoteSigner("esign.example/evidence-log", log_key)
+    assert signer.verifier.verifies(b"checkpoint\n", signer.sign(b"checkpoint\n"))
+
+    for key in (issuing, log_key):  # the key never leaves as bytes, not even sealed
+        with pytest.raises(TypeError, match="never serialised"):
+            ca.seal_private_key(keyring, key, b"aad") if key is issuing else key.private_bytes_raw()
+    assert issuing.ref.key_id in repr(issuing)
 
 
 def test_a_sealed_key_copied_to_another_record_does_not_open(keyring, prefix):
