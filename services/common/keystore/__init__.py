@@ -45,6 +45,15 @@ Signatures
   ``CKM_EDDSA``, which SoftHSM2 has since 2.6.0 (built with OpenSSL 1.1.1 or
   later; Debian's 2.6.1 has it).
 
+Modules
+=======
+
+:mod:`.pkcs11_token` (the token store), :mod:`.sealed` (the sealed store),
+:mod:`.private_keys` (``cryptography`` key objects that sign through a store,
+for the CA's builders and the note signer), :mod:`.reconcile` (unrecorded
+keys), :mod:`.softhsm` (the embedded token), :mod:`.settings` (``KEYS``, and
+:func:`~.settings.open_key_store`).
+
 Faults
 ======
 

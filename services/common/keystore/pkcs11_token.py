@@ -28,8 +28,12 @@ multiple threads"). So by default (``parallel=False``) every call into a
 module is serialised by a process-wide lock per module path, held for the
 whole operation. ``parallel=True`` drops that lock and is for modules that
 document thread safety without ``CKF_OS_LOCKING_OK`` (most network-HSM
-clients); settings refuse it for SoftHSM2. Locks are the operating system's
-(eventlet's originals), and nothing yields to the hub while holding one.
+clients); settings refuse it for SoftHSM2. Without that lock, eight threads
+signing at once crash SoftHSM2 2.6.1 with a segmentation fault (tried: the
+concurrency test does, with the lock removed). Locks are the operating
+system's (eventlet's originals), and nothing yields to the hub while holding
+one. PKCS#11 state does not survive ``fork``: a child process opens its own
+store (the platform's worker pools start processes by ``spawn``).
 
 Looking a key up by ``CKA_ID`` is a linear scan on SoftHSM2 (about 10 ms at
 600 objects, measured), so each pooled session remembers the handles it
