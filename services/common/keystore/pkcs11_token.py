@@ -120,7 +120,7 @@ _P256_PARAMS = encode_named_curve_parameters("secp256r1")
 _ED25519_PARAMS = ObjectIdentifier("1.3.101.112").dump()  # id-Ed25519 (RFC 8410 §3)
 _P256_POINT_BYTES = 65  # 0x04 || X || Y
 _ED25519_KEY_BYTES = 32
-_HANDLES_PER_SESSION = 1024
+_HANDLES_PER_SESSION = 8192  # ~1.5 MB of handle objects; a miss costs a scan of the token
 _PUBLIC_KEYS_KEPT = 4096
 
 T = TypeVar("T")
