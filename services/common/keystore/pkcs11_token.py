@@ -17,9 +17,10 @@ python-pkcs11 releases the GIL inside each PKCS#11 call, so OS threads
 (``eventlet.tpool``) run them at once. A PKCS#11 session is not for two
 threads at a time, so sessions are leased from a pool: a thread holds one for
 a whole operation (find, check, sign) and gives it back. Logging in is per
-process and token (PKCS#11 §5.6: every session of an application shares the
-login), so one login session per token and process, kept by a shared
-:class:`_Token`, logs the pool in; stores opened twice on one token share it.
+process and token (PKCS#11 v2.40 §5.6, C_Login: every session of an
+application shares the login), so one login session per token and process,
+kept by a shared :class:`_Token`, logs the pool in; stores opened twice on
+one token share it.
 
 python-pkcs11 calls ``C_Initialize(NULL_PTR)``, which tells a module that the
 application will *not* call it from several threads at once; SoftHSM2 then
@@ -609,7 +610,7 @@ def _check_matches(ref: KeyRef, attributes: dict) -> None:
 
 
 def _unwrap_point(value: bytes, size: int) -> bytes:
-    """CKA_EC_POINT is a DER OCTET STRING (PKCS#11 v2.40 §2.3.3); some tokens give the bare point."""
+    """CKA_EC_POINT is a DER OCTET STRING (PKCS#11 v2.40 Current Mechanisms §2.3.3); some give it bare."""
     if len(value) == size:
         return value
     try:
