@@ -504,6 +504,31 @@ def test_no_two_threads_share_a_session(softhsm, prefix, monkeypatch):
         store.close()
 
 
+def test_greenthreads_sign_through_tpool_and_on_the_hub_at_once(pkcs11_store, prefix):
+    """As a nameko service will: workers hand calls to eventlet's tpool (OS threads) while
+    others call on the hub's own thread; the store's locks are the OS's, so neither stalls."""
+    import eventlet
+    from eventlet import tpool
+
+    ref = pkcs11_store.generate(prefix + "person/g", EC_P256)
+    public = pkcs11_store.public_key(ref)
+
+    def worker(n: int, offloaded: bool) -> int:
+        for i in range(10):
+            digest = digest_of(f"{n}/{i}".encode())
+            if offloaded:
+                signature = tpool.execute(pkcs11_store.sign_digest, ref, digest)
+            else:
+                signature = pkcs11_store.sign_digest(ref, digest)
+            public.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+            eventlet.sleep(0)
+        return n
+
+    pool = eventlet.GreenPool()
+    done = list(pool.imap(lambda n: worker(n, offloaded=n % 2 == 0), range(8)))
+    assert done == list(range(8))
+
+
 def test_a_key_generated_by_a_process_that_died_before_recording_it_is_reclaimed(pkcs11_store, prefix, softhsm,
                                                                                   tmp_path):
     """The case the reconciler exists for: the key is on the token, the record was never committed."""
