@@ -11,6 +11,11 @@ anything else:
   which are random UUIDs, for services that answer RPCs). The gateway may call
   only public methods: ``identity.otp_message`` published with the gateway's
   user is refused with ``ACCESS_REFUSED`` before any service sees it.
+- **Readiness**: a service that answers RPCs may also call its own ``health``
+  on the queue only its process consumes (``rpc-<service>-<instance UUID>``,
+  bound with ``<service>.<instance UUID>.*``; services/common/readiness.py):
+  it may declare and consume that queue, bind that key, and publish
+  ``<service>.<instance UUID>.health``, nothing else of the kind.
 - **Replies and requests cannot be overheard**: a user may bind only its own
   queues, and its topic *read* permission on ``nameko-rpc`` allows the binding
   keys ``<own service>.*`` and reply UUIDs, never ``#``; it may consume only
@@ -156,6 +161,7 @@ def grants(service: str) -> Grants:
     own_queue_patterns = own_queues + [re.escape(f"rpc.reply-{reply_owner}-") + _UUID]
     if serves:
         own_queue_patterns.append(re.escape(f"rpc-{service}"))
+        own_queue_patterns.append(re.escape(f"rpc-{service}-") + _UUID)  # the process's own (readiness)
     publishes = KNOWN_EVENTS.get(service, ()) if serves else ()
     sources = sorted(EVENT_SUBSCRIPTIONS.get(service, {}))
     own_exchange = [re.escape(f"{service}.events")] if publishes else []
@@ -163,8 +169,10 @@ def grants(service: str) -> Grants:
 
     topics: dict[str, tuple[str, str]] = {}
     calls = _literal(RPC_CALLS.get(service, ()))
-    rpc_write = calls + ([_UUID] if serves else [])
-    rpc_read = [_UUID] + ([re.escape(f"{service}.*")] if serves else [])
+    # replies; and its own health on its own instance queue (readiness)
+    rpc_write = calls + ([_UUID, re.escape(f"{service}.") + _UUID + re.escape(".health")] if serves else [])
+    rpc_read = [_UUID] + ([re.escape(f"{service}.*"), re.escape(f"{service}.") + _UUID + re.escape(".*")]
+                          if serves else [])
     topics[RPC_EXCHANGE] = (_alternatives(rpc_write), _alternatives(rpc_read))
     if publishes:
         heard = EVENT_SUBSCRIPTIONS.get(service, {}).get(service, {})

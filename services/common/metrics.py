@@ -2,9 +2,13 @@
 
 :class:`Metrics` is a nameko dependency: it counts every entrypoint call and
 observes its latency, labelled by service, entrypoint, kind (rpc, event,
-timer) and outcome (``ok`` or the typed error's code), and serves
+timer, probe) and outcome (``ok`` or the typed error's code), and serves
 ``/metrics`` on the process's own port (config ``METRICS.PORT``; 0 or empty
 disables the server, as in tests that run several containers in one process).
+The same port answers the probes: ``/healthz`` (liveness: the worker pools) and
+``/readyz`` (readiness: the service's own ``health`` RPC answered through
+RabbitMQ, services/common/readiness.py; ``METRICS.READY_TIMEOUT_SECONDS`` and
+``METRICS.READY_CACHE_SECONDS`` tune it).
 
 Business counters (registrations, face checks, signatures, SMS ...) are made
 with :func:`counter` / :func:`histogram`, which return the same collector when
@@ -16,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from nameko.events import EventHandler
@@ -26,13 +30,15 @@ from nameko.timer import Timer
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from services.common.errors import EsignError
+from services.common.errors import EsignError, InvalidInput
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _collectors: dict[str, Any] = {}
 _server_ports: set[int] = set()
+#: port -> the readiness probe ``/readyz`` asks there (a nameko service's; the gateway has none)
+_readiness: dict[int, Callable[[], Any]] = {}
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -77,11 +83,23 @@ def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
     with _lock:
         if port in _server_ports:
             return
-        server = make_server(addr, port, _probe_app(make_wsgi_app()), ThreadingWSGIServer,
+        server = make_server(addr, port, _probe_app(make_wsgi_app(), port), ThreadingWSGIServer,
                              handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name=f"metrics-{port}", daemon=True).start()
         _server_ports.add(port)
-    log.info("metrics on http://%s:%d/metrics, liveness on /healthz", addr, port)
+    log.info("metrics on http://%s:%d/metrics, liveness on /healthz, readiness on /readyz", addr, port)
+
+
+def register_readiness(port: int, probe: Callable[[], Any]) -> None:
+    """``/readyz`` on ``port`` answers what ``probe()`` (a :class:`~services.common.readiness.Readiness`) says."""
+    with _lock:
+        _readiness[port] = probe
+
+
+def unregister_readiness(port: int, probe: Callable[[], Any]) -> None:
+    with _lock:
+        if _readiness.get(port) is probe:
+            del _readiness[port]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -89,23 +107,46 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def _probe_app(metrics_app):
+def _probe_app(metrics_app, port: int | None = None):
     def app(environ, start_response):
-        if environ.get("PATH_INFO") != "/healthz":
+        path = environ.get("PATH_INFO")
+        if path == "/readyz":
+            return _readyz(port, start_response)
+        if path != "/healthz":
             return metrics_app(environ, start_response)
         from services.common.offload import pools_health  # offload counts with this module's counters
 
         pools = pools_health()
         healthy = all(state["ok"] for state in pools.values())
-        body = json.dumps({"status": "ok" if healthy else "degraded", "worker_pools": pools}).encode()
-        start_response("200 OK" if healthy else "503 Service Unavailable",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
+        return _json(start_response, 200 if healthy else 503,
+                     {"status": "ok" if healthy else "degraded", "worker_pools": pools})
 
     return app
 
 
+def _readyz(port: int | None, start_response):
+    with _lock:
+        probe = _readiness.get(port)
+    if probe is None:  # the gateway: its readiness is /healthz on its HTTP port
+        return _json(start_response, 404, {"status": "unknown", "reason": "no_readiness_check"})
+    readiness = probe()
+    return _json(start_response, 200 if readiness.ready else 503, readiness.to_dict())
+
+
+_STATUS_LINES = {200: "200 OK", 404: "404 Not Found", 503: "503 Service Unavailable"}
+
+
+def _json(start_response, status: int, answer: dict) -> list[bytes]:
+    body = json.dumps(answer).encode()
+    start_response(_STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                           ("Cache-Control", "no-store")])
+    return [body]
+
+
 def entrypoint_kind(entrypoint) -> str:
+    kind = getattr(entrypoint, "metrics_kind", None)  # readiness checks: "probe", apart from callers' RPCs
+    if isinstance(kind, str):
+        return kind
     if isinstance(entrypoint, Rpc):
         return "rpc"
     if isinstance(entrypoint, EventHandler):
@@ -148,12 +189,30 @@ class BusinessMetrics:
 class Metrics(DependencyProvider):
     def __init__(self):
         self.started: dict[Any, float] = {}
+        self.port: int | None = None
+        self.readiness = None
 
     def setup(self) -> None:
         metrics_config = self.container.config.get("METRICS") or {}
         port = metrics_config.get("PORT")
         if port:
-            serve_metrics(int(port), metrics_config.get("ADDRESS") or "127.0.0.1")
+            from services.common import readiness
+
+            self.port = int(port)
+            serve_metrics(self.port, metrics_config.get("ADDRESS") or "127.0.0.1")
+            self.readiness = readiness.probe_for(
+                self.container,
+                timeout=_seconds(metrics_config, "READY_TIMEOUT_SECONDS", readiness.READY_TIMEOUT_SECONDS),
+                cache_seconds=_seconds(metrics_config, "READY_CACHE_SECONDS", readiness.READY_CACHE_SECONDS))
+            register_readiness(self.port, self.readiness)
+
+    def stop(self) -> None:
+        # /readyz says "stopping" from here on (the port may serve a while longer)
+        if self.readiness is not None:
+            self.readiness.stop()
+
+    def kill(self) -> None:
+        self.stop()
 
     def get_dependency(self, worker_ctx) -> BusinessMetrics:
         return BusinessMetrics(self.container.service_name)
@@ -173,3 +232,14 @@ class Metrics(DependencyProvider):
         ENTRYPOINT_CALLS.labels(**labels).inc()
         if started is not None:
             ENTRYPOINT_LATENCY.labels(**labels).observe(time.perf_counter() - started)
+
+
+def _seconds(config: dict, key: str, default: float) -> float:
+    """A number of seconds from the METRICS config; a bad value stops the service at start."""
+    value = config.get(key)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"METRICS.{key}", "number", f"expected seconds, found {value!r}") from None

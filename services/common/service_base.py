@@ -9,6 +9,7 @@ from services.common.entrypoints import rpc
 from services.common.errors import EsignError
 from services.common.metrics import Metrics
 from services.common.offload import ReportsPoolHealth
+from services.common.readiness import instance_rpc
 
 
 class ServiceBase:
@@ -18,6 +19,7 @@ class ServiceBase:
     metrics = Metrics()
 
     @rpc
+    @instance_rpc  # also on this process's own queue: its readiness probe (services/common/readiness.py)
     def health(self) -> dict:
         """Liveness and readiness: the process answers and its stores respond."""
         checks = {"database": _check(lambda: self.db.session.connection().exec_driver_sql("SELECT 1"))}

@@ -154,6 +154,24 @@ def test_queues_are_a_services_own():
     assert re.search(notify.read, "evt-identity-otp_requested--notify.on_otp_requested")
     assert re.search(notify.read, "rpc-notify") and not re.search(notify.read, "rpc-identity")
     assert re.search(gateway.read, "rpc.reply-standalone_rpc_proxy-9b2f6c1e-3d4a-4c55-9e61-1f0a7d3c2b10")
+    # a process's own queue (readiness) is its service's alone
+    own = "rpc-notify-9b2f6c1e-3d4a-4c55-9e61-1f0a7d3c2b10"
+    assert re.search(notify.read, own) and re.search(notify.configure, own)
+    assert not re.search(gateway.read, own) and not re.search(B.grants("identity").configure, own)
+    assert not re.search(notify.read, "rpc-notify-anything")
+
+
+def test_a_service_may_call_only_its_own_health_on_its_own_instance_queue():
+    instance = "9b2f6c1e-3d4a-4c55-9e61-1f0a7d3c2b10"
+    for service in B.RPC_SERVERS:
+        assert _topic_allows(service, B.RPC_EXCHANGE, f"{service}.{instance}.health", write=True)
+        assert _topic_allows(service, B.RPC_EXCHANGE, f"{service}.{instance}.*", write=False)
+        for key in (f"{service}.{instance}.sign_digest", f"{service}.{instance}.#", f"{service}.x.health"):
+            assert not _topic_allows(service, B.RPC_EXCHANGE, key, write=True), key
+        assert not _topic_allows(service, B.RPC_EXCHANGE, f"{service}.{instance}.#", write=False)
+    assert not _topic_allows("gateway", B.RPC_EXCHANGE, f"identity.{instance}.health", write=True)
+    assert not _topic_allows("signing", B.RPC_EXCHANGE, f"identity.{instance}.health", write=True)
+    assert not _topic_allows("signing", B.RPC_EXCHANGE, f"identity.{instance}.*", write=False)
 
 
 def test_definitions_hash_passwords_as_rabbitmq_does_and_hold_no_password():
