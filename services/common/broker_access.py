@@ -201,16 +201,25 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 
 
 def definitions(vhost: str, passwords: Mapping[str, str], prefix: str = "esign-",
-                admin: tuple[str, str] | None = None) -> dict:
+                admin: tuple[str, str] | None = None, monitor: tuple[str, str] | None = None) -> dict:
     """A RabbitMQ definitions document giving each service in ``passwords`` its
     user, its permissions and its topic permissions on ``vhost``; with ``admin``
     (name, password), also an administrator for operators (a broker that loads
-    definitions at boot makes no default user)."""
+    definitions at boot makes no default user); with ``monitor`` (name, password),
+    a user that may only read the queues' statistics through the management API
+    (KEDA scales the services on their queues' depth: deploy/k8s/keda.yaml)."""
     users, permissions, topic_permissions = [], [], []
     if admin is not None:
         users.append({"name": admin[0], "password_hash": password_hash(admin[1]),
                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]})
         permissions.append({"user": admin[0], "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"})
+    if monitor is not None:
+        # the "management" tag lists the queues of the vhosts a user has any permission on; these
+        # permissions match no resource, so it can neither publish, consume, bind nor declare
+        users.append({"name": monitor[0], "password_hash": password_hash(monitor[1]),
+                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"]})
+        permissions.append({"user": monitor[0], "vhost": vhost, "configure": _NOTHING, "write": _NOTHING,
+                            "read": _NOTHING})
     for service in sorted(passwords):
         name = user_name(service, prefix)
         granted = grants(service)
@@ -286,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--prefix", default="esign-", help="user names: <prefix><service>")
         command.add_argument("--admin-user", default=None,
                              help="also an administrator, password from ESIGN_BROKER_ADMIN_PASSWORD")
+        command.add_argument("--monitor-user", default=None,
+                             help="also a user that may only read queue statistics (KEDA), password from "
+                                  "ESIGN_BROKER_MONITOR_PASSWORD")
         if name == "definitions":
             command.add_argument("--out", default="-", help="file to write (default standard output)")
         else:
@@ -299,7 +311,15 @@ def main(argv: list[str] | None = None) -> int:
 
             raise InvalidInput("ESIGN_BROKER_ADMIN_PASSWORD", "required", "set it with --admin-user")
         admin = (args.admin_user, admin_password)
-    document = definitions(args.vhost, passwords_from_env(os.environ), args.prefix, admin)
+    monitor = None
+    if args.monitor_user:
+        monitor_password = os.environ.get("ESIGN_BROKER_MONITOR_PASSWORD")
+        if not monitor_password:
+            from services.common.errors import InvalidInput
+
+            raise InvalidInput("ESIGN_BROKER_MONITOR_PASSWORD", "required", "set it with --monitor-user")
+        monitor = (args.monitor_user, monitor_password)
+    document = definitions(args.vhost, passwords_from_env(os.environ), args.prefix, admin, monitor)
     if args.command == "apply":
         if args.management_url:
             user, password = (os.environ.get("ESIGN_BROKER_MANAGEMENT_USER"),

@@ -146,3 +146,30 @@ def test_the_deployment_definitions_with_an_administrator_are_accepted_by_rabbit
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
         for user in [admin[0]] + [prefix + service for service in passwords]:
             subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
+
+
+def test_the_monitor_user_can_neither_consume_nor_publish(amqp_uri, identity):
+    """KEDA's user (esign broker apply --monitor-user) reads queue statistics through the
+    management API (not on this machine's broker); over AMQP it may do nothing at all."""
+    import secrets
+    import subprocess
+
+    from services.common import broker_access
+
+    vhost = amqp_uri.rsplit("/", 1)[1]
+    monitor = (f"esign-monitor-{secrets.token_hex(4)}", secrets.token_hex(8))
+    broker_access.import_definitions(broker_access.definitions(vhost, {}, monitor=monitor))
+    uri = broker_access.amqp_uri(amqp_uri, *monitor)
+    try:
+        assert "refused" in _refused(lambda: _publish(uri, RPC, "identity.health"))
+        with Connection(uri) as connection:
+            channel = connection.channel()
+            assert "queue 'rpc-identity'" in _refused(lambda: channel.basic_consume("rpc-identity",
+                                                                                    callback=lambda m: None))
+        with Connection(uri) as connection:
+            channel = connection.channel()
+            queue = Queue(f"rpc.reply-identity-{'3' * 8}-3333-3333-3333-{'3' * 12}", exchange=RPC,
+                          routing_key=f"{'3' * 8}-3333-3333-3333-{'3' * 12}", auto_delete=True)
+            assert "refused" in _refused(lambda: queue(channel).declare())
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", monitor[0]], capture_output=True)

@@ -187,6 +187,19 @@ def test_definitions_hash_passwords_as_rabbitmq_does_and_hold_no_password():
     assert all(p["vhost"] == "esign" for p in document["permissions"] + document["topic_permissions"])
 
 
+def test_the_monitor_user_may_read_queue_statistics_and_nothing_else():
+    """KEDA's user: the management API lists the queues of a vhost it has a permission
+    on; its permissions match no queue or exchange, and it has no topic permission."""
+    document = B.definitions("esign", {"identity": "pw"}, prefix="t-", monitor=("t-keda", "pw-keda"))
+    assert "pw-keda" not in str(document)
+    (user,) = [u for u in document["users"] if u["name"] == "t-keda"]
+    assert user["tags"] == ["management"]
+    (granted,) = [p for p in document["permissions"] if p["user"] == "t-keda"]
+    for what in ("configure", "write", "read"):
+        assert granted[what] == "^$" and not re.search(granted[what], "rpc-identity")
+    assert not [p for p in document["topic_permissions"] if p["user"] == "t-keda"]
+
+
 def test_amqp_uri_replaces_the_credentials_and_quotes_them():
     uri = B.amqp_uri("pyamqp://guest:guest@127.0.0.1:5672/esign", "esign-gateway", "a/b:c@d")
     assert uri == "pyamqp://esign-gateway:a%2Fb%3Ac%40d@127.0.0.1:5672/esign"
@@ -212,6 +225,13 @@ def test_the_cli_writes_definitions_from_passwords_in_the_environment(tmp_path, 
     users = {u["name"]: u for u in document["users"]}
     assert set(users) == {"esign"} | {f"esign-{s}" for s in B.CLIENTS}
     assert users["esign"]["tags"] == ["administrator"] and users["esign-gateway"]["tags"] == []
+    with pytest.raises(InvalidInput) as missing:
+        B.main(["definitions", "--vhost", "esign", "--monitor-user", "esign-keda", "--out", str(out)])
+    assert missing.value.field == "ESIGN_BROKER_MONITOR_PASSWORD"
+    monkeypatch.setenv("ESIGN_BROKER_MONITOR_PASSWORD", "secret-keda")
+    assert B.main(["definitions", "--vhost", "esign", "--monitor-user", "esign-keda", "--out", str(out)]) == 0
+    users = {u["name"]: u for u in __import__("json").loads(out.read_text())["users"]}
+    assert users["esign-keda"]["tags"] == ["management"] and "secret-" not in out.read_text()
 
 
 def test_apply_through_the_management_api_posts_the_definitions(monkeypatch):
