@@ -301,21 +301,157 @@ def test_k8s_service_is_scraped_on_the_metrics_port(name):
     assert service["metadata"]["labels"]["component"] == name
 
 
-@pytest.mark.parametrize("name", ESIGN_SERVICES)
-def test_k8s_hpa_scales_the_deployment_on_cpu(name):
-    hpa = k8s_object("HorizontalPodAutoscaler", name)
+def test_k8s_gateway_hpa_scales_it_on_cpu():
+    """The gateway takes HTTP, not messages: a plain CPU HPA, the only autoscaler of its Deployment."""
+    hpa = k8s_object("HorizontalPodAutoscaler", "gateway")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
-    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
 
 
+def max_workers(service: str) -> int:
+    text = (ROOT / "services" / service / "config.yaml").read_text(encoding="utf-8")
+    return int(re.search(r"^max_workers:\s*\$\{[A-Z_]+:(\d+)\}", text, re.MULTILINE).group(1))
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_k8s_keda_scales_each_rpc_service_on_its_queues_and_cpu(name):
+    scaled = k8s_object("ScaledObject", name)
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == name and spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    assert 2 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+    assert spec["minReplicaCount"] <= spec["fallback"]["replicas"] <= spec["maxReplicaCount"]
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    triggers = {trigger["type"]: trigger for trigger in spec["triggers"]}
+    assert set(triggers) == {"rabbitmq", "cpu"}
+    assert triggers["cpu"]["metricType"] == "Utilization" and 0 < int(triggers["cpu"]["metadata"]["value"]) <= 80
+    rabbit = triggers["rabbitmq"]["metadata"]
+    # http: the management API counts ready and unacknowledged messages (the work in hand)
+    assert rabbit["protocol"] == "http" and rabbit["mode"] == "QueueLength"
+    assert rabbit.get("excludeUnacknowledged", "false") == "false"
+    # per replica, below its number of workers: it scales out before every worker is busy
+    assert 1 <= float(rabbit["value"]) < max_workers(name)
+    assert triggers["rabbitmq"]["authenticationRef"]["name"] == k8s_object("TriggerAuthentication",
+                                                                         "esign-rabbitmq")["metadata"]["name"]
+    assert "host" not in rabbit, "the broker's URL holds a password: it comes from the TriggerAuthentication"
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_k8s_keda_counts_the_services_own_work_queues_and_no_other(name):
+    from services.common import broker_access
+
+    rabbit = next(t for t in k8s_object("ScaledObject", name)["spec"]["triggers"] if t["type"] == "rabbitmq")
+    metadata = rabbit["metadata"]
+    assert metadata["useRegex"] == "true" and metadata["operation"] == "sum"
+    pattern = re.compile(metadata["queueName"])
+    uuid = "9b2f6c1e-3d4a-4c55-9e61-1f0a7d3c2b10"
+    own = [f"rpc-{name}"] + [f"evt-{source}-{event}--{name}.on_{event}"
+                             for source, events in broker_access.EVENT_SUBSCRIPTIONS[name].items() for event in events]
+    for queue in own:
+        assert pattern.search(queue), queue
+    others = [f"rpc.reply-{name}-{uuid}", f"rpc-{name}-{uuid}", f"rpc-{name}x"]
+    for other in broker_access.RPC_SERVERS:
+        if other != name:
+            others += [f"rpc-{other}"] + [f"evt-{source}-{event}--{other}.on_{event}" for source, events
+                                          in broker_access.EVENT_SUBSCRIPTIONS[other].items() for event in events]
+    for queue in others:
+        assert not pattern.search(queue), queue
+
+
+def test_k8s_no_deployment_has_two_autoscalers():
+    """KEDA makes an HPA for each ScaledObject; a second HPA on the same Deployment would fight it."""
+    objects = rendered_k8s()
+    scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in objects if o["kind"] == "ScaledObject"}
+    hpas = {o["metadata"]["name"]: o for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    hpa_targets = [hpa["spec"]["scaleTargetRef"]["name"] for hpa in hpas.values()]
+    assert len(hpa_targets) == len(set(hpa_targets))
+    assert not set(hpa_targets) & set(scaled), "a Deployment with a ScaledObject has a plain HPA too"
+    deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    assert set(hpa_targets) | set(scaled) == deployments, "every Deployment has exactly one autoscaler"
+    for target, scaled_object in scaled.items():
+        # KEDA's HPA keeps the old plain HPA's name and takes it over on upgrade
+        assert scaled_object["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] == target
+        assert scaled_object["metadata"]["annotations"]["scaledobject.keda.sh/transfer-hpa-ownership"] == "true"
+        assert target not in hpas
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+
+
 def test_k8s_cpu_heavy_services_may_scale_furthest():
-    most = {name: k8s_object("HorizontalPodAutoscaler", name)["spec"]["maxReplicas"] for name in ESIGN_SERVICES}
+    most = {name: k8s_object("ScaledObject", name)["spec"]["maxReplicaCount"] for name in NAMEKO_SERVICES}
+    most["gateway"] = k8s_object("HorizontalPodAutoscaler", "gateway")["spec"]["maxReplicas"]
     for heavy in ("identity", "signing"):
         for light in ("documents", "notify", "gateway"):
             assert most[heavy] > most[light], most
+
+
+def test_k8s_keda_reads_the_broker_as_a_user_that_may_only_read_statistics():
+    auth = k8s_object("TriggerAuthentication", "esign-rabbitmq")
+    (ref,) = auth["spec"]["secretTargetRef"]
+    assert (ref["parameter"], ref["name"], ref["key"]) == ("host", "esign-secrets", "KEDA_RABBITMQ_HOST")
+    template = (DEPLOY / "k8s" / "secret-template" / "esign-secrets.yaml").read_text(encoding="utf-8")
+    assert re.search(r"KEDA_RABBITMQ_HOST=\"http://esign-keda:\$monitor@rabbitmq\.esign\.svc:15672/\"", template)
+    assert 'BROKER_MONITOR_PASSWORD="$monitor"' in template
+    (container,) = k8s_object("Job", "broker-users")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--monitor-user") + 1] == "esign-keda"
+    env = {item["name"]: item["valueFrom"] for item in container["env"]}
+    assert env["ESIGN_BROKER_MONITOR_PASSWORD"]["secretKeyRef"]["key"] == "BROKER_MONITOR_PASSWORD"
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_k8s_disruption_budget_and_spread_keep_replicas_apart(name):
+    deployment = k8s_object("Deployment", name)
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    budget = k8s_object("PodDisruptionBudget", name)
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["maxUnavailable"] == 1 and "minAvailable" not in budget["spec"]
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    spread = {c["topologyKey"]: c for c in pod["spec"]["topologySpreadConstraints"]}
+    assert set(spread) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread.values():
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway" and constraint["maxSkew"] == 1
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_k8s_nameko_service_is_ready_on_its_own_health_rpc(name):
+    (container,) = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
+    readiness = container["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    # the check waits at most 2 s for the answer (services/common/readiness.py)
+    from services.common.readiness import READY_TIMEOUT_SECONDS
+
+    assert readiness["timeoutSeconds"] > READY_TIMEOUT_SECONDS
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # liveness: the worker pools
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024}
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", quantity)
+    assert match, f"memory quantity {quantity!r}: write it in Mi or Gi"
+    return int(match.group(1)) * units[match.group(2)]
+
+
+@pytest.mark.parametrize("name", ESIGN_SERVICES)
+def test_k8s_memory_requests_cover_the_measured_peak(name):
+    """The measured figures are written beside the resources; request and limit follow them."""
+    text = (DEPLOY / "k8s" / f"{name}.yaml").read_text(encoding="utf-8")
+    measured = re.search(r"memory measured \(RSS[^)]*\)[^#]*?(\d+) idle after start.*?(\d+) at peak", text, re.DOTALL)
+    assert measured, f"{name}.yaml does not say what memory was measured"
+    idle, peak = (int(value) for value in measured.groups())
+    (container,) = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"]
+    request = _mebibytes(container["resources"]["requests"]["memory"])
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    assert idle <= peak <= request < limit, (idle, peak, request, limit)
+    assert limit >= 1.5 * peak, "too little room above the measured peak"
+    assert request <= 2 * peak, "the request reserves far more than was ever used"
 
 
 def test_k8s_namespace_configmap_and_secret_template():
@@ -344,6 +480,176 @@ def test_k8s_kustomization_lists_every_manifest_but_the_secret_template():
         assert (DEPLOY / "k8s" / resource).is_file(), resource
     assert {f"{name}.yaml" for name in ESIGN_SERVICES} <= set(resources)
     assert not [r for r in resources if "secret" in r], "applying the manifests would blank the real Secret"
+
+
+# --------------------------------------------------------------------- offline validation
+#
+# What `kubectl apply -k deploy/k8s` would send, rendered by kubectl itself (kustomize, no
+# cluster), each object checked against its schema: the core kinds against Kubernetes'
+# OpenAPI schemas (kubernetes-validate, strict: an unknown field is an error, as the API
+# server's strict field validation makes it), KEDA's kinds against the openAPIV3Schema of
+# KEDA's CRDs (tests/data/, with their source). No network at test time.
+
+#: the Kubernetes API the manifests are checked against (the kubectl here is v1.32)
+K8S_VERSION = "1.32"
+DATA = ROOT / "tests" / "data"
+KEDA_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject-v1alpha1.schema.yaml",
+                ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda-triggerauthentication-v1alpha1.schema.yaml"}
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail("kubectl not found: it renders deploy/k8s (kubectl kustomize) for the schema checks")
+    return path
+
+
+_RENDERED: list[dict] = []
+
+
+def rendered_k8s() -> list[dict]:
+    """The objects ``kubectl kustomize deploy/k8s`` renders (once per run)."""
+    if not _RENDERED:
+        done = subprocess.run([kubectl(), "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        _RENDERED.extend(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+    return [json.loads(json.dumps(doc)) for doc in _RENDERED]  # a copy each time: tests may break theirs
+
+
+#: the ObjectMeta fields these manifests use; a CRD leaves metadata to the API server
+_OBJECT_META = {"type": "object", "additionalProperties": False, "required": ["name"],
+                "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                               "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                               "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}
+
+
+def strict(schema):
+    """An OpenAPI v3 structural schema as the API server applies it with strict field
+    validation: an object's fields are the listed ones (unless it preserves unknown fields)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    tightened = {key: strict(value) for key, value in schema.items()}
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        tightened["additionalProperties"] = False
+    return tightened
+
+
+_KEDA_VALIDATORS: dict = {}
+
+
+def keda_validator(api_version: str, kind: str):
+    import jsonschema
+
+    key = (api_version, kind)
+    if key not in _KEDA_VALIDATORS:
+        schema = strict(yaml.safe_load((DATA / KEDA_SCHEMAS[key]).read_text(encoding="utf-8")))
+        schema["properties"]["metadata"] = _OBJECT_META
+        jsonschema.Draft7Validator.check_schema(schema)
+        _KEDA_VALIDATORS[key] = jsonschema.Draft7Validator(schema)
+    return _KEDA_VALIDATORS[key]
+
+
+def schema_errors(obj: dict) -> list[str]:
+    """What is wrong with one rendered object, as its schema says; empty when it is valid."""
+    import kubernetes_validate
+
+    key = (obj.get("apiVersion"), obj.get("kind"))
+    if key in KEDA_SCHEMAS:
+        errors = sorted(keda_validator(*key).iter_errors(obj), key=lambda e: list(e.absolute_path))
+        messages = [f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}" for error in errors]
+        spec = obj.get("spec") or {}
+        # the CRD's CEL rule (x-kubernetes-validations), which JSON Schema cannot say
+        if key[1] == "ScaledObject" and spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100):
+            messages.append("spec: minReplicaCount must be less than or equal to maxReplicaCount")
+        return messages
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{'.'.join(str(p) for p in error.path)}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"no schema for {key[0]} {key[1]}: neither Kubernetes {K8S_VERSION} nor tests/data knows it"]
+    return []
+
+
+def test_kubectl_kustomize_renders_every_manifest():
+    objects = rendered_k8s()
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+    for name in ESIGN_SERVICES:
+        for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+            assert (kind, name) in kinds
+    for name in NAMEKO_SERVICES:
+        assert ("ScaledObject", name) in kinds
+    assert ("TriggerAuthentication", "esign-rabbitmq") in kinds and ("Job", "broker-users") in kinds
+    assert all(o["metadata"].get("namespace") == "esign" for o in objects if o["kind"] != "Namespace")
+    assert not [o for o in objects if o["kind"] == "Secret"], "applying the manifests would blank the real Secret"
+
+
+def test_every_rendered_object_matches_its_schema():
+    problems = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o) for o in rendered_k8s()}
+    assert not {name: errors for name, errors in problems.items() if errors}
+
+
+def _first(kind: str, name: str) -> dict:
+    return next(o for o in rendered_k8s() if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (lambda o: o["spec"].update(replicas="2"), "'2' is not of type 'integer'"),
+    (lambda o: o["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={"tcpSocket": {"port": 1}}),
+     "readinesProbe"),
+    (lambda o: o["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].update(memory=[512]),
+     "memory: [512] is not valid"),
+    (lambda o: o["spec"]["template"]["spec"]["containers"][0]["readinessProbe"].update(periodSeconds="10s"),
+     "'10s' is not of type 'integer'"),
+])
+def test_a_broken_deployment_is_refused(breakage, expected):
+    deployment = _first("Deployment", "signing")
+    assert schema_errors(deployment) == []
+    breakage(deployment)
+    errors = schema_errors(deployment)
+    assert errors and expected in " ".join(errors), errors
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (lambda o: o["spec"].update(minReplicasCount=o["spec"].pop("minReplicaCount")), "minReplicasCount"),
+    (lambda o: o["spec"].update(pollingInterval="15"), "'15' is not of type 'integer'"),
+    (lambda o: o["spec"]["triggers"][0]["metadata"].update(value=7), "7 is not of type 'string'"),
+    (lambda o: o["spec"].pop("triggers"), "'triggers' is a required property"),
+    (lambda o: o["spec"]["fallback"].update(behavior="whenever"), "'whenever' is not one of"),
+    (lambda o: o["spec"].update(minReplicaCount=20), "minReplicaCount must be less than or equal"),
+    (lambda o: o["metadata"].update(lables={"a": "b"}), "lables"),
+])
+def test_a_broken_scaled_object_is_refused(breakage, expected):
+    scaled = _first("ScaledObject", "signing")
+    assert schema_errors(scaled) == []
+    breakage(scaled)
+    errors = schema_errors(scaled)
+    assert errors and expected in " ".join(errors), errors
+
+
+def test_a_broken_trigger_authentication_is_refused():
+    auth = _first("TriggerAuthentication", "esign-rabbitmq")
+    assert schema_errors(auth) == []
+    del auth["spec"]["secretTargetRef"][0]["key"]
+    assert "'key' is a required property" in " ".join(schema_errors(auth))
+    assert schema_errors({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
+
+
+def test_the_stored_schemas_name_their_source_and_licence():
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    assert "Apache License" in (DATA / "LICENSE-APACHE-2.0").read_text(encoding="utf-8")
+    for name in KEDA_SCHEMAS.values():
+        header = (DATA / name).read_text(encoding="utf-8").split("\n", 6)[:6]
+        assert "kedacore/keda" in "".join(header) and "commit " in "".join(header) and "Apache" in "".join(header)
+        assert name in readme
+    import hashlib
+
+    digest = hashlib.sha256((DATA / "compose-spec.json").read_bytes()).hexdigest()
+    assert "compose-spec/compose-spec, commit" in readme and digest in readme, "compose-spec.json was changed"
 
 
 # --------------------------------------------------------------------- promtool
