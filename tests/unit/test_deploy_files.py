@@ -20,6 +20,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
+#: schemas of other projects, with their source and licence (tests/data/README.md)
+DATA = ROOT / "tests" / "data"
 ESIGN_SERVICES = ("identity", "documents", "signing", "notify", "gateway")
 NAMEKO_SERVICES = ESIGN_SERVICES[:-1]
 INFRA_SERVICES = ("rabbitmq", "postgres", "s3", "prometheus", "grafana")
@@ -184,6 +186,135 @@ def test_compose_mounts_monitoring_files_that_exist():
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
     mounts = " ".join(services["prometheus"]["volumes"])
     assert "deploy/prometheus/prometheus.yml" in mounts and "deploy/prometheus/alerts.yml" in mounts
+
+
+#: how many numbers name one release of each third-party image (PostgreSQL: 16.6; SeaweedFS: 4.48)
+RELEASE_NUMBERS = {"rabbitmq": 3, "postgres": 2, "chrislusf/seaweedfs": 2, "prom/prometheus": 3, "grafana/grafana": 3}
+
+
+def project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"),
+                     re.MULTILINE).group(1)
+
+
+def test_compose_every_service_is_pinned_checked_and_restarted():
+    """Each image at a named version; each long-running service with a healthcheck and a restart
+    policy; each job (a service others wait to complete) says it restarts never and has no health."""
+    services = load_compose()["services"]
+    jobs = {dependency for service in services.values()
+            for dependency, spec in (service.get("depends_on") or {}).items()
+            if spec.get("condition") == "service_completed_successfully"}
+    assert jobs == {"broker-definitions", "s3-identities"}
+    for name, service in services.items():
+        image, _, tag = service["image"].rpartition(":")
+        assert image and tag and tag != "latest", f"{name}: {service['image']} names no version"
+        if image == "esign":
+            assert tag == project_version(), f"{name}: esign:{tag}, the project is {project_version()}"
+        else:
+            assert image in RELEASE_NUMBERS, f"{name}: how does {image} number its releases? (RELEASE_NUMBERS)"
+            # 3.13.7-management, 16.6-bookworm, v2.55.1: one release, not a moving line such as 3.13 or 16
+            numbers = r"\.".join([r"\d+"] * RELEASE_NUMBERS[image])
+            assert re.fullmatch(rf"v?{numbers}(-[a-z0-9]+)?", tag), f"{name}: {service['image']} is not one release"
+        if name in jobs:
+            assert service["restart"] == "no" and service["healthcheck"] == {"disable": True}, name
+        else:
+            assert service["restart"] in ("unless-stopped", "always"), name
+            test = service["healthcheck"]["test"]
+            assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
+            assert {"interval", "timeout", "retries"} <= set(service["healthcheck"]), name
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert kustomization["images"][0]["newTag"] == project_version()
+
+
+@pytest.mark.parametrize("name", NAMEKO_SERVICES)
+def test_compose_nameko_service_is_healthy_once_it_consumes(name):
+    test = json.dumps(load_compose()["services"][name]["healthcheck"]["test"])
+    assert f"127.0.0.1:{config_metrics_port(name)}/readyz" in test
+
+
+def compose_schema_validator():
+    import jsonschema
+
+    schema = json.loads((DATA / "compose-spec.json").read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+
+
+def compose_errors(document: dict) -> list[str]:
+    return [f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
+            for error in compose_schema_validator().iter_errors(document)]
+
+
+def test_compose_file_matches_the_compose_specification():
+    """Offline, against the Compose Specification's JSON schema (tests/data/compose-spec.json)."""
+    assert compose_errors(load_compose()) == []
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    (lambda d: d["services"]["rabbitmq"].update(restartt="always"), "'restartt' does not match any of the regexes"),
+    (lambda d: d["services"]["postgres"]["healthcheck"].update(intervall="5s"), "'intervall' does not match"),
+    (lambda d: d["services"]["gateway"].update(ports="127.0.0.1:8000:8000"), "is not of type 'array'"),
+    (lambda d: d["services"]["identity"]["depends_on"]["rabbitmq"].update(condition="service_ready"),
+     "depends_on: {'rabbitmq': {'condition': 'service_ready'}"),
+    (lambda d: d.update(volumez={}), "'volumez' does not match any of the regexes"),
+])
+def test_a_broken_compose_file_is_refused(breakage, expected):
+    document = load_compose()
+    breakage(document)
+    errors = compose_errors(document)
+    assert errors and expected in " ".join(errors), errors
+
+
+def compose_required_variables() -> list[str]:
+    return sorted(set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text(encoding="utf-8"))))
+
+
+def test_compose_env_script_makes_every_required_secret_and_never_overwrites(tmp_path):
+    out = tmp_path / "compose.env"
+    done = subprocess.run(["sh", str(DEPLOY / "compose-env.sh"), str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_mode & 0o077 == 0, "the secrets file is readable by others"
+    values = dict(line.split("=", 1) for line in out.read_text().splitlines() if line and not line.startswith("#"))
+    missing = [name for name in compose_required_variables() if not values.get(name)]
+    assert not missing, f"deploy/compose-env.sh does not make {missing}"
+    for name, value in values.items():
+        if "PASSWORD" in name:
+            assert re.fullmatch(r"[0-9a-f]{24,}", value), name  # URL-safe: it goes into AMQP and database URLs
+        if name.endswith(("_KEK", "_KEY")) and not name.endswith("ACCESS_KEY") and "S3" not in name:
+            assert value.startswith("base64:") and len(value) > 40, name
+    first = out.read_text()
+    again = subprocess.run(["sh", str(DEPLOY / "compose-env.sh"), str(out)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode != 0 and out.read_text() == first, "an existing secrets file was replaced"
+    assert "/.env" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+
+
+def test_docker_compose_accepts_the_file_offline(tmp_path):
+    """Debian's docker-compose (1.29, `apt-get install docker-compose`) checks the file without a
+    daemon. It predates the top-level ``name``, which it is given as ``-p`` instead."""
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose); the schema test still ran")
+    document = load_compose()
+    project = document.pop("name")
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    env.update({name: "x" + name.lower() for name in compose_required_variables()})
+    command = [tool, "-f", str(copy), "--project-directory", str(ROOT), "-p", project, "config", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # and it does check: an unknown key is refused
+    document["services"]["rabbitmq"]["restartt"] = "always"
+    copy.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode != 0 and "restartt" in refused.stdout + refused.stderr
+    # without a required secret it refuses to start
+    del env["POSTGRES_PASSWORD"]
+    document["services"]["rabbitmq"].pop("restartt")
+    copy.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    unset = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert unset.returncode != 0 and "POSTGRES_PASSWORD" in unset.stdout + unset.stderr
 
 
 # --------------------------------------------------------------------- Dockerfile
@@ -492,7 +623,6 @@ def test_k8s_kustomization_lists_every_manifest_but_the_secret_template():
 
 #: the Kubernetes API the manifests are checked against (the kubectl here is v1.32)
 K8S_VERSION = "1.32"
-DATA = ROOT / "tests" / "data"
 KEDA_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject-v1alpha1.schema.yaml",
                 ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda-triggerauthentication-v1alpha1.schema.yaml"}
 
