@@ -10,9 +10,21 @@ The same port answers the probes: ``/healthz`` (liveness: the worker pools) and
 RabbitMQ, services/common/readiness.py; ``METRICS.READY_TIMEOUT_SECONDS`` and
 ``METRICS.READY_CACHE_SECONDS`` tune it).
 
+It also shows how full the process's nameko worker pool is:
+``esign_service_workers_busy{service}`` (workers running now) against
+``esign_service_workers_max{service}`` (the container's ``max_workers``); the
+rate of ``esign_entrypoint_latency_seconds_sum`` over that maximum is the
+average share of the pool in use.
+
 Business counters (registrations, face checks, signatures, SMS ...) are made
 with :func:`counter` / :func:`histogram`, which return the same collector when
-called twice with the same name.
+called twice with the same name. A counter (or histogram) whose label values
+are known in advance (an enum of outcomes, the templates, the configured
+witnesses) is declared with :class:`Series` and shows at 0 from the start, so
+a query or an alert on it has a series before its first event, and that event
+counts in ``rate()``; so does every entrypoint's ``ok`` and ``internal_error``
+count. Label values are words from the code or
+the configuration, never personal data.
 """
 from __future__ import annotations
 
@@ -20,7 +32,9 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from nameko.events import EventHandler
@@ -74,6 +88,26 @@ ENTRYPOINT_LATENCY = histogram(
     "esign_entrypoint_latency_seconds", "Entrypoint latency by outcome",
     ("service", "entrypoint", "kind", "outcome"),
 )
+WORKERS_BUSY = gauge("esign_service_workers_busy", "nameko workers of the process running an entrypoint now",
+                     ("service",))
+WORKERS_MAX = gauge("esign_service_workers_max", "The process's nameko worker pool size (max_workers)",
+                    ("service",))
+#: the outcomes of every entrypoint shown at 0 from the start (a typed error's code appears when it happens)
+DECLARED_OUTCOMES = ("ok", "internal_error")
+
+
+@dataclass(frozen=True)
+class Series:
+    """A business counter (``esign_<name>_total``), or histogram (``esign_<name>``,
+    ``histogram=True``), whose label values are known before its first event: every
+    combination of ``labels`` is shown at 0 from the start (the ``service`` label is
+    added, as :meth:`BusinessMetrics.inc` and ``observe`` do). A series that appears
+    only with its first event hides that event from ``rate()`` and ``increase()``."""
+
+    name: str
+    documentation: str
+    labels: Mapping[str, Sequence[str]]
+    histogram: bool = False
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
@@ -143,6 +177,38 @@ def _json(start_response, status: int, answer: dict) -> list[bytes]:
     return [body]
 
 
+#: how often gauges counted from a store (flows by state) are refreshed, unless METRICS.REFRESH_SECONDS says
+DEFAULT_REFRESH_SECONDS = 15.0
+
+
+class RefreshTimer(Timer):
+    """A nameko timer for gauges counted from a store rather than kept by events
+    (signing's flows by state): its interval is ``METRICS.REFRESH_SECONDS``, 15 s
+    by default (a usual scrape interval); a bad value stops the service at start."""
+
+    def __init__(self, **kwargs):
+        super().__init__(interval=DEFAULT_REFRESH_SECONDS, **kwargs)
+
+    def setup(self) -> None:
+        value = (self.container.config.get("METRICS") or {}).get("REFRESH_SECONDS")
+        self.interval = refresh_seconds(value)
+
+
+def refresh_seconds(value: Any) -> float:
+    if value in (None, ""):
+        return DEFAULT_REFRESH_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        raise InvalidInput("METRICS.REFRESH_SECONDS", "range", f"expected seconds in (0, 3600], found {value!r}")
+    return seconds
+
+
+refreshes_gauges = RefreshTimer.decorator
+
+
 def entrypoint_kind(entrypoint) -> str:
     kind = getattr(entrypoint, "metrics_kind", None)  # readiness checks: "probe", apart from callers' RPCs
     if isinstance(kind, str):
@@ -169,6 +235,15 @@ class BusinessMetrics:
     def __init__(self, service: str):
         self.service = service
 
+    def declare(self, series: Series) -> None:
+        """Show every label combination of ``series`` (at 0 until its first event)."""
+        names = ("service",) + tuple(sorted(series.labels))
+        metric = (histogram(f"esign_{series.name}", series.documentation or series.name, names) if series.histogram
+                  else counter(f"esign_{series.name}_total", series.documentation or series.name, names))
+        keys = tuple(sorted(series.labels))
+        for values in product(*(series.labels[key] for key in keys)):
+            metric.labels(service=self.service, **dict(zip(keys, values, strict=True)))
+
     def inc(self, name: str, documentation: str = "", amount: float = 1, **labels: str) -> None:
         names = ("service",) + tuple(sorted(labels))
         metric = counter(f"esign_{name}_total", documentation or name, names)
@@ -187,10 +262,15 @@ class BusinessMetrics:
 
 
 class Metrics(DependencyProvider):
-    def __init__(self):
+    """``known``: the :class:`Series` of the service's business counters whose label
+    values are known at start, or a function of the container's config answering them
+    (notify's templates and provider come from its config)."""
+
+    def __init__(self, known: Sequence[Series] | Callable[[dict], Iterable[Series]] = ()):
         self.started: dict[Any, float] = {}
         self.port: int | None = None
         self.readiness = None
+        self.known = known
 
     def setup(self) -> None:
         metrics_config = self.container.config.get("METRICS") or {}
@@ -205,6 +285,19 @@ class Metrics(DependencyProvider):
                 timeout=_seconds(metrics_config, "READY_TIMEOUT_SECONDS", readiness.READY_TIMEOUT_SECONDS),
                 cache_seconds=_seconds(metrics_config, "READY_CACHE_SECONDS", readiness.READY_CACHE_SECONDS))
             register_readiness(self.port, self.readiness)
+        service = self.container.service_name
+        WORKERS_MAX.labels(service=service).set(self.container.max_workers)
+        # read from the container's own green pool at each scrape: a worker that dies before its
+        # teardown (its reply could not be published) is not counted busy for ever
+        pool = self.container._worker_pool
+        WORKERS_BUSY.labels(service=service).set_function(pool.running)
+        for entrypoint in self.container.entrypoints:
+            for outcome in DECLARED_OUTCOMES:
+                ENTRYPOINT_CALLS.labels(service=service, entrypoint=entrypoint.method_name,
+                                        kind=entrypoint_kind(entrypoint), outcome=outcome)
+        business = BusinessMetrics(service)
+        for series in self.known(self.container.config) if callable(self.known) else self.known:
+            business.declare(series)
 
     def stop(self) -> None:
         # /readyz says "stopping" from here on (the port may serve a while longer)

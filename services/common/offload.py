@@ -18,6 +18,12 @@ a deadline (``timeout``); a job past it has its workers killed and replaced. A
 pool whose fresh workers keep dying (a failing initializer, a missing font)
 reports itself unhealthy (:meth:`WorkerPool.health`), which the service's
 ``health`` RPC and the process's ``/healthz`` probe show.
+
+Saturation, per pool: ``esign_worker_pool_workers`` (its processes),
+``esign_worker_pool_jobs`` (jobs submitted and not yet answered, waiting ones
+included) and ``esign_worker_pool_job_seconds`` (each job from submission to its
+answer). ``rate(…_job_seconds_sum)`` over the workers is the average number of
+jobs per worker: near 1 the pool is saturated, above 1 jobs queue for it.
 """
 from __future__ import annotations
 
@@ -41,13 +47,19 @@ from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 
 from services.common.errors import Unavailable
-from services.common.metrics import counter
+from services.common.metrics import counter, gauge, histogram
 
 log = logging.getLogger(__name__)
 
 POOL_REPLACEMENTS = counter("esign_worker_pool_replacements_total",
                             "Worker pools replaced after a worker died or a job passed its deadline",
                             ("pool", "reason"))
+REPLACEMENT_REASONS = ("worker_died", "timeout")
+POOL_WORKERS = gauge("esign_worker_pool_workers", "Worker processes of the pool", ("pool",))
+POOL_JOBS = gauge("esign_worker_pool_jobs", "Jobs submitted to the pool and not yet answered (waiting ones included)",
+                  ("pool",))
+POOL_JOB_SECONDS = histogram("esign_worker_pool_job_seconds", "Time from a job's submission to its answer",
+                             ("pool",))
 #: a pool whose fresh workers failed this many times in a row cannot work
 UNHEALTHY_AFTER = 3
 _pools: "weakref.WeakSet[WorkerPool]" = weakref.WeakSet()
@@ -170,6 +182,10 @@ class WorkerPool(ReportsPoolHealth):
         self.consecutive_failures = 0
         self.last_failure: str | None = None
         _pools.add(self)
+        POOL_WORKERS.labels(pool=name).set(workers)
+        POOL_JOBS.labels(pool=name)
+        for reason in REPLACEMENT_REASONS:  # shown at 0 until the first replacement
+            POOL_REPLACEMENTS.labels(pool=name, reason=reason)
 
     def _parking_key(self) -> tuple:
         initializer = None if self.initializer is None else (self.initializer.__module__,
@@ -197,7 +213,16 @@ class WorkerPool(ReportsPoolHealth):
         """Run ``fn(*args, **kwargs)`` in a worker process; exceptions re-raise here.
         ``Unavailable`` when its worker died or it ran past ``timeout`` seconds
         (the pool's default deadline when None); the pool is whole again after."""
-        deadline = self.timeout if timeout is None else timeout
+        started = time.perf_counter()
+        jobs = POOL_JOBS.labels(pool=self.name)
+        jobs.inc()
+        try:
+            return self._run(fn, args, kwargs, self.timeout if timeout is None else timeout)
+        finally:
+            jobs.dec()
+            POOL_JOB_SECONDS.labels(pool=self.name).observe(time.perf_counter() - started)
+
+    def _run(self, fn: Callable, args: tuple, kwargs: dict, deadline: float) -> Any:
         executor = self._pool()
         try:
             future = self._submit(executor, fn, args, kwargs)

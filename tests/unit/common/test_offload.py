@@ -202,3 +202,28 @@ def test_the_hub_itself_may_register_and_unregister_with_the_resource_tracker():
                           cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("0 "), done.stdout
+
+
+def test_a_pool_reports_its_processes_jobs_and_job_time():
+    from prometheus_client import REGISTRY
+
+    made = WorkerPool(2, timeout=20, name="test.metrics")
+    try:
+        def value(name: str, **labels: str) -> float | None:
+            return REGISTRY.get_sample_value(name, {"pool": "test.metrics", **labels})
+
+        # shown from the start: saturation is job-seconds a second over these processes
+        assert value("esign_worker_pool_workers") == 2 and value("esign_worker_pool_jobs") == 0
+        assert value("esign_worker_pool_replacements_total", reason="timeout") == 0
+        before = value("esign_worker_pool_job_seconds_count") or 0
+        import eventlet
+
+        job = eventlet.spawn(made.run, slow_pid, 1.0)
+        eventlet.sleep(0.3)
+        assert value("esign_worker_pool_jobs") == 1  # submitted, not answered yet
+        job.wait()
+        assert value("esign_worker_pool_jobs") == 0
+        assert value("esign_worker_pool_job_seconds_count") == before + 1
+        assert value("esign_worker_pool_job_seconds_sum") >= 1.0
+    finally:
+        made.shutdown(wait=False)
