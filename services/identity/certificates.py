@@ -23,6 +23,7 @@ from services.common import events
 from services.common.assurance import AssuranceLevel
 from services.common.clock import naive, utcnow
 from services.common.errors import InvalidInput
+from services.common.metrics import Series
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.identity import audit, ca
 from services.identity.ca_store import CaMaterial
@@ -33,6 +34,12 @@ REVOKED = "revoked"
 #: revocation reasons a caller may give (RFC 5280 §5.3.1 names); ``superseded``
 #: is also what a re-verification that issues a new certificate records
 REVOCATION_REASONS = tuple(reason.value for reason in ca.RevocationReason)
+#: issuance by level and revocation by reason, shown at 0 from the start
+CERTIFICATE_SERIES = (
+    Series("certificates_issued", "Person certificates issued",
+           {"level": tuple(level.value for level in AssuranceLevel)}),
+    Series("certificates_revoked", "Person certificates revoked", {"reason": REVOCATION_REASONS}),
+)
 
 
 def serial_hex(serial: int) -> str:

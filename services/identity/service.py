@@ -44,6 +44,7 @@ from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
+from services.common.metrics import Metrics, Series
 from services.common.phone import normalise_phone
 from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
@@ -53,6 +54,7 @@ from services.identity.ca_store import CaProvider, build_delegated_ocsp_response
 from services.identity.dependencies import ProofingProvider, SettingsProvider
 from services.identity.face_pool import FacePool
 from services.identity.models import IdentityProof, Person
+from services.identity.otp import OtpOutcome
 from services.identity.people import People
 from services.identity.phone_codes import PURPOSES, PhoneCodes
 from services.identity.proofs import Proofs
@@ -65,10 +67,17 @@ from services.identity.willingness import Willingness
 log = logging.getLogger(__name__)
 
 ACTORS = ("person", "admin")
+#: identity's counters shown at 0 from the start: the phone-code alerts watch wrong codes and lockouts
+KNOWN_SERIES = (
+    *certificates.CERTIFICATE_SERIES,
+    Series("otp_requested", "Phone codes requested", {"purpose": PURPOSES[:1]}),  # request_phone_code's only purpose
+    Series("otp_checks", "Phone code checks", {"outcome": tuple(outcome.value for outcome in OtpOutcome)}),
+)
 
 
 class IdentityService(ServiceBase):
     name = "identity"
+    metrics = Metrics(known=KNOWN_SERIES)
     config = Config()
     settings = SettingsProvider()
     keys = IdentityKeysProvider()

@@ -67,7 +67,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from sqlalchemy import or_, select, update
 
@@ -82,6 +82,7 @@ from services.common.errors import (
 )
 from services.common.failpoints import failpoint
 from services.common.masking import mask_phone
+from services.common.metrics import Series
 from services.common.outbox import UnitOfWork
 from services.common.sealing import (
     BlindIndex,
@@ -106,6 +107,9 @@ SENT, FAILED, RATE_LIMITED, GIVEN_UP, OUTCOME_UNKNOWN = (
     "sent", "failed", "rate_limited", "given_up", "outcome_unknown")
 FINAL = (SENT, FAILED, RATE_LIMITED, GIVEN_UP, OUTCOME_UNKNOWN)
 RESEND, GIVE_UP = "resend", "give_up"
+RETRIED = "retried"
+#: every outcome esign_sms_total counts, shown at 0 from the start for each template of the provider
+SMS_OUTCOMES = (*FINAL, RETRIED, *(f"recovered_{state.value}" for state in HandoverState))
 #: what becomes of a message whose handover the vendor still cannot confirm after the limit
 WHEN_UNKNOWN = {TemplateCategory.CODE: GIVE_UP, TemplateCategory.REMINDER: GIVE_UP,
                 TemplateCategory.NOTICE: RESEND}
@@ -114,6 +118,11 @@ PER_PHONE_REASONS = ("phone_per_minute", "phone_per_hour", "phone_per_day")
 
 #: identity's answer for a one-time code: {phone, template, params}
 OtpLookup = Callable[[str], Mapping[str, Any]]
+
+
+def sms_series(provider: str, templates: Sequence[str]) -> Series:
+    return Series("sms", "SMS by template, provider and outcome",
+                  {"template": templates, "provider": (provider,), "outcome": SMS_OUTCOMES})
 
 
 @dataclass(frozen=True)
@@ -373,7 +382,7 @@ class DeliveryLog:
             message.claimed_until = None
             message.last_error = code[:200]
             message.updated_at = naive(now)
-            self._count(message, "retried")
+            self._count(message, RETRIED)
             log.info("SMS %s to %s: %s, retry %d in %.1f s", message.id, message.phone_masked, code,
                      message.attempts + 1, decision.delay or 0.0)
             self.unit.commit()

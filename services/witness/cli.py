@@ -100,7 +100,8 @@ def _run(args) -> int:
     state = WitnessState(args.state_dir / STATE_FILE)
     witness = Witness(signer, logs.current, state)
     try:
-        server = WitnessServer(_listen_address(args.listen), witness, WitnessMetrics(state))
+        metrics = WitnessMetrics(state, lambda: logs.current().keys)  # every log it trusts, kinds at 0
+        server = WitnessServer(_listen_address(args.listen), witness, metrics)
     except OSError as exc:
         state.close()
         print(f"esign witness: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)

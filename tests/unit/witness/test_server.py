@@ -298,3 +298,18 @@ def test_a_state_that_is_gone_answers_503_not_a_cosignature(client, witness):
     status, _, _ = client.add_checkpoint(format_add_checkpoint(0, [], M_INIT))
     assert status == 503
     assert client.request("GET", "/metrics")[0] == 503
+
+
+def test_every_misbehaviour_kind_of_every_trusted_log_shows_at_zero(witness, state_dir):
+    """The alert on forks has a series to watch before the first fork, for each log the witness trusts."""
+    from services.witness.config import LOGS_FILE, LogsFile
+    from services.witness.metrics import WitnessMetrics
+    from services.witness.state import MISBEHAVIOUR_KINDS
+
+    logs = LogsFile(state_dir / LOGS_FILE)
+    text = WitnessMetrics(witness.state, lambda: logs.current().keys).exposition()[0].decode()
+    for kind in MISBEHAVIOUR_KINDS:
+        assert f'esign_witness_misbehaviour_total{{kind="{kind}",origin="monkeys"}} 0.0' in text
+    # without the trusted logs: only what the state counted (nothing here)
+    plain = WitnessMetrics(witness.state).exposition()[0].decode()
+    assert not [line for line in plain.splitlines() if line.startswith("esign_witness_misbehaviour_total{")]
