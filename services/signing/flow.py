@@ -195,6 +195,10 @@ def _reason(reason: str) -> str:
 
 #: what a statement about a signed IOU changes (services/signing/loans.py), as events of the IOU's flow
 LOAN_EVENTS = frozenset({events.LOAN_REPAYMENT_RECORDED, events.LOAN_EXTENDED, events.LOAN_REPAID})
+#: every event a transition of a flow can carry (the flow_events counter's label values)
+TRANSITION_EVENTS = (events.FLOW_SENT, events.PARTY_JOINED, events.PARTY_SIGNED, events.FLOW_COMPLETED,
+                     events.FLOW_DECLINED, events.FLOW_EXPIRED, events.FLOW_CANCELLED, events.FLOW_IDENTITY_DISPUTED,
+                     events.VOID_REQUESTED, events.FLOW_VOIDED, events.VOID_REJECTED, *sorted(LOAN_EVENTS))
 
 
 def loan_event(flow: Flow, event: str) -> Transition:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from nameko.extensions import DependencyProvider
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from services.common import events
@@ -31,7 +31,7 @@ from services.common.assurance import AssuranceLevel
 from services.common.clock import aware, naive, now, utcnow
 from services.common.database import DatabaseProvider
 from services.common.errors import Conflict, Forbidden, NotFound
-from services.common.metrics import BusinessMetrics
+from services.common.metrics import BusinessMetrics, Series
 from services.common.object_intents import IntentStore
 from services.common.outbox import UnitOfWork
 from services.common.reasons import Reason
@@ -57,6 +57,10 @@ def to_domain(row: FlowRow, parties: list[FlowParty]) -> F.Flow:
         required_assurance=AssuranceLevel(row.required_assurance), disputed_person_id=row.disputed_person_id,
         disputed_at=aware(row.disputed_at), dispute_reason=row.dispute_reason,
     )
+
+
+#: every flow event counted from the start (0 until it first happens)
+FLOW_EVENT_SERIES = Series("flow_events", "Signing flow events", {"event": F.TRANSITION_EVENTS})
 
 
 def flow_status(row: FlowRow) -> str:
@@ -105,6 +109,12 @@ class FlowStore:
         return list(self.db.session.execute(
             select(FlowRow.id).where(FlowRow.document_id == document_id,
                                      FlowRow.state.in_([s.value for s in F.FINAL_STATES]))).scalars())
+
+    def count_by_state(self) -> dict[str, int]:
+        """How many flows are in each state (every state named, 0 when none is)."""
+        counted = dict(self.db.session.execute(
+            select(FlowRow.state, func.count()).group_by(FlowRow.state)).all())
+        return {state.value: int(counted.get(state.value, 0)) for state in F.FlowState}
 
     def overdue(self, moment, limit: int = 100) -> list[str]:
         """Unfinished flows whose expiry has passed (a batch)."""

@@ -43,6 +43,7 @@ import base64
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -55,6 +56,7 @@ from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, RateLimited
 from services.common.lease import acquire
+from services.common.metrics import Metrics, Series, refreshes_gauges
 from services.common.object_intents import ObjectReconciliation
 from services.common.offload import WorkerPoolProvider
 from services.common.reasons import Reason
@@ -66,12 +68,13 @@ from services.signing import flow as F
 from services.signing import my_files, pdf_worker, status
 from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
-from services.signing.flow_store import FlowStoreProvider, to_domain
+from services.signing.flow_store import FLOW_EVENT_SERIES, FlowStoreProvider, to_domain
 from services.signing.loans import LoanEntrypoints
 from services.signing.models import STORED_OBJECTS, PendingAction, RevokedCertificate
 from services.signing.parties import IdentityDirectory, bind_parties, place_for
 from services.signing.report import sign_report
 from services.signing.report_assembly import REPORTABLE_STATES, assemble
+from services.signing.witnesses import WitnessPolicy, refusal_series
 from services.witness.cosignature import check_cosignatures
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,18 @@ DOCUMENT_LOCK_GRACE_SECONDS = 300
 REPORT_KINDS = ("report_json", "report_pdf")
 #: 催签 at most this often a flow
 REMIND_EVERY = timedelta(days=1)
+
+
+#: a party's sign step in this service (:meth:`SigningService._sign_step_took`)
+SIGN_STEP_DOCUMENTATION = "A party's sign step in the signing service, by stage"
+
+
+def known_series(config: dict) -> tuple[Series, ...]:
+    """signing's counters shown at 0 from the start."""
+    return (FLOW_EVENT_SERIES, Series("signatures", "Party signatures", {"method": WILLINGNESS_METHODS}),
+            Series("sign_step_seconds", SIGN_STEP_DOCUMENTATION, {"stage": ("prepare", "sign", "sign_final")},
+                   histogram=True),
+            refusal_series(WitnessPolicy.from_config(config.get("WITNESSES"))))
 
 
 def certificate_level(certificate_pem: str) -> AssuranceLevel | None:
@@ -101,6 +116,7 @@ def _binary(value: str, field: str, max_bytes: int) -> bytes:
 
 class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation, ServiceBase):
     name = "signing"
+    metrics = Metrics(known=known_series)
     # objects encrypted under the service's KEK; put through intents, locked once their row is committed
     storage = Storage(lambda config: load_keys(config).keyring, references=STORED_OBJECTS)
     ctx = SigningContext()
@@ -221,6 +237,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     def prepare_signature(self, flow_id: str, person_id: str, signature_image: str, method: str,
                           location: str | None = None) -> dict:
         """Step 1 of a signature: returns the willingness check to complete."""
+        started = time.perf_counter()
         if method not in WILLINGNESS_METHODS:
             raise InvalidInput("method", "enum", "expected sms or face")
         png = _binary(signature_image, "signature_image", MAX_SIGNATURE_IMAGE)
@@ -239,8 +256,10 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             certificate["certificate_pem"], tuple(certificate["chain_pem"]), png,
             flow.current == 0, f"{party.role}签署",
         )
-        return self._pending(flow_id, person_id, "sign", prepared["digest_to_sign"], method, row.title,
-                             prepared=json.dumps(prepared))
+        pending = self._pending(flow_id, person_id, "sign", prepared["digest_to_sign"], method, row.title,
+                                prepared=json.dumps(prepared))
+        self._sign_step_took(started, "prepare")
+        return pending
 
     def _pending(self, flow_id: str, person_id: str, action: str, digest: str, method: str, title: str,
                  prepared: str | None = None, reason: str | None = None) -> dict:
@@ -261,6 +280,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     @rpc
     def sign(self, flow_id: str, person_id: str, pending_id: str, grant: str) -> dict:
         """Step 3 of a signature: identity signs with the grant; the flow moves on."""
+        started = time.perf_counter()
         pending = self.flows.claim_pending(pending_id, person_id, ("sign",))
         if pending.flow_id != flow_id:
             raise Forbidden(Reason.NOT_YOUR_ACTION)
@@ -304,7 +324,15 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             self.settle_statement(row, person_id)  # a 还款确认书 or 借款展期协议 takes effect with it
         self.db.commit()
         self.metrics.inc("signatures", "Party signatures", method=pending.method)
+        self._sign_step_took(started, "sign_final" if last else "sign")
         return self.flows.flow_dict(row, parties)
+
+    def _sign_step_took(self, started: float, stage: str) -> None:
+        """``esign_sign_step_seconds{stage}``, a successful step's time in this service: ``prepare``
+        (turn, certificate, PDF prepared, willingness started), ``sign`` (identity signs, signature and
+        time stamp embedded, PDF stored, flow moved on) and ``sign_final``, the last party's, which also
+        makes the PDF PAdES B-LTA (revocation data, a document time stamp, maybe from an external TSA)."""
+        self.metrics.observe("sign_step_seconds", time.perf_counter() - started, SIGN_STEP_DOCUMENTATION, stage=stage)
 
     # -- reminding (催签) -------------------------------------------------------
     @rpc
@@ -411,6 +439,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             self.metrics.inc("prepared_signatures_forgotten", "Prepared signatures cleared or deleted",
                              amount=cleared + deleted)
         return len(overdue)
+
+    @refreshes_gauges
+    def count_flows(self) -> None:
+        """Flows by state for ``/metrics`` (``esign_flows{state}``), counted every
+        METRICS.REFRESH_SECONDS by each replica (dashboards take the largest)."""
+        for state, count in self.flows.count_by_state().items():
+            self.metrics.set("flows", count, "Signing flows by state", state=state)
 
     @timer(interval=60)
     def reconcile_document_locks(self) -> int:

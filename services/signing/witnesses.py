@@ -43,6 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.common.errors import InvalidInput
+from services.common.metrics import Series
 from services.signing.checkpoint import Checkpoint, MalformedNoteError, parse_note
 from services.signing.evidence_log import EvidenceLog
 from services.signing.models import LogCosignature, LogWitnessHead
@@ -110,6 +111,16 @@ class WitnessPolicy:
 
     def verifiers(self) -> list[CosignatureVerifier]:
         return [w.verifier for w in self.witnesses]
+
+
+#: refusals shown at 0 from the start for each configured witness: the alerts watch 422 (the log's own
+#: consistency proof refused) and a witness out of reach; other statuses appear when they happen
+DECLARED_REFUSALS = ("unreachable", "422", "bad_cosignature", "no_cosignature")
+
+
+def refusal_series(policy: WitnessPolicy) -> Series:
+    return Series("log_witness_refusals", "Checkpoints a witness did not cosign, by outcome",
+                  {"witness": [w.name for w in policy.witnesses], "outcome": DECLARED_REFUSALS})
 
 
 def _integer(value: Any, name: str) -> int:
