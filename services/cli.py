@@ -1,6 +1,6 @@
 """The ``esign`` command.
 
-  esign up                 start SeaweedFS and every service on this machine
+  esign up [--monitoring]  start SeaweedFS and every service on this machine (and Prometheus)
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
@@ -45,6 +45,8 @@ def _main(argv: list[str] | None) -> int:
     up = commands.add_parser("up", help="start SeaweedFS and every service, embedded defaults")
     up.add_argument("--data-dir", default=None, help="state directory (default ./var)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health")
+    up.add_argument("--monitoring", action="store_true",
+                    help="also run Prometheus scraping every process, with the alert rules")
 
     run = commands.add_parser("run", help="run one service in the foreground")
     run.add_argument("service", choices=["identity", "documents", "signing", "notify", "gateway"])
@@ -105,7 +107,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "up":
         from services.common.launcher import up as platform_up
 
-        return platform_up(data_dir=args.data_dir, timeout=args.timeout)
+        return platform_up(data_dir=args.data_dir, timeout=args.timeout, monitoring=args.monitoring)
     if args.command == "run":
         if args.service == "gateway":
             from services.gateway.server import run as run_gateway

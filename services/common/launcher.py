@@ -52,7 +52,7 @@ def _secret_text(data: Path, name: str) -> str:
     return read_secret({"file": str(data / "secrets" / name)}, name, generate_in=data).hex()
 
 
-def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
+def up(data_dir: str | None = None, timeout: float = 120.0, monitoring: bool = False) -> int:
     if data_dir:
         os.environ["ESIGN_DATA_DIR"] = str(Path(data_dir).resolve())
     gateway_config = load_config("gateway")
@@ -117,6 +117,9 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         base = f"http://{http.get('HOST', '127.0.0.1')}:{http.get('PORT', 8000)}"
         if not _wait_healthy(base, children, timeout, stopping):
             return 1 if stopping["signal"] is None else 0
+        watching = _start_monitoring(data, env, witnesses, gateway_config["AMQP_URI"], logs) if monitoring else None
+        if watching is not None:
+            children.append(("prometheus", watching.prometheus.process))
         print(f"\nesign is up.\n  gateway:  {base}  (API docs {base}/docs, health {base}/healthz)")
         for service in SERVICES:
             port = (load_config(service).get("METRICS") or {}).get("PORT")
@@ -124,6 +127,8 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         for witness in witnesses:
             print(f"  witness:  {witness.url}  ({witness.key.split('+')[0]}, state {witness.state_dir})")
         print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}")
+        for line in watching.summary() if watching is not None else []:
+            print("  " + line)
         for line in registry_lines:
             print("  " + line)
         print("Press Ctrl-C to stop.", flush=True)
@@ -137,6 +142,15 @@ def up(data_dir: str | None = None, timeout: float = 120.0) -> int:
         return 0
     finally:
         _stop_all(children, seaweed)
+
+
+def _start_monitoring(data: Path, env: dict[str, str], witnesses: list, amqp_uri: str, logs: Path):
+    """Prometheus scraping every process started here (services/common/monitoring.py)."""
+    from services.common import monitoring
+
+    ports = {service: (load_config(service).get("METRICS") or {}).get("PORT") for service in SERVICES}
+    return monitoring.start_for_platform(data, env, ports, [w.url for w in witnesses], amqp_uri,
+                                         logs / "prometheus.log", preexec_fn=_die_with_parent)
 
 
 def _s3_identities(data: Path, env: dict[str, str]) -> dict[str, S3Identity]:
