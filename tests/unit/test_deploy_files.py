@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.promql import comparisons_as_bool
+from tests.support.promql import metric_names as promql_metric_names
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -834,33 +837,34 @@ def test_prometheus_scrapes_every_service_metrics_port():
         # the label alerts.yml and the dashboard select on; 'service' would clobber the metrics' own
         assert targets[target].get("component") == name
         assert "service" not in targets[target]
+    # queue depth and consumers: RabbitMQ's own endpoint, the per-queue families of the vhost
+    (rabbitmq,) = [job for job in config["scrape_configs"] if job["job_name"] == "rabbitmq"]
+    assert rabbitmq["static_configs"] == [{"targets": ["rabbitmq:15692"], "labels": {"component": "rabbitmq"}}]
+    assert rabbitmq["metrics_path"] == "/metrics/detailed"
+    assert set(rabbitmq["params"]["family"]) == {"queue_coarse_metrics", "queue_consumer_count"}
 
 
 # --------------------------------------------------------------------- metric names
-
-PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-                   "group_left", "group_right", "inf", "nan", "atan2"}
-
-
-def promql_metric_names(expr: str) -> set[str]:
-    """Metric names a PromQL expression selects (functions, keywords, labels, ranges removed)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
-    for match in re.finditer(r"(?<![\w.$])([a-zA-Z_:][\w:]*)(\s*\()?", text):
-        name, call = match.groups()
-        if call or name.lower() in PROMQL_KEYWORDS:
-            continue
-        names.add(name)
-    return names
-
 
 def test_promql_metric_names_reads_selectors_not_functions_or_labels():
     expr = ('histogram_quantile(0.99, sum by (service, le) (rate(a_seconds_bucket{kind="rpc"}[5m])))'
             ' > 2 and on(service) b_total offset 1h or vector(0) / up{job="x"} unless c:recorded')
     assert promql_metric_names(expr) == {"a_seconds_bucket", "b_total", "up", "c:recorded"}
+
+
+def test_comparisons_as_bool_leaves_label_matchers_and_strings_alone():
+    expr = ('(sum by (s) (rate(a{outcome!="ok", x=~"5..", y="a>b"}[5m])) / sum by (s) (rate(a[5m]))) > 0.05\n'
+            'and sum(b) >= bool 3 * (c == 1 or vector(0)) and on (w) d<=2 and e != 0 unless f < 1')
+    assert comparisons_as_bool(expr) == (
+        '(sum by (s) (rate(a{outcome!="ok", x=~"5..", y="a>b"}[5m])) / sum by (s) (rate(a[5m]))) > bool 0.05\n'
+        'and sum(b) >= bool 3 * (c == bool 1 or vector(0)) and on (w) d<= bool 2 and e != bool 0 unless f < bool 1')
+
+
+#: what RabbitMQ's rabbitmq_prometheus plugin exports at /metrics/detailed for the families
+#: queue_coarse_metrics and queue_consumer_count, which the dashboard reads (checked against a
+#: running broker by tests/e2e/test_monitoring.py)
+RABBITMQ_PLUGIN_METRICS = {"rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_messages_unacked",
+                           "rabbitmq_detailed_queue_messages", "rabbitmq_detailed_queue_consumers"}
 
 
 def exported_metric_names() -> set[str]:
@@ -878,7 +882,7 @@ def exported_metric_names() -> set[str]:
         gauges.update(re.findall(r"\b(?:gauge|GaugeMetricFamily)\(\s*[\"'](\w+)[\"']", source))
         counters.update(f"{name}_total" for name in
                         re.findall(r"\b(?:Counter|CounterMetricFamily)\(\s*[\"'](\w+)[\"']", source))
-    names = set(counters) | set(gauges) | {"up"}
+    names = set(counters) | set(gauges) | {"up"} | RABBITMQ_PLUGIN_METRICS
     for histogram in histograms:
         names |= {histogram + suffix for suffix in ("_bucket", "_sum", "_count")}
     return names
@@ -970,3 +974,31 @@ def test_dashboard_shows_rates_errors_latency_sms_and_otp_from_exported_metrics(
                          r"\(rate\(esign_entrypoint_latency_seconds_bucket", joined), quantile
     assert re.search(r"sum by \([^)]*outcome[^)]*\) \(increase\(esign_sms_total", joined)
     assert re.search(r"sum by \([^)]*outcome[^)]*\) \(increase\(esign_otp_checks_total", joined)
+
+
+def test_dashboard_covers_what_ops_asked_for():
+    """RED per service and RPC, queues and consumers, saturation, flows by state, SMS by outcome,
+    evidence-log size and witness lag, certificates issued and revoked, the sign step's p95."""
+    (path,) = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
+    joined = "\n".join(dashboard_queries(json.loads(path.read_text(encoding="utf-8"))))
+    for fragment in ("sum by (service, entrypoint) (rate(esign_entrypoint_calls_total{kind=\"rpc\"",
+                     "rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_consumers",
+                     "esign_service_workers_max", "esign_worker_pool_job_seconds_sum", "esign_worker_pool_workers",
+                     "max by (state) (esign_flows)", "sum by (outcome, provider) (increase(esign_sms_total",
+                     "esign_log_checkpoint_size", "esign_log_witness_cosigned_size",
+                     "esign_log_witness_cosigned_timestamp_seconds", "esign_certificates_issued_total",
+                     "esign_certificates_revoked_total",
+                     "histogram_quantile(0.95, sum by (stage, le) (rate(esign_sign_step_seconds_bucket"):
+        assert fragment in joined, f"no panel query has {fragment}"
+
+
+def test_grafana_readme_documents_every_panel_with_its_query():
+    (path,) = sorted((DEPLOY / "grafana/dashboards").glob("*.json"))
+    readme = (DEPLOY / "grafana/README.md").read_text(encoding="utf-8")
+    for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert f"**{panel['title']}**" in readme, f"deploy/grafana/README.md lacks the panel {panel['title']!r}"
+        for target in panel["targets"]:
+            assert target["expr"] in readme, f"deploy/grafana/README.md lacks the query {target['expr']}"
+
