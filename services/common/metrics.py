@@ -22,8 +22,8 @@ called twice with the same name. A counter (or histogram) whose label values
 are known in advance (an enum of outcomes, the templates, the configured
 witnesses) is declared with :class:`Series` and shows at 0 from the start, so
 a query or an alert on it has a series before its first event, and that event
-counts in ``rate()``; so does every entrypoint's ``ok`` and ``internal_error``
-count. Label values are words from the code or
+counts in ``rate()``; so do every entrypoint's ``ok`` and ``internal_error``
+counts and the latency of its ``ok`` calls. Label values are words from the code or
 the configuration, never personal data.
 """
 from __future__ import annotations
@@ -92,7 +92,8 @@ WORKERS_BUSY = gauge("esign_service_workers_busy", "nameko workers of the proces
                      ("service",))
 WORKERS_MAX = gauge("esign_service_workers_max", "The process's nameko worker pool size (max_workers)",
                     ("service",))
-#: the outcomes of every entrypoint shown at 0 from the start (a typed error's code appears when it happens)
+#: the outcomes of every entrypoint counted at 0 from the start (a typed error's code appears when it
+#: happens); the latency of its ok calls is shown from the start too
 DECLARED_OUTCOMES = ("ok", "internal_error")
 
 
@@ -292,9 +293,10 @@ class Metrics(DependencyProvider):
         pool = self.container._worker_pool
         WORKERS_BUSY.labels(service=service).set_function(pool.running)
         for entrypoint in self.container.entrypoints:
+            labels = dict(service=service, entrypoint=entrypoint.method_name, kind=entrypoint_kind(entrypoint))
             for outcome in DECLARED_OUTCOMES:
-                ENTRYPOINT_CALLS.labels(service=service, entrypoint=entrypoint.method_name,
-                                        kind=entrypoint_kind(entrypoint), outcome=outcome)
+                ENTRYPOINT_CALLS.labels(outcome=outcome, **labels)
+            ENTRYPOINT_LATENCY.labels(outcome="ok", **labels)
         business = BusinessMetrics(service)
         for series in self.known(self.container.config) if callable(self.known) else self.known:
             business.declare(series)

@@ -184,6 +184,7 @@ class WorkerPool(ReportsPoolHealth):
         _pools.add(self)
         POOL_WORKERS.labels(pool=name).set(workers)
         POOL_JOBS.labels(pool=name)
+        POOL_JOB_SECONDS.labels(pool=name)  # at 0: the first job counts in rate()
         for reason in REPLACEMENT_REASONS:  # shown at 0 until the first replacement
             POOL_REPLACEMENTS.labels(pool=name, reason=reason)
 

@@ -65,6 +65,8 @@ def test_setup_declares_entrypoint_outcomes_worker_pool_and_known_series():
         for outcome in ("ok", "internal_error"):
             assert sample("esign_entrypoint_calls_total", service="unit-svc", entrypoint=entrypoint, kind=kind,
                           outcome=outcome) == 0
+    assert sample("esign_entrypoint_latency_seconds_count", service="unit-svc", entrypoint="health", kind="rpc",
+                  outcome="ok") == 0
     assert sample("esign_unit_sent_total", service="unit-svc", template="b") == 0
     assert sample("esign_service_workers_max", service="unit-svc") == 4
     assert sample("esign_service_workers_busy", service="unit-svc") == 0

@@ -215,7 +215,8 @@ def test_a_pool_reports_its_processes_jobs_and_job_time():
         # shown from the start: saturation is job-seconds a second over these processes
         assert value("esign_worker_pool_workers") == 2 and value("esign_worker_pool_jobs") == 0
         assert value("esign_worker_pool_replacements_total", reason="timeout") == 0
-        before = value("esign_worker_pool_job_seconds_count") or 0
+        before = value("esign_worker_pool_job_seconds_count")
+        assert before is not None  # at 0 before the first job, so that job counts in rate()
         import eventlet
 
         job = eventlet.spawn(made.run, slow_pid, 1.0)
