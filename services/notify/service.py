@@ -81,7 +81,6 @@ import datetime as dt
 import logging
 import random
 import uuid
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import eventlet
@@ -91,7 +90,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.common import events
 from services.common.clock import aware
-from services.common.config import REPO_ROOT, data_dir, read_secret, secret_generation_dir, setting_flag
+from services.common.config import read_secret, secret_generation_dir, setting_flag
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import (
     Conflict,
@@ -114,7 +113,7 @@ from services.notify.notices import NAMED_PARTY, FlowFacts, notices_for
 from services.notify.providers import build_provider
 from services.notify.reminders import plan_reminders
 from services.notify.scheduler import SchedulerLease, scheduled
-from services.notify.settings import NotifySettings
+from services.notify.settings import NotifySettings, console_outbox, sms_provider_name
 from services.notify.sms_templates import SmsTemplateCatalog, TemplateCategory
 
 log = logging.getLogger(__name__)
@@ -129,12 +128,11 @@ class SmsChannelProvider(DependencyProvider):
     def setup(self) -> None:
         config = self.container.config
         sms = config.get("SMS") or {}
-        name = str(sms.get("PROVIDER") or "console")
+        name = sms_provider_name(config)
         sign_name = str(sms.get("SIGN_NAME") or "电子签")
         catalog = SmsTemplateCatalog.load()
         if name == "console":
-            outbox = Path(str(sms.get("OUTBOX_FILE") or data_dir(config) / "sms-outbox.jsonl"))
-            outbox = outbox if outbox.is_absolute() else REPO_ROOT / outbox
+            outbox = console_outbox(config)
             outbox.parent.mkdir(parents=True, exist_ok=True)
             settings = {"provider": "console", "console": {"outbox_path": str(outbox), "sign_name": sign_name}}
         elif name == "tencent":

@@ -13,12 +13,30 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
+from services.common.config import REPO_ROOT, data_dir
 from services.common.errors import InvalidInput
 from services.notify.rate_limit import CHINA_TZ, QuietHours, RateLimits
 from services.notify.reminders import ReminderPolicy
 from services.notify.retry import RetryPolicy
+
+
+def sms_provider_name(config: Mapping[str, Any]) -> str:
+    """``SMS.PROVIDER``: console (the embedded default) or tencent."""
+    return str((config.get("SMS") or {}).get("PROVIDER") or "console")
+
+
+def console_outbox(config: Mapping[str, Any]) -> Path | None:
+    """The file the console SMS provider writes (``SMS.OUTBOX_FILE``, default
+    ``<DATA_DIR>/sms-outbox.jsonl``, so it moves with the data directory); None
+    with a real vendor. ``esign up`` tells ``esign demo`` where it is."""
+    if sms_provider_name(config) != "console":
+        return None
+    configured = (config.get("SMS") or {}).get("OUTBOX_FILE")
+    path = Path(str(configured)) if configured else data_dir(dict(config)) / "sms-outbox.jsonl"
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def build_provider(settings: Mapping[str, object]) -> SmsProvider:
     built from the sub-mapping of the same name. Example::
 
         provider: console
-        console: {outbox_path: var/sms-outbox.jsonl, sign_name: 电子签}
+        console: {outbox_path: /srv/esign/sms-outbox.jsonl, sign_name: 电子签}
         tencent: {secret_id: ..., secret_key: ..., sms_sdk_app_id: ..., sign_name: ...,
                   template_ids: {phone_code: "1234567", ...}}
     """
@@ -146,6 +146,8 @@ def build_provider(settings: Mapping[str, object]) -> SmsProvider:
         unknown = sorted(set(options) - {"outbox_path", "sign_name"})
         if unknown:
             raise InvalidInput(f"sms.console.{unknown[0]}", "unknown_setting", "expected outbox_path, sign_name")
+        if not options.get("outbox_path"):
+            raise InvalidInput("sms.console.outbox_path", "required", "expected the outbox file's path")
         return ConsoleSmsProvider(ConsoleSettings(**options))
     if name == "tencent":
         return TencentSmsProvider(TencentSmsSettings.from_mapping(options))

@@ -36,7 +36,7 @@ from services.notify.sms_templates import SmsTemplate
 
 @dataclass(frozen=True)
 class ConsoleSettings:
-    outbox_path: str = "var/sms-outbox.jsonl"
+    outbox_path: str  # notify's config says where (services.notify.settings.console_outbox)
     sign_name: str = "电子签"
 
 

@@ -116,3 +116,21 @@ def test_check_finds_a_message_by_its_reference_and_is_sure_of_one_it_never_wrot
     assert (found.state, found.vendor_message_id) == (HandoverState.ACCEPTED, sent.vendor_message_id)
     assert found.accepted_at is not None and found.accepted_at >= since
     assert provider.check("13812345678", "msg-2", since).state is HandoverState.NOT_ACCEPTED
+
+
+def test_the_outbox_moves_with_the_data_directory_unless_a_file_is_named(tmp_path, monkeypatch):
+    from services.common.config import load_config
+    from services.common.errors import InvalidInput
+    from services.notify.settings import console_outbox
+
+    monkeypatch.delenv("ESIGN_SMS_OUTBOX", raising=False)
+    monkeypatch.delenv("ESIGN_SMS_PROVIDER", raising=False)
+    monkeypatch.setenv("ESIGN_DATA_DIR", str(tmp_path / "data"))
+    assert console_outbox(load_config("notify")) == tmp_path / "data" / "sms-outbox.jsonl"  # notify's config.yaml
+    monkeypatch.setenv("ESIGN_SMS_OUTBOX", str(tmp_path / "elsewhere.jsonl"))
+    assert console_outbox(load_config("notify")) == tmp_path / "elsewhere.jsonl"
+    assert console_outbox({"SMS": {"PROVIDER": "console", "OUTBOX_FILE": "sms.jsonl"}}) == REPO_ROOT / "sms.jsonl"
+    assert console_outbox({"SMS": {"PROVIDER": "tencent"}}) is None  # a real vendor: no file to read codes from
+    with pytest.raises(InvalidInput) as err:
+        build_provider({"provider": "console", "console": {"sign_name": "电子签"}})
+    assert (err.value.field, err.value.rule) == ("sms.console.outbox_path", "required")
