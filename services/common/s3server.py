@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from services.common.child_process import die_with_parent
+
 #: ports free_port has handed out in this process: never handed out twice
 _HANDED_OUT: set[int] = set()
 #: where free_port looks: Linux's ephemeral range, which no well-known service uses
@@ -83,6 +85,7 @@ class SeaweedPorts:
     volume: int = 9340
     filer: int = 8888
     admin: int = 23646
+    metrics: int = 0  # Prometheus /metrics of the whole process; 0: none
 
     @classmethod
     def free(cls) -> "SeaweedPorts":
@@ -116,7 +119,15 @@ def identities_config(admin: tuple[str, str], identities: Mapping[str, S3Identit
     return {"identities": entries}
 
 
+#: the longest path a Unix socket may have (sun_path, 108 bytes with its NUL)
+_MAX_SOCKET_PATH = 107
+
+
 class SeaweedServer:
+    """``weed mini`` as a child process: every file it writes under ``data_dir``
+    (its local sockets too, where the path fits a socket's), and it dies with
+    the thread that started it (:func:`~services.common.child_process.die_with_parent`)."""
+
     def __init__(self, data_dir: Path, access_key: str, secret_key: str,
                  ports: SeaweedPorts | None = None, log_path: Path | None = None,
                  identities: Mapping[str, S3Identity] | None = None):
@@ -143,7 +154,18 @@ class SeaweedServer:
             f"-master.port={p.master}", f"-volume.port={p.volume}", f"-filer.port={p.filer}",
             f"-s3.port={p.s3}", f"-admin.port={p.admin}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-        ] + ([f"-s3.config={self.config_path}"] if self.identities else [])
+        ] + ([f"-metricsPort={p.metrics}"] if p.metrics else []) + self._socket_options() + (
+            [f"-s3.config={self.config_path}"] if self.identities else [])
+
+    def _socket_options(self) -> list[str]:
+        """Its local sockets in the data directory, not /tmp/seaweedfs-*-<port>.sock (SeaweedFS's
+        default, left behind after every run); a directory too deep for a socket's path keeps the default."""
+        options = []
+        for option, name in (("-s3.localSocket", "s3.sock"), ("-filer.localSocket", "filer.sock")):
+            path = self.data_dir.resolve() / name
+            if len(str(path).encode()) <= _MAX_SOCKET_PATH:
+                options.append(f"{option}={path}")
+        return options
 
     def start(self, timeout: float = 60.0) -> "SeaweedServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +177,7 @@ class SeaweedServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(), cwd=self.data_dir, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent(),
         )
         log.close()
         self.wait_ready(timeout)
