@@ -44,6 +44,7 @@ from typing import Any, Callable
 import eventlet
 from eventlet import patcher
 from eventlet.event import Event
+from eventlet.hubs import trampoline
 from nameko.extensions import DependencyProvider
 
 from services.common.errors import Unavailable
@@ -148,13 +149,38 @@ def _cooperative_pipes(executor: ProcessPoolExecutor) -> None:
     pipe stops the whole hub until the worker reads it; if the worker is meanwhile
     blocked writing a large answer, which only the (stopped) manager would read,
     neither ever moves: the service freezes for good, health RPC included (seen
-    with five signatures prepared at once). Non-blocking, eventlet's green
-    ``os.write``/``os.read`` wait for the pipe cooperatively instead.
+    with five signatures prepared at once). Non-blocking, a write waits for room in the
+    pipe cooperatively (:func:`_pipe_write`) and eventlet's green ``os.read`` for data.
+
+    When a worker dies the executor closes its own end of the job pipe, so that its
+    feeder's next write fails with EPIPE and the feeder ends (cpython#94777); the
+    feeder is told to take that as the end (``_ignore_epipe``, as multiprocessing's
+    own Pool does), not as an error to print.
     """
-    for connection in (getattr(getattr(executor, "_call_queue", None), "_writer", None),
-                       getattr(getattr(executor, "_result_queue", None), "_reader", None)):
-        if connection is not None:
-            os.set_blocking(connection.fileno(), False)
+    call_queue = getattr(executor, "_call_queue", None)
+    writer = getattr(call_queue, "_writer", None)
+    if writer is not None:
+        os.set_blocking(writer.fileno(), False)
+        writer._send = functools.partial(type(writer)._send, writer, write=_pipe_write)
+        call_queue._ignore_epipe = True  # read when its feeder thread starts, at the first job
+    reader = getattr(getattr(executor, "_result_queue", None), "_reader", None)
+    if reader is not None:
+        os.set_blocking(reader.fileno(), False)
+
+
+_os_write = patcher.original("os").write
+
+
+def _pipe_write(fd: int, data: bytes) -> int:
+    """``os.write`` to a non-blocking pipe under eventlet: waits for room cooperatively, as
+    eventlet's green ``os.write`` does, but lets EPIPE raise. eventlet retries EPIPE for ever
+    (waiting to write to a pipe no process reads any more): after a worker died, a service's
+    stop spun at 100 % CPU on that write until it was killed (10-20 s on Ctrl-C of esign up)."""
+    while True:
+        try:
+            return _os_write(fd, data)
+        except BlockingIOError:
+            trampoline(fd, write=True)
 
 
 class ReportsPoolHealth:

@@ -228,3 +228,50 @@ def test_a_pool_reports_its_processes_jobs_and_job_time():
         assert value("esign_worker_pool_job_seconds_sum") >= 1.0
     finally:
         made.shutdown(wait=False)
+
+
+#: a service's pool whose worker a signal to the whole process group killed first (esign up sent
+#: SIGTERM to each service's group; a terminal's Ctrl-C reaches the foreground group), then stopped
+#: by the service, as a container's stop does: how long each stop took, and whether any thread of
+#: an executor is left running. Four pools: the stop hung in about three of four before the fix.
+STOP_AFTER_WORKERS_DIED = """
+import eventlet
+eventlet.monkey_patch()
+import os, signal, time
+from services.common.offload import WorkerPool
+took, left = [], []
+for n in range(4):
+    pool = WorkerPool(1, timeout=30, name=f"stop-{n}")
+    pool.run(os.getpid)
+    executor = pool._executor
+    for worker in list(executor._processes.values()):
+        os.kill(worker.pid, signal.SIGTERM)
+    eventlet.sleep(0.5)
+    threads = (executor._executor_manager_thread, executor._call_queue._thread)
+    started = time.monotonic()
+    with eventlet.Timeout(5, False):
+        pool.shutdown(wait=True)
+    took.append(time.monotonic() - started)
+    eventlet.sleep(0.2)
+    left += [thread.name for thread in threads if thread.is_alive()]
+print(f"{max(took):.2f}", ",".join(left) or "-", flush=True)
+os._exit(0)
+"""
+
+
+def test_a_pool_whose_workers_died_stops_at_once_and_leaves_no_thread_running():
+    """Seen on Ctrl-C of esign up: documents, identity or signing took 10-20 s to stop (then
+    esign up killed it), at 100 % CPU. When a worker dies the executor closes its own end of the
+    job pipe, so that writing a stop sentinel fails with EPIPE and its feeder thread ends
+    (cpython#94777); eventlet's green os.write retried EPIPE for ever instead, spinning, and the
+    stop waited on that thread."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", STOP_AFTER_WORKERS_DIED], cwd=Path(__file__).resolve().parents[3],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    took, left = done.stdout.split()
+    print(f"longest pool stop after its worker died: {took} s; threads left running: {left}")
+    assert float(took) < 2.0 and left == "-", done.stdout + done.stderr[-2000:]
