@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import posix
+import signal
 import threading
 import time
 import types
@@ -47,6 +48,7 @@ from eventlet.event import Event
 from eventlet.hubs import trampoline
 from nameko.extensions import DependencyProvider
 
+from services.common.child_process import die_with
 from services.common.errors import Unavailable
 from services.common.metrics import counter, gauge, histogram
 
@@ -183,6 +185,19 @@ def _pipe_write(fd: int, data: bytes) -> int:
             trampoline(fd, write=True)
 
 
+def _start_worker(parent: int | None, initializer: Callable | None, initargs: tuple) -> None:
+    """First thing in each worker process. A Ctrl-C in a terminal reaches the whole foreground
+    process group, workers included, but the service stops its workers itself, once their
+    running jobs are done: they ignore SIGINT. And a service killed outright (OOM, SIGKILL) takes
+    its workers with it (:func:`~services.common.child_process.die_with`), instead of leaving
+    them idle, models loaded, for ever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        die_with(parent)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 class ReportsPoolHealth:
     """What a service's ``health`` RPC asks about its worker pools (a plain attribute
     check would ask an RPC proxy, which answers any name)."""
@@ -228,9 +243,12 @@ class WorkerPool(ReportsPoolHealth):
                 if parked is not None and not parked._broken and not parked._shutdown_thread:
                     self._executor = parked
             if self._executor is None:
+                # monkey-patched, every thread is a greenthread of the main one, which forks the
+                # workers and lives as long as the process: the parent-death signal is safe to use
+                parent = os.getpid() if patcher.is_monkey_patched("thread") else None
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=self.initializer, initargs=self.initargs,
+                    initializer=_start_worker, initargs=(parent, self.initializer, self.initargs),
                 )
                 if patcher.is_monkey_patched("thread"):
                     _cooperative_pipes(self._executor)

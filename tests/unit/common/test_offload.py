@@ -275,3 +275,73 @@ def test_a_pool_whose_workers_died_stops_at_once_and_leaves_no_thread_running():
     took, left = done.stdout.split()
     print(f"longest pool stop after its worker died: {took} s; threads left running: {left}")
     assert float(took) < 2.0 and left == "-", done.stdout + done.stderr[-2000:]
+
+
+#: a service in a terminal (SIGINT not ignored, as it is for a shell's background jobs) whose
+#: worker gets the Ctrl-C meant for the service: the same worker, or a replacement, runs the next job
+CTRL_C_TO_A_WORKER = """
+import eventlet
+eventlet.monkey_patch()
+import os, signal, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from services.common.offload import WorkerPool
+pool = WorkerPool(1, timeout=30, name="ctrl-c")
+first = pool.run(os.getpid)
+os.kill(first, signal.SIGINT)
+time.sleep(0.5)
+try:
+    second = pool.run(os.getpid)
+except Exception as exc:
+    second = type(exc).__name__
+print(first == second, pool.health()["replacements"], flush=True)
+os._exit(0)
+"""
+
+
+def test_a_worker_ignores_ctrl_c_which_is_for_its_service():
+    """A terminal's Ctrl-C reaches the whole foreground process group: the service stops its
+    workers itself, after their running jobs, so a worker does not die of SIGINT under them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", CTRL_C_TO_A_WORKER], cwd=Path(__file__).resolve().parents[3],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "0"], done.stdout + done.stderr[-2000:]
+
+
+#: a service with a pool (monkey-patched, as every service is) that will be killed outright
+A_SERVICE_WITH_WORKERS = """
+import eventlet
+eventlet.monkey_patch()
+import os, time
+from services.common.offload import WorkerPool
+pool = WorkerPool(2, timeout=30, name="orphans")
+pile = eventlet.GreenPile()
+for _ in range(2):
+    pile.spawn(pool.run, time.sleep, 0.3)
+list(pile)
+print(" ".join(str(worker.pid) for worker in pool._executor._processes.values()), flush=True)
+time.sleep(60)
+"""
+
+
+def test_workers_do_not_outlive_a_service_killed_outright():
+    """Without a parent-death signal, the workers of a SIGKILLed (or OOM-killed) service lived on
+    for ever, idle, with their models loaded (measured: still there after the parent's death)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    service = subprocess.Popen([sys.executable, "-c", A_SERVICE_WITH_WORKERS], cwd=Path(__file__).resolve().parents[3],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        workers = [int(worker) for worker in service.stdout.readline().split()]
+        assert workers and all(not _zombie(worker) for worker in workers)
+    finally:
+        service.kill()
+        service.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_zombie(worker) for worker in workers):
+        time.sleep(0.1)
+    assert all(_zombie(worker) for worker in workers)
