@@ -1,6 +1,7 @@
 """The ``esign`` command.
 
-  esign up [--monitoring]  start SeaweedFS and every service on this machine (and Prometheus)
+  esign up [--demo] [--monitoring]
+                           start SeaweedFS and every service on this machine (and Prometheus)
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
@@ -43,10 +44,18 @@ def _main(argv: list[str] | None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start SeaweedFS and every service, embedded defaults")
-    up.add_argument("--data-dir", default=None, help="state directory (default ./var)")
+    up.add_argument("--data-dir", default=None,
+                    help="where every piece of state goes: databases, secrets, CA, S3 data, witnesses, logs, "
+                         "caches, the SMS outbox (default $ESIGN_DATA_DIR or ./var)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health")
     up.add_argument("--monitoring", action="store_true",
                     help="also run Prometheus scraping every process, with the alert rules")
+    up.add_argument("--s3-endpoint", default=None,
+                    help="use the S3 server already running at this URL (keys in ESIGN_S3_ACCESS_KEY and "
+                         "ESIGN_S3_SECRET_KEY) instead of starting SeaweedFS; also ESIGN_S3_ENDPOINT")
+    up.add_argument("--demo", action="store_true",
+                    help="for 'esign demo': a photo file stands in for a live face (certificates and reports "
+                         "then state authority_face); never for real people")
 
     run = commands.add_parser("run", help="run one service in the foreground")
     run.add_argument("service", choices=["identity", "documents", "signing", "notify", "gateway"])
@@ -105,9 +114,11 @@ def _main(argv: list[str] | None) -> int:
         return witness_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
+        from services.common.launcher import UpOptions
         from services.common.launcher import up as platform_up
 
-        return platform_up(data_dir=args.data_dir, timeout=args.timeout, monitoring=args.monitoring)
+        return platform_up(UpOptions(data_dir=args.data_dir, timeout=args.timeout, s3_endpoint=args.s3_endpoint,
+                                     demo=args.demo, monitoring=args.monitoring))
     if args.command == "run":
         if args.service == "gateway":
             from services.gateway.server import run as run_gateway

@@ -1,37 +1,124 @@
 """``esign up``: the whole platform on one machine with embedded defaults.
 
-SeaweedFS and each service run as separate processes; this process waits
-until all are healthy, prints where they are, and on Ctrl-C (or SIGTERM)
-stops every child and waits for it, so nothing is left behind. Children are
-also asked by the kernel to die with this process (PR_SET_PDEATHSIG), in case
-it is killed outright.
+SeaweedFS, two local witnesses and each service run as separate processes;
+this process waits until all are healthy, prints where each one is (pid, log,
+metrics), and on Ctrl-C (or SIGTERM) stops every child and waits for it, so
+nothing is left behind.
+
+Nothing survives ``esign up`` killed outright either: every child is started
+from the main thread with a parent-death signal
+(:mod:`services.common.child_process`), and each in a session of its own, so
+a Ctrl-C in the terminal reaches ``esign up`` alone, which stops the children
+in order (the services first, the S3 store they write to last).
+
+Every piece of state is under the data directory (``--data-dir``, default
+``var/``): the SQLite files, secrets, CA, S3 data, witnesses, logs, caches and
+the console SMS outbox. A port already in use is refused before anything
+starts, the S3 port included: a server there is used only when named
+(``--s3-endpoint`` or ``ESIGN_S3_ENDPOINT``), never picked up silently.
 """
 from __future__ import annotations
 
-import ctypes
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.common import up_state
+from services.common.child_process import die_with_parent
 from services.common.config import REPO_ROOT, load_config, read_secret
 from services.common.config import data_dir as config_data_dir
-from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer, port_open
+from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer, free_port, port_open
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")
-_PR_SET_PDEATHSIG = 1
+#: what ``esign up --demo`` changes: a photo file proves a face (no liveness), and signing takes
+#: that level. Certificates and reports then state authority_face, as they must.
+DEMO_SETTINGS = {"IDENTITY_LIVENESS_REQUIRED": "false", "SIGNING_REQUIRED_ASSURANCE": "authority_face"}
+#: how long the children have to stop before they are killed (a service gives up its own graceful
+#: stop after 15 s: services/common/runner.py)
+STOP_SECONDS = 20.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+class CannotStart(RuntimeError):
+    """``esign up`` refuses to start; the message says what is wrong and what to do."""
+
+
+class PortsInUse(CannotStart):
+    pass
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    data_dir: str | None = None
+    timeout: float = 120.0  # seconds for every process to be healthy
+    s3_endpoint: str | None = None  # an S3 server already running, named by the user: no SeaweedFS
+    demo: bool = False  # DEMO_SETTINGS, for esign demo
+    monitoring: bool = False  # Prometheus scraping every process (services/common/monitoring.py)
+
+
+@dataclass
+class Child:
+    """A process this ``esign up`` started, and what the summary says of it."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+    metrics: str | None = None
+    serves: str | None = None
+
+    def record(self) -> up_state.Process:
+        return up_state.Process(self.name, self.process.pid, str(self.log), self.metrics, self.serves)
+
+
+@dataclass
+class Children:
+    """Every child, in start order; stopped in reverse groups (services, then S3)."""
+
+    items: list[Child] = field(default_factory=list)
+    seaweed: SeaweedServer | None = None
+
+    def add(self, child: Child) -> Child:
+        self.items.append(child)
+        return child
+
+    def first_exited(self) -> Child | None:
+        return next((c for c in self.items if c.process.poll() is not None), None)
+
+    def stop(self) -> None:
+        """SIGTERM to every service and witness at once, then SeaweedFS once they are gone.
+
+        The signal goes to each child itself, not to its process group: a service stops the
+        worker processes of its pools on its own, once their running jobs are done (signalled
+        too, they died under it, and its stop hung: services/common/offload.py). Only a child
+        still running after STOP_SECONDS is killed, with its whole group."""
+        print("\nstopping ...", flush=True)
+        started = time.monotonic()
+        for child in self.items:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = started + STOP_SECONDS
+        for child in self.items:
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"{child.name} did not stop in {STOP_SECONDS:.0f} s; killing it (see {child.log})",
+                      file=sys.stderr)
+                try:
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.process.wait(5)
+        if self.seaweed is not None:
+            self.seaweed.stop()
+        print(f"stopped in {time.monotonic() - started:.1f} s.", flush=True)
 
 
 def rabbitmq_problem(amqp_uri: str, timeout: float = 3.0) -> str | None:
@@ -52,105 +139,147 @@ def _secret_text(data: Path, name: str) -> str:
     return read_secret({"file": str(data / "secrets" / name)}, name, generate_in=data).hex()
 
 
-def up(data_dir: str | None = None, timeout: float = 120.0, monitoring: bool = False) -> int:
-    if data_dir:
-        os.environ["ESIGN_DATA_DIR"] = str(Path(data_dir).resolve())
+def up(options: UpOptions) -> int:
+    if options.data_dir:
+        os.environ["ESIGN_DATA_DIR"] = str(Path(options.data_dir).resolve())
+    if options.demo:
+        os.environ.update(DEMO_SETTINGS)  # before any config is read: the identity registry's too
     gateway_config = load_config("gateway")
     data = config_data_dir(gateway_config)
     problem = rabbitmq_problem(gateway_config["AMQP_URI"])
     if problem:
         print(problem, file=sys.stderr)
         return 2
-
-    env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
     try:
-        service_uris = broker_users(gateway_config["AMQP_URI"], data, env)
-    except RuntimeError as exc:
+        lock = up_state.hold(data)
+    except up_state.AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 2
-    env.setdefault("ESIGN_S3_ACCESS_KEY", "esign-" + _secret_text(data, "s3-access-key")[:16])
-    env.setdefault("ESIGN_S3_SECRET_KEY", _secret_text(data, "s3-secret-key"))
-    s3_port = int(os.environ.get("ESIGN_S3_PORT", "8333"))
-    env.setdefault("ESIGN_S3_ENDPOINT", f"http://127.0.0.1:{s3_port}")
-    logs = data / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    registry_lines = _demo_registry(data)
+    with lock:
+        try:
+            return _up(options, gateway_config, data)
+        except CannotStart as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        finally:
+            up_state.withdraw(data)
 
-    children: list[tuple[str, subprocess.Popen]] = []
-    seaweed: SeaweedServer | None = None
-    stopping = {"signal": None}
+
+def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
+    stopping: dict[str, Any] = {"signal": None}
 
     def _on_signal(signum, _frame):
         stopping["signal"] = signum
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    s3_identities: dict[str, S3Identity] = {}
+    env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    s3 = _s3_plan(options, env)
+    _refuse_ports_in_use(_fixed_ports(gateway_config, env, s3, options.monitoring))
     try:
-        if port_open(s3_port):
-            print(f"S3 port {s3_port} is already in use: using the server there, with the keys given "
-                  f"(set ESIGN_S3_PORT to start a fresh one)")
-        else:
-            ports = SeaweedPorts.free()  # its internal ports; only S3 is fixed
-            ports.s3 = s3_port
-            s3_identities = _s3_identities(data, env)
-            seaweed = SeaweedServer(data / "s3", env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"],
-                                    ports, log_path=logs / "seaweedfs.log", identities=s3_identities)
-            print(f"starting SeaweedFS (S3 on 127.0.0.1:{s3_port}; documents and signing each with keys "
-                  f"for their own bucket only) ...", flush=True)
-            seaweed.start()
-        witnesses = _start_witnesses(data, env, logs)
-        children.extend((f"witness {w.url}", w.process) for w in witnesses)
+        service_uris = broker_users(gateway_config["AMQP_URI"], data, env)
+    except RuntimeError as exc:
+        raise CannotStart(str(exc)) from None
+    logs = data / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    registry_lines = _demo_registry(data)
+    if stopping["signal"] is not None:
+        return 0
+    children = Children()
+    try:
+        s3_identities = _start_seaweed(data, env, s3, logs, children)
+        witnesses = _start_witnesses(data, env, logs, children)
         for service in SERVICES:
-            log = open(logs / f"{service}.log", "ab")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "run", service], cwd=REPO_ROOT,
-                env=_service_env(env, service, service_uris, s3_identities),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent, start_new_session=True,
-            )
-            log.close()
-            children.append((service, process))
-            print(f"started {service} (pid {process.pid}, log {logs / (service + '.log')})", flush=True)
+            config = load_config(service)
+            port = (config.get("METRICS") or {}).get("PORT")
+            child = children.add(_spawn(service, [sys.executable, "-m", "services.cli", "run", service],
+                                        _service_env(env, service, service_uris, s3_identities), logs,
+                                        metrics=f"http://127.0.0.1:{port}/metrics" if port else None))
+            print(f"started {service} (pid {child.process.pid}, log {child.log})", flush=True)
 
         http = gateway_config.get("HTTP") or {}
         base = f"http://{http.get('HOST', '127.0.0.1')}:{http.get('PORT', 8000)}"
-        if not _wait_healthy(base, children, timeout, stopping):
+        children.items[-1].serves = base
+        if not _wait_healthy(base, children, options.timeout, stopping):
             return 1 if stopping["signal"] is None else 0
-        watching = _start_monitoring(data, env, witnesses, gateway_config["AMQP_URI"], logs) if monitoring else None
-        if watching is not None:
-            children.append(("prometheus", watching.prometheus.process))
-        print(f"\nesign is up.\n  gateway:  {base}  (API docs {base}/docs, health {base}/healthz)")
-        for service in SERVICES:
-            port = (load_config(service).get("METRICS") or {}).get("PORT")
-            print(f"  metrics:  http://127.0.0.1:{port}/metrics   ({service})")
-        for witness in witnesses:
-            print(f"  witness:  {witness.url}  ({witness.key.split('+')[0]}, state {witness.state_dir})")
-        print(f"  S3:       {env['ESIGN_S3_ENDPOINT']}\n  data:     {data}")
-        for line in watching.summary() if watching is not None else []:
-            print("  " + line)
-        for line in registry_lines:
-            print("  " + line)
+        watching = _start_monitoring(data, env, witnesses, gateway_config["AMQP_URI"], logs, children) \
+            if options.monitoring else None
+        platform = up_state.RunningPlatform(
+            pid=os.getpid(), data_dir=str(data), gateway=base, sms_outbox=_sms_outbox(),
+            registry_file=_registry_file(), demo=options.demo,
+            witness_keys=tuple(w.key for w in witnesses),
+            processes=tuple(c.record() for c in children.items)
+            + ((_seaweed_record(children.seaweed),) if children.seaweed else ()))
+        print(_summary(platform, witnesses, s3["endpoint"],
+                       (watching.summary() if watching is not None else []) + registry_lines), flush=True)
+        up_state.publish(data, platform)
         print("Press Ctrl-C to stop.", flush=True)
         while stopping["signal"] is None:
-            for service, process in children:
-                if process.poll() is not None:
-                    print(f"{service} exited with {process.returncode}; stopping everything "
-                          f"(see {logs / (service + '.log')})", file=sys.stderr)
-                    return 1
+            exited = children.first_exited()
+            if exited is not None:
+                print(f"{exited.name} exited with {exited.process.returncode}; stopping everything "
+                      f"(see {exited.log})", file=sys.stderr)
+                return 1
             time.sleep(0.5)
         return 0
     finally:
-        _stop_all(children, seaweed)
+        children.stop()
 
 
-def _start_monitoring(data: Path, env: dict[str, str], witnesses: list, amqp_uri: str, logs: Path):
-    """Prometheus scraping every process started here (services/common/monitoring.py)."""
-    from services.common import monitoring
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, metrics: str | None = None) -> Child:
+    """A child in a session of its own that dies with this process (its log: ``<logs>/<name>.log``)."""
+    if threading.current_thread() is not threading.main_thread():
+        # the parent-death signal fires when the *thread* that forked ends, not the process
+        raise RuntimeError("esign up starts its children from the main thread only")
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(), start_new_session=True)
+    return Child(name, process, log_path, metrics)
 
-    ports = {service: (load_config(service).get("METRICS") or {}).get("PORT") for service in SERVICES}
-    return monitoring.start_for_platform(data, env, ports, [w.url for w in witnesses], amqp_uri,
-                                         logs / "prometheus.log", preexec_fn=_die_with_parent)
+
+# -- S3 ----------------------------------------------------------------------------------------
+def _s3_plan(options: UpOptions, env: dict[str, str]) -> dict[str, Any]:
+    """Where S3 is: a SeaweedFS this process starts (``ESIGN_S3_PORT``, default 8333), or the
+    server the user named (``--s3-endpoint`` or ``ESIGN_S3_ENDPOINT``) with its keys."""
+    external = options.s3_endpoint or os.environ.get("ESIGN_S3_ENDPOINT")
+    if external:
+        missing = [name for name in ("ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY") if not env.get(name)]
+        if missing:
+            raise CannotStart(f"the S3 server at {external} needs its keys: set {' and '.join(missing)}")
+        env["ESIGN_S3_ENDPOINT"] = external
+        return {"endpoint": external, "port": None, "metrics_port": None}
+    port = int(env.get("ESIGN_S3_PORT", "8333"))
+    metrics_port = int(env.get("ESIGN_S3_METRICS_PORT") or 0) or free_port()  # 0: any free port (printed)
+    env["ESIGN_S3_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    data = Path(env["ESIGN_DATA_DIR"])
+    env.setdefault("ESIGN_S3_ACCESS_KEY", "esign-" + _secret_text(data, "s3-access-key")[:16])
+    env.setdefault("ESIGN_S3_SECRET_KEY", _secret_text(data, "s3-secret-key"))
+    return {"endpoint": env["ESIGN_S3_ENDPOINT"], "port": port, "metrics_port": metrics_port}
+
+
+def _start_seaweed(data: Path, env: dict[str, str], s3: dict[str, Any], logs: Path,
+                   children: Children) -> dict[str, S3Identity]:
+    if s3["port"] is None:
+        print(f"S3: the server at {s3['endpoint']} (not started here); documents and signing use the keys "
+              f"given (ESIGN_S3_ACCESS_KEY), one for both", flush=True)
+        return {}
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("esign up starts its children from the main thread only")
+    ports = SeaweedPorts.free()  # its internal ports; S3 and metrics are fixed
+    ports.s3, ports.metrics = s3["port"], s3["metrics_port"]
+    identities = _s3_identities(data, env)
+    children.seaweed = SeaweedServer(data / "s3", env["ESIGN_S3_ACCESS_KEY"], env["ESIGN_S3_SECRET_KEY"],
+                                     ports, log_path=logs / "seaweedfs.log", identities=identities)
+    print(f"starting SeaweedFS (S3 on 127.0.0.1:{ports.s3}; documents and signing each with keys "
+          f"for their own bucket only) ...", flush=True)
+    children.seaweed.start()
+    return identities
+
+
+def _seaweed_record(seaweed: SeaweedServer) -> up_state.Process:
+    metrics = f"http://127.0.0.1:{seaweed.ports.metrics}/metrics" if seaweed.ports.metrics else None
+    return up_state.Process("seaweedfs", seaweed.process.pid, str(seaweed.log_path), metrics, seaweed.endpoint)
 
 
 def _s3_identities(data: Path, env: dict[str, str]) -> dict[str, S3Identity]:
@@ -164,6 +293,44 @@ def _s3_identities(data: Path, env: dict[str, str]) -> dict[str, S3Identity]:
     return identities
 
 
+# -- ports -------------------------------------------------------------------------------------
+def _fixed_ports(gateway_config: dict, env: dict[str, str], s3: dict[str, Any], monitoring: bool) -> dict[int, str]:
+    """Every port a process of this platform will listen on that is not chosen free at start."""
+    http = gateway_config.get("HTTP") or {}
+    ports = {int(http.get("PORT", 8000)): "the gateway (ESIGN_GATEWAY_PORT)"}
+    for service in SERVICES:
+        port = (load_config(service).get("METRICS") or {}).get("PORT")
+        if port:
+            ports[int(port)] = f"{service}'s metrics ({service.upper()}_METRICS_PORT)"
+    if s3["port"] is not None:
+        ports[s3["port"]] = "S3 (ESIGN_S3_PORT)"
+        if s3["metrics_port"]:
+            ports[s3["metrics_port"]] = "SeaweedFS's metrics (ESIGN_S3_METRICS_PORT)"
+    first = int(env.get("ESIGN_WITNESS_PORT", "8201"))
+    if first and not env.get("ESIGN_WITNESSES"):
+        for n in range(int(env.get("ESIGN_LOCAL_WITNESSES", "2"))):
+            ports[first + n] = f"witness {n + 1} (ESIGN_WITNESS_PORT + {n})"
+    prometheus = int(env.get("ESIGN_PROMETHEUS_PORT") or "9090")  # 0: any free port
+    if monitoring and prometheus:
+        ports[prometheus] = "Prometheus (ESIGN_PROMETHEUS_PORT)"
+    return ports
+
+
+def _refuse_ports_in_use(ports: dict[int, str]) -> None:
+    busy = {port: what for port, what in sorted(ports.items()) if port_open(port)}
+    if not busy:
+        return
+    lines = [f"  port {port}: {what}" for port, what in busy.items()]
+    advice = ("Another program listens there (an earlier esign up's process left running?): stop it, "
+              "or set the variable named to a free port.")
+    s3_port = next((port for port, what in busy.items() if what.startswith("S3 ")), None)
+    if s3_port is not None:
+        advice += (f" To use an S3 server already running there, name it: --s3-endpoint "
+                   f"http://127.0.0.1:{s3_port} with its keys in ESIGN_S3_ACCESS_KEY and ESIGN_S3_SECRET_KEY.")
+    raise PortsInUse("esign up: ports already in use, nothing started:\n" + "\n".join(lines) + "\n" + advice)
+
+
+# -- processes ---------------------------------------------------------------------------------
 def _service_env(env: dict[str, str], service: str, amqp_uris: dict[str, str],
                  s3_identities: dict[str, S3Identity]) -> dict[str, str]:
     """A service's environment: its own broker user, and its own S3 keys where it
@@ -210,31 +377,50 @@ def broker_users(admin_uri: str, data: Path, env: dict[str, str]) -> dict[str, s
             for service in SERVICES}
 
 
-def _start_witnesses(data: Path, env: dict[str, str], logs: Path) -> list:
+def _start_witnesses(data: Path, env: dict[str, str], logs: Path, children: Children) -> list:
     """Two witnesses of the evidence log on this machine (ESIGN_LOCAL_WITNESSES, default 2;
     ports from ESIGN_WITNESS_PORT, default 8201), unless ESIGN_WITNESSES names real ones.
     The signing service is told about them (ESIGN_WITNESSES) and needs all to cosign."""
-    import json
-
     from services.signing.dependencies import load_keys
     from services.witness.local import LocalWitness
 
     count = int(env.get("ESIGN_LOCAL_WITNESSES", "2"))
     if env.get("ESIGN_WITNESSES") or count <= 0:
         return []
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("esign up starts its children from the main thread only")
     signing = load_config("signing")
     signing["DATA_DIR"] = str(data)
     log_signer = load_keys(signing).log_signer  # the same key file the signing service will read
     first_port = int(env.get("ESIGN_WITNESS_PORT", "8201"))  # 0: any free ports
     started = []
     for n in range(1, count + 1):
-        started.append(LocalWitness.start(data / "witnesses" / f"w{n}", f"witness-{n}.esign.local", log_signer.name,
-                                          log_signer.verifier.to_key_string(), port=first_port and first_port + n - 1,
-                                          log_path=logs / f"witness-{n}.log", preexec_fn=_die_with_parent,
-                                          start_new_session=True))
-        print(f"started witness {n} (pid {started[-1].process.pid}, {started[-1].url})", flush=True)
+        log = logs / f"witness-{n}.log"
+        witness = LocalWitness.start(data / "witnesses" / f"w{n}", f"witness-{n}.esign.local", log_signer.name,
+                                     log_signer.verifier.to_key_string(), port=first_port and first_port + n - 1,
+                                     log_path=log, preexec_fn=die_with_parent(), start_new_session=True)
+        started.append(witness)
+        children.add(Child(f"witness-{n}", witness.process, log, f"{witness.url}/metrics", witness.url))
+        print(f"started witness {n} (pid {witness.process.pid}, {witness.url})", flush=True)
     env["ESIGN_WITNESSES"] = json.dumps([w.config_entry() for w in started])
     return started
+
+
+def _start_monitoring(data: Path, env: dict[str, str], witnesses: list, amqp_uri: str, logs: Path,
+                      children: Children):
+    """Prometheus scraping every process started here (services/common/monitoring.py), once
+    they are healthy; it is a child like the others."""
+    from services.common import monitoring
+
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("esign up starts its children from the main thread only")
+    ports = {service: (load_config(service).get("METRICS") or {}).get("PORT") for service in SERVICES}
+    watching = monitoring.start_for_platform(data, env, ports, [w.url for w in witnesses], amqp_uri,
+                                             logs / "prometheus.log", preexec_fn=die_with_parent())
+    prometheus = watching.prometheus
+    children.add(Child("prometheus", prometheus.process, prometheus.log_path, f"{prometheus.url}/metrics",
+                       prometheus.url))
+    return watching
 
 
 def _demo_registry(data: Path) -> list[str]:
@@ -248,15 +434,29 @@ def _demo_registry(data: Path) -> list[str]:
     return ensure_demo_registry(settings.proofing.registry_file, data / "cache" / "demo-faces")
 
 
-def _wait_healthy(base: str, children, timeout: float, stopping: dict[str, Any]) -> bool:
+def _registry_file() -> str | None:
+    from services.identity.settings import IdentitySettings
+
+    proofing = IdentitySettings.from_config(load_config("identity")).proofing
+    return str(proofing.registry_file) if proofing.provider == "registry" and proofing.registry_file else None
+
+
+def _sms_outbox() -> str | None:
+    from services.notify.settings import console_outbox
+
+    outbox = console_outbox(load_config("notify"))
+    return str(outbox) if outbox else None
+
+
+def _wait_healthy(base: str, children: Children, timeout: float, stopping: dict[str, Any]) -> bool:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline and stopping["signal"] is None:
-        for service, process in children:
-            if process.poll() is not None:
-                print(f"{service} exited with {process.returncode} during start-up; see its log",
-                      file=sys.stderr)
-                return False
+        exited = children.first_exited()
+        if exited is not None:
+            print(f"{exited.name} exited with {exited.process.returncode} during start-up; see {exited.log}",
+                  file=sys.stderr)
+            return False
         try:
             with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
                 if response.status == 200:
@@ -265,26 +465,29 @@ def _wait_healthy(base: str, children, timeout: float, stopping: dict[str, Any])
             last = str(exc)
         time.sleep(0.5)
     if stopping["signal"] is None:
-        print(f"services not healthy after {timeout:.0f}s ({last}); see logs", file=sys.stderr)
+        print(f"services not healthy after {timeout:.0f}s ({last}); see the logs in {children.items[-1].log.parent}",
+              file=sys.stderr)
     return False
 
 
-def _stop_all(children, seaweed: SeaweedServer | None) -> None:
-    print("\nstopping ...", flush=True)
-    for _service, process in children:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 20
-    for service, process in children:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{service} did not stop in time; killing it", file=sys.stderr)
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-    if seaweed is not None:
-        seaweed.stop()
-    print("stopped.", flush=True)
+def _summary(platform: up_state.RunningPlatform, witnesses: list, s3_endpoint: str,
+             registry_lines: list[str]) -> str:
+    base = platform.gateway
+    lines = ["", "esign is up.", f"  gateway:  {base}  (API docs {base}/docs, health {base}/healthz)"]
+    width = max(len(p.name) for p in platform.processes)
+    for process in platform.processes:
+        lines.append(f"  {process.name:<{width}}  pid {process.pid:<7}  metrics {process.metrics or '-':<38}  "
+                     f"log {process.log}")
+    for witness in witnesses:
+        lines.append(f"  witness:  {witness.url}  ({witness.key.split('+')[0]}, state {witness.state_dir})")
+    lines.append(f"  S3:       {s3_endpoint}")
+    if platform.sms_outbox:
+        lines.append(f"  SMS:      {platform.sms_outbox}  (the console provider: one JSON line a message)")
+    lines.append(f"  data:     {platform.data_dir}")
+    if platform.demo:
+        lines.append("  demo:     a photo file stands in for a live face (IDENTITY_LIVENESS_REQUIRED=false, "
+                     "SIGNING_REQUIRED_ASSURANCE=authority_face),")
+        lines.append("            and certificates and reports say so (authority_face): never for real people. "
+                     "Now run: .venv/bin/esign demo")
+    lines.extend("  " + line for line in registry_lines)
+    return "\n".join(lines)

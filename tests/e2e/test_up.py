@@ -1,13 +1,15 @@
 """``esign up`` end to end: SeaweedFS and the five services as separate
 processes with embedded defaults (SQLite, console SMS), on this run's
-RabbitMQ vhost. Health over RPC, metrics moving, and Ctrl-C leaving no
-process behind."""
+RabbitMQ vhost. Health over RPC, metrics moving, Ctrl-C leaving no process
+behind in a few seconds, nothing surviving ``esign up`` killed outright, every
+piece of state under ``--data-dir``, and ports in use refused."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.s3server import free_port
+from services.common.s3server import free_port, port_open
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +68,7 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(gateway_port),
                ESIGN_S3_PORT=str(free_port()), ESIGN_PUBLIC_URL=f"http://127.0.0.1:{gateway_port}",
                ESIGN_TSA_URL=f"http://127.0.0.1:{gateway_port}/tsa", ESIGN_WITNESS_PORT="0",
-               ESIGN_BROKER_USER_PREFIX=user_prefix, **ports)
+               ESIGN_S3_METRICS_PORT=str(free_port()), ESIGN_BROKER_USER_PREFIX=user_prefix, **ports)
     for name in ("ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150"], cwd=REPO, env=env,
@@ -94,6 +96,14 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         assert "演示甲  110101199001010015  (obama.jpg)" in text and "esign registry add" in text
         child_pids = [int(pid) for pid in re.findall(r"\(pid (\d+),", text)]
         assert len(child_pids) == 5 + 2  # the services and two witnesses of the evidence log
+        # each process with its pid, metrics and log, SeaweedFS's included; each metrics port answers
+        table = process_table(text)
+        assert set(table) == set(SERVICES) | {"witness-1", "witness-2", "seaweedfs"}
+        assert table["documents"]["metrics"] == f"http://127.0.0.1:{ports['DOCUMENTS_METRICS_PORT']}/metrics"
+        for name, process in table.items():
+            assert Path(process["log"]).is_file() and Path(process["log"]).parent == data / "logs", name
+            assert get(process["metrics"])[0] == 200, name
+        child_pids.append(table["seaweedfs"]["pid"])
         witness_urls = re.findall(r"witness:  (http://\S+)", text)
         assert len(witness_urls) == 2
 
@@ -157,11 +167,17 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         for name in SERVICES:
             subprocess.run(["rabbitmqctl", "-q", "delete_user", user_prefix + name], capture_output=True)
     assert up.returncode == 0, "".join(output)
-    assert "stopped." in "".join(output)
+    assert re.search(r"^stopped in \d+\.\d s\.$", "".join(output), re.M)
     time.sleep(0.5)
     leftovers = [pid for pid in child_pids if Path(f"/proc/{pid}").exists()]
     assert leftovers == []
     assert processes_mentioning(str(data)) == []
+
+
+def process_table(summary: str) -> dict[str, dict]:
+    """The "esign is up" summary's process lines: name -> pid, metrics URL, log path."""
+    return {name: {"pid": int(pid), "metrics": metrics, "log": log} for name, pid, metrics, log in
+            re.findall(r"^  (\S+) +pid (\d+) +metrics (\S+) +log (\S+)$", summary, re.M)}
 
 
 def test_up_says_clearly_when_rabbitmq_is_down(tmp_path):
@@ -171,3 +187,118 @@ def test_up_says_clearly_when_rabbitmq_is_down(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "RabbitMQ is not reachable" in lines[0] and "rabbitmq-server -detached" in lines[0]
+
+
+class EsignUp:
+    """``esign up`` as a test starts it: free ports, its own data directory given with
+    ``--data-dir`` (not ESIGN_DATA_DIR), one broker user for all (the first test covers
+    the per-service users)."""
+
+    def __init__(self, amqp_uri: str, data: Path):
+        self.data = data
+        self.gateway_port, self.s3_port = free_port(), free_port()
+        self.env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(self.gateway_port),
+                        ESIGN_S3_PORT=str(self.s3_port), ESIGN_S3_METRICS_PORT=str(free_port()),
+                        ESIGN_PUBLIC_URL=f"http://127.0.0.1:{self.gateway_port}",
+                        ESIGN_TSA_URL=f"http://127.0.0.1:{self.gateway_port}/tsa", ESIGN_WITNESS_PORT="0",
+                        ESIGN_BROKER_USERS="shared",
+                        **{f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES})
+        for name in ("ESIGN_DATA_DIR", "ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY",
+                     "ESIGN_SMS_OUTBOX"):
+            self.env.pop(name, None)
+        self.process: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    def start(self, *args: str) -> "EsignUp":
+        self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150",
+                                         "--data-dir", str(self.data), *args], cwd=REPO, env=self.env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self
+
+    def wait_up(self) -> str:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        text = "".join(self.output)
+        assert "esign is up." in text, text + "".join(
+            (self.data / "logs" / f"{s}.log").read_text(errors="replace")[-2000:] for s in SERVICES
+            if (self.data / "logs" / f"{s}.log").exists())
+        return text
+
+    def ctrl_c(self) -> float:
+        """SIGINT, as a terminal's Ctrl-C sends it; seconds until esign up has exited."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            rest, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            rest, _ = self.process.communicate()
+        self.output.append(rest or "")
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        """Whatever a failed test left running: esign up, then its children (its process group)."""
+        if self.process is not None and self.process.poll() is None:
+            self.ctrl_c()
+        for pid in processes_mentioning(str(self.data)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_nothing_survives_esign_up_killed_outright(amqp_uri, tmp_path):
+    """kill -9 of esign up: every child (services, witnesses, SeaweedFS) has a parent-death
+    signal and goes within seconds, and the ports are free for the next esign up (SeaweedFS,
+    in a session of its own, used to stay on the S3 port, and the next esign up reused it)."""
+    data = tmp_path / "data"
+    up = EsignUp(amqp_uri, data).start()
+    try:
+        table = process_table(up.wait_up())
+        assert set(table) == set(SERVICES) | {"witness-1", "witness-2", "seaweedfs"}
+        started = time.monotonic()
+        up.process.kill()
+        up.process.wait(10)
+        deadline = started + 15
+        while time.monotonic() < deadline and not all(gone(p["pid"]) for p in table.values()):
+            time.sleep(0.1)
+        took = time.monotonic() - started
+        print(f"every child of esign up gone {took:.1f} s after kill -9")
+        assert [name for name, p in table.items() if not gone(p["pid"])] == []
+        assert took < 10
+        assert processes_mentioning(str(data)) == []  # the services' worker processes too
+        assert not port_open(up.s3_port) and not port_open(up.gateway_port)
+    finally:
+        up.close()
+
+
+def test_up_refuses_a_port_in_use_and_says_how_to_use_an_s3_there(amqp_uri, tmp_path):
+    """A server already on the S3 port is not taken silently for the platform's store."""
+    data = tmp_path / "data"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        up = EsignUp(amqp_uri, data)
+        up.env["ESIGN_S3_PORT"] = str(port)
+        refused = subprocess.run([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data)], cwd=REPO,
+                                 env=up.env, capture_output=True, text=True, timeout=60)
+        up.close()
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"port {port}: S3 (ESIGN_S3_PORT)" in refused.stderr
+    assert f"--s3-endpoint http://127.0.0.1:{port}" in refused.stderr
+    assert "nothing started" in refused.stderr and not (data / "logs").exists()
+
