@@ -2,6 +2,7 @@
 
   esign up [--demo] [--monitoring]
                            start SeaweedFS and every service on this machine (and Prometheus)
+  esign demo               two demo people sign an IOU on it (needs esign up --demo)
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
@@ -65,6 +66,9 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("verify", help="check a signed PDF and its report offline", add_help=False)
 
+    commands.add_parser("demo", help="two demo people sign an IOU on the running platform (esign up --demo)",
+                        add_help=False)
+
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
     commands.add_parser("keys", help="KEK rotation: re-wrap sealed items under the active KEK", add_help=False)
@@ -96,6 +100,10 @@ def _main(argv: list[str] | None) -> int:
         from services.signing.offline_verify import main as verify_main
 
         return verify_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from services.demo.cli import main as demo_main
+
+        return demo_main(argv[1:])
     if argv and argv[0] == "keys":
         from services.common.key_rotation import main as keys_main
 

@@ -2,12 +2,14 @@
 processes with embedded defaults (SQLite, console SMS), on this run's
 RabbitMQ vhost. Health over RPC, metrics moving, Ctrl-C leaving no process
 behind in a few seconds, nothing surviving ``esign up`` killed outright, every
-piece of state under ``--data-dir``, and ports in use refused."""
+piece of state under ``--data-dir``, ports in use refused, and ``esign demo``
+signing an IOU on it."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -253,11 +255,79 @@ class EsignUp:
                 pass
 
 
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")
+            if path.is_file()} if folder.exists() else {}
+
+
 def gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_demo_signs_an_iou_and_every_piece_of_state_stays_in_the_data_dir(amqp_uri, tmp_path):
+    """The README's third command: esign demo on esign up --demo, in under a minute; the signed
+    PDF valid for pyHanko and esign verify; nothing written under the repository's var/ (the SMS
+    outbox stayed there whatever --data-dir said); Ctrl-C then stops it all in a few seconds
+    (after use it took 6-19 s, when a service's worker pool hung its stop)."""
+    from tests.support.pdf_validation import pyhanko_statuses
+
+    var_before = files_under(REPO / "var")
+    data = tmp_path / "data"
+    up = EsignUp(amqp_uri, data).start("--demo")
+    try:
+        text = up.wait_up()
+        assert "demo:     a photo file stands in for a live face" in text
+        assert f"SMS:      {data / 'sms-outbox.jsonl'}" in text
+        # a second esign up on the same data directory is refused, and says who holds it
+        again = subprocess.run([sys.executable, "-m", "services.cli", "up", "--data-dir", str(data)], cwd=REPO,
+                               env=up.env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 2 and f"esign up is already running on {data} (pid {up.process.pid})" in \
+            again.stderr, again.stderr
+
+        started = time.monotonic()
+        demo = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--data-dir", str(data)], cwd=REPO,
+                              env=up.env, capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+        print(f"esign demo took {took:.1f} s")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert took < 60, demo.stdout
+        pdf = Path(re.search(r"signed PDF: +(\S+)", demo.stdout).group(1))
+        report = Path(re.search(r"signing report: +(\S+)", demo.stdout).group(1))
+        root = Path(re.search(r"platform root: +(\S+)", demo.stdout).group(1))
+        assert pdf.parent.parent == data / "demo" and report.is_file() and report.with_suffix(".pdf").is_file()
+        statuses = pyhanko_statuses(pdf.read_bytes(), root.read_bytes())
+        assert [name for name, _ in statuses] == ["sig_lender", "sig_borrower", "DocumentTimestamp"]
+        assert all(status.intact and status.valid and status.trusted for _, status in statuses), statuses
+        signed_report = json.loads(report.read_text("utf-8"))["report"]
+        assert {check["assurance_level"] for check in signed_report["identity_checks"]} == {"authority_face"}
+        # the esign verify line it prints checks PDF, report, log proofs and both witnesses, offline
+        verify_line = re.search(r"^  (\S*esign verify .*)$", demo.stdout, re.M).group(1)
+        verified = subprocess.run([sys.executable, "-m", "services.cli", *shlex.split(verify_line)[1:]], cwd=REPO,
+                                  capture_output=True, text=True, timeout=120)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "2 of 2 configured witnesses cosigned" in verified.stdout
+        # each person's codes came to the outbox in the data directory; the demo prints no number
+        outbox = [json.loads(line) for line in (data / "sms-outbox.jsonl").read_text("utf-8").splitlines()]
+        assert {m["phone"] for m in outbox} == {"13800000001", "13800000002"}
+        assert {m["template"] for m in outbox} >= {"phone_code", "willingness_code"}
+        for secret in ("13800000001", "13800000002", "110101199001010015", "110101199001010023",
+                       *(m["params"]["code"] for m in outbox if "code" in m["params"])):
+            assert secret not in demo.stdout + demo.stderr
+    finally:
+        seconds = up.ctrl_c()
+        up.close()
+    print(f"esign up stopped {seconds:.1f} s after Ctrl-C (after esign demo)")
+    assert up.process.returncode == 0, "".join(up.output)
+    assert seconds < 10, "".join(up.output)
+    assert "did not stop" not in "".join(up.output)
+    assert processes_mentioning(str(data)) == []
+    assert files_under(REPO / "var") == var_before  # nothing new, nothing changed
+    assert not Path(f"/tmp/seaweedfs-s3-{up.s3_port}.sock").exists()  # SeaweedFS's sockets: in the data dir
+    assert not (data / "esign-up.json").exists()  # esign demo now says esign up is not running
+    assert (data / "s3").is_dir() and (data / "witnesses").is_dir() and (data / "secrets").is_dir()
 
 
 def test_nothing_survives_esign_up_killed_outright(amqp_uri, tmp_path):
@@ -302,3 +372,9 @@ def test_up_refuses_a_port_in_use_and_says_how_to_use_an_s3_there(amqp_uri, tmp_
     assert f"--s3-endpoint http://127.0.0.1:{port}" in refused.stderr
     assert "nothing started" in refused.stderr and not (data / "logs").exists()
 
+
+def test_demo_without_a_platform_says_how_to_start_one(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--data-dir", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"esign up is not running on {tmp_path}" in done.stderr and "esign up --demo" in done.stderr
