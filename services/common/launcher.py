@@ -52,11 +52,13 @@ class CannotStart(RuntimeError):
 
 
 class PortsInUse(CannotStart):
-    pass
+    """A port one of its processes would listen on is taken; the message names each."""
 
 
 @dataclass(frozen=True)
 class UpOptions:
+    """What ``esign up``'s command line chose (everything else is configuration)."""
+
     data_dir: str | None = None
     timeout: float = 120.0  # seconds for every process to be healthy
     s3_endpoint: str | None = None  # an S3 server already running, named by the user: no SeaweedFS
@@ -80,7 +82,7 @@ class Child:
 
 @dataclass
 class Children:
-    """Every child, in start order; stopped in reverse groups (services, then S3)."""
+    """Every child in start order (witnesses, services), and SeaweedFS, which stops last."""
 
     items: list[Child] = field(default_factory=list)
     seaweed: SeaweedServer | None = None
@@ -185,21 +187,22 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
     registry_lines = _demo_registry(data)
     if stopping["signal"] is not None:
         return 0
+    http = gateway_config.get("HTTP") or {}
+    base = f"http://{http.get('HOST', '127.0.0.1')}:{http.get('PORT', 8000)}"
     children = Children()
     try:
-        s3_identities = _start_seaweed(data, env, s3, logs, children)
-        witnesses = _start_witnesses(data, env, logs, children)
+        try:
+            s3_identities = _start_seaweed(data, env, s3, logs, children)
+            witnesses = _start_witnesses(data, env, logs, children)
+        except RuntimeError as exc:  # did not start: what it said, and where its log is
+            raise CannotStart(str(exc)) from None
         for service in SERVICES:
-            config = load_config(service)
-            port = (config.get("METRICS") or {}).get("PORT")
+            port = (load_config(service).get("METRICS") or {}).get("PORT")
             child = children.add(_spawn(service, [sys.executable, "-m", "services.cli", "run", service],
                                         _service_env(env, service, service_uris, s3_identities), logs,
-                                        metrics=f"http://127.0.0.1:{port}/metrics" if port else None))
+                                        metrics=f"http://127.0.0.1:{port}/metrics" if port else None,
+                                        serves=base if service == "gateway" else None))
             print(f"started {service} (pid {child.process.pid}, log {child.log})", flush=True)
-
-        http = gateway_config.get("HTTP") or {}
-        base = f"http://{http.get('HOST', '127.0.0.1')}:{http.get('PORT', 8000)}"
-        children.items[-1].serves = base
         if not _wait_healthy(base, children, options.timeout, stopping):
             return 1 if stopping["signal"] is None else 0
         watching = _start_monitoring(data, env, witnesses, gateway_config["AMQP_URI"], logs, children) \
@@ -226,16 +229,22 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
         children.stop()
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, metrics: str | None = None) -> Child:
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, metrics: str | None = None,
+           serves: str | None = None) -> Child:
     """A child in a session of its own that dies with this process (its log: ``<logs>/<name>.log``)."""
-    if threading.current_thread() is not threading.main_thread():
-        # the parent-death signal fires when the *thread* that forked ends, not the process
-        raise RuntimeError("esign up starts its children from the main thread only")
+    _require_main_thread()
     log_path = logs / f"{name}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(), start_new_session=True)
-    return Child(name, process, log_path, metrics)
+    return Child(name, process, log_path, metrics, serves)
+
+
+def _require_main_thread() -> None:
+    """The parent-death signal fires when the *thread* that forked a child ends, not its process:
+    a child started from another thread would be stopped when that thread returns."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("esign up starts its children from the main thread only")
 
 
 # -- S3 ----------------------------------------------------------------------------------------
@@ -264,8 +273,7 @@ def _start_seaweed(data: Path, env: dict[str, str], s3: dict[str, Any], logs: Pa
         print(f"S3: the server at {s3['endpoint']} (not started here); documents and signing use the keys "
               f"given (ESIGN_S3_ACCESS_KEY), one for both", flush=True)
         return {}
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("esign up starts its children from the main thread only")
+    _require_main_thread()
     ports = SeaweedPorts.free()  # its internal ports; S3 and metrics are fixed
     ports.s3, ports.metrics = s3["port"], s3["metrics_port"]
     identities = _s3_identities(data, env)
@@ -387,8 +395,7 @@ def _start_witnesses(data: Path, env: dict[str, str], logs: Path, children: Chil
     count = int(env.get("ESIGN_LOCAL_WITNESSES", "2"))
     if env.get("ESIGN_WITNESSES") or count <= 0:
         return []
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("esign up starts its children from the main thread only")
+    _require_main_thread()
     signing = load_config("signing")
     signing["DATA_DIR"] = str(data)
     log_signer = load_keys(signing).log_signer  # the same key file the signing service will read
