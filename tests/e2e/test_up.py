@@ -255,9 +255,12 @@ class EsignUp:
                 pass
 
 
-def files_under(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(path): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")
-            if path.is_file()} if folder.exists() else {}
+def files_under(folder: Path) -> dict[str, tuple[int, int]] | None:
+    """Every file and folder under ``folder`` with its size and time; None when it does not exist."""
+    if not folder.exists():
+        return None
+    return {str(path): (path.stat().st_size if path.is_file() else -1, path.stat().st_mtime_ns)
+            for path in folder.rglob("*")}
 
 
 def gone(pid: int) -> bool:
@@ -324,7 +327,7 @@ def test_demo_signs_an_iou_and_every_piece_of_state_stays_in_the_data_dir(amqp_u
     assert seconds < 10, "".join(up.output)
     assert "did not stop" not in "".join(up.output)
     assert processes_mentioning(str(data)) == []
-    assert files_under(REPO / "var") == var_before  # nothing new, nothing changed
+    assert files_under(REPO / "var") == var_before  # nothing new, nothing changed (not even an empty var/)
     assert not Path(f"/tmp/seaweedfs-s3-{up.s3_port}.sock").exists()  # SeaweedFS's sockets: in the data dir
     assert not (data / "esign-up.json").exists()  # esign demo now says esign up is not running
     assert (data / "s3").is_dir() and (data / "witnesses").is_dir() and (data / "secrets").is_dir()
