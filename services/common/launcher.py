@@ -419,8 +419,7 @@ def _start_monitoring(data: Path, env: dict[str, str], witnesses: list, amqp_uri
     they are healthy; it is a child like the others."""
     from services.common import monitoring
 
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("esign up starts its children from the main thread only")
+    _require_main_thread()
     ports = {service: (load_config(service).get("METRICS") or {}).get("PORT") for service in SERVICES}
     watching = monitoring.start_for_platform(data, env, ports, [w.url for w in witnesses], amqp_uri,
                                              logs / "prometheus.log", preexec_fn=die_with_parent())
