@@ -167,12 +167,16 @@ def make_engine(url: str, schema: str | None = None, lock_timeout_ms: int = LOCK
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
-    """Create the service's PostgreSQL schema if it is missing."""
+    """Create the service's PostgreSQL schema if it is missing. Replicas starting at once each
+    try: ``IF NOT EXISTS`` does not stop two at the same moment (the second fails on the
+    catalogue's unique index: seen with ``esign up --scale``), so an advisory lock on the
+    schema's name makes them take turns."""
     if not schema or url.startswith("sqlite"):
         return
     engine = create_engine(normalise_url(url))
     try:
         with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "schema:" + schema})
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     finally:
         engine.dispose()

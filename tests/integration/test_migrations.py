@@ -115,3 +115,30 @@ def test_notify_0004_lets_a_flow_have_several_reminders_of_a_kind_and_a_downgrad
     with database.engine.begin() as conn:
         assert conn.execute(text("SELECT id FROM reminders")).scalars().all() == ["soon-new"]
     database.dispose()
+
+
+ENSURE_AT = """
+import sys, time
+from services.common.database import ensure_schema
+url, at, schemas = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+time.sleep(max(0.0, at - time.time()))
+for schema in schemas:
+    ensure_schema(url, schema)
+"""
+
+
+def test_replicas_creating_the_schema_at_the_same_moment_all_start(pg_schemas):
+    """Two replicas of esign up --scale failed on "duplicate key ... pg_namespace_nspname_index":
+    CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent twin."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import PG_URL
+
+    schemas = [pg_schemas.new("racing") for _ in range(20)]
+    at = time.time() + 1.5  # every process started and imported by then
+    processes = [subprocess.Popen([sys.executable, "-c", ENSURE_AT, PG_URL, str(at), *schemas],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    failures = [p.communicate(timeout=60)[1][-500:] for p in processes if p.wait(60) != 0]
+    assert failures == []
