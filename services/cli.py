@@ -54,6 +54,9 @@ def _main(argv: list[str] | None) -> int:
     up.add_argument("--s3-endpoint", default=None,
                     help="use the S3 server already running at this URL (keys in ESIGN_S3_ACCESS_KEY and "
                          "ESIGN_S3_SECRET_KEY) instead of starting SeaweedFS; also ESIGN_S3_ENDPOINT")
+    up.add_argument("--scale", default="",
+                    help="processes per service, e.g. signing=2,identity=2 (default 1 each; a scaled service "
+                         "needs PostgreSQL); each has its own metrics port, all consume the same queues")
     up.add_argument("--demo", action="store_true",
                     help="for 'esign demo': a photo file stands in for a live face (certificates and reports "
                          "then state authority_face); never for real people")
@@ -122,11 +125,17 @@ def _main(argv: list[str] | None) -> int:
         return witness_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "up":
-        from services.common.launcher import UpOptions
+        from services.common.errors import InvalidInput
+        from services.common.launcher import UpOptions, parse_scale
         from services.common.launcher import up as platform_up
 
+        try:
+            scale = parse_scale(args.scale)
+        except InvalidInput as exc:
+            print(f"esign up: {exc.field}: {exc.message}", file=sys.stderr)
+            return 2
         return platform_up(UpOptions(data_dir=args.data_dir, timeout=args.timeout, s3_endpoint=args.s3_endpoint,
-                                     demo=args.demo, monitoring=args.monitoring))
+                                     demo=args.demo, monitoring=args.monitoring, scale=scale))
     if args.command == "run":
         if args.service == "gateway":
             from services.gateway.server import run as run_gateway

@@ -19,6 +19,7 @@ starts, the S3 port included: a server there is used only when named
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -30,12 +31,14 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from services.common import up_state
 from services.common.child_process import die_with_parent
 from services.common.config import REPO_ROOT, load_config, read_secret
 from services.common.config import data_dir as config_data_dir
+from services.common.database import database_url, normalise_url
+from services.common.errors import InvalidInput
 from services.common.s3server import S3Identity, SeaweedPorts, SeaweedServer, free_port, port_open
 
 SERVICES = ("identity", "documents", "signing", "notify", "gateway")
@@ -55,6 +58,44 @@ class PortsInUse(CannotStart):
     """A port one of its processes would listen on is taken; the message names each."""
 
 
+#: most processes ``--scale`` starts of one service on one machine
+MAX_REPLICAS = 8
+
+
+def parse_scale(text: str) -> dict[str, int]:
+    """``--scale signing=2,identity=2``: processes per service (any of SERVICES; default 1).
+    A bad entry is an InvalidInput naming ``--scale`` and the rule it breaks."""
+    counts: dict[str, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        name, equals, count = entry.partition("=")
+        name = name.strip()
+        if not equals:
+            raise InvalidInput("--scale", "format", f"expected service=count, found {entry!r}")
+        if name not in SERVICES:
+            raise InvalidInput("--scale", "service", f"expected one of {', '.join(SERVICES)}, found {name!r}")
+        if name in counts:
+            raise InvalidInput("--scale", "unique", f"{name} is given twice")
+        try:
+            counts[name] = int(count.strip())
+        except ValueError:
+            raise InvalidInput("--scale", "integer", f"{name}: expected a whole number, found {count!r}") from None
+        if not 1 <= counts[name] <= MAX_REPLICAS:
+            raise InvalidInput("--scale", "range", f"{name}: expected 1 to {MAX_REPLICAS}, found {counts[name]}")
+    return counts
+
+
+def _refuse_scaled_sqlite(options: UpOptions) -> None:
+    """Replicas of a service share its database: SQLite is one process's (its locks do not take
+    rows, and a second writer waits or fails), so a service scaled out needs PostgreSQL."""
+    lonely = [service for service in SERVICES if service != "gateway" and options.replicas(service) > 1
+              and normalise_url(database_url(load_config(service), service)).startswith("sqlite")]
+    if lonely:
+        raise CannotStart("esign up --scale: " + ", ".join(
+            f"{service}={options.replicas(service)} needs a database its processes share: set "
+            f"{service.upper()}_DATABASE_URL to PostgreSQL (e.g. postgresql://esign@127.0.0.1/esign)"
+            for service in lonely) + "; SQLite serves one process")
+
+
 @dataclass(frozen=True)
 class UpOptions:
     """What ``esign up``'s command line chose (everything else is configuration)."""
@@ -64,6 +105,10 @@ class UpOptions:
     s3_endpoint: str | None = None  # an S3 server already running, named by the user: no SeaweedFS
     demo: bool = False  # DEMO_SETTINGS, for esign demo
     monitoring: bool = False  # Prometheus scraping every process (services/common/monitoring.py)
+    scale: Mapping[str, int] = field(default_factory=dict)  # processes of a service (parse_scale); default 1
+
+    def replicas(self, service: str) -> int:
+        return self.scale.get(service, 1)
 
 
 @dataclass
@@ -75,6 +120,9 @@ class Child:
     log: Path
     metrics: str | None = None
     serves: str | None = None
+    #: how to start it again (a service's process: esign up restarts one that dies)
+    restart: Callable[[], subprocess.Popen] | None = None
+    restarts: list[float] = field(default_factory=list)  # when it was restarted (monotonic)
 
     def record(self) -> up_state.Process:
         return up_state.Process(self.name, self.process.pid, str(self.log), self.metrics, self.serves)
@@ -176,6 +224,7 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    _refuse_scaled_sqlite(options)
     s3 = _s3_plan(options, env)
     _refuse_ports_in_use(_fixed_ports(gateway_config, env, s3, options.monitoring))
     try:
@@ -197,12 +246,11 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
         except RuntimeError as exc:  # did not start: what it said, and where its log is
             raise CannotStart(str(exc)) from None
         for service in SERVICES:
-            port = (load_config(service).get("METRICS") or {}).get("PORT")
-            child = children.add(_spawn(service, [sys.executable, "-m", "services.cli", "run", service],
-                                        _service_env(env, service, service_uris, s3_identities), logs,
-                                        metrics=f"http://127.0.0.1:{port}/metrics" if port else None,
-                                        serves=base if service == "gateway" else None))
-            print(f"started {service} (pid {child.process.pid}, log {child.log})", flush=True)
+            for replica in range(1, options.replicas(service) + 1):
+                child = children.add(_spawn_service(service, replica, options.replicas(service),
+                                                    _service_env(env, service, service_uris, s3_identities),
+                                                    logs, base))
+                print(f"started {child.name} (pid {child.process.pid}, log {child.log})", flush=True)
         if not _wait_healthy(base, children, options.timeout, stopping):
             return 1 if stopping["signal"] is None else 0
         watching = _start_monitoring(data, env, witnesses, gateway_config["AMQP_URI"], logs, children) \
@@ -220,13 +268,57 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
         while stopping["signal"] is None:
             exited = children.first_exited()
             if exited is not None:
-                print(f"{exited.name} exited with {exited.process.returncode}; stopping everything "
-                      f"(see {exited.log})", file=sys.stderr)
-                return 1
+                if not _restarted(exited):
+                    print(f"{exited.name} exited with {exited.process.returncode}; stopping everything "
+                          f"(see {exited.log})", file=sys.stderr)
+                    return 1
+                platform = dataclasses.replace(platform, processes=tuple(c.record() for c in children.items)
+                                               + platform.processes[len(children.items):])
+                up_state.publish(data, platform)  # its new pid
             time.sleep(0.5)
         return 0
     finally:
         children.stop()
+
+
+#: a service process that dies is started again, unless it died this often within RESTART_WINDOW
+MAX_RESTARTS, RESTART_WINDOW = 3, 60.0
+
+
+def _restarted(child: Child) -> bool:
+    """Start a service's process again after it died (killed, out of memory ...): the others of
+    the platform keep working, and a request its death interrupted was either answered or seen to
+    fail by its client (RabbitMQ hands an unanswered RPC to another replica). False when the child
+    is not a service's, or when it keeps dying: then esign up stops everything."""
+    now = time.monotonic()
+    child.restarts[:] = [at for at in child.restarts if now - at < RESTART_WINDOW]
+    if child.restart is None or len(child.restarts) >= MAX_RESTARTS:
+        return False
+    code = child.process.returncode
+    child.process = child.restart()
+    child.restarts.append(now)
+    print(f"{child.name} exited with {code}; started it again (pid {child.process.pid}, "
+          f"{len(child.restarts)} of {MAX_RESTARTS} restarts a minute; see {child.log})", file=sys.stderr, flush=True)
+    return True
+
+
+def _spawn_service(service: str, replica: int, replicas: int, env: dict[str, str], logs: Path, base: str) -> Child:
+    """Process ``replica`` of ``service`` (named ``signing``, ``signing-2`` ...). Every replica consumes
+    the service's queues; the first keeps the configured metrics port, the others get free ones.
+    Gateways share their HTTP port (HTTP.REUSE_PORT: the kernel spreads the connections)."""
+    env = dict(env)
+    variable = f"{service.upper()}_METRICS_PORT"
+    if replica > 1:
+        env[variable] = str(free_port())
+    port = env.get(variable) or (load_config(service).get("METRICS") or {}).get("PORT")
+    if service == "gateway" and replicas > 1:
+        env["ESIGN_GATEWAY_REUSE_PORT"] = "true"
+    name = service if replica == 1 else f"{service}-{replica}"
+    argv = [sys.executable, "-m", "services.cli", "run", service]
+    child = _spawn(name, argv, env, logs, metrics=f"http://127.0.0.1:{port}/metrics" if port else None,
+                   serves=base if service == "gateway" else None)
+    child.restart = lambda: _spawn(name, argv, env, logs).process
+    return child
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path, metrics: str | None = None,
@@ -420,7 +512,11 @@ def _start_monitoring(data: Path, env: dict[str, str], witnesses: list, amqp_uri
     from services.common import monitoring
 
     _require_main_thread()
-    ports = {service: (load_config(service).get("METRICS") or {}).get("PORT") for service in SERVICES}
+    ports: dict[str, list[int]] = {}
+    for child in children.items:
+        service = child.name.split("-")[0]
+        if service in SERVICES and child.metrics:
+            ports.setdefault(service, []).append(urllib.parse.urlsplit(child.metrics).port)
     watching = monitoring.start_for_platform(data, env, ports, [w.url for w in witnesses], amqp_uri,
                                              logs / "prometheus.log", preexec_fn=die_with_parent())
     prometheus = watching.prometheus

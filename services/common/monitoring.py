@@ -111,11 +111,13 @@ class Target:
     params: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
-def platform_targets(metrics_ports: Mapping[str, int | str | None], witness_urls: Iterable[str],
+def platform_targets(metrics_ports: Mapping[str, int | str | None | Sequence[int]], witness_urls: Iterable[str],
                      rabbitmq: tuple[str, int, str] | None) -> list[Target]:
-    """The targets of the processes ``esign up`` runs: ``metrics_ports`` by service,
+    """The targets of the processes ``esign up`` runs: ``metrics_ports`` by service (a port, or
+    one per replica),
     the witnesses' base URLs, and RabbitMQ's (host, Prometheus port, vhost)."""
-    targets = [Target("esign", f"127.0.0.1:{int(port)}", service) for service, port in metrics_ports.items() if port]
+    targets = [Target("esign", f"127.0.0.1:{int(port)}", service) for service, ports in metrics_ports.items()
+               for port in (ports if isinstance(ports, (list, tuple)) else [ports]) if port]
     for url in witness_urls:
         parts = urllib.parse.urlsplit(url)
         targets.append(Target("witness", parts.netloc, "witness", (parts.path.rstrip("/") or "") + "/metrics"))
@@ -271,7 +273,8 @@ class PlatformMonitoring:
         return lines + [f"monitoring: {problem}" for problem in self.problems]
 
 
-def start_for_platform(data: Path, env: Mapping[str, str], metrics_ports: Mapping[str, int | str | None],
+def start_for_platform(data: Path, env: Mapping[str, str],
+                       metrics_ports: Mapping[str, int | str | None | Sequence[int]],
                        witness_urls: Iterable[str], amqp_uri: str, log_path: Path | None = None,
                        preexec_fn: Callable[[], None] | None = die_with_parent) -> PlatformMonitoring:
     """Prometheus scraping every process of ``esign up`` (called once they are healthy)."""
