@@ -15,50 +15,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from services.common.s3server import free_port, port_open
+from tests.support.esign_up import REPO, SERVICES, EsignUp, get, metric_value, process_table, processes_mentioning
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("identity", "documents", "signing", "notify", "gateway")
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        if all(f'{key}="{value}"' in line for key, value in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def processes_mentioning(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (entry / "environ").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline or marker in environ:
-            found.append(int(entry.name))
-    return found
 
 
 def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
@@ -176,12 +141,6 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
     assert processes_mentioning(str(data)) == []
 
 
-def process_table(summary: str) -> dict[str, dict]:
-    """The "esign is up" summary's process lines: name -> pid, metrics URL, log path."""
-    return {name: {"pid": int(pid), "metrics": metrics, "log": log} for name, pid, metrics, log in
-            re.findall(r"^  (\S+) +pid (\d+) +metrics (\S+) +log (\S+)$", summary, re.M)}
-
-
 def test_up_says_clearly_when_rabbitmq_is_down(tmp_path):
     env = dict(os.environ, ESIGN_DATA_DIR=str(tmp_path), AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:{free_port()}/")
     result = subprocess.run([sys.executable, "-m", "services.cli", "up"], cwd=REPO, env=env,
@@ -189,70 +148,6 @@ def test_up_says_clearly_when_rabbitmq_is_down(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "RabbitMQ is not reachable" in lines[0] and "rabbitmq-server -detached" in lines[0]
-
-
-class EsignUp:
-    """``esign up`` as a test starts it: free ports, its own data directory given with
-    ``--data-dir`` (not ESIGN_DATA_DIR), one broker user for all (the first test covers
-    the per-service users)."""
-
-    def __init__(self, amqp_uri: str, data: Path):
-        self.data = data
-        self.gateway_port, self.s3_port = free_port(), free_port()
-        self.env = dict(os.environ, AMQP_URI=amqp_uri, ESIGN_GATEWAY_PORT=str(self.gateway_port),
-                        ESIGN_S3_PORT=str(self.s3_port), ESIGN_S3_METRICS_PORT=str(free_port()),
-                        ESIGN_PUBLIC_URL=f"http://127.0.0.1:{self.gateway_port}",
-                        ESIGN_TSA_URL=f"http://127.0.0.1:{self.gateway_port}/tsa", ESIGN_WITNESS_PORT="0",
-                        ESIGN_BROKER_USERS="shared",
-                        **{f"{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES})
-        for name in ("ESIGN_DATA_DIR", "ESIGN_S3_ENDPOINT", "ESIGN_S3_ACCESS_KEY", "ESIGN_S3_SECRET_KEY",
-                     "ESIGN_SMS_OUTBOX"):
-            self.env.pop(name, None)
-        self.process: subprocess.Popen | None = None
-        self.output: list[str] = []
-
-    def start(self, *args: str) -> "EsignUp":
-        self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--timeout", "150",
-                                         "--data-dir", str(self.data), *args], cwd=REPO, env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        return self
-
-    def wait_up(self) -> str:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if "Press Ctrl-C to stop." in line:
-                break
-        text = "".join(self.output)
-        assert "esign is up." in text, text + "".join(
-            (self.data / "logs" / f"{s}.log").read_text(errors="replace")[-2000:] for s in SERVICES
-            if (self.data / "logs" / f"{s}.log").exists())
-        return text
-
-    def ctrl_c(self) -> float:
-        """SIGINT, as a terminal's Ctrl-C sends it; seconds until esign up has exited."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGINT)
-        try:
-            rest, _ = self.process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            rest, _ = self.process.communicate()
-        self.output.append(rest or "")
-        return time.monotonic() - started
-
-    def close(self) -> None:
-        """Whatever a failed test left running: esign up, then its children (its process group)."""
-        if self.process is not None and self.process.poll() is None:
-            self.ctrl_c()
-        for pid in processes_mentioning(str(self.data)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def files_under(folder: Path) -> dict[str, tuple[int, int]] | None:
