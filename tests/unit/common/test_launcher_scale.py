@@ -1,6 +1,8 @@
 """``esign up --scale``: which processes it starts, and what it refuses (tests/e2e/test_replicas.py runs them)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from services.common import launcher
@@ -39,7 +41,7 @@ def test_a_scaled_service_on_sqlite_is_refused_naming_the_setting(monkeypatch, t
 def test_replicas_after_the_first_get_their_own_metrics_port_and_gateways_share_theirs(monkeypatch, tmp_path):
     spawned = []
     monkeypatch.setattr(launcher, "_spawn", lambda name, argv, env, logs, metrics=None, serves=None:
-                        spawned.append((name, env, metrics)) or name)
+                        spawned.append((name, env, metrics)) or SimpleNamespace(name=name, restart=None))
     monkeypatch.setenv("SIGNING_METRICS_PORT", "9103")
     for replica in (1, 2, 3):
         launcher._spawn_service("signing", replica, 3, {"SIGNING_METRICS_PORT": "9103"}, tmp_path, "http://x")
@@ -51,3 +53,17 @@ def test_replicas_after_the_first_get_their_own_metrics_port_and_gateways_share_
     assert ports[0] == "http://127.0.0.1:9103/metrics" and len(set(ports)) == 3
     assert all(env.get("ESIGN_GATEWAY_REUSE_PORT") == "true" for _, env, _ in spawned[3:])
     assert "ESIGN_GATEWAY_REUSE_PORT" not in spawned[0][1]
+
+
+def test_a_dead_service_process_is_started_again_three_times_a_minute(monkeypatch, tmp_path):
+    class Dead:
+        returncode, pid = -9, 1
+
+    started = []
+    child = launcher.Child("signing-2", Dead(), tmp_path / "signing-2.log",
+                           restart=lambda: started.append(1) or Dead())
+    assert [launcher._restarted(child) for _ in range(4)] == [True, True, True, False]
+    assert len(started) == 3
+    monkeypatch.setattr(launcher.time, "monotonic", lambda: 10_000.0)  # a minute later: again
+    assert launcher._restarted(child)
+    assert launcher._restarted(launcher.Child("witness-1", Dead(), tmp_path / "w.log")) is False
