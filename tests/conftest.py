@@ -237,6 +237,21 @@ def service_config(amqp_uri, amqp_users, pg_schemas, s3, tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def softhsm_home(tmp_path_factory):
+    """The SoftHSM2 token home of this test process (tests/support/softhsm.py): every test that
+    uses a PKCS#11 token uses this one, which SoftHSM2 reads once per process."""
+    from services.common.keystore.softhsm import CONF_ENV
+    from tests.support.softhsm import token_home
+
+    before = os.environ.get(CONF_ENV)
+    yield token_home(tmp_path_factory.mktemp("softhsm"))
+    if before is None:
+        os.environ.pop(CONF_ENV, None)
+    else:
+        os.environ[CONF_ENV] = before
+
+
 @pytest.fixture
 def run_container():
     """Start nameko containers in this process; all are stopped at teardown."""

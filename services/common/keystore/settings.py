@@ -14,7 +14,13 @@
         PARALLEL: false            # true only for a module that is thread-safe under C_Initialize(NULL)
         ACQUIRE_TIMEOUT_SECONDS: 10
         EMBEDDED: false            # true: a SoftHSM2 token under DATA_DIR, made at first start (PIN generated)
+        EMBEDDED_DIR: ""           # embedded: where the token and its PINs live instead of DATA_DIR
         MIN_FREE_BYTES: 16777216   # embedded: generate refuses (token_full) below this free space
+
+SoftHSM2 reads its configuration and finds its tokens once, when a process
+first initialises it: every store of one process must use the same embedded
+directory (the tests give one, ``EMBEDDED_DIR``, to every service they run in
+a process), and every token it is to see must exist by then.
 
 A bad value raises :class:`~services.common.errors.InvalidInput` naming the
 setting (``keys.backend``, ``keys.pkcs11.parallel`` …), and
@@ -27,6 +33,7 @@ import datetime as _dt
 import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 from services.common.config import data_dir, read_secret, setting_flag
@@ -43,6 +50,7 @@ class Pkcs11Settings:
     token: TokenSettings = field(default_factory=TokenSettings)
     pin: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the PIN's secret spec (env / file)
     embedded: bool = False
+    embedded_dir: Path | None = None  # where the embedded token lives; None: DATA_DIR
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,9 @@ class KeyStoreSettings:
         if embedded and not softhsm:
             raise InvalidInput("keys.pkcs11.embedded", "softhsm_only", "an embedded token is a SoftHSM2 token:"
                                " expected MODULE to be libsofthsm2.so, or EMBEDDED false")
+        embedded_dir = str(p11.get("EMBEDDED_DIR") or "").strip()
+        if embedded_dir and not os.path.isabs(embedded_dir):
+            raise InvalidInput("keys.pkcs11.embedded_dir", "absolute", "expected an absolute directory, or empty")
         pin = p11.get("PIN") or {}
         if not isinstance(pin, Mapping):
             raise InvalidInput("keys.pkcs11.pin", "mapping", "expected {env: …} or {file: …}, never the PIN itself")
@@ -92,21 +103,24 @@ class KeyStoreSettings:
             if embedded else 0,
         )
         return cls(backend=backend, label_prefix=prefix, reconcile_grace=_dt.timedelta(seconds=grace),
-                   pkcs11=Pkcs11Settings(token=token, pin=dict(pin), embedded=embedded))
+                   pkcs11=Pkcs11Settings(token=token, pin=dict(pin), embedded=embedded,
+                                         embedded_dir=Path(embedded_dir) if embedded_dir else None))
 
 
-def open_key_store(config: Mapping[str, Any], keyring: Keyring,
+def open_key_store(config: Mapping[str, Any], keyring: Keyring | None = None,
                    sealed_storage: MutableMapping | None = None) -> KeyStore:
     """The key store ``KEYS`` names, connected: the sealed one over ``keyring`` and
     ``sealed_storage``, or the token (made first, when embedded)."""
     settings = KeyStoreSettings.from_config(config)
     if settings.backend == SEALED:
+        if keyring is None:
+            raise InvalidInput("keyring", "required", "expected the KEK keyring of a sealed key store")
         from services.common.keystore.sealed import SealedKeyStore
 
         return SealedKeyStore(keyring, sealed_storage)
     token = settings.pkcs11.token
     if settings.pkcs11.embedded:
-        embedded = ensure_token(data_dir(dict(config)), token.token_label)
+        embedded = ensure_token(settings.pkcs11.embedded_dir or data_dir(dict(config)), token.token_label)
         embedded.activate()
         pin = embedded.pin()
         token = replace(token, storage_dir=embedded.token_dir)

@@ -40,6 +40,10 @@ _LABEL = re.compile(r"[A-Za-z0-9._-]{1,32}\Z")
 DEFAULT_MIN_FREE_BYTES = 16 * 1024 * 1024
 
 
+#: the configuration this process activated (SoftHSM2 reads it once, at its first C_Initialize)
+_activated: str | None = None
+
+
 class SoftHsmUnavailable(RuntimeError):
     """softhsm2-util is missing or failed; the message says which and how to fix it."""
 
@@ -59,8 +63,19 @@ class SoftHsmToken:
         return self.pin_file.read_text("utf-8").strip()
 
     def activate(self) -> None:
-        """Point this process's SoftHSM2 at this token's configuration (before the module loads)."""
-        os.environ[CONF_ENV] = str(self.conf)
+        """Point this process's SoftHSM2 at this token's configuration (before the module loads).
+
+        A process that activated another configuration already cannot see this one's tokens
+        (SoftHSM2 read the first when it was initialised): that is refused here, by name,
+        rather than found later as ``token_missing``."""
+        global _activated
+        conf = str(self.conf)
+        if _activated is not None and _activated != conf:
+            raise SoftHsmUnavailable(f"this process uses the SoftHSM2 configuration {_activated} already and cannot"
+                                     f" switch to {conf}: one embedded token directory per process"
+                                     " (KEYS.PKCS11.EMBEDDED_DIR)")
+        _activated = conf
+        os.environ[CONF_ENV] = conf
 
 
 def ensure_token(data_dir: str | os.PathLike, label: str = "esign") -> SoftHsmToken:

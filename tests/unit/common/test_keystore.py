@@ -2,9 +2,9 @@
 token backend keeps keys on a real SoftHSM2 token where they cannot be read.
 
 SoftHSM2 reads SOFTHSM2_CONF once, when the module is first initialised in a
-process, so this module makes one token directory (two tokens: one for the
-stores, one whose PIN the tests change) and every test uses it; each test
-names its keys under a prefix of its own and destroys them after.
+process, so every test uses the process's token home (tests/support/softhsm.py:
+a token for the stores, one whose PIN the tests change); each test names its
+keys under a prefix of its own and destroys them after.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from services.common.keystore.private_keys import private_key
 from services.common.keystore.reconcile import reconcile
 from services.common.keystore.sealed import SealedKey, SealedKeyStore
 from services.common.keystore.settings import KeyStoreSettings, open_key_store
-from services.common.keystore.softhsm import CONF_ENV, ensure_token
+from services.common.keystore.softhsm import SoftHsmUnavailable, ensure_token
 from services.common.sealing import Keyring
 from services.identity import ca, grants
 from services.signing.checkpoint import NoteSigner, NoteVerifier
@@ -51,17 +51,8 @@ OTHER = "esign-other"  # the token whose PIN a test changes
 
 
 @pytest.fixture(scope="module")
-def softhsm(tmp_path_factory):
-    data = tmp_path_factory.mktemp("keystore-data")
-    before = os.environ.get(CONF_ENV)
-    token = ensure_token(data, LABEL)
-    other = ensure_token(data, OTHER)
-    token.activate()
-    yield {"data": data, LABEL: token, OTHER: other}
-    if before is None:
-        os.environ.pop(CONF_ENV, None)
-    else:
-        os.environ[CONF_ENV] = before
+def softhsm(softhsm_home):
+    return {"data": softhsm_home, LABEL: ensure_token(softhsm_home, LABEL), OTHER: ensure_token(softhsm_home, OTHER)}
 
 
 def settings_for(softhsm, label=LABEL, **changes) -> TokenSettings:
@@ -615,3 +606,34 @@ def test_a_second_pin_for_a_token_already_open_is_refused(pkcs11_store, softhsm)
     assert again._token is pkcs11_store._token  # one login and one pool per token and process
     again.close()
     pkcs11_store.list_refs("esign/")  # closing one store leaves the other logged in
+
+
+def test_the_embedded_token_may_live_apart_from_the_data_dir_and_a_process_sees_one_home(softhsm, tmp_path):
+    config = {"DATA_DIR": str(tmp_path / "data"),
+              "KEYS": {"BACKEND": "pkcs11", "PKCS11": {"EMBEDDED": True, "EMBEDDED_DIR": str(softhsm["data"]),
+                                                        "TOKEN_LABEL": LABEL}}}
+    store = open_key_store(config)
+    try:
+        assert store._token.settings.storage_dir == softhsm[LABEL].token_dir
+    finally:
+        store.close()
+    assert not (tmp_path / "data" / "softhsm").exists() and not (tmp_path / "data" / "secrets").exists()
+    # SoftHSM2 of this process read the home's configuration: another home is refused by name, not missed
+    elsewhere = ensure_token(tmp_path / "elsewhere", LABEL)
+    with pytest.raises(SoftHsmUnavailable, match="one embedded token directory per process"):
+        elsewhere.activate()
+    with pytest.raises(InvalidInput) as relative:
+        KeyStoreSettings.from_config({"KEYS": {"PKCS11": {"EMBEDDED_DIR": "var/softhsm"}}})
+    assert relative.value.field == "keys.pkcs11.embedded_dir"
+
+
+def test_the_services_keep_keys_sealed_unless_the_environment_names_the_token(monkeypatch):
+    from services.common.config import load_config
+
+    for service in ("identity", "signing"):
+        monkeypatch.delenv("ESIGN_KEYS_BACKEND", raising=False)
+        settings = KeyStoreSettings.from_config(load_config(service))
+        assert (settings.backend, settings.label_prefix) == (SEALED, f"esign/{service}/")
+        assert settings.pkcs11.embedded and settings.pkcs11.token.token_label == "esign"
+        monkeypatch.setenv("ESIGN_KEYS_BACKEND", "pkcs11")
+        assert KeyStoreSettings.from_config(load_config(service)).backend == PKCS11

@@ -1,0 +1,49 @@
+"""The SoftHSM2 token home of a test process.
+
+SoftHSM2 reads ``SOFTHSM2_CONF`` and finds its tokens once, at the first
+``C_Initialize`` of a process; a token made later, or under another
+configuration, stays invisible to that process (tried: ``token_missing``).
+So every test of one process that uses a token uses this one home, made with
+every token a test needs before any test loads the module: ``esign`` for the
+services (identity and signing share it, each under its own label prefix, as
+in ``./dev up``), ``esign-test`` and ``esign-other`` for the key-store tests.
+
+Tests keep apart on the shared token by label prefix: :func:`pkcs11_keys`
+gives each service a prefix of its own test, so one test's reconciler never
+sees another test's keys.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from services.common.keystore.softhsm import SoftHsmToken, ensure_token
+
+SERVICES_TOKEN = "esign"
+LABELS = (SERVICES_TOKEN, "esign-test", "esign-other")
+
+_home: Path | None = None
+
+
+def token_home(base: Path) -> Path:
+    """The process's token home: made under ``base`` by the first caller, the same one after."""
+    global _home
+    if _home is None:
+        for label in LABELS:
+            ensure_token(base, label)
+        ensure_token(base, SERVICES_TOKEN).activate()
+        _home = base
+    return _home
+
+
+def token(home: Path, label: str = SERVICES_TOKEN) -> SoftHsmToken:
+    """A token of the home (it exists: :func:`token_home` made it)."""
+    return ensure_token(home, label)
+
+
+def pkcs11_keys(home: Path, service: str, run: str | None = None) -> dict:
+    """The ``KEYS`` section of a service on the home's embedded token, under a label prefix of
+    its own (``esign/t<run>/<service>/``)."""
+    run = run or uuid.uuid4().hex[:10]
+    return {"BACKEND": "pkcs11", "LABEL_PREFIX": f"esign/t{run}/{service}/",
+            "PKCS11": {"EMBEDDED": True, "EMBEDDED_DIR": str(home), "TOKEN_LABEL": SERVICES_TOKEN}}
