@@ -156,6 +156,10 @@ class UnitOfWork:
         logged), so only for work that something else finishes when it is lost."""
         self._after_commit.append(hook)
 
+    def new_session(self) -> Session:
+        """A session of its own, for work beside this unit's (after its commit, say)."""
+        return self._sessions() if self._sessions is not None else Session(bind=self.session.get_bind())
+
     def emit(self, event_type: str, payload: EventPayload) -> str:
         """Record an event in the current transaction; returns its event id. ``payload``
         is of the type the event declares (:data:`~services.common.events.PAYLOADS`), or

@@ -23,7 +23,7 @@ from services.identity.models import AuditRecord
 ACTIONS = (
     "registration", "login", "identity_check", "face_proof", "face_check", "liveness_check", "face_data_deleted",
     "phone_changed", "step_up", "sessions_revoked", "account_frozen", "identity_taken_back",
-    "certificate_issued", "certificate_revoked",
+    "certificate_issued", "certificate_revoked", "key_destroyed",
     "willingness_started", "willingness_checked", "face_checks_locked", "sign_digest",
 )
 

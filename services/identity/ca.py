@@ -159,6 +159,7 @@ def _issue(
     validity: _dt.timedelta,
     extensions: Iterable[tuple[x509.ExtensionType, bool]],
     points: PublicationPoints | None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
         raise InvalidInput("public_key", "algorithm", "expected an ECDSA P-256 public key")
@@ -173,7 +174,7 @@ def _issue(
         .subject_name(subject_name)
         .issuer_name(issuer.certificate.subject if issuer else subject_name)
         .public_key(public_key)
-        .serial_number(random_serial())
+        .serial_number(serial or random_serial())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -294,12 +295,14 @@ def issue_person_certificate(
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_PERSON_VALIDITY,
     assurance: AssuranceLevel | None = None,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """A person's signing certificate. ``name`` is the validated name;
     ``subject_serial`` the keyed hash of the ID number (32-64 lower-case
     hex characters, e.g. a :class:`~services.common.sealing.BlindIndex`
     digest in its own domain), never the number itself. ``assurance`` is
-    stated as a certificate policy (:mod:`services.common.assurance`)."""
+    stated as a certificate policy (:mod:`services.common.assurance`).
+    ``serial``: one :func:`random_serial` chose before (the key's label names it)."""
     if not name or len(name) > 64:
         raise InvalidInput("name", "max_length", "expected 1-64 characters for the certificate common name")
     if not _SUBJECT_SERIAL.match(subject_serial or ""):
@@ -317,6 +320,7 @@ def issue_person_certificate(
             (_key_usage(digital_signature=True, content_commitment=True), True),
         ] + ([(policy_extension(assurance), False)] if assurance is not None else []),
         points,
+        serial,
     )
 
 
@@ -328,6 +332,7 @@ def issue_tsa_certificate(
     subject: CaSubject = CaSubject(),
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_SERVICE_VALIDITY,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """A time-stamping authority certificate: RFC 3161 §2.3 requires the
     extendedKeyUsage extension with only id-kp-timeStamping, marked critical."""
@@ -339,6 +344,7 @@ def issue_tsa_certificate(
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), True),
         ],
         points,
+        serial,
     )
 
 
@@ -350,6 +356,7 @@ def issue_service_certificate(
     subject: CaSubject = CaSubject(),
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_SERVICE_VALIDITY,
+    serial: int | None = None,
 ) -> x509.Certificate:
     """A certificate for the platform's own signatures (signing reports,
     evidence-log checkpoints): digitalSignature + nonRepudiation, no EKU."""
@@ -360,6 +367,7 @@ def issue_service_certificate(
             (_key_usage(digital_signature=True, content_commitment=True), True),
         ],
         points,
+        serial,
     )
 
 

@@ -1,10 +1,10 @@
-"""Person certificates and their keys: issue, seal, look up status.
+"""Person certificates: issue, look up status, revoke.
 
-A person's ECDSA P-256 key is generated here, inside the identity service,
-and leaves memory only sealed (AES-256-GCM envelope under the active KEK,
-:func:`services.identity.ca.seal_private_key`), bound by associated data to
-the certificate serial; the KEK's id is stored beside it so the KEK can be
-rotated. No RPC returns it.
+A person's ECDSA P-256 key is made here, inside the identity service, by
+:class:`~services.identity.person_keys.PersonKeys`: on the PKCS#11 token
+(the row records its ref) or sealed under the KEK (the row holds it, bound by
+associated data to the certificate serial, the KEK's id beside it so the KEK
+can be rotated). No RPC returns it; revoking the certificate destroys it.
 
 Serials travel as lower-case hex strings (RFC 5280 serials are up to 20
 octets; JSON numbers are not that wide).
@@ -12,10 +12,8 @@ octets; JSON numbers are not that wide).
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from typing import Callable
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,12 +22,11 @@ from services.common.assurance import AssuranceLevel
 from services.common.clock import naive, utcnow
 from services.common.errors import InvalidInput
 from services.common.metrics import Series
-from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.identity import audit, ca
 from services.identity.ca_store import CaMaterial
 from services.identity.models import Certificate, CrlNumber
+from services.identity.person_keys import ACTIVE, PersonKeys
 
-ACTIVE = "active"
 REVOKED = "revoked"
 #: revocation reasons a caller may give (RFC 5280 §5.3.1 names); ``superseded``
 #: is also what a re-verification that issues a new certificate records
@@ -54,35 +51,6 @@ def serial_int(text: str, field: str = "serial") -> int:
     if value <= 0 or len(text) > 40:
         raise InvalidInput(field, "format", "expected a positive serial of at most 20 octets")
     return value
-
-
-def key_aad(serial: str) -> bytes:
-    return associated_data("person_key", serial)
-
-
-@dataclass(frozen=True)
-class IssuedCertificate:
-    serial: str
-    certificate: x509.Certificate
-    private_key_sealed: str
-    key_id: str
-
-
-def issue(material: CaMaterial, points: ca.PublicationPoints, keyring: Keyring, name: str,
-          subject_serial: str, validity: _dt.timedelta, now: _dt.datetime,
-          assurance: AssuranceLevel) -> IssuedCertificate:
-    """Generate the person's key, certify it with the issuing CA (stating the
-    person's assurance level as its policy), seal the key."""
-    key = ca.generate_key()
-    cert = ca.issue_person_certificate(material.issuing, key.public_key(), name, subject_serial, points,
-                                       now=now, validity=validity, assurance=assurance)
-    serial = serial_hex(cert.serial_number)
-    sealed = ca.seal_private_key(keyring, key, key_aad(serial))
-    return IssuedCertificate(serial, cert, to_text(sealed), keyring.active_key_id)
-
-
-def private_key(keyring: Keyring, row: Certificate) -> ec.EllipticCurvePrivateKey:
-    return ca.unseal_private_key(keyring, from_text(row.private_key_sealed), key_aad(row.serial))
 
 
 def active_certificate(session: Session, person_id: str) -> Certificate | None:
@@ -154,38 +122,45 @@ def current_crl(session: Session, material: CaMaterial) -> bytes:
 class PersonCertificates:
     """Issuing and revoking person certificates within a worker's transaction:
     each issue and revocation is audited and announced (``certificate_issued``,
-    ``certificate_revoked``) in the same commit."""
+    ``certificate_revoked``) in the same commit. A revoked certificate's key on
+    the token is destroyed once the revocation commits (``after_commit``)."""
 
-    def __init__(self, session: Session, keyring: Keyring, material: CaMaterial, points: ca.PublicationPoints,
-                 emit, metrics):
+    def __init__(self, session: Session, keys: PersonKeys, material: CaMaterial, points: ca.PublicationPoints,
+                 emit, metrics, after_commit: Callable[[Callable[[], None]], None]):
         self.session = session
-        self.keyring = keyring
+        self.keys = keys
         self.material = material
         self.points = points
         self.emit = emit
         self.metrics = metrics
+        self.after_commit = after_commit
 
     def issue(self, person_id: str, name: str, subject_serial: str, level: AssuranceLevel, proof_id: str | None,
               validity: _dt.timedelta) -> Certificate:
-        """A new certificate stating ``level``; the active one, if any, is revoked as superseded."""
+        """A new certificate stating ``level``, with a new key; the active one, if any, is revoked
+        as superseded. Not committed: a caller whose commit fails calls
+        ``keys.discard_unrecorded()`` (the key made here is no one's)."""
         current = active_certificate(self.session, person_id)
-        issued = issue(self.material, self.points, self.keyring, name, subject_serial, validity,
-                       _dt.datetime.now(_dt.timezone.utc), level)
+        serial = ca.random_serial()
+        key = self.keys.generate(serial_hex(serial))
+        certificate = ca.issue_person_certificate(self.material.issuing, key.public_key, name, subject_serial,
+                                                  self.points, now=_dt.datetime.now(_dt.timezone.utc),
+                                                  validity=validity, assurance=level, serial=serial)
         if current is not None:
             self.revoke(current, "superseded", "service")
         row = Certificate(
-            serial=issued.serial, person_id=person_id,
-            certificate_pem=ca.certificate_to_pem(issued.certificate).decode(),
-            private_key_sealed=issued.private_key_sealed, key_id=issued.key_id, status=ACTIVE,
+            serial=key.serial, person_id=person_id,
+            certificate_pem=ca.certificate_to_pem(certificate).decode(),
+            private_key_sealed=key.sealed, key_id=key.kek_id, key_ref=key.key_ref_text, status=ACTIVE,
             assurance_level=level.value, proof_id=proof_id,
-            not_before=naive(issued.certificate.not_valid_before_utc),
-            not_after=naive(issued.certificate.not_valid_after_utc), issued_at=utcnow(),
+            not_before=naive(certificate.not_valid_before_utc),
+            not_after=naive(certificate.not_valid_after_utc), issued_at=utcnow(),
         )
         self.session.add(row)
-        audit.record(self.session, "certificate_issued", "ok", person_id=person_id, serial=issued.serial,
-                     key_id=issued.key_id, replaces=current.serial if current else None, level=level.value,
-                     proof_id=proof_id)
-        self.emit(events.CERTIFICATE_ISSUED, events.CertificateIssued(person_id=person_id, serial=issued.serial))
+        audit.record(self.session, "certificate_issued", "ok", person_id=person_id, serial=key.serial,
+                     replaces=current.serial if current else None, level=level.value, proof_id=proof_id,
+                     **key.audit_refs())
+        self.emit(events.CERTIFICATE_ISSUED, events.CertificateIssued(person_id=person_id, serial=key.serial))
         self.metrics.inc("certificates_issued", "Person certificates issued", level=level.value)
         return row
 
@@ -195,6 +170,7 @@ class PersonCertificates:
         row.revocation_reason = reason
         audit.record(self.session, "certificate_revoked", reason, person_id=row.person_id, actor=actor,
                      serial=row.serial)
+        self.keys.destroy_after_commit(row, self.after_commit)
         self.emit(events.CERTIFICATE_REVOKED,
                   events.CertificateRevoked(serial=row.serial, person_id=row.person_id, reason=reason))
         self.metrics.inc("certificates_revoked", "Person certificates revoked", reason=reason)

@@ -133,16 +133,20 @@ class SessionRow(Base):
 
 
 class Certificate(Base):
-    """A person certificate and its private key, sealed under the KEK named
-    by ``key_id`` (AES-GCM envelope; the associated data binds it to the serial)."""
+    """A person certificate and where its private key is (services/identity/person_keys.py):
+    on a PKCS#11 token, named by ``key_ref`` (a KeyRef's JSON: no key material), or sealed
+    in ``private_key_sealed`` under the KEK named by ``key_id`` (AES-GCM envelope; the
+    associated data binds it to the serial). A revoked certificate's key is destroyed:
+    its ``key_ref`` stays to say which key it was, its sealed copy is gone once migrated."""
 
     __tablename__ = "certificates"
 
     serial: Mapped[str] = mapped_column(String(64), primary_key=True)  # lower-case hex
     person_id: Mapped[str] = mapped_column(String(36), index=True)
     certificate_pem: Mapped[str] = mapped_column(Text)
-    private_key_sealed: Mapped[str] = mapped_column(Text)
-    key_id: Mapped[str] = mapped_column(String(64))
+    private_key_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the KEK of private_key_sealed
+    key_ref: Mapped[str | None] = mapped_column(Text, nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # active | revoked
     #: the level the certificate's policy states, and the proof that unlocked its issue
     assurance_level: Mapped[str] = mapped_column(String(32), default="self_declared")

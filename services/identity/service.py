@@ -32,9 +32,12 @@ import base64
 import hashlib
 import hmac
 import logging
+from datetime import timedelta
 
 from cryptography.x509.oid import NameOID
+from eventlet import tpool
 from nameko.dependency_providers import Config
+from nameko.timer import timer
 from sqlalchemy import select
 
 from services.common import events
@@ -43,6 +46,8 @@ from services.common.clock import iso, utcnow
 from services.common.entrypoints import handles_event, rpc
 from services.common.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from services.common.failpoints import failpoint
+from services.common.keystore.provider import KeyStoreProvider
+from services.common.lease import acquire, holder_id
 from services.common.masking import mask_phone
 from services.common.metrics import Metrics, Series
 from services.common.phone import normalise_phone
@@ -56,6 +61,7 @@ from services.identity.face_pool import FacePool
 from services.identity.models import IdentityProof, Person
 from services.identity.otp import OtpOutcome
 from services.identity.people import People
+from services.identity.person_keys import PersonKeys
 from services.identity.phone_codes import PURPOSES, PhoneCodes
 from services.identity.proofs import Proofs
 from services.identity.registration import Registrations
@@ -73,6 +79,8 @@ KNOWN_SERIES = (
     Series("otp_requested", "Phone codes requested", {"purpose": PURPOSES[:1]}),  # request_phone_code's only purpose
     Series("otp_checks", "Phone code checks", {"outcome": tuple(outcome.value for outcome in OtpOutcome)}),
 )
+#: how often the reconciler of person keys on the token runs (seconds)
+RECONCILE_INTERVAL_SECONDS = 600
 
 
 class IdentityService(ServiceBase):
@@ -81,9 +89,11 @@ class IdentityService(ServiceBase):
     config = Config()
     settings = SettingsProvider()
     keys = IdentityKeysProvider()
+    custody = KeyStoreProvider()
     authority = CaProvider()
     faces = FacePool()
     proofing = ProofingProvider()
+    _holder = holder_id()
 
     # -- the worker's domain objects ----------------------------------------------
     @property
@@ -104,14 +114,19 @@ class IdentityService(ServiceBase):
                       self.db.commit)
 
     @property
+    def person_keys(self) -> PersonKeys:
+        return PersonKeys(self.custody.store, self.keys.keyring, self.custody.settings, self.db.new_session)
+
+    @property
     def certificates(self) -> certificates.PersonCertificates:
-        return certificates.PersonCertificates(self.db.session, self.keys.keyring, self.authority.material,
-                                               self.authority.points, self.db.emit, self.metrics)
+        return certificates.PersonCertificates(self.db.session, self.person_keys, self.authority.material,
+                                               self.authority.points, self.db.emit, self.metrics,
+                                               self.db.after_commit)
 
     @property
     def willingness(self) -> Willingness:
         return Willingness(self.db.session, self.people, self.codes, self.proofs, self.keys, self.settings,
-                           self.metrics, self.faces.threshold, self.db.commit)
+                           self.metrics, self.faces.threshold, self.db.commit, self.person_keys)
 
     @property
     def registrations(self) -> Registrations:
@@ -321,10 +336,16 @@ class IdentityService(ServiceBase):
             return self.certificates.answer(current)
         proof = self.proofs.consume(person_id, proof_id, "certificate")
         name, id_number = self.people.unsealed(person, "name"), self.people.unsealed(person, "id_number")
-        row = self.certificates.issue(person_id, name, self.keys.blind_index.digest("certificate_subject", id_number),
-                                      parse_level(proof.level), proof.id, self.settings.person_validity)
-        self.db.commit()
-        return self.certificates.answer(row)
+        issuing = self.certificates
+        try:
+            row = issuing.issue(person_id, name, self.keys.blind_index.digest("certificate_subject", id_number),
+                                parse_level(proof.level), proof.id, self.settings.person_validity)
+            self.db.commit()
+        except BaseException:
+            issuing.keys.discard_unrecorded()  # a key made for a certificate never recorded is no one's
+            raise
+        issuing.keys.recorded()
+        return issuing.answer(row)
 
     @rpc
     def revoke_certificate(self, person_id: str, reason: str, actor: str = "person") -> dict:
@@ -526,6 +547,26 @@ class IdentityService(ServiceBase):
             answer["timestamp_token"] = b64(token)
         self.db.commit()
         return answer
+
+    # -- keys on the token -------------------------------------------------------------------------------
+    @timer(interval=RECONCILE_INTERVAL_SECONDS)
+    def reconcile_person_keys(self) -> int:
+        """Destroy person keys on the token that no active certificate names (a process died
+        between generating one and recording it; a revocation's destroy was lost); one replica
+        at a time (lease). The key store's calls run in a thread (listing a token reads every key)."""
+        if self.custody.store is None or not acquire(self.db.session, "reconcile_person_keys", self._holder,
+                                                 timedelta(seconds=RECONCILE_INTERVAL_SECONDS * 2)):
+            return 0
+        return self.run_key_reconciliation()
+
+    def run_key_reconciliation(self, dry_run: bool = False) -> int:
+        done = self.person_keys.reconcile(self.db.session, dry_run, offload=tpool.execute)
+        if done is None:
+            return 0
+        if done.destroyed:
+            self.metrics.inc("person_keys_reclaimed", "Person keys on the token no active certificate named",
+                             amount=len(done.destroyed))
+        return len(done.destroyed)
 
     # -- audit ---------------------------------------------------------------------------------------
     @rpc

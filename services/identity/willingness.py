@@ -22,13 +22,15 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from services.common.clock import aware, iso, naive, now, utcnow
-from services.common.errors import Forbidden, InvalidInput, NotFound
+from services.common.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from services.common.keystore import KeyRef
 from services.common.reasons import Reason
 from services.common.wire import b64
 from services.identity import audit, certificates, grants
 from services.identity.faces import encoding_from_bytes, face_distance
 from services.identity.models import SigningGrantRow, WillingnessCheck
 from services.identity.people import People
+from services.identity.person_keys import PersonKeys
 from services.identity.phone_codes import PhoneCodes
 from services.identity.proofs import Proofs
 from services.identity.secrets import IdentityKeys
@@ -40,7 +42,9 @@ DOCUMENT_TITLE_MAX = 20  # notify's SMS title variable limit
 
 class Willingness:
     def __init__(self, session: Session, people: People, codes: PhoneCodes, proofs: Proofs, keys: IdentityKeys,
-                 settings: IdentitySettings, metrics, threshold: float, commit: Callable[[], None]):
+                 settings: IdentitySettings, metrics, threshold: float, commit: Callable[[], None],
+                 person_keys: PersonKeys):
+        self.person_keys = person_keys
         self.session = session
         self.people = people
         self.codes = codes
@@ -191,8 +195,12 @@ class Willingness:
     def sign_digest(self, grant: str, person_id: str, digest: str) -> tuple[certificates.Certificate, str]:
         """ECDSA-sign ``digest`` with the person's key, only with a valid, unused,
         unexpired grant of that person for that digest and an active
-        certificate. The grant is claimed atomically; every attempt is audited.
-        Answers the certificate and the signature (base64); not committed."""
+        certificate: the one place where the grant is checked, claimed (atomically)
+        and the key used (:meth:`~services.identity.person_keys.PersonKeys.sign_digest`,
+        on the token or through the KEK). Every attempt is audited, a signature with
+        the grant's id (``grant_id``, the stored hash of its token) and the key's id
+        on the token; a token fault (``Unavailable('key_store', reason)``) leaves the
+        grant unspent. Answers the certificate and the signature (base64); not committed."""
         row = self.session.get(SigningGrantRow, grants.token_hash(grant)) if isinstance(grant, str) else None
         stored = None if row is None else grants.SigningGrant(
             token_hash=row.token_hash, person_id=row.person_id,
@@ -201,15 +209,15 @@ class Willingness:
             issued_at=aware(row.issued_at), expires_at=aware(row.expires_at), used_at=aware(row.used_at))
         moment = now()
         try:
-            grants.check_grant(stored, grant, person_id, digest, moment)
+            claimed = grants.check_grant(stored, grant, person_id, digest, moment)
             certificate = self.session.get(certificates.Certificate, row.certificate_serial)
             if certificate is None or certificate.status != certificates.ACTIVE:
                 raise Forbidden(Reason.CERTIFICATE_REVOKED)
-            claimed = self.session.execute(
+            taken = self.session.execute(
                 update(SigningGrantRow).where(SigningGrantRow.token_hash == row.token_hash,
                                               SigningGrantRow.used_at.is_(None))
                 .values(used_at=naive(moment))).rowcount
-            if claimed != 1:
+            if taken != 1:
                 raise Forbidden(Reason.GRANT_REPLAYED)
         except Forbidden as refused:
             self.session.rollback()
@@ -219,9 +227,21 @@ class Willingness:
             self.commit()
             self.metrics.inc("sign_digest", "Remote signatures by outcome", outcome=refused.reason)
             raise
-        key = certificates.private_key(self.keys.keyring, certificate)
-        signature = grants.sign_digest(key, bytes.fromhex(row.document_digest))
+        used = {"grant_id": row.token_hash, "willingness_id": row.willingness_id, "serial": certificate.serial,
+                "digest": row.document_digest}
+        if certificate.key_ref is not None:
+            used["token_key_id"] = KeyRef.from_text(certificate.key_ref).key_id
+        try:
+            signature = self.person_keys.sign_digest(certificate, claimed, bytes.fromhex(row.document_digest))
+        except Unavailable as unavailable:  # the token: the grant stays unspent, the attempt is audited
+            self.session.rollback()
+            outcome = f"{unavailable.system}_{unavailable.reason}"
+            audit.record(self.session, "sign_digest", outcome, person_id=person_id, actor="service",
+                         method=row.method, **used)
+            self.commit()
+            self.metrics.inc("sign_digest", "Remote signatures by outcome", outcome=outcome)
+            raise
         audit.record(self.session, "sign_digest", "ok", person_id=person_id, actor="service", method=row.method,
-                     digest=row.document_digest, serial=certificate.serial, willingness_id=row.willingness_id)
+                     **used)
         self.metrics.inc("sign_digest", "Remote signatures by outcome", outcome="ok")
         return certificate, b64(signature)
