@@ -2,8 +2,12 @@
 
 * :class:`TimeStampAuthority` answers ``TimeStampReq`` with a ``TimeStampResp``
   signed by the TSA certificate (issued by the platform CA, critical EKU
-  id-kp-timeStamping as RFC 3161 §2.3 requires). The token itself is produced
-  by certomancer's ``TimeStamper``; this class adds request checking.
+  id-kp-timeStamping as RFC 3161 §2.3 requires). The token is a CMS
+  SignedData over a ``TSTInfo`` (RFC 3161 §2.4.2), built as certomancer's
+  ``TimeStamper`` builds it, and signed by pyHanko through a
+  :class:`~services.common.keystore.cms_signer.KeySigner`: the TSA key may be
+  on a PKCS#11 token (:mod:`services.common.keystore`), which never hands out
+  the key's bytes that certomancer's stamper wants.
 * :class:`TimeStampApp` is the HTTP transport of RFC 3161 §3.4
   (``application/timestamp-query`` → ``application/timestamp-reply``) as a
   plain WSGI app the service can mount.
@@ -19,22 +23,25 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
-from asn1crypto import cms, core, keys, tsp
+from asn1crypto import cms, core, tsp
 from asn1crypto import x509 as asn1_x509
-from certomancer.services import TimeStamper
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from pyhanko.sign.general import simple_cms_attribute
 from pyhanko.sign.timestamps.api import TimeStamper as TimeStamper_
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 
 from services.common.errors import InvalidInput, Unavailable
+from services.common.keystore.cms_signer import KeySigner, run_now
 
 QUERY_CONTENT_TYPE = "application/timestamp-query"
 REPLY_CONTENT_TYPE = "application/timestamp-reply"
@@ -54,10 +61,6 @@ class TsaSettings:
     timeout_seconds: float = 10.0
     #: (user, password) for HTTP basic authentication, when the authority asks for it
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
-
-
-def _to_asn1_cert(cert: x509.Certificate) -> asn1_x509.Certificate:
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _require_timestamping_certificate(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
@@ -99,7 +102,8 @@ def _rejection(fail_info: str, text: str) -> _RejectedResp:
 
 
 class TimeStampAuthority:
-    """Issues RFC 3161 time-stamp tokens with the TSA certificate and key."""
+    """Issues RFC 3161 time-stamp tokens with the TSA certificate and its key
+    (a ``cryptography`` EC private key: in memory, or one that signs on a token)."""
 
     def __init__(
         self,
@@ -109,17 +113,13 @@ class TimeStampAuthority:
         policy_oid: str = DEFAULT_POLICY_OID,
     ):
         _require_timestamping_certificate(certificate, private_key)
-        key_der = private_key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
         self.certificate = certificate
-        # certomancer wants asn1crypto objects; convert once, not per request
-        self._stamper = TimeStamper(
-            tsa_cert=_to_asn1_cert(certificate),
-            tsa_key=keys.PrivateKeyInfo.load(key_der),
-            certs_to_embed=[_to_asn1_cert(c) for c in chain],
-            policy=tsp.ObjectIdentifier(policy_oid),
-        )
+        # pyHanko works in asn1crypto: convert once, not per request
+        self._signer = KeySigner(certificate, private_key, chain)
+        self._tsa_name = asn1_x509.GeneralName(name="directory_name", value=self._signer.signing_cert.subject)
+        self._policy = tsp.ObjectIdentifier(policy_oid)
+        self._signing_certificate = simple_cms_attribute("signing_certificate", tsp.SigningCertificate(
+            {"certs": [tsp.ESSCertID({"cert_hash": hashlib.sha1(self._signer.signing_cert.dump()).digest()})]}))
 
     def respond(self, request_der: bytes) -> bytes:
         """DER ``TimeStampResp`` for a DER ``TimeStampReq``; malformed or
@@ -140,7 +140,8 @@ class TimeStampAuthority:
             return _rejection(
                 "bad_data_format", f"expected a {_DIGEST_SIZES[algorithm]}-byte {algorithm} digest, found {len(hashed)}"
             ).dump()
-        return self._stamper.request_tsa_response(request).dump()
+        return tsp.TimeStampResp({"status": tsp.PKIStatusInfo({"status": tsp.PKIStatus("granted")}),
+                                  "time_stamp_token": self._token(request)}).dump()
 
     def token(self, digest: bytes, algorithm: str = "sha256") -> bytes:
         """DER ``TimeStampToken`` (a CMS ContentInfo) over ``digest``, as the
@@ -153,7 +154,27 @@ class TimeStampAuthority:
             "nonce": core.Integer(int.from_bytes(os.urandom(8), "big")),
             "cert_req": True,
         })
-        return self._stamper.request_tsa_response(request)["time_stamp_token"].dump()
+        return self._token(request).dump()
+
+    def _token(self, request: tsp.TimeStampReq) -> cms.ContentInfo:
+        """The TimeStampToken for a checked request (certReq is taken as true: the TSA's
+        certificate and chain always ride along)."""
+        moment = datetime.now(tz=timezone.utc)
+        info = {"version": "v1", "policy": self._policy, "message_imprint": request["message_imprint"],
+                "serial_number": int.from_bytes(os.urandom(16), "big") >> 1, "gen_time": moment,
+                "tsa": self._tsa_name}
+        if isinstance(request["nonce"], core.Integer):
+            info["nonce"] = request["nonce"]
+        tst_info = tsp.TSTInfo(info).dump()
+        signed_attrs = cms.CMSAttributes([
+            simple_cms_attribute("content_type", "tst_info"),
+            simple_cms_attribute("signing_time", cms.Time({"utc_time": core.UTCTime(moment)})),
+            self._signing_certificate,
+            simple_cms_attribute("message_digest", hashlib.sha256(tst_info).digest()),
+        ])
+        return run_now(self._signer.async_sign_prescribed_attributes(
+            "sha256", signed_attrs, cms_version="v3",
+            encap_content_info={"content_type": "tst_info", "content": cms.ParsableOctetString(tst_info)}))
 
 
 class TimeStampApp:

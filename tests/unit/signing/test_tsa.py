@@ -209,3 +209,35 @@ def test_an_unreadable_token_is_refused_before_signing():
     with pytest.raises(Unavailable) as err:
         IssuedToken(b"\x30\x03\x02\x01\x00")
     assert err.value.system == "tsa"
+
+
+def test_a_tsa_whose_key_is_on_a_token_issues_tokens_that_validate_as_before(env, softhsm_home):
+    """The TSA key generated on the PKCS#11 token (services/common/keystore) signs through pyHanko's
+    CMS signer; certomancer's stamper, which wants the key's bytes, is not involved."""
+    from services.common.keystore import EC_P256
+    from services.common.keystore.private_keys import StoreEcPrivateKey
+    from services.common.keystore.settings import open_key_store
+    from tests.support.pki import _name, issue_certificate
+    from tests.support.softhsm import pkcs11_keys
+
+    store = open_key_store({"KEYS": pkcs11_keys(softhsm_home, "tsa-test")})
+    ref = store.generate("esign/tsa-test/" + os.urandom(4).hex(), EC_P256)
+    try:
+        key = StoreEcPrivateKey(store, ref)
+        with pytest.raises(TypeError):  # a key on the token is never serialised: the TSA cannot need its bytes
+            key.private_bytes(None, None, None)
+        tsa = issue_certificate(_name("Token TSA"), key, env.pki.issuing, ca=False, base_url=env.pki.base_url,
+                                crl_of_issuer="issuing", ocsp=True, eku_timestamping=True)
+        authority = TimeStampAuthority(tsa.certificate, key, [env.pki.issuing.certificate])
+        digest = hashlib.sha256(b"signature value on the token").digest()
+        token = cms.ContentInfo.load(authority.token(digest))
+        context = ValidationContext(trust_roots=[asn1_x509.Certificate.load(env.pki.root.der)], allow_fetching=True,
+                                    revocation_mode="hard-fail")
+        status = asyncio.run(
+            validate_tst_signed_data(token["content"], context, expected_tst_imprint=lambda _algorithm: digest))
+        assert status["intact"] and status["valid"] and status["validation_path"] is not None
+        response = tsp.TimeStampResp.load(authority.respond(_request(digest).dump()))
+        assert response["status"]["status"].native == "granted"
+    finally:
+        store.destroy(ref)
+        store.close()
