@@ -2,7 +2,8 @@
 
     esign ca init --root-dir DIR                 create the offline root (root.pem, root-key.pem)
     esign ca issue-ca --root-dir DIR --out DIR   issuing CA + TSA + platform service + OCSP
-                                                 responder certificates, keys sealed under the KEK
+                                                 responder certificates, keys on the identity
+                                                 service's PKCS#11 token or sealed under its KEK
 
 The root passphrase is read from ``$ESIGN_CA_PASSPHRASE`` or a
 ``--passphrase-file``, else asked for on the terminal; it is never an argument
@@ -24,9 +25,10 @@ from services.common.sealing import Keyring
 from services.identity import ca
 from services.identity.ca_store import (
     CaMaterial,
+    PlatformKeys,
     conflict_if_exists,
-    create_issuing_material,
-    write_ca_material,
+    make_ca_directory,
+    platform_keys,
 )
 
 PASSPHRASE_ENV = "ESIGN_CA_PASSPHRASE"
@@ -43,25 +45,37 @@ def issue_ca(
     out_dir: str | os.PathLike,
     public_url: str | None = None,
     keyring: Keyring | None = None,
+    keys: PlatformKeys | None = None,
 ) -> CaMaterial:
     """Issue the online CA material from the offline root into ``out_dir``.
 
     ``public_url`` is where the gateway serves /pki/... (default: the identity
-    config's PUBLIC_URL); ``keyring`` seals the keys (default: the identity
-    service's KEK from its config)."""
+    config's PUBLIC_URL). ``keys`` makes the keys (default: as the identity
+    config's ``KEYS`` says: on its PKCS#11 token, or sealed under its KEK);
+    ``keyring`` alone: sealed under it."""
     out = Path(out_dir)
     conflict_if_exists(out)
-    if keyring is None or public_url is None:
+    store = None
+    if keys is None and (keyring is None or public_url is None):
         from services.common.config import load_config
+        from services.common.keystore import PKCS11
+        from services.common.keystore.settings import KeyStoreSettings, open_key_store
         from services.identity.secrets import load_keys
 
         config = load_config("identity")
-        keyring = keyring or load_keys(config).keyring
         public_url = public_url or str(config.get("PUBLIC_URL") or "http://127.0.0.1:8000")
-    root = ca.load_root(root_dir, passphrase)
-    material, tsa_key, service_key = create_issuing_material(root, public_url)
-    write_ca_material(out, material, keyring, tsa_key, service_key)
-    return material
+        if keyring is None:
+            keyring = load_keys(config).keyring
+            if KeyStoreSettings.from_config(config).backend == PKCS11:
+                store = open_key_store(config)
+            keys = platform_keys(config, keyring, store)
+    keys = keys or PlatformKeys(keyring)
+    try:
+        root = ca.load_root(root_dir, passphrase)
+        return make_ca_directory(out, root, public_url or "http://127.0.0.1:8000", keys)
+    finally:
+        if store is not None:
+            store.close()
 
 
 # --- argparse wiring (called from services/cli.py) ---------------------------

@@ -6,14 +6,24 @@ directory; the service reads it at start (config ``CA.DIR``)::
     root.pem                  the offline root's certificate (public)
     root.crl                  the root's CRL (DER; long nextUpdate, re-issued offline)
     issuing.pem               issuing CA certificate
-    issuing-key.sealed        its private key, sealed under the KEK (ESL1 text)
-    tsa.pem, tsa-key.sealed           RFC 3161 TSA certificate (EKU timeStamping) and key
-    service.pem, service-key.sealed   platform signatures (reports, checkpoints)
-    ocsp.pem, ocsp-key.sealed         delegated OCSP responder (EKU OCSPSigning + ocsp-nocheck)
+    issuing-key.ref           its private key on the PKCS#11 token (a KeyRef's JSON), or
+    issuing-key.sealed        the key sealed under the KEK (ESL1 text)
+    tsa.pem, tsa-key.ref|.sealed          RFC 3161 TSA certificate (EKU timeStamping) and key
+    service.pem, service-key.ref|.sealed  platform signatures (reports, checkpoints)
+    ocsp.pem, ocsp-key.ref|.sealed        delegated OCSP responder (EKU OCSPSigning + ocsp-nocheck)
 
-No private key is ever on disk in clear: each ``*.sealed`` file is an
-envelope-encrypted PKCS#8 blob (services/common/sealing.py) bound to its role
-and certificate serial, openable only with the KEK named in it.
+No private key is ever on disk in clear. With ``KEYS.BACKEND: pkcs11`` each
+key is generated on the token (label ``<LABEL_PREFIX>ca/<role>/<serial>``) and
+the directory holds only its ref; the CA's builders, the OCSP responder and
+the TSA sign through it (:mod:`services.common.keystore.private_keys`,
+:mod:`services.common.keystore.cms_signer`). With ``sealed`` each
+``*.sealed`` file is an envelope-encrypted PKCS#8 blob
+(services/common/sealing.py) bound to its role and certificate serial,
+openable only with the KEK named in it; ``esign keys migrate --to pkcs11``
+moves them onto the token. The root is not among them: it stays offline
+(``esign ca init``: a passphrase-encrypted PKCS#8 file on the offline
+machine, or that machine's own token), and signs only when an issuing CA or
+the root CRL is made.
 
 OCSP answers are signed by the delegated responder (RFC 6960 §4.2.2.2), not
 by the issuing CA key: pdfsig (NSS) trusted only the first signature of a
@@ -44,6 +54,10 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
+from services.common.keystore import EC_P256, TOKEN_MISSING, KeyRef, KeyStore, fault
+from services.common.keystore.private_keys import StoreEcPrivateKey
+from services.common.keystore.provider import key_store_of
+from services.common.keystore.settings import KeyStoreSettings
 from services.common.reasons import Reason
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.common.tsa import TimeStampAuthority
@@ -90,11 +104,14 @@ def publication_points(public_url: str) -> ca.PublicationPoints:
 
 def issue_issuing_ca(root: ca.CertificateAuthority, public_url: str, subject: ca.CaSubject = ca.CaSubject(),
                      now: _dt.datetime | None = None,
-                     validity: _dt.timedelta = ca.DEFAULT_ISSUING_VALIDITY) -> ca.CertificateAuthority:
+                     validity: _dt.timedelta = ca.DEFAULT_ISSUING_VALIDITY,
+                     key: ec.EllipticCurvePrivateKey | None = None,
+                     serial: int | None = None) -> ca.CertificateAuthority:
     """As :func:`ca.issue_ca`, but with the root's CRL distribution point
     (``/pki/root.crl``) and no OCSP pointer: the offline root answers no OCSP,
-    so a validator must go to its CRL (as the test PKI's issuing CA does)."""
-    key = ca.generate_key()
+    so a validator must go to its CRL (as the test PKI's issuing CA does).
+    ``key``: one made for it (on the token, under a label naming ``serial``)."""
+    key = key or ca.generate_key()
     crl_dp = x509.CRLDistributionPoints([x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(f"{public_url.rstrip('/')}/pki/root.crl")],
         relative_name=None, reasons=None, crl_issuer=None)])
@@ -107,6 +124,7 @@ def issue_issuing_ca(root: ca.CertificateAuthority, public_url: str, subject: ca
             (crl_dp, False),
         ],
         None,
+        serial,
     )
     return ca.CertificateAuthority(cert, key)
 
@@ -117,6 +135,7 @@ def issue_ocsp_responder_certificate(
     common_name: str = "esign OCSP Responder 1",
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = _dt.timedelta(days=365),
+    serial: int | None = None,
 ) -> x509.Certificate:
     """A delegated OCSP responder (RFC 6960 §4.2.2.2): EKU id-kp-OCSPSigning
     and id-pkix-ocsp-nocheck (§4.2.2.2.1), so clients do not ask about the
@@ -134,7 +153,7 @@ def issue_ocsp_responder_certificate(
         .subject_name(subject)
         .issuer_name(issuing.certificate.subject)
         .public_key(public_key)
-        .serial_number(ca.random_serial())
+        .serial_number(serial or ca.random_serial())
         .not_valid_before(now - ca.CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -163,6 +182,41 @@ def build_delegated_ocsp_response(
                                   responder=material.ocsp_responder)
 
 
+# --- the CA's own keys -------------------------------------------------------
+
+class PlatformKeys:
+    """Where the online CA's keys are made: on the token (``store``), labelled
+    ``<prefix>ca/<role>/<certificate serial>``, or in memory, to be sealed under
+    ``keyring`` (``store`` None). Remembers what it made on the token, so a CA
+    never written can take its keys back (:meth:`discard`)."""
+
+    def __init__(self, keyring: Keyring | None, store: KeyStore | None = None, prefix: str = "esign/identity/"):
+        self.keyring = keyring
+        self.store = store
+        self.prefix = prefix
+        self.made: list[KeyRef] = []
+
+    def label(self, role: str, serial: int) -> str:
+        return f"{self.prefix}ca/{role}/{format(serial, 'x')}"
+
+    def new_key(self, role: str, serial: int) -> ec.EllipticCurvePrivateKey:
+        if self.store is None:
+            return ca.generate_key()
+        ref = self.store.generate(self.label(role, serial), EC_P256)
+        self.made.append(ref)
+        return StoreEcPrivateKey(self.store, ref)
+
+    def discard(self) -> None:
+        """Destroy the keys made on the token (their CA was not written); best effort."""
+        made, self.made = self.made, []
+        for ref in made:
+            try:
+                self.store.destroy(ref)
+            except Exception as exc:  # noqa: BLE001 - nothing names it: harmless, and listed by label
+                log.error("CA key %s (%s) not destroyed after a failed CA creation: %s", ref.key_id, ref.label,
+                          type(exc).__name__)
+
+
 # --- the CA directory -------------------------------------------------------
 
 def _key_aad(role: str, cert: x509.Certificate) -> bytes:
@@ -173,11 +227,34 @@ def _write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def key_ref_path(directory: Path, role: str) -> Path:
+    return directory / f"{role}-key.ref"
+
+
+def sealed_key_path(directory: Path, role: str) -> Path:
+    return directory / f"{role}-key.sealed"
+
+
+def write_role_key(directory: Path, role: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
+                   keyring: Keyring) -> Path:
+    """Write where ``role``'s key is: its ref (a key on the token) or the key sealed. Never overwrites."""
+    if isinstance(key, StoreEcPrivateKey):
+        path = key_ref_path(directory, role)
+        _write_new(path, (key.ref.to_text() + "\n").encode("ascii"), 0o600)
+    else:
+        path = sealed_key_path(directory, role)
+        sealed = ca.seal_private_key(keyring, key, _key_aad(role, cert))
+        _write_new(path, (to_text(sealed) + "\n").encode("ascii"), 0o600)
+    return path
 
 
 def write_ca_material(directory: Path, material: CaMaterial, keyring: Keyring,
                       tsa_key: ec.EllipticCurvePrivateKey, service_key: ec.EllipticCurvePrivateKey) -> None:
-    """Write every certificate and its sealed key; refuses to overwrite (O_EXCL)."""
+    """Write every certificate and where its key is; refuses to overwrite (O_EXCL)."""
     directory.mkdir(parents=True, exist_ok=True)
     pairs = {
         "issuing": (material.issuing.certificate, material.issuing.private_key),
@@ -187,8 +264,7 @@ def write_ca_material(directory: Path, material: CaMaterial, keyring: Keyring,
     }
     # keys first: a directory whose issuing.pem exists is complete
     for role, (cert, key) in pairs.items():
-        sealed = ca.seal_private_key(keyring, key, _key_aad(role, cert))
-        _write_new(directory / f"{role}-key.sealed", (to_text(sealed) + "\n").encode("ascii"), 0o600)
+        write_role_key(directory, role, cert, key, keyring)
     if not (directory / ca.ROOT_CERT_FILE).exists():
         _write_new(directory / ca.ROOT_CERT_FILE, ca.certificate_to_pem(material.root))
     if material.root_crl_der is not None:
@@ -202,26 +278,47 @@ def has_issuing_ca(directory: Path) -> bool:
     return (directory / ISSUING_CERT_FILE).is_file()
 
 
-def load_ca_material(directory: Path, keyring: Keyring) -> CaMaterial:
-    """Read the CA directory and open the issuing CA and OCSP responder keys."""
-    def cert(role: str) -> x509.Certificate:
-        return ca.certificate_from_pem((directory / f"{role}.pem").read_bytes())
+def role_certificate(directory: Path, role: str) -> x509.Certificate:
+    return ca.certificate_from_pem((directory / f"{role}.pem").read_bytes())
 
-    def key(role: str, certificate: x509.Certificate) -> ec.EllipticCurvePrivateKey:
-        blob = from_text((directory / f"{role}-key.sealed").read_text("ascii").strip())
+
+def load_role_key(directory: Path, role: str, certificate: x509.Certificate, keyring: Keyring,
+                  store: KeyStore | None) -> ec.EllipticCurvePrivateKey:
+    """``role``'s private key: the key on the token its ref names (a key object that signs there),
+    else its sealed copy opened with the KEK; checked against its certificate either way."""
+    ref_path = key_ref_path(directory, role)
+    if ref_path.is_file():
+        ref = KeyRef.from_text(ref_path.read_text("ascii").strip())
+        if store is None:
+            log.error("the %s key of %s is on a PKCS#11 token, but KEYS.BACKEND is sealed", role, directory)
+            raise fault(TOKEN_MISSING)
+        private: ec.EllipticCurvePrivateKey = StoreEcPrivateKey(store, ref)
+        if sealed_key_path(directory, role).exists():
+            log.warning("the %s key of %s is on the token and still sealed beside it: run"
+                        " 'esign keys migrate --to pkcs11' again to remove the sealed copy", role, directory)
+    else:
+        blob = from_text(sealed_key_path(directory, role).read_text("ascii").strip())
         private = ca.unseal_private_key(keyring, blob, _key_aad(role, certificate))
-        if private.public_key() != certificate.public_key():
-            raise IntegrityError(f"{role} key", "does not belong to its certificate")
-        return private
+        if store is not None:
+            log.warning("the %s key of %s is sealed, not on the PKCS#11 token KEYS names: run"
+                        " 'esign keys migrate --to pkcs11'", role, directory)
+    if private.public_key() != certificate.public_key():
+        raise IntegrityError(f"{role} key", "does not belong to its certificate")
+    return private
 
-    issuing_cert, ocsp_cert = cert("issuing"), cert("ocsp")
+
+def load_ca_material(directory: Path, keyring: Keyring, store: KeyStore | None = None) -> CaMaterial:
+    """Read the CA directory and reach the issuing CA and OCSP responder keys."""
+    issuing_cert, ocsp_cert = role_certificate(directory, "issuing"), role_certificate(directory, "ocsp")
     crl_path = directory / ROOT_CRL_FILE
     return CaMaterial(
-        root=cert("root"),
-        issuing=ca.CertificateAuthority(issuing_cert, key("issuing", issuing_cert)),
-        ocsp_responder=ca.CertificateAuthority(ocsp_cert, key("ocsp", ocsp_cert)),
-        tsa=cert("tsa"),
-        service=cert("service"),
+        root=role_certificate(directory, "root"),
+        issuing=ca.CertificateAuthority(issuing_cert, load_role_key(directory, "issuing", issuing_cert, keyring,
+                                                                    store)),
+        ocsp_responder=ca.CertificateAuthority(ocsp_cert, load_role_key(directory, "ocsp", ocsp_cert, keyring,
+                                                                        store)),
+        tsa=role_certificate(directory, "tsa"),
+        service=role_certificate(directory, "service"),
         root_crl_der=crl_path.read_bytes() if crl_path.is_file() else None,
     )
 
@@ -230,22 +327,44 @@ def create_issuing_material(
     root: ca.CertificateAuthority,
     public_url: str,
     now: _dt.datetime | None = None,
+    keys: PlatformKeys | None = None,
 ) -> tuple[CaMaterial, ec.EllipticCurvePrivateKey, ec.EllipticCurvePrivateKey]:
     """Issuing CA (signed by ``root``), TSA, platform service and OCSP
-    responder certificates, and a fresh root CRL. Returns the material and
-    the TSA and service keys (which the service does not keep in memory)."""
-    issuing = issue_issuing_ca(root, public_url, now=now)
+    responder certificates, and a fresh root CRL; their keys made by ``keys``
+    (in memory when not given). Returns the material and the TSA and service
+    keys (which the service does not keep in memory)."""
+    keys = keys if keys is not None else PlatformKeys(None)
+    serials = {role: ca.random_serial() for role in ROLES}
+    issuing = issue_issuing_ca(root, public_url, now=now, key=keys.new_key("issuing", serials["issuing"]),
+                               serial=serials["issuing"])
     points = publication_points(public_url)
-    tsa_key, service_key, ocsp_key = ca.generate_key(), ca.generate_key(), ca.generate_key()
-    tsa = ca.issue_tsa_certificate(issuing, tsa_key.public_key(), "esign Time-Stamping Authority 1", points, now=now)
-    service = ca.issue_service_certificate(issuing, service_key.public_key(), "esign Platform 1", points, now=now)
-    responder = issue_ocsp_responder_certificate(issuing, ocsp_key.public_key(), now=now)
+    tsa_key, service_key = keys.new_key("tsa", serials["tsa"]), keys.new_key("service", serials["service"])
+    ocsp_key = keys.new_key("ocsp", serials["ocsp"])
+    tsa = ca.issue_tsa_certificate(issuing, tsa_key.public_key(), "esign Time-Stamping Authority 1", points, now=now,
+                                   serial=serials["tsa"])
+    service = ca.issue_service_certificate(issuing, service_key.public_key(), "esign Platform 1", points, now=now,
+                                           serial=serials["service"])
+    responder = issue_ocsp_responder_certificate(issuing, ocsp_key.public_key(), now=now, serial=serials["ocsp"])
     root_crl = ca.build_crl(root, [], crl_number=int((now or _dt.datetime.now(_dt.timezone.utc)).timestamp()),
                             now=now, next_update_in=ROOT_CRL_VALIDITY)
     material = CaMaterial(root=root.certificate, issuing=issuing,
                           ocsp_responder=ca.CertificateAuthority(responder, ocsp_key),
                           tsa=tsa, service=service, root_crl_der=ca.crl_to_der(root_crl))
     return material, tsa_key, service_key
+
+
+def make_ca_directory(directory: Path, root: ca.CertificateAuthority, public_url: str, keys: PlatformKeys,
+                      now: _dt.datetime | None = None) -> CaMaterial:
+    """Create the online CA material with ``keys`` and write it to ``directory``; a failure
+    on the way destroys the keys it made on the token (nothing names them)."""
+    try:
+        material, tsa_key, service_key = create_issuing_material(root, public_url, now, keys)
+        write_ca_material(directory, material, keys.keyring, tsa_key, service_key)
+    except BaseException:
+        keys.discard()
+        raise
+    keys.made = []
+    return material
 
 
 @contextmanager
@@ -260,7 +379,7 @@ def _directory_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_development_ca(directory: Path, keyring: Keyring, public_url: str) -> None:
+def ensure_development_ca(directory: Path, keys: PlatformKeys, public_url: str) -> None:
     """DEVELOPMENT ONLY: a root and issuing CA made on this machine, the root's
     passphrase in a 0600 file beside it. A deployment runs ``esign ca init`` on
     an offline machine and ``esign ca issue-ca``, then sets CA.REQUIRE_EXISTING."""
@@ -275,8 +394,7 @@ def ensure_development_ca(directory: Path, keyring: Keyring, public_url: str) ->
         if not (root_dir / ca.ROOT_CERT_FILE).exists():
             ca.init_root(root_dir, passphrase)
         root = ca.load_root(root_dir, passphrase)
-        material, tsa_key, service_key = create_issuing_material(root, public_url)
-        write_ca_material(directory, material, keyring, tsa_key, service_key)
+        make_ca_directory(directory, root, public_url, keys)
         log.warning("DEVELOPMENT CA created in %s: its root key is on this machine. "
                     "Not for production: run 'esign ca init' offline, 'esign ca issue-ca', "
                     "and set CA.REQUIRE_EXISTING", directory)
@@ -295,37 +413,43 @@ def ca_settings(config: dict) -> tuple[Path, bool, str]:
     return path, require, public_url
 
 
-def open_ca(config: dict, keyring: Keyring) -> CaMaterial:
+def open_ca(config: dict, keyring: Keyring, store: KeyStore | None = None) -> CaMaterial:
+    """The online CA of ``CA.DIR`` (a development one made there first, unless
+    CA.REQUIRE_EXISTING), its keys on ``store`` or sealed under ``keyring``."""
     directory, require, public_url = ca_settings(config)
     if not has_issuing_ca(directory):
         if require:
             raise CaNotConfigured(
                 f"CA.REQUIRE_EXISTING is set and {directory} holds no issuing CA: "
                 "run 'esign ca issue-ca' and point CA.DIR at its output")
-        ensure_development_ca(directory, keyring, public_url)
-    return load_ca_material(directory, keyring)
+        ensure_development_ca(directory, platform_keys(config, keyring, store), public_url)
+    return load_ca_material(directory, keyring, store)
 
 
-def load_tsa_authority(directory: Path, keyring: Keyring, material: CaMaterial) -> TimeStampAuthority:
+def platform_keys(config: dict, keyring: Keyring, store: KeyStore | None) -> PlatformKeys:
+    return PlatformKeys(keyring, store, KeyStoreSettings.from_config(config).label_prefix)
+
+
+def load_tsa_authority(directory: Path, keyring: Keyring, material: CaMaterial,
+                       store: KeyStore | None = None) -> TimeStampAuthority:
     """The platform's RFC 3161 time-stamp authority, from the TSA certificate
-    and its sealed key in the CA directory."""
-    blob = from_text((directory / "tsa-key.sealed").read_text("ascii").strip())
-    key = ca.unseal_private_key(keyring, blob, _key_aad("tsa", material.tsa))
-    if key.public_key() != material.tsa.public_key():
-        raise IntegrityError("tsa key", "does not belong to its certificate")
+    and its key (on the token, or sealed) in the CA directory."""
+    key = load_role_key(directory, "tsa", material.tsa, keyring, store)
     return TimeStampAuthority(material.tsa, key, [material.issuing.certificate])
 
 
 class CaProvider(DependencyProvider):
     """Loads the online CA and the time-stamp authority once per process; the
-    service refuses to start without a CA when CA.REQUIRE_EXISTING is set."""
+    service refuses to start without a CA when CA.REQUIRE_EXISTING is set. Their
+    keys are on the service's key store (``KEYS``) or sealed under its KEK."""
 
     def setup(self) -> None:
         config = self.container.config
         keyring = load_keys(config).keyring
-        self.material = open_ca(config, keyring)
+        store = key_store_of(self.container).open()
+        self.material = open_ca(config, keyring, store)
         self.points = publication_points(ca_settings(config)[2])
-        self.tsa = load_tsa_authority(ca_settings(config)[0], keyring, self.material)
+        self.tsa = load_tsa_authority(ca_settings(config)[0], keyring, self.material, store)
 
     def get_dependency(self, worker_ctx) -> "CaAccess":
         return CaAccess(self.material, self.points, self.tsa)

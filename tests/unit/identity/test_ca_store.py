@@ -117,3 +117,79 @@ def test_development_ca_is_made_once_and_require_existing_refuses(tmp_path, keyr
     loaded = ca_store.open_ca({"DATA_DIR": str(tmp_path / "x"), "CA": {"DIR": str(tmp_path / "prod"),
                                                                         "REQUIRE_EXISTING": True}}, keyring)
     assert loaded.issuing.certificate == made.issuing.certificate
+
+
+# --- the CA's keys on a PKCS#11 token (issue #16, item 2) -------------------------------------------
+
+
+@pytest.fixture
+def token_keys(softhsm_home, keyring):
+    """PlatformKeys on the test process's SoftHSM2 token, under a prefix of this test; its keys
+    are destroyed after."""
+    import uuid
+
+    from services.common.keystore.settings import open_key_store
+    from tests.support.softhsm import pkcs11_keys
+
+    store = open_key_store({"KEYS": pkcs11_keys(softhsm_home, "identity")})
+    keys = ca_store.PlatformKeys(keyring, store, f"esign/t{uuid.uuid4().hex[:10]}/identity/")
+    yield keys
+    for ref in store.list_refs(keys.prefix):
+        store.destroy(ref)
+    store.close()
+
+
+def test_issue_ca_on_the_token_writes_refs_and_the_ca_signs_there(tmp_path, keyring, token_keys):
+    from services.common.keystore import KeyRef
+    from services.common.keystore.private_keys import StoreEcPrivateKey
+
+    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    out = tmp_path / "ca"
+    ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, out, public_url="https://esign.example", keys=token_keys)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["issuing-key.ref", "issuing.pem", "ocsp-key.ref", "ocsp.pem", "root.crl", "root.pem",
+                     "service-key.ref", "service.pem", "tsa-key.ref", "tsa.pem"]
+    for role in ("issuing", "tsa", "service", "ocsp"):
+        ref = KeyRef.from_text(ca_store.key_ref_path(out, role).read_text())
+        certificate = ca_store.role_certificate(out, role)
+        assert ref.label == token_keys.label(role, certificate.serial_number)
+        assert token_keys.store.public_key(ref) == certificate.public_key()
+        result = subprocess.run(["openssl", "verify", "-CAfile", str(out / "root.pem"), "-untrusted",
+                                 str(out / "issuing.pem"), str(out / f"{role}.pem")], capture_output=True, text=True)
+        assert result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in out.iterdir())
+    material = ca_store.load_ca_material(out, keyring, token_keys.store)
+    assert isinstance(material.issuing.private_key, StoreEcPrivateKey)
+    # the issuing CA certifies and signs CRLs on the token; the delegated responder answers OCSP there
+    points = ca_store.publication_points("https://esign.example")
+    person = ca.issue_person_certificate(material.issuing, ca.generate_key().public_key(), "张三", "ab" * 32, points)
+    person.verify_directly_issued_by(material.issuing.certificate)
+    crl = ca.build_crl(material.issuing, [ca.Revocation(person.serial_number, person.not_valid_before_utc)], 1)
+    assert crl.is_signature_valid(material.issuing.certificate.public_key())
+    request = ocsp.OCSPRequestBuilder().add_certificate(person, material.issuing.certificate, hashes.SHA1()).build()
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    answer = ocsp.load_der_ocsp_response(ca_store.build_delegated_ocsp_response(
+        material, request.public_bytes(Encoding.DER), lambda serial: ca.GOOD))
+    material.ocsp_responder.certificate.public_key().verify(answer.signature, answer.tbs_response_bytes,
+                                                            ec.ECDSA(hashes.SHA256()))
+    authority = ca_store.load_tsa_authority(out, keyring, material, token_keys.store)
+    assert authority.token(os.urandom(32))
+    # a service whose KEYS say sealed cannot reach them, and says why
+    from services.common.errors import Unavailable
+
+    with pytest.raises(Unavailable) as sealed:
+        ca_store.load_ca_material(out, keyring)
+    assert (sealed.value.system, sealed.value.reason) == ("key_store", "token_missing")
+
+
+def test_a_ca_not_written_takes_its_keys_off_the_token(tmp_path, keyring, token_keys, monkeypatch):
+    ca_cli.init(tmp_path / "root", PASSPHRASE)
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ca_store, "write_ca_material", disk_full)
+    with pytest.raises(OSError):
+        ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "ca", public_url="https://x", keys=token_keys)
+    assert token_keys.store.list_refs(token_keys.prefix) == []
