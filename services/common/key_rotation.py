@@ -300,10 +300,10 @@ def service_parts(service: str, config: dict) -> tuple[MetaData, Keyring, list[P
 
         return Base.metadata, _load_keys(config)[0], []
     if service == "signing":
-        from services.signing.dependencies import load_keys
+        from services.signing.dependencies import load_keyring
         from services.signing.models import Base
 
-        return Base.metadata, load_keys(config).keyring, []
+        return Base.metadata, load_keyring(config), []
     raise ValueError(f"unknown service {service!r}")
 
 

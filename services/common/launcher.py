@@ -481,7 +481,7 @@ def _start_witnesses(data: Path, env: dict[str, str], logs: Path, children: Chil
     """Two witnesses of the evidence log on this machine (ESIGN_LOCAL_WITNESSES, default 2;
     ports from ESIGN_WITNESS_PORT, default 8201), unless ESIGN_WITNESSES names real ones.
     The signing service is told about them (ESIGN_WITNESSES) and needs all to cosign."""
-    from services.signing.dependencies import load_keys
+    from services.signing.dependencies import log_verifier
     from services.witness.local import LocalWitness
 
     count = int(env.get("ESIGN_LOCAL_WITNESSES", "2"))
@@ -490,13 +490,13 @@ def _start_witnesses(data: Path, env: dict[str, str], logs: Path, children: Chil
     _require_main_thread()
     signing = load_config("signing")
     signing["DATA_DIR"] = str(data)
-    log_signer = load_keys(signing).log_signer  # the same key file the signing service will read
+    verifier = log_verifier(signing)  # the key the signing service will sign with (on the token, or sealed)
     first_port = int(env.get("ESIGN_WITNESS_PORT", "8201"))  # 0: any free ports
     started = []
     for n in range(1, count + 1):
         log = logs / f"witness-{n}.log"
-        witness = LocalWitness.start(data / "witnesses" / f"w{n}", f"witness-{n}.esign.local", log_signer.name,
-                                     log_signer.verifier.to_key_string(), port=first_port and first_port + n - 1,
+        witness = LocalWitness.start(data / "witnesses" / f"w{n}", f"witness-{n}.esign.local", verifier.name,
+                                     verifier.to_key_string(), port=first_port and first_port + n - 1,
                                      log_path=log, preexec_fn=die_with_parent(), start_new_session=True)
         started.append(witness)
         children.add(Child(f"witness-{n}", witness.process, log, f"{witness.url}/metrics", witness.url))

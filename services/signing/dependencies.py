@@ -1,5 +1,7 @@
 """What the signing service's workers are handed besides the database: its
-keys, the evidence log, and the platform root it verifies against."""
+keys (the evidence log's, which also signs reports: on the PKCS#11 token or
+sealed, :mod:`.log_key`), the evidence log, and the platform root it
+verifies against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +12,14 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import read_secret, secret_generation_dir
 from services.common.database import DatabaseProvider
+from services.common.keystore import PKCS11, KeyStore
+from services.common.keystore.provider import key_store_of
+from services.common.keystore.settings import KeyStoreSettings, open_key_store
 from services.common.metrics import BusinessMetrics
 from services.common.sealing import Keyring, keyring_from_secrets
-from services.signing.checkpoint import NoteSigner
+from services.signing.checkpoint import NoteSigner, NoteVerifier
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
+from services.signing.log_key import evidence_log_key
 from services.signing.settings import SigningSettings
 from services.signing.witnesses import Witnessing, WitnessPolicy
 
@@ -22,15 +28,48 @@ from services.signing.witnesses import Witnessing, WitnessPolicy
 class SigningKeys:
     keyring: Keyring
     log_signer: NoteSigner
+    #: a key store :func:`load_keys` opened itself (none given), closed by :meth:`close`
+    owned_store: KeyStore | None = None
+
+    def close(self) -> None:
+        if self.owned_store is not None:
+            self.owned_store.close()
 
 
-def load_keys(config: dict) -> SigningKeys:
+def load_keyring(config: dict) -> Keyring:
+    """The signing service's KEK keyring (sealed summaries, objects in S3)."""
     secrets = config.get("SECRETS") or {}
-    generate = secret_generation_dir(config)
-    keyring = keyring_from_secrets(secrets, "signing-kek", "kek-1", generate)
-    seed = read_secret(secrets.get("LOG_KEY"), "evidence-log-key", generate_in=generate)
-    origin = SigningSettings.from_config(config).log_origin
-    return SigningKeys(keyring, NoteSigner(origin, Ed25519PrivateKey.from_private_bytes(seed[:32])))
+    return keyring_from_secrets(secrets, "signing-kek", "kek-1", secret_generation_dir(config))
+
+
+def load_keys(config: dict, store: KeyStore | None = None) -> SigningKeys:
+    """The keyring and the evidence log's signer: its Ed25519 key on the token ``KEYS`` names
+    (``store``, or one opened here when not given) or, sealed, the secret ``LOG_KEY``."""
+    settings = SigningSettings.from_config(config)
+    owned = None
+    if KeyStoreSettings.from_config(config).backend == PKCS11:
+        if store is None:
+            store = owned = open_key_store(config)
+        try:
+            key = evidence_log_key(config, store)
+        except BaseException:
+            if owned is not None:
+                owned.close()
+            raise
+    else:
+        secrets = config.get("SECRETS") or {}
+        seed = read_secret(secrets.get("LOG_KEY"), "evidence-log-key", generate_in=secret_generation_dir(config))
+        key = Ed25519PrivateKey.from_private_bytes(seed[:32])
+    return SigningKeys(load_keyring(config), NoteSigner(settings.log_origin, key), owned)
+
+
+def log_verifier(config: dict) -> NoteVerifier:
+    """The evidence log's public key, as witnesses are given it (the key made first if need be)."""
+    keys = load_keys(config)
+    try:
+        return keys.log_signer.verifier
+    finally:
+        keys.close()
 
 
 class Platform:
@@ -51,7 +90,7 @@ class SigningContext(DependencyProvider):
 
     def setup(self) -> None:
         self.settings = SigningSettings.from_config(self.container.config)  # a bad value stops the start here
-        self.keys = load_keys(self.container.config)
+        self.keys = load_keys(self.container.config, key_store_of(self.container).open())
         self.platform = Platform()
         self.tsa_url = self.settings.tsa_url
         self.public_url = self.settings.public_url

@@ -55,6 +55,7 @@ from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, RateLimited
+from services.common.keystore.provider import KeyStoreProvider
 from services.common.lease import acquire
 from services.common.metrics import Metrics, Series, refreshes_gauges
 from services.common.object_intents import ObjectReconciliation
@@ -66,7 +67,7 @@ from services.common.wire import decode_base64
 from services.signing import evidence_package as package
 from services.signing import flow as F
 from services.signing import my_files, pdf_worker, status
-from services.signing.dependencies import PENDING_TTL, SigningContext, load_keys
+from services.signing.dependencies import PENDING_TTL, SigningContext, load_keyring
 from services.signing.evidence import ENDING_EVENTS, EvidenceEntrypoints
 from services.signing.flow_store import FLOW_EVENT_SERIES, FlowStoreProvider, to_domain
 from services.signing.loans import LoanEntrypoints
@@ -118,7 +119,8 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     name = "signing"
     metrics = Metrics(known=known_series)
     # objects encrypted under the service's KEK; put through intents, locked once their row is committed
-    storage = Storage(lambda config: load_keys(config).keyring, references=STORED_OBJECTS)
+    storage = Storage(load_keyring, references=STORED_OBJECTS)
+    custody = KeyStoreProvider()
     ctx = SigningContext()
     flows = FlowStoreProvider()
     pdf = WorkerPoolProvider("PDF", default_workers=1)

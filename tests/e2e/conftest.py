@@ -17,7 +17,7 @@ from services.common.s3server import free_port
 from services.documents.service import DocumentsService
 from services.identity.service import IdentityService
 from services.notify.service import NotifyService
-from services.signing.dependencies import load_keys
+from services.signing.dependencies import log_verifier
 from services.signing.service import SigningService
 from services.witness.local import LocalWitness
 from tests.support import liveness_clip
@@ -61,9 +61,9 @@ def stack_factory(service_config, run_container, rpc_proxy, amqp_users, tmp_path
         signing_config["S3"]["BUCKET"] += "-locked"
         signing_config.update(signing or {})
         # independent witnesses of the evidence log, each its own process, cosigning every checkpoint
-        log_signer = load_keys(signing_config).log_signer  # the key file the signing service will read
-        local = [LocalWitness.start(tmp_path / f"witness-{n}", f"witness-{n}.test", log_signer.name,
-                                    log_signer.verifier.to_key_string(), log_path=tmp_path / f"witness-{n}.log")
+        verifier = log_verifier(signing_config)  # the key the signing service will sign with
+        local = [LocalWitness.start(tmp_path / f"witness-{n}", f"witness-{n}.test", verifier.name,
+                                    verifier.to_key_string(), log_path=tmp_path / f"witness-{n}.log")
                  for n in range(1, witnesses + 1)]
         started_witnesses.extend(local)
         signing_config.setdefault("WITNESSES", {"LIST": [w.config_entry() for w in local], "THRESHOLD": len(local)})

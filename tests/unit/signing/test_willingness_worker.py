@@ -22,6 +22,7 @@ from services.identity.models import IdentityProof
 from services.identity.service import IdentityService
 from services.signing.service import SigningService
 from tests.support.service_worker import ServiceWorkers, WorkersProxy
+from tests.support.softhsm import pkcs11_keys
 from tests.support.stack import BORROWER, LENDER, handwriting_png, party
 
 IOU_VALUES = {"initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "800",
@@ -32,13 +33,21 @@ IDENTITY_CONFIG = {"PROOFING": {"PROVIDER": "self_declared", "ALLOW_SELF_DECLARE
                    "PUBLIC_URL": "http://127.0.0.1:8000", "CA": {"PERSON_VALIDITY_DAYS": 30}}
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sealed", "pkcs11"])
+def services(tmp_path_factory, request):
+    """The three services' workers, their keys sealed or on the test process's SoftHSM2 token
+    (every key identity and signing hold: person keys, the CA, OCSP, TSA, the evidence log's)."""
     folder = tmp_path_factory.mktemp("workers")
-    identity = ServiceWorkers(IdentityService, folder / "identity", config=IDENTITY_CONFIG)
+    keys = {}
+    if request.param == "pkcs11":
+        home, run = request.getfixturevalue("softhsm_home"), uuid.uuid4().hex[:10]
+        keys = {service: {"KEYS": pkcs11_keys(home, service, run)} for service in ("identity", "signing")}
+    identity = ServiceWorkers(IdentityService, folder / "identity", config=dict(IDENTITY_CONFIG,
+                                                                               **keys.get("identity", {})))
     documents = ServiceWorkers(DocumentsService, folder / "documents", identity=WorkersProxy(identity))
-    signing = ServiceWorkers(SigningService, folder / "signing", identity=WorkersProxy(identity),
-                             documents=WorkersProxy(documents))
+    signing = ServiceWorkers(SigningService, folder / "signing", config=keys.get("signing"),
+                             identity=WorkersProxy(identity), documents=WorkersProxy(documents))
+    identity.backend = request.param
     yield identity, documents, signing
     for workers in (signing, documents, identity):
         workers.stop()
@@ -123,3 +132,26 @@ def test_a_grant_signs_one_digest_for_one_person_once(services, flow):
     assert got["state"] == "waiting" and [o["kind"] for o in got["objects"]] == ["original", "signed"]
     [party_signed] = [p for p in got["parties"] if p["person_id"] == borrower]
     assert party_signed["willingness_method"] == "sms" and party_signed["certificate_serial"]
+
+
+def test_every_key_is_where_the_backend_puts_it(services, flow):
+    """Sealed: in the rows, CA.DIR and the secrets, as before issue #16. On the token: refs only."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from services.identity.models import Certificate
+
+    identity, _, signing = services
+    with identity.database().db.session() as session:
+        rows = session.execute(select(Certificate)).scalars().all()
+    ca_dir = Path(identity.config["DATA_DIR"]) / "ca"
+    key_files = sorted(p.name.split("-key.")[1] for p in ca_dir.glob("*-key.*"))
+    signing_secrets = {p.name for p in (Path(signing.config["DATA_DIR"]) / "secrets").iterdir()}
+    if identity.backend == "sealed":
+        assert rows and all(r.private_key_sealed and r.key_ref is None for r in rows)
+        assert key_files == ["sealed"] * 4 and "evidence-log-key" in signing_secrets
+    else:
+        assert rows and all(r.key_ref and r.private_key_sealed is None for r in rows)
+        assert key_files == ["ref"] * 4
+        assert "evidence-log-key.ref" in signing_secrets and "evidence-log-key" not in signing_secrets
