@@ -12,6 +12,8 @@
                            check a signed PDF (and its signing report) offline
   esign keys rotate [--service S] [--check | --dry-run]
                            re-wrap every sealed item under the active KEK (KEK rotation)
+  esign keys migrate --to pkcs11 [--service S] [--check]
+                           move sealed private keys onto the PKCS#11 token (then set KEYS.BACKEND)
   esign s3 identities --out FILE
                            the S3 store's identities: documents and signing each only their bucket
   esign broker definitions|apply
@@ -74,7 +76,8 @@ def _main(argv: list[str] | None) -> int:
 
     commands.add_parser("ca", help="certificate authority: offline root, issuing CA", add_help=False)
 
-    commands.add_parser("keys", help="KEK rotation: re-wrap sealed items under the active KEK", add_help=False)
+    commands.add_parser("keys", help="KEK rotation; moving sealed private keys onto the PKCS#11 token",
+                        add_help=False)
 
     commands.add_parser("s3", help="the S3 store's identities (SeaweedFS -s3.config)", add_help=False)
 

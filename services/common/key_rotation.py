@@ -356,13 +356,14 @@ def rotate_service(service: str, config: dict, dry_run: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``esign keys rotate [--service S] [--check | --dry-run]``."""
+    """``esign keys rotate [--service S] [--check | --dry-run]``;
+    ``esign keys migrate --to pkcs11 [--service S] [--check]`` (:mod:`services.common.key_migration`)."""
     import argparse
     import json
 
     from services.common.config import load_config
 
-    parser = argparse.ArgumentParser(prog="esign keys", description="key-encryption keys (KEKs)")
+    parser = argparse.ArgumentParser(prog="esign keys", description="key-encryption keys (KEKs), key custody")
     commands = parser.add_subparsers(dest="command", required=True)
     rotate = commands.add_parser("rotate", help="re-wrap every sealed item under the active KEK")
     rotate.add_argument("--service", action="append", choices=SERVICES,
@@ -370,7 +371,20 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument("--check", "--dry-run", dest="check", action="store_true",
                         help="count sealed items (and S3 objects) per key id and what would be re-wrapped; "
                              "change nothing")
+    from services.common import key_migration
+
+    migrate = commands.add_parser("migrate", help="move sealed private keys onto the PKCS#11 token KEYS.PKCS11 names")
+    migrate.add_argument("--to", required=True, choices=["pkcs11"], help="where the keys go")
+    migrate.add_argument("--service", action="append", choices=key_migration.SERVICES,
+                         help="only this service (repeatable; default identity and signing)")
+    migrate.add_argument("--check", "--dry-run", dest="check", action="store_true",
+                         help="count what would move; change nothing")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        for service in args.service or key_migration.SERVICES:
+            result = key_migration.migrate_service(service, load_config(service), dry_run=args.check)
+            print(json.dumps(result, ensure_ascii=False, sort_keys=True))
+        return 0
     for service in args.service or SERVICES:
         result = rotate_service(service, load_config(service), dry_run=args.check)
         print(json.dumps(result, ensure_ascii=False, sort_keys=True))

@@ -12,11 +12,13 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import read_secret, secret_generation_dir
 from services.common.database import DatabaseProvider
+from services.common.errors import InvalidInput
 from services.common.keystore import PKCS11, KeyStore
 from services.common.keystore.provider import key_store_of
 from services.common.keystore.settings import KeyStoreSettings, open_key_store
 from services.common.metrics import BusinessMetrics
 from services.common.sealing import Keyring, keyring_from_secrets
+from services.signing import log_key
 from services.signing.checkpoint import NoteSigner, NoteVerifier
 from services.signing.evidence_log import EvidenceLog, SqlLogStore
 from services.signing.log_key import evidence_log_key
@@ -57,6 +59,10 @@ def load_keys(config: dict, store: KeyStore | None = None) -> SigningKeys:
                 owned.close()
             raise
     else:
+        if log_key.ref_path(config).exists():
+            raise InvalidInput("keys.backend", "log_key_on_token",
+                               f"the evidence log's key is on the PKCS#11 token ({log_key.ref_path(config)}):"
+                               " expected KEYS.BACKEND pkcs11 (a new sealed key would break the witnesses' trust)")
         secrets = config.get("SECRETS") or {}
         seed = read_secret(secrets.get("LOG_KEY"), "evidence-log-key", generate_in=secret_generation_dir(config))
         key = Ed25519PrivateKey.from_private_bytes(seed[:32])

@@ -44,7 +44,7 @@ def label(config: dict) -> str:
     return KeyStoreSettings.from_config(config).label_prefix + LABEL
 
 
-def _configured(config: dict, name: str, default: str) -> Path:
+def configured_path(config: dict, name: str, default: str) -> Path:
     spec = (config.get("SECRETS") or {}).get(name) or {}
     file = spec.get("file") if isinstance(spec, dict) else None
     path = Path(file) if file else data_dir(config) / "secrets" / default
@@ -53,7 +53,7 @@ def _configured(config: dict, name: str, default: str) -> Path:
 
 def ref_path(config: dict) -> Path:
     """Where the ref of the log's key on the token is kept."""
-    return _configured(config, "LOG_KEY_REF", REF_FILE)
+    return configured_path(config, "LOG_KEY_REF", REF_FILE)
 
 
 def sealed_key_source(config: dict) -> str | None:
@@ -62,12 +62,12 @@ def sealed_key_source(config: dict) -> str | None:
     env = spec.get("env") if isinstance(spec, dict) else None
     if env and os.environ.get(env):
         return f"environment variable {env}"
-    path = _configured(config, "LOG_KEY", SEED_FILE)
+    path = configured_path(config, "LOG_KEY", SEED_FILE)
     return str(path) if path.exists() else None
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(path.with_name(path.name + ".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -96,7 +96,7 @@ def read_ref(path: Path, expected_label: str) -> KeyRef:
 def evidence_log_key(config: dict, store: KeyStore) -> StoreEd25519PrivateKey:
     """The log's key on ``store``: the one its ref names, else (a log without a key) a new one."""
     wanted, path = label(config), ref_path(config)
-    with _locked(path):
+    with locked(path):
         if path.exists():
             key = StoreEd25519PrivateKey(store, read_ref(path, wanted))
             key.public_key()  # on the token? (key_missing otherwise, at start rather than at a checkpoint)

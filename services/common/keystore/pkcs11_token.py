@@ -10,6 +10,8 @@ on P-256, ``CKM_EC_EDWARDS_KEY_PAIR_GEN`` on Ed25519) with the ref's id as
 with ``CKA_SIGN`` as its only use. The attributes are read back after
 generation: a token that did not honour them gets the key destroyed and an
 :class:`~services.common.errors.IntegrityError`. Keys are found by ``CKA_ID``.
+:meth:`Pkcs11KeyStore.import_private_key` puts a key made elsewhere (a sealed
+key being migrated) on the token the same way, by ``C_CreateObject``.
 
 Sessions and threads
 --------------------
@@ -79,6 +81,7 @@ import pkcs11
 from asn1crypto.core import ObjectIdentifier, OctetString
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -428,6 +431,33 @@ class Pkcs11KeyStore:
         self._remember_public(ref.key_id, public)
         return ref
 
+    def import_private_key(self, label: str, private_key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+                           ) -> KeyRef:
+        """Put an existing key on the token (``C_CreateObject``), held as a generated one is:
+        sensitive, non-extractable, for signing only. For ``esign keys migrate --to pkcs11``,
+        which moves sealed keys here: the token marks such a key ``CKA_ALWAYS_SENSITIVE`` and
+        ``CKA_NEVER_EXTRACTABLE`` false, as it was outside once. The caller still holds the
+        key object; it should drop it and its sealed copy once the token's copy has signed."""
+        check_label(label)
+        if isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.name == "secp256r1":
+            algorithm = EC_P256
+            value = private_key.private_numbers().private_value.to_bytes(32, "big")
+            point = private_key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        elif isinstance(private_key, ed25519.Ed25519PrivateKey):
+            algorithm = ED25519
+            value = private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            point = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        else:
+            raise InvalidInput("private_key", "algorithm", "expected an EC P-256 or an Ed25519 private key")
+        self._require_room()
+        ref = KeyRef(PKCS11, algorithm, label, new_key_id())
+        public = self._call(lambda pooled: self._import(pooled, ref, value, point), idempotent=False)
+        if public != private_key.public_key():
+            self.destroy(ref)
+            raise IntegrityError("token key", "the imported key's public half differs from the key given")
+        self._remember_public(ref.key_id, public)
+        return ref
+
     def public_key(self, ref: KeyRef) -> PublicKey:
         require_backend(PKCS11, ref)
         with self._public_lock:
@@ -521,7 +551,41 @@ class Pkcs11KeyStore:
             private.destroy()
             public.destroy()
             raise IntegrityError("token key", "the token did not keep the key sensitive and non-extractable")
+        Pkcs11KeyStore._remember_handle(pooled, ref, private)
         return _public_key(ref.algorithm, public.get_attributes([Attribute.EC_PARAMS, Attribute.EC_POINT]))
+
+    @staticmethod
+    def _import(pooled: _PooledSession, ref: KeyRef, value: bytes, point: bytes) -> PublicKey:
+        key_type, params = ((KeyType.EC, _P256_PARAMS) if ref.algorithm == EC_P256
+                            else (KeyType.EC_EDWARDS, _ED25519_PARAMS))
+        common = {Attribute.TOKEN: True, Attribute.KEY_TYPE: key_type, Attribute.EC_PARAMS: params,
+                  Attribute.ID: ref.id_bytes, Attribute.LABEL: ref.label}
+        public = pooled.session.create_object({
+            **common, Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.PRIVATE: False, Attribute.VERIFY: True,
+            Attribute.ENCRYPT: False, Attribute.WRAP: False, Attribute.DERIVE: False,
+            Attribute.EC_POINT: OctetString(point).dump()})
+        try:
+            private = pooled.session.create_object({
+                **common, Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True,
+                Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False, Attribute.VALUE: value})
+        except BaseException:
+            public.destroy()
+            raise
+        held = private.get_attributes([Attribute.TOKEN, Attribute.SENSITIVE, Attribute.EXTRACTABLE])
+        if not (held[Attribute.TOKEN] and held[Attribute.SENSITIVE] and not held[Attribute.EXTRACTABLE]):
+            private.destroy()
+            public.destroy()
+            raise IntegrityError("token key", "the token did not keep the key sensitive and non-extractable")
+        Pkcs11KeyStore._remember_handle(pooled, ref, private)
+        return _public_key(ref.algorithm, public.get_attributes([Attribute.EC_PARAMS, Attribute.EC_POINT]))
+
+    @staticmethod
+    def _remember_handle(pooled: _PooledSession, ref: KeyRef, key: Any) -> None:
+        """Keep a key object this session made: its first signature then needs no scan of the token."""
+        pooled.handles[ref.key_id] = key
+        if len(pooled.handles) > _HANDLES_PER_SESSION:
+            pooled.handles.popitem(last=False)
 
     @staticmethod
     def _private_key(pooled: _PooledSession, ref: KeyRef) -> Any:
@@ -543,9 +607,7 @@ class Pkcs11KeyStore:
             raise IntegrityError("token key", "two private keys share one CKA_ID")
         key = found[0]
         _check_matches(ref, key.get_attributes([Attribute.LABEL, Attribute.KEY_TYPE]))
-        pooled.handles[ref.key_id] = key
-        if len(pooled.handles) > _HANDLES_PER_SESSION:
-            pooled.handles.popitem(last=False)
+        Pkcs11KeyStore._remember_handle(pooled, ref, key)
         return key
 
     @staticmethod

@@ -637,3 +637,36 @@ def test_the_services_keep_keys_sealed_unless_the_environment_names_the_token(mo
         assert settings.pkcs11.embedded and settings.pkcs11.token.token_label == "esign"
         monkeypatch.setenv("ESIGN_KEYS_BACKEND", "pkcs11")
         assert KeyStoreSettings.from_config(load_config(service)).backend == PKCS11
+
+
+@pytest.mark.parametrize("algorithm", [EC_P256, ED25519])
+def test_an_imported_key_is_held_as_a_generated_one_and_signs_as_the_original(pkcs11_store, prefix, algorithm):
+    """``esign keys migrate --to pkcs11`` moves sealed keys so: the same key, then unreadable."""
+    original = ec.generate_private_key(ec.SECP256R1()) if algorithm == EC_P256 else ed25519.Ed25519PrivateKey.generate()
+    ref = pkcs11_store.import_private_key(prefix + "migrated", original)
+    assert (ref.algorithm, ref.label) == (algorithm, prefix + "migrated")
+    assert pkcs11_store.public_key(ref) == original.public_key()
+    reopened = Pkcs11KeyStore.open(settings_for_store(pkcs11_store), pkcs11_store._token._pin)
+    try:
+        assert reopened.public_key(ref) == original.public_key()  # read from the token, not remembered
+    finally:
+        reopened.close()
+    if algorithm == EC_P256:
+        digest = digest_of(b"migrated")
+        signature = pkcs11_store.sign_digest(ref, digest)
+        original.public_key().verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    else:
+        original.public_key().verify(pkcs11_store.sign(ref, b"note"), b"note")
+    with pkcs11_store._token.session() as pooled:
+        key = pooled.session.get_key(ObjectClass.PRIVATE_KEY, id=ref.id_bytes)
+        with pytest.raises(p11.AttributeSensitive):
+            key[Attribute.VALUE]
+        assert key[Attribute.EXTRACTABLE] is False and key[Attribute.SENSITIVE] is True
+        assert key[Attribute.NEVER_EXTRACTABLE] is False  # the token says it was outside once
+    assert [r.key_id for r in pkcs11_store.list_refs(prefix)] == [ref.key_id]
+    with pytest.raises(InvalidInput):
+        pkcs11_store.import_private_key(prefix + "rsa", object())
+
+
+def settings_for_store(store) -> TokenSettings:
+    return store._settings

@@ -23,23 +23,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from sqlalchemy import select
 
-from services.common.assurance import AssuranceLevel
 from services.common.errors import Forbidden, InvalidInput, Unavailable
-from services.common.events import OTP_REQUESTED
 from services.common.keystore import EC_P256, SESSION_LOST, KeyRef, fault
 from services.common.keystore.provider import key_store_of
 from services.identity import ca, grants
-from services.identity.models import AuditRecord, Certificate, IdentityProof, SigningGrantRow
+from services.identity.models import AuditRecord, Certificate, SigningGrantRow
 from services.identity.person_keys import PersonKeys
 from services.identity.service import IdentityService
+from tests.support.identity_people import IDENTITY_CONFIG, PEOPLE, grant_for, proof, registered
 from tests.support.service_worker import ServiceWorkers
 from tests.support.softhsm import pkcs11_keys
-
-IDENTITY_CONFIG = {"PROOFING": {"PROVIDER": "self_declared", "ALLOW_SELF_DECLARED": True},
-                   "PUBLIC_URL": "http://127.0.0.1:8000", "CA": {"PERSON_VALIDITY_DAYS": 30},
-                   "OTP": {"MIN_RESEND_SECONDS": 1}}
-PEOPLE = [("张三", "11010519491231002X", "13800138000"), ("李四", "440524188001010014", "13900139000"),
-          ("王五", "110101199003074477", "13700137000")]
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -60,29 +54,6 @@ def prefix_of(identity: ServiceWorkers) -> str:
     return identity.config["KEYS"]["LABEL_PREFIX"] + "person/"
 
 
-def code_sent(identity: ServiceWorkers) -> str:
-    challenge = identity.events(OTP_REQUESTED)[-1]["data"]["challenge_id"]
-    return identity.call("otp_message", challenge_id=challenge)["params"]["code"]
-
-
-def proof(identity: ServiceWorkers, person_id: str) -> str:
-    proof_id = str(uuid.uuid4())
-    with identity.database().db.session() as session:  # what a live registry proof records
-        session.add(IdentityProof(id=proof_id, person_id=person_id, provider="registry",
-                                  level=AssuranceLevel.AUTHORITY_FACE_LIVENESS.value, matched=True, live=True,
-                                  score=0.3, score_kind="distance", threshold=0.6, created_at=datetime.utcnow()))
-        session.commit()
-    return proof_id
-
-
-def registered(identity: ServiceWorkers, person: tuple[str, str, str]) -> str:
-    name, id_number, phone = person
-    challenge = identity.call("request_phone_code", phone=phone)["challenge_id"]
-    identity.call("confirm_phone_code", challenge_id=challenge, code=code_sent(identity))
-    return identity.call("register", name=name, id_number=id_number, phone=phone,
-                         phone_challenge_id=challenge)["person_id"]
-
-
 def certificate_row(identity: ServiceWorkers, serial: str) -> Certificate:
     with identity.database().db.session() as session:
         return session.get(Certificate, serial)
@@ -94,12 +65,6 @@ def audits(identity: ServiceWorkers, person_id: str | None, action: str) -> list
                                .order_by(AuditRecord.id)).scalars().all()
         return [dict(outcome=r.outcome, person_id=r.person_id, **json.loads(r.refs)) for r in rows
                 if person_id is None or r.person_id == person_id]
-
-
-def grant_for(identity: ServiceWorkers, person_id: str, digest: bytes) -> str:
-    started = identity.call("start_willingness", person_id=person_id, digest=digest.hex(), method="sms")
-    return identity.call("confirm_willingness", willingness_id=started["willingness_id"],
-                         code=code_sent(identity))["grant"]
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +163,12 @@ def test_revoking_or_superseding_a_certificate_destroys_its_key_on_the_token(ide
     first_ref = KeyRef.from_text(certificate_row(identity, first).key_ref)
     second = identity.call("issue_certificate", person_id=person_id, proof_id=proof(identity, person_id))["serial"]
     second_ref = KeyRef.from_text(certificate_row(identity, second).key_ref)
-    assert store.list_refs(first_ref.label) == []  # superseded: its key is gone
+    # destroyed after the commit, beside the worker: superseded, its key is gone
+    assert wait_for(lambda: store.list_refs(first_ref.label) == [], timeout=10)
     assert [r.key_id for r in store.list_refs(second_ref.label)] == [second_ref.key_id]
     identity.call("revoke_certificate", person_id=person_id, reason="cessation_of_operation")
-    assert store.list_refs(second_ref.label) == []
+    assert wait_for(lambda: store.list_refs(second_ref.label) == [], timeout=10)
+    wait_for(lambda: len(audits(identity, person_id, "key_destroyed")) == 2, timeout=10)
     destroyed = audits(identity, person_id, "key_destroyed")
     assert [(d["serial"], d["token_key_id"], d["outcome"]) for d in destroyed] == [
         (first, first_ref.key_id, "ok"), (second, second_ref.key_id, "ok")]
@@ -232,11 +199,18 @@ def test_the_reconciler_destroys_keys_no_active_certificate_names_and_only_those
     kept = KeyRef.from_text(certificate_row(identity, serial).key_ref)
     orphan = store.generate(prefix_of(identity) + "ffff0001", EC_P256)  # a process died before recording it
     # a revocation whose destroy after the commit was lost
-    person_id = registered(identity, ("赵六", "110101198001010037", "13600136000"))
+    person_id = registered(identity, PEOPLE[3])
     lost = identity.call("issue_certificate", person_id=person_id, proof_id=proof(identity, person_id))["serial"]
     lost_ref = KeyRef.from_text(certificate_row(identity, lost).key_ref)
-    monkeypatch.setattr(type(store), "destroy", lambda self, ref: (_ for _ in ()).throw(fault(SESSION_LOST)))
+    tried = []
+
+    def lost_session(_self, ref):
+        tried.append(ref)
+        raise fault(SESSION_LOST)
+
+    monkeypatch.setattr(type(store), "destroy", lost_session)
     identity.call("revoke_certificate", person_id=person_id, reason="key_compromise")
+    assert wait_for(lambda: tried, timeout=10)  # the destroy after the commit was tried, and failed
     monkeypatch.undo()
     assert [r.key_id for r in store.list_refs(lost_ref.label)] == [lost_ref.key_id]
     time.sleep(1.1)  # the keys are older than the grace now
