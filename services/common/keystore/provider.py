@@ -13,6 +13,10 @@ providers up in no fixed order) through :func:`key_store_of`.
 """
 from __future__ import annotations
 
+# The providers of a container are set up in greenthreads at once, and opening the store may wait
+# on a subprocess (the embedded token's softhsm2-util), which yields to the hub: the lock between
+# them must be green (the monkey-patched one), or the second waiter would block the hub for good.
+import threading as _threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,13 +24,6 @@ from nameko.extensions import DependencyProvider
 
 from services.common.keystore import PKCS11, KeyStore
 from services.common.keystore.settings import KeyStoreSettings, open_key_store
-
-try:
-    from eventlet.patcher import original as _original
-
-    _threading = _original("threading")
-except ImportError:  # pragma: no cover - eventlet is always installed here
-    import threading as _threading
 
 
 @dataclass(frozen=True)
