@@ -19,6 +19,8 @@ import pytest
 from services.common.errors import Conflict, Forbidden
 from services.signing.offline_verify import verify_offline
 from tests.support.faces import face_path
+from tests.support.key_custody import keys_not_on_token
+from tests.support.softhsm import services_keys
 from tests.support.stack import (
     BORROWER,
     LENDER,
@@ -48,7 +50,11 @@ def pdfsig(pdf: Path, root_pem: str, workdir: Path) -> str:
     return subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(pdf)], capture_output=True, text=True).stdout
 
 
-def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
+@pytest.mark.parametrize("keys", ["sealed", "pkcs11"])
+def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack_factory, keys, softhsm_home, tmp_path):
+    """With every private key sealed under the KEKs, and with every one on the SoftHSM2 token
+    (``KEYS.BACKEND: pkcs11``: person keys, the CA, OCSP responder, TSA and the evidence log's)."""
+    stack = stack_factory(**services_keys(keys, softhsm_home))
     lender, borrower = people(stack)
     rendered = stack.document("iou", {
         "initiator_role": "借款方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "10005",
@@ -118,9 +124,9 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     from botocore.exceptions import ClientError
 
     from services.common.storage import ObjectStore, S3Settings
-    from services.signing.dependencies import load_keys
+    from services.signing.dependencies import load_keyring
 
-    store = ObjectStore(S3Settings.from_config(stack.signing_config), load_keys(stack.signing_config).keyring)
+    store = ObjectStore(S3Settings.from_config(stack.signing_config), load_keyring(stack.signing_config))
     key = "flows/" + hashlib.sha256(signed).hexdigest()
     head = store.client.head_object(Bucket=store.bucket, Key=key)
     assert head["ObjectLockMode"] == "COMPLIANCE" and head.get("VersionId")
@@ -170,6 +176,9 @@ def test_iou_signed_by_sms_and_face_is_valid_everywhere(stack, tmp_path):
     assert wait_for(lambda: told("sign_request", 1) and told("flow_completed", 2))
     [request] = [m for m in stack.sms() if m["template"] == "sign_request"]
     assert request["phone"] == LENDER[2]
+
+    if keys == "pkcs11":  # every key was on the token: only refs name them, each signature audited with both
+        assert keys_not_on_token(stack.identity_config, stack.signing_config) == []
 
 
 def test_receipt_voided_by_mutual_consent(stack):

@@ -47,3 +47,12 @@ def pkcs11_keys(home: Path, service: str, run: str | None = None) -> dict:
     run = run or uuid.uuid4().hex[:10]
     return {"BACKEND": "pkcs11", "LABEL_PREFIX": f"esign/t{run}/{service}/",
             "PKCS11": {"EMBEDDED": True, "EMBEDDED_DIR": str(home), "TOKEN_LABEL": SERVICES_TOKEN}}
+
+
+def services_keys(backend: str, home: Path | None) -> dict:
+    """``stack_factory``'s overrides for identity and signing: nothing for ``sealed`` (the services'
+    default), the home's token under one run's prefixes for ``pkcs11``."""
+    if backend == "sealed":
+        return {}
+    run = uuid.uuid4().hex[:10]
+    return {service: {"KEYS": pkcs11_keys(home, service, run)} for service in ("identity", "signing")}
