@@ -670,3 +670,29 @@ def test_an_imported_key_is_held_as_a_generated_one_and_signs_as_the_original(pk
 
 def settings_for_store(store) -> TokenSettings:
     return store._settings
+
+
+def test_providers_opening_the_store_at_once_in_greenthreads_do_not_block_the_hub():
+    """nameko sets a container's providers up in greenthreads at once; opening the embedded token
+    waits on softhsm2-util, which yields to the hub. (With an OS lock in the provider, the second
+    greenthread blocked the hub and the service never started: run in a child with a time limit.)"""
+    script = textwrap.dedent("""
+        import eventlet
+        eventlet.monkey_patch()
+        from types import SimpleNamespace
+        from services.common.keystore import provider
+
+        def opening(config):
+            eventlet.sleep(0.2)  # the subprocess's wait: other greenthreads run
+            return SimpleNamespace(close=lambda: None)
+
+        provider.open_key_store = opening
+        keys = provider.KeyStoreProvider()
+        keys.container = SimpleNamespace(config={"KEYS": {"BACKEND": "pkcs11", "PKCS11": {"EMBEDDED": True}}})
+        first, second = eventlet.spawn(keys.open), eventlet.spawn(keys.open)
+        assert first.wait() is second.wait() is not None
+        print("both opened one store")
+    """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                           cwd=os.getcwd())  # a blocked hub never ends: the time limit is the failure
+    assert child.returncode == 0 and "both opened one store" in child.stdout, child.stderr[-2000:]
