@@ -1,7 +1,7 @@
 """One party's sign step over HTTP on the deployed platform, against its floor.
 
 Usage: .venv/bin/python bench/sign_step.py [--runs 10] [--concurrency 16] [--per-signer 3]
-                                           [--profile bench/results]
+                                           [--profile bench/results] [--keys sealed|pkcs11]
 
 The platform runs as deployed (bench/deployment.py: every service its own
 process on PostgreSQL, RabbitMQ and SeaweedFS of the run's own). The first
@@ -29,6 +29,11 @@ key in memory, complete with an RFC 3161 stamp from a local TSA (HTTP on
 same PostgreSQL. Throughput: ``--concurrency`` signers at once on the
 platform (each signing ``--per-signer`` flows) against the floor run in one
 process per core.
+
+``--keys pkcs11`` runs identity and signing with every private key on the
+embedded SoftHSM2 token (issue #16): the person's ECDSA signature, the TSA's
+time stamp and the evidence log's checkpoint are then made by the token;
+``sealed`` (the default) unseals them in memory. The floor is the same for both.
 
 ``--profile DIR`` records py-spy flame graphs (SVG) of the signing, identity
 and gateway processes during the concurrent phase.
@@ -230,11 +235,15 @@ def main() -> None:
                         help="seconds between sequential steps (work that follows a commit runs beside the answer)")
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs of the concurrent phase here")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
+    parser.add_argument("--keys", choices=["sealed", "pkcs11"], default=os.environ.get("ESIGN_KEYS_BACKEND", "sealed"),
+                        help="where identity's and signing's private keys are (KEYS.BACKEND; pkcs11: the embedded"
+                             " SoftHSM2 token under the platform's data folder)")
     parser.add_argument("--floor-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_worker:
         floor_worker(args.floor_worker)
         return
+    os.environ["ESIGN_KEYS_BACKEND"] = args.keys  # the service processes inherit it (bench/deployment.py)
     import base64
     global SIGNATURE_PNG
     SIGNATURE_PNG = base64.b64decode(SIGNATURE_IMAGE)
@@ -313,7 +322,7 @@ def main() -> None:
         per_core = max(2, (len(concurrent_steps) + cores - 1) // cores)
         floor_rate = floor_throughput(pdf, field, s3_args, url, per_core, cores)
 
-    print(f"\nsign step of the first signer of an IOU, over HTTP, {args.runs} runs ({cores} cores)")
+    print(f"\nsign step of the first signer of an IOU, over HTTP, {args.runs} runs ({cores} cores), keys {args.keys}")
     report("prepare  POST /flows/{id}/signature", prepare_times, width=40)
     report("sign     POST /flows/{id}/sign", sign_times, width=40)
     step = report("server time (prepare + sign)", steps, width=40)
