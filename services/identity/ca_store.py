@@ -21,9 +21,9 @@ the TSA sign through it (:mod:`services.common.keystore.private_keys`,
 (services/common/sealing.py) bound to its role and certificate serial,
 openable only with the KEK named in it; ``esign keys migrate --to pkcs11``
 moves them onto the token. The root is not among them: it stays offline
-(``esign ca init``: a passphrase-encrypted PKCS#8 file on the offline
-machine, or that machine's own token), and signs only when an issuing CA or
-the root CRL is made.
+(``esign ca init``: a passphrase-encrypted PKCS#8 file for the offline
+machine; a token of its own there is not supported yet), and signs only when
+an issuing CA or the root CRL is made.
 
 OCSP answers are signed by the delegated responder (RFC 6960 §4.2.2.2), not
 by the issuing CA key: pdfsig (NSS) trusted only the first signature of a
