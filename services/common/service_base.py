@@ -26,6 +26,9 @@ class ServiceBase:
         store = getattr(self, "storage", None)
         if store is not None:
             checks["storage"] = _check(store.ping)
+        custody = getattr(self, "custody", None)  # the key store (services/common/keystore), when on a token
+        if custody is not None and getattr(custody, "store", None) is not None:
+            checks["key_store"] = _check(custody.store.ping)
         for value in list(vars(self).values()):  # worker pools: one whose fresh workers keep dying cannot work
             if isinstance(value, ReportsPoolHealth):
                 checks[f"workers.{value.name}"] = value.pool_health()
@@ -38,7 +41,10 @@ def _check(fn) -> dict:
     try:
         fn()
     except EsignError as exc:
-        return {"ok": False, "error": exc.code, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        failed = {"ok": False, "error": exc.code, "ms": round((time.perf_counter() - started) * 1000, 1)}
+        if getattr(exc, "reason", None):  # a listed word (token_missing, wrong_pin ...), never a secret
+            failed["reason"] = str(exc.reason)
+        return failed
     except Exception as exc:  # report, never raise: health must answer
         return {"ok": False, "error": type(exc).__name__, "ms": round((time.perf_counter() - started) * 1000, 1)}
     return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -236,6 +236,10 @@ class KeyStore(Protocol):
         """Let go of sessions and logins; the store is not used afterwards."""
         ...
 
+    def ping(self) -> None:
+        """Raise the store's fault if it cannot serve now (health checks)."""
+        ...
+
 
 def require_backend(store_backend: str, ref: KeyRef, algorithm: str | None = None) -> None:
     """Refuse a ref of another backend (or, when given, another algorithm) than expected."""

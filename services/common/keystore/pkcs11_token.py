@@ -496,6 +496,10 @@ class Pkcs11KeyStore:
     def list_refs(self, prefix: str) -> list[KeyRef]:
         return self._call(lambda pooled: self._list(pooled, prefix), idempotent=True)
 
+    def ping(self) -> None:
+        """One cheap call the token answers (``C_GenerateRandom``), for a health check."""
+        self._call(lambda pooled: pooled.session.generate_random(64), idempotent=True)
+
     # -- calls, retries and errors
 
     def _call(self, action: Callable[[_PooledSession], T], *, idempotent: bool) -> T:

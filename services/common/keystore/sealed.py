@@ -98,6 +98,9 @@ class SealedKeyStore:
     def close(self) -> None:
         pass
 
+    def ping(self) -> None:
+        pass
+
     def _private_key(self, ref: KeyRef):
         require_backend(SEALED, ref)
         record = self._storage.get(ref.key_id)

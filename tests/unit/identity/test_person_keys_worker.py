@@ -220,3 +220,13 @@ def test_the_reconciler_destroys_keys_no_active_certificate_names_and_only_those
     reclaimed = [a for a in audits(identity, None, "key_destroyed") if a["outcome"] == "unrecorded"]
     assert {a["token_key_id"] for a in reclaimed} == {orphan.key_id, lost_ref.key_id}
     assert identity.call("reconcile_person_keys") == 0  # nothing left to reclaim
+
+
+def test_health_reports_the_token_and_its_fault_by_name(identity, monkeypatch):
+    assert identity.call("health")["checks"]["key_store"]["ok"] is True
+    store = store_of(identity)
+    monkeypatch.setattr(store, "ping", lambda: (_ for _ in ()).throw(fault("token_missing")))
+    health = identity.call("health")
+    assert health["status"] == "degraded"
+    assert (health["checks"]["key_store"]["error"], health["checks"]["key_store"]["reason"]) == (
+        "unavailable", "token_missing")
