@@ -20,6 +20,19 @@ import yaml
 from tests.support.promql import comparisons_as_bool
 from tests.support.promql import metric_names as promql_metric_names
 
+#: libyaml's parser where PyYAML has it: the schema files and the rendered manifests are large, and
+#: the pure-Python one took most of this module's time
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(stream):
+    return yaml.load(stream, Loader=_LOADER)  # noqa: S506 - a safe loader
+
+
+def _load_all(stream):
+    return yaml.load_all(stream, Loader=_LOADER)  # noqa: S506 - a safe loader
+
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -37,7 +50,7 @@ URL_WITH_PASSWORD = re.compile(r"^[a-z0-9+]+://[^:@/]+:(?P<password>[^@]*)@")
 
 def load_compose() -> dict:
     with open(ROOT / "docker-compose.yml", encoding="utf-8") as stream:
-        return yaml.safe_load(stream)
+        return _load(stream)
 
 
 def environment(service: dict) -> dict[str, str]:
@@ -225,7 +238,7 @@ def test_compose_every_service_is_pinned_checked_and_restarted():
             test = service["healthcheck"]["test"]
             assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
             assert {"interval", "timeout", "retries"} <= set(service["healthcheck"]), name
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
+    kustomization = _load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
     assert kustomization["images"][0]["newTag"] == project_version()
 
 
@@ -344,7 +357,7 @@ def k8s_documents() -> list[tuple[Path, dict]]:
     found = []
     for path in sorted((DEPLOY / "k8s").rglob("*.y*ml")):
         with open(path, encoding="utf-8") as stream:
-            found += [(path, doc) for doc in yaml.safe_load_all(stream) if doc]
+            found += [(path, doc) for doc in _load_all(stream) if doc]
     assert found, "no manifests under deploy/k8s"
     return found
 
@@ -608,7 +621,7 @@ def test_k8s_namespace_configmap_and_secret_template():
 
 
 def test_k8s_kustomization_lists_every_manifest_but_the_secret_template():
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
+    kustomization = _load((DEPLOY / "k8s" / "kustomization.yaml").read_text(encoding="utf-8"))
     resources = kustomization["resources"]
     for resource in resources:
         assert (DEPLOY / "k8s" / resource).is_file(), resource
@@ -646,7 +659,7 @@ def rendered_k8s() -> list[dict]:
         done = subprocess.run([kubectl(), "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
-        _RENDERED.extend(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+        _RENDERED.extend(doc for doc in _load_all(done.stdout) if doc)
     return [json.loads(json.dumps(doc)) for doc in _RENDERED]  # a copy each time: tests may break theirs
 
 
@@ -679,7 +692,7 @@ def keda_validator(api_version: str, kind: str):
 
     key = (api_version, kind)
     if key not in _KEDA_VALIDATORS:
-        schema = strict(yaml.safe_load((DATA / KEDA_SCHEMAS[key]).read_text(encoding="utf-8")))
+        schema = strict(_load((DATA / KEDA_SCHEMAS[key]).read_text(encoding="utf-8")))
         schema["properties"]["metadata"] = _OBJECT_META
         jsonschema.Draft7Validator.check_schema(schema)
         _KEDA_VALIDATORS[key] = jsonschema.Draft7Validator(schema)
@@ -806,7 +819,7 @@ def test_promtool_accepts_the_alert_rules():
 
 
 def test_promtool_accepts_the_scrape_config(tmp_path):
-    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    config = _load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
     rule_files = config.get("rule_files") or []
     assert rule_files, "prometheus.yml loads no rule files"
     config["rule_files"] = [str((PROMETHEUS / path).resolve()) for path in rule_files]
@@ -825,7 +838,7 @@ def test_promtool_unit_tests_of_the_alerts_pass():
 
 
 def test_prometheus_scrapes_every_service_metrics_port():
-    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
+    config = _load((PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8"))
     targets = {}
     for job in config["scrape_configs"]:
         for static in job.get("static_configs", []):
@@ -897,7 +910,7 @@ def test_the_platform_exports_the_metrics_the_monitoring_relies_on():
 
 
 def alert_rules() -> list[dict]:
-    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))["groups"]
+    groups = _load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
@@ -939,11 +952,11 @@ def dashboard_queries(dashboard: dict) -> list[str]:
 
 
 def test_grafana_datasource_and_dashboard_provisioning():
-    datasources = yaml.safe_load(
+    datasources = _load(
         (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8"))["datasources"]
     (prometheus,) = [d for d in datasources if d["type"] == "prometheus"]
     assert prometheus["url"] == "http://prometheus:9090"
-    providers = yaml.safe_load(
+    providers = _load(
         (DEPLOY / "grafana/provisioning/dashboards/esign.yml").read_text(encoding="utf-8"))["providers"]
     grafana_volumes = load_compose()["services"]["grafana"]["volumes"]
     for provider in providers:

