@@ -49,8 +49,10 @@ def run() -> int:
         serve_metrics(int(metrics["PORT"]), metrics.get("ADDRESS") or "127.0.0.1")
     http = config.get("HTTP") or {}
     host, port = http.get("HOST", "127.0.0.1"), int(http.get("PORT", 8000))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port,
-                                           log_level=str(config.get("LOGGING_LEVEL", "info")).lower(),
-                                           access_log=False))
-    server.run(sockets=[listening_socket(host, port, reuse_port(http.get("REUSE_PORT", False)))])
+    options = dict(host=host, port=port, log_level=str(config.get("LOGGING_LEVEL", "info")).lower(), access_log=False)
+    if not reuse_port(http.get("REUSE_PORT", False)):
+        uvicorn.run(create_app(config), **options)
+        return 0
+    server = uvicorn.Server(uvicorn.Config(create_app(config), **options))
+    server.run(sockets=[listening_socket(host, port, shared=True)])
     return 0
