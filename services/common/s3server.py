@@ -26,7 +26,18 @@ from services.common.child_process import die_with_parent
 #: ports free_port has handed out in this process: never handed out twice
 _HANDED_OUT: set[int] = set()
 #: where free_port looks: Linux's ephemeral range, which no well-known service uses
-_PORT_RANGE = (32768, 60999)
+def _below_the_ephemeral_range() -> tuple[int, int]:
+    """Ports the kernel never picks as the local port of an outgoing connection: a server started
+    (or restarted) after its port was handed out would otherwise find a client connection on it
+    (seen: SeaweedFS's admin port, and notify restarted 40 times on its metrics port)."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return 10_000, max(10_100, ephemeral_low - 1)
+
+
+_PORT_RANGE = _below_the_ephemeral_range()
 
 
 def free_port() -> int:
@@ -35,7 +46,8 @@ def free_port() -> int:
     Not the kernel's answer to a bind to port 0: it may give the same free port to two
     calls in a row, and two servers told to use it collide (seen: a gateway and its own
     metrics server), and it gives only even ports. A random port of the range is tried
-    by binding it instead. Processes started side by side with ``ESIGN_TEST_SHARD=k/n``
+    by binding it instead, below the kernel's ephemeral range (which outgoing connections take
+    their local ports from). Processes started side by side with ``ESIGN_TEST_SHARD=k/n``
     (tests/support/parallel.py) take only ports congruent to k modulo n, so no two of
     them pick the same one either."""
     shard, shards = _port_share()
@@ -89,11 +101,11 @@ class SeaweedPorts:
 
     @classmethod
     def free(cls) -> "SeaweedPorts":
-        # gRPC ports are HTTP port + 10000, so pick HTTP ports below 55000.
+        # gRPC ports are HTTP port + 10000: pick HTTP ports whose gRPC port is below the ephemeral range too
         ports = []
         while len(ports) < 5:
             port = free_port()
-            if port < 55000 and not port_open(port + 10000) and port not in ports:
+            if port + 10000 <= _PORT_RANGE[1] and not port_open(port + 10000) and port not in ports:
                 ports.append(port)
         return cls(*ports)
 
