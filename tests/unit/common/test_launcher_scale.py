@@ -64,6 +64,7 @@ def test_a_dead_service_process_is_started_again_three_times_a_minute(monkeypatc
                            restart=lambda: started.append(1) or Dead())
     assert [launcher._restarted(child) for _ in range(4)] == [True, True, True, False]
     assert len(started) == 3
-    monkeypatch.setattr(launcher.time, "monotonic", lambda: 10_000.0)  # a minute later: again
+    later = launcher.time.monotonic() + launcher.RESTART_WINDOW + 1
+    monkeypatch.setattr(launcher.time, "monotonic", lambda: later)  # a minute later: again
     assert launcher._restarted(child)
     assert launcher._restarted(launcher.Child("witness-1", Dead(), tmp_path / "w.log")) is False
