@@ -550,13 +550,7 @@ class Pkcs11KeyStore:
                               Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
                               Attribute.UNWRAP: False, Attribute.DERIVE: False},
         )
-        held = private.get_attributes([Attribute.TOKEN, Attribute.SENSITIVE, Attribute.EXTRACTABLE])
-        if not (held[Attribute.TOKEN] and held[Attribute.SENSITIVE] and not held[Attribute.EXTRACTABLE]):
-            private.destroy()
-            public.destroy()
-            raise IntegrityError("token key", "the token did not keep the key sensitive and non-extractable")
-        Pkcs11KeyStore._remember_handle(pooled, ref, private)
-        return _public_key(ref.algorithm, public.get_attributes([Attribute.EC_PARAMS, Attribute.EC_POINT]))
+        return Pkcs11KeyStore._kept(pooled, ref, private, public)
 
     @staticmethod
     def _import(pooled: _PooledSession, ref: KeyRef, value: bytes, point: bytes) -> PublicKey:
@@ -576,6 +570,12 @@ class Pkcs11KeyStore:
         except BaseException:
             public.destroy()
             raise
+        return Pkcs11KeyStore._kept(pooled, ref, private, public)
+
+    @staticmethod
+    def _kept(pooled: _PooledSession, ref: KeyRef, private: Any, public: Any) -> PublicKey:
+        """A key just made or imported, if the token keeps it sensitive and non-extractable (else both
+        halves destroyed): remembered for this session, its public key answered."""
         held = private.get_attributes([Attribute.TOKEN, Attribute.SENSITIVE, Attribute.EXTRACTABLE])
         if not (held[Attribute.TOKEN] and held[Attribute.SENSITIVE] and not held[Attribute.EXTRACTABLE]):
             private.destroy()
