@@ -61,6 +61,22 @@ def setting_flag(section: Any, key: str, default: bool, name: str) -> bool:
     raise InvalidInput(name, "boolean", "expected true or false")
 
 
+def setting_number(section: Any, key: str, default: float, name: str) -> float:
+    """A positive number setting (empty: ``default``); anything else stops the service, naming ``name``."""
+    from services.common.errors import InvalidInput
+
+    value = section.get(key, default)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(name, "number", "expected a number") from None
+    if number <= 0:
+        raise InvalidInput(name, "positive", "expected a number above 0")
+    return number
+
+
 def config_path(service: str) -> Path:
     return REPO_ROOT / "services" / service / "config.yaml"
 

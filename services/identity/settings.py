@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from services.common.assurance import AssuranceLevel
-from services.common.config import REPO_ROOT, data_dir, setting_flag
+from services.common.config import REPO_ROOT, data_dir, setting_flag, setting_number
 from services.common.errors import InvalidInput
 from services.identity import ca, grants, otp
 from services.identity.faces import DEFAULT_THRESHOLD
@@ -109,9 +109,9 @@ class IdentitySettings:
         return cls(
             proofing=ProofingSettings(provider=provider, allow_self_declared=allow_self, registry_file=registry_file,
                                       tencent=dict(proof.get("TENCENT") or {})),
-            max_image_bytes=int(_number(faces, "MAX_IMAGE_BYTES", d.max_image_bytes, "faces.max_image_bytes")),
+            max_image_bytes=int(setting_number(faces, "MAX_IMAGE_BYTES", d.max_image_bytes, "faces.max_image_bytes")),
             face_threshold=_fraction(faces, "THRESHOLD", d.face_threshold, "faces.threshold"),
-            min_face_px=int(_number(faces, "MIN_FACE_PX", d.min_face_px, "faces.min_face_px")),
+            min_face_px=int(setting_number(faces, "MIN_FACE_PX", d.min_face_px, "faces.min_face_px")),
             face_workers=_workers(faces),
             mirrored_input=setting_flag(live, "MIRRORED_INPUT", d.mirrored_input, "liveness.mirrored_input"),
             upload_allowed=setting_flag(faces, "ALLOW_UPLOAD", d.upload_allowed, "faces.allow_upload"),
@@ -119,10 +119,10 @@ class IdentitySettings:
             liveness_ttl=_seconds(live, "CHALLENGE_TTL_SECONDS", d.liveness_ttl, "liveness.challenge_ttl_seconds"),
             willingness_ttl=_seconds(will, "TTL_SECONDS", d.willingness_ttl, "willingness.ttl_seconds"),
             grant_ttl=_seconds(will, "GRANT_TTL_SECONDS", d.grant_ttl, "willingness.grant_ttl_seconds"),
-            max_face_attempts=int(_number(will, "MAX_FACE_ATTEMPTS", d.max_face_attempts,
+            max_face_attempts=int(setting_number(will, "MAX_FACE_ATTEMPTS", d.max_face_attempts,
                                           "willingness.max_face_attempts")),
             face_lock=FaceLockSettings(
-                max_failures=int(_number(lock, "MAX_FAILURES", d.face_lock.max_failures,
+                max_failures=int(setting_number(lock, "MAX_FAILURES", d.face_lock.max_failures,
                                          "willingness.face_lock.max_failures")),
                 window=_seconds(lock, "WINDOW_SECONDS", d.face_lock.window, "willingness.face_lock.window_seconds"),
                 lock=_seconds(lock, "LOCK_SECONDS", d.face_lock.lock, "willingness.face_lock.lock_seconds"),
@@ -130,7 +130,7 @@ class IdentitySettings:
             phone_confirmation_valid=_seconds(reg, "PHONE_CONFIRMATION_VALID_SECONDS", d.phone_confirmation_valid,
                                               "registration.phone_confirmation_valid_seconds"),
             step_up_window=_seconds(step, "WINDOW_SECONDS", d.step_up_window, "step_up.window_seconds"),
-            person_validity=timedelta(days=_number(ca_cfg, "PERSON_VALIDITY_DAYS", d.person_validity.days,
+            person_validity=timedelta(days=setting_number(ca_cfg, "PERSON_VALIDITY_DAYS", d.person_validity.days,
                                                    "ca.person_validity_days")),
             sessions=SessionSettings(
                 idle=_seconds(sessions, "IDLE_SECONDS", d.sessions.idle, "sessions.idle_seconds"),
@@ -147,34 +147,23 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, name: str) -> float:
-    value = section.get(key, default)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(name, "number", "expected a number") from None
-    if number <= 0:
-        raise InvalidInput(name, "positive", "expected a number above 0")
-    return number
 
 
 def _fraction(section: Mapping[str, Any], key: str, default: float, name: str) -> float:
-    value = _number(section, key, default, name)
+    value = setting_number(section, key, default, name)
     if not value < 1:
         raise InvalidInput(name, "range", "expected a number between 0 and 1")
     return value
 
 
 def _workers(faces: Mapping[str, Any]) -> int:
-    value = _number(faces, "WORKERS", 1, "faces.workers")
+    value = setting_number(faces, "WORKERS", 1, "faces.workers")
     if value not in (1, 2):  # each holds the face models (about 100 MB); a third buys nothing on 2 cores
         raise InvalidInput("faces.workers", "range", "expected 1 or 2")
     return int(value)
 
 
 def _seconds(section: Mapping[str, Any], key: str, default: timedelta, name: str) -> timedelta:
-    return timedelta(seconds=_number(section, key, default.total_seconds(), name))
+    return timedelta(seconds=setting_number(section, key, default.total_seconds(), name))
 
 

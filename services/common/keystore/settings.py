@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from services.common.config import data_dir, read_secret, setting_flag
+from services.common.config import data_dir, read_secret, setting_flag, setting_number
 from services.common.errors import InvalidInput
 from services.common.keystore import BACKENDS, PKCS11, SEALED, KeyStore, check_label
 from services.common.keystore.pkcs11_token import SOFTHSM2_MODULE, Pkcs11KeyStore, TokenSettings
@@ -72,7 +72,8 @@ class KeyStoreSettings:
         except InvalidInput:
             raise InvalidInput("keys.label_prefix", "format",
                                "expected 1-128 characters of A-Z a-z 0-9 . _ : / + -") from None
-        grace = _number(keys, "RECONCILE_GRACE_SECONDS", DEFAULT_GRACE.total_seconds(), "keys.reconcile_grace_seconds")
+        grace = setting_number(keys, "RECONCILE_GRACE_SECONDS", DEFAULT_GRACE.total_seconds(),
+                               "keys.reconcile_grace_seconds")
         p11 = _section(keys, "PKCS11", "keys.pkcs11")
         module = str(p11.get("MODULE") or SOFTHSM2_MODULE)
         softhsm = "softhsm" in os.path.basename(module).lower()
@@ -96,10 +97,11 @@ class KeyStoreSettings:
         token = TokenSettings(
             module=module,
             token_label=str(p11.get("TOKEN_LABEL") or "esign"),
-            pool_size=int(_number(p11, "POOL_SIZE", 4, "keys.pkcs11.pool_size")),
+            pool_size=int(setting_number(p11, "POOL_SIZE", 4, "keys.pkcs11.pool_size")),
             parallel=parallel,
-            acquire_timeout=_number(p11, "ACQUIRE_TIMEOUT_SECONDS", 10.0, "keys.pkcs11.acquire_timeout_seconds"),
-            min_free_bytes=int(_number(p11, "MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES, "keys.pkcs11.min_free_bytes"))
+            acquire_timeout=setting_number(p11, "ACQUIRE_TIMEOUT_SECONDS", 10.0, "keys.pkcs11.acquire_timeout_seconds"),
+            min_free_bytes=int(setting_number(p11, "MIN_FREE_BYTES", DEFAULT_MIN_FREE_BYTES,
+                                              "keys.pkcs11.min_free_bytes"))
             if embedded else 0,
         )
         return cls(backend=backend, label_prefix=prefix, reconcile_grace=_dt.timedelta(seconds=grace),
@@ -140,14 +142,3 @@ def _section(config: Mapping[str, Any], key: str, name: str) -> Mapping[str, Any
     return value
 
 
-def _number(section: Mapping[str, Any], key: str, default: float, name: str) -> float:
-    value = section.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(name, "number", "expected a number") from None
-    if number <= 0:
-        raise InvalidInput(name, "positive", "expected a number above 0")
-    return number
