@@ -383,6 +383,23 @@ def _release_token(token: _Token) -> None:
         token.shut()
 
 
+def change_pin(settings: TokenSettings, old_pin: str, new_pin: str) -> None:
+    """``C_Login`` with ``old_pin``, then ``C_SetPIN`` to ``new_pin`` (PKCS#11 v2.40 §5.6), while no
+    store of this process has the token open: for a token just made with a PIN only its maker knew
+    (:func:`~services.common.keystore.softhsm.init_token`), given the one its owner holds. A refusal
+    is the store's fault (``wrong_pin`` for a PIN of a length the token never takes, ...)."""
+    with _module_lock(settings.module):
+        try:
+            lib = pkcs11.lib(settings.module)
+        except p11.PKCS11Error:
+            raise fault(TOKEN_MISSING) from None
+        try:
+            with lib.get_token(token_label=settings.token_label).open(rw=True, user_pin=old_pin) as session:
+                session.set_pin(old_pin, new_pin)
+        except p11.PKCS11Error as exc:
+            raise fault(reason_of(exc)) from None
+
+
 # --- the store ----------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 # them must be green (the monkey-patched one), or the second waiter would block the hub for good.
 import threading as _threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from nameko.extensions import DependencyProvider
 
@@ -37,7 +37,10 @@ class KeyCustody:
 class KeyStoreProvider(DependencyProvider):
     """Hands workers the service's :class:`KeyCustody`."""
 
-    def __init__(self) -> None:
+    def __init__(self, embedded_also: Callable[[dict], Sequence[str]] | None = None) -> None:
+        """``embedded_also``: given the config, the labels of further tokens of the embedded home
+        the service opens itself (:func:`~services.common.keystore.settings.open_key_store`)."""
+        self._embedded_also = embedded_also
         self._lock = _threading.Lock()
         self._settings: KeyStoreSettings | None = None
         self._store: KeyStore | None = None
@@ -57,7 +60,9 @@ class KeyStoreProvider(DependencyProvider):
             return None
         with self._lock:
             if self._store is None:
-                self._store = open_key_store(self.container.config)
+                config = self.container.config
+                also = self._embedded_also(config) if self._embedded_also is not None else ()
+                self._store = open_key_store(config, embedded_also=also)
             return self._store
 
     def stop(self) -> None:

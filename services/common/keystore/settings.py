@@ -20,7 +20,8 @@
 SoftHSM2 reads its configuration and finds its tokens once, when a process
 first initialises it: every store of one process must use the same embedded
 directory (the tests give one, ``EMBEDDED_DIR``, to every service they run in
-a process), and every token it is to see must exist by then.
+a process), and every token it is to see must exist by then (``open_key_store``'s
+``embedded_also`` makes the further ones a service opens itself).
 
 A bad value raises :class:`~services.common.errors.InvalidInput` naming the
 setting (``keys.backend``, ``keys.pkcs11.parallel`` …), and
@@ -34,7 +35,7 @@ import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from services.common.config import data_dir, read_secret, setting_flag, setting_number
 from services.common.errors import InvalidInput
@@ -110,9 +111,12 @@ class KeyStoreSettings:
 
 
 def open_key_store(config: Mapping[str, Any], keyring: Keyring | None = None,
-                   sealed_storage: MutableMapping | None = None) -> KeyStore:
+                   sealed_storage: MutableMapping | None = None, embedded_also: Sequence[str] = ()) -> KeyStore:
     """The key store ``KEYS`` names, connected: the sealed one over ``keyring`` and
-    ``sealed_storage``, or the token (made first, when embedded)."""
+    ``sealed_storage``, or the token (made first, when embedded). ``embedded_also``: labels of
+    further tokens of the embedded home this process will open itself (identity's development
+    root, :func:`services.identity.ca_store.development_tokens`), made here before the module is
+    first initialised, since SoftHSM2 sees only the tokens there are then."""
     settings = KeyStoreSettings.from_config(config)
     if settings.backend == SEALED:
         if keyring is None:
@@ -122,7 +126,10 @@ def open_key_store(config: Mapping[str, Any], keyring: Keyring | None = None,
         return SealedKeyStore(keyring, sealed_storage)
     token = settings.pkcs11.token
     if settings.pkcs11.embedded:
-        embedded = ensure_token(settings.pkcs11.embedded_dir or data_dir(dict(config)), token.token_label)
+        home = settings.pkcs11.embedded_dir or data_dir(dict(config))
+        for label in embedded_also:
+            ensure_token(home, label)
+        embedded = ensure_token(home, token.token_label)
         embedded.activate()
         pin = embedded.pin()
         token = replace(token, storage_dir=embedded.token_dir)

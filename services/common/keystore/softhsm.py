@@ -19,6 +19,14 @@ The PINs pass on ``softhsm2-util``'s command line for the instant it runs
 (it reads them from a terminal otherwise). The token's files are only the
 data directory's owner's, who can read the PIN files anyway; a production
 HSM is initialised by its own key ceremony, never by this module.
+
+:func:`init_token` makes a token whose user PIN its owner holds instead (the
+offline root's, ``esign ca init``: the root passphrase). It is made with a
+random user PIN that is written nowhere and handed back once, for the caller
+to replace at once through PKCS#11 (``C_SetPIN``,
+:func:`~services.common.keystore.pkcs11_token.change_pin`): the owner's PIN
+never passes on a command line and is never stored. The security officer's
+PIN is random and kept as :func:`ensure_token` keeps it.
 """
 from __future__ import annotations
 
@@ -28,8 +36,10 @@ import re
 import secrets
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from services.common.keystore.pkcs11_token import SOFTHSM2_MODULE
 
@@ -78,32 +88,69 @@ class SoftHsmToken:
         os.environ[CONF_ENV] = conf
 
 
-def ensure_token(data_dir: str | os.PathLike, label: str = "esign") -> SoftHsmToken:
-    """The token labelled ``label`` under ``data_dir``, initialised if it is not there yet."""
+def token_paths(data_dir: str | os.PathLike, label: str = "esign") -> SoftHsmToken:
+    """Where the token labelled ``label`` under ``data_dir`` lives (nothing is made or checked)."""
     if not _LABEL.match(label):
         raise ValueError("a SoftHSM2 token label here is 1-32 characters of A-Z a-z 0-9 . _ -")
     base = Path(data_dir)
     home = base / "softhsm"
-    token = SoftHsmToken(label=label, conf=home / "softhsm2.conf", token_dir=home / "tokens",
-                         pin_file=base / "secrets" / f"softhsm-{label}-pin",
-                         so_pin_file=base / "secrets" / f"softhsm-{label}-so-pin")
+    return SoftHsmToken(label=label, conf=home / "softhsm2.conf", token_dir=home / "tokens",
+                        pin_file=base / "secrets" / f"softhsm-{label}-pin",
+                        so_pin_file=base / "secrets" / f"softhsm-{label}-so-pin")
+
+
+def ensure_token(data_dir: str | os.PathLike, label: str = "esign") -> SoftHsmToken:
+    """The token labelled ``label`` under ``data_dir``, initialised if it is not there yet."""
+    token = token_paths(data_dir, label)
+    with _home_lock(token):
+        if label in _token_labels(token.conf):
+            if not token.pin_file.exists():
+                raise SoftHsmUnavailable(
+                    f"token {label!r} exists under {token.token_dir} but its PIN file {token.pin_file} is gone;"
+                    " remove the token directory to start again (its keys are lost)")
+            return token
+        pin, so_pin = _pin_secret(token.pin_file), _pin_secret(token.so_pin_file)
+        _run(token.conf, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin)
+    return token
+
+
+def init_token(data_dir: str | os.PathLike, label: str) -> tuple[SoftHsmToken, str]:
+    """A new token labelled ``label`` under ``data_dir``, and its user PIN for now: random, written
+    nowhere, for the caller to replace at once with the PIN its owner holds (see the module
+    docstring). Refuses a label that is there already (its PIN is not this module's to know)."""
+    token = token_paths(data_dir, label)
+    with _home_lock(token):
+        if label in _token_labels(token.conf):
+            raise SoftHsmUnavailable(f"a token {label!r} exists under {token.token_dir} already")
+        so_pin, initial_pin = _pin_secret(token.so_pin_file), secrets.token_urlsafe(24)
+        _run(token.conf, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", initial_pin)
+    return token, initial_pin
+
+
+def existing_token(data_dir: str | os.PathLike, label: str) -> SoftHsmToken:
+    """The paths of a token made before under ``data_dir``, its home's configuration rewritten for
+    where the home is now (it may have moved with its directory: an offline root's, copied to
+    another machine); no token is made. A home that is not there is ``SoftHsmUnavailable``."""
+    token = token_paths(data_dir, label)
+    if not token.token_dir.is_dir():
+        raise SoftHsmUnavailable(f"no SoftHSM2 token directory at {token.token_dir}")
+    _write_conf(token)
+    return token
+
+
+@contextmanager
+def _home_lock(token: SoftHsmToken) -> Iterator[None]:
+    """The token's home made (0700) with its configuration written, locked against concurrent starts."""
+    home = token.conf.parent
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     token.token_dir.mkdir(exist_ok=True, mode=0o700)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             _write_conf(token)
-            if label in _token_labels(token.conf):
-                if not token.pin_file.exists():
-                    raise SoftHsmUnavailable(
-                        f"token {label!r} exists under {token.token_dir} but its PIN file {token.pin_file} is gone;"
-                        " remove the token directory to start again (its keys are lost)")
-                return token
-            pin, so_pin = _pin_secret(token.pin_file), _pin_secret(token.so_pin_file)
-            _run(token.conf, "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin)
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    return token
 
 
 def _write_conf(token: SoftHsmToken) -> None:

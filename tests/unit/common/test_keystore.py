@@ -682,7 +682,7 @@ def test_providers_opening_the_store_at_once_in_greenthreads_do_not_block_the_hu
         from types import SimpleNamespace
         from services.common.keystore import provider
 
-        def opening(config):
+        def opening(config, **_options):
             eventlet.sleep(0.2)  # the subprocess's wait: other greenthreads run
             return SimpleNamespace(close=lambda: None)
 
