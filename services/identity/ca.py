@@ -9,9 +9,12 @@ Hierarchy::
            ├─ TSA certificate       (EKU timeStamping, critical; RFC 3161 §2.3)
            └─ service certificates  (platform signatures on reports, checkpoints)
 
-The root key exists only as an encrypted PKCS#8 file written by
-:func:`init_root` and read by :func:`create_issuing_ca`; the running service
-never loads it. Every other private key is serialised only through
+The root key is offline: on a PKCS#11 token of its own (the default of
+``esign ca init``; :mod:`services.identity.root_custody`), or, with
+``--key-file``, as the encrypted PKCS#8 file written by :func:`init_root` and
+read by :func:`load_root`; the running service never holds it (its
+development CA signs with its root once, at first start, and lets it go).
+Every other private key is on the services' token or serialised only through
 :mod:`services.common.sealing` (:func:`seal_private_key`).
 
 A person certificate's subject is ``C=CN, CN=<name>, serialNumber=<keyed
@@ -45,7 +48,8 @@ from services.common.reasons import Reason
 from services.common.sealing import Keyring
 
 ROOT_CERT_FILE = "root.pem"
-ROOT_KEY_FILE = "root-key.pem"
+ROOT_KEY_FILE = "root-key.pem"  # the root key as encrypted PKCS#8 (``esign ca init --key-file``)
+ROOT_TOKEN_FILE = "root-token.json"  # which token holds the root key (services/identity/root_custody.py)
 
 DEFAULT_ROOT_VALIDITY = _dt.timedelta(days=20 * 365)
 DEFAULT_ISSUING_VALIDITY = _dt.timedelta(days=8 * 365)
@@ -195,9 +199,12 @@ def create_root(
     subject: CaSubject = CaSubject(),
     now: _dt.datetime | None = None,
     validity: _dt.timedelta = DEFAULT_ROOT_VALIDITY,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    serial: int | None = None,
 ) -> CertificateAuthority:
-    """A self-signed root: CA:TRUE pathlen 1, keyCertSign + cRLSign (critical)."""
-    key = generate_key()
+    """A self-signed root: CA:TRUE pathlen 1, keyCertSign + cRLSign (critical).
+    ``key``: one made for it (on a token, under a label naming ``serial``); else one in memory."""
+    key = key or generate_key()
     cert = _issue(
         None, _ca_name(subject, subject.root_common_name), key.public_key(), key, _now(now), validity,
         [
@@ -205,6 +212,7 @@ def create_root(
             (_key_usage(key_cert_sign=True, crl_sign=True), True),
         ],
         None,
+        serial,
     )
     return CertificateAuthority(cert, key)
 
@@ -215,15 +223,15 @@ def init_root(
     subject: CaSubject = CaSubject(),
     now: _dt.datetime | None = None,
 ) -> x509.Certificate:
-    """Create the offline root and write ``root.pem`` and the encrypted
-    ``root-key.pem`` (PKCS#8, best available PBE) into ``directory``.
-    Refuses to overwrite an existing root."""
+    """Create the offline root with its key in a file (``esign ca init --key-file``): write
+    ``root.pem`` and the encrypted ``root-key.pem`` (PKCS#8, best available PBE) into
+    ``directory``. Refuses to overwrite an existing root. A root on a token of its own:
+    :func:`services.identity.root_custody.init_root`."""
     passphrase = _passphrase(passphrase)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / ROOT_CERT_FILE, folder / ROOT_KEY_FILE
-    if cert_path.exists() or key_path.exists():
-        raise Conflict(Reason.CA_EXISTS, "a root CA already exists in this directory")
+    refuse_existing_root(folder)
     root = create_root(subject, now)
     key_pem = root.private_key.private_bytes(
         serialization.Encoding.PEM,
@@ -238,9 +246,20 @@ def init_root(
     return root.certificate
 
 
+def refuse_existing_root(folder: Path) -> None:
+    """``Conflict(ca_exists)`` when ``folder`` holds a root (its certificate, key file or token record)."""
+    if any((folder / name).exists() for name in (ROOT_CERT_FILE, ROOT_KEY_FILE, ROOT_TOKEN_FILE)):
+        raise Conflict(Reason.CA_EXISTS, "a root CA already exists in this directory")
+
+
 def load_root(directory: str | os.PathLike, passphrase: bytes | str) -> CertificateAuthority:
-    """Load the offline root (for ``esign ca`` commands only)."""
+    """Load an offline root whose key is a file (for ``esign ca`` commands only). A root on a
+    token signs only while its token is open: :func:`services.identity.root_custody.open_root`
+    opens either kind."""
     folder = Path(directory)
+    if (folder / ROOT_TOKEN_FILE).exists():
+        raise InvalidInput("root_dir", "on_token", "the root key is on a PKCS#11 token: open it with"
+                                                   " root_custody.open_root")
     cert = certificate_from_pem((folder / ROOT_CERT_FILE).read_bytes())
     try:
         key = serialization.load_pem_private_key((folder / ROOT_KEY_FILE).read_bytes(), _passphrase(passphrase))
@@ -261,8 +280,10 @@ def create_issuing_ca(
 ) -> CertificateAuthority:
     """An issuing CA signed by the offline root: CA:TRUE pathlen 0,
     keyCertSign + cRLSign + digitalSignature (it signs OCSP responses)."""
-    root = load_root(root_dir, passphrase)
-    return issue_ca(root, subject, root_points, now, validity)
+    from services.identity.root_custody import open_root  # it builds on this module
+
+    with open_root(root_dir, passphrase) as root:
+        return issue_ca(root, subject, root_points, now, validity)
 
 
 def issue_ca(
