@@ -20,10 +20,10 @@ the TSA sign through it (:mod:`services.common.keystore.private_keys`,
 ``*.sealed`` file is an envelope-encrypted PKCS#8 blob
 (services/common/sealing.py) bound to its role and certificate serial,
 openable only with the KEK named in it; ``esign keys migrate --to pkcs11``
-moves them onto the token. The root is not among them: it stays offline
-(``esign ca init``: a passphrase-encrypted PKCS#8 file for the offline
-machine; a token of its own there is not supported yet), and signs only when
-an issuing CA or the root CRL is made.
+moves them onto the token. The root is not among them: it stays offline, on
+a token of its own (``esign ca init``, :mod:`services.identity.root_custody`;
+or a passphrase-encrypted PKCS#8 file), and signs only when an issuing CA or
+the root CRL is made.
 
 OCSP answers are signed by the delegated responder (RFC 6960 §4.2.2.2), not
 by the issuing CA key: pdfsig (NSS) trusted only the first signature of a
@@ -31,8 +31,16 @@ file when answers came from the CA itself (see tests/support/pki.py).
 
 Development default: when ``CA.DIR`` holds no issuing CA and
 ``CA.REQUIRE_EXISTING`` is false, :func:`ensure_development_ca` creates a root
-(key encrypted with a generated passphrase kept beside it) and an issuing CA
-under ``<DATA_DIR>/ca``, logged loudly as development-only.
+and an issuing CA under ``<DATA_DIR>/ca``, logged loudly as development-only.
+With ``KEYS.BACKEND: pkcs11`` on the embedded token, the root's key is
+generated on a token of its own in the same SoftHSM2 home (label
+``esign-dev-root``, its own random PIN in ``secrets/``; made with the
+services' token before the process first initialises SoftHSM2:
+:func:`development_tokens`), used to sign the root, the issuing CA and the
+root CRL, and let go (logged out, sessions closed); ``CA.DIR/dev-root`` holds
+``root.pem`` and ``root-token.json``, no key. Otherwise (``sealed``, or an HSM)
+the root's key is an encrypted PKCS#8 file there, its generated passphrase in
+a 0600 file beside it.
 """
 from __future__ import annotations
 
@@ -54,14 +62,16 @@ from nameko.extensions import DependencyProvider
 
 from services.common.config import data_dir
 from services.common.errors import Conflict, IntegrityError
-from services.common.keystore import EC_P256, TOKEN_MISSING, KeyRef, KeyStore, fault
+from services.common.keystore import EC_P256, PKCS11, TOKEN_MISSING, KeyRef, KeyStore, fault
+from services.common.keystore.pkcs11_token import Pkcs11KeyStore, TokenSettings
 from services.common.keystore.private_keys import StoreEcPrivateKey
 from services.common.keystore.provider import key_store_of
 from services.common.keystore.settings import KeyStoreSettings
+from services.common.keystore.softhsm import SoftHsmToken, token_paths
 from services.common.reasons import Reason
 from services.common.sealing import Keyring, associated_data, from_text, to_text
 from services.common.tsa import TimeStampAuthority
-from services.identity import ca
+from services.identity import ca, root_custody
 from services.identity.secrets import load_keys
 
 log = logging.getLogger(__name__)
@@ -72,6 +82,7 @@ ROLES = ("issuing", "tsa", "service", "ocsp")
 ROOT_CRL_VALIDITY = _dt.timedelta(days=365)
 DEV_ROOT_DIR = "dev-root"
 DEV_PASSPHRASE_FILE = "dev-root-passphrase"
+DEV_ROOT_TOKEN = "esign-dev-root"  #: the development root's token, in the services' embedded home
 
 
 @dataclass(frozen=True)
@@ -379,25 +390,93 @@ def _directory_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_development_ca(directory: Path, keys: PlatformKeys, public_url: str) -> None:
-    """DEVELOPMENT ONLY: a root and issuing CA made on this machine, the root's
-    passphrase in a 0600 file beside it. A deployment runs ``esign ca init`` on
-    an offline machine and ``esign ca issue-ca``, then sets CA.REQUIRE_EXISTING."""
+@dataclass(frozen=True)
+class DevelopmentRootToken:
+    """The development root's token: a SoftHSM2 token of the services' embedded home."""
+
+    settings: TokenSettings
+    token: SoftHsmToken
+    home: Path
+
+
+def development_root_token(config: dict) -> DevelopmentRootToken | None:
+    """Where the development root's key goes: a token of its own in the services' embedded
+    SoftHSM2 home when ``KEYS`` names the embedded token, else ``None`` (a key file)."""
+    settings = KeyStoreSettings.from_config(config)
+    if settings.backend != PKCS11 or not settings.pkcs11.embedded:
+        return None
+    home = settings.pkcs11.embedded_dir or data_dir(config)
+    token = token_paths(home, DEV_ROOT_TOKEN)
+    services = settings.pkcs11.token
+    return DevelopmentRootToken(TokenSettings(module=services.module, token_label=DEV_ROOT_TOKEN, pool_size=1,
+                                              storage_dir=token.token_dir, min_free_bytes=services.min_free_bytes),
+                                token, Path(home))
+
+
+def development_tokens(config: dict) -> tuple[str, ...]:
+    """The tokens of the embedded home identity opens itself besides the services' (for
+    ``KeyStoreProvider``, which makes them before SoftHSM2 is first initialised): the development
+    root's, while the service may still have to make its development CA."""
+    directory, require, _ = ca_settings(config)
+    if require or has_issuing_ca(directory) or development_root_token(config) is None:
+        return ()
+    return (DEV_ROOT_TOKEN,)
+
+
+def ensure_development_ca(directory: Path, keys: PlatformKeys, public_url: str,
+                          root_token: DevelopmentRootToken | None = None) -> None:
+    """DEVELOPMENT ONLY: a root and issuing CA made on this machine; the root's key on
+    ``root_token`` (a token of its own, let go once the CA is made), or else encrypted in a file
+    with its passphrase in a 0600 file beside it. A deployment runs ``esign ca init`` on an
+    offline machine and ``esign ca issue-ca``, then sets CA.REQUIRE_EXISTING."""
     with _directory_lock(directory):
         if has_issuing_ca(directory):
             return
-        root_dir = directory / DEV_ROOT_DIR
+        with _development_root(directory, keys.prefix, root_token) as root:
+            make_ca_directory(directory, root, public_url, keys)
+        where = "on its own token" if root_token is not None else "in a file"
+        log.warning("DEVELOPMENT CA created in %s: its root key is on this machine (%s). "
+                    "Not for production: run 'esign ca init' offline, 'esign ca issue-ca', "
+                    "and set CA.REQUIRE_EXISTING", directory, where)
+
+
+@contextmanager
+def _development_root(directory: Path, label_prefix: str,
+                      root_token: DevelopmentRootToken | None) -> Iterator[ca.CertificateAuthority]:
+    """The development root, made or (after a start that stopped half-way) reopened, for the block."""
+    root_dir = directory / DEV_ROOT_DIR
+    made = (root_dir / ca.ROOT_CERT_FILE).is_file()
+    if made and (root_dir / ca.ROOT_KEY_FILE).is_file():  # a key file (made so before): as it was made
+        root_token = None
+    elif made and root_token is None:
+        log.error("the development root of %s is on a token, but KEYS does not name the embedded token", directory)
+        raise fault(TOKEN_MISSING)
+    if root_token is None:
         passphrase_path = directory / DEV_PASSPHRASE_FILE
         if not passphrase_path.exists():
             _write_new(passphrase_path, secrets.token_urlsafe(32).encode("ascii"), 0o600)
         passphrase = passphrase_path.read_bytes().strip()
-        if not (root_dir / ca.ROOT_CERT_FILE).exists():
+        if not made:
             ca.init_root(root_dir, passphrase)
-        root = ca.load_root(root_dir, passphrase)
-        make_ca_directory(directory, root, public_url, keys)
-        log.warning("DEVELOPMENT CA created in %s: its root key is on this machine. "
-                    "Not for production: run 'esign ca init' offline, 'esign ca issue-ca', "
-                    "and set CA.REQUIRE_EXISTING", directory)
+        yield ca.load_root(root_dir, passphrase)
+        return
+    try:
+        pin = root_token.token.pin()
+    except FileNotFoundError:
+        log.error("the development root's token %r is not in %s (made before the first key store opened?)",
+                  DEV_ROOT_TOKEN, root_token.home)
+        raise fault(TOKEN_MISSING) from None
+    store = Pkcs11KeyStore.open(root_token.settings, pin)
+    try:
+        if made:
+            yield root_custody.root_from_store(root_dir, store)
+        else:
+            root_dir.mkdir(parents=True, exist_ok=True)
+            (root_dir / ca.ROOT_TOKEN_FILE).unlink(missing_ok=True)  # of a start that stopped before root.pem
+            place = root_custody.TokenPlace(root_token.settings.module, DEV_ROOT_TOKEN, str(root_token.home))
+            yield root_custody.create_root_on_store(root_dir, store, label_prefix, place)
+    finally:
+        store.close()  # the last store on the root's token: its sessions close and it is logged out
 
 
 class CaNotConfigured(RuntimeError):
@@ -422,7 +501,8 @@ def open_ca(config: dict, keyring: Keyring, store: KeyStore | None = None) -> Ca
             raise CaNotConfigured(
                 f"CA.REQUIRE_EXISTING is set and {directory} holds no issuing CA: "
                 "run 'esign ca issue-ca' and point CA.DIR at its output")
-        ensure_development_ca(directory, platform_keys(config, keyring, store), public_url)
+        ensure_development_ca(directory, platform_keys(config, keyring, store), public_url,
+                              development_root_token(config) if store is not None else None)
     return load_ca_material(directory, keyring, store)
 
 

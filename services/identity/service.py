@@ -55,7 +55,7 @@ from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
 from services.common.wire import b64, decode_base64
 from services.identity import audit, ca, certificates
-from services.identity.ca_store import CaProvider, build_delegated_ocsp_response
+from services.identity.ca_store import CaProvider, build_delegated_ocsp_response, development_tokens
 from services.identity.dependencies import ProofingProvider, SettingsProvider
 from services.identity.face_pool import FacePool
 from services.identity.models import IdentityProof, Person
@@ -89,7 +89,7 @@ class IdentityService(ServiceBase):
     config = Config()
     settings = SettingsProvider()
     keys = IdentityKeysProvider()
-    custody = KeyStoreProvider()
+    custody = KeyStoreProvider(embedded_also=development_tokens)
     authority = CaProvider()
     faces = FacePool()
     proofing = ProofingProvider()

@@ -6,7 +6,9 @@ configuration, stays invisible to that process (tried: ``token_missing``).
 So every test of one process that uses a token uses this one home, made with
 every token a test needs before any test loads the module: ``esign`` for the
 services (identity and signing share it, each under its own label prefix, as
-in ``./dev up``), ``esign-test`` and ``esign-other`` for the key-store tests.
+in ``./dev up``), ``esign-dev-root`` for the development CAs' roots (each an
+identity's, its key labelled under that identity's prefix and the root's
+serial), ``esign-test`` and ``esign-other`` for the key-store tests.
 
 Tests keep apart on the shared token by label prefix: :func:`pkcs11_keys`
 gives each service a prefix of its own test, so one test's reconciler never
@@ -20,7 +22,8 @@ from pathlib import Path
 from services.common.keystore.softhsm import SoftHsmToken, ensure_token
 
 SERVICES_TOKEN = "esign"
-LABELS = (SERVICES_TOKEN, "esign-test", "esign-other")
+DEV_ROOT_TOKEN = "esign-dev-root"  # services/identity/ca_store.py's DEV_ROOT_TOKEN (checked by its tests)
+LABELS = (SERVICES_TOKEN, DEV_ROOT_TOKEN, "esign-test", "esign-other")
 
 _home: Path | None = None
 

@@ -26,7 +26,7 @@ def keyring() -> Keyring:
 
 @pytest.fixture
 def issued(tmp_path, keyring):
-    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    ca_cli.init(tmp_path / "root", PASSPHRASE, key_file=True)  # the root on a token: test_root_custody.py
     ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "ca", public_url="https://esign.example", keyring=keyring)
     return tmp_path / "ca"
 
@@ -112,7 +112,7 @@ def test_development_ca_is_made_once_and_require_existing_refuses(tmp_path, keyr
         ca_store.open_ca({"DATA_DIR": str(tmp_path / "empty"), "CA": {"REQUIRE_EXISTING": True}}, keyring)
     assert not (tmp_path / "empty" / "ca" / "issuing.pem").exists()
     # a directory made by `esign ca issue-ca` is used as it is
-    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    ca_cli.init(tmp_path / "root", PASSPHRASE, key_file=True)  # the root on a token: test_root_custody.py
     made = ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "prod", public_url="https://p", keyring=keyring)
     loaded = ca_store.open_ca({"DATA_DIR": str(tmp_path / "x"), "CA": {"DIR": str(tmp_path / "prod"),
                                                                         "REQUIRE_EXISTING": True}}, keyring)
@@ -143,7 +143,7 @@ def test_issue_ca_on_the_token_writes_refs_and_the_ca_signs_there(tmp_path, keyr
     from services.common.keystore import KeyRef
     from services.common.keystore.private_keys import StoreEcPrivateKey
 
-    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    ca_cli.init(tmp_path / "root", PASSPHRASE, key_file=True)  # the root on a token: test_root_custody.py
     out = tmp_path / "ca"
     ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, out, public_url="https://esign.example", keys=token_keys)
     names = sorted(p.name for p in out.iterdir())
@@ -184,7 +184,7 @@ def test_issue_ca_on_the_token_writes_refs_and_the_ca_signs_there(tmp_path, keyr
 
 
 def test_a_ca_not_written_takes_its_keys_off_the_token(tmp_path, keyring, token_keys, monkeypatch):
-    ca_cli.init(tmp_path / "root", PASSPHRASE)
+    ca_cli.init(tmp_path / "root", PASSPHRASE, key_file=True)  # the root on a token: test_root_custody.py
 
     def disk_full(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
@@ -193,3 +193,108 @@ def test_a_ca_not_written_takes_its_keys_off_the_token(tmp_path, keyring, token_
     with pytest.raises(OSError):
         ca_cli.issue_ca(tmp_path / "root", PASSPHRASE, tmp_path / "ca", public_url="https://x", keys=token_keys)
     assert token_keys.store.list_refs(token_keys.prefix) == []
+
+
+# --- the development root on a token of its own (issue #16) -----------------------------------------
+
+
+def test_the_development_ca_on_the_embedded_token_keeps_its_root_on_a_token_of_its_own(softhsm_home, tmp_path,
+                                                                                      keyring):
+    from pkcs11 import Attribute, ObjectClass
+    from pkcs11 import exceptions as p11
+
+    from services.common.keystore import pkcs11_token
+    from services.common.keystore.settings import open_key_store
+    from services.identity.root_custody import RootToken
+    from tests.support.softhsm import DEV_ROOT_TOKEN, pkcs11_keys
+
+    assert DEV_ROOT_TOKEN == ca_store.DEV_ROOT_TOKEN  # the tests' home makes it before SoftHSM2 starts
+    keys = pkcs11_keys(softhsm_home, "identity")
+    config = {"DATA_DIR": str(tmp_path / "data"), "PUBLIC_URL": "http://dev.test", "KEYS": keys}
+    assert ca_store.development_tokens(config) == (DEV_ROOT_TOKEN,)
+    store = open_key_store(config, embedded_also=ca_store.development_tokens(config))
+    root_token = ca_store.development_root_token(config)
+    root_store = None
+    try:
+        material = ca_store.open_ca(config, keyring, store)
+        # the root signed the CA and its CRL, and was let go: this process holds no session on its token
+        assert (os.path.realpath(root_token.settings.module), DEV_ROOT_TOKEN) not in pkcs11_token._TOKENS
+        directory = tmp_path / "data" / "ca"
+        root_dir = directory / ca_store.DEV_ROOT_DIR
+        assert sorted(p.name for p in root_dir.iterdir()) == ["root-token.json", "root.pem"]
+        assert not (directory / ca_store.DEV_PASSPHRASE_FILE).exists()
+        assert sorted(p.name for p in directory.glob("*-key.*")) == [
+            f"{role}-key.ref" for role in sorted(ca_store.ROLES)]
+        material.issuing.certificate.verify_directly_issued_by(material.root)
+        assert x509.load_der_x509_crl(material.root_crl_der).is_signature_valid(material.root.public_key())
+        recorded = RootToken.read(root_dir)
+        assert (recorded.place.token_label, recorded.place.softhsm_dir) == (DEV_ROOT_TOKEN, str(softhsm_home))
+        assert recorded.key.label == f"{keys['LABEL_PREFIX']}ca/root/{format(material.root.serial_number, 'x')}"
+        # the root key is on its token, with its own PIN, and cannot be read
+        from services.common.keystore.pkcs11_token import Pkcs11KeyStore
+
+        assert root_token.token.pin() != ensure_pin(softhsm_home, "esign")
+        root_store = Pkcs11KeyStore.open(root_token.settings, root_token.token.pin())
+        assert root_store.public_key(recorded.key) == material.root.public_key()
+        with root_store._token.session() as pooled:
+            key = pooled.session.get_key(ObjectClass.PRIVATE_KEY, id=recorded.key.id_bytes)
+            with pytest.raises(p11.AttributeSensitive):
+                key[Attribute.VALUE]
+            assert key[Attribute.EXTRACTABLE] is False
+        assert not store.list_refs(f"{keys['LABEL_PREFIX']}ca/root/")  # not on the services' token
+        # made once; afterwards the service needs no root token at all
+        assert ca_store.open_ca(config, keyring, store).issuing.certificate == material.issuing.certificate
+        assert ca_store.development_tokens(config) == ()
+    finally:
+        if root_store is not None:
+            for ref in root_store.list_refs(keys["LABEL_PREFIX"]):
+                root_store.destroy(ref)
+            root_store.close()
+        for ref in store.list_refs(keys["LABEL_PREFIX"]):
+            store.destroy(ref)
+        store.close()
+
+
+def ensure_pin(home, label):
+    from services.common.keystore.softhsm import token_paths
+
+    return token_paths(home, label).pin()
+
+
+def test_a_development_ca_not_written_is_made_again_under_the_root_already_made(softhsm_home, tmp_path, keyring,
+                                                                                monkeypatch):
+    from services.common.keystore.settings import open_key_store
+    from tests.support.softhsm import pkcs11_keys
+
+    config = {"DATA_DIR": str(tmp_path / "data"), "PUBLIC_URL": "http://dev.test",
+              "KEYS": pkcs11_keys(softhsm_home, "identity")}
+    store = open_key_store(config)
+    try:
+        written = ca_store.write_ca_material
+
+        def disk_full(*_args, **_kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(ca_store, "write_ca_material", disk_full)
+        with pytest.raises(OSError):
+            ca_store.open_ca(config, keyring, store)
+        root_pem = (tmp_path / "data" / "ca" / ca_store.DEV_ROOT_DIR / "root.pem").read_bytes()
+        assert store.list_refs(config["KEYS"]["LABEL_PREFIX"]) == []  # the CA's keys were taken back
+        monkeypatch.setattr(ca_store, "write_ca_material", written)
+        material = ca_store.open_ca(config, keyring, store)
+        assert ca.certificate_to_pem(material.root) == root_pem
+        material.issuing.certificate.verify_directly_issued_by(material.root)
+    finally:
+        for ref in store.list_refs(config["KEYS"]["LABEL_PREFIX"]):
+            store.destroy(ref)
+        store.close()
+
+
+def test_a_development_root_keeps_its_key_file_with_sealed_keys_or_an_hsm(tmp_path):
+    assert ca_store.development_root_token({"DATA_DIR": str(tmp_path)}) is None
+    hsm = {"DATA_DIR": str(tmp_path), "KEYS": {"BACKEND": "pkcs11", "PKCS11": {
+        "EMBEDDED": False, "MODULE": "/opt/hsm/libhsm.so", "PIN": {"env": "HSM_PIN"}}}}
+    assert ca_store.development_root_token(hsm) is None and ca_store.development_tokens(hsm) == ()
+    embedded = {"DATA_DIR": str(tmp_path), "CA": {"REQUIRE_EXISTING": True},
+                "KEYS": {"BACKEND": "pkcs11", "PKCS11": {"EMBEDDED": True}}}
+    assert ca_store.development_tokens(embedded) == ()  # a deployment's CA: no development root
