@@ -5,9 +5,10 @@ token (``KEYS.BACKEND: pkcs11``), every value of every table of the four
 services' databases, every version of every object in the two buckets, and
 every variable of the process environment (the services ran in this process)
 is searched for a private key's encodings (PKCS#8, SEC1, PEM, a note key
-string; raw, hex, base64: tests/support/key_custody.py) and for the scalar of
-the one platform key a test can know, the development root's (its encrypted
-file and passphrase are on this machine; the root signs offline only).
+string; raw, hex, base64: tests/support/key_custody.py). No platform key's
+scalar can be known to the test: the development root's key is on a token of
+its own too (``esign-dev-root``, checked: no key file, no passphrase file,
+the key named by ``root-token.json`` signs for ``root.pem``).
 
 The search is first shown to find what it looks for where it looks: a sealed
 key's plaintext planted in a database row (inside a transaction, then rolled
@@ -20,14 +21,15 @@ import os
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
 from services.common.database import Database
+from services.common.keystore.pkcs11_token import Pkcs11KeyStore
 from services.common.storage import ObjectStore, S3Settings
-from services.identity import ca
-from services.identity.ca_store import DEV_PASSPHRASE_FILE, DEV_ROOT_DIR, ca_settings
+from services.identity import ca, root_custody
+from services.identity.ca_store import DEV_PASSPHRASE_FILE, DEV_ROOT_DIR, ca_settings, development_root_token
 from tests.support.key_custody import (
     database_blobs,
     environment_blobs,
@@ -52,9 +54,16 @@ def test_no_private_key_is_in_a_database_an_object_or_the_environment(stack_fact
     assert stack.rpc.signing.report(flow_id=flow_id)["report"]
     assert keys_not_on_token(stack.identity_config, stack.signing_config) == []
 
-    root_dir = ca_settings(stack.identity_config)[0]
-    root = ca.load_root(root_dir / DEV_ROOT_DIR, (root_dir / DEV_PASSPHRASE_FILE).read_bytes().strip())
-    known = {"the development root CA key": _scalar(root.private_key)}
+    ca_dir = ca_settings(stack.identity_config)[0]
+    assert not (ca_dir / DEV_PASSPHRASE_FILE).exists() and not (ca_dir / DEV_ROOT_DIR / ca.ROOT_KEY_FILE).exists()
+    root_token = development_root_token(stack.identity_config)
+    root_store = Pkcs11KeyStore.open(root_token.settings, root_token.token.pin())
+    try:  # the key root-token.json names is on the root's token and belongs to root.pem (else InvalidInput)
+        root = root_custody.root_from_store(ca_dir / DEV_ROOT_DIR, root_store)
+        root.private_key.sign(b"the root key signs", ec.ECDSA(hashes.SHA256()))
+    finally:
+        root_store.close()
+    known: dict[str, bytes] = {}
     configs = {"identity": stack.identity_config, "documents": stack.documents_config,
                "signing": stack.signing_config, "notify": stack.notify_config}
     databases = {service: Database(config["DATABASE"]["URL"], config["DATABASE"]["SCHEMA"], service)

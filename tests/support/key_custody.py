@@ -120,7 +120,8 @@ def keys_not_on_token(identity_config: dict, signing_config: dict) -> list[str]:
     import json
 
     from services.common.database import Database
-    from services.identity.ca_store import ca_settings
+    from services.identity.ca import ROOT_CERT_FILE, ROOT_KEY_FILE, ROOT_TOKEN_FILE
+    from services.identity.ca_store import DEV_PASSPHRASE_FILE, DEV_ROOT_DIR, ca_settings
     from services.identity.models import AuditRecord, Certificate
     from services.signing import log_key
 
@@ -145,6 +146,11 @@ def keys_not_on_token(identity_config: dict, signing_config: dict) -> list[str]:
     ca_dir = ca_settings(identity_config)[0]
     if files_named(ca_dir, "*-key.sealed") or len(files_named(ca_dir, "*-key.ref")) != 4:
         problems.append(f"CA.DIR keys: {files_named(ca_dir, '*-key.*')}")
+    dev_root = ca_dir / DEV_ROOT_DIR
+    if (dev_root / ROOT_CERT_FILE).exists() and not (dev_root / ROOT_TOKEN_FILE).exists():
+        problems.append("the development root's key is not on its token")
+    if (dev_root / ROOT_KEY_FILE).exists() or (ca_dir / DEV_PASSPHRASE_FILE).exists():
+        problems.append("the development root's key or passphrase is in a file")
     if log_key.sealed_key_source(signing_config) is not None or not log_key.ref_path(signing_config).exists():
         problems.append("the evidence-log key is not on the token")
     return problems
