@@ -6,7 +6,9 @@
   esign run SERVICE        run one service in this process (identity, documents,
                            signing, notify, gateway)
   esign migrate [SERVICE]  bring databases to the newest schema
-  esign ca init|issue-ca   the offline root CA, then the identity service's issuing CA
+  esign ca init|issue-ca|root-crl
+                           the offline root CA (its key on a token of its own), the identity
+                           service's issuing CA, the root's CRL
   esign registry add|list  the local identity registry (the 'registry' proofing provider)
   esign verify FILE.pdf [--report REPORT.json] [--json]
                            check a signed PDF (and its signing report) offline

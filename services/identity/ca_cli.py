@@ -67,30 +67,31 @@ def issue_ca(
     ``public_url`` is where the gateway serves /pki/... (default: the identity
     config's PUBLIC_URL). ``keys`` makes the keys (default: as the identity
     config's ``KEYS`` says: on its PKCS#11 token, or sealed under its KEK);
-    ``keyring`` alone: sealed under it."""
+    ``keyring`` alone: sealed under it. The root is opened first (its token's child process
+    starts with this process's environment as the operator gave it), identity's token after."""
     out = Path(out_dir)
     conflict_if_exists(out)
-    store = None
-    if keys is None and (keyring is None or public_url is None):
-        from services.common.config import load_config
-        from services.common.keystore import PKCS11
-        from services.common.keystore.settings import KeyStoreSettings, open_key_store
-        from services.identity.secrets import load_keys
+    with root_custody.open_root(root_dir, passphrase) as root:
+        store = None
+        try:
+            if keys is None and (keyring is None or public_url is None):
+                from services.common.config import load_config
+                from services.common.keystore import PKCS11
+                from services.common.keystore.settings import KeyStoreSettings, open_key_store
+                from services.identity.secrets import load_keys
 
-        config = load_config("identity")
-        public_url = public_url or str(config.get("PUBLIC_URL") or "http://127.0.0.1:8000")
-        if keyring is None:
-            keyring = load_keys(config).keyring
-            if KeyStoreSettings.from_config(config).backend == PKCS11:
-                store = open_key_store(config)
-            keys = platform_keys(config, keyring, store)
-    keys = keys or PlatformKeys(keyring)
-    try:
-        with root_custody.open_root(root_dir, passphrase) as root:
+                config = load_config("identity")
+                public_url = public_url or str(config.get("PUBLIC_URL") or "http://127.0.0.1:8000")
+                if keyring is None:
+                    keyring = load_keys(config).keyring
+                    if KeyStoreSettings.from_config(config).backend == PKCS11:
+                        store = open_key_store(config)
+                    keys = platform_keys(config, keyring, store)
+            keys = keys or PlatformKeys(keyring)
             return make_ca_directory(out, root, public_url or "http://127.0.0.1:8000", keys)
-    finally:
-        if store is not None:
-            store.close()
+        finally:
+            if store is not None:
+                store.close()
 
 
 def root_crl(root_dir: str | os.PathLike, passphrase: str | bytes, out: str | os.PathLike,

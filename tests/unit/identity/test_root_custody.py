@@ -122,6 +122,9 @@ def test_init_refuses_a_second_root_and_options_that_exclude_each_other(token_ro
         ca_cli.init(tmp_path / "r", PASSPHRASE, token_label="no spaces allowed")
     assert label.value.field == "token_label"
     assert not (tmp_path / "r").exists()
+    (tmp_path / "unfinished" / "softhsm" / "tokens").mkdir(parents=True)  # an init that stopped half-way
+    with pytest.raises(Conflict, match="unfinished"):
+        ca_cli.init(tmp_path / "unfinished", PASSPHRASE)
 
 
 # --- ceremonies with a token root -------------------------------------------------------------------
