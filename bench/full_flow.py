@@ -42,6 +42,8 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
 from bench import profiling  # noqa: E402
 from bench.deployment import SIGNATURE_IMAGE, bench_platform  # noqa: E402
 from bench.sign_step import cpu_seconds, new_iou, rss_mb, sign_step  # noqa: E402
@@ -86,6 +88,28 @@ def children_cpu_seconds() -> float:
 def stats(prefix: Path) -> dict[str, dict]:
     with open(f"{prefix}_stats.csv", newline="", encoding="utf-8") as f:
         return {f"{row['Type']} {row['Name']}": row for row in csv.DictReader(f)}
+
+
+def entrypoint_calls(env: dict) -> Counter:
+    """Every service's ``esign_entrypoint_calls_total`` (all outcomes), by (service, kind, entrypoint),
+    scraped from each process's metrics port."""
+    counts: Counter = Counter()
+    for service in ("identity", "documents", "signing", "notify", "gateway"):
+        port = env.get(f"{service.upper()}_METRICS_PORT")
+        if not port:
+            continue
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name != "esign_entrypoint_calls":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = sample.labels
+                    counts[(labels["service"], labels["kind"], labels["entrypoint"])] += sample.value
+    return counts
 
 
 def pdfsig(pdf: bytes, root_pem: str, workdir: Path) -> str:
@@ -195,6 +219,7 @@ def run(args, workdir: Path) -> None:
         sampler = eventlet.spawn(sample_rss)
         infra = infrastructure_pids(platform.deployed.processes)
         cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **infra}.items()}
+        calls_before = entrypoint_calls(platform.deployed.processes.env)
         machine_before, locust_before = machine_cpu_seconds(), children_cpu_seconds()
         profilers = profiling.start(args.profile, "full_flow", pids) if args.profile else []
         started = time.perf_counter()
@@ -206,6 +231,7 @@ def run(args, workdir: Path) -> None:
         cpu["the rest (kernel, other processes" + (", py-spy)" if profilers else ")")] = (
             machine_cpu_seconds() - machine_before) - sum(cpu.values())
         sampler.kill()
+        calls = entrypoint_calls(platform.deployed.processes.env) - calls_before
         completed = json.loads(completed_file.read_text()) if completed_file.exists() else []
         table = stats(workdir / "locust")
         result = audit(platform, completed, args.sample, workdir)
@@ -238,6 +264,12 @@ def run(args, workdir: Path) -> None:
     for name, seconds in cpu.items():
         print(f"  {name:<44} {seconds:7.1f} {seconds / (wall * cores) * 100:16.0f}% "
               f"{seconds / max(1, flows_ok) * 1000:12.0f}")
+    print(f"\nentrypoint calls per complete flow ({flows_ok} flows; health checks and timers included)")
+    for kind in sorted({k for _, k, _ in calls}):
+        rows = sorted(((n, s, e) for (s, k, e), n in calls.items() if k == kind and n), reverse=True)
+        print(f"  {kind}: {sum(n for n, _, _ in rows) / max(1, flows_ok):.1f}")
+        for n, service, entrypoint in rows:
+            print(f"    {service + '.' + entrypoint:<50} {n / max(1, flows_ok):6.2f}")
     if flows_ok == 0 or int(flow_row.get("Failure Count", 0)) or broken:
         print(f"NOT CLEAN: {flows_ok} flows completed, {flow_row.get('Failure Count', '?')} failed, {broken}")
         sys.exit(1)

@@ -79,6 +79,9 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
 from services.common.reasons import Reason
 from services.common.tsa import IssuedToken, TsaClient, TsaSettings
+from services.signing import hex_strings
+
+hex_strings.install()  # a signature's 16,384 hex digits read in one slice, not one by one
 
 #: identity's remote signing operation, bound to one grant by the caller:
 #: SHA-256 digest in, DER-encoded ECDSA P-256 signature out

@@ -52,6 +52,9 @@ from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBack
 
 from services.common.assurance import level_of_certificate
 from services.common.errors import InvalidInput
+from services.signing import hex_strings
+
+hex_strings.install()  # a signature's 16,384 hex digits read in one slice, not one by one
 
 #: modifications a later, legitimate step of a flow makes: another party's
 #: signature (form filling under DocMDP P=2) or the LTA update (DSS + time-stamp)

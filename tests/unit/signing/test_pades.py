@@ -21,6 +21,7 @@ from pyhanko.sign.validation import (
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
 from services.common.tsa import TsaSettings
+from services.signing import hex_strings
 from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
 from services.signing.verification import verify_pdf
 from tests.support.pki import (
@@ -51,6 +52,25 @@ def flow(env, signer):
     )
     final = signer.finalize_lta(second)
     return {"blank": blank, "first": first, "second": second, "final": final}
+
+
+def test_signatures_read_the_same_with_the_one_slice_hex_reader(flow):
+    """services/signing/hex_strings.py, installed by pades.py: every signature's /Contents (8,192
+    bytes reserved: 16,384 hex digits) and the document time-stamp's read as pyHanko's own reader reads them."""
+    from pyhanko.pdf_utils import generic
+
+    def contents() -> list[bytes]:
+        reader = PdfFileReader(io.BytesIO(flow["final"]), strict=False)
+        return [bytes(sig.sig_object["/Contents"]) for sig in reader.embedded_signatures]
+
+    assert generic.read_hex_string_from_stream is hex_strings.read_hex_string
+    generic.read_hex_string_from_stream = hex_strings._pyhanko_reader
+    try:
+        expected = contents()
+    finally:
+        hex_strings.install()
+    assert contents() == expected
+    assert len(expected) == 3 and [len(value) for value in expected[:2]] == [8_192, 8_192]  # + the time-stamp
 
 
 def _root(env) -> asn1_x509.Certificate:
