@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +21,7 @@ from alembic.config import Config as AlembicConfig
 from nameko.extensions import DependencyProvider
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.config import REPO_ROOT, data_dir
@@ -163,7 +165,49 @@ def make_engine(url: str, schema: str | None = None, lock_timeout_ms: int = LOCK
     options = [f"-clock_timeout={int(lock_timeout_ms)}"]
     if schema:
         options.append(f"-csearch_path={schema}")
-    return create_engine(url, pool_pre_ping=True, connect_args={"options": " ".join(options)}, **kwargs)
+    engine = create_engine(url, connect_args={"options": " ".join(options)}, **kwargs)
+    _ping_after_idle(engine)
+    return engine
+
+
+#: a pooled connection back in use within this many seconds is not pinged first
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, but only for a connection idle in the pool for
+    :data:`PING_AFTER_IDLE_SECONDS` or more: a ``SELECT 1`` round trip on every checkout was
+    5-6% of each service's CPU under load (bench/full_flow.py --profile), and a connection
+    used a moment ago is alive. A dead one found by the ping is replaced before the worker
+    sees it (the pool retries on ``DisconnectionError``); one that died within the window
+    (the database restarted under load) fails its first statement, which SQLAlchemy reports
+    as a disconnect and answers by discarding every connection of the pool made before it:
+    that one unit of work fails as ``OperationalError`` (a transient error to the callers,
+    services/common/entrypoints.py), the next gets a fresh connection."""
+    idle_seconds = PING_AFTER_IDLE_SECONDS
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _idle_from_now(_dbapi_conn, record) -> None:  # made just now, or back in the pool
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < idle_seconds:
+            return
+        try:
+            _ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"pooled connection is gone: {type(exc).__name__}") from exc
+
+
+def _ping(dbapi_conn) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("SELECT 1")
+    finally:
+        cursor.close()
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
