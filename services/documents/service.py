@@ -198,12 +198,14 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
 
     # -- rendering ------------------------------------------------------------
     @rpc
-    def render(self, document_id: str, document_date: str | None = None) -> dict:
+    def render(self, document_id: str, document_date: str | None = None, owner_person_id: str | None = None) -> dict:
         """Validate completely, render the PDF in a worker process, store it in
         S3, then record its key and hash. The document date is the one given,
-        else the date of the first rendering, so a re-rendering is identical."""
+        else the date of the first rendering, so a re-rendering is identical.
+        ``owner_person_id`` (the gateway's caller): anyone else's document is
+        NotFound, before anything about it is told."""
         started = time.perf_counter()
-        document = self._editable(document_id)
+        document = self._editable(document_id, owner_person_id)
         template = self._template_of(document)
         outcome = "internal_error"
         try:
@@ -259,10 +261,11 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         return self._summary(document, template, values, self._attachments(document_id))
 
     @rpc
-    def get_document_content(self, document_id: str) -> dict:
+    def get_document_content(self, document_id: str, owner_person_id: str | None = None) -> dict:
         """The full values and, when complete, the content as rendered: for
-        the parties' own view (the gateway decides who may see it)."""
-        document = self._document(document_id)
+        the parties' own view (the gateway decides who may see it; with
+        ``owner_person_id``, anyone else's document is NotFound)."""
+        document = self._document(document_id, owner_person_id=owner_person_id)
         template = self._template_of(document)
         values = drafts.with_attachments(
             template, drafts.open_values(self.keys.keyring, document_id, document.content_sealed),
@@ -446,15 +449,17 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         document.status = "rendered" if document.pdf_key else "draft"
 
     # -- wiring helpers ---------------------------------------------------------
-    def _document(self, document_id: str, for_update: bool = False) -> Document:
+    def _document(self, document_id: str, for_update: bool = False, owner_person_id: str | None = None) -> Document:
+        """The document; with ``owner_person_id``, only if that person made it (NotFound
+        otherwise, as for no document: an id reveals nothing to anyone else)."""
         document = self.db.session.get(Document, document_id, with_for_update=for_update or None)
-        if document is None:
+        if document is None or (owner_person_id is not None and document.owner_person_id != owner_person_id):
             raise NotFound("document", document_id)
         return document
 
-    def _editable(self, document_id: str) -> Document:
+    def _editable(self, document_id: str, owner_person_id: str | None = None) -> Document:
         """The document, row-locked against a concurrent lock_for_signing; refused once locked."""
-        document = self._document(document_id, for_update=True)
+        document = self._document(document_id, for_update=True, owner_person_id=owner_person_id)
         if document.locked_at is not None:
             raise Conflict(Reason.DOCUMENT_LOCKED)
         return document

@@ -131,7 +131,8 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
     @rpc
     def start_flow(self, document_id: str, initiator_person_id: str, parties: list[dict],
                    expires_in_hours: int = 72, title: str | None = None,
-                   repayment_date: str | None = None, required_assurance: str | None = None) -> dict:
+                   repayment_date: str | None = None, required_assurance: str | None = None,
+                   owner_person_id: str | None = None) -> dict:
         """Start signing a rendered document. ``parties`` in signing order,
         the initiator first: ``[{role, person_id?, signature_field?}]``, one
         for every party the document names (``role`` by id or label), each
@@ -139,11 +140,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
 
         ``required_assurance``: the identity assurance every party's
         certificate must state (services/common/assurance.py); the platform
-        minimum when not given, refused when below it."""
+        minimum when not given, refused when below it. ``owner_person_id``
+        (the gateway's caller): a document someone else made is NotFound."""
         if not 1 <= expires_in_hours <= 24 * 30:
             raise InvalidInput("expires_in_hours", "range", "expected 1 to 720 hours")
         level = F.required_assurance(required_assurance, self.ctx.settings.required_assurance)
-        content = self.documents.get_document_content(document_id=document_id)
+        owner = {"owner_person_id": owner_person_id} if owner_person_id is not None else {}
+        content = self.documents.get_document_content(document_id=document_id, **owner)
         rendered = content.get("content") or {}
         named = rendered.get("parties") or []
         if content.get("status") not in ("rendered", "locked") or not named:

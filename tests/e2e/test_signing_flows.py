@@ -384,6 +384,10 @@ def test_documents_belong_to_their_maker_and_flows_start_by_role_over_http(stack
         assert status == 404, (method, path, status, content)
         assert json.loads(content)["error"]["code"] == "not_found"
     assert Http(stack).call("GET", f"/documents/{document_id}")[0] == 403  # no session at all
+    # nor start signing it (signing asks documents for it as the caller's own)
+    status, content, _ = as_borrower.call("POST", "/flows", {"document_id": document_id,
+                                                            "parties": [{"role": "借款人"}, {"role": "出借人"}]})
+    assert status == 404 and json.loads(content)["error"]["code"] == "not_found", (status, content)
     # parties by role only: the counterparty is the person the document names
     flow = as_lender.json("POST", "/flows", {"document_id": document_id,
                                              "parties": [{"role": "出借人"}, {"role": "借款人"}]}, expect=201)

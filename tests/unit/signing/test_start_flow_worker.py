@@ -85,6 +85,14 @@ def test_each_party_is_the_person_the_document_names(services):
     # the document says the lender starts it
     assert refused([{"role": "借款人", "person_id": BORROWER_ID}, {"role": "出借人", "person_id": LENDER_ID}],
                    initiator=BORROWER_ID) == ("parties.0.role", "initiator_role")
+    # a document someone else made (the gateway names its caller as the owner): NotFound, as for none
+    mine = documents.call("render", document_id=documents.call(
+        "create_draft", template_id="iou", values=IOU_VALUES, owner_person_id=LENDER_ID)["document_id"])
+    with pytest.raises(NotFound):
+        signing.call("start_flow", document_id=mine["document_id"], initiator_person_id=BORROWER_ID,
+                     parties=[{"role": "借款人"}, {"role": "出借人"}], owner_person_id=BORROWER_ID)
+    with pytest.raises(NotFound):
+        documents.call("render", document_id=mine["document_id"], owner_person_id=BORROWER_ID)
     # nothing was recorded or announced for a refused start, and the document is not locked
     assert (flows_recorded(signing), len(signing.events())) == (flows_before, events_before)
     assert documents.call("get_document", document_id=rendered["document_id"])["locked"] is False
