@@ -91,6 +91,7 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
         "documents.create_statement", "documents.release_signing_lock", "documents.signing_locks",
         "identity.current_certificate", "identity.start_willingness", "identity.sign_digest",
         "identity.report_profile", "identity.pki_certificates", "identity.crl", "identity.find_person",
+        "identity.revocation_data",
         "identity.person_matches",
     }),
     "notify": frozenset({"identity.otp_message", "identity.contact", "documents.party_contact"}),

@@ -14,16 +14,18 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Callable
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.common import events
 from services.common.assurance import AssuranceLevel
 from services.common.clock import naive, utcnow
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, NotFound
 from services.common.metrics import Series
 from services.identity import audit, ca
-from services.identity.ca_store import CaMaterial
+from services.identity.ca_store import CaMaterial, build_delegated_ocsp_response
 from services.identity.models import Certificate, CrlNumber
 from services.identity.person_keys import ACTIVE, PersonKeys
 
@@ -84,6 +86,37 @@ def status_lookup(session: Session, material: CaMaterial) -> ca.StatusLookup:
         return ca.GOOD
 
     return lookup
+
+
+#: most certificates one ``revocation_data`` call answers for (a flow's parties and its TSA)
+MAX_REVOCATION_SERIALS = 16
+
+
+def revocation_data(session: Session, material: CaMaterial, serials: list) -> dict[str, list[bytes]]:
+    """What a PAdES B-LTA finalisation fetches over HTTP, in one answer: an RFC 6960 OCSP
+    response for each listed certificate of the issuing CA (hex ``serials``: the parties'
+    certificates; the platform TSA's, which stamps every signature, is always added), as the
+    delegated responder answers a SHA-1 CertID request (RFC 5019) for it, and the root's CRL,
+    which covers the issuing CA itself. A serial of no certificate the issuing CA made here is
+    NotFound."""
+    if not isinstance(serials, list) or not 1 <= len(serials) <= MAX_REVOCATION_SERIALS:
+        raise InvalidInput("serials", "length", f"expected 1 to {MAX_REVOCATION_SERIALS} certificate serials")
+    wanted = {serial_int(s.lower() if isinstance(s, str) else s, f"serials.{n}") for n, s in enumerate(serials)}
+    wanted.add(material.tsa.serial_number)
+    lookup = status_lookup(session, material)
+    responses = []
+    for serial in sorted(wanted):
+        certificate = material.tsa if serial == material.tsa.serial_number else None
+        if certificate is None:
+            row = session.get(Certificate, serial_hex(serial))
+            if row is None:
+                raise NotFound("certificate", serial_hex(serial))
+            certificate = ca.certificate_from_pem(row.certificate_pem.encode("ascii"))
+        request = (ocsp.OCSPRequestBuilder()
+                   .add_certificate(certificate, material.issuing.certificate, hashes.SHA1())  # noqa: S303 - RFC 5019
+                   .build().public_bytes(serialization.Encoding.DER))
+        responses.append(build_delegated_ocsp_response(material, request, lookup))
+    return {"ocsp": responses, "crls": [material.root_crl_der] if material.root_crl_der is not None else []}
 
 
 def revoked(session: Session) -> list[ca.Revocation]:

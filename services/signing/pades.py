@@ -43,11 +43,14 @@ import base64
 import datetime as dt
 import hashlib
 import io
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from asn1crypto import cms
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -82,6 +85,8 @@ from services.common.tsa import IssuedToken, TsaClient, TsaSettings
 from services.signing import hex_strings
 
 hex_strings.install()  # a signature's 16,384 hex digits read in one slice, not one by one
+
+log = logging.getLogger(__name__)
 
 #: identity's remote signing operation, bound to one grant by the caller:
 #: SHA-256 digest in, DER-encoded ECDSA P-256 signature out
@@ -121,6 +126,19 @@ class PartySignature:
     reason: str | None = None
     location: str | None = None
     signing_time: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RevocationData:
+    """OCSP responses and CRLs (DER) already at hand for a B-LTA finalisation: what identity's
+    ``revocation_data`` answers for the parties' certificates, the TSA's and the issuing CA's."""
+
+    ocsp: tuple[bytes, ...] = ()
+    crls: tuple[bytes, ...] = ()
+
+
+class _NotEnoughKnown(Exception):
+    """The revocation data given did not cover every certificate: fetch it instead."""
 
 
 def _b64(data: bytes) -> str:
@@ -493,35 +511,51 @@ class DocumentSigner:
 
     # --- long-term validation ---------------------------------------------------
 
-    def revocation_context(self, trust_roots: Sequence[asn1_x509.Certificate] | None = None) -> ValidationContext:
+    def revocation_context(self, trust_roots: Sequence[asn1_x509.Certificate] | None = None,
+                           known: RevocationData | None = None) -> ValidationContext:
         """A fresh validation context that fetches OCSP/CRLs online, trusting
-        ``trust_roots`` (default: the platform roots).
+        ``trust_roots`` (default: the platform roots); with ``known``, one that
+        uses those answers and fetches nothing.
 
         Fresh per document on purpose: a context caches revocation answers,
         and a status cached for one document must not vouch for a later one.
         """
+        roots = self._trust_roots if trust_roots is None else list(trust_roots)
+        if known is not None:
+            return ValidationContext(
+                trust_roots=roots, allow_fetching=False, revocation_mode="hard-fail",
+                ocsps=[asn1_ocsp.OCSPResponse.load(der) for der in known.ocsp],
+                crls=[asn1_crl.CertificateList.load(der) for der in known.crls],
+            )
         return ValidationContext(
-            trust_roots=self._trust_roots if trust_roots is None else list(trust_roots),
+            trust_roots=roots,
             allow_fetching=True,
             fetcher_backend=self._fetcher_backend,
             revocation_mode="hard-fail",
         )
 
-    def finalize_lta(self, pdf_bytes: bytes) -> bytes:
+    def finalize_lta(self, pdf_bytes: bytes, known: RevocationData | None = None) -> bytes:
         """Raise every signature to PAdES B-LTA: one incremental update with a
         DSS (certificates, OCSP responses, CRLs for every signer and TSA
         certificate, the document time-stamp authority's included) and a
         document time-stamp covering it.
+
+        ``known``: revocation data already at hand (identity's, one RPC); what
+        it does not cover is then fetched online, the whole set again.
 
         Raises :class:`Unavailable` ('tsa' or 'document_tsa': the authority
         of the document time-stamp did not answer; 'revocation_info': an
         OCSP/CRL server did not), :class:`Forbidden` for a revoked signer and
         :class:`IntegrityError` for a chain that does not reach its roots.
         """
-        return _run(self._finalize_lta(pdf_bytes))
+        if known is not None:
+            try:
+                return _run(self._finalize_lta(pdf_bytes, self.revocation_context(known=known), offline=True))
+            except _NotEnoughKnown as exc:
+                log.warning("B-LTA: the revocation data given does not cover %s; fetching it", exc)
+        return _run(self._finalize_lta(pdf_bytes, self.revocation_context()))
 
-    async def _finalize_lta(self, pdf_bytes: bytes) -> bytes:
-        context = self.revocation_context()
+    async def _finalize_lta(self, pdf_bytes: bytes, context: ValidationContext, offline: bool = False) -> bytes:
         reader = PdfFileReader(io.BytesIO(pdf_bytes), strict=False)
         signatures = reader.embedded_regular_signatures
         if not signatures:
@@ -536,6 +570,8 @@ class DocumentSigner:
                 raise IntegrityError("certificate_chain",
                                      f"field {embedded.field_name}: no path to a trust root") from exc
             except InsufficientRevinfoError as exc:
+                if offline:
+                    raise _NotEnoughKnown(f"field {embedded.field_name}") from exc
                 # hard-fail mode: an OCSP/CRL server that did not answer lands here
                 raise Unavailable("revocation_info", f"field {embedded.field_name}: {exc}") from exc
             except PathValidationError as exc:
@@ -545,7 +581,12 @@ class DocumentSigner:
             else self.revocation_context(self._document_tsa_roots)
         )
         stamper = self._document_time_stamper()
-        paths += await self._document_tsa_paths(stamper, document_context)
+        try:
+            paths += await self._document_tsa_paths(stamper, document_context)
+        except Unavailable as exc:
+            if offline and document_context is context and exc.system == "revocation_info":
+                raise _NotEnoughKnown("the document time-stamp authority's certificate") from exc
+            raise
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf_bytes), strict=False)
         # DSS in the same revision as the time-stamp: no unsigned update
         # trails the file, and the time-stamp covers the DSS (pyHanko's

@@ -19,7 +19,13 @@ from functools import lru_cache
 from cryptography import x509
 
 from services.common.tsa import TsaSettings
-from services.signing.pades import DocumentSigner, PartySignature, PreparedSignature, SignerSettings
+from services.signing.pades import (
+    DocumentSigner,
+    PartySignature,
+    PreparedSignature,
+    RevocationData,
+    SignerSettings,
+)
 from services.signing.verification import verify_pdf
 
 
@@ -57,16 +63,19 @@ def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature
 
 def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, *, document_tsa_url: str = "",
              document_tsa_roots_pem: tuple[str, ...] = (),
-             document_tsa_auth: tuple[str, str] | None = None) -> bytes:
+             document_tsa_auth: tuple[str, str] | None = None, revocation: dict | None = None) -> bytes:
     """PAdES B-LTA. The document time-stamp comes from ``document_tsa_url``
     (empty: the platform TSA at ``tsa_url``), whose certificate must chain to
     ``document_tsa_roots_pem``; ``document_tsa_auth`` is (user, password) for
     HTTP basic auth. Raises ``Unavailable('document_tsa')`` when that
-    authority does not answer (``Unavailable('tsa')`` for the platform's)."""
+    authority does not answer (``Unavailable('tsa')`` for the platform's).
+    ``revocation``: ``{"ocsp": (DER, ...), "crls": (DER, ...)}`` identity gave
+    for the platform's certificates (:class:`~services.signing.pades.RevocationData`)."""
+    known = RevocationData(tuple(revocation["ocsp"]), tuple(revocation["crls"])) if revocation else None
     if not document_tsa_url:
-        return _signer(tsa_url, roots_pem).finalize_lta(pdf)
+        return _signer(tsa_url, roots_pem).finalize_lta(pdf, known)
     return _signer(tsa_url, roots_pem, document_tsa_url, tuple(document_tsa_roots_pem),
-                   tuple(document_tsa_auth) if document_tsa_auth else None).finalize_lta(pdf)
+                   tuple(document_tsa_auth) if document_tsa_auth else None).finalize_lta(pdf, known)
 
 
 def verify(roots_pem: tuple[str, ...], pdf: bytes, tsa_roots_pem: tuple[str, ...] = ()) -> dict:

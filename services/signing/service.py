@@ -54,7 +54,7 @@ from services.common import events, listing
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
-from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, RateLimited
+from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, RateLimited, Unavailable
 from services.common.keystore.provider import KeyStoreProvider
 from services.common.lease import acquire
 from services.common.metrics import Metrics, Series, refreshes_gauges
@@ -311,10 +311,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             # PAdES B-LTA: revocation data for every certificate and a document time stamp, from an
             # external TSA when configured. If that TSA does not answer, nothing of this step is kept
             # (Unavailable("document_tsa")): the grant is spent, so the person confirms willingness again.
+            serials = [p.certificate_serial for p in parties if p.certificate_serial]
+            serials.append(signed.get("serial") or signed.get("certificate_serial"))
             pdf = self.pdf.run(pdf_worker.finalize, self.ctx.tsa_url, roots, pdf,
                                document_tsa_url=self.ctx.document_tsa_url,
                                document_tsa_roots_pem=self.ctx.document_tsa_roots_pem,
-                               document_tsa_auth=self.ctx.document_tsa_auth)
+                               document_tsa_auth=self.ctx.document_tsa_auth,
+                               revocation=self._revocation_data(serials))
         stored = self.flows.store_pdf(flow_id, "final" if last else "signed", pdf)
         row.current_pdf_key, row.current_pdf_sha256 = stored.key, stored.sha256
         signer = parties[flow.current]
@@ -331,6 +334,19 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         self.metrics.inc("signatures", "Party signatures", method=pending.method)
         self._sign_step_took(started, "sign_final" if last else "sign")
         return self.flows.flow_dict(row, parties)
+
+    def _revocation_data(self, serials: list[str]) -> dict | None:
+        """The parties' and the TSA's OCSP responses and the root's CRL from identity in one RPC, for
+        the B-LTA finalisation (else pyHanko fetches each over HTTP, through the gateway, which asks
+        identity for each). None if identity cannot say now: the worker then fetches them itself."""
+        try:
+            answer = self.identity.revocation_data(serials=sorted(set(filter(None, serials))))
+        except (Unavailable, NotFound, InvalidInput) as exc:
+            log.warning("revocation data not had from identity (%s): the PDF worker fetches it over HTTP",
+                        type(exc).__name__)
+            return None
+        return {"ocsp": tuple(base64.b64decode(der) for der in answer["ocsp_der"]),
+                "crls": tuple(base64.b64decode(der) for der in answer["crl_der"])}
 
     def _sign_step_took(self, started: float, stage: str) -> None:
         """``esign_sign_step_seconds{stage}``, a successful step's time in this service: ``prepare``

@@ -194,6 +194,25 @@ def _ocsp_status(rpc, cert: x509.Certificate, issuer: x509.Certificate, responde
     return response
 
 
+def _revocation_data(rpc, pki: dict, serials: list[str]) -> dict:
+    """identity's revocation_data, each OCSP response checked as _ocsp_status checks one, and
+    the root's CRL; the status of each certificate it answers for, by serial."""
+    answer = rpc.identity.revocation_data(serials=serials)
+    root = x509.load_pem_x509_certificate(pki["root_pem"].encode())
+    [crl_der] = answer["crl_der"]
+    assert x509.load_der_x509_crl(base64.b64decode(crl_der)).is_signature_valid(root.public_key())
+    responder = x509.load_pem_x509_certificate(pki["ocsp_pem"].encode())
+    statuses = {}
+    for der in answer["ocsp_der"]:
+        response = ocsp.load_der_ocsp_response(base64.b64decode(der))
+        assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert response.certificates[0] == responder
+        responder.public_key().verify(response.signature, response.tbs_response_bytes,
+                                      ec.ECDSA(response.signature_hash_algorithm))
+        statuses[response.serial_number] = response.certificate_status
+    return statuses
+
+
 @needs_clip
 def test_registration_live_proof_certificate_and_revocation(platform, tmp_path):
     rpc = platform.rpc
@@ -242,6 +261,15 @@ def test_registration_live_proof_certificate_and_revocation(platform, tmp_path):
     issuer = x509.load_pem_x509_certificate(pki["issuing_pem"].encode())
     assert _ocsp_status(rpc, cert, issuer, pki["ocsp_pem"]).certificate_status == ocsp.OCSPCertStatus.GOOD
     assert rpc.identity.certificate_status(serial=issued["serial"])["status"] == "good"
+    tsa = x509.load_pem_x509_certificate(pki["tsa_pem"].encode())
+    assert _revocation_data(rpc, pki, [issued["serial"]]) == {
+        cert.serial_number: ocsp.OCSPCertStatus.GOOD, tsa.serial_number: ocsp.OCSPCertStatus.GOOD}
+    with pytest.raises(NotFound):  # no certificate of this CA has it
+        rpc.identity.revocation_data(serials=["7fffffff"])
+    for bad in ([], ["xyz"], "abc", ["1"] * 17):
+        with pytest.raises(InvalidInput) as refused:
+            rpc.identity.revocation_data(serials=bad)
+        assert refused.value.field.startswith("serials")
 
     revoked = rpc.identity.revoke_certificate(person_id=person, reason="key_compromise")
     assert revoked["serial"] == issued["serial"]
@@ -252,6 +280,7 @@ def test_registration_live_proof_certificate_and_revocation(platform, tmp_path):
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
     response = _ocsp_status(rpc, cert, issuer, pki["ocsp_pem"])
     assert response.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert _revocation_data(rpc, pki, [issued["serial"]])[cert.serial_number] == ocsp.OCSPCertStatus.REVOKED
     assert response.revocation_reason == x509.ReasonFlags.key_compromise
     status = rpc.identity.certificate_status(serial=issued["serial"])
     assert status["status"] == "revoked" and status["reason"] == "key_compromise"

@@ -339,6 +339,38 @@ def test_signing_fails_with_unavailable_when_the_tsa_is_down(env, flow):
     assert err.value.system == "tsa"
 
 
+def test_b_lta_with_the_revocation_data_given_fetches_none_and_is_valid(env, signer, flow):
+    """What identity's revocation_data answers (here: the OCSP responses and CRL of a first
+    finalisation's DSS) serves the B-LTA without an OCSP or CRL fetch; only the document time-stamp
+    goes out. Given too little, it fetches everything as before."""
+    from services.signing.pades import RevocationData
+    from services.signing.pdf_worker import validation_data
+
+    held = validation_data(flow["final"])
+    assert held["ocsps"] and held["crls"]
+    paths: list[str] = []
+    app = env.server.app
+
+    def recording(environ, start_response):
+        paths.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    env.server.app = recording
+    try:
+        final = signer.finalize_lta(flow["second"], RevocationData(tuple(held["ocsps"]), tuple(held["crls"])))
+        given = list(paths)
+        paths.clear()
+        fallback = signer.finalize_lta(flow["second"], RevocationData(tuple(held["ocsps"][1:]), tuple(held["crls"])))
+    finally:
+        env.server.app = app
+    assert given and set(given) == {"/tsa"}, given  # time-stamps only: no OCSP, no CRL fetched
+    assert set(paths) - {"/tsa"}, paths  # one OCSP response missing: fetched online, the whole set
+    for pdf in (final, fallback):
+        results = _pyhanko_statuses(pdf, _root(env))
+        assert [sig.field_name for sig, _ in results] == ["Party1", "Party2", "DocumentTimestamp"]
+        assert all(status.intact and status.valid and status.trusted for _, status in results)
+
+
 def test_finalize_fails_with_unavailable_when_the_tsa_answers_garbage(env, flow):
     def garbage(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/timestamp-reply")])
