@@ -119,7 +119,8 @@ EVENT_SUBSCRIPTIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
                               "flow_expired", "flow_cancelled", "sign_reminder",
                               "loan_extended", "loan_repayment_recorded", "loan_repaid"}),
     },
-    "gateway": {},
+    # its session memory forgets a person's sessions when they end (services/gateway/session_cache.py)
+    "gateway": {"identity": frozenset({"sessions_ended"})},
 }
 
 

@@ -35,6 +35,9 @@ OTP_REQUESTED = "otp_requested"
 #: a higher-assurance proof took an ID number back from the account that held it: that
 #: account is frozen and its certificates revoked; signing cancels or marks its flows
 IDENTITY_DISPUTED = "identity_disputed"
+#: some or all of a person's sessions ended (logout, ended from another device, account frozen): the
+#: gateway forgets the sessions it remembers for that person (services/gateway/session_cache.py)
+SESSIONS_ENDED = "sessions_ended"
 
 # documents
 DOCUMENT_CREATED = "document_created"
@@ -70,7 +73,8 @@ SMS_FAILED = "sms_failed"
 SMS_GIVEN_UP = "sms_given_up"
 
 KNOWN_EVENTS: dict[str, tuple[str, ...]] = {
-    "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED, IDENTITY_DISPUTED),
+    "identity": (PERSON_VERIFIED, CERTIFICATE_ISSUED, CERTIFICATE_REVOKED, OTP_REQUESTED, IDENTITY_DISPUTED,
+                 SESSIONS_ENDED),
     "documents": (DOCUMENT_CREATED, DOCUMENT_UPDATED, DOCUMENT_LOCKED),
     "signing": (
         FLOW_SENT, PARTY_JOINED, PARTY_SIGNED, FLOW_COMPLETED, FLOW_DECLINED, FLOW_EXPIRED,
@@ -125,6 +129,15 @@ class IdentityDisputed(EventPayload):
     person_id: str
     replaced_by_person_id: str
     revoked_serials: tuple[str, ...]
+    reason: str
+
+
+class SessionsEnded(EventPayload):
+    """Sessions of ``person_id`` ended: ``reason`` ``logout``, ``revoked_by_person`` (ended from
+    another of their devices) or ``account_frozen``. Which ones is not said: a gateway forgets all
+    it remembers for the person and asks identity again."""
+
+    person_id: str
     reason: str
 
 
@@ -271,7 +284,7 @@ class SmsOutcome(EventPayload):
 #: the payload type of each event type
 PAYLOADS: dict[str, type[EventPayload]] = {
     PERSON_VERIFIED: PersonVerified, CERTIFICATE_ISSUED: CertificateIssued, CERTIFICATE_REVOKED: CertificateRevoked,
-    OTP_REQUESTED: OtpRequested, IDENTITY_DISPUTED: IdentityDisputed,
+    OTP_REQUESTED: OtpRequested, IDENTITY_DISPUTED: IdentityDisputed, SESSIONS_ENDED: SessionsEnded,
     DOCUMENT_CREATED: DocumentCreated, DOCUMENT_UPDATED: DocumentUpdated, DOCUMENT_LOCKED: DocumentLocked,
     FLOW_SENT: FlowSent, PARTY_JOINED: FlowEvent, PARTY_SIGNED: SignatureEvent, FLOW_COMPLETED: SignatureEvent,
     FLOW_DECLINED: FlowDeclined, FLOW_EXPIRED: FlowEvent, VOID_REQUESTED: VoidRequested, VOID_REJECTED: FlowEvent,

@@ -9,10 +9,11 @@ carries it); the web pages never see it: those two answers also set it as an
 HttpOnly cookie, which every tab of the browser sends (services/gateway/
 session_cookie.py: its flags, and the Origin check, 403 ``csrf_origin``, on
 the state-changing requests it authenticates). A bearer header wins over the
-cookie. Every request asks identity whose session it is, so a logout, a
-revoked session, an idle or too old one, or a frozen account is refused at
-once (403 ``session_*`` / ``account_frozen``; a cookie naming it is cleared in
-that answer).
+cookie. Identity says whose session it is, and the gateway remembers its
+answer for a few seconds (services/gateway/session_cache.py) while it hears
+identity's ``sessions_ended`` events, so a logout, a session ended from
+another device or a frozen account is refused at once (403 ``session_*`` /
+``account_frozen``; a cookie naming it is cleared in that answer).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from services.common.errors import Forbidden, NotFound
 from services.common.reasons import Reason
 from services.gateway import my_files
 from services.gateway.responses import BODY, SESSION, binary, errors
+from services.gateway.session_cache import SessionCache
 from services.gateway.session_cookie import SessionCookie
 
 USER_AGENT_MAX = 200
@@ -62,13 +64,28 @@ def current_session(request: Request, authorization: str | None = Header(default
         from_cookie = True
     else:
         raise Forbidden(Reason.SESSION_REQUIRED)
+    cache = session_cache(request)
+    remembered = cache.get(token)
+    if remembered is not None:
+        return CurrentSession(remembered.person_id, remembered.session_id, from_cookie)
+    mark = cache.mark()
     try:
         answer = rpc(request).call("identity", "session_person", token=token)
     except Forbidden:
         if from_cookie:  # the cookie names a session that has ended: the 403 clears it (app.py)
             request.state.clear_session_cookie = True
         raise
+    cache.put(token, answer["person_id"], answer["session_id"], mark)
     return CurrentSession(answer["person_id"], answer["session_id"], from_cookie)
+
+
+def session_cache(request: Request) -> SessionCache:
+    return request.app.state.session_cache
+
+
+def _sessions_ended(request: Request, person_id: str) -> None:
+    """This process forgets the person's sessions before answering (others hear sessions_ended)."""
+    session_cache(request).forget_person(person_id)
 
 
 def current_person(session: CurrentSession = Depends(current_session)) -> str:
@@ -247,6 +264,7 @@ def logout(request: Request, response: Response, session: CurrentSession = Depen
     """Log out: this session ends now (and the cookie that named it is cleared)."""
     ended = rpc(request).call("identity", "revoke_session", person_id=session.person_id,
                               session_id=session.session_id)
+    _sessions_ended(request, session.person_id)
     if session.from_cookie:
         session_cookie(request).clear(response, request)
     return ended
@@ -261,14 +279,18 @@ def my_sessions(request: Request, session: CurrentSession = Depends(current_sess
 
 @router.post("/me/sessions/{session_id}/revoke", tags=["identity"], responses=errors(SESSION, 404, 413, 422))
 def revoke_my_session(session_id: str, request: Request, session: CurrentSession = Depends(current_session)) -> dict:
-    return rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session_id)
+    ended = rpc(request).call("identity", "revoke_session", person_id=session.person_id, session_id=session_id)
+    _sessions_ended(request, session.person_id)
+    return ended
 
 
 @router.post("/me/sessions/revoke-others", tags=["identity"], responses=errors(SESSION, 413))
 def revoke_other_sessions(request: Request, session: CurrentSession = Depends(current_session)) -> dict:
     """End every session of yours but this one."""
-    return rpc(request).call("identity", "revoke_other_sessions", person_id=session.person_id,
-                             keep_session_id=session.session_id)
+    ended = rpc(request).call("identity", "revoke_other_sessions", person_id=session.person_id,
+                              keep_session_id=session.session_id)
+    _sessions_ended(request, session.person_id)
+    return ended
 
 
 @router.get("/me", tags=["identity"], responses=errors(SESSION))

@@ -29,6 +29,7 @@ from services.gateway.responses import (
     raw_body,
     without_default_validation_errors,
 )
+from services.gateway.session_cache import SessionCache, SessionEvents
 from services.gateway.session_cookie import SessionCookie
 from services.gateway.web import router as web_router
 
@@ -43,12 +44,30 @@ HTTP_REQUESTS = counter("esign_http_requests_total", "Gateway HTTP requests",
 HTTP_LATENCY = histogram("esign_http_request_seconds", "Gateway HTTP latency", ("route", "method"))
 
 
+def session_cache_seconds(config: dict[str, Any]) -> float:
+    """``SESSIONS.CACHE_SECONDS``: how long identity's answer for a session token is remembered
+    (services/gateway/session_cache.py); 0 (the default of a config without it) asks every time.
+    Not a number, negative or over 60 (identity records a session's last use once a minute) stops
+    the gateway, naming the setting."""
+    value = (config.get("SESSIONS") or {}).get("CACHE_SECONDS", 0)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput("sessions.cache_seconds", "number", f"expected seconds, found {value!r}") from None
+    if not 0 <= seconds <= 60:
+        raise InvalidInput("sessions.cache_seconds", "range", "expected 0 to 60 seconds")
+    return seconds
+
+
 def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
     app = FastAPI(title="esign gateway", version="0.1.0",
                   description="Electronic signatures for IOUs, receipts and contracts.")
     app.state.config = config
     app.state.session_cookie = SessionCookie.from_config(config)
     app.state.rpc = rpc or RpcClient(config["AMQP_URI"], float(config.get("RPC_TIMEOUT", 30)))
+    app.state.session_cache = SessionCache(session_cache_seconds(config))
+    session_events = (SessionEvents(config["AMQP_URI"], app.state.session_cache)
+                      if app.state.session_cache.seconds > 0 else None)
     app.include_router(api_router)
     app.include_router(web_router)
     health_pool = ThreadPoolExecutor(max_workers=len(BACKEND_SERVICES), thread_name_prefix="health")
@@ -182,8 +201,15 @@ def create_app(config: dict[str, Any], rpc: RpcClient | None = None) -> FastAPI:
 
     app.openapi = openapi
 
+    @app.on_event("startup")
+    def _hear_sessions_ended() -> None:
+        if session_events is not None:
+            session_events.start()
+
     @app.on_event("shutdown")
     def _close() -> None:
+        if session_events is not None:
+            session_events.stop()
         app.state.rpc.close()
         health_pool.shutdown(wait=False)
 

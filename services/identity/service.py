@@ -214,6 +214,7 @@ class IdentityService(ServiceBase):
         """End one of the person's sessions (logout is ending the current one)."""
         self.sessions.revoke(person_id, session_id)
         audit.record(self.db.session, "sessions_revoked", "logout", person_id=person_id, session_id=session_id)
+        self.db.emit(events.SESSIONS_ENDED, events.SessionsEnded(person_id=person_id, reason="logout"))
         self.db.commit()
         return {"session_id": session_id, "revoked": True}
 
@@ -221,6 +222,8 @@ class IdentityService(ServiceBase):
     def revoke_other_sessions(self, person_id: str, keep_session_id: str) -> dict:
         ended = self.sessions.revoke_all(person_id, "revoked_by_person", keep=keep_session_id)
         audit.record(self.db.session, "sessions_revoked", "others", person_id=person_id, count=ended)
+        if ended:
+            self.db.emit(events.SESSIONS_ENDED, events.SessionsEnded(person_id=person_id, reason="revoked_by_person"))
         self.db.commit()
         return {"revoked": ended}
 

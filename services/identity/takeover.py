@@ -59,6 +59,7 @@ def take_back(people: People, person: Person, level: AssuranceLevel, certificate
                      frozen_person=holder.id, level=level.value)
         emit(events.IDENTITY_DISPUTED, events.IdentityDisputed(
             person_id=holder.id, replaced_by_person_id=person.id, revoked_serials=tuple(revoked), reason=REASON))
+        emit(events.SESSIONS_ENDED, events.SessionsEnded(person_id=holder.id, reason="account_frozen"))
     else:
         holder = None
     person.status = ACTIVE

@@ -29,7 +29,7 @@ def client(service_config, run_container, amqp_users, tmp_path):
     outbox = tmp_path / "outbox.jsonl"
     run_container(NotifyService, service_config("notify", SMS={"PROVIDER": "console", "OUTBOX_FILE": str(outbox)}))
     app = create_app({"AMQP_URI": amqp_users["gateway"], "RPC_TIMEOUT": 20, "DATA_DIR": str(tmp_path / "gw"),
-                      "SECRETS": {"GENERATE_MISSING": True}})
+                      "SECRETS": {"GENERATE_MISSING": True}, "SESSIONS": {"CACHE_SECONDS": 10}})
     with TestClient(app) as test_client:
         yield test_client, outbox
 
@@ -117,3 +117,40 @@ def test_sessions_over_http_are_listed_and_end_at_logout(client):
     # the cookie names that session too: refused all the same, and cleared
     by_cookie = http.get("/api/v1/me")
     assert by_cookie.json()["error"]["message"] == "session_revoked" and COOKIE not in http.cookies
+
+
+def _wait(condition, what: str, seconds: float = 15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        eventlet.sleep(0.02)
+    raise AssertionError(f"no {what} in {seconds} s")
+
+
+def test_a_session_ended_elsewhere_is_refused_once_its_event_is_heard(client, rpc_proxy):
+    """The gateway remembers identity's answer for a session (services/gateway/session_cache.py)
+    only while it hears sessions_ended, on its own queue, as its own broker user; a session ended
+    at identity by another way than this gateway (another device's gateway, a takeover) is
+    refused as soon as the event arrives, not after the cache's seconds."""
+    http, outbox = client
+    cache = http.app.state.session_cache
+    _wait(lambda: cache.on, "subscription to sessions_ended")
+    phone = "13812345678"
+    challenge = http.post("/api/v1/phone-codes", json={"phone": phone}).json()["challenge_id"]
+    http.post(f"/api/v1/phone-codes/{challenge}/confirm", json={"code": _code(outbox, 0)})
+    registered = http.post("/api/v1/persons", json={"name": "张三", "id_number": "11010519491231002X",
+                                                    "phone": phone, "phone_challenge_id": challenge}).json()
+    token, person_id = registered["session"]["token"], registered["person_id"]
+    a = {"Authorization": "Bearer " + token}
+    assert http.get("/api/v1/me", headers=a).status_code == 200
+    assert cache.get(token).person_id == person_id  # remembered: the next requests ask identity nothing
+    assert http.get("/api/v1/me", headers=a).status_code == 200
+    started = time.monotonic()
+    rpc_proxy.identity.revoke_session(person_id=person_id, session_id=registered["session"]["session_id"])
+    refused = _wait(lambda: (answer := http.get("/api/v1/me", headers=a)).status_code == 403 and answer,
+                    "refusal of the ended session", seconds=5.0)
+    assert refused.json()["error"]["message"] == "session_revoked"
+    assert time.monotonic() - started < 5.0 < cache.seconds  # the event, not the cache's seconds, ended it
+    assert cache.get(token) is None

@@ -65,6 +65,7 @@ OLD_PAYLOADS = [
     (events.CERTIFICATE_ISSUED, {"person_id": "p-1", "serial": "5f3a9c"}),
     (events.CERTIFICATE_REVOKED, {"serial": "5f3a9c", "person_id": "p-1", "reason": "privilege_withdrawn"}),
     (events.OTP_REQUESTED, {"challenge_id": "c-1", "purpose": "phone_confirmation"}),
+    (events.SESSIONS_ENDED, {"person_id": "p-1", "reason": "logout"}),
     (events.IDENTITY_DISPUTED, {"person_id": "p-1", "replaced_by_person_id": "p-2", "revoked_serials": ["5f3a9c"],
                                 "reason": "identity_taken_back"}),
     (events.DOCUMENT_CREATED, {"document_id": "d-1", "template_id": "iou"}),
