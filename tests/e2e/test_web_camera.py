@@ -146,6 +146,9 @@ def test_register_prove_the_face_live_sign_by_face_and_log_out(stack, tmp_path):
                                       "sameSite": "Strict"})
             device.open("/")
             device.wait_visible("#ready")
+            # and idle: its own 登录设备 list loaded (a request still in flight when the session ends gets
+            # the 403 on this page, which then says why, and the reload below would find no cookie)
+            device.wait(lambda: "iPhone" in device.text("#device-list"), "the device's own 登录设备 list")
             page.open("/")
             page.wait(lambda: "iPhone" in page.text("#device-list"), "the other device in 登录设备")
             page.click("#revoke-others")
