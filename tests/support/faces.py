@@ -58,6 +58,9 @@ def _fill_cache_from_sdist() -> None:
 #: (the settings that change what is seen, field, shape, sha-256 of the pixels) -> what observe()
 #: answered: the observation or the InvalidInput
 _OBSERVED: dict[tuple, object] = {}
+#: the one set of dlib models the remembering engines of this process share (each engine loading its
+#: own costs about 0.6 s of CPU; the models are read-only, the settings only change how they are used)
+_SHARED_MODELS: list = []
 
 
 def remembering_face_engine(settings=None):
@@ -65,15 +68,21 @@ def remembering_face_engine(settings=None):
     process and answers later calls on the same pixels from memory: tests that judge matches or
     liveness on the same photos need not detect the same faces again. Results are dlib's own,
     refusals included; only tests about detection itself (its threads, its settings) want a plain
-    engine."""
+    engine. These engines share one set of models, loaded once in the process."""
     import hashlib
 
     import numpy as np
 
     from services.common.errors import InvalidInput
-    from services.identity.faces import DlibFaceEngine, FaceSettings
+    from services.identity.faces import DlibFaceEngine, FaceSettings, _ModelPool
 
     class RememberingFaceEngine(DlibFaceEngine):
+        def __init__(self, settings):
+            super().__init__(settings)
+            if not _SHARED_MODELS:
+                _SHARED_MODELS.append(_ModelPool(FaceSettings().model_instances))
+            self._pool = _SHARED_MODELS[0]
+
         def observe(self, image, field):
             pixels = self.pixels(image, field)
             seeing = (self.settings.image, self.settings.min_face_px, self.settings.detect_max_side)  # not threshold

@@ -52,19 +52,26 @@ def clip():
     return path.read_bytes()
 
 
+#: the frames of the clip the tests below judge: the head turn (96-156, every 6th) and the cut (150-243)
+HEAD_TURN = list(range(96, 161, 6))
+ACROSS_THE_CUT = [150, 162, 174, 186, 198, 210, 222, 237, 243]
+_DECODED: dict[tuple[int, int], np.ndarray] = {}
+
+
 def clip_frames(data: bytes, indices) -> list[np.ndarray]:
-    """Frames of the clip by index, decoded with PyAV directly (not by the code under test)."""
+    """Frames of the clip by index, decoded with PyAV directly (not by the code under test); the
+    clip is decoded once for every frame the module's tests use (HEAD_TURN, ACROSS_THE_CUT)."""
     import av
 
-    wanted = set(indices)
-    found: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(data)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index in wanted:
-                found[index] = frame.to_ndarray(format="rgb24")
-            if index >= max(wanted):
-                break
-    return [found[i] for i in indices]
+    wanted = set(indices) | set(HEAD_TURN) | set(ACROSS_THE_CUT)
+    if any((id(data), i) not in _DECODED for i in indices):
+        with av.open(io.BytesIO(data)) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                if index in wanted:
+                    _DECODED[id(data), index] = frame.to_ndarray(format="rgb24")
+                if index >= max(wanted):
+                    break
+    return [_DECODED[id(data), i].copy() for i in indices]
 
 
 def _jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
@@ -245,7 +252,7 @@ def test_a_real_head_turn_passes(clip, clip_engine):
     check together accept the challenge that was performed, in that order. What it does not show:
     that a live person was in front of a camera. A recording like this one, replayed, passes the
     same way; this engine cannot tell (see the module docstring)."""
-    frames = clip_frames(clip, range(96, 161, 6))
+    frames = clip_frames(clip, HEAD_TURN)
     result = clip_engine.check(Challenge((TURN_RIGHT, TURN_LEFT)), frames)
     assert result.passed is True, result.reasons
     assert result.reasons == ()
@@ -255,7 +262,7 @@ def test_a_real_head_turn_passes(clip, clip_engine):
 
 
 def test_the_real_head_turn_fails_a_different_challenge(clip, clip_engine):
-    frames = clip_frames(clip, range(96, 161, 6))
+    frames = clip_frames(clip, HEAD_TURN)
     result = clip_engine.check(Challenge((TURN_LEFT, TURN_RIGHT)), frames)
     assert result.passed is False
     assert result.reasons == ("challenge_not_performed",)
@@ -263,7 +270,7 @@ def test_the_real_head_turn_fails_a_different_challenge(clip, clip_engine):
 
 def test_the_cut_to_another_performer_is_an_identity_change(clip, clip_engine):
     """Frames 150-210 show one performer, 222-246 (after the cut) another."""
-    frames = clip_frames(clip, [150, 162, 174, 186, 198, 210, 222, 237, 243])
+    frames = clip_frames(clip, ACROSS_THE_CUT)
     result = clip_engine.check(Challenge((TURN_RIGHT, TURN_LEFT)), frames)
     assert result.passed is False
     assert "identity_changed" in result.reasons

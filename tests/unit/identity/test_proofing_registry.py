@@ -8,10 +8,11 @@ import pytest
 
 from services.common.assurance import AssuranceLevel
 from services.common.errors import InvalidInput
-from services.identity.faces import DlibFaceEngine, encoding_to_bytes
+from services.identity.faces import encoding_to_bytes
 from services.identity.proofing import CapturedFace, Claimant
 from services.identity.proofing.registry import RegistryProofing, append_entry, read_registry
 from services.identity.proofing.self_declared import SelfDeclaredProofing
+from tests.support.faces import remembering_face_engine
 from tests.support.registry import write_registry
 
 ID_A = "11010519491231002X"
@@ -21,7 +22,9 @@ ID_C = "440524198001010013"
 
 @pytest.fixture(scope="module")
 def engine():
-    return DlibFaceEngine()
+    """dlib's answers, each picture detected once in the process (tests.support.faces): the
+    proofing is tested here, not the detection (tests/unit/identity/test_faces.py)."""
+    return remembering_face_engine()
 
 
 @pytest.fixture(scope="module")

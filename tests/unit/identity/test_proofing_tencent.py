@@ -17,13 +17,14 @@ from PIL import Image
 
 from services.common.assurance import AssuranceLevel
 from services.common.errors import EsignError, InvalidInput, Unavailable
-from services.identity.faces import DlibFaceEngine, face_distance
+from services.identity.faces import face_distance
 from services.identity.proofing import AUTHORITY, SIMILARITY, CapturedFace, Claimant, FaceProof
 from services.identity.proofing.tencent import (
     TencentFaceId,
     TencentFaceIdSettings,
     seconds_until_authority_midnight,
 )
+from tests.support.faces import remembering_face_engine
 from tests.support.fake_tencent_faceid import FakeTencentFaceId, RegisteredPerson
 
 PERSON = Claimant("欧巴马", "11010519610804001X")
@@ -37,7 +38,7 @@ class OnceEngine:
     """The real engine, encoding each photo once for the module (fake and test share it)."""
 
     def __init__(self) -> None:
-        self.engine = DlibFaceEngine()
+        self.engine = remembering_face_engine()  # dlib once per picture in the process (tests.support.faces)
         self._cache: dict[str, object] = {}
 
     def encode(self, image: bytes, field: str):
