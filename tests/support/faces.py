@@ -55,8 +55,9 @@ def _fill_cache_from_sdist() -> None:
 
 # --- one detection per picture in a test process ---
 
-#: (the settings that change what is seen, field, shape, sha-256 of the pixels) -> what observe()
-#: answered: the observation or the InvalidInput
+#: (the settings that change what is seen, shape, sha-256 of the pixels) -> what observe() answered:
+#: the observation or the InvalidInput (whose field is the asking call's: what dlib sees does not
+#: depend on the name of the image, and observe's refusals name it only in their field)
 _OBSERVED: dict[tuple, object] = {}
 #: the one set of dlib models the remembering engines of this process share (each engine loading its
 #: own costs about 0.6 s of CPU; the models are read-only, the settings only change how they are used)
@@ -64,7 +65,7 @@ _SHARED_MODELS: list = []
 
 
 def remembering_face_engine(settings=None):
-    """A DlibFaceEngine that runs dlib once per distinct picture (and settings and field) in this
+    """A DlibFaceEngine that runs dlib once per distinct picture (and settings) in this
     process and answers later calls on the same pixels from memory: tests that judge matches or
     liveness on the same photos need not detect the same faces again. Results are dlib's own,
     refusals included; only tests about detection itself (its threads, its settings) want a plain
@@ -86,7 +87,7 @@ def remembering_face_engine(settings=None):
         def observe(self, image, field):
             pixels = self.pixels(image, field)
             seeing = (self.settings.image, self.settings.min_face_px, self.settings.detect_max_side)  # not threshold
-            key = (seeing, field, pixels.shape, hashlib.sha256(np.ascontiguousarray(pixels)).digest())
+            key = (seeing, pixels.shape, hashlib.sha256(np.ascontiguousarray(pixels)).digest())
             if key not in _OBSERVED:
                 try:
                     _OBSERVED[key] = super().observe(pixels, field)
@@ -94,7 +95,7 @@ def remembering_face_engine(settings=None):
                     _OBSERVED[key] = refused
             answer = _OBSERVED[key]
             if isinstance(answer, InvalidInput):
-                raise InvalidInput(answer.field, answer.rule, answer.message)
+                raise InvalidInput(field, answer.rule, answer.message)
             return answer
 
     return RememberingFaceEngine(settings if settings is not None else FaceSettings())
