@@ -331,8 +331,11 @@ def _shares_a_module_fixture(item) -> bool:
 def shard_items(items: list, k: int, n: int) -> list:
     """The tests shard ``k`` of ``n`` runs. Each test, or each whole module where its tests share a
     module fixture (a platform started once for them, never twice) or where the module weighs less
-    than KEEP_WHOLE_BELOW, goes to the shard with the least weight so far (seconds: WEIGHTS_FILE as
+    than KEEP_WHOLE_BELOW, or each group of modules that share what their process keeps (SHARD_TOGETHER
+    in tests/support/parallel.py), goes to the shard with the least weight so far (seconds: WEIGHTS_FILE as
     measured, else SHARD_WEIGHTS), the heaviest first; a shard runs its tests in collection order."""
+    from tests.support.parallel import shard_group
+
     measured = _measured_weights()
 
     def per_test(module: str) -> float:
@@ -347,16 +350,18 @@ def shard_items(items: list, k: int, n: int) -> list:
     grouped: dict[str, list] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
-        if _shares_a_module_fixture(item) or per_test(module) * sizes[module] < KEEP_WHOLE_BELOW:
-            if module not in grouped:
-                grouped[module] = []
-                units.append(grouped[module])
-            grouped[module].append(item)
+        together = shard_group(module)  # modules that share what their process keeps (tests/support/parallel.py)
+        if together or _shares_a_module_fixture(item) or per_test(module) * sizes[module] < KEEP_WHOLE_BELOW:
+            group = together or module
+            if group not in grouped:
+                grouped[group] = []
+                units.append(grouped[group])
+            grouped[group].append(item)
         else:
             units.append([item])
 
     def weight(unit: list) -> float:
-        return per_test(unit[0].nodeid.split("::")[0]) * len(unit)
+        return sum(per_test(item.nodeid.split("::")[0]) for item in unit)
 
     # the heaviest first, each to the lightest shard so far; each shard then runs in collection order
     loads = [0] * n

@@ -27,6 +27,14 @@ import time
 from pathlib import Path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "shard_weights.json"
+#: modules that run in one shard together (tests/conftest.py ``shard_items``): they share what their
+#: process keeps, paid once in one shard instead of once in each. The face tests' engines share one set
+#: of dlib models and every picture dlib has seen (tests/support/faces.py): the four modules took
+#: 29.5 s of CPU in one process, 37 s split between two.
+SHARD_TOGETHER = (
+    ("tests/unit/identity/test_faces.py", "tests/unit/identity/test_liveness.py",
+     "tests/unit/identity/test_proofing_registry.py", "tests/unit/identity/test_proofing_tencent.py"),
+)
 #: pytest's answer when a shard got no test at all (a selection smaller than the shards)
 NO_TESTS_COLLECTED = 5
 
@@ -88,6 +96,14 @@ def run(args: list[str], count: int) -> int:
     if not ran:
         return NO_TESTS_COLLECTED
     return next((code for code in ran if code != 0), 0)
+
+
+def shard_group(module: str) -> str | None:
+    """The name of the modules ``module`` runs in one shard with (SHARD_TOGETHER), or None."""
+    for together in SHARD_TOGETHER:
+        if module in together:
+            return together[0]
+    return None
 
 
 def record_weights(files: list[Path]) -> None:

@@ -55,3 +55,21 @@ def test_a_light_module_stays_in_one_shard_and_a_heavy_one_is_spread():
         holding = [any(f"test_light_{m}.py" in i.nodeid for i in shard) for shard in shards]
         assert holding.count(True) == 1
     assert all(any("unit/test_y.py" in i.nodeid for i in shard) for shard in shards)  # 50 s: split
+
+
+def test_modules_that_share_what_their_process_keeps_run_in_one_shard(monkeypatch):
+    import tests.support.parallel
+
+    heavy = [f"tests/unit/test_y{m}.py" for m in range(3)]  # 50 s each: each alone would be spread
+    monkeypatch.setattr(tests.support.parallel, "SHARD_TOGETHER", (tuple(heavy[:2]),))
+    items = collection() + [item(f"{module}::test_{i}") for module in heavy for i in range(500)]
+    shards = [shard_items(items, k, 2) for k in range(2)]
+    for module in heavy[:2]:
+        holding = [any(i.nodeid.startswith(module) for i in shard) for shard in shards]
+        assert holding.count(True) == 1
+    assert [any(i.nodeid.startswith(heavy[0]) for i in shard) for shard in shards] == \
+        [any(i.nodeid.startswith(heavy[1]) for i in shard) for shard in shards]
+    assert all(any(i.nodeid.startswith(heavy[2]) for i in shard) for shard in shards)  # not grouped: spread
+    weights = [sum(SHARD_WEIGHTS[i.nodeid.split("/")[1]] for i in shard) for shard in shards]
+    assert abs(weights[0] - weights[1]) <= 100 * SHARD_WEIGHTS["unit"], weights
+
