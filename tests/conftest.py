@@ -210,9 +210,15 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture
-def service_config(amqp_uri, amqp_users, pg_schemas, s3, tmp_path):
+def service_config(amqp_uri, amqp_users, pg_schemas, s3, softhsm_home, tmp_path):
     """``service_config(service, backend="postgresql", **overrides) -> dict``; a
-    platform service connects to the broker as its own user."""
+    platform service connects to the broker as its own user. identity and signing
+    keep their keys on the process's SoftHSM2 token, as their config.yaml's default
+    does, under label prefixes of this test's own (tests/support/softhsm.py); a test
+    about sealed keys passes ``KEYS=SEALED_KEYS``."""
+    from tests.support.softhsm import pkcs11_keys
+
+    run = uuid.uuid4().hex[:10]  # one per test: a service configured twice finds its keys again
 
     def make(service: str, backend: str = "postgresql", **overrides):
         database = _database_settings(backend, service, pg_schemas, tmp_path)
@@ -231,6 +237,8 @@ def service_config(amqp_uri, amqp_users, pg_schemas, s3, tmp_path):
                    "SECRET_KEY": s3.identities[service].secret_key if service in s3.identities else s3.secret_key},
             "SECRETS": {"GENERATE_MISSING": True},  # generated under DATA_DIR/secrets
         }
+        if service in ("identity", "signing"):
+            config["KEYS"] = pkcs11_keys(softhsm_home, service, run)
         config.update(overrides)
         return config
 

@@ -42,6 +42,7 @@ from services.identity.service import IdentityService
 from tests.support import codes, liveness_clip
 from tests.support.faces import face_path
 from tests.support.registry import PERFORMER, photo_bytes, write_registry
+from tests.support.softhsm import SEALED_KEYS
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -963,13 +964,14 @@ def test_kek_rotation_on_a_populated_database(start_platform, run_container, tmp
     """A new KEK: everything sealed (personal data, person keys, codes, the CA's key
     files) re-wrapped under it by esign keys rotate; then identity runs without the
     old one. Before: the key id was always kek-1 and a new ESIGN_KEK could not open
-    the CA keys."""
+    the CA keys. The keys are sealed here (KEYS.BACKEND sealed): on the token they are
+    not under the KEK at all."""
     import copy
     import os
 
     from services.common.key_rotation import rotate_service
 
-    platform = start_platform()
+    platform = start_platform(KEYS=SEALED_KEYS)
     rpc = platform.rpc
     person, certificate = platform.certified("张三", ID_A, PHONE_A)
     platform.register("李四", ID_B, PHONE_B)

@@ -60,14 +60,17 @@ def configs(service_config, s3, tmp_path):
 
 
 def _intents(service: str, config: dict, database: Database) -> ObjectIntents:
-    if service == "signing":
-        from services.signing.dependencies import load_keys
+    if service == "signing":  # the KEK keyring alone (load_keys would open the key store too)
+        from services.signing.dependencies import load_keyring
         from services.signing.models import STORED_OBJECTS
     else:
         from services.documents.models import STORED_OBJECTS
         from services.documents.secrets import load_keys
+
+        def load_keyring(config):
+            return load_keys(config).keyring
     settings = S3Settings.from_config(config)
-    return ObjectIntents(ObjectStore(settings, load_keys(config).keyring), lambda: database, STORED_OBJECTS,
+    return ObjectIntents(ObjectStore(settings, load_keyring(config)), lambda: database, STORED_OBJECTS,
                          IntentSettings.from_config(config, settings.object_lock_days))
 
 

@@ -15,7 +15,7 @@ from services.common.object_intents import OBJECT_INTENTS, ObjectIntents
 from services.common.storage import ObjectStore, S3Settings
 from services.documents.service import DocumentsService
 from services.notify.service import NotifyService
-from services.signing.dependencies import load_keys
+from services.signing.dependencies import load_keyring
 from services.signing.flow_store import FlowStore
 from services.signing.models import StoredObjectRow
 from services.signing.service import SigningService
@@ -45,7 +45,7 @@ class Signing:
 
     def __init__(self, config: dict):
         self.database = Database(config["DATABASE"]["URL"], config["DATABASE"]["SCHEMA"], "signing")
-        self.store = ObjectStore(S3Settings.from_config(config), load_keys(config).keyring)
+        self.store = ObjectStore(S3Settings.from_config(config), load_keyring(config))
 
     def objects(self, flow_id: str) -> list[StoredObjectRow]:
         with self.database.session() as session:

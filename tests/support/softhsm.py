@@ -12,7 +12,9 @@ serial), ``esign-test`` and ``esign-other`` for the key-store tests.
 
 Tests keep apart on the shared token by label prefix: :func:`pkcs11_keys`
 gives each service a prefix of its own test, so one test's reconciler never
-sees another test's keys.
+sees another test's keys. ``service_config`` (tests/conftest.py) gives identity
+and signing such a ``KEYS`` by default, as their config.yaml does; a test about
+the sealed backend passes :data:`SEALED_KEYS`.
 """
 from __future__ import annotations
 
@@ -52,10 +54,15 @@ def pkcs11_keys(home: Path, service: str, run: str | None = None) -> dict:
             "PKCS11": {"EMBEDDED": True, "EMBEDDED_DIR": str(home), "TOKEN_LABEL": SERVICES_TOKEN}}
 
 
+#: the ``KEYS`` section of a service whose keys are sealed under its KEK (a test about the sealed
+#: backend says so: the services' default is the token, and so is ``service_config``'s)
+SEALED_KEYS = {"BACKEND": "sealed"}
+
+
 def services_keys(backend: str, home: Path | None) -> dict:
-    """``stack_factory``'s overrides for identity and signing: nothing for ``sealed`` (the services'
-    default), the home's token under one run's prefixes for ``pkcs11``."""
+    """``stack_factory``'s overrides for identity and signing: the home's token under one run's
+    prefixes for ``pkcs11`` (what ``service_config`` gives anyway), :data:`SEALED_KEYS` for ``sealed``."""
     if backend == "sealed":
-        return {}
+        return {service: {"KEYS": dict(SEALED_KEYS)} for service in ("identity", "signing")}
     run = uuid.uuid4().hex[:10]
     return {service: {"KEYS": pkcs11_keys(home, service, run)} for service in ("identity", "signing")}
