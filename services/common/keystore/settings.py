@@ -3,7 +3,8 @@
 ::
 
     KEYS:
-      BACKEND: pkcs11              # or sealed (keys sealed under the KEK; machines without a token)
+      BACKEND: pkcs11              # or sealed (keys sealed under the KEK; machines without a token);
+                                   # config.yaml's default is pkcs11, this code's (no KEYS) sealed
       LABEL_PREFIX: esign/         # every key label starts so; the reconciler looks only there
       RECONCILE_GRACE_SECONDS: 3600
       PKCS11:
@@ -16,6 +17,16 @@
         EMBEDDED: false            # true: a SoftHSM2 token under DATA_DIR, made at first start (PIN generated)
         EMBEDDED_DIR: ""           # embedded: where the token and its PINs live instead of DATA_DIR
         MIN_FREE_BYTES: 16777216   # embedded: generate refuses (token_full) below this free space
+
+The services' configs (``services/<service>/config.yaml``) default to
+``pkcs11`` on the embedded token under ``DATA_DIR``: that is the platform's
+default, for ``./dev up`` and every service process. The code's own defaults
+here (``BACKEND`` sealed, ``EMBEDDED`` false) stay as they were, for a config
+that has no ``KEYS`` at all (a tool's or a test's own dict): an embedded token
+would be made under that config's ``DATA_DIR`` and would fix this process's
+SoftHSM2 home for good (:meth:`~services.common.keystore.softhsm.SoftHsmToken.activate`),
+a choice only a config that names it makes; sealed needs nothing outside the
+process.
 
 SoftHSM2 reads its configuration and finds its tokens once, when a process
 first initialises it: every store of one process must use the same embedded

@@ -627,16 +627,19 @@ def test_the_embedded_token_may_live_apart_from_the_data_dir_and_a_process_sees_
     assert relative.value.field == "keys.pkcs11.embedded_dir"
 
 
-def test_the_services_keep_keys_sealed_unless_the_environment_names_the_token(monkeypatch):
+def test_the_services_keep_keys_on_the_embedded_token_unless_the_environment_says_sealed(monkeypatch):
+    """config.yaml's default is the embedded SoftHSM2 token; a config without KEYS (a program's
+    own, a test's) is sealed: nothing outside the process, no process-wide SoftHSM2 home chosen."""
     from services.common.config import load_config
 
     for service in ("identity", "signing"):
         monkeypatch.delenv("ESIGN_KEYS_BACKEND", raising=False)
         settings = KeyStoreSettings.from_config(load_config(service))
-        assert (settings.backend, settings.label_prefix) == (SEALED, f"esign/{service}/")
+        assert (settings.backend, settings.label_prefix) == (PKCS11, f"esign/{service}/")
         assert settings.pkcs11.embedded and settings.pkcs11.token.token_label == "esign"
-        monkeypatch.setenv("ESIGN_KEYS_BACKEND", "pkcs11")
-        assert KeyStoreSettings.from_config(load_config(service)).backend == PKCS11
+        monkeypatch.setenv("ESIGN_KEYS_BACKEND", "sealed")
+        assert KeyStoreSettings.from_config(load_config(service)).backend == SEALED
+    assert KeyStoreSettings.from_config({}).backend == SEALED
 
 
 @pytest.mark.parametrize("algorithm", [EC_P256, ED25519])
