@@ -296,6 +296,28 @@ def migrate_signing(config: dict, store: Pkcs11KeyStore, dry_run: bool = False) 
     return result
 
 
+def sealed_leftovers(service: str, config: dict) -> list[str]:
+    """Where ``service`` still keeps a sealed key, found from files alone (no database, no token):
+    what ``esign up`` checks at every start. identity: the CA directory's ``<role>-key.sealed``
+    files; signing: the evidence log's sealed key (a file, or an environment variable while no ref
+    names its copy on the token). A sealed-era data directory has them (each service makes them
+    at its first sealed start); the person keys in identity's database move with the CA's keys
+    (:func:`migrate_identity`), and until they do identity signs with them through the KEK."""
+    if service not in SERVICES:
+        raise ValueError(f"only {', '.join(SERVICES)} hold private keys, not {service!r}")
+    if service == "identity":
+        from services.identity.ca_store import ROLES, ca_settings, sealed_key_path
+
+        directory = ca_settings(config)[0]
+        return [str(path) for path in (sealed_key_path(directory, role) for role in ROLES) if path.exists()]
+    from services.signing import log_key
+
+    source = log_key.sealed_key_source(config)
+    if source is None or (source.startswith("environment variable") and log_key.ref_path(config).exists()):
+        return []  # an environment variable left after the move is the operator's to remove (migrate says so)
+    return [source]
+
+
 def migrate_service(service: str, config: dict, dry_run: bool = False) -> dict:
     """Move one service's sealed keys onto the token its ``KEYS.PKCS11`` names."""
     if service not in SERVICES:

@@ -16,6 +16,11 @@ Every piece of state is under the data directory (``--data-dir``, default
 the console SMS outbox. A port already in use is refused before anything
 starts, the S3 port included: a server there is used only when named
 (``--s3-endpoint`` or ``ESIGN_S3_ENDPOINT``), never picked up silently.
+
+identity's and signing's private keys are on the embedded SoftHSM2 token under
+the data directory (config.yaml's default); a data directory from when they
+were sealed by default has them moved onto it before anything starts
+(:func:`keys_onto_embedded_token`).
 """
 from __future__ import annotations
 
@@ -227,6 +232,9 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
     _refuse_scaled_sqlite(options)
     s3 = _s3_plan(options, env)
     _refuse_ports_in_use(_fixed_ports(gateway_config, env, s3, options.monitoring))
+    from services.common.key_migration import SERVICES as KEY_HOLDERS  # identity, signing
+
+    keys_onto_embedded_token({service: dict(load_config(service), DATA_DIR=str(data)) for service in KEY_HOLDERS})
     try:
         service_uris = broker_users(gateway_config["AMQP_URI"], data, env)
     except RuntimeError as exc:
@@ -337,6 +345,54 @@ def _require_main_thread() -> None:
     a child started from another thread would be stopped when that thread returns."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("esign up starts its children from the main thread only")
+
+
+# -- keys --------------------------------------------------------------------------------------
+def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
+    """Before anything starts: where a service's ``KEYS`` is the embedded SoftHSM2 token
+    (``BACKEND`` pkcs11 with ``EMBEDDED``, config.yaml's default), the sealed keys of a data
+    directory made when sealed was the default are moved onto the token, by the code of
+    ``esign keys migrate --to pkcs11`` (signing refuses a sealed log key on pkcs11, and a new
+    key would break the witnesses' trust). They are found from files alone
+    (:func:`~services.common.key_migration.sealed_leftovers`), so a start with nothing sealed
+    costs a few ``stat`` calls. Never for a configured HSM (``EMBEDDED`` false): moving keys
+    onto it is the operator's step, and the service's own refusal says which. ``configs``: the
+    config of each service, by name; what moved is printed and returned, by service."""
+    import shutil
+
+    from services.common import key_migration
+    from services.common.keystore import PKCS11
+    from services.common.keystore.settings import KeyStoreSettings
+    from services.common.keystore.softhsm import UTIL
+
+    moved = {}
+    for service, config in configs.items():
+        settings = KeyStoreSettings.from_config(config)
+        if settings.backend != PKCS11 or not settings.pkcs11.embedded:
+            continue
+        if shutil.which(UTIL) is None:
+            raise CannotStart(f"{service} keeps its keys on the embedded SoftHSM2 token (KEYS.BACKEND pkcs11), "
+                              f"but {UTIL} is not installed: ./dev bootstrap installs it (apt-get install "
+                              "softhsm2), or start with ESIGN_KEYS_BACKEND=sealed (keys sealed under the KEK)")
+        found = key_migration.sealed_leftovers(service, config)
+        if not found:
+            continue
+        print(f"{service}: sealed keys of an earlier data directory ({', '.join(found)}): moving them onto "
+              f"the embedded SoftHSM2 token (esign keys migrate --to pkcs11) ...", flush=True)
+        try:
+            result = key_migration.migrate_service(service, config)
+        except Exception as exc:  # noqa: BLE001 - said by kind and words (no key or PIN is in them); nothing started
+            raise CannotStart(f"esign up: moving {service}'s sealed keys onto the embedded token failed "
+                              f"({type(exc).__name__}: {exc}); nothing was started. Run 'esign keys migrate --to "
+                              f"pkcs11 --service {service} --check' to see what is left, or start with "
+                              "ESIGN_KEYS_BACKEND=sealed") from None
+        moved[service] = result
+        summary = {key: value for key, value in result.items() if key not in ("service", "to", "dry_run")}
+        print(f"{service}: moved onto the embedded token: {json.dumps(summary, sort_keys=True)}", flush=True)
+        if "remove" in result:
+            print(f"{service}: the sealed log key is still given by {result['remove']}: remove it", file=sys.stderr,
+                  flush=True)
+    return moved
 
 
 # -- S3 ----------------------------------------------------------------------------------------

@@ -21,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from services.common.s3server import free_port, port_open
-from tests.support.esign_up import REPO, SERVICES, EsignUp, get, metric_value, process_table, processes_mentioning
+from tests.support.esign_up import (
+    REPO,
+    SERVICES,
+    EsignUp,
+    get,
+    keys_on_the_embedded_token,
+    metric_value,
+    process_table,
+    processes_mentioning,
+    sealed_era_data_dir,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +133,8 @@ def test_up_runs_everything_and_stops_cleanly(amqp_uri, tmp_path):
         # documents and signing each with S3 keys of their own (allowed only their bucket); the others none
         assert s3_keys["documents"].startswith("esign-documents-") and s3_keys["signing"].startswith("esign-signing-")
         assert s3_keys["identity"] == s3_keys["notify"] == s3_keys["gateway"] == ""
+        # a fresh data directory: identity's and signing's keys on the embedded SoftHSM2 token made there
+        assert keys_on_the_embedded_token(data) == [] and "moving them onto" not in text
     finally:
         up.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
@@ -169,14 +181,23 @@ def test_demo_signs_an_iou_and_every_piece_of_state_stays_in_the_data_dir(amqp_u
     """The README's third command: esign demo on esign up --demo, in under a minute; the signed
     PDF valid for pyHanko and esign verify; nothing written under the repository's var/ (the SMS
     outbox stayed there whatever --data-dir said); Ctrl-C then stops it all in a few seconds
-    (after use it took 6-19 s, when a service's worker pool hung its stop)."""
+    (after use it took 6-19 s, when a service's worker pool hung its stop).
+
+    The data directory is one from when keys were sealed by default (the CA's and the evidence
+    log's keys sealed): esign up moves them onto the embedded SoftHSM2 token before anything
+    starts, says so, and the demo signs with them there."""
     from tests.support.pdf_validation import pyhanko_statuses
 
     var_before = files_under(REPO / "var")
     data = tmp_path / "data"
-    up = EsignUp(amqp_uri, data).start("--demo")
+    up = EsignUp(amqp_uri, data)
+    sealed_era_data_dir(data, up.env["ESIGN_PUBLIC_URL"])
+    up.start("--demo")
     try:
         text = up.wait_up()
+        assert "identity: moved onto the embedded token: {\"ca_keys\": {\"moved\": 4}" in text, text
+        assert 'signing: moved onto the embedded token: {"log_key": "moved"}' in text, text
+        assert keys_on_the_embedded_token(data) == []
         assert "demo:     a photo file stands in for a live face" in text
         assert f"SMS:      {data / 'sms-outbox.jsonl'}" in text
         # a second esign up on the same data directory is refused, and says who holds it
@@ -231,12 +252,17 @@ def test_demo_signs_an_iou_and_every_piece_of_state_stays_in_the_data_dir(amqp_u
 def test_nothing_survives_esign_up_killed_outright(amqp_uri, tmp_path):
     """kill -9 of esign up: every child (services, witnesses, SeaweedFS) has a parent-death
     signal and goes within seconds, and the ports are free for the next esign up (SeaweedFS,
-    in a session of its own, used to stay on the S3 port, and the next esign up reused it)."""
+    in a session of its own, used to stay on the S3 port, and the next esign up reused it).
+    It runs with ESIGN_KEYS_BACKEND=sealed: esign up still starts with every key sealed."""
     data = tmp_path / "data"
-    up = EsignUp(amqp_uri, data).start()
+    up = EsignUp(amqp_uri, data)
+    up.env["ESIGN_KEYS_BACKEND"] = "sealed"  # a machine without a token: keys sealed, as before
+    up.start()
     try:
         table = process_table(up.wait_up())
         assert set(table) == set(SERVICES) | {"witness-1", "witness-2", "seaweedfs"}
+        assert (data / "secrets" / "evidence-log-key").is_file() and len(list((data / "ca").glob("*-key.sealed"))) == 4
+        assert not (data / "softhsm").exists() and not list((data / "ca").glob("*-key.ref"))
         started = time.monotonic()
         up.process.kill()
         up.process.wait(10)

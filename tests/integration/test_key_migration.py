@@ -181,3 +181,37 @@ def test_a_stopped_run_or_a_copy_that_does_not_sign_leaves_nothing_half_done(pla
     assert len(labels) == len(set(labels)) == 4  # the stranded copy was destroyed, not kept beside the new one
     assert stranded.key_id not in {r.key_id for r in on_token(identity, stranded.label)}
     assert log_key.sealed_key_source(platform["signing"]) is not None  # signing was not asked: untouched
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # esign up's embedded database
+def test_esign_up_moves_a_sealed_data_dir_onto_the_embedded_token_once(platform, capsys):
+    """``esign up`` (services/common/launcher.py) on a data directory of the sealed days, now that
+    config.yaml's default is the embedded token: it finds the sealed CA and log keys from their
+    files and moves them with everything ``esign keys migrate`` moves (the person keys too),
+    says so, and the next start finds nothing to do. A configured HSM (EMBEDDED false) or
+    ``sealed`` is left alone: the service's own refusal speaks there."""
+    from services.common.launcher import keys_onto_embedded_token
+
+    embedded = {service: dict(platform[service], KEYS=dict(platform[service]["KEYS"], BACKEND="pkcs11"))
+                for service in ("identity", "signing")}
+    hsm = {service: dict(config, KEYS=dict(config["KEYS"], PKCS11=dict(
+        config["KEYS"]["PKCS11"], EMBEDDED=False, PIN={"env": "ESIGN_TEST_NO_SUCH_PIN"})))
+        for service, config in embedded.items()}
+    sealed = {service: platform[service] for service in ("identity", "signing")}
+    assert keys_onto_embedded_token(hsm) == {} and keys_onto_embedded_token(sealed) == {}
+    assert len(key_migration.sealed_leftovers("identity", embedded["identity"])) == 4
+    assert key_migration.sealed_leftovers("signing", embedded["signing"]) == [
+        str(Path(platform["signing"]["DATA_DIR"]) / "secrets" / "evidence-log-key")]
+    capsys.readouterr()
+
+    moved = keys_onto_embedded_token(embedded)
+    assert moved["identity"]["person_keys"] == {"moved": 4, "revoked_sealed_removed": 2}
+    assert moved["identity"]["ca_keys"] == {"moved": 4} and moved["signing"]["log_key"] == "moved"
+    said = capsys.readouterr().out
+    assert 'signing: moved onto the embedded token: {"log_key": "moved"}' in said
+    assert '"person_keys": {"moved": 4, "revoked_sealed_removed": 2}' in said
+    assert all(r.private_key_sealed is None for r in rows(platform["identity"]))
+    assert log_verifier(embedded["signing"]).to_key_string() == platform["log_key"]  # the same key
+
+    assert [key_migration.sealed_leftovers(service, config) for service, config in embedded.items()] == [[], []]
+    assert keys_onto_embedded_token(embedded) == {} and capsys.readouterr().out == ""  # the next start

@@ -57,6 +57,40 @@ def process_table(summary: str) -> dict[str, dict]:
             re.findall(r"^  (\S+) +pid (\d+) +metrics (\S+) +log (\S+)$", summary, re.M)}
 
 
+def sealed_era_data_dir(data: Path, public_url: str) -> None:
+    """A data directory as identity's and signing's first starts left it when ``sealed`` was the
+    default (before the embedded SoftHSM2 token was): the development CA with its keys sealed in
+    ``<data>/ca`` (``<role>-key.sealed``), the evidence log's key as the secret file
+    ``<data>/secrets/evidence-log-key``, and the KEKs they are sealed under. Made in this process
+    by the services' own code, with ``KEYS.BACKEND`` sealed (no token is touched here)."""
+    from services.identity.ca_store import open_ca
+    from services.identity.secrets import load_keys
+    from services.signing.dependencies import log_verifier
+
+    sealed = {"BACKEND": "sealed"}
+    identity = {"DATA_DIR": str(data), "PUBLIC_URL": public_url, "SECRETS": {"GENERATE_MISSING": True},
+                "KEYS": sealed}
+    open_ca(identity, load_keys(identity).keyring)
+    log_verifier({"DATA_DIR": str(data), "SECRETS": {"GENERATE_MISSING": True}, "KEYS": sealed})
+
+
+def keys_on_the_embedded_token(data: Path) -> list[str]:
+    """What of a data directory's keys is not where the embedded token puts them (``esign up``'s
+    default): the CA's keys named by refs, none sealed; the log key's ref, no sealed file; the
+    token under ``<data>/softhsm``. Empty when all is so."""
+    problems = []
+    ca_keys = sorted(path.name for path in (data / "ca").glob("*-key.*"))
+    if ca_keys != ["issuing-key.ref", "ocsp-key.ref", "service-key.ref", "tsa-key.ref"]:
+        problems.append(f"CA keys: {ca_keys}")
+    secrets = data / "secrets"
+    if (secrets / "evidence-log-key").exists() or not (secrets / "evidence-log-key.ref").is_file():
+        problems.append("the evidence log's key is not (only) on the token")
+    tokens = data / "softhsm" / "tokens"
+    if not tokens.is_dir() or not any(tokens.iterdir()) or not (secrets / "softhsm-esign-pin").is_file():
+        problems.append(f"no SoftHSM2 token in {tokens}")
+    return problems
+
+
 class EsignUp:
     """``esign up`` as a test starts it: free ports, its own data directory given with
     ``--data-dir`` (not ESIGN_DATA_DIR), one broker user for all (the first test covers
