@@ -4,9 +4,12 @@ Every service is its own process (``esign run <service>``) on a RabbitMQ
 node, a PostgreSQL cluster and a SeaweedFS of the benchmark's own (the
 fault-injection harness, tests/support/faults.py, starts them), so a run
 measures what a deployment on one machine does and leaves the machine's own
-broker and database alone. People are registered the way the tests register
-them (phone code, the registry vouching for name and ID number, a live face
-proof, a certificate), then act over HTTP with their session tokens.
+broker and database alone. identity's and signing's private keys are on the
+embedded SoftHSM2 token under the platform's data folder, as config.yaml's
+default has them (``ESIGN_KEYS_BACKEND=sealed`` in the environment: sealed).
+People are registered the way the tests register them (phone code, the
+registry vouching for name and ID number, a live face proof, a certificate),
+then act over HTTP with their session tokens.
 
 The caller must have run ``eventlet.monkey_patch()`` first.
 """

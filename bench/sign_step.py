@@ -30,10 +30,10 @@ same PostgreSQL. Throughput: ``--concurrency`` signers at once on the
 platform (each signing ``--per-signer`` flows) against the floor run in one
 process per core.
 
-``--keys pkcs11`` runs identity and signing with every private key on the
-embedded SoftHSM2 token (issue #16): the person's ECDSA signature, the TSA's
-time stamp and the evidence log's checkpoint are then made by the token;
-``sealed`` (the default) unseals them in memory. The floor is the same for both.
+``--keys pkcs11`` (the default, as config.yaml's) runs identity and signing with
+every private key on the embedded SoftHSM2 token (issue #16): the person's ECDSA
+signature, the TSA's time stamp and the evidence log's checkpoint are then made
+by the token; ``sealed`` unseals them in memory. The floor is the same for both.
 
 ``--profile DIR`` records py-spy flame graphs (SVG) of the signing, identity
 and gateway processes during the concurrent phase.
@@ -235,7 +235,7 @@ def main() -> None:
                         help="seconds between sequential steps (work that follows a commit runs beside the answer)")
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs of the concurrent phase here")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
-    parser.add_argument("--keys", choices=["sealed", "pkcs11"], default=os.environ.get("ESIGN_KEYS_BACKEND", "sealed"),
+    parser.add_argument("--keys", choices=["sealed", "pkcs11"], default=os.environ.get("ESIGN_KEYS_BACKEND", "pkcs11"),
                         help="where identity's and signing's private keys are (KEYS.BACKEND; pkcs11: the embedded"
                              " SoftHSM2 token under the platform's data folder)")
     parser.add_argument("--floor-worker", help=argparse.SUPPRESS)
