@@ -367,7 +367,10 @@ def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
 
     moved = {}
     for service, config in configs.items():
-        settings = KeyStoreSettings.from_config(config)
+        try:
+            settings = KeyStoreSettings.from_config(config)
+        except InvalidInput as exc:  # the service would stop on it too: said once, before anything starts
+            raise CannotStart(f"{service}: {exc}") from None
         if settings.backend != PKCS11 or not settings.pkcs11.embedded:
             continue
         if shutil.which(UTIL) is None:
@@ -383,9 +386,9 @@ def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
             result = key_migration.migrate_service(service, config)
         except Exception as exc:  # noqa: BLE001 - said by kind and words (no key or PIN is in them); nothing started
             raise CannotStart(f"esign up: moving {service}'s sealed keys onto the embedded token failed "
-                              f"({type(exc).__name__}: {exc}); nothing was started. Run 'esign keys migrate --to "
-                              f"pkcs11 --service {service} --check' to see what is left, or start with "
-                              "ESIGN_KEYS_BACKEND=sealed") from None
+                              f"({type(exc).__name__}: {exc}); nothing was started. What moved stays moved and "
+                              f"the next esign up (or 'esign keys migrate --to pkcs11 --service {service}') "
+                              "finishes the rest; '--check' counts it") from None
         moved[service] = result
         summary = {key: value for key, value in result.items() if key not in ("service", "to", "dry_run")}
         print(f"{service}: moved onto the embedded token: {json.dumps(summary, sort_keys=True)}", flush=True)

@@ -190,8 +190,10 @@ def test_esign_up_moves_a_sealed_data_dir_onto_the_embedded_token_once(platform,
     files and moves them with everything ``esign keys migrate`` moves (the person keys too),
     says so, and the next start finds nothing to do. A configured HSM (EMBEDDED false) or
     ``sealed`` is left alone: the service's own refusal speaks there."""
-    from services.common.launcher import keys_onto_embedded_token
+    from services.common.launcher import CannotStart, keys_onto_embedded_token
 
+    with pytest.raises(CannotStart, match="identity: keys.backend"):  # said before anything starts
+        keys_onto_embedded_token({"identity": {"KEYS": {"BACKEND": "vault"}}})
     embedded = {service: dict(platform[service], KEYS=dict(platform[service]["KEYS"], BACKEND="pkcs11"))
                 for service in ("identity", "signing")}
     hsm = {service: dict(config, KEYS=dict(config["KEYS"], PKCS11=dict(
