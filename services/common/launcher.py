@@ -355,17 +355,20 @@ def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
     ``esign keys migrate --to pkcs11`` (signing refuses a sealed log key on pkcs11, and a new
     key would break the witnesses' trust). They are found from files alone
     (:func:`~services.common.key_migration.sealed_leftovers`), so a start with nothing sealed
-    costs a few ``stat`` calls. Never for a configured HSM (``EMBEDDED`` false): moving keys
-    onto it is the operator's step, and the service's own refusal says which. ``configs``: the
-    config of each service, by name; what moved is printed and returned, by service."""
+    costs a few ``stat`` calls and one ``softhsm2-util --show-slots``: the token is made here
+    (:func:`~services.common.keystore.softhsm.ensure_token`, nothing activated in this process)
+    before the services start, so they never race to make it. Never for a configured HSM
+    (``EMBEDDED`` false): moving keys onto it is the operator's step, and the service's own
+    refusal says which. ``configs``: the config of each service, by name; what moved is printed
+    and returned, by service."""
     import shutil
 
     from services.common import key_migration
     from services.common.keystore import PKCS11
     from services.common.keystore.settings import KeyStoreSettings
-    from services.common.keystore.softhsm import UTIL
+    from services.common.keystore.softhsm import UTIL, SoftHsmUnavailable, ensure_token
 
-    moved = {}
+    moved, made = {}, set()
     for service, config in configs.items():
         try:
             settings = KeyStoreSettings.from_config(config)
@@ -377,6 +380,13 @@ def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
             raise CannotStart(f"{service} keeps its keys on the embedded SoftHSM2 token (KEYS.BACKEND pkcs11), "
                               f"but {UTIL} is not installed: ./dev bootstrap installs it (apt-get install "
                               "softhsm2), or start with ESIGN_KEYS_BACKEND=sealed (keys sealed under the KEK)")
+        token = (str(settings.pkcs11.embedded_dir or config_data_dir(config)), settings.pkcs11.token.token_label)
+        if token not in made:  # made here, once: identity and signing starting at once would both make it
+            try:
+                ensure_token(*token)
+            except (SoftHsmUnavailable, OSError, ValueError) as exc:
+                raise CannotStart(f"{service}: the embedded SoftHSM2 token: {exc}") from None
+            made.add(token)
         found = key_migration.sealed_leftovers(service, config)
         if not found:
             continue

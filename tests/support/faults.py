@@ -225,6 +225,12 @@ class ServiceProcesses:
             env[f"{service.upper()}_METRICS_PORT"] = str(free_port())
         for name in ("ESIGN_BROKER_USERS", "ESIGN_BROKER_USER_PREFIX"):
             env.pop(name, None)
+        if env.get("ESIGN_KEYS_BACKEND", "pkcs11") == "pkcs11":
+            # identity's and signing's embedded SoftHSM2 token (config.yaml's default), made before they
+            # start at once, as esign up makes it: two first starts would both make it
+            from services.common.keystore.softhsm import ensure_token
+
+            ensure_token(self.root / "data", env.get("ESIGN_TOKEN_LABEL", "esign"))
         self.env = env
 
     def start(self, service: str) -> subprocess.Popen:
