@@ -7,6 +7,9 @@ from services.cli import main
 def test_root_then_issuing_ca_from_the_command_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ESIGN_CA_PASSPHRASE", "correct horse battery staple")
     monkeypatch.setenv("ESIGN_DATA_DIR", str(tmp_path / "data"))
+    # the issuing CA's keys sealed, as before config.yaml's default became the embedded token: a token
+    # under this test's data dir would be a second SoftHSM2 home in this process (refused)
+    monkeypatch.setenv("ESIGN_KEYS_BACKEND", "sealed")
     assert main(["ca", "init", "--root-dir", str(tmp_path / "root")]) == 0
     assert main(["ca", "issue-ca", "--root-dir", str(tmp_path / "root"), "--out", str(tmp_path / "ca"),
                  "--public-url", "https://esign.example.com"]) == 0
