@@ -381,12 +381,18 @@ def keys_onto_embedded_token(configs: Mapping[str, dict]) -> dict[str, dict]:
                               f"but {UTIL} is not installed: ./dev bootstrap installs it (apt-get install "
                               "softhsm2), or start with ESIGN_KEYS_BACKEND=sealed (keys sealed under the KEK)")
         token = (str(settings.pkcs11.embedded_dir or config_data_dir(config)), settings.pkcs11.token.token_label)
-        if token not in made:  # made here, once: identity and signing starting at once would both make it
-            try:
-                ensure_token(*token)
-            except (SoftHsmUnavailable, OSError, ValueError) as exc:
-                raise CannotStart(f"{service}: the embedded SoftHSM2 token: {exc}") from None
-            made.add(token)
+        wanted = [token]
+        if service == "identity":  # and the development root's token, while identity has its dev CA to make
+            from services.identity.ca_store import development_tokens
+
+            wanted += [(token[0], label) for label in development_tokens(config)]
+        for each in wanted:
+            if each not in made:  # made here, once: identity and signing starting at once would both make it
+                try:
+                    ensure_token(*each)
+                except (SoftHsmUnavailable, OSError, ValueError) as exc:
+                    raise CannotStart(f"{service}: the embedded SoftHSM2 token {each[1]}: {exc}") from None
+                made.add(each)
         found = key_migration.sealed_leftovers(service, config)
         if not found:
             continue

@@ -229,8 +229,10 @@ class ServiceProcesses:
             # identity's and signing's embedded SoftHSM2 token (config.yaml's default), made before they
             # start at once, as esign up makes it: two first starts would both make it
             from services.common.keystore.softhsm import ensure_token
+            from services.identity.ca_store import DEV_ROOT_TOKEN
 
             ensure_token(self.root / "data", env.get("ESIGN_TOKEN_LABEL", "esign"))
+            ensure_token(self.root / "data", DEV_ROOT_TOKEN)  # identity's development root, on its own token
         self.env = env
 
     def start(self, service: str) -> subprocess.Popen:

@@ -67,6 +67,7 @@ refuses with ``token_full`` before asking the token.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import logging
@@ -444,7 +445,8 @@ class Pkcs11KeyStore:
         check_algorithm(algorithm)
         self._require_room()
         ref = KeyRef(PKCS11, algorithm, label, new_key_id())
-        public = self._call(lambda pooled: self._generate(pooled, ref), idempotent=False)
+        with self._token_files_locked():
+            public = self._call(lambda pooled: self._generate(pooled, ref), idempotent=False)
         self._remember_public(ref.key_id, public)
         return ref
 
@@ -468,7 +470,8 @@ class Pkcs11KeyStore:
             raise InvalidInput("private_key", "algorithm", "expected an EC P-256 or an Ed25519 private key")
         self._require_room()
         ref = KeyRef(PKCS11, algorithm, label, new_key_id())
-        public = self._call(lambda pooled: self._import(pooled, ref, value, point), idempotent=False)
+        with self._token_files_locked():
+            public = self._call(lambda pooled: self._import(pooled, ref, value, point), idempotent=False)
         if public != private_key.public_key():
             self.destroy(ref)
             raise IntegrityError("token key", "the imported key's public half differs from the key given")
@@ -505,7 +508,8 @@ class Pkcs11KeyStore:
 
     def destroy(self, ref: KeyRef) -> bool:
         require_backend(PKCS11, ref)
-        destroyed = self._call(lambda pooled: self._destroy(pooled, ref), idempotent=True)
+        with self._token_files_locked():
+            destroyed = self._call(lambda pooled: self._destroy(pooled, ref), idempotent=True)
         with self._public_lock:
             self._public.pop(ref.key_id, None)
         return destroyed
@@ -538,6 +542,24 @@ class Pkcs11KeyStore:
                     log.error("key store: token %r failed: %s", self._token.settings.token_label, type(exc).__name__)
                 raise fault(reason) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _token_files_locked(self) -> Iterator[None]:
+        """For a file-backed token (SoftHSM2's, ``storage_dir``): one process at a time adds or
+        removes its objects. Two processes making keys on one new token at once (identity its CA
+        keys, signing its log key, at a first start) once read back a key's attributes wrong
+        (``_kept`` refused it) and once saw two tokens of one label; an HSM orders its own writes.
+        The lock is the operating system's (fcntl), held for one key's few milliseconds."""
+        directory = self._settings.storage_dir
+        if directory is None:
+            yield
+            return
+        with open(Path(directory) / ".esign-writes.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _require_room(self) -> None:
         settings = self._settings
