@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import eventlet
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from nameko.extensions import DependencyProvider
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
@@ -236,6 +234,11 @@ def upgrade(engine: Engine, service: str, revision: str = "head", directory: Pat
     On PostgreSQL an advisory lock keyed by the service name serialises
     replicas that start at the same moment.
     """
+    # imported here: Alembic is 0.4 s of imports that only a migration needs (every tool and test
+    # that imports this module for a session or an engine paid it)
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(directory or migrations_dir(service)))
     with _migrate_lock, engine.begin() as conn:
