@@ -48,6 +48,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
+from nameko.exceptions import MethodNotFound
 from nameko.timer import timer
 
 from services.common import events, listing
@@ -341,7 +342,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         identity for each). None if identity cannot say now: the worker then fetches them itself."""
         try:
             answer = self.identity.revocation_data(serials=sorted(set(filter(None, serials))))
-        except (Unavailable, NotFound, InvalidInput) as exc:
+        except (Unavailable, NotFound, InvalidInput, MethodNotFound) as exc:  # MethodNotFound: an older identity
             log.warning("revocation data not had from identity (%s): the PDF worker fetches it over HTTP",
                         type(exc).__name__)
             return None

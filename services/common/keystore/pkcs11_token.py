@@ -554,7 +554,8 @@ class Pkcs11KeyStore:
         if directory is None:
             yield
             return
-        with open(Path(directory) / ".esign-writes.lock", "a") as handle:
+        # beside the token directory, not in it: SoftHSM2 takes every entry of its tokendir for a token
+        with open(Path(directory).parent / f".{Path(directory).name}-writes.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
