@@ -101,6 +101,33 @@ def _refuse_scaled_sqlite(options: UpOptions) -> None:
             for service in lonely) + "; SQLite serves one process")
 
 
+def _refuse_scaled_embedded_token(options: UpOptions, data: Path) -> None:
+    """Replicas of identity or of signing would share the embedded SoftHSM2 token's files, and a
+    key one process made was not found by the other in the replicas test (``key_missing``, twice
+    in a row, not reproduced outside the services): a service scaled out keeps its keys on an HSM
+    its processes share, or sealed under its KEK."""
+    from services.common.key_migration import SERVICES as KEY_HOLDERS  # identity, signing
+    from services.common.keystore import PKCS11
+    from services.common.keystore.settings import KeyStoreSettings
+
+    shared = []
+    for service in KEY_HOLDERS:
+        if options.replicas(service) <= 1:
+            continue
+        try:
+            settings = KeyStoreSettings.from_config(dict(load_config(service), DATA_DIR=str(data)))
+        except InvalidInput as exc:
+            raise CannotStart(f"{service}: {exc}") from None
+        if settings.backend == PKCS11 and settings.pkcs11.embedded:
+            shared.append(service)
+    if shared:
+        raise CannotStart("esign up --scale: " + ", ".join(
+            f"{service}={options.replicas(service)} keeps its keys on the embedded SoftHSM2 token, which "
+            f"one process per service uses" for service in shared)
+            + ": name an HSM its processes share (ESIGN_TOKEN_EMBEDDED=false, ESIGN_PKCS11_MODULE, ...) or keep"
+            " the keys sealed (ESIGN_KEYS_BACKEND=sealed)")
+
+
 @dataclass(frozen=True)
 class UpOptions:
     """What ``esign up``'s command line chose (everything else is configuration)."""
@@ -230,6 +257,7 @@ def _up(options: UpOptions, gateway_config: dict, data: Path) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     env = dict(os.environ, ESIGN_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
     _refuse_scaled_sqlite(options)
+    _refuse_scaled_embedded_token(options, data)
     s3 = _s3_plan(options, env)
     _refuse_ports_in_use(_fixed_ports(gateway_config, env, s3, options.monitoring))
     from services.common.key_migration import SERVICES as KEY_HOLDERS  # identity, signing

@@ -131,6 +131,9 @@ def test_replicas_share_the_work_run_each_job_once_and_a_killed_one_loses_nothin
         up.env[f"{service.upper()}_DATABASE_URL"] = PG_URL
         up.env[f"{service.upper()}_DATABASE_SCHEMA"] = pg_schemas.new(service)
     up.env["IDENTITY_OTP_MIN_RESEND_SECONDS"] = "1"
+    # replicas of identity and signing share their keys: sealed here (esign up refuses them the embedded
+    # SoftHSM2 token, which one process per service uses: tests/integration/test_key_migration.py)
+    up.env["ESIGN_KEYS_BACKEND"] = "sealed"
     up.start("--demo", "--scale", ",".join(f"{name}={count}" for name, count in SCALE.items()))
     try:
         table = process_table(up.wait_up())

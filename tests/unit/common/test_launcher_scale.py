@@ -38,6 +38,19 @@ def test_a_scaled_service_on_sqlite_is_refused_naming_the_setting(monkeypatch, t
     launcher._refuse_scaled_sqlite(UpOptions(scale={"gateway": 3}))  # nothing to refuse
 
 
+def test_a_scaled_key_holder_on_the_embedded_token_is_refused_naming_the_ways_out(monkeypatch, tmp_path):
+    monkeypatch.delenv("ESIGN_KEYS_BACKEND", raising=False)  # config.yaml's default: the embedded token
+    monkeypatch.delenv("ESIGN_TOKEN_EMBEDDED", raising=False)
+    with pytest.raises(CannotStart) as caught:
+        launcher._refuse_scaled_embedded_token(UpOptions(scale={"identity": 2, "gateway": 3}), tmp_path)
+    message = str(caught.value)
+    assert "identity=2" in message and "ESIGN_KEYS_BACKEND=sealed" in message and "ESIGN_TOKEN_EMBEDDED" in message
+    assert "signing" not in message and "gateway" not in message
+    launcher._refuse_scaled_embedded_token(UpOptions(scale={"gateway": 3, "notify": 2}), tmp_path)  # no keys
+    monkeypatch.setenv("ESIGN_KEYS_BACKEND", "sealed")
+    launcher._refuse_scaled_embedded_token(UpOptions(scale={"identity": 2, "signing": 2}), tmp_path)
+
+
 def test_replicas_after_the_first_get_their_own_metrics_port_and_gateways_share_theirs(monkeypatch, tmp_path):
     spawned = []
     monkeypatch.setattr(launcher, "_spawn", lambda name, argv, env, logs, metrics=None, serves=None:
