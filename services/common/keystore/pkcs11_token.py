@@ -87,7 +87,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from services.common.errors import IntegrityError, InvalidInput
+from services.common.errors import IntegrityError, InvalidInput, Unavailable
 from services.common.keystore import (
     EC_P256,
     ED25519,
@@ -444,9 +444,19 @@ class Pkcs11KeyStore:
         check_label(label)
         check_algorithm(algorithm)
         self._require_room()
-        ref = KeyRef(PKCS11, algorithm, label, new_key_id())
-        with self._token_files_locked():
-            public = self._call(lambda pooled: self._generate(pooled, ref), idempotent=False)
+        for attempt in (1, 2):
+            ref = KeyRef(PKCS11, algorithm, label, new_key_id())
+            try:
+                with self._token_files_locked():
+                    public = self._call(lambda pooled, ref=ref: self._generate(pooled, ref), idempotent=False)
+                break
+            except Unavailable as exc:
+                # the session went away (the module was finalised under this store, the HSM dropped it):
+                # once more under a new id; a key the lost session may have made under the old one is
+                # named by nothing, and the reconciler's
+                if exc.reason != SESSION_LOST or attempt == 2:
+                    raise
+                log.warning("key store: session lost while generating under %s; again with a new id", label)
         self._remember_public(ref.key_id, public)
         return ref
 
