@@ -47,7 +47,6 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import logging
-import os
 import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -234,14 +233,6 @@ def _key_aad(role: str, cert: x509.Certificate) -> bytes:
     return associated_data("ca_key", role, format(cert.serial_number, "x"))
 
 
-def _write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def key_ref_path(directory: Path, role: str) -> Path:
     return directory / f"{role}-key.ref"
 
@@ -255,11 +246,11 @@ def write_role_key(directory: Path, role: str, cert: x509.Certificate, key: ec.E
     """Write where ``role``'s key is: its ref (a key on the token) or the key sealed. Never overwrites."""
     if isinstance(key, StoreEcPrivateKey):
         path = key_ref_path(directory, role)
-        _write_new(path, (key.ref.to_text() + "\n").encode("ascii"), 0o600)
+        root_custody.write_new(path, (key.ref.to_text() + "\n").encode("ascii"), 0o600)
     else:
         path = sealed_key_path(directory, role)
         sealed = ca.seal_private_key(keyring, key, _key_aad(role, cert))
-        _write_new(path, (to_text(sealed) + "\n").encode("ascii"), 0o600)
+        root_custody.write_new(path, (to_text(sealed) + "\n").encode("ascii"), 0o600)
     return path
 
 
@@ -277,12 +268,12 @@ def write_ca_material(directory: Path, material: CaMaterial, keyring: Keyring,
     for role, (cert, key) in pairs.items():
         write_role_key(directory, role, cert, key, keyring)
     if not (directory / ca.ROOT_CERT_FILE).exists():
-        _write_new(directory / ca.ROOT_CERT_FILE, ca.certificate_to_pem(material.root))
+        root_custody.write_new(directory / ca.ROOT_CERT_FILE, ca.certificate_to_pem(material.root))
     if material.root_crl_der is not None:
-        _write_new(directory / ROOT_CRL_FILE, material.root_crl_der)
+        root_custody.write_new(directory / ROOT_CRL_FILE, material.root_crl_der)
     for role in ("tsa", "service", "ocsp"):
-        _write_new(directory / f"{role}.pem", ca.certificate_to_pem(pairs[role][0]))
-    _write_new(directory / ISSUING_CERT_FILE, ca.certificate_to_pem(material.issuing.certificate))
+        root_custody.write_new(directory / f"{role}.pem", ca.certificate_to_pem(pairs[role][0]))
+    root_custody.write_new(directory / ISSUING_CERT_FILE, ca.certificate_to_pem(material.issuing.certificate))
 
 
 def has_issuing_ca(directory: Path) -> bool:
@@ -454,7 +445,7 @@ def _development_root(directory: Path, label_prefix: str,
     if root_token is None:
         passphrase_path = directory / DEV_PASSPHRASE_FILE
         if not passphrase_path.exists():
-            _write_new(passphrase_path, secrets.token_urlsafe(32).encode("ascii"), 0o600)
+            root_custody.write_new(passphrase_path, secrets.token_urlsafe(32).encode("ascii"), 0o600)
         passphrase = passphrase_path.read_bytes().strip()
         if not made:
             ca.init_root(root_dir, passphrase)

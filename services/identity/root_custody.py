@@ -104,7 +104,7 @@ class RootToken:
                                                        " it") from None
 
     def write(self, folder: Path) -> None:
-        _write_new(folder / ca.ROOT_TOKEN_FILE, self.to_text().encode("utf-8"))
+        write_new(folder / ca.ROOT_TOKEN_FILE, self.to_text().encode("utf-8"))
 
 
 def token_pin(passphrase: bytes | str) -> str:
@@ -170,7 +170,7 @@ def create_root_on_store(folder: Path, store: KeyStore | RootSigner, label_prefi
         root = ca.create_root(subject, now, key=StoreEcPrivateKey(store, ref), serial=serial)
         RootToken(place, ref).write(folder)
         written.append(folder / ca.ROOT_TOKEN_FILE)
-        _write_new(folder / ca.ROOT_CERT_FILE, ca.certificate_to_pem(root.certificate))
+        write_new(folder / ca.ROOT_CERT_FILE, ca.certificate_to_pem(root.certificate))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -234,7 +234,8 @@ def _signer(folder: Path, place: TokenPlace, pin: str, initial_pin: str | None =
         yield signer
 
 
-def _write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file that must not exist yet (O_EXCL), synced: the CA's files are never overwritten."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
