@@ -116,8 +116,10 @@ try:  # OS-level locks even when eventlet has monkey-patched threading (tpool th
     from eventlet.patcher import original as _original
 
     _threading = _original("threading")
+    _time = _original("time")
 except ImportError:  # pragma: no cover - eventlet is always installed here
     import threading as _threading
+    import time as _time
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,9 @@ _P256_PARAMS = encode_named_curve_parameters("secp256r1")
 _ED25519_PARAMS = ObjectIdentifier("1.3.101.112").dump()  # id-Ed25519 (RFC 8410 §3)
 _P256_POINT_BYTES = 65  # 0x04 || X || Y
 _ED25519_KEY_BYTES = 32
+#: reads of the slots for the configured label before it is ``token_missing`` (:meth:`_Token._find_token`)
+FIND_TOKEN_READS = 10
+FIND_TOKEN_PAUSE = 0.02
 _HANDLES_PER_SESSION = 8192  # ~1.5 MB of handle objects; a miss costs a scan of the token
 _PUBLIC_KEYS_KEPT = 4096
 
@@ -303,12 +308,25 @@ class _Token:
                 raise fault(TOKEN_MISSING) from None
         if self._token is None:
             try:
-                self._token = self._lib.get_token(token_label=self.settings.token_label)
+                self._token = self._find_token()
             except p11.MultipleTokensReturned:
                 log.error("key store: more than one token is labelled %r", self.settings.token_label)
                 raise fault(TOKEN_ERROR) from None
         if self._login is None:
             self._login = self._log_in()
+
+    def _find_token(self) -> Any:
+        """The token labelled as configured. A file-backed token (SoftHSM2) that another process is
+        logging in to may be read without its label for an instant (services/common/keystore/softhsm.py
+        ``_token_present``), or fail to be read (CKR_GENERAL_ERROR: 164 of 23,724 reads while another
+        process logged in and out): it is looked for a few more times before either is the answer."""
+        for attempt in range(FIND_TOKEN_READS):
+            try:
+                return self._lib.get_token(token_label=self.settings.token_label)
+            except (p11.NoSuchToken, p11.GeneralError):
+                if attempt == FIND_TOKEN_READS - 1:
+                    raise
+                _time.sleep(FIND_TOKEN_PAUSE)  # under _state, maybe in a tpool thread: the OS's sleep
 
     def _log_in(self) -> Any:
         """A session whose ``C_Login`` logs in every session of this process; a refusal is latched."""
