@@ -166,6 +166,8 @@ class SeaweedServer:
             f"-master.port={p.master}", f"-volume.port={p.volume}", f"-filer.port={p.filer}",
             f"-s3.port={p.s3}", f"-admin.port={p.admin}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+            # stopped after every service is: no writer is left for the 1 s heartbeat grace to serve
+            "-volume.preStopSeconds=0",
         ] + ([f"-metricsPort={p.metrics}"] if p.metrics else []) + self._socket_options() + (
             [f"-s3.config={self.config_path}"] if self.identities else [])
 
