@@ -400,6 +400,7 @@ def test_a_worker_waits_for_a_row_lock_a_bounded_time(platform, rpc_proxy):
 
     from services.common.database import Database
     from services.common.errors import Unavailable
+    from services.common.phone import normalise_phone
 
     flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
     database = Database(platform.signing_config["DATABASE"]["URL"], platform.signing_config["DATABASE"]["SCHEMA"],
@@ -416,6 +417,9 @@ def test_a_worker_waits_for_a_row_lock_a_bounded_time(platform, rpc_proxy):
         assert 0.9 <= waited < 5, waited  # LOCK_TIMEOUT_MS 1000, not for ever
         declined = rpc_proxy.signing.decline(flow_id=flow_id, person_id="p-lender", reason="不同意")
         assert declined["state"] == "declined"  # once the lock is gone
+        # notify tells the other party (awaited, or its worker outlives the test asking the stopped identity)
+        [told] = wait_for(lambda: platform.sms("flow_declined"))
+        assert told["phone"] == normalise_phone(BORROWER["phone"])
     finally:
         database.dispose()
 
@@ -503,3 +507,5 @@ def test_a_party_reminds_the_next_signer_at_most_once_a_day(platform, rpc_proxy)
     sign(rpc_proxy, flow_id, "p-lender")
     with pytest.raises(Conflict):
         rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-borrower")
+    # the completed flow's notice to both, awaited (notify's worker asks identity for their phones)
+    assert len(wait_for(lambda: len(platform.sms("flow_completed")) == 2 and platform.sms("flow_completed"))) == 2

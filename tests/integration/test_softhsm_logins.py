@@ -88,4 +88,4 @@ def test_a_store_finds_its_token_while_another_process_logs_in(softhsm_home):
         assert finder._find_token().label == other.label
         found += 1
     out, _ = logging_in.communicate(timeout=30)
-    assert int(out) > 100 and found > 1000, (out, found)
+    assert int(out) > 100 and found > 100, (out, found)
