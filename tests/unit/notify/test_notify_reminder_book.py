@@ -76,3 +76,24 @@ def test_an_extension_plans_anew_over_the_cancelled_rows_and_leaves_sent_ones_al
     scheduled = [r for r in rows if r.status == "scheduled"]
     assert len({r.id for r in scheduled} & old_rows) == 4  # the cancelled weeks, taken back
     assert {reminder_book.params_of(r)["due_date"] for r in scheduled} == {"2027-03-22"}
+
+
+def test_a_flows_reminders_are_planned_in_one_read_and_one_write(session):
+    """22 reminders of a monthly IOU: one query for the flow's rows and one batch of inserts, not a
+    SELECT and an INSERT for each (11% of notify's CPU in bench/full_flow.py's load)."""
+    from sqlalchemy import event
+
+    statements = []
+    engine = session.get_bind()
+    record = lambda conn, cursor, statement, params, context, many: statements.append(statement.split()[0])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        plan = plan_reminders(dt.date(2027, 6, 15), NOW, POLICY, MONTHLY)
+        assert reminder_book.schedule(session, "iou", PEOPLE, "借条", plan, NOW) == 22
+        assert statements == ["SELECT", "INSERT"], statements
+        session.commit()
+        statements.clear()
+        assert reminder_book.schedule(session, "iou", PEOPLE, "借条", plan, NOW) == 0
+        assert statements == ["SELECT"], statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
