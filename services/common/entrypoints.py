@@ -267,21 +267,29 @@ class EsignEventHandler(EventHandler):
         return result, exc_info
 
 
-def handles_event(source: str, event_type: str, db_attr: str = "db"):
+def handles_event(source: str, event_type: str, db_attr: str = "db",
+                  wanted: typing.Callable[[dict], bool] | None = None):
     """Decorate a service method as an idempotent handler of ``source``'s
     ``event_type`` events. The method receives the event envelope; its
     database changes are committed by this wrapper together with the
     processed-event mark. Side effects outside the database must be made
-    after a commit of their own intent (see the notify service)."""
+    after a commit of their own intent (see the notify service).
+
+    ``wanted(envelope)``: whether this handler has anything to do with the
+    event; one it does not want is acknowledged at once, with no database
+    work and no mark (identity wants only the ``sms_sent`` of its codes, 2 of
+    a flow's 5). It reads the envelope as sent: it must not raise."""
 
     def decorator(fn):
         @functools.wraps(fn)
         def wrapper(self, payload):
-            unit = getattr(self, db_attr)
             event_id = payload.get("event_id") if isinstance(payload, dict) else None
             if not event_id:
                 log.error("event %s.%s without event_id ignored", source, event_type)
                 return None
+            if wanted is not None and not wanted(payload):
+                return None
+            unit = getattr(self, db_attr)
             handler = f"{source}.{event_type}:{fn.__name__}"
             if unit.already_processed(event_id, handler):
                 log.info("event %s already processed by %s", event_id, handler)
