@@ -211,9 +211,10 @@ class ObjectIntents:
         if session.execute(delete(OBJECT_INTENTS).where(OBJECT_INTENTS.c.id == intent_id)).rowcount != 1:
             raise Unavailable("storage", "object_taken_back: stored too long before its commit; try again")
 
-    def lock(self, key: str, version_id: str | None, until: datetime) -> datetime:
-        """Step 4: lock the version (COMPLIANCE) and note it on the rows naming it."""
-        locked = self.store.retain(key, version_id, until)
+    def lock(self, key: str, version_id: str | None, until: datetime, *, fresh: bool = False) -> datetime:
+        """Step 4: lock the version (COMPLIANCE) and note it on the rows naming it. ``fresh``: the
+        version was just put, unlocked (its retention is not read first; see ObjectStore.retain)."""
+        locked = self.store.retain(key, version_id, until, fresh=fresh)
         locks = self.references.locks
         with self._session() as session:
             version = locks.version_id.is_(None) if version_id is None else locks.version_id == version_id
@@ -327,14 +328,16 @@ class IntentStore:
         unit = self._unit()
         started = now()
         intent_id = self.intents.open(self.store.key_of(data, prefix), owner_id)
+        # the version it makes is not written to the intent (a transaction per object): the worker's commit
+        # settles the intent, and the reconciler finds a stranded put's version by the intent's id in its
+        # metadata (ObjectIntents._take_back)
         stored = self.store.put(data, prefix=prefix, content_type=content_type, retain_days=0,
                                 metadata={INTENT_METADATA: intent_id})
-        if stored.version_id:
-            self.intents.learn_version(intent_id, stored.version_id)
         unit.before_commit(lambda session: self.intents.settle(session, intent_id))
         days = self.intents.settings.lock_days
         if days:  # measured from before the put: the reconciler's lock (from the row's time) is never shorter
-            unit.after_commit(lambda: self.intents.lock(stored.key, stored.version_id, started + timedelta(days=days)))
+            unit.after_commit(lambda: self.intents.lock(stored.key, stored.version_id, started + timedelta(days=days),
+                                                        fresh=True))
         return stored
 
     def get(self, key: str, *, sha256: str | None = None, version_id: str | None = None) -> bytes:

@@ -316,14 +316,19 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable(exc) from None
 
-    def retain(self, key: str, version_id: str | None, until: datetime) -> datetime:
+    def retain(self, key: str, version_id: str | None, until: datetime, *, fresh: bool = False) -> datetime:
         """Lock one version in COMPLIANCE mode until at least ``until`` (S3 Object
         Lock); the date it is locked until. A version already locked as long or
         longer is left as it is: COMPLIANCE retention can be extended, never
-        shortened, so asking again (a retry, the reconciler) is harmless."""
-        current = self.retention(key, version_id)
-        if current is not None and current >= until:
-            return current
+        shortened, so asking again (a retry, the reconciler) is harmless.
+        ``fresh``: a version this process just put without retention, whose
+        retention is not read first (one S3 request fewer per object stored); if
+        it was locked longer after all, S3 refuses the shorter date, the caller
+        sees Unavailable, and the reconciler's lock (not fresh) reads it."""
+        if not fresh:
+            current = self.retention(key, version_id)
+            if current is not None and current >= until:
+                return current
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key,
                                   "Retention": {"Mode": "COMPLIANCE", "RetainUntilDate": until}}
         if version_id:
