@@ -94,7 +94,7 @@ RPC_CALLS: Mapping[str, frozenset[str]] = {
         "identity.revocation_data",
         "identity.person_matches",
     }),
-    "notify": frozenset({"identity.otp_message", "identity.contact", "documents.party_contact"}),
+    "notify": frozenset({"identity.otp_message", "identity.contact", "identity.contacts", "documents.party_contact"}),
     "identity": frozenset(),
 }
 

@@ -79,6 +79,8 @@ KNOWN_SERIES = (
     Series("otp_requested", "Phone codes requested", {"purpose": PURPOSES[:1]}),  # request_phone_code's only purpose
     Series("otp_checks", "Phone code checks", {"outcome": tuple(outcome.value for outcome in OtpOutcome)}),
 )
+#: person ids one ``contacts`` call answers for at most (a flow's parties, with room)
+MAX_CONTACTS = 20
 #: how often the reconciler of person keys on the token runs (seconds)
 RECONCILE_INTERVAL_SECONDS = 600
 
@@ -450,6 +452,27 @@ class IdentityService(ServiceBase):
         """For notify only: where to send a person's SMS and the name to address them by."""
         person = self.people.get(person_id)
         return {"phone": self.people.unsealed(person, "phone"), "name": self.people.unsealed(person, "name")}
+
+    @rpc
+    def contacts(self, person_ids: list) -> dict:
+        """For notify only: :meth:`contact` of each of ``person_ids`` (at most
+        ``MAX_CONTACTS``) in one call, ``{person_id: {phone, name} | None}``, None
+        for a person identity does not know (a flow's notice goes to every party:
+        one RPC, not one a party)."""
+        if not isinstance(person_ids, list) or not 1 <= len(person_ids) <= MAX_CONTACTS:
+            raise InvalidInput("person_ids", "length", f"expected a list of 1 to {MAX_CONTACTS} person ids")
+        if not all(isinstance(person_id, str) and 0 < len(person_id) <= 64 for person_id in person_ids):
+            raise InvalidInput("person_ids", "type", "expected person ids (strings of 1 to 64 characters)")
+        answer: dict[str, dict | None] = {}
+        for person_id in dict.fromkeys(person_ids):
+            try:
+                person = self.people.get(person_id)
+            except NotFound:
+                answer[person_id] = None
+                continue
+            answer[person_id] = {"phone": self.people.unsealed(person, "phone"),
+                                 "name": self.people.unsealed(person, "name")}
+        return answer
 
     @rpc
     def party_details(self, person_id: str) -> dict:

@@ -892,6 +892,13 @@ def test_a_new_phone_needs_its_code_and_a_fresh_face_proof(platform):
                                         proof_id=platform.prove_live(person)["proof_id"])
     assert changed["phone_masked"] == "137****7000"
     assert rpc.identity.contact(person_id=person)["phone"] == PHONE_C
+    # notify's one call for all of a flow's parties: the same answer, None for a person nobody knows
+    assert rpc.identity.contacts(person_ids=[person, "p-nobody", person]) == {
+        person: rpc.identity.contact(person_id=person), "p-nobody": None}
+    for wrong, rule in (([], "length"), (["p"] * 21, "length"), ([7], "type"), ("p-1", "list_type")):
+        with pytest.raises(InvalidInput) as refused:
+            rpc.identity.contacts(person_ids=wrong)
+        assert (refused.value.field, refused.value.rule) == ("person_ids", rule)
     assert rpc.identity.login(phone_challenge_id=platform.confirmed_phone(PHONE_C))["person_id"] == person
     with pytest.raises(NotFound):  # the old phone logs nobody in
         rpc.identity.login(phone_challenge_id=platform.confirmed_phone(PHONE_A))

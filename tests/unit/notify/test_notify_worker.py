@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from services.common import events
-from services.common.errors import Forbidden, NotFound
+from services.common.errors import Forbidden, InvalidInput, NotFound
 from services.common.outbox import envelope
 from services.notify.models import SmsMessage
 from services.notify.service import NotifyService
@@ -44,10 +44,18 @@ CASES = [
 
 
 class Identity:
+    def __init__(self):
+        self.asked: list[str] = []
+
     def contact(self, person_id: str) -> dict:
+        self.asked.append("contact")
         if person_id not in CONTACTS:
             raise NotFound("person", person_id)
         return CONTACTS[person_id]
+
+    def contacts(self, person_ids: list) -> dict:
+        self.asked.append("contacts")
+        return {person_id: CONTACTS.get(person_id) for person_id in person_ids}
 
     def otp_message(self, challenge_id: str) -> dict:
         if challenge_id not in OTPS:
@@ -56,9 +64,9 @@ class Identity:
 
 
 class Notify(ServiceWorkers):
-    def __init__(self, folder):
+    def __init__(self, folder, identity: Identity | None = None):
         self.outbox = folder / "sms-outbox.jsonl"
-        super().__init__(NotifyService, folder, identity=Identity(), documents=None,
+        super().__init__(NotifyService, folder, identity=identity or Identity(), documents=None,
                          config={"SMS": {"PROVIDER": "console", "OUTBOX_FILE": str(self.outbox)}})
 
     def lines(self, template: str | None = None) -> list[dict]:
@@ -128,3 +136,25 @@ def test_an_unknown_person_or_a_broken_payload_sends_nothing(notify):
     notify.call("on_otp_requested", envelope("identity", events.OTP_REQUESTED,
                                              {"challenge_id": "challenge-gone", "purpose": "phone_confirmation"}))
     assert notify.lines() == [] and notify.messages() == []
+
+
+def test_a_flows_notice_asks_identity_once_for_every_party(tmp_path):
+    """Both parties' phones in one ``contacts`` call (identity.contact ×4 per IOU flow before); an
+    identity without ``contacts`` (older, or a test's stand-in) is asked for each with ``contact``."""
+
+    class OlderIdentity(Identity):
+        def contacts(self, person_ids):
+            self.asked.append("contacts")
+            raise InvalidInput("method", "unknown_method", "identity has no RPC method 'contacts'")
+
+    for identity, asked in ((Identity(), ["contacts"]), (OlderIdentity(), ["contacts", "contact", "contact"])):
+        folder = tmp_path / type(identity).__name__
+        folder.mkdir()
+        notify = Notify(folder, identity)
+        try:
+            notify.call("on_flow_completed", envelope("signing", events.FLOW_COMPLETED,
+                                                      data_of(events.FLOW_COMPLETED, {})))
+            assert identity.asked == asked
+            assert sorted(line["phone"] for line in notify.lines("flow_completed")) == sorted(PHONES.values())
+        finally:
+            notify.stop()
