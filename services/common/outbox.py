@@ -47,6 +47,10 @@ from services.common.events import KNOWN_EVENTS, EventPayload, data_of
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 30
+#: how long the worker that emitted an event has it to itself, from the emit: its transaction and the
+#: publish after the commit (a longer transaction's event may go out twice, which handlers absorb);
+#: also how late the relay publishes what a worker that died after its commit did not
+WORKER_CLAIM_SECONDS = 10
 
 
 def _outbox_columns() -> list:
@@ -167,13 +171,17 @@ class UnitOfWork:
         if event_type not in KNOWN_EVENTS.get(self.service, ()):
             raise ValueError(f"{self.service} does not emit {event_type!r}")
         event = envelope(self.service, event_type, data_of(event_type, payload))
+        moment = utcnow()
         self.session.execute(
             OUTBOX.insert().values(
                 event_id=event["event_id"],
                 event_type=event_type,
                 payload=json.dumps(event, ensure_ascii=False, sort_keys=True),
-                created_at=utcnow(),
-                attempts=0,
+                created_at=moment,
+                # claimed by this worker, which publishes it after the commit (publish_committed):
+                # the relay takes it only if that has not happened when the claim runs out
+                claimed_until=moment + timedelta(seconds=WORKER_CLAIM_SECONDS),
+                attempts=1,
             )
         )
         self._pending.append(event)
@@ -250,11 +258,11 @@ def _run_after(hooks: list[Callable[[], None]]) -> None:
 
 def publish_committed(session: Session, publisher: OutboxPublisher, events: list[dict[str, Any]]) -> int:
     """The events a worker's transaction has just committed, published from memory in their
-    order, then marked published in one statement; how many went out. Not claimed first (that
-    was a transaction, a read and a second transaction per event): the relay leaves rows younger
-    than its grace to their worker, so only a publish slower than that can go out twice, which
-    every handler's processed-event mark absorbs (events are delivered at least once anyway).
-    A failed publish leaves it and the rest to the relay, in order."""
+    order, then marked published in one statement; how many went out. They were claimed for this
+    worker in the transaction itself (:meth:`UnitOfWork.emit`), so the relay keeps off them (a
+    claim after the commit was a transaction, a read and another transaction per event). A failed
+    publish hands it and the rest back to the relay at once, in order; a worker that dies before
+    publishing leaves them to the relay when their claim runs out (``WORKER_CLAIM_SECONDS``)."""
     sent: list[str] = []
     for event in events:
         try:
@@ -264,9 +272,14 @@ def publish_committed(session: Session, publisher: OutboxPublisher, events: list
                         type(exc).__name__)
             break
         sent.append(event["event_id"])
+    unsent = [event["event_id"] for event in events[len(sent):]]
     if sent:
         session.execute(update(OUTBOX).where(OUTBOX.c.event_id.in_(sent), OUTBOX.c.published_at.is_(None))
                         .values(published_at=utcnow(), claimed_until=None))
+    if unsent:
+        session.execute(update(OUTBOX).where(OUTBOX.c.event_id.in_(unsent), OUTBOX.c.published_at.is_(None))
+                        .values(claimed_until=None, last_error="publish failed after commit"))
+    if sent or unsent:
         session.commit()
     return len(sent)
 

@@ -54,6 +54,7 @@ from nameko.timer import timer
 from services.common import events, listing
 from services.common.assurance import AssuranceLevel, level_of_certificate
 from services.common.clock import aware, now, utcnow
+from services.common.database import dialect_insert
 from services.common.entrypoints import BoundedRpcProxy, handles_event, rpc
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, RateLimited, Unavailable
 from services.common.keystore.provider import KeyStoreProvider
@@ -633,10 +634,13 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         self._remember_revoked(revoked.serial, revoked.person_id, revoked.reason)
 
     def _remember_revoked(self, serial: str, person_id: str, reason: str) -> None:
-        if self.db.session.get(RevokedCertificate, serial) is None:
-            self.db.session.add(RevokedCertificate(serial=serial, person_id=person_id, reason=reason,
-                                                   revoked_at=utcnow()))
-            self.db.session.flush()  # a serial named twice in one event is added once
+        """Once per serial, whichever announcement comes first: identity_disputed and the
+        certificate_revoked of the same serial arrive together and are handled at once; a
+        read-then-insert let the second fail on the key, and its event with it."""
+        session = self.db.session
+        session.execute(dialect_insert(session)(RevokedCertificate)
+                        .values(serial=serial, person_id=person_id, reason=reason, revoked_at=utcnow())
+                        .on_conflict_do_nothing(index_elements=["serial"]))
 
     @handles_event("identity", events.IDENTITY_DISPUTED)
     def on_identity_disputed(self, event: dict) -> None:

@@ -509,3 +509,23 @@ def test_a_party_reminds_the_next_signer_at_most_once_a_day(platform, rpc_proxy)
         rpc_proxy.signing.remind(flow_id=flow_id, person_id="p-borrower")
     # the completed flow's notice to both, awaited (notify's worker asks identity for their phones)
     assert len(wait_for(lambda: len(platform.sms("flow_completed")) == 2 and platform.sms("flow_completed"))) == 2
+
+
+def test_a_dispute_and_the_revocation_of_its_certificate_heard_at_once_both_take_effect(platform, rpc_proxy):
+    """identity's takeover announces the serial twice in one commit (identity_disputed names it,
+    certificate_revoked follows), and both reach signing at once: the serial is remembered once and
+    the dispute still marks the flow. A read-then-insert failed the second handler on the key, and the
+    flow stayed unmarked: tests/e2e/test_identity_assurance.py showed it every run once the outbox
+    published a commit's events back to back; this test does not force that interleaving, it checks
+    that several announcements at once still end in one remembered serial and a cancelled flow."""
+    flow_id = start(rpc_proxy, rendered_iou(rpc_proxy))["flow_id"]
+    serial = format(platform.registry.people["p-lender"].certificate.certificate.serial_number, "x")
+    revoked = envelope("identity", events.CERTIFICATE_REVOKED,
+                       {"serial": serial, "person_id": "p-lender", "reason": "identity_taken_over"})
+    dispatch = event_dispatcher(platform.identity_config)
+    for _ in range(3):  # the same announcement more than once, as a redelivery would
+        eventlet.spawn(dispatch, "identity", events.CERTIFICATE_REVOKED, revoked)
+    platform.dispute("p-lender")
+    flow = wait_for(lambda: (f := rpc_proxy.signing.get_flow(flow_id=flow_id))["state"] == "cancelled" and f)
+    assert flow and flow["state"] == "cancelled"
+    assert rpc_proxy.signing.certificate_revoked(serial=serial) is True

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.common.database import Database
 from services.common.errors import Unavailable
-from services.common.object_intents import OBJECT_INTENTS, ObjectIntents
+from services.common.object_intents import INTENT_METADATA, OBJECT_INTENTS, ObjectIntents
 from services.common.storage import ObjectStore, S3Settings
 from services.documents.service import DocumentsService
 from services.notify.service import NotifyService
@@ -112,13 +112,15 @@ def test_a_signature_failing_before_its_commit_leaves_no_file_and_committed_file
     [intent] = signing.intents()
     assert intent.owner_id == flow_id and intent.object_key.startswith("flows/")
     # the signed PDF nothing refers to: stored, and (unlike before intents) not locked, so it can go
-    assert signing.version_exists(intent.object_key, intent.version_id)
-    assert not signing.compliance_locked(intent.object_key, intent.version_id)
+    # the intent does not record the version its put made; the version carries the intent's id
+    [version_id] = signing.store.versions_with(intent.object_key, INTENT_METADATA, intent.id)
+    assert signing.version_exists(intent.object_key, version_id)
+    assert not signing.compliance_locked(intent.object_key, version_id)
 
     counts = rpc_proxy.signing.reconcile_objects_now(older_than_seconds=3600)
     assert counts == {"removed": 0, "forgotten": 0, "locked": 0, "failed": 0}  # too recent: maybe in progress
     assert rpc_proxy.signing.reconcile_objects_now(older_than_seconds=0)["removed"] == 1
-    assert not signing.version_exists(intent.object_key, intent.version_id)
+    assert not signing.version_exists(intent.object_key, version_id)
     assert signing.intents() == []
 
     # the flow is as it was: the same person signs again, then the other party; every file is locked

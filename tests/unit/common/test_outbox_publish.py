@@ -89,3 +89,24 @@ def test_a_row_the_relay_published_meanwhile_keeps_its_time(engine):
     unit.close()
     with engine.connect() as conn:
         assert conn.execute(select(OUTBOX.c.published_at).where(OUTBOX.c.event_id == event_id)).scalar_one() == earlier
+
+
+def test_the_relay_keeps_off_a_workers_events_until_its_claim_runs_out(engine):
+    """A worker that died between its commit and its publish: its events wait out the claim it took
+    in the transaction (WORKER_CLAIM_SECONDS), then the relay publishes them; never both at once."""
+    dead = UnitOfWork(Session(bind=engine), Broker(), "documents", background=lambda *args: None,
+                      sessions=lambda: Session(bind=engine))  # the follow-up never runs
+    ids = emit_three(dead)
+    dead.commit()
+    dead.close()
+
+    class Db:
+        def session(self):
+            return Session(bind=engine)
+
+    relay = OutboxRelay(Db(), Broker(), grace_seconds=0)
+    assert relay.run_once() == 0 and relay.publisher.published == []  # claimed by the worker
+    with engine.begin() as conn:  # WORKER_CLAIM_SECONDS later
+        conn.execute(OUTBOX.update().values(claimed_until=dt.datetime(2000, 1, 1)))
+    assert relay.run_once() == 3 and relay.publisher.published == ids
+    assert published(engine) == {event_id: True for event_id in ids}
