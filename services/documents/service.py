@@ -278,7 +278,7 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
         return {"document_id": document_id, "template_id": document.template_id,
                 "template_version": document.template_version, "status": document.status,
                 "values": values, "content": content, "violations": violations,
-                "summary": template.summary(values)}
+                "summary": template.summary(values), "pdf_sha256": document.pdf_sha256}
 
     @rpc
     def list_files(self, person_id: str, limit: int = listing.DEFAULT_PAGE, statuses: list | None = None,
@@ -367,27 +367,44 @@ class DocumentsService(ObjectReconciliation, ServiceBase):
     # no lock on the flow_sent event: arriving after a decline, it would lock
     # a document that had just been handed back).
     @rpc
-    def lock_for_signing(self, document_id: str, flow_id: str, pdf_sha256: str,
-                         ended_flows: list[str] | None = None) -> dict:
+    def lock_for_signing(self, document_id: str, flow_id: str, pdf_sha256: str | None = None,
+                         ended_flows: list[str] | None = None, with_pdf: bool = False) -> dict:
         """For signing, before it records a flow: make the document read-only
         for ``flow_id`` if its PDF is still the one the flow will sign
-        (Conflict ``document_changed`` otherwise). A document locked by an
+        (``pdf_sha256``; Conflict ``document_changed`` otherwise), or, without
+        it, the PDF it has now. A document locked by an
         earlier flow is handed over only if signing names that flow among
         ``ended_flows`` (declined, expired, voided or cancelled); any other lock is a
-        Conflict ``document_in_flow``. Idempotent for the same flow."""
+        Conflict ``document_in_flow``. Idempotent for the same flow.
+
+        ``with_pdf``: the answer also carries the PDF locked (base64, as
+        :meth:`get_pdf` gives it), read before the lock commits, so signing
+        needs no ``get_pdf`` first (an RPC per flow; a documents older than
+        this answers InvalidInput ``with_pdf`` ``unexpected``)."""
         document = self._document(document_id, for_update=True)
-        if document.locked_by_flow == flow_id:
-            return {"document_id": document_id, "locked_by_flow": flow_id}
-        if document.locked_at is not None and document.locked_by_flow not in (ended_flows or []):
-            raise Conflict(Reason.DOCUMENT_IN_FLOW)
-        if document.pdf_sha256 is None or document.pdf_sha256 != pdf_sha256:
-            raise Conflict(Reason.DOCUMENT_CHANGED)
-        document.locked_at = utcnow()
-        document.locked_by_flow = flow_id
-        document.status = "locked"
-        self.db.emit(events.DOCUMENT_LOCKED, events.DocumentLocked(document_id=document_id, flow_id=flow_id))
-        self.db.commit()
-        return {"document_id": document_id, "locked_by_flow": flow_id}
+        answer = {"document_id": document_id, "locked_by_flow": flow_id}
+        changed = False
+        if document.locked_by_flow != flow_id:
+            if document.locked_at is not None and document.locked_by_flow not in (ended_flows or []):
+                raise Conflict(Reason.DOCUMENT_IN_FLOW)
+            if document.pdf_sha256 is None or not document.pdf_key:
+                if pdf_sha256 is None:
+                    raise NotFound("pdf", document_id)
+                raise Conflict(Reason.DOCUMENT_CHANGED)
+            if pdf_sha256 is not None and document.pdf_sha256 != pdf_sha256:
+                raise Conflict(Reason.DOCUMENT_CHANGED)
+            document.locked_at = utcnow()
+            document.locked_by_flow = flow_id
+            document.status = "locked"
+            self.db.emit(events.DOCUMENT_LOCKED, events.DocumentLocked(document_id=document_id, flow_id=flow_id))
+            changed = True
+        if with_pdf:  # read under the row lock, before it commits: S3 away leaves the document as it was
+            pdf = self.storage.get(document.pdf_key, sha256=document.pdf_sha256)
+            answer.update(pdf=base64.b64encode(pdf).decode("ascii"), sha256=document.pdf_sha256,
+                          pages=document.pdf_pages)
+        if changed:
+            self.db.commit()
+        return answer
 
     @rpc
     def release_signing_lock(self, document_id: str, flow_id: str) -> dict:

@@ -369,6 +369,27 @@ def test_signing_locks_only_the_pdf_it_read_and_releases_a_flow_it_did_not_recor
                                  ended_flows=["flow-1"])["locked_by_flow"] == "flow-3"
 
 
+def test_the_lock_answers_the_pdf_it_locked_so_signing_needs_no_get_pdf(documents, rpc_proxy):
+    """``with_pdf``: the lock and the PDF in one call (signing's start, one RPC fewer); without
+    ``pdf_sha256`` the rendering there now is locked; get_document_content names the rendering its
+    content belongs to, which signing passes on."""
+    docs = rpc_proxy.documents
+    document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
+    with pytest.raises(NotFound):  # nothing rendered: nothing to lock
+        docs.lock_for_signing(document_id=document_id, flow_id="flow-1", with_pdf=True)
+    rendered = docs.render(document_id=document_id)["pdf_sha256"]
+    assert docs.get_document_content(document_id=document_id)["pdf_sha256"] == rendered
+    locked = docs.lock_for_signing(document_id=document_id, flow_id="flow-1", with_pdf=True)
+    assert locked["locked_by_flow"] == "flow-1" and locked["sha256"] == rendered
+    assert locked["pdf"] == docs.get_pdf(document_id=document_id)["pdf"]
+    assert hashlib.sha256(base64.b64decode(locked["pdf"])).hexdigest() == rendered
+    again = docs.lock_for_signing(document_id=document_id, flow_id="flow-1", pdf_sha256=rendered, with_pdf=True)
+    assert again == locked  # idempotent, PDF included
+    with pytest.raises(Conflict) as taken:
+        docs.lock_for_signing(document_id=document_id, flow_id="flow-2", with_pdf=True)
+    assert taken.value.reason == "document_in_flow"
+
+
 def test_a_declined_or_expired_flow_hands_the_document_back(documents, rpc_proxy, dispatch_as):
     docs = rpc_proxy.documents
     document_id = docs.create_draft(template_id="iou", values=sample("iou"))["document_id"]
