@@ -1,11 +1,14 @@
 """Transactional outbox: an event is published if and only if the database
 change that announced it committed.
 
-A worker emits events into the ``outbox`` table inside its own transaction.
-After the commit the unit of work publishes them at once; a relay running in
-every replica publishes whatever is left (the broker was down, the process
-died between commit and publish). A row is *claimed* before it is published,
-so two replicas do not race for it; a claim that outlives its holder expires.
+A worker emits events into the ``outbox`` table inside its own transaction,
+each row claimed for that worker (``WORKER_CLAIM_SECONDS``). After the commit
+the unit of work publishes them at once, from memory, and marks them published
+in one statement; a relay running in every replica publishes whatever is left
+(the broker was down: the worker hands the rows back at once; the process died
+between commit and publish: when its claim runs out). The relay claims a row
+before it publishes it, so two replicas do not race for it; a claim that
+outlives its holder expires.
 Delivery is therefore at least once, and handlers are idempotent by
 ``event_id`` (the ``processed_events`` table).
 
