@@ -119,6 +119,9 @@ from services.notify.sms_templates import SmsTemplateCatalog, TemplateCategory
 
 log = logging.getLogger(__name__)
 
+#: person ids per identity.contacts call (identity answers for at most 20: services/identity/service.py)
+CONTACTS_PER_CALL = 20
+
 FLOW = "flow"
 
 
@@ -460,16 +463,19 @@ class NotifyService(ServiceBase):
         return contacts
 
     def _people_contacts(self, person_ids: list[str]) -> dict[str, dict | None]:
-        """identity's ``contacts`` of registered people in one call; {} from an identity older than
-        that method (each is then asked for with ``contact``)."""
+        """identity's ``contacts`` of registered people, one call per ``CONTACTS_PER_CALL``; {} from an
+        identity older than that method (each is then asked for with ``contact``)."""
+        known: dict[str, dict | None] = {}
         try:
-            return self._call("identity", "contacts", person_ids=person_ids)
+            for start in range(0, len(person_ids), CONTACTS_PER_CALL):
+                known.update(self._call("identity", "contacts", person_ids=person_ids[start:start + CONTACTS_PER_CALL]))
         except MethodNotFound:  # a stand-in serving nameko's own RPCs
             return {}
         except InvalidInput as exc:
             if exc.field == "method":
                 return {}
             raise
+        return known
 
 
 def _iso(value) -> str | None:
