@@ -173,11 +173,10 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         flow_id = str(uuid.uuid4())
         # read-only from here, and the PDF it is locked with in the same call; released again if the
         # flow is not recorded after all
-        pdf = self._lock_document(document_id, flow_id, content.get("pdf_sha256"))
+        pdf, sha = self._lock_document(document_id, flow_id, content.get("pdf_sha256"))
         try:
             moment = now()
-            flow = F.new_flow(flow_id, document_id, hashlib.sha256(pdf).hexdigest(), parties, moment + lasts,
-                              moment, level, min_parties)
+            flow = F.new_flow(flow_id, document_id, sha, parties, moment + lasts, moment, level, min_parties)
             summary = dict(my_files.summary_of(content), **({"statement": statement} if statement else {}))
             sealed = my_files.seal_summary(self.ctx.keys.keyring, flow.id, summary)
             row, party_rows = self.flows.record(flow, title, repayment_date, initiator_person_id, pdf,
@@ -194,7 +193,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
                 log.exception("flow %s not recorded; document %s stays locked for it", flow_id, document_id)
             raise
 
-    def _lock_document(self, document_id: str, flow_id: str, pdf_sha256: str | None) -> bytes:
+    def _lock_document(self, document_id: str, flow_id: str, pdf_sha256: str | None) -> tuple[bytes, str]:
         """Lock the document for ``flow_id`` if its PDF is still the rendering ``pdf_sha256`` whose
         content was read (the current one when not given), and answer that PDF: one documents RPC.
         A documents older than ``with_pdf``: its PDF first, then the lock if it is still that PDF."""
@@ -209,13 +208,14 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
             self.documents.lock_for_signing(document_id=document_id, flow_id=flow_id, pdf_sha256=locked["sha256"],
                                             ended_flows=ended)
         pdf = base64.b64decode(locked["pdf"])
-        if hashlib.sha256(pdf).hexdigest() != locked["sha256"]:
+        sha = hashlib.sha256(pdf).hexdigest()
+        if sha != locked["sha256"]:
             try:
                 self.documents.release_signing_lock(document_id=document_id, flow_id=flow_id)
             except Exception:  # noqa: BLE001 - the hash is the failure to report
                 log.exception("document %s stays locked for flow %s", document_id, flow_id)
             raise IntegrityError(f"document {document_id}", "PDF hash differs from the recorded one")
-        return pdf
+        return pdf, sha
 
     @rpc
     def get_flow(self, flow_id: str) -> dict:
