@@ -40,6 +40,15 @@ def _below_the_ephemeral_range() -> tuple[int, int]:
 _PORT_RANGE = _below_the_ephemeral_range()
 
 
+def _named_in_environment() -> set[int]:
+    """Ports this process's environment names (``ESIGN_GATEWAY_PORT``, ``SIGNING_METRICS_PORT`` ...):
+    handed out by the process that started this one, and perhaps not bound yet. ``esign up`` in a
+    test chose SeaweedFS's ports free while the gateway's metrics port the test had picked was not
+    yet taken, and the gateway then found SeaweedFS on it."""
+    return {int(value) for name, value in os.environ.items()
+            if name.endswith("_PORT") and value.isdigit() and 0 < int(value) < 65536}
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now, and one this process has not handed out before.
 
@@ -54,7 +63,7 @@ def free_port() -> int:
     low, high = _PORT_RANGE
     for _ in range(10_000):
         port = secrets.randbelow((high - low) // shards) * shards + low - low % shards + shard
-        if port < low or port > high or port in _HANDED_OUT:
+        if port < low or port > high or port in _HANDED_OUT or port in _named_in_environment():
             continue
         with socket.socket() as sock:
             try:
@@ -105,8 +114,11 @@ class SeaweedPorts:
         ports = []
         while len(ports) < 5:
             port = free_port()
-            if port + 10000 <= _PORT_RANGE[1] and not port_open(port + 10000) and port not in ports:
+            grpc = port + 10000
+            if (grpc <= _PORT_RANGE[1] and not port_open(grpc) and port not in ports and grpc not in ports
+                    and grpc not in _HANDED_OUT and grpc not in _named_in_environment()):
                 ports.append(port)
+                _HANDED_OUT.add(grpc)
         return cls(*ports)
 
 

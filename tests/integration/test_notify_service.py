@@ -288,7 +288,9 @@ def test_a_person_with_notices_held_back_still_gets_the_code_to_sign(notify_env)
         env.send_flow_event(events.FLOW_SENT, f"waiting-{n}", next_person_id=BORROWER)
     assert wait_for(lambda: len([m for m in env.messages() if m.template_id == "sign_request"]) == 4)
     assert wait_for(lambda: len(env.lines("sign_request")) == 3)
-    held = wait_for(lambda: [m for m in env.messages() if m.template_id == "sign_request" and m.status == "queued"])
+    # the fourth is queued from its insert on; wait until the sender has tried it and held it back
+    held = wait_for(lambda: [m for m in env.messages()
+                             if m.template_id == "sign_request" and m.status == "queued" and m.last_error])
     assert [m.last_error for m in held] == ["deferred.phone_per_minute"]
 
     OTPS["willingness-1"] = {"phone": PHONES[BORROWER], "template": "willingness_code",
