@@ -9,8 +9,11 @@ prefixed with its shard, then a summary; the command fails if any shard failed.
 ``ESIGN_TEST_JOBS`` sets the number of processes (default: the machine's cores,
 at most 4); 1 runs plain pytest. The shards are balanced by each module's
 seconds as last measured (tests/shard_weights.json); ``ESIGN_TEST_RECORD_WEIGHTS=1``
-writes that file anew from a run in which every shard passed. pytest-xdist is not used: its execnet channels
-do not survive eventlet's monkey patching, which every test process needs.
+writes that file anew from a run in which every shard passed. A run of a selection (``./dev test
+tests/unit``, the inner loop) has the property tests try a third of their examples
+(tests/support/properties.py); the whole suite, as CI runs it, tries them all.
+pytest-xdist is not used: its execnet channels do not survive eventlet's monkey
+patching, which every test process needs.
 
 Usage: ``python -m tests.support.parallel [pytest arguments]``.
 """
@@ -25,6 +28,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tests.support.properties import FEWER
+from tests.support.properties import VARIABLE as PROPERTY_EXAMPLES
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "shard_weights.json"
 #: modules that run in one shard together (tests/conftest.py ``shard_items``): they share what their
@@ -59,8 +65,15 @@ def _copy(stream, prefix: str, lock: threading.Lock) -> None:
             sys.stdout.buffer.flush()
 
 
+def a_selection(args: list[str]) -> bool:
+    """Whether ``args`` name tests (a path, a node id, ``-k``, ``-m``): not the whole suite."""
+    return any(not arg.startswith("-") or arg in ("-k", "-m") or arg.startswith(("-k=", "-m=")) for arg in args)
+
+
 def run(args: list[str], count: int) -> int:
     pytest = [sys.executable, "-m", "pytest"]
+    if a_selection(args):  # the inner loop: property tests try fewer examples (tests/support/properties.py)
+        os.environ.setdefault(PROPERTY_EXAMPLES, FEWER)
     if count == 1 or any(arg == "--shard" or arg.startswith("--shard=") for arg in args):
         return subprocess.call([*pytest, *args])
     base = tempfile.mkdtemp(prefix="esign-test-")

@@ -73,3 +73,23 @@ def test_modules_that_share_what_their_process_keeps_run_in_one_shard(monkeypatc
     weights = [sum(SHARD_WEIGHTS[i.nodeid.split("/")[1]] for i in shard) for shard in shards]
     assert abs(weights[0] - weights[1]) <= 100 * SHARD_WEIGHTS["unit"], weights
 
+
+
+@pytest.mark.parametrize("args,selection", [
+    ([], False), (["-x", "--maxfail=2", "-q"], False), (["tests/unit"], True),
+    (["-q", "tests/unit/test_shards.py::test_a"], True), (["-k", "merkle"], True), (["-m=slow"], True)])
+def test_a_selection_is_told_from_the_whole_suite(args, selection):
+    from tests.support.parallel import a_selection
+
+    assert a_selection(args) is selection
+
+
+def test_property_tests_try_all_their_examples_unless_a_selection_runs(monkeypatch):
+    from tests.support import properties
+
+    monkeypatch.delenv(properties.VARIABLE, raising=False)
+    assert [properties.examples(n) for n in (15, 150)] == [15, 150]
+    assert properties.property_settings(150).max_examples == 150
+    monkeypatch.setenv(properties.VARIABLE, properties.FEWER)
+    assert [properties.examples(n) for n in (5, 15, 150, 300)] == [5, 10, 50, 100]
+    assert properties.property_settings(150).max_examples == 50

@@ -12,7 +12,7 @@ import unicodedata
 from decimal import Context, Decimal
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
@@ -20,14 +20,14 @@ from services.documents.amount_words import amount_in_words
 from services.documents.lpr import LprPublication, LprTable, load_lpr_table
 from services.documents.template import load_templates
 from services.documents.validation import ValidationFailed
+from tests.support.properties import property_settings
 
 from .samples import TODAY, employment_values, iou_values, receipt_values, rental_values
 
 # A decimal context wide enough to quantize anything the tests build exactly.
 FAR = Context(prec=10_000, Emax=10**6, Emin=-10**6)
 
-# Deterministic in CI, no example database written into the work tree.
-PROPERTY = settings(max_examples=150, deadline=None, database=None, derandomize=True)
+PROPERTY = property_settings(150)  # tests/support/properties.py
 
 CATALOG = load_templates()
 IOU = CATALOG.get("iou")

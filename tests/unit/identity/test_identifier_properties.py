@@ -11,16 +11,16 @@ import datetime as dt
 import re
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidInput
 from services.common.idnumber import EARLIEST_BIRTH_DATE, PROVINCE_CODES, parse_id_number
 from services.common.masking import mask_id_number, mask_name, mask_phone
 from services.common.phone import normalise_phone
+from tests.support.properties import property_settings
 
-# Deterministic in CI, no example database written into the work tree.
-PROPERTY = settings(max_examples=150, deadline=None, database=None, derandomize=True)
+PROPERTY = property_settings(150)
 
 TODAY = dt.date(2024, 6, 15)
 ASCII_DIGITS = "0123456789"

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from services.common.errors import IntegrityError, InvalidInput
@@ -33,10 +33,11 @@ from services.signing.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.support.properties import property_settings
 from tests.unit.signing.test_merkle import rfc_k, rfc_leaf, rfc_node
 
 # Deterministic in CI, no example database written into the work tree.
-PROPERTY = settings(max_examples=25, deadline=None, database=None, derandomize=True)
+PROPERTY = property_settings(25)
 MAX_LEAVES = 300
 
 
@@ -307,7 +308,7 @@ records = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=15, deadline=None, database=None, derandomize=True)
+@property_settings(15)
 @given(batches=st.lists(st.lists(records, min_size=1, max_size=20), min_size=1, max_size=5))
 def test_any_sequence_of_flow_events_is_provable_chained_and_consistent_across_checkpoints(batches):
     log = EvidenceLog(MemoryLogStore(), SIGNER, clock=lambda: START)
@@ -350,7 +351,7 @@ def test_any_sequence_of_flow_events_is_provable_chained_and_consistent_across_c
             verify_leaf_inclusion(data + b" ", index, size, proof.hashes, heads[-1].root_hash)
 
 
-@settings(max_examples=100, deadline=None, database=None, derandomize=True)
+@property_settings(100)
 @given(size=st.integers(0, 40), index=st.integers(-3, 45), tree_size=st.integers(-3, 45),
        old=st.integers(-3, 45), new=st.integers(-3, 45))
 def test_proofs_asked_outside_the_log_are_typed_refusals_and_the_rest_verify(size, index, tree_size, old, new):
@@ -384,7 +385,7 @@ _flat_values = st.one_of(st.none(), st.booleans(), st.text(),
                          st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1))
 
 
-@settings(max_examples=300, deadline=None)
+@property_settings(300)
 @given(st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=12), _flat_values, max_size=12))
 def test_the_fast_path_for_flat_records_writes_the_same_bytes_as_the_general_one(record):
     """canonical_json takes json.dumps for a flat record with ASCII keys; it must give exactly the

@@ -1,6 +1,7 @@
 """Worker pools heal: a worker killed mid-job fails that job only (Unavailable), a job
 past its deadline has its workers replaced, and a pool whose fresh workers keep dying
-says it cannot work. Real processes, real SIGKILL."""
+says it cannot work. Real processes, real SIGKILL: an integration test with the operating
+system, though it needs no server (each test starts worker processes or a whole interpreter)."""
 from __future__ import annotations
 
 import os
@@ -63,11 +64,17 @@ def test_a_job_past_its_deadline_is_killed_and_the_pool_replaced(pool):
     first = pool.run(pid)
     started = time.monotonic()
     with pytest.raises(Unavailable) as late:
-        pool.run(slow_pid, 30, timeout=1.0)
+        pool.run(slow_pid, 30, timeout=0.5)
     assert "timeout" in str(late.value) and time.monotonic() - started < 5
-    time.sleep(0.5)
-    assert not os.path.exists(f"/proc/{first}") or _zombie(first)  # its worker was killed
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not _gone(first):
+        time.sleep(0.05)
+    assert _gone(first)  # its worker was killed
     assert pool.run(pid) != first
+
+
+def _gone(process_id: int) -> bool:
+    return not os.path.exists(f"/proc/{process_id}") or _zombie(process_id)
 
 
 def _zombie(process_id: int) -> bool:
@@ -219,13 +226,13 @@ def test_a_pool_reports_its_processes_jobs_and_job_time():
         assert before is not None  # at 0 before the first job, so that job counts in rate()
         import eventlet
 
-        job = eventlet.spawn(made.run, slow_pid, 1.0)
-        eventlet.sleep(0.3)
+        job = eventlet.spawn(made.run, slow_pid, 0.6)
+        eventlet.sleep(0.2)
         assert value("esign_worker_pool_jobs") == 1  # submitted, not answered yet
         job.wait()
         assert value("esign_worker_pool_jobs") == 0
         assert value("esign_worker_pool_job_seconds_count") == before + 1
-        assert value("esign_worker_pool_job_seconds_sum") >= 1.0
+        assert value("esign_worker_pool_job_seconds_sum") >= 0.6
     finally:
         made.shutdown(wait=False)
 
