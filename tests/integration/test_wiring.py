@@ -54,13 +54,26 @@ class Producer(ServiceBase):
         raise RuntimeError("secret detail 11010519491231002X must not reach the caller")
 
 
+#: values whose handling collides with a row of the same key (a unique violation, as a concurrent
+#: worker's insert causes): value -> how many more times; and how often each value was handled
+COLLIDE: dict[int, int] = {}
+HANDLED: dict[int, int] = {}
+
+
 class Consumer(ServiceBase):
     name = "wiring_consumer"
 
     @handles_event("wiring_producer", "thing_made")
     def on_thing_made(self, event: dict) -> None:
+        value = events.parse("thing_made", event["data"]).value
+        HANDLED[value] = HANDLED.get(value, 0) + 1
         self.db.session.execute(text("INSERT INTO received (event_id, value) VALUES (:e, :v)"),
-                                {"e": event["event_id"], "v": events.parse("thing_made", event["data"]).value})
+                                {"e": event["event_id"], "v": value})
+        if COLLIDE.get(value, 0) > 0:
+            COLLIDE[value] -= 1
+            for _ in range(2):  # the second insert violates things.value's unique key
+                self.db.session.execute(text("INSERT INTO things (id, value) VALUES (:id, :v)"),
+                                        {"id": str(uuid.uuid4()), "v": value})
 
     @rpc
     def received(self) -> list[list]:
@@ -181,3 +194,24 @@ def test_health_reports_database(pair, rpc_proxy):
     answer = rpc_proxy.wiring_producer.health()
     assert answer["status"] == "ok"
     assert answer["checks"]["database"]["ok"] is True
+
+
+def test_a_handler_that_lost_a_race_is_run_once_more_and_its_work_kept(pair, rpc_proxy):
+    """A unique violation (another worker inserted the same key between this handler's read and its
+    insert) rolls the handler back; the event is delivered once more and the handler's work is done
+    then. Acknowledged at once, as before, the event's work was lost."""
+    COLLIDE[21], HANDLED[21] = 1, 0
+    rpc_proxy.wiring_producer.make(value=21)
+    received = wait_for(lambda: rpc_proxy.wiring_consumer.received(), timeout=15)
+    assert [value for _, value in received] == [21]  # the failed attempt's insert was rolled back
+    assert HANDLED[21] == 2
+
+
+def test_a_handler_that_always_violates_a_key_is_not_retried_for_ever(pair, rpc_proxy):
+    COLLIDE[22], HANDLED[22] = 100, 0
+    rpc_proxy.wiring_producer.make(value=22)
+    wait_for(lambda: HANDLED.get(22, 0) >= 2, timeout=15)
+    rpc_proxy.wiring_producer.make(value=23)  # a later event is handled: the queue is not stuck
+    received = wait_for(lambda: rpc_proxy.wiring_consumer.received(), timeout=15)
+    eventlet.sleep(1.5)  # a third delivery would have come by now (requeued after 1 s)
+    assert HANDLED[22] == 2 and [value for _, value in received] == [23]
