@@ -27,10 +27,8 @@ the environment: ``ESIGN_PROMETHEUS_PORT`` (9090; 0 takes a free port),
 """
 from __future__ import annotations
 
-import ctypes
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -41,6 +39,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import yaml
 
+from services.common.child_process import die_with_parent
 from services.common.config import REPO_ROOT
 from services.common.errors import EsignError, InvalidInput
 from services.common.s3server import free_port, port_open
@@ -50,21 +49,12 @@ RABBITMQ_PLUGIN = "rabbitmq_prometheus"
 #: the per-queue metric families of RabbitMQ's detailed endpoint the dashboard reads
 RABBITMQ_FAMILIES = ("queue_coarse_metrics", "queue_consumer_count")
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d)$")
-_PR_SET_PDEATHSIG = 1
 
 
 class MonitoringError(EsignError):
     """Prometheus could not be started: what is missing, and what to do (``esign up`` stops)."""
 
     code = "monitoring"
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """preexec_fn: the kernel sends SIGTERM to the child when the process that started it dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 @dataclass(frozen=True)
@@ -197,8 +187,11 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.port}"
 
-    def start(self, config: dict, timeout: float = 60.0, preexec_fn: Callable[[], None] | None = die_with_parent,
+    def start(self, config: dict, timeout: float = 60.0, preexec_fn: Callable[[], None] | None = None,
               start_new_session: bool = True) -> None:
+        """Prometheus with ``config``, ready within ``timeout`` seconds; ``preexec_fn`` defaults to
+        the parent-death signal (services/common/child_process.py): it dies with this thread."""
+        preexec_fn = preexec_fn or die_with_parent()
         binary = shutil.which(self.settings.binary)
         if binary is None:
             raise MonitoringError(f"{self.settings.binary} not found: install the Debian package 'prometheus' "
@@ -276,7 +269,7 @@ class PlatformMonitoring:
 def start_for_platform(data: Path, env: Mapping[str, str],
                        metrics_ports: Mapping[str, int | str | None | Sequence[int]],
                        witness_urls: Iterable[str], amqp_uri: str, log_path: Path | None = None,
-                       preexec_fn: Callable[[], None] | None = die_with_parent) -> PlatformMonitoring:
+                       preexec_fn: Callable[[], None] | None = None) -> PlatformMonitoring:
     """Prometheus scraping every process of ``esign up`` (called once they are healthy)."""
     settings = MonitoringSettings.from_env(env)
     broker = urllib.parse.urlsplit(amqp_uri)

@@ -1,11 +1,15 @@
-"""Binary values on the wire: RPC arguments and answers carry bytes as
-base64 text (RFC 4648 §4, padded); sizes are checked before decoding."""
+"""What crosses between services: RPC arguments and answers carry bytes as
+base64 text (RFC 4648 §4, padded), sizes checked before decoding; and the limits
+of RPC arguments that the caller and the service called must agree on."""
 from __future__ import annotations
 
 import base64
 import binascii
 
 from services.common.errors import InvalidInput
+
+#: people one ``identity.contacts`` call answers for at most (notify asks in chunks of this size)
+CONTACTS_PER_CALL = 20
 
 
 def decode_base64(value: str, field: str, max_bytes: int) -> bytes:

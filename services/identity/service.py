@@ -53,7 +53,7 @@ from services.common.metrics import Metrics, Series
 from services.common.phone import normalise_phone
 from services.common.reasons import Reason
 from services.common.service_base import ServiceBase
-from services.common.wire import b64, decode_base64
+from services.common.wire import CONTACTS_PER_CALL, b64, decode_base64
 from services.identity import audit, ca, certificates
 from services.identity.ca_store import CaProvider, build_delegated_ocsp_response, development_tokens
 from services.identity.dependencies import ProofingProvider, SettingsProvider
@@ -79,8 +79,6 @@ KNOWN_SERIES = (
     Series("otp_requested", "Phone codes requested", {"purpose": PURPOSES[:1]}),  # request_phone_code's only purpose
     Series("otp_checks", "Phone code checks", {"outcome": tuple(outcome.value for outcome in OtpOutcome)}),
 )
-#: person ids one ``contacts`` call answers for at most (a flow's parties, with room)
-MAX_CONTACTS = 20
 #: how often the reconciler of person keys on the token runs (seconds)
 RECONCILE_INTERVAL_SECONDS = 600
 
@@ -456,11 +454,11 @@ class IdentityService(ServiceBase):
     @rpc
     def contacts(self, person_ids: list) -> dict:
         """For notify only: :meth:`contact` of each of ``person_ids`` (at most
-        ``MAX_CONTACTS``) in one call, ``{person_id: {phone, name} | None}``, None
+        ``CONTACTS_PER_CALL``) in one call, ``{person_id: {phone, name} | None}``, None
         for a person identity does not know (a flow's notice goes to every party:
         one RPC, not one a party)."""
-        if not isinstance(person_ids, list) or not 1 <= len(person_ids) <= MAX_CONTACTS:
-            raise InvalidInput("person_ids", "length", f"expected a list of 1 to {MAX_CONTACTS} person ids")
+        if not isinstance(person_ids, list) or not 1 <= len(person_ids) <= CONTACTS_PER_CALL:
+            raise InvalidInput("person_ids", "length", f"expected a list of 1 to {CONTACTS_PER_CALL} person ids")
         if not all(isinstance(person_id, str) and 0 < len(person_id) <= 64 for person_id in person_ids):
             raise InvalidInput("person_ids", "type", "expected person ids (strings of 1 to 64 characters)")
         answer: dict[str, dict | None] = {}

@@ -106,6 +106,7 @@ from services.common.phone import normalise_phone
 from services.common.reasons import Reason
 from services.common.sealing import BlindIndex, Keyring, keyring_from_secrets
 from services.common.service_base import ServiceBase
+from services.common.wire import CONTACTS_PER_CALL
 from services.notify import reminder_book
 from services.notify.clock import Clock
 from services.notify.delivery import OTP, DeliveryLog, SmsChannel, sms_series
@@ -118,9 +119,6 @@ from services.notify.settings import NotifySettings, console_outbox, sms_provide
 from services.notify.sms_templates import SmsTemplateCatalog, TemplateCategory
 
 log = logging.getLogger(__name__)
-
-#: person ids per identity.contacts call (identity answers for at most 20: services/identity/service.py)
-CONTACTS_PER_CALL = 20
 
 FLOW = "flow"
 

@@ -316,20 +316,10 @@ class SqlLogStore:
         return found
 
     def _lock_head(self, session: Session) -> int:
-        dialect = session.get_bind().dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            else:
-                from sqlalchemy.dialects.sqlite import insert as upsert
-            # creates the head on first use; on SQLite it is also the write that
-            # takes the database lock before anything is read
-            session.execute(upsert(LogHead).values(log_id=self.LOG_ID, size=0).on_conflict_do_nothing())
-        size = session.scalar(select(LogHead.size).where(LogHead.log_id == self.LOG_ID).with_for_update())
-        if size is None:
-            session.execute(insert(LogHead).values(log_id=self.LOG_ID, size=0))
-            size = 0
-        return int(size)
+        # creates the head on first use; on SQLite it is also the write that
+        # takes the database lock before anything is read
+        session.execute(dialect_insert(session)(LogHead).values(log_id=self.LOG_ID, size=0).on_conflict_do_nothing())
+        return int(session.scalar(select(LogHead.size).where(LogHead.log_id == self.LOG_ID).with_for_update()))
 
     def append(
         self, flow_id: str, build: Callable[[int | None], bytes], created_at: datetime, event_id: str | None = None
@@ -475,19 +465,9 @@ class SqlLogStore:
 
     def save_checkpoint(self, size: int, root: bytes, note: str, created_at: datetime) -> str:
         with self._transaction() as session:
-            dialect = session.get_bind().dialect.name
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert as upsert
-            elif dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as upsert
-            else:  # pragma: no cover - only PostgreSQL and SQLite are deployed
-                upsert = None
             values = dict(tree_size=size, root_hash=root, note=note, created_at=created_at)
-            if upsert is not None:
-                # two replicas checkpointing the same size: the first one stays
-                session.execute(upsert(LogCheckpoint).values(**values).on_conflict_do_nothing())
-            elif session.get(LogCheckpoint, size) is None:
-                session.execute(insert(LogCheckpoint).values(**values))
+            # two replicas checkpointing the same size: the first one stays
+            session.execute(dialect_insert(session)(LogCheckpoint).values(**values).on_conflict_do_nothing())
             return session.scalar(select(LogCheckpoint.note).where(LogCheckpoint.tree_size == size))
 
     def latest_checkpoint(self) -> tuple[int, str] | None:
