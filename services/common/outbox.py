@@ -164,9 +164,14 @@ class UnitOfWork:
         """Record an event in the current transaction; returns its event id. ``payload``
         is of the type the event declares (:data:`~services.common.events.PAYLOADS`), or
         :class:`~services.common.events.PayloadMismatch`: no member the type lacks goes out."""
+        return self.emit_event(event_type, payload)["event_id"]
+
+    def emit_event(self, event_type: str, payload: EventPayload, **marks: Any) -> dict[str, Any]:
+        """:meth:`emit`, returning the envelope as it will be sent; ``marks``: members of the
+        envelope beside its data (what the emitting service already did with the event)."""
         if event_type not in KNOWN_EVENTS.get(self.service, ()):
             raise ValueError(f"{self.service} does not emit {event_type!r}")
-        event = envelope(self.service, event_type, data_of(event_type, payload))
+        event = {**envelope(self.service, event_type, data_of(event_type, payload)), **marks}
         self.session.execute(
             OUTBOX.insert().values(
                 event_id=event["event_id"],
@@ -177,7 +182,7 @@ class UnitOfWork:
             )
         )
         self._pending.append(event["event_id"])
-        return event["event_id"]
+        return event
 
     def commit(self) -> None:
         """Commit (with the :meth:`before_commit` steps), then publish the events

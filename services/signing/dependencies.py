@@ -104,7 +104,7 @@ class SigningContext(DependencyProvider):
         self._log: EvidenceLog | None = None
         self._witnessing: Witnessing | None = None
 
-    def _evidence_log(self) -> EvidenceLog:
+    def evidence_log(self) -> EvidenceLog:
         if self._log is None:
             database = next(d for d in self.container.dependencies if isinstance(d, DatabaseProvider))
             self._log = EvidenceLog(SqlLogStore(database.db.sessionmaker), self.keys.log_signer)
@@ -113,7 +113,7 @@ class SigningContext(DependencyProvider):
         return self._log
 
     def get_dependency(self, worker_ctx) -> "SigningContextView":
-        log = self._evidence_log()
+        log = self.evidence_log()
         return SigningContextView(self.keys, self.platform, log, self.tsa_url, self.public_url, self.settings,
                                   self._witnessing)
 

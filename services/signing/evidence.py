@@ -2,10 +2,14 @@
 (:mod:`.evidence_log`, RFC 9162 Merkle tree with signed checkpoints), and a
 flow's leaves are proven against a signed checkpoint.
 
-A leaf is appended by an event handler, not by the transaction that changed
-the flow: the event is in the outbox with the change (never one without the
-other), and the handler *sequences* it (committed before the handler returns
-and the event is acknowledged) once even when the broker delivers it twice
+A flow event's leaf is *sequenced* in the transaction that changes the flow and
+emits the event (:meth:`services.signing.flow_store.FlowStore.apply`): leaf and
+outbox row commit together or not at all, and a flow's leaves are queued in the
+order of its own transactions, which its row lock serialises. (They were once
+sequenced by an event handler per event type; events published back to back then
+reached the log in whatever order their handlers finished.) The event carries
+``logged_with_change``; the handlers below still log an event without it (one
+emitted before this, still queued), once even when the broker delivers it twice
 (the leaf carries the event id, unique in the queue). The integrator job puts
 sequenced events into the tree in batches. So a leaf follows its change by
 moments; :meth:`FlowEvidence.settled` waits for it, integrating meanwhile.
@@ -48,6 +52,15 @@ ENDING_EVENTS = {"completed": events.FLOW_COMPLETED, "voided": events.FLOW_VOIDE
                  "void_requested": events.VOID_REQUESTED, "declined": events.FLOW_DECLINED,
                  "expired": events.FLOW_EXPIRED, "cancelled": events.FLOW_CANCELLED}
 EVIDENCE_WAIT_SECONDS = 10.0  # a report waits this long for the flow's last event to reach the log
+#: the envelope member of a flow event whose leaf was sequenced in the transaction that emitted it
+LOGGED_WITH_CHANGE = "logged_with_change"
+
+
+def not_logged_yet(event: dict) -> bool:
+    """Whether a flow event still needs its leaf sequenced by a handler: one emitted before signing
+    sequenced leaves with their change (a queue drained after an upgrade) or by a flow store
+    without the log."""
+    return event.get(LOGGED_WITH_CHANGE) is not True
 
 
 def leaf_of(event: dict) -> dict:
@@ -135,59 +148,59 @@ class EvidenceEntrypoints:
         return FlowEvidence(self.ctx.log, self.ctx.witnesses)
 
     # -- every flow event becomes a leaf --------------------------------------------------
-    @handles_event("signing", events.FLOW_SENT)
+    @handles_event("signing", events.FLOW_SENT, wanted=not_logged_yet)
     def log_flow_sent(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.PARTY_JOINED)
+    @handles_event("signing", events.PARTY_JOINED, wanted=not_logged_yet)
     def log_party_joined(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.PARTY_SIGNED)
+    @handles_event("signing", events.PARTY_SIGNED, wanted=not_logged_yet)
     def log_party_signed(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_COMPLETED)
+    @handles_event("signing", events.FLOW_COMPLETED, wanted=not_logged_yet)
     def log_flow_completed(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_DECLINED)
+    @handles_event("signing", events.FLOW_DECLINED, wanted=not_logged_yet)
     def log_flow_declined(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_EXPIRED)
+    @handles_event("signing", events.FLOW_EXPIRED, wanted=not_logged_yet)
     def log_flow_expired(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.VOID_REQUESTED)
+    @handles_event("signing", events.VOID_REQUESTED, wanted=not_logged_yet)
     def log_void_requested(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.VOID_REJECTED)
+    @handles_event("signing", events.VOID_REJECTED, wanted=not_logged_yet)
     def log_void_rejected(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_VOIDED)
+    @handles_event("signing", events.FLOW_VOIDED, wanted=not_logged_yet)
     def log_flow_voided(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_CANCELLED)
+    @handles_event("signing", events.FLOW_CANCELLED, wanted=not_logged_yet)
     def log_flow_cancelled(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.FLOW_IDENTITY_DISPUTED)
+    @handles_event("signing", events.FLOW_IDENTITY_DISPUTED, wanted=not_logged_yet)
     def log_flow_identity_disputed(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED)
+    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED, wanted=not_logged_yet)
     def log_loan_repayment_recorded(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.LOAN_REPAID)
+    @handles_event("signing", events.LOAN_REPAID, wanted=not_logged_yet)
     def log_loan_repaid(self, event: dict) -> None:
         self.evidence.append(event)
 
-    @handles_event("signing", events.LOAN_EXTENDED)
+    @handles_event("signing", events.LOAN_EXTENDED, wanted=not_logged_yet)
     def log_loan_extended(self, event: dict) -> None:
         self.evidence.append(event)
 

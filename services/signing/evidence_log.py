@@ -146,6 +146,11 @@ class LogStore(merkle.NodeReader, Protocol):
         can tell cheaply) a leaf already; then it is not queued again."""
         ...
 
+    def sequence_in(self, session: Session, records: Sequence[SequencedRecord]) -> list[bool]:
+        """:meth:`sequence` in the caller's transaction (``session``): the records are
+        queued if and only if that transaction commits."""
+        ...
+
     def integrate(self, limit: int) -> Integration:
         """Move up to ``limit`` queued records, in order, into the tree in one
         transaction, serialised with other integrators and appends."""
@@ -216,6 +221,10 @@ class MemoryLogStore:
             for position in kept:
                 new[position] = True
             return new
+
+    def sequence_in(self, session, records: Sequence[SequencedRecord]) -> list[bool]:
+        """In memory there is no transaction to join: integrated at once."""
+        return self.sequence(records)
 
     def integrate(self, limit: int) -> Integration:
         return Integration(0, [])
@@ -364,20 +373,23 @@ class SqlLogStore:
         """One INSERT: an event already a leaf is not looked for here (the
         integrator drops it), as that would cost every batch a round trip."""
         with self._transaction() as session:
-            kept = unlogged(records, ())
-            rows = [
-                {"flow_id": r.flow_id, "event_id": r.event_id, "record": r.record, "created_at": r.created_at}
-                for r in (records[position] for position in kept)
-            ]
-            queued: set[str] = set()
-            if rows:
-                # a second copy of an event that another transaction queued is skipped, not an error
-                statement = (
-                    dialect_insert(session)(LogSequenced.__table__)
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(LogSequenced.__table__.c.event_id)
-                )
-                queued = {event_id for event_id in session.execute(statement, rows).scalars() if event_id}
+            return self.sequence_in(session, records)
+
+    def sequence_in(self, session: Session, records: Sequence[SequencedRecord]) -> list[bool]:
+        kept = unlogged(records, ())
+        rows = [
+            {"flow_id": r.flow_id, "event_id": r.event_id, "record": r.record, "created_at": r.created_at}
+            for r in (records[position] for position in kept)
+        ]
+        queued: set[str] = set()
+        if rows:
+            # a second copy of an event that another transaction queued is skipped, not an error
+            statement = (
+                dialect_insert(session)(LogSequenced.__table__)
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(LogSequenced.__table__.c.event_id)
+            )
+            queued = {event_id for event_id in session.execute(statement, rows).scalars() if event_id}
         new = [False] * len(records)
         for position in kept:
             event_id = records[position].event_id
@@ -509,6 +521,12 @@ class EvidenceLog:
         event that is a leaf already is dropped by the integrator."""
         # checked and canonicalised here, so a bad record fails its own caller, not a batch
         return self._sequencer.submit(SequencedRecord.of(record, self._clock().astimezone(timezone.utc)))
+
+    def sequence_in(self, session: Session, record: Mapping[str, Any]) -> bool:
+        """:meth:`sequence` in the caller's transaction: the record is queued with the
+        change that made its event, and only if that change commits. A flow's events
+        sequenced so are queued in the order of the flow's own transactions."""
+        return self.store.sequence_in(session, [SequencedRecord.of(record, self._clock().astimezone(timezone.utc))])[0]
 
     def integrate(self, limit: int = INTEGRATION_BATCH) -> Integration:
         """Integrate up to ``limit`` sequenced records, in one transaction."""

@@ -38,6 +38,9 @@ from services.common.reasons import Reason
 from services.common.storage import ContentCache, Storage
 from services.signing import flow as F
 from services.signing import my_files
+from services.signing.dependencies import SigningContext
+from services.signing.evidence import FLOW_EVENTS, LOGGED_WITH_CHANGE, leaf_of
+from services.signing.evidence_log import EvidenceLog
 from services.signing.models import FlowParty, FlowRow, PendingAction, StoredObjectRow
 from services.signing.settings import SigningSettings
 
@@ -76,8 +79,11 @@ class FlowStore:
     emit, commit) when first needed."""
 
     def __init__(self, unit: Callable[[], UnitOfWork], storage: IntentStore, metrics: BusinessMetrics,
-                 public_url: str, pdfs: ContentCache | None = None):
+                 public_url: str, pdfs: ContentCache | None = None, log: EvidenceLog | None = None):
         self._unit = unit
+        #: the evidence log a flow event's leaf is sequenced in, in the event's own transaction
+        #: (None: the log's event handlers sequence it, as they do an event emitted before this)
+        self.log = log
         self.storage = storage
         self.metrics = metrics
         self.public_url = public_url
@@ -274,7 +280,13 @@ class FlowStore:
         my_files.write_index(self.db.session, row, parties)
         for event_type in transition.events:
             named = {ACTOR_MEMBERS[event_type]: actor} if event_type in ACTOR_MEMBERS else {}
-            self.db.emit(event_type, self.event_payload(event_type, row, parties, flow, actor, **members, **named))
+            payload = self.event_payload(event_type, row, parties, flow, actor, **members, **named)
+            if self.log is not None and event_type in FLOW_EVENTS:
+                # its leaf queued with the change: in the flow's order, and only if this commits
+                event = self.db.emit_event(event_type, payload, **{LOGGED_WITH_CHANGE: True})
+                self.log.sequence_in(self.db.session, leaf_of(event))
+            else:
+                self.db.emit(event_type, payload)
             self.metrics.inc("flow_events", "Signing flow events", event=event_type)
 
     def event_payload(self, event_type: str, row: FlowRow, parties: list[FlowParty], flow: F.Flow,
@@ -343,4 +355,9 @@ class FlowStoreProvider(DependencyProvider):
 
     def get_dependency(self, worker_ctx) -> FlowStore:
         return FlowStore(lambda: self.database.units[worker_ctx], self.storage.for_worker(worker_ctx),
-                         BusinessMetrics(self.container.service_name), self.public_url, self.pdfs)
+                         BusinessMetrics(self.container.service_name), self.public_url, self.pdfs,
+                         self._evidence_log())
+
+    def _evidence_log(self) -> EvidenceLog | None:
+        context = next((d for d in self.container.dependencies if isinstance(d, SigningContext)), None)
+        return context.evidence_log() if context is not None else None
