@@ -1,11 +1,14 @@
 """Transactional outbox: an event is published if and only if the database
 change that announced it committed.
 
-A worker emits events into the ``outbox`` table inside its own transaction.
-After the commit the unit of work publishes them at once; a relay running in
-every replica publishes whatever is left (the broker was down, the process
-died between commit and publish). A row is *claimed* before it is published,
-so two replicas do not race for it; a claim that outlives its holder expires.
+A worker emits events into the ``outbox`` table inside its own transaction,
+each row claimed for that worker (``WORKER_CLAIM_SECONDS``). After the commit
+the unit of work publishes them at once, from memory, and marks them published
+in one statement; a relay running in every replica publishes whatever is left
+(the broker was down: the worker hands the rows back at once; the process died
+between commit and publish: when its claim runs out). The relay claims a row
+before it publishes it, so two replicas do not race for it; a claim that
+outlives its holder expires.
 Delivery is therefore at least once, and handlers are idempotent by
 ``event_id`` (the ``processed_events`` table).
 
@@ -14,7 +17,13 @@ Envelope of every event::
     {"event_id": uuid, "event_type": str, "source": service,
      "occurred_at": ISO-8601 UTC, "data": {...}}
 
-``data`` is the event's payload (:mod:`services.common.events`).
+``data`` is the event's payload (:mod:`services.common.events`). An emitter may add
+members saying what it already did with the event (:meth:`UnitOfWork.emit_event`:
+signing's ``logged_with_change``, a flow event whose evidence leaf its transaction
+queued).
+
+Events of one commit are published in the order they were emitted, but each event type
+has its own handler queue, so a consumer must not rely on two events reaching it in order.
 """
 from __future__ import annotations
 
@@ -47,6 +56,10 @@ from services.common.events import KNOWN_EVENTS, EventPayload, data_of
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 30
+#: how long the worker that emitted an event has it to itself, from the emit: its transaction and the
+#: publish after the commit (a longer transaction's event may go out twice, which handlers absorb);
+#: also how late the relay publishes what a worker that died after its commit did not
+WORKER_CLAIM_SECONDS = 10
 
 
 def _outbox_columns() -> list:
@@ -142,7 +155,7 @@ class UnitOfWork:
         #: its own, so an RPC answers without waiting for the broker's confirms
         self._background = background if sessions is not None else None
         self._sessions = sessions
-        self._pending: list[str] = []
+        self._pending: list[dict[str, Any]] = []  # the envelopes this transaction emitted
         self._before_commit: list[Callable[[Session], None]] = []
         self._after_commit: list[Callable[[], None]] = []
 
@@ -172,16 +185,20 @@ class UnitOfWork:
         if event_type not in KNOWN_EVENTS.get(self.service, ()):
             raise ValueError(f"{self.service} does not emit {event_type!r}")
         event = {**envelope(self.service, event_type, data_of(event_type, payload)), **marks}
+        moment = utcnow()
         self.session.execute(
             OUTBOX.insert().values(
                 event_id=event["event_id"],
                 event_type=event_type,
                 payload=json.dumps(event, ensure_ascii=False, sort_keys=True),
-                created_at=utcnow(),
-                attempts=0,
+                created_at=moment,
+                # claimed by this worker, which publishes it after the commit (publish_committed):
+                # the relay takes it only if that has not happened when the claim runs out
+                claimed_until=moment + timedelta(seconds=WORKER_CLAIM_SECONDS),
+                attempts=1,
             )
         )
-        self._pending.append(event["event_id"])
+        self._pending.append(event)
         return event
 
     def commit(self) -> None:
@@ -201,12 +218,12 @@ class UnitOfWork:
             self._background(self._follow_up, pending, after)
             return
         try:
-            for event_id in pending:
-                publish_one(self.session, self.publisher, event_id)
+            if pending:
+                publish_committed(self.session, self.publisher, pending)
         finally:
             _run_after(after)
 
-    def _follow_up(self, pending: list[str], after: list[Callable[[], None]]) -> None:
+    def _follow_up(self, pending: list[dict[str, Any]], after: list[Callable[[], None]]) -> None:
         """Publish a committed transaction's events and run its after-commit steps, beside
         the worker that committed it. Anything not done here the relay (events) or the
         reconcilers (after-commit steps) finish: the commit is what made them owed."""
@@ -214,8 +231,7 @@ class UnitOfWork:
             if pending:
                 session = self._sessions()
                 try:
-                    for event_id in pending:
-                        publish_one(session, self.publisher, event_id)
+                    publish_committed(session, self.publisher, pending)
                 finally:
                     session.close()
         except Exception as exc:  # noqa: BLE001 - committed already; the relay publishes it
@@ -252,6 +268,34 @@ def _run_after(hooks: list[Callable[[], None]]) -> None:
             hook()
         except Exception:  # noqa: BLE001 - committed already; what the hook did not do is finished later
             log.exception("after-commit step failed; its reconciler finishes it")
+
+
+def publish_committed(session: Session, publisher: OutboxPublisher, events: list[dict[str, Any]]) -> int:
+    """The events a worker's transaction has just committed, published from memory in their
+    order, then marked published in one statement; how many went out. They were claimed for this
+    worker in the transaction itself (:meth:`UnitOfWork.emit`), so the relay keeps off them (a
+    claim after the commit was a transaction, a read and another transaction per event). A failed
+    publish hands it and the rest back to the relay at once, in order; a worker that dies before
+    publishing leaves them to the relay when their claim runs out (``WORKER_CLAIM_SECONDS``)."""
+    sent: list[str] = []
+    for event in events:
+        try:
+            publisher.publish(event)
+        except Exception as exc:  # noqa: BLE001 - broker down, connection reset: the relay retries
+            log.warning("outbox: publishing %s failed (%s); the relay will retry", event["event_id"],
+                        type(exc).__name__)
+            break
+        sent.append(event["event_id"])
+    unsent = [event["event_id"] for event in events[len(sent):]]
+    if sent:
+        session.execute(update(OUTBOX).where(OUTBOX.c.event_id.in_(sent), OUTBOX.c.published_at.is_(None))
+                        .values(published_at=utcnow(), claimed_until=None))
+    if unsent:
+        session.execute(update(OUTBOX).where(OUTBOX.c.event_id.in_(unsent), OUTBOX.c.published_at.is_(None))
+                        .values(claimed_until=None, last_error="publish failed after commit"))
+    if sent or unsent:
+        session.commit()
+    return len(sent)
 
 
 def publish_one(session: Session, publisher: OutboxPublisher, event_id: str) -> bool:
