@@ -209,17 +209,27 @@ class TimeStampApp:
         return [body]
 
 
+class TsaCertificateChanged(Unavailable):
+    """A token signed by another certificate than the one the client learnt from its first
+    token (the authority renewed it): validation data gathered for the first does not cover it."""
+
+
 class TsaClient(RequestsHTTPTimeStamper):
     """pyHanko time stamper for the platform TSA that fails loudly.
 
     Kept alive for the life of the signer: pyHanko caches the TSA's
     certificates and a dummy token (for size estimates) on this object.
+
+    ``one_certificate``: every token must be signed by a certificate the first token
+    (pyHanko's dummy) named, else :class:`TsaCertificateChanged`; for a caller that puts
+    validation data for those certificates next to the token (a B-LTA document time-stamp).
     """
 
-    def __init__(self, settings: TsaSettings, *, system: str = "tsa"):
+    def __init__(self, settings: TsaSettings, *, system: str = "tsa", one_certificate: bool = False):
         super().__init__(settings.url, timeout=settings.timeout_seconds, auth=settings.basic_auth)
         #: the name :class:`Unavailable` gives the authority, so a caller can tell which one failed
         self.system = system
+        self.one_certificate = one_certificate
 
     async def async_timestamp(self, message_digest, md_algorithm) -> cms.ContentInfo:
         try:
@@ -231,7 +241,20 @@ class TsaClient(RequestsHTTPTimeStamper):
             raise Unavailable(self.system, f"time stamp request failed: {type(exc).__name__}") from exc
         if imprint != message_digest:
             raise Unavailable(self.system, "time stamp token covers a different digest than requested")
+        if self.one_certificate and self._certs and not _signers(token) <= {
+                (cert.issuer.dump(), cert.serial_number) for cert in self._certs.values()}:
+            raise TsaCertificateChanged(self.system, "the token is signed by a certificate the first one did not name")
         return token
+
+
+def _signers(token: cms.ContentInfo) -> set[tuple[bytes, int] | None]:
+    """(issuer DER, serial) of each signer of a token; None for a signer named otherwise."""
+    named = set()
+    for signer in token["content"]["signer_infos"]:
+        sid = signer["sid"].chosen
+        named.add((sid["issuer"].dump(), sid["serial_number"].native) if isinstance(sid, cms.IssuerAndSerialNumber)
+                  else None)
+    return named
 
 
 class IssuedToken(TimeStamper_):
@@ -264,6 +287,7 @@ class IssuedToken(TimeStamper_):
 
 __all__ = [
     "IssuedToken",
+    "TsaCertificateChanged",
     "QUERY_CONTENT_TYPE",
     "REPLY_CONTENT_TYPE",
     "TimeStampApp",

@@ -44,6 +44,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -81,12 +82,16 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
 from services.common.reasons import Reason
-from services.common.tsa import IssuedToken, TsaClient, TsaSettings
+from services.common.tsa import IssuedToken, TsaCertificateChanged, TsaClient, TsaSettings
 from services.signing import hex_strings
 
 hex_strings.install()  # a signature's 16,384 hex digits read in one slice, not one by one
 
 log = logging.getLogger(__name__)
+
+#: how long a worker keeps its client of the document time-stamp authority (its certificate, learnt
+#: from a first token, and that token's size), checked against every token it gets meanwhile
+DOCUMENT_STAMPER_SECONDS = 3600.0
 
 #: identity's remote signing operation, bound to one grant by the caller:
 #: SHA-256 digest in, DER-encoded ECDSA P-256 signature out
@@ -389,6 +394,8 @@ class DocumentSigner:
         self._fetcher_backend = fetcher_backend or RequestsFetcherBackend(
             per_request_timeout=settings.revocation_timeout_seconds
         )
+        self._document_stamper: TsaClient | None = None
+        self._document_stamper_made = 0.0
 
     # --- one party ------------------------------------------------------------
 
@@ -557,6 +564,20 @@ class DocumentSigner:
         OCSP/CRL server did not), :class:`Forbidden` for a revoked signer and
         :class:`IntegrityError` for a chain that does not reach its roots.
         """
+        try:
+            return self._finalize_lta_once(pdf_bytes, known)
+        except TsaCertificateChanged:
+            # the authority renewed its certificate since this worker's stamper learnt it: the DSS
+            # just made lacks the new one's validation data, so all of it again with a fresh stamper
+            log.info("B-LTA: the document time-stamp authority's certificate changed; finalising again")
+            self._document_stamper = None
+        try:
+            return self._finalize_lta_once(pdf_bytes, known)
+        except TsaCertificateChanged as exc:
+            raise Unavailable(exc.system, "the time-stamp authority's certificate changed twice while stamping"
+                              ) from exc
+
+    def _finalize_lta_once(self, pdf_bytes: bytes, known: RevocationData | None) -> bytes:
         if known is not None:
             try:
                 return _run(self._finalize_lta(pdf_bytes, self.revocation_context(known=known), offline=True))
@@ -615,13 +636,21 @@ class DocumentSigner:
         return output.getvalue()
 
     def _document_time_stamper(self) -> TsaClient:
-        """A client of the document time-stamp authority, fresh per document:
-        pyHanko takes the TSA certificate whose validation data goes into the
-        DSS from a client's first token and keeps it, and it must be the one
-        that stamps this document even if the authority renewed it since."""
-        if self.settings.document_tsa is not None:
-            return TsaClient(self.settings.document_tsa, system="document_tsa")
-        return TsaClient(self.settings.tsa)
+        """The client of the document time-stamp authority, kept for documents to come (at most
+        ``DOCUMENT_STAMPER_SECONDS``): pyHanko learns the authority's certificate, whose
+        validation data goes into the DSS, from the client's first token (one request more), and
+        sizes the signature's room by it. The certificate must be the one that stamps the
+        document: a token signed by another (the authority renewed it) is
+        :class:`TsaCertificateChanged`, and :meth:`finalize_lta` starts again with a fresh client."""
+        now = time.monotonic()
+        if self._document_stamper is None or now - self._document_stamper_made > DOCUMENT_STAMPER_SECONDS:
+            if self.settings.document_tsa is not None:
+                self._document_stamper = TsaClient(self.settings.document_tsa, system="document_tsa",
+                                                   one_certificate=True)
+            else:
+                self._document_stamper = TsaClient(self.settings.tsa, one_certificate=True)
+            self._document_stamper_made = now
+        return self._document_stamper
 
     @staticmethod
     async def _document_tsa_paths(stamper: TsaClient, context: ValidationContext) -> list:

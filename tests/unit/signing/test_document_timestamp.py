@@ -348,12 +348,37 @@ def test_a_renewed_external_tsa_certificate_still_gets_its_validation_data(env, 
             document_tsa_url=authority.url, document_tsa_roots_pem=(_pem(authority.root),),
         )
         before = finalize()
+        stamps = authority.paths_requested.count("POST /tsa")
         authority.renew()  # a new TSA CA, whose CRL the first finalisation never fetched
         after = finalize()
+        # the kept client's token came from the new certificate and was refused; a fresh client
+        # learnt the new one (a first token) and stamped again
+        assert authority.paths_requested.count("POST /tsa") - stamps == 3
         for pdf in (before, after):
             result = verify_pdf(pdf, [env.pki.root.certificate], timestamp_roots=[authority.root.certificate])
             assert result.ok, result.problems
         stamp = PdfFileReader(io.BytesIO(after)).embedded_signatures[-1]
         assert stamp.signer_cert.dump() == asn1_x509.Certificate.load(authority.tsa.der).dump()
+    finally:
+        authority.stop()
+
+
+def test_the_worker_learns_the_authoritys_certificate_once_not_per_document(env, documents):
+    """pyHanko learns the certificate of the document time-stamp from a first token, one request
+    more. A worker keeps that client across documents: the first document costs two requests,
+    each later one one."""
+    authority = start_external_tsa()
+    try:
+        finalize = lambda: pdf_worker.finalize(  # noqa: E731 - the same call, three times
+            env.tsa_url, (_pem(env.pki.root),), documents["second"],
+            document_tsa_url=authority.url, document_tsa_roots_pem=(_pem(authority.root),),
+        )
+        counts = []
+        for _ in range(3):
+            pdf = finalize()
+            counts.append(authority.paths_requested.count("POST /tsa"))
+            result = verify_pdf(pdf, [env.pki.root.certificate], timestamp_roots=[authority.root.certificate])
+            assert result.ok, result.problems
+        assert counts == [2, 3, 4]
     finally:
         authority.stop()
