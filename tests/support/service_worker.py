@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,19 @@ class WorkersProxy:
 
     def __getattr__(self, method: str):
         return lambda **arguments: self._workers.call(method, **arguments)
+
+
+@contextmanager
+def documents_and_signing(folder: Path, identity: Any) -> Iterator[tuple[ServiceWorkers, ServiceWorkers]]:
+    """documents' and signing's workers side by side on SQLite and in-memory S3, signing calling
+    documents' workers, both calling ``identity`` (a stand-in); stopped on leaving."""
+    from services.documents.service import DocumentsService
+    from services.signing.service import SigningService
+
+    documents = ServiceWorkers(DocumentsService, folder / "documents", identity=identity)
+    signing = ServiceWorkers(SigningService, folder / "signing", identity=identity, documents=WorkersProxy(documents))
+    try:
+        yield documents, signing
+    finally:
+        signing.stop()
+        documents.stop()

@@ -13,11 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from services.common.outbox import UnitOfWork
-from services.documents.service import DocumentsService
 from services.signing.evidence import LOGGED_WITH_CHANGE
 from services.signing.models import LogLeaf, LogSequenced
-from services.signing.service import SigningService
-from tests.support.service_worker import ServiceWorkers, WorkersProxy
+from tests.support.service_worker import ServiceWorkers, documents_and_signing
 from tests.unit.signing.test_start_flow_worker import LENDER_ID, Directory, rendered_iou
 
 PARTIES = [{"role": "lender"}, {"role": "借款人"}]
@@ -25,13 +23,8 @@ PARTIES = [{"role": "lender"}, {"role": "借款人"}]
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("workers")
-    documents = ServiceWorkers(DocumentsService, folder / "documents", identity=Directory())
-    signing = ServiceWorkers(SigningService, folder / "signing", identity=Directory(),
-                             documents=WorkersProxy(documents))
-    yield documents, signing
-    signing.stop()
-    documents.stop()
+    with documents_and_signing(tmp_path_factory.mktemp("workers"), Directory()) as workers:
+        yield workers
 
 
 def sequenced(signing: ServiceWorkers) -> list[tuple[str, str, dict]]:

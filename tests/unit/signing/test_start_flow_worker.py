@@ -8,9 +8,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.errors import Conflict, Forbidden, InvalidInput, NotFound
-from services.documents.service import DocumentsService
-from services.signing.service import SigningService
-from tests.support.service_worker import ServiceWorkers, WorkersProxy
+from tests.support.service_worker import ServiceWorkers, documents_and_signing
 from tests.support.stack import BORROWER, LENDER, party
 
 IOU_VALUES = {"initiator_role": "出借方", "lender": party(LENDER), "borrower": party(BORROWER), "amount": "2000",
@@ -34,13 +32,8 @@ class Directory:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("workers")
-    documents = ServiceWorkers(DocumentsService, folder / "documents", identity=Directory())
-    signing = ServiceWorkers(SigningService, folder / "signing", identity=Directory(),
-                             documents=WorkersProxy(documents))
-    yield documents, signing
-    signing.stop()
-    documents.stop()
+    with documents_and_signing(tmp_path_factory.mktemp("workers"), Directory()) as workers:
+        yield workers
 
 
 LENDER_ID, BORROWER_ID = "person-lender", "person-borrower"
