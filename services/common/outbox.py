@@ -340,7 +340,9 @@ class OutboxRelay:
         self.db = db
         self.publisher = publisher
         self.interval = interval
-        # Rows younger than this are still being published by their own worker.
+        # Rows younger than this are left alone. A worker's own rows are kept from the relay by their
+        # claim (emit_event) already; the grace still spaces the first retry of a row handed back
+        # after a failed publish from its creation.
         self.grace = timedelta(seconds=grace_seconds)
         self._running = False
 
