@@ -352,12 +352,9 @@ class FlowStoreProvider(DependencyProvider):
         settings = SigningSettings.from_config(self.container.config)
         self.public_url = settings.public_url
         self.pdfs = ContentCache(settings.pdf_cache_bytes)
+        self.context = next((d for d in dependencies if isinstance(d, SigningContext)), None)
 
     def get_dependency(self, worker_ctx) -> FlowStore:
         return FlowStore(lambda: self.database.units[worker_ctx], self.storage.for_worker(worker_ctx),
                          BusinessMetrics(self.container.service_name), self.public_url, self.pdfs,
-                         self._evidence_log())
-
-    def _evidence_log(self) -> EvidenceLog | None:
-        context = next((d for d in self.container.dependencies if isinstance(d, SigningContext)), None)
-        return context.evidence_log() if context is not None else None
+                         self.context.evidence_log() if self.context is not None else None)
