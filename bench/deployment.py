@@ -114,8 +114,9 @@ REGISTRATION_RPC_TIMEOUT = 90
 
 
 @contextmanager
-def bench_platform(people: int = 2, keep: bool = False) -> Iterator[BenchPlatform]:
-    """The deployed platform with ``people`` registered people with certificates.
+def bench_platform(people: int = 2, keep: bool = False, statements: bool = False) -> Iterator[BenchPlatform]:
+    """The deployed platform with ``people`` registered people with certificates; ``statements``:
+    PostgreSQL counts its statements (pg_stat_statements, see :func:`statement_counts`).
 
     Registration is set-up, not what a benchmark measures: two at a time (identity's face pool is one
     process by default, so more at once only queue behind it), through an RPC client that waits for
@@ -123,7 +124,9 @@ def bench_platform(people: int = 2, keep: bool = False) -> Iterator[BenchPlatfor
     deployment's 20 s RPC time-out once)."""
     wanted = synthetic_people(people)
     with deployed_platform("esign-bench-", keep=keep, more_people=tuple((n, i) for n, i, _ in wanted),
-                           supervised=False) as deployed:
+                           supervised=False,
+                           postgres_settings=("shared_preload_libraries=pg_stat_statements",) if statements else (),
+                           ) as deployed:
         setup_rpc = ReconnectingRpc(deployed.rpc.config["AMQP_URI"], timeout=REGISTRATION_RPC_TIMEOUT)
         stack = Stack(setup_rpc, deployed.processes.sms_outbox, deployed.processes.gateway_url, deployed.root,
                       signing_config={})
@@ -139,6 +142,20 @@ def bench_platform(people: int = 2, keep: bool = False) -> Iterator[BenchPlatfor
             setup_rpc.close()
         stack.rpc = deployed.rpc  # what the benchmark does goes through the deployment's client
         yield BenchPlatform(deployed, stack, registered)
+
+
+def reset_statement_counts(platform: BenchPlatform) -> None:
+    platform.deployed.processes.postgres.query(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()")
+
+
+def statement_counts(platform: BenchPlatform) -> list[tuple[int, float, str]]:
+    """(calls, total execution ms, statement) since :func:`reset_statement_counts`, most called first
+    (a platform from ``bench_platform(statements=True)``)."""
+    rows = platform.deployed.processes.postgres.query(
+        "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+        "WHERE position('pg_stat_statements' in query) = 0 ORDER BY calls DESC")
+    return [(int(calls), float(ms), text) for calls, ms, text in rows]
 
 
 class Client:

@@ -1,6 +1,7 @@
 """Complete IOU flows over HTTP under load, with Locust (bench/locustfile.py).
 
-Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep] [--profile bench/results]
+Usage: .venv/bin/python bench/full_flow.py [--users 16] [--seconds 60] [--keep] [--profile bench/results
+       [--profile-services signing,identity] [--profile-rate 40]]
 
 The platform runs as deployed (bench/deployment.py). ``--users`` pairs of
 registered people (one Locust user each, no think time) make, render, start
@@ -45,7 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench import profiling  # noqa: E402
-from bench.deployment import SIGNATURE_IMAGE, bench_platform  # noqa: E402
+from bench.deployment import (  # noqa: E402
+    SIGNATURE_IMAGE,
+    bench_platform,
+    reset_statement_counts,
+    statement_counts,
+)
 from bench.sign_step import cpu_seconds, new_iou, rss_mb, sign_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -182,6 +188,11 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=5, help="signed PDFs checked by pdfsig and pyHanko")
     parser.add_argument("--keep", action="store_true", help="keep the platform's folder and logs")
     parser.add_argument("--profile", type=Path, help="write py-spy flame graphs and collapsed stacks of the load here")
+    parser.add_argument("--profile-services", help="profile only these services (comma-separated; default all: on "
+                                                   "2 cores ten samplers take most of the machine)")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--statements", type=int, default=0, metavar="N",
+                        help="PostgreSQL counts its statements (pg_stat_statements): print the N most called, per flow")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
     try:
@@ -194,7 +205,7 @@ def main() -> None:
 def run(args, workdir: Path) -> None:
     print(f"starting the platform and registering {2 * args.users} people ...", flush=True)
     began = time.perf_counter()
-    with bench_platform(people=2 * args.users, keep=args.keep) as platform:
+    with bench_platform(people=2 * args.users, keep=args.keep, statements=bool(args.statements)) as platform:
         print(f"  ready in {time.perf_counter() - began:.0f} s", flush=True)
         pids = platform.pids()
         # warm-up: one complete flow, so worker processes and caches are up
@@ -220,8 +231,12 @@ def run(args, workdir: Path) -> None:
         infra = infrastructure_pids(platform.deployed.processes)
         cpu_before = {name: cpu_seconds(pid) for name, pid in {**pids, **infra}.items()}
         calls_before = entrypoint_calls(platform.deployed.processes.env)
+        if args.statements:
+            reset_statement_counts(platform)
         machine_before, locust_before = machine_cpu_seconds(), children_cpu_seconds()
-        profilers = profiling.start(args.profile, "full_flow", pids) if args.profile else []
+        profiled = {name: pid for name, pid in pids.items()
+                    if not args.profile_services or name in args.profile_services.split(",")}
+        profilers = profiling.start(args.profile, "full_flow", profiled, rate=args.profile_rate) if args.profile else []
         started = time.perf_counter()
         locust(platform.url, args.users, args.seconds, config, workdir / "locust", completed_file)
         wall = time.perf_counter() - started
@@ -232,6 +247,7 @@ def run(args, workdir: Path) -> None:
             machine_cpu_seconds() - machine_before) - sum(cpu.values())
         sampler.kill()
         calls = entrypoint_calls(platform.deployed.processes.env) - calls_before
+        statements = statement_counts(platform) if args.statements else []
         completed = json.loads(completed_file.read_text()) if completed_file.exists() else []
         table = stats(workdir / "locust")
         result = audit(platform, completed, args.sample, workdir)
@@ -270,6 +286,11 @@ def run(args, workdir: Path) -> None:
         print(f"  {kind}: {sum(n for n, _, _ in rows) / max(1, flows_ok):.1f}")
         for n, service, entrypoint in rows:
             print(f"    {service + '.' + entrypoint:<50} {n / max(1, flows_ok):6.2f}")
+    if statements:
+        print(f"\nSQL statements per complete flow: {sum(n for n, _, _ in statements) / max(1, flows_ok):.1f} "
+              f"({sum(ms for _, ms, _ in statements) / max(1, flows_ok):.1f} ms executing); the most called:")
+        for n, ms, text in statements[:args.statements]:
+            print(f"  {n / max(1, flows_ok):6.2f} {ms / max(1, n):6.2f} ms  {text[:150]}")
     if flows_ok == 0 or int(flow_row.get("Failure Count", 0)) or broken:
         print(f"NOT CLEAN: {flows_ok} flows completed, {flow_row.get('Failure Count', '?')} failed, {broken}")
         sys.exit(1)

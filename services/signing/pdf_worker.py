@@ -57,8 +57,11 @@ def prepare(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, field_name: st
 
 
 def complete(tsa_url: str, roots_pem: tuple[str, ...], prepared: dict, signature: bytes,
-             timestamp_token: bytes | None = None) -> bytes:
-    return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared), signature, timestamp_token)
+             timestamp_token: bytes | None = None, input_pdf: bytes | None = None) -> bytes:
+    """``prepared`` from :func:`prepare`, which keeps only the update to ``input_pdf``, the document
+    it was prepared from (see :meth:`PreparedSignature.to_dict`)."""
+    return _signer(tsa_url, roots_pem).complete(PreparedSignature.from_dict(prepared, input_pdf), signature,
+                                                timestamp_token)
 
 
 def finalize(tsa_url: str, roots_pem: tuple[str, ...], pdf: bytes, *, document_tsa_url: str = "",

@@ -325,7 +325,7 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         roots = self.ctx.platform.trust_roots(self.identity)
         token = base64.b64decode(signed["timestamp_token"]) if in_identity else None
         pdf = self.pdf.run(pdf_worker.complete, self.ctx.tsa_url, roots, prepared,
-                           base64.b64decode(signed["signature"]), token)
+                           base64.b64decode(signed["signature"]), token, self.flows.current_pdf(row))
         transition = F.sign(flow, person_id, now())
         last = transition.flow.state is F.FlowState.COMPLETED
         if last:

@@ -117,9 +117,10 @@ class PrivatePostgres:
     """A PostgreSQL cluster of its own (initdb under ``root``, its own port), run as
     the ``postgres`` user when the tests run as root (initdb refuses root)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, settings: tuple[str, ...] = ()):
         self.root = root
         self.data = root / "data"
+        self.settings = settings  # more ``name=value`` server settings (a benchmark's pg_stat_statements)
         self.port = free_port()
         self.bin = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1])
         self.user = "postgres" if os.geteuid() == 0 else None
@@ -137,7 +138,8 @@ class PrivatePostgres:
             _run([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--no-sync"], user=self.user)
         self._ctl("start", "-w", "-l", str(self.root / "postgres.log"), "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200")
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+                  + "".join(f" -c {setting}" for setting in self.settings))
         return self
 
     def _ctl(self, *args: str) -> None:
@@ -425,17 +427,18 @@ class Deployed:
 
 
 @contextmanager
-def deployed_platform(prefix: str, keep: bool = False, more_people: tuple = (), supervised: bool = True):
+def deployed_platform(prefix: str, keep: bool = False, more_people: tuple = (), supervised: bool = True,
+                      postgres_settings: tuple[str, ...] = ()):
     """The platform as deployed, on a broker, database and S3 of its own (see the module), healthy;
     stopped and removed after (``keep``: its folder and logs stay). ``more_people``: (name,
     id_number) the registry vouches for besides the stack's people; ``supervised``: exited
-    service processes are started again."""
+    service processes are started again; ``postgres_settings``: more server settings."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)  # the broker and database run as their own users and need to reach their folders
     rabbit = postgres = s3 = None
     processes = rpc = supervisor = None
     try:
-        rabbit, postgres, s3 = make_cluster(root)
+        rabbit, postgres, s3 = make_cluster(root, postgres_settings)
         processes = ServiceProcesses(root, rabbit, postgres, s3, more_people=more_people)
         processes.configure()
         processes.start_all()
@@ -498,13 +501,14 @@ def tolerant(fn):
 
 
 
-def make_cluster(root: Path) -> tuple[PrivateRabbit, PrivatePostgres, SeaweedServer]:
+def make_cluster(root: Path, postgres_settings: tuple[str, ...] = ()) -> tuple[PrivateRabbit, PrivatePostgres,
+                                                                                SeaweedServer]:
     import secrets
 
     if not shutil.which("rabbitmq-server"):
         raise RuntimeError("rabbitmq-server not found: the reliability tests start a RabbitMQ node of their own")
     rabbit = PrivateRabbit(root / "rabbitmq", f"esign-faults-{secrets.token_hex(4)}").start()
-    postgres = PrivatePostgres(root / "postgres").start()
+    postgres = PrivatePostgres(root / "postgres", postgres_settings).start()
     s3 = SeaweedServer(root / "seaweedfs", "faults-" + secrets.token_hex(6), secrets.token_hex(20),
                        SeaweedPorts.free()).start()
     return rabbit, postgres, s3

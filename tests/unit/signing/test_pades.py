@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import subprocess
+import zlib
 
 import pytest
 from asn1crypto import cms
@@ -200,7 +201,7 @@ def test_identity_signs_exactly_the_prepared_digest(env, signer, flow):
 
     party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
     prepared = signer.prepare(flow["blank"], party)
-    prepared = PreparedSignature.from_dict(json.loads(json.dumps(prepared.to_dict())))  # survives storage
+    prepared = PreparedSignature.from_dict(json.loads(json.dumps(prepared.to_dict())), flow["blank"])  # stored
     prepared.check_binding()
     assert prepared.input_sha256 == hashlib.sha256(flow["blank"]).hexdigest()
     signed = signer.complete(prepared, recording_sign_digest(prepared.digest_to_sign))
@@ -229,6 +230,40 @@ def test_complete_refuses_a_tampered_prepared_document(env, signer, flow):
     tampered = PreparedSignature.from_dict({**prepared.to_dict(), "prepared_pdf": _b64(bytes(pdf))})
     with pytest.raises(IntegrityError):
         signer.complete(tampered, pki.alice.sign_digest(prepared.digest_to_sign))
+
+
+def test_a_prepared_signature_is_stored_as_its_update_to_the_document(env, signer, flow):
+    """What a pending signature keeps is the incremental update (zlib), not the document again:
+    it comes back byte for byte behind the document it was prepared from, and only behind that one."""
+    pki = env.pki
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = signer.prepare(flow["blank"], party)
+    stored = json.dumps(prepared.to_dict())
+    whole = json.dumps({**prepared.to_dict(), "prepared_pdf": _b64(prepared.prepared_pdf)})
+    assert "prepared_pdf" not in json.loads(stored) and len(stored) * 4 < len(whole)
+    back = PreparedSignature.from_dict(json.loads(stored), flow["blank"])
+    assert back == prepared
+    assert back.prepared_pdf == prepared.prepared_pdf
+    other = flow["blank"][:-1] + bytes([flow["blank"][-1] ^ 0x01])
+    with pytest.raises(IntegrityError):
+        PreparedSignature.from_dict(json.loads(stored), other)
+    with pytest.raises(InvalidInput):
+        PreparedSignature.from_dict(json.loads(stored))
+    cut = {**json.loads(stored), "update": _b64(zlib.compress(prepared.prepared_pdf[len(flow["blank"]):])[:-9])}
+    with pytest.raises(IntegrityError):
+        PreparedSignature.from_dict(cut, flow["blank"])
+
+
+def test_a_prepared_signature_stored_whole_still_completes(env, signer, flow):
+    """A pending signature stored before the update form (the whole prepared PDF) completes after an upgrade."""
+    pki = env.pki
+    party = PartySignature("Party1", pki.alice.certificate, tuple(pki.chain), handwritten_png(), certify=True)
+    prepared = signer.prepare(flow["blank"], party)
+    older = {key: value for key, value in prepared.to_dict().items() if key not in ("update", "input_length")}
+    older["prepared_pdf"] = _b64(prepared.prepared_pdf)
+    back = PreparedSignature.from_dict(json.loads(json.dumps(older)))
+    signed = signer.complete(back, pki.alice.sign_digest(prepared.digest_to_sign))
+    assert PdfFileReader(io.BytesIO(signed)).embedded_signatures[0].field_name == "Party1"
 
 
 def _b64(data: bytes) -> str:
