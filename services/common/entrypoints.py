@@ -261,6 +261,23 @@ class EsignEventHandler(EventHandler):
     requeue_delay = 1.0
     queue_consumer = SurvivingQueueConsumer()
 
+    def __init__(self, source_service, event_type, wanted: typing.Callable[[dict], bool] | None = None, **kwargs):
+        self.wanted = wanted
+        super().__init__(source_service, event_type, **kwargs)
+
+    def handle_message(self, body, message):
+        """An event the handler does not want (``handles_event(wanted=...)``) is acknowledged as it
+        arrives: no worker is spawned for it (its dependencies, a database session, a trace)."""
+        if self.wanted is not None and isinstance(body, dict) and body.get("event_id"):
+            try:
+                unwanted = not self.wanted(body)
+            except Exception:  # noqa: BLE001 - in the consumer's thread an error would end the container
+                unwanted = False  # the worker runs the same check and the handler logs what it finds
+            if unwanted:
+                self.queue_consumer.ack_message(message)
+                return
+        super().handle_message(body, message)
+
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
         if exc_info is not None and self._retry(message, exc_info[1]):
             eventlet.sleep(self.requeue_delay)
@@ -291,9 +308,10 @@ def handles_event(source: str, event_type: str, db_attr: str = "db",
     after a commit of their own intent (see the notify service).
 
     ``wanted(envelope)``: whether this handler has anything to do with the
-    event; one it does not want is acknowledged at once, with no database
-    work and no mark (identity wants only the ``sms_sent`` of its codes, 2 of
-    a flow's 5). It reads the envelope as sent: it must not raise."""
+    event; one it does not want is acknowledged as it arrives, with no worker,
+    no database work and no mark (identity wants only the ``sms_sent`` of its
+    codes, 2 of a flow's 5; the evidence log's handlers only events whose leaf
+    was not queued with their change). It reads the envelope as sent: it must not raise."""
 
     def decorator(fn):
         @functools.wraps(fn)
@@ -318,7 +336,7 @@ def handles_event(source: str, event_type: str, db_attr: str = "db",
             return result
 
         return EsignEventHandler.decorator(source, event_type, handler_type=SERVICE_POOL,
-                                           reliable_delivery=True)(wrapper)
+                                           reliable_delivery=True, wanted=wanted)(wrapper)
 
     return decorator
 

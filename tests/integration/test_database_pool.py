@@ -85,3 +85,25 @@ def test_a_connection_dead_within_the_window_fails_one_statement_then_the_pool_i
         assert pings == []
     finally:
         engine.dispose()
+
+
+def test_a_service_keeps_as_many_connections_as_its_workers_use_at_once():
+    """Twelve checkouts at once, as a busy service's workers and its after-commit publishes make,
+    then twelve again: the second round opens no server process (SQLAlchemy's default pool of 5
+    closed seven of them on return and opened seven new ones next time)."""
+    from sqlalchemy import event
+
+    from services.common.database import POOL_HEADROOM, Database
+
+    db = Database(PG_URL, None, "pool_test", pool_size=10 + POOL_HEADROOM)  # max_workers 10
+    opened = []
+    event.listen(db.engine, "connect", lambda *_: opened.append(1))
+    try:
+        for _ in range(2):
+            held = [db.engine.connect() for _ in range(12)]
+            pids = {c.execute(text("SELECT pg_backend_pid()")).scalar_one() for c in held}
+            for connection in held:
+                connection.close()
+        assert len(pids) == 12 and len(opened) == 12
+    finally:
+        db.dispose()

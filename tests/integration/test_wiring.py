@@ -9,6 +9,7 @@ from pathlib import Path
 
 import eventlet
 import pytest
+from nameko.extensions import DependencyProvider
 from sqlalchemy import text
 
 from services.common import events
@@ -60,8 +61,27 @@ COLLIDE: dict[int, int] = {}
 HANDLED: dict[int, int] = {}
 
 
+#: (entrypoint, value) of every worker the consumer's container ran for an event
+SPAWNED: list[tuple[str, int]] = []
+
+
+class WorkerCount(DependencyProvider):
+    def worker_setup(self, worker_ctx):
+        if worker_ctx.entrypoint.method_name == "on_even_thing":
+            SPAWNED.append(("on_even_thing", worker_ctx.args[0]["data"]["value"]))
+
+
+def _even(event: dict) -> bool:
+    return event["data"]["value"] % 2 == 0
+
+
 class Consumer(ServiceBase):
     name = "wiring_consumer"
+    spawned = WorkerCount()
+
+    @handles_event("wiring_producer", "thing_made", wanted=_even)
+    def on_even_thing(self, event: dict) -> None:
+        """Only even values are this handler's business."""
 
     @handles_event("wiring_producer", "thing_made")
     def on_thing_made(self, event: dict) -> None:
@@ -205,6 +225,25 @@ def test_a_handler_that_lost_a_race_is_run_once_more_and_its_work_kept(pair, rpc
     received = wait_for(lambda: rpc_proxy.wiring_consumer.received(), timeout=15)
     assert [value for _, value in received] == [21]  # the failed attempt's insert was rolled back
     assert HANDLED[21] == 2
+
+
+def test_an_event_its_handler_does_not_want_is_acknowledged_without_a_worker(pair, rpc_proxy, amqp_uri):
+    """``wanted`` is asked as the message arrives: an odd value gets no worker (no dependencies, no
+    database session), an even one does, and neither is left on the queue."""
+    from kombu import Connection
+
+    producer, consumer = pair
+    SPAWNED.clear()
+    for value in (41, 42, 43):
+        rpc_proxy.wiring_producer.make(value=value)
+    wait_for(lambda: [v for _, v in rpc_proxy.wiring_consumer.received()] == [41, 42, 43] or None, timeout=15)
+    eventlet.sleep(0.5)
+    assert SPAWNED == [("on_even_thing", 42)]
+    consumer.stop()  # a message held unacknowledged would now be ready on the queue again
+    with Connection(amqp_uri) as connection:
+        queue = "evt-wiring_producer-thing_made--wiring_consumer.on_even_thing"
+        _, ready, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+    assert ready == 0
 
 
 def test_a_handler_that_always_violates_a_key_is_not_retried_for_ever(pair, rpc_proxy):
