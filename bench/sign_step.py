@@ -98,13 +98,15 @@ def _family(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children so far."""
+    """User + system CPU seconds of a process and its children so far, with those of children that
+    ended and were waited for (cutime, cstime): a PostgreSQL server process that ended within the run
+    (a connection closed) still counts."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for p in _family(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / tick
         except (OSError, IndexError, ValueError):
             pass
     return total
