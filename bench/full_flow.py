@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--profile-services", help="profile only these services (comma-separated; default all: on "
                                                    "2 cores ten samplers take most of the machine)")
     parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--profile-gil", action="store_true", help="py-spy samples only threads holding the GIL")
     parser.add_argument("--statements", type=int, default=0, metavar="N",
                         help="PostgreSQL counts its statements (pg_stat_statements): print the N most called, per flow")
     args = parser.parse_args()
@@ -236,7 +237,8 @@ def run(args, workdir: Path) -> None:
         machine_before, locust_before = machine_cpu_seconds(), children_cpu_seconds()
         profiled = {name: pid for name, pid in pids.items()
                     if not args.profile_services or name in args.profile_services.split(",")}
-        profilers = profiling.start(args.profile, "full_flow", profiled, rate=args.profile_rate) if args.profile else []
+        profilers = profiling.start(args.profile, "full_flow", profiled, rate=args.profile_rate,
+                                     gil=args.profile_gil) if args.profile else []
         started = time.perf_counter()
         locust(platform.url, args.users, args.seconds, config, workdir / "locust", completed_file)
         wall = time.perf_counter() - started

@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 
 
-def start(directory: Path, prefix: str, pids: dict[str, int], rate: int = 100) -> list[subprocess.Popen]:
+def start(directory: Path, prefix: str, pids: dict[str, int], rate: int = 100,
+          gil: bool = False) -> list[subprocess.Popen]:
+    """``gil``: sample only threads holding the GIL, so the stacks are where CPU goes (else a green
+    thread waiting on the database or the broker is sampled too)."""
     directory.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     profilers = []
@@ -22,7 +25,8 @@ def start(directory: Path, prefix: str, pids: dict[str, int], rate: int = 100) -
         for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
             out = directory / f"{prefix}_{name}.{suffix}"
             profilers.append(subprocess.Popen(
-                [spy, "record", "--subprocesses", "--rate", str(rate), "--nonblocking", "--format", fmt,
+                [spy, "record", "--subprocesses", "--rate", str(rate), "--nonblocking", *(["--gil"] if gil else []),
+                 "--format", fmt,
                  "-o", str(out), "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # attached before the load starts
     return profilers

@@ -84,9 +84,10 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from services.common.errors import Conflict, Forbidden, IntegrityError, InvalidInput, NotFound, Unavailable
 from services.common.reasons import Reason
 from services.common.tsa import IssuedToken, TsaCertificateChanged, TsaClient, TsaSettings
-from services.signing import hex_strings
+from services.signing import hex_strings, x509_names
 
 hex_strings.install()  # a signature's 16,384 hex digits read in one slice, not one by one
+x509_names.install()  # a certificate name's values prepared for comparison once, not at every comparison
 
 log = logging.getLogger(__name__)
 
