@@ -281,8 +281,10 @@ class Database:
         """``DATABASE.POOL_SIZE`` overrides ``pool_size`` (None: SQLAlchemy's default, for tools)."""
         settings = config.get("DATABASE") or {}
         migrations = settings.get("MIGRATIONS")  # another Alembic directory than services/<name>/migrations
-        if settings.get("POOL_SIZE"):
-            pool_size = int(settings["POOL_SIZE"])
+        if settings.get("POOL_SIZE") not in (None, ""):
+            from services.common.config import setting_number
+
+            pool_size = int(setting_number(settings, "POOL_SIZE", 0, "database.pool_size"))
         return cls(database_url(config, service), settings.get("SCHEMA") or service, service,
                    Path(migrations) if migrations else None,
                    int(settings.get("LOCK_TIMEOUT_MS") or LOCK_TIMEOUT_MS), pool_size=pool_size)

@@ -29,7 +29,8 @@ RUNS = [
     # the run above has every key on the embedded SoftHSM2 token (the default, issue #16). --keys sealed
     # only sets ESIGN_KEYS_BACKEND for the platform it starts: a sealed platform signs in the e2e IOU
     # test's [sealed] case and starts in test_up's killed-outright test, not again here (46 s of the suite)
-    (["full_flow.py", "--users", "1", "--seconds", "8", "--sample", "1"], "complete IOU flows"),
+    (["full_flow.py", "--users", "1", "--seconds", "8", "--sample", "1", "--statements", "3"],
+     "SQL statements per complete flow"),
     (["my_files.py", "--drafts", "3", "--flows", "3", "--runs", "2"], "page 1 of a person with 6 documents"),
     (["keystore.py", "--runs", "5", "--keys", "3", "--threads", "2"], "sign_digest p50 pkcs11 / sealed"),
 ]

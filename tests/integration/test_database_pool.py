@@ -107,3 +107,28 @@ def test_a_service_keeps_as_many_connections_as_its_workers_use_at_once():
         assert len(pids) == 12 and len(opened) == 12
     finally:
         db.dispose()
+
+
+def test_the_pool_size_is_a_setting_and_a_bad_one_names_itself():
+    from services.common.database import Database
+    from services.common.errors import InvalidInput
+
+    db = Database.from_config({"DATABASE": {"URL": PG_URL, "POOL_SIZE": "7"}}, "pool_test", pool_size=15)
+    try:
+        assert db.engine.pool.size() == 7
+    finally:
+        db.dispose()
+    db = Database.from_config({"DATABASE": {"URL": PG_URL, "POOL_SIZE": ""}}, "pool_test", pool_size=15)
+    try:
+        assert db.engine.pool.size() == 15  # empty: the service's own (max_workers + 5)
+    finally:
+        db.dispose()
+    with pytest.raises(InvalidInput) as refused:
+        Database.from_config({"DATABASE": {"URL": PG_URL, "POOL_SIZE": "many"}}, "pool_test")
+    assert refused.value.field == "database.pool_size"
+    cleanup = database.make_engine(PG_URL)
+    try:
+        with cleanup.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS pool_test CASCADE"))
+    finally:
+        cleanup.dispose()
