@@ -181,7 +181,7 @@ class PreparedSignature:
         """JSON-able, and small: ``prepared_pdf`` is the input document plus one incremental update,
         so only the update is kept (``update``, zlib; most of it is the zero-filled hole), and
         :meth:`from_dict` puts it back behind the input document, whose SHA-256 it checks. A pending
-        signature's row holds about 7 KB instead of the whole PDF twice over in base64 (90-120 KB)."""
+        signature's row holds about 8 KB instead of the prepared PDF in base64 (90-120 KB for an IOU)."""
         data = {
             "field_name": self.field_name,
             "input_sha256": self.input_sha256,
