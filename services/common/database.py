@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.common.config import REPO_ROOT, data_dir
+from services.common.config import REPO_ROOT, data_dir, setting_number
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,6 @@ class Database:
         settings = config.get("DATABASE") or {}
         migrations = settings.get("MIGRATIONS")  # another Alembic directory than services/<name>/migrations
         if settings.get("POOL_SIZE") not in (None, ""):
-            from services.common.config import setting_number
-
             pool_size = int(setting_number(settings, "POOL_SIZE", 0, "database.pool_size"))
         return cls(database_url(config, service), settings.get("SCHEMA") or service, service,
                    Path(migrations) if migrations else None,

@@ -324,8 +324,10 @@ class SigningService(LoanEntrypoints, EvidenceEntrypoints, ObjectReconciliation,
         signed = self.identity.sign_digest(grant=grant, person_id=person_id, digest=pending.digest, **stamp)
         roots = self.ctx.platform.trust_roots(self.identity)
         token = base64.b64decode(signed["timestamp_token"]) if in_identity else None
+        # the prepared PDF is kept as its update to the flow's PDF (a row from before: whole)
+        prepared_from = None if "prepared_pdf" in prepared else self.flows.current_pdf(row)
         pdf = self.pdf.run(pdf_worker.complete, self.ctx.tsa_url, roots, prepared,
-                           base64.b64decode(signed["signature"]), token, self.flows.current_pdf(row))
+                           base64.b64decode(signed["signature"]), token, prepared_from)
         transition = F.sign(flow, person_id, now())
         last = transition.flow.state is F.FlowState.COMPLETED
         if last:
