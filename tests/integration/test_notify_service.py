@@ -258,7 +258,9 @@ def test_a_burst_over_rpc_is_held_to_the_per_minute_limit(notify_env, amqp_uri):
     answers = list(pool.imap(send, range(8)))
     # notices are owed to the person: the limit holds them back instead of dropping them
     assert sorted(a["status"] for a in answers) == ["queued"] * 5 + ["sent"] * 3
-    assert len(env.lines()) == 3
+    # this burst's own template: an event an earlier test left on the test broker's durable queue (a
+    # sign_request of flow f1, seen under the full suite's load) reaches this notify when it starts
+    assert len(env.lines("flow_expired")) == 3
     # another number is not affected by the first one's limit
     with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=30) as proxy:
         assert proxy.notify.send_sms(phone="13900139002", template="flow_expired",
