@@ -9,13 +9,13 @@ each of them, and keeps nothing: in the B-LTA finalisation under the
 full-flow load that was about a tenth of a PDF worker's CPU.
 
 :func:`install` keeps each ``Name``'s ``hashable`` (the prepared values of
-every RDN, as asn1crypto computes them) by the name's DER, for the process
+every RDN, as asn1crypto computes them) by the DER of its RDN sequence, for the process
 (the same few names come back in every document's certificates, OCSP
 responses and CRLs, each parsed afresh), and on the object, and compares two
 names by it. That is the same comparison: asn1crypto's
 ``RelativeDistinguishedName.__eq__`` compares the same prepared values by
 type, and ``hashable`` is those values sorted by type and joined with
-separators that preparation removes from values. A name's DER determines it,
+separators that preparation removes from values. That DER determines it,
 and the platform does not change a parsed certificate's name, so what is
 kept does not go stale.
 Idempotent.
