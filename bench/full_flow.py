@@ -53,6 +53,7 @@ from bench.deployment import (  # noqa: E402
     statement_counts,
 )
 from bench.sign_step import cpu_seconds, new_iou, rss_mb, sign_step  # noqa: E402
+from services.common import sqltrace  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -194,13 +195,37 @@ def main() -> None:
     parser.add_argument("--profile-gil", action="store_true", help="py-spy samples only threads holding the GIL")
     parser.add_argument("--statements", type=int, default=0, metavar="N",
                         help="PostgreSQL counts its statements (pg_stat_statements): print the N most called, per flow")
+    parser.add_argument("--sql-trace", type=Path, metavar="DIR",
+                        help="each service counts its statements and transactions by entry point and caller "
+                             "(services/common/sqltrace.py) into DIR; print the most frequent, per flow")
     args = parser.parse_args()
+    if args.sql_trace:
+        os.environ[sqltrace.ENVIRONMENT] = str(args.sql_trace.resolve())
     workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
     try:
         run(args, workdir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_sql_trace(traced, flows: int) -> None:
+    """Statements and transactions per flow: by service, by entry point, and the most frequent callers."""
+    per = max(1, flows)
+    print(f"\nSQL per complete flow, as the services counted it: {sum(traced.values()) / per:.1f} statements "
+          f"and transaction ends, {sum(n for k, n in traced.items() if k[3] == 'BEGIN') / per:.1f} transactions")
+    by_entry: dict[tuple[str, str], Counter] = {}
+    for (service, entry, _caller, what), n in traced.items():
+        by_entry.setdefault((service, entry), Counter())[what] += n
+    for (service, entry), kinds in sorted(by_entry.items(), key=lambda kv: -sum(kv[1].values())):
+        total = sum(kinds.values())
+        if total / per < 0.5:
+            continue
+        top = ", ".join(f"{what} {n / per:.1f}" for what, n in kinds.most_common(6))
+        print(f"  {service + '.' + entry:<44} {total / per:6.1f}  ({top})")
+    print("  the most frequent (service, entry point, caller, statement):")
+    for (service, entry, caller, what), n in traced.most_common(40):
+        print(f"    {n / per:6.2f}  {service}.{entry}  {caller}  {what}")
 
 
 def run(args, workdir: Path) -> None:
@@ -234,6 +259,9 @@ def run(args, workdir: Path) -> None:
         calls_before = entrypoint_calls(platform.deployed.processes.env)
         if args.statements:
             reset_statement_counts(platform)
+        if args.sql_trace:
+            eventlet.sleep(1.5)  # each process rewrites its counts at most once a second
+            traced_before = sqltrace.load(args.sql_trace)
         machine_before, locust_before = machine_cpu_seconds(), children_cpu_seconds()
         profiled = {name: pid for name, pid in pids.items()
                     if not args.profile_services or name in args.profile_services.split(",")}
@@ -250,6 +278,9 @@ def run(args, workdir: Path) -> None:
         sampler.kill()
         calls = entrypoint_calls(platform.deployed.processes.env) - calls_before
         statements = statement_counts(platform) if args.statements else []
+        if args.sql_trace:
+            eventlet.sleep(1.5)
+            traced = sqltrace.load(args.sql_trace) - traced_before
         completed = json.loads(completed_file.read_text()) if completed_file.exists() else []
         table = stats(workdir / "locust")
         result = audit(platform, completed, args.sample, workdir)
@@ -293,6 +324,8 @@ def run(args, workdir: Path) -> None:
               f"({sum(ms for _, ms, _ in statements) / max(1, flows_ok):.1f} ms executing); the most called:")
         for n, ms, text in statements[:args.statements]:
             print(f"  {n / max(1, flows_ok):6.2f} {ms / max(1, n):6.2f} ms  {text[:150]}")
+    if args.sql_trace:
+        print_sql_trace(traced, flows_ok)
     if flows_ok == 0 or int(flow_row.get("Failure Count", 0)) or broken:
         print(f"NOT CLEAN: {flows_ok} flows completed, {flow_row.get('Failure Count', '?')} failed, {broken}")
         sys.exit(1)

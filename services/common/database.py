@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common import sqltrace
 from services.common.config import REPO_ROOT, data_dir, setting_number
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,8 @@ class Database:
         pooled = {} if pool_size is None or url.startswith("sqlite") else {
             "pool_size": pool_size, "max_overflow": POOL_OVERFLOW}
         self.engine = make_engine(url, schema, lock_timeout_ms=lock_timeout_ms, **pooled)
+        if sqltrace.enabled():
+            sqltrace.install(self.engine, service)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -349,6 +352,8 @@ class DatabaseProvider(DependencyProvider):
         unit = UnitOfWork(self.db.sessionmaker(), self.publisher, self.container.service_name,
                           background=eventlet.spawn_n, sessions=self.db.sessionmaker)
         self.units[worker_ctx] = unit
+        if sqltrace.enabled():
+            sqltrace.set_entry(worker_ctx.entrypoint.method_name)
         return unit
 
     def worker_teardown(self, worker_ctx) -> None:

@@ -197,6 +197,8 @@ class ServiceProcesses:
     restarted: dict = field(default_factory=dict)
     #: (name, id_number) of more people the registry vouches for (the performer's face), beyond the stack's
     more_people: tuple = ()
+    #: settings of the services' environment that replace the test deployment's (a benchmark's)
+    overrides: dict = field(default_factory=dict)
 
     def configure(self) -> None:
         gateway_port = free_port()
@@ -227,6 +229,7 @@ class ServiceProcesses:
             env[f"{service.upper()}_METRICS_PORT"] = str(free_port())
         for name in ("ESIGN_BROKER_USERS", "ESIGN_BROKER_USER_PREFIX"):
             env.pop(name, None)
+        env.update(self.overrides)
         if env.get("ESIGN_KEYS_BACKEND", "pkcs11") == "pkcs11":
             # identity's and signing's embedded SoftHSM2 token (config.yaml's default), made before they
             # start at once, as esign up makes it: two first starts would both make it
@@ -428,18 +431,20 @@ class Deployed:
 
 @contextmanager
 def deployed_platform(prefix: str, keep: bool = False, more_people: tuple = (), supervised: bool = True,
-                      postgres_settings: tuple[str, ...] = ()):
+                      postgres_settings: tuple[str, ...] = (), overrides: dict | None = None):
     """The platform as deployed, on a broker, database and S3 of its own (see the module), healthy;
     stopped and removed after (``keep``: its folder and logs stay). ``more_people``: (name,
     id_number) the registry vouches for besides the stack's people; ``supervised``: exited
-    service processes are started again; ``postgres_settings``: more server settings."""
+    service processes are started again; ``postgres_settings``: more server settings; ``overrides``:
+    settings of the services' environment that replace the test deployment's."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     root.chmod(0o755)  # the broker and database run as their own users and need to reach their folders
     rabbit = postgres = s3 = None
     processes = rpc = supervisor = None
     try:
         rabbit, postgres, s3 = make_cluster(root, postgres_settings)
-        processes = ServiceProcesses(root, rabbit, postgres, s3, more_people=more_people)
+        processes = ServiceProcesses(root, rabbit, postgres, s3, more_people=more_people,
+                                     overrides=dict(overrides or {}))
         processes.configure()
         processes.start_all()
         if supervised:
