@@ -324,7 +324,7 @@ class DatabaseProvider(DependencyProvider):
         self.units: dict[Any, Any] = {}
 
     def setup(self) -> None:
-        from services.common.outbox import OutboxPublisher, OutboxRelay
+        from services.common.outbox import OutboxPublisher, OutboxRelay, PublishedMarks
 
         config = self.container.config
         self.db = Database.from_config(config, self.container.service_name,
@@ -335,22 +335,26 @@ class DatabaseProvider(DependencyProvider):
         if interval is None:
             interval = float((config.get("OUTBOX") or {}).get("RELAY_INTERVAL", 1.0))
         self.relay = OutboxRelay(self.db, self.publisher, interval)
+        self.marks = PublishedMarks(self.db.sessionmaker)
 
     def start(self) -> None:
         self.container.spawn_managed_thread(self.relay.run)
+        self.container.spawn_managed_thread(self.marks.run)
 
     def stop(self) -> None:
         self.relay.stop()
+        self.marks.stop()
         self.db.dispose()
 
     def kill(self) -> None:
         self.relay.stop()
+        self.marks.stop(flush=False)
 
     def get_dependency(self, worker_ctx):
         from services.common.outbox import UnitOfWork
 
         unit = UnitOfWork(self.db.sessionmaker(), self.publisher, self.container.service_name,
-                          background=eventlet.spawn_n, sessions=self.db.sessionmaker)
+                          background=eventlet.spawn_n, sessions=self.db.sessionmaker, marks=self.marks)
         self.units[worker_ctx] = unit
         if sqltrace.enabled():
             sqltrace.set_entry(worker_ctx.entrypoint.method_name)

@@ -300,7 +300,7 @@ class EsignEventHandler(EventHandler):
 
 
 def handles_event(source: str, event_type: str, db_attr: str = "db",
-                  wanted: typing.Callable[[dict], bool] | None = None):
+                  wanted: typing.Callable[[dict], bool] | None = None, mark_first: bool = False):
     """Decorate a service method as an idempotent handler of ``source``'s
     ``event_type`` events. The method receives the event envelope; its
     database changes are committed by this wrapper together with the
@@ -311,7 +311,14 @@ def handles_event(source: str, event_type: str, db_attr: str = "db",
     event; one it does not want is acknowledged as it arrives, with no worker,
     no database work and no mark (identity wants only the ``sms_sent`` of its
     codes, 2 of a flow's 5; the evidence log's handlers only events whose leaf
-    was not queued with their change). It reads the envelope as sent: it must not raise."""
+    was not queued with their change). It reads the envelope as sent: it must not raise.
+
+    ``mark_first``: the processed-event mark is written before the handler runs (one insert that
+    finds a mark already there: no read first) and commits with the handler's first commit, not in
+    a transaction of its own after its last. For a handler whose first commit records everything it
+    owes (notify's delivery log: a message recorded is sent by the scheduler if the handler dies
+    after that commit), so a redelivery after that commit has nothing left to do. Not for a handler
+    that writes through another connection meanwhile: on SQLite it would wait for this one's lock."""
 
     def decorator(fn):
         @functools.wraps(fn)
@@ -324,6 +331,14 @@ def handles_event(source: str, event_type: str, db_attr: str = "db",
                 return None
             unit = getattr(self, db_attr)
             handler = f"{source}.{event_type}:{fn.__name__}"
+            if mark_first:
+                if not unit.mark_processed_first(event_id, handler):
+                    log.info("event %s already processed by %s", event_id, handler)
+                    unit.rollback()
+                    return None
+                result = fn(self, payload)
+                unit.commit()  # the mark, if the handler committed nothing
+                return result
             if unit.already_processed(event_id, handler):
                 log.info("event %s already processed by %s", event_id, handler)
                 return None

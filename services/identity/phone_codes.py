@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from services.common import events
@@ -124,11 +124,9 @@ class PhoneCodes:
     def delivered(self, challenge_id: str) -> None:
         """The vendor has the code: drop the sealed copy. Statements, not a
         loaded row: a code confirmed meanwhile must stay confirmed."""
-        self.session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge_id)
-                             .values(delivered_at=utcnow(), code_sealed=None))
-        self.session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge_id,
-                                                        OtpChallenge.status == "pending")
-                             .values(status="delivered"))
+        self.session.execute(update(OtpChallenge).where(OtpChallenge.id == challenge_id).values(
+            delivered_at=utcnow(), code_sealed=None,
+            status=case((OtpChallenge.status == "pending", "delivered"), else_=OtpChallenge.status)))
 
     def confirmed(self, challenge_id: str, valid: timedelta, phone_index: str | None = None,
                   allow_used: bool = False) -> OtpChallenge:

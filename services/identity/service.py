@@ -165,7 +165,7 @@ class IdentityService(ServiceBase):
         result.require_accepted()
         return {"challenge_id": challenge_id, "confirmed": True}
 
-    @handles_event("notify", events.SMS_SENT, wanted=_an_otp_outcome)
+    @handles_event("notify", events.SMS_SENT, wanted=_an_otp_outcome, mark_first=True)
     def on_sms_sent(self, event: dict) -> None:
         """The code reached the SMS vendor: drop the sealed copy kept for delivery."""
         try:

@@ -160,8 +160,13 @@ class DeliveryLog:
         return self.session.execute(select(SmsMessage).where(SmsMessage.dedupe_key == dedupe_key)).scalar_one_or_none()
 
     def record(self, *, dedupe_key: str, phone: str, template_id: str, params: Mapping[str, Any],
-               ref_type: str | None, ref_id: str | None) -> SmsMessage:
-        """Add a queued message (not committed). Raises InvalidInput for bad params."""
+               ref_type: str | None, ref_id: str | None, flush: bool = True) -> SmsMessage:
+        """Add a queued message (not committed). Raises InvalidInput for bad params.
+
+        ``flush=False``: the row is written with the transaction's commit, not now; for a message
+        whose first attempt (:meth:`deliver`) follows in the same transaction, so the row is
+        written once, as that attempt leaves it, with the intent and the attempt durable together
+        before the vendor is called."""
         rendered = self.channel.catalog.render(template_id, params)
         kept = {k: v for k, v in params.items()
                 if not (rendered.template.category is TemplateCategory.CODE and k == "code")}
@@ -176,13 +181,15 @@ class DeliveryLog:
             recipient_sealed=self._seal(message_id, {"phone": phone, "params": _plain(kept)}),
         )
         self.session.add(message)
-        self.session.flush()
+        if flush:
+            self.session.flush()
         return message
 
     # -- attempting ----------------------------------------------------------------
     def deliver(self, message: SmsMessage, phone: str | None = None, params: Mapping[str, Any] | None = None,
                 otp_lookup: OtpLookup | None = None) -> SmsMessage:
-        """One attempt at a queued message this worker has claimed; commits."""
+        """One attempt at a queued message this worker has claimed, recorded or committed; commits,
+        on every path, before the vendor is called (with what the transaction holds besides)."""
         template = self.channel.catalog.get(message.template_id)
         now = self.clock.now()
         try:
@@ -197,7 +204,8 @@ class DeliveryLog:
 
         if message.attempts == 0:
             store = SqlRateCounterStore(self.session)
-            permission = admit(self.channel.limiter(store), store, phone, template.category, now)
+            with self.session.no_autoflush:  # a message recorded in this transaction is written once, at its commit
+                permission = admit(self.channel.limiter(store), store, phone, template.category, now)
             if not permission.allowed:
                 # a code is asked for again by its person; a notice or reminder is owed, so it waits
                 if permission.reason in PER_PHONE_REASONS and template.category is TemplateCategory.CODE:

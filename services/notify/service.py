@@ -29,6 +29,10 @@ Events handled (each idempotent by event id, and by a dedupe key per event,
 template and recipient)
 =======================
 
+The event's mark (``processed_events``) commits with the messages it records and their first
+attempt, before the vendor is called: a redelivery finds it; a message that worker did not get to
+send is the scheduler's (its claim runs out, :mod:`.delivery`).
+
 Each event's payload is its type in :data:`services.common.events.PAYLOADS`;
 one that is not (or breaks notify's own rules below) is logged and dropped.
 
@@ -242,7 +246,7 @@ class NotifyService(ServiceBase):
         }
 
     # -- events --------------------------------------------------------------------
-    @handles_event("identity", events.OTP_REQUESTED)
+    @handles_event("identity", events.OTP_REQUESTED, mark_first=True)
     def on_otp_requested(self, event: dict) -> None:
         """Deliver a phone or willingness code. The event carries only the
         challenge id; the phone and code are fetched from identity over RPC."""
@@ -258,35 +262,35 @@ class NotifyService(ServiceBase):
             return
         phone, params = normalise_phone(message["phone"]), dict(message["params"])
         record = delivery.record(dedupe_key=dedupe_key, phone=phone, template_id=message["template"],
-                                 params=params, ref_type=OTP, ref_id=challenge_id)
-        self.db.commit()  # the intent is durable before anything leaves the building
+                                 params=params, ref_type=OTP, ref_id=challenge_id, flush=False)
+        # the intent, the first attempt and the event's mark commit together, before anything leaves
         delivery.deliver(record, phone, params, otp_lookup=self._otp_message)
 
-    @handles_event("signing", events.FLOW_SENT)
+    @handles_event("signing", events.FLOW_SENT, mark_first=True)
     def on_flow_sent(self, event: dict) -> None:
         self._notify_flow(event, events.FLOW_SENT)
 
-    @handles_event("signing", events.SIGN_REMINDER)
+    @handles_event("signing", events.SIGN_REMINDER, mark_first=True)
     def on_sign_reminder(self, event: dict) -> None:
         """催签: the sign request again, to the party whose turn it is."""
         self._notify_flow(event, events.SIGN_REMINDER)
 
-    @handles_event("signing", events.FLOW_COMPLETED)
+    @handles_event("signing", events.FLOW_COMPLETED, mark_first=True)
     def on_flow_completed(self, event: dict) -> None:
         """Tell every party; plan repayment reminders when the flow has a repayment date."""
         self._notify_flow(event, events.FLOW_COMPLETED, lambda flow: self._plan_reminders(flow, self.clock.now()))
 
-    @handles_event("signing", events.VOID_REQUESTED)
+    @handles_event("signing", events.VOID_REQUESTED, mark_first=True)
     def on_void_requested(self, event: dict) -> None:
         self._notify_flow(event, events.VOID_REQUESTED)
 
-    @handles_event("signing", events.FLOW_VOIDED)
+    @handles_event("signing", events.FLOW_VOIDED, mark_first=True)
     def on_flow_voided(self, event: dict) -> None:
         """Tell every party and cancel the flow's pending reminders."""
         self._notify_flow(event, events.FLOW_VOIDED,
                           lambda flow: reminder_book.cancel(self.db.session, flow.flow_id, self.clock.now()))
 
-    @handles_event("signing", events.LOAN_EXTENDED)
+    @handles_event("signing", events.LOAN_EXTENDED, mark_first=True)
     def on_loan_extended(self, event: dict) -> None:
         """Tell every party the new repayment date; the reminders not yet sent give way to
         those of the new date."""
@@ -297,26 +301,26 @@ class NotifyService(ServiceBase):
 
         self._notify_flow(event, events.LOAN_EXTENDED, plan_again)
 
-    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED)
+    @handles_event("signing", events.LOAN_REPAYMENT_RECORDED, mark_first=True)
     def on_loan_repayment_recorded(self, event: dict) -> None:
         """A part repayment: tell the parties but the lender; principal is still owed, so the reminders stay."""
         self._notify_flow(event, events.LOAN_REPAYMENT_RECORDED)
 
-    @handles_event("signing", events.LOAN_REPAID)
+    @handles_event("signing", events.LOAN_REPAID, mark_first=True)
     def on_loan_repaid(self, event: dict) -> None:
         """The loan is settled: tell every party and cancel the reminders not yet sent, overdue ones too."""
         self._notify_flow(event, events.LOAN_REPAID,
                           lambda flow: reminder_book.cancel(self.db.session, flow.flow_id, self.clock.now()))
 
-    @handles_event("signing", events.FLOW_DECLINED)
+    @handles_event("signing", events.FLOW_DECLINED, mark_first=True)
     def on_flow_declined(self, event: dict) -> None:
         self._notify_flow(event, events.FLOW_DECLINED)
 
-    @handles_event("signing", events.FLOW_EXPIRED)
+    @handles_event("signing", events.FLOW_EXPIRED, mark_first=True)
     def on_flow_expired(self, event: dict) -> None:
         self._notify_flow(event, events.FLOW_EXPIRED)
 
-    @handles_event("signing", events.FLOW_CANCELLED)
+    @handles_event("signing", events.FLOW_CANCELLED, mark_first=True)
     def on_flow_cancelled(self, event: dict) -> None:
         """The platform cancelled the flow over a disputed identity: tell the other parties."""
         self._notify_flow(event, events.FLOW_CANCELLED)
@@ -343,7 +347,8 @@ class NotifyService(ServiceBase):
         return DeliveryLog(self.db, self.sms, self.clock, self.metrics)
 
     def _notify_flow(self, event: dict, event_type: str, also: Callable[[FlowFacts], Any] | None = None) -> None:
-        """Gather contacts, record every message and ``also`` in one commit, then deliver.
+        """Gather contacts, record every message and do ``also``, then deliver: all of that commits
+        with the first message's attempt, before the vendor is called.
 
         Contacts are fetched before anything is committed: if identity does not
         answer, the event goes back to the queue with nothing half-done."""
@@ -377,7 +382,10 @@ class NotifyService(ServiceBase):
             pending.append((message, phone, params))
         if also is not None:
             also(flow)
-        self.db.commit()
+        # every message, ``also`` and the event's mark commit with the first attempt (before the vendor
+        # is called), or here when there is nothing to send
+        if not pending:
+            self.db.commit()
         for message, phone, params in pending:
             delivery.deliver(message, phone, params)
 

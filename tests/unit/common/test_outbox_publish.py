@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session
 
 from services.common import events
-from services.common.outbox import OUTBOX, OutboxRelay, UnitOfWork
+from services.common.outbox import OUTBOX, OutboxRelay, PublishedMarks, UnitOfWork
 
 
 class Broker:
@@ -110,3 +110,78 @@ def test_the_relay_keeps_off_a_workers_events_until_its_claim_runs_out(engine):
         conn.execute(OUTBOX.update().values(claimed_until=dt.datetime(2000, 1, 1)))
     assert relay.run_once() == 3 and relay.publisher.published == ids
     assert published(engine) == {event_id: True for event_id in ids}
+
+
+def counting(engine) -> list[str]:
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement.split()[0]))
+    return statements
+
+
+def test_events_published_after_commits_are_marked_in_one_batch_for_all_of_them(engine):
+    """Five commits' events, published beside their workers, are marked by one transaction of the
+    process's PublishedMarks, not one each; until then each row stays claimed, so the relay keeps off."""
+    broker = Broker()
+    marks = PublishedMarks(lambda: Session(bind=engine))
+    ids = []
+    for _ in range(5):
+        unit = UnitOfWork(Session(bind=engine), broker, "documents", background=lambda f, *a: f(*a),
+                          sessions=lambda: Session(bind=engine), marks=marks)
+        ids += emit_three(unit)
+        unit.commit()
+        unit.close()
+    assert broker.published == ids and len(marks) == 15
+    assert published(engine) == {event_id: False for event_id in ids}
+
+    class Db:
+        def session(self):
+            return Session(bind=engine)
+
+    relay = OutboxRelay(Db(), Broker(), grace_seconds=0)
+    assert relay.run_once() == 0  # claimed still: not published twice
+
+    statements = counting(engine)
+    assert marks.flush() == 15
+    assert statements.count("UPDATE") == 1, statements
+    assert published(engine) == {event_id: True for event_id in ids}
+    assert marks.flush() == 0 and len(marks) == 0
+
+
+def test_a_batch_the_database_refused_is_kept_for_the_next(engine):
+    broker = Broker()
+    marks = PublishedMarks(lambda: Session(bind=engine))
+    unit = UnitOfWork(Session(bind=engine), broker, "documents", background=lambda f, *a: f(*a),
+                      sessions=lambda: Session(bind=engine), marks=marks)
+    ids = emit_three(unit)
+    unit.commit()
+    unit.close()
+
+    def refuse(conn, cursor, statement, *rest):
+        if statement.startswith("UPDATE"):
+            raise ConnectionResetError("the database went away")
+
+    event.listen(engine, "before_cursor_execute", refuse)
+    with pytest.raises(ConnectionResetError):
+        marks.flush()
+    event.remove(engine, "before_cursor_execute", refuse)
+    assert len(marks) == 3 and published(engine) == {event_id: False for event_id in ids}
+    marks.stop()  # stopping marks what waits
+    assert published(engine) == {event_id: True for event_id in ids}
+
+
+def test_a_refused_publish_is_handed_back_at_once_even_with_batched_marks(engine):
+    """What went out before the refusal is marked, what did not is handed back, in the follow-up's own
+    transaction: the relay must not wait out the claim for those."""
+    broker = Broker()
+    marks = PublishedMarks(lambda: Session(bind=engine))
+    unit = UnitOfWork(Session(bind=engine), broker, "documents", background=lambda f, *a: f(*a),
+                      sessions=lambda: Session(bind=engine), marks=marks)
+    ids = emit_three(unit)
+    broker.refuse = {ids[2]}
+    unit.commit()
+    unit.close()
+    assert len(marks) == 0
+    assert published(engine) == {ids[0]: True, ids[1]: True, ids[2]: False}
+    with engine.connect() as conn:
+        assert conn.execute(select(OUTBOX.c.claimed_until).where(OUTBOX.c.event_id == ids[2])).scalar_one() is None

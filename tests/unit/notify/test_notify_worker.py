@@ -10,6 +10,7 @@ time, are tests/integration/test_notify_service.py's."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy import select
@@ -158,3 +159,83 @@ def test_a_flows_notice_asks_identity_once_for_every_party(tmp_path):
             assert sorted(line["phone"] for line in notify.lines("flow_completed")) == sorted(PHONES.values())
         finally:
             notify.stop()
+
+
+def transactions_of(notify: Notify, handler: str, event: dict) -> list[list[str]]:
+    """The statements of notify's database in each transaction ``handler`` committed while handling
+    ``event``, and at each commit the SMS the vendor (the console provider) had been handed so far."""
+    from sqlalchemy import event as sql_event
+
+    engine = notify.database().db.engine
+    transactions: list[list[str]] = [[]]
+
+    def statement(_conn, _cursor, text, *_rest):
+        table = re.search(r"\b(?:FROM|INTO|UPDATE)\s+(\w+)", text)
+        transactions[-1].append(f"{text.split()[0]} {table.group(1) if table else ''}".strip())
+
+    def commit(_conn):
+        transactions[-1].append(f"COMMIT with {len(notify.lines())} sent")
+        transactions.append([])
+
+    sql_event.listen(engine, "before_cursor_execute", statement)
+    sql_event.listen(engine, "commit", commit)
+    try:
+        notify.call(handler, event)
+    finally:
+        sql_event.remove(engine, "before_cursor_execute", statement)
+        sql_event.remove(engine, "commit", commit)
+    return [t for t in transactions if t]
+
+
+def test_a_code_is_recorded_attempted_and_its_event_marked_in_one_commit_before_the_vendor_has_it(notify):
+    """One transaction holds the event's mark, the message, its rate count and its first attempt (the row
+    written once, as 'sending'); the vendor is called after it commits; its outcome is the second. Four
+    transactions before: the intent, the attempt, the outcome, the mark, and the mark read first."""
+    event = envelope("identity", events.OTP_REQUESTED, data_of(events.OTP_REQUESTED, None))
+    first, second, *rest = transactions_of(notify, "on_otp_requested", event)
+    assert rest == []
+    assert first[0] == "INSERT processed_events" and "SELECT processed_events" not in first
+    assert first.count("INSERT sms_messages") == 1 and "UPDATE sms_messages" not in first
+    assert "INSERT sms_rate_events" in first and first[-1] == "COMMIT with 0 sent"
+    assert second[-1] == "COMMIT with 1 sent" and "UPDATE sms_messages" in second and "INSERT outbox" in second
+    [message] = notify.messages()
+    assert (message.status, message.attempts) == ("sent", 1)
+
+    # delivered again: the one insert finds the mark, and nothing else is done or committed
+    assert transactions_of(notify, "on_otp_requested", event) == [["INSERT processed_events"]]
+    assert len(notify.lines()) == 1
+
+
+def test_a_notice_to_two_parties_commits_both_intents_with_the_first_attempt(notify):
+    event = envelope("signing", events.FLOW_COMPLETED, data_of(events.FLOW_COMPLETED, {}))
+    transactions = transactions_of(notify, "on_flow_completed", event)
+    assert [t[-1] for t in transactions] == ["COMMIT with 0 sent", "COMMIT with 1 sent", "COMMIT with 1 sent",
+                                             "COMMIT with 2 sent"]
+    assert transactions[0].count("INSERT sms_messages") == 2 and transactions[0][0] == "INSERT processed_events"
+    assert {m.status for m in notify.messages()} == {"sent"} and len(notify.messages()) == 2
+
+
+def test_a_notice_whose_first_attempt_fails_midway_leaves_nothing_and_is_handled_again(tmp_path):
+    """Nothing is committed before the first attempt's commit: a failure before it (the database, the
+    limiter) rolls the mark and every message back, and the event delivered again sends them all."""
+    notify = Notify(tmp_path)
+    try:
+        event = envelope("signing", events.FLOW_COMPLETED, data_of(events.FLOW_COMPLETED, {}))
+        import services.notify.delivery as delivery
+
+        real_admit = delivery.admit
+
+        def broken_admit(*args, **kwargs):
+            raise RuntimeError("the database went away")
+
+        delivery.admit = broken_admit
+        try:
+            with pytest.raises(RuntimeError):
+                notify.call("on_flow_completed", event)
+        finally:
+            delivery.admit = real_admit
+        assert notify.messages() == [] and notify.lines() == []
+        notify.call("on_flow_completed", event)
+        assert sorted(line["phone"] for line in notify.lines("flow_completed")) == sorted(PHONES.values())
+    finally:
+        notify.stop()
