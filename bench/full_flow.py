@@ -195,13 +195,16 @@ def main() -> None:
     parser.add_argument("--profile-gil", action="store_true", help="py-spy samples only threads holding the GIL")
     parser.add_argument("--statements", type=int, default=0, metavar="N",
                         help="PostgreSQL counts its statements (pg_stat_statements): print the N most called, per flow")
-    parser.add_argument("--sql-trace", type=Path, metavar="DIR",
+    parser.add_argument("--sql-trace", type=Path, metavar="DIR", nargs="?", const=Path(),
                         help="each service counts its statements and transactions by entry point and caller "
-                             "(services/common/sqltrace.py) into DIR; print the most frequent, per flow")
+                             "(services/common/sqltrace.py) into DIR (default: the run's folder); print the "
+                             "most frequent, per flow")
     args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
+    if args.sql_trace == Path():
+        args.sql_trace = workdir / "sql-trace"
     if args.sql_trace:
         os.environ[sqltrace.ENVIRONMENT] = str(args.sql_trace.resolve())
-    workdir = Path(tempfile.mkdtemp(prefix="esign-full-flow-"))
     try:
         run(args, workdir)
     finally:

@@ -1,4 +1,5 @@
-"""Run the gateway: ``esign run gateway`` (uvicorn, one process).
+"""Run the gateway: ``esign run gateway`` (uvicorn, one process, on uvloop with httptools' parser,
+both in requirements.lock: uvicorn chooses them when they are installed, else asyncio's loop and h11).
 
 With ``HTTP.REUSE_PORT`` several gateway processes listen on one port (``SO_REUSEPORT``):
 the kernel spreads new connections over them, which is how ``esign up --scale gateway=N``
