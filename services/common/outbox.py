@@ -105,6 +105,23 @@ def create_outbox_tables(op) -> None:
 OUTBOX, PROCESSED = define_outbox_tables(MetaData())
 
 
+# Built once: a statement built for each call costs a service more CPU than its round trip to the
+# database (bench/sql_statement.py), and these run for every event emitted and handled.
+_EMIT = OUTBOX.insert()
+_MARK = PROCESSED.insert()
+_MARK_UNLESS_MARKED: dict[str, Any] = {}
+
+
+def _mark_unless_marked(session: Session):
+    """``INSERT INTO processed_events ... ON CONFLICT DO NOTHING`` in the session's dialect, built once each."""
+    dialect = session.get_bind().dialect.name
+    statement = _MARK_UNLESS_MARKED.get(dialect)
+    if statement is None:
+        statement = _MARK_UNLESS_MARKED[dialect] = dialect_insert(session)(PROCESSED).on_conflict_do_nothing(
+            index_elements=["event_id", "handler"])
+    return statement
+
+
 def envelope(source: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()),
@@ -191,18 +208,16 @@ class UnitOfWork:
             raise ValueError(f"{self.service} does not emit {event_type!r}")
         event = {**envelope(self.service, event_type, data_of(event_type, payload)), **marks}
         moment = utcnow()
-        self.session.execute(
-            OUTBOX.insert().values(
-                event_id=event["event_id"],
-                event_type=event_type,
-                payload=json.dumps(event, ensure_ascii=False, sort_keys=True),
-                created_at=moment,
-                # claimed by this worker, which publishes it after the commit (publish_committed):
-                # the relay takes it only if that has not happened when the claim runs out
-                claimed_until=moment + timedelta(seconds=WORKER_CLAIM_SECONDS),
-                attempts=1,
-            )
-        )
+        self.session.execute(_EMIT, {
+            "event_id": event["event_id"],
+            "event_type": event_type,
+            "payload": json.dumps(event, ensure_ascii=False, sort_keys=True),
+            "created_at": moment,
+            # claimed by this worker, which publishes it after the commit (publish_committed):
+            # the relay takes it only if that has not happened when the claim runs out
+            "claimed_until": moment + timedelta(seconds=WORKER_CLAIM_SECONDS),
+            "attempts": 1,
+        })
         self._pending.append(event)
         return event
 
@@ -259,18 +274,14 @@ class UnitOfWork:
         return row is not None
 
     def mark_processed(self, event_id: str, handler: str) -> None:
-        self.session.execute(
-            PROCESSED.insert().values(event_id=event_id, handler=handler, processed_at=utcnow())
-        )
+        self.session.execute(_MARK, {"event_id": event_id, "handler": handler, "processed_at": utcnow()})
 
     def mark_processed_first(self, event_id: str, handler: str) -> bool:
         """Mark the event processed by ``handler`` in the current transaction, unless a mark is
         there; whether this call made it. A second delivery handled at the same moment waits on the
         first's row until that commits, then finds it."""
-        statement = dialect_insert(self.session)(PROCESSED).values(
-            event_id=event_id, handler=handler, processed_at=utcnow())
-        return self.session.execute(
-            statement.on_conflict_do_nothing(index_elements=["event_id", "handler"])).rowcount == 1
+        return self.session.execute(_mark_unless_marked(self.session), {
+            "event_id": event_id, "handler": handler, "processed_at": utcnow()}).rowcount == 1
 
     def close(self) -> None:
         self.session.close()
