@@ -33,6 +33,7 @@ RUNS = [
      ("SQL statements per complete flow", "as the services counted it")),
     (["my_files.py", "--drafts", "3", "--flows", "3", "--runs", "2"], "page 1 of a person with 6 documents"),
     (["keystore.py", "--runs", "5", "--keys", "3", "--threads", "2"], "sign_digest p50 pkcs11 / sealed"),
+    (["sql_statement.py", "--calls", "5", "--repeats", "1"], "ORM built per call / psycopg2 ="),
 ]
 
 
